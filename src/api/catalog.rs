@@ -1,0 +1,251 @@
+//! The pattern catalog: `<patterns-dir>/<name>/manifest.yaml` in the seed's manifest format.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::values::{health_timing_problems, parse_cpu, parse_memory, DurationValue, QuantityValue};
+use crate::reconcile::{HealthCheck, Isolation, Probe, Resources};
+
+pub const MANIFEST_FILE: &str = "manifest.yaml";
+
+/// A pattern as its manifest declares it, with its executable made absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub version: String,
+    pub executable: PathBuf,
+    /// The isolation a launch gets when it does not say.
+    pub isolation: Isolation,
+    pub health_check: Option<HealthCheck>,
+    /// The health port the manifest names: used when free, else one is allocated.
+    pub health_port: Option<u16>,
+    pub resources: Option<Resources>,
+    pub environment: BTreeMap<String, String>,
+    pub manifest: PathBuf,
+}
+
+/// The loaded catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    entries: BTreeMap<String, CatalogEntry>,
+}
+
+/// A manifest that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", manifest.display())]
+pub struct CatalogError {
+    pub manifest: PathBuf,
+    pub message: String,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<&CatalogEntry> {
+        self.entries.get(name)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.entries.values()
+    }
+
+    pub fn insert(&mut self, entry: CatalogEntry) {
+        self.entries.insert(entry.name.clone(), entry);
+    }
+
+    /// The known names, for "not found" messages.
+    pub fn names_for_message(&self) -> String {
+        if self.entries.is_empty() {
+            "none".to_string()
+        } else {
+            self.entries.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    }
+}
+
+/// Loads every `<dir>/<name>/manifest.yaml`. A bad manifest is reported and left out; the others
+/// load.
+pub fn load_catalog(dir: &Path) -> (Catalog, Vec<CatalogError>) {
+    let mut catalog = Catalog::default();
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            errors.push(CatalogError {
+                manifest: dir.to_path_buf(),
+                message: format!("cannot read the patterns directory: {error}"),
+            });
+            return (catalog, errors);
+        }
+    };
+    let mut folders: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.join(MANIFEST_FILE).is_file())
+        .collect();
+    folders.sort();
+    for folder in folders {
+        match load_manifest(&folder.join(MANIFEST_FILE)) {
+            Ok(entry) => catalog.insert(entry),
+            Err(error) => errors.push(error),
+        }
+    }
+    (catalog, errors)
+}
+
+/// Loads one manifest file.
+pub fn load_manifest(path: &Path) -> Result<CatalogEntry, CatalogError> {
+    let error = |message: String| CatalogError {
+        manifest: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|io| error(format!("cannot read the manifest: {io}")))?;
+    let manifest: Manifest = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
+        .map_err(|parse| {
+            let field = parse.path().to_string();
+            let inner = parse.into_inner();
+            let line = inner
+                .location()
+                .map_or_else(String::new, |location| format!("line {}: ", location.line()));
+            error(format!("{line}field {field}: {inner}"))
+        })?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    manifest.resolve(folder).map_err(|problems| error(problems.join("; ")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    name: String,
+    #[serde(default)]
+    version: String,
+    executable: String,
+    isolation_level: Option<IsolationValue>,
+    healthcheck: Option<ManifestHealthCheck>,
+    resources: Option<ManifestResources>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum IsolationValue {
+    None,
+    Namespace,
+    Session,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestHealthCheck {
+    port: Option<u16>,
+    #[serde(default = "default_path")]
+    path: String,
+    interval: Option<DurationValue>,
+    timeout: Option<DurationValue>,
+    failure_threshold: Option<u32>,
+}
+
+fn default_path() -> String {
+    "/health".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestResources {
+    cpu_limit: Option<QuantityValue>,
+    memory_limit: Option<QuantityValue>,
+}
+
+impl Manifest {
+    fn resolve(self, folder: &Path) -> Result<CatalogEntry, Vec<String>> {
+        let mut problems = Vec::new();
+        let folder_name = folder
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if self.name != folder_name {
+            problems.push(format!(
+                "name {:?} does not match its folder {folder_name:?}",
+                self.name
+            ));
+        }
+        if self.executable.trim().is_empty() {
+            problems.push("executable is empty".to_string());
+        }
+        let executable = {
+            let path = Path::new(&self.executable);
+            let joined = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                folder.join(path)
+            };
+            std::path::absolute(&joined).unwrap_or(joined)
+        };
+        let health_port = self.healthcheck.as_ref().and_then(|check| check.port);
+        let health_check = self.healthcheck.map(|check| {
+            let interval = check
+                .interval
+                .map_or(HealthCheck::DEFAULT_INTERVAL, |value| value.0);
+            let timeout = check
+                .timeout
+                .map_or(HealthCheck::DEFAULT_TIMEOUT, |value| value.0);
+            for problem in health_timing_problems(interval, timeout) {
+                problems.push(format!("healthcheck: {problem}"));
+            }
+            if !check.path.starts_with('/') {
+                problems.push(format!("healthcheck.path {:?} must start with '/'", check.path));
+            }
+            let failure_threshold = check
+                .failure_threshold
+                .unwrap_or(HealthCheck::DEFAULT_FAILURE_THRESHOLD);
+            if failure_threshold == 0 {
+                problems.push("healthcheck.failure_threshold must be at least 1".to_string());
+            }
+            HealthCheck {
+                // The manifest's port is where HEALTH_PORT is allocated when free, so the probe
+                // follows HEALTH_PORT rather than the literal number.
+                probe: Probe::Http {
+                    path: check.path,
+                    port: None,
+                },
+                initial_delay: std::time::Duration::ZERO,
+                interval,
+                timeout,
+                failure_threshold,
+                success_threshold: 1,
+            }
+        });
+        let resources = self.resources.map(|resources| Resources {
+            cpu_millis: resources.cpu_limit.and_then(|value| {
+                parse_cpu(&value.0)
+                    .map_err(|problem| problems.push(format!("resources.cpu_limit: {problem}")))
+                    .ok()
+            }),
+            memory_bytes: resources.memory_limit.and_then(|value| {
+                parse_memory(&value.0)
+                    .map_err(|problem| problems.push(format!("resources.memory_limit: {problem}")))
+                    .ok()
+            }),
+        });
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(CatalogEntry {
+            name: self.name,
+            version: self.version,
+            executable,
+            isolation: match self.isolation_level {
+                None | Some(IsolationValue::None) => Isolation::None,
+                Some(IsolationValue::Namespace) => Isolation::Namespace,
+                Some(IsolationValue::Session) => Isolation::Session,
+            },
+            health_check,
+            health_port,
+            resources,
+            environment: self.environment,
+            manifest: folder.join(MANIFEST_FILE),
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! The client side of our own service, for `prism-launcher status`: asks a running launcher and
+//! hands back plain structs, so that callers never see protobuf types.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::proto::prism::launcher::v1 as pb;
+use pb::launcher_admin_client::LauncherAdminClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{address:?} is not a valid launcher address: {source}")]
+    BadAddress {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("no launcher answers at {address}: {source}")]
+    Unreachable {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the launcher at {address} did not answer within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+    #[error("the launcher at {address} refused: {status}")]
+    Refused { address: String, status: tonic::Status },
+}
+
+/// Desired vs actual, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub launcher_id: String,
+    pub generated_at_unix_ms: i64,
+    pub summary: SummaryView,
+    pub processes: Vec<ProcessView>,
+    /// Source (e.g. `file:/path/x.yaml`) → its errors.
+    pub source_problems: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SummaryView {
+    pub to_start: u32,
+    pub to_replace: u32,
+    pub to_stop: u32,
+    pub failing: u32,
+    pub in_sync: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessView {
+    pub id: String,
+    pub process_type: String,
+    pub source: String,
+    pub admin_version: i64,
+    pub desired_generation: u64,
+    pub running_generation: u64,
+    pub actual: String,
+    pub diff: String,
+    pub diff_detail: String,
+    pub pid: Option<i32>,
+    pub health: String,
+    pub restart_count: u32,
+    pub consecutive_failures: u32,
+    pub last_error: String,
+    pub last_exit: String,
+    pub started_at_unix_ms: Option<i64>,
+    pub next_restart_at_unix_ms: Option<i64>,
+    pub pattern: String,
+    pub labels: BTreeMap<String, String>,
+    pub grpc_port: u32,
+    pub health_port: u32,
+}
+
+/// Asks the launcher at `address` (`host:port`) for its status.
+pub async fn fetch_status(address: &str, timeout: Duration) -> Result<StatusView, ClientError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|source| ClientError::BadAddress {
+            address: address.to_string(),
+            source,
+        })?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let ask = async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                address: address.to_string(),
+                source,
+            })?;
+        LauncherAdminClient::new(channel)
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .map_err(|status| ClientError::Refused {
+                address: address.to_string(),
+                status,
+            })
+    };
+    let report = tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| ClientError::Timeout {
+            address: address.to_string(),
+            timeout,
+        })??
+        .into_inner();
+    Ok(StatusView::from(report))
+}
+
+impl From<pb::StatusReport> for StatusView {
+    fn from(report: pb::StatusReport) -> StatusView {
+        let summary = report.summary.unwrap_or_default();
+        StatusView {
+            launcher_id: report.launcher_id,
+            generated_at_unix_ms: report.generated_at_unix_ms,
+            summary: SummaryView {
+                to_start: summary.to_start,
+                to_replace: summary.to_replace,
+                to_stop: summary.to_stop,
+                failing: summary.failing,
+                in_sync: summary.in_sync,
+            },
+            processes: report.processes.into_iter().map(ProcessView::from).collect(),
+            source_problems: report
+                .source_problems
+                .into_iter()
+                .map(|problem| (problem.source, problem.errors))
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::ProcessStatus> for ProcessView {
+    fn from(process: pb::ProcessStatus) -> ProcessView {
+        let positive = |value: i64| (value > 0).then_some(value);
+        ProcessView {
+            id: process.id,
+            process_type: process.process_type,
+            source: process.source,
+            admin_version: process.admin_version,
+            desired_generation: process.desired_generation,
+            running_generation: process.running_generation,
+            actual: process.actual,
+            diff: process.diff,
+            diff_detail: process.diff_detail,
+            pid: (process.pid > 0).then_some(process.pid),
+            health: process.health,
+            restart_count: process.restart_count,
+            consecutive_failures: process.consecutive_failures,
+            last_error: process.last_error,
+            last_exit: process.last_exit,
+            started_at_unix_ms: positive(process.started_at_unix_ms),
+            next_restart_at_unix_ms: positive(process.next_restart_at_unix_ms),
+            pattern: process.pattern,
+            labels: process.labels.into_iter().collect(),
+            grpc_port: process.grpc_port,
+            health_port: process.health_port,
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The only code that knows the generated protobuf types: the gRPC services, and the readers of
+//! the files people write (spec files, the pattern catalog) with the watcher of the spec directory.
+
+pub mod catalog;
+pub mod client;
+mod errors;
+mod problems;
+pub mod proto;
+pub mod server;
+pub mod spec_file;
+pub mod spec_watch;
+pub mod status;
+mod values;
+
+pub use problems::SourceProblems;
+pub use values::parse_duration;

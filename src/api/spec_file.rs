@@ -1,0 +1,678 @@
+//! The desired-state spec file format (Kubernetes-style YAML, DESIGN.md §3) and its validation.
+//!
+//! Parsing is strict and collects every error it can: each document is checked on its own, and
+//! each error names the file, the document, the field and the line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::catalog::Catalog;
+use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue};
+use crate::reconcile::{
+    HealthCheck, Isolation, Probe, ProcessId, ProcessSpec, ProcessType, RequestedPorts, Resources,
+    RestartPolicy,
+};
+
+pub const API_VERSION: &str = "prism.launcher/v1";
+pub const KIND: &str = "Process";
+
+/// Largest spec file read; bigger files are refused rather than parsed.
+pub const MAX_SPEC_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Environment variables the launcher sets itself; a spec cannot override them.
+pub const INJECTED_ENV: [&str; 8] = [
+    "PATTERN_NAME",
+    "NAMESPACE",
+    "SESSION_ID",
+    "GRPC_PORT",
+    "HEALTH_PORT",
+    "PROCESS_ID",
+    "PROCESS_TYPE",
+    "PRISM_LAUNCHER_ID",
+];
+
+/// One problem in a spec file, located as precisely as the YAML allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    pub file: PathBuf,
+    /// 1-based index of the YAML document in the file; 0 when the file itself is the problem.
+    pub document: usize,
+    /// Dotted path of the field, empty when the whole document is concerned.
+    pub field: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.document > 0 {
+            write!(f, ": document {}", self.document)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ", field {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A validated, resolved spec from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    pub id: ProcessId,
+    pub spec: ProcessSpec,
+    pub document: usize,
+    pub line: usize,
+}
+
+/// Reads, parses and resolves a spec file. Either every document is valid and all are returned,
+/// or every error found is.
+pub fn load_spec_file(path: &Path, catalog: &Catalog) -> Result<Vec<FileSpec>, Vec<SpecError>> {
+    let file_error = |message: String| {
+        vec![SpecError {
+            file: path.to_path_buf(),
+            document: 0,
+            field: String::new(),
+            line: None,
+            message,
+        }]
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|error| file_error(format!("cannot read the file: {error}")))?
+        .len();
+    if size > MAX_SPEC_FILE_BYTES {
+        return Err(file_error(format!(
+            "the file is {size} bytes; spec files may be at most {MAX_SPEC_FILE_BYTES} bytes"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| file_error(format!("cannot read the file: {error}")))?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse_spec_text(path, &text, base_dir, catalog)
+}
+
+/// Parses and resolves the text of a spec file; `base_dir` anchors relative paths.
+pub fn parse_spec_text(
+    path: &Path,
+    text: &str,
+    base_dir: &Path,
+    catalog: &Catalog,
+) -> Result<Vec<FileSpec>, Vec<SpecError>> {
+    let mut specs = Vec::new();
+    let mut errors = Vec::new();
+    for document in split_documents(text) {
+        let mut error_at = |field: &str, line: Option<usize>, message: String| {
+            errors.push(SpecError {
+                file: path.to_path_buf(),
+                document: document.index,
+                field: field.to_string(),
+                line,
+                message,
+            });
+        };
+        let parsed: Result<SpecDocument, _> =
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(document.text));
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                let field = error.path().to_string();
+                let inner = error.into_inner();
+                let line = inner
+                    .location()
+                    .map(|location| document.first_line + location.line() - 1);
+                let field = if field == "." { String::new() } else { field };
+                error_at(&field, line, clean_yaml_message(&inner.to_string()));
+                continue;
+            }
+        };
+        match parsed.resolve(base_dir, catalog) {
+            Ok((id, spec)) => specs.push(FileSpec {
+                id,
+                spec,
+                document: document.index,
+                line: document.first_line,
+            }),
+            Err(problems) => {
+                for problem in problems {
+                    let line = locate_field(document.text, &problem.field)
+                        .map(|offset| document.first_line + offset)
+                        .or(Some(document.first_line));
+                    error_at(&problem.field, line, problem.message);
+                }
+            }
+        }
+    }
+    let mut seen: BTreeMap<&ProcessId, usize> = BTreeMap::new();
+    for spec in &specs {
+        if let Some(first) = seen.insert(&spec.id, spec.document) {
+            errors.push(SpecError {
+                file: path.to_path_buf(),
+                document: spec.document,
+                field: "metadata.name".to_string(),
+                line: Some(spec.line),
+                message: format!("name {} is already declared by document {first}", spec.id),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errors)
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we report the line ourselves.
+fn clean_yaml_message(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(index) => message[..index].to_string(),
+        None => message.to_string(),
+    }
+}
+
+struct Document<'a> {
+    index: usize,
+    /// 1-based line of the document's first line in the file.
+    first_line: usize,
+    text: &'a str,
+}
+
+/// Splits a multi-document YAML text on `---` lines, skipping documents with nothing but
+/// comments and blank lines.
+fn split_documents<'a>(text: &'a str) -> Vec<Document<'a>> {
+    let mut documents = Vec::new();
+    let mut start_byte = 0;
+    let mut start_line = 1;
+    let mut byte = 0;
+    let push = |documents: &mut Vec<Document<'a>>, start: usize, end: usize, line: usize| {
+        let chunk = &text[start..end];
+        let has_content = chunk.lines().any(|line| {
+            let trimmed = line.trim();
+            !trimmed.is_empty() && !trimmed.starts_with('#')
+        });
+        if has_content {
+            let index = documents.len() + 1;
+            documents.push(Document {
+                index,
+                first_line: line,
+                text: chunk,
+            });
+        }
+    };
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        let line_number = number + 1;
+        let marker = line.trim_end();
+        if marker == "---" || marker.starts_with("--- ") {
+            push(&mut documents, start_byte, byte, start_line);
+            start_byte = byte + line.len();
+            start_line = line_number + 1;
+        }
+        byte += line.len();
+    }
+    push(&mut documents, start_byte, text.len(), start_line);
+    documents
+}
+
+/// The 0-based line offset of a dotted field path in a block-style YAML document, if found.
+fn locate_field(text: &str, field: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    let mut found = None;
+    for segment in field.split('.').filter(|segment| !segment.is_empty()) {
+        let key = format!("{segment}:");
+        let position = lines[from..].iter().position(|line| {
+            let trimmed = line.trim_start().trim_start_matches("- ");
+            trimmed.starts_with(&key)
+        });
+        match position {
+            Some(position) => {
+                found = Some(from + position);
+                from += position + 1;
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// A problem found while resolving a parsed document.
+struct Problem {
+    field: String,
+    message: String,
+}
+
+fn problem(field: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SpecDocument {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: SpecBody,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: ProcessId,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SpecBody {
+    #[serde(default, rename = "type")]
+    process_type: TypeValue,
+    pattern: Option<String>,
+    binary: Option<String>,
+    isolation: Option<IsolationValue>,
+    namespace: Option<String>,
+    session_id: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    inherit_env: Vec<String>,
+    working_dir: Option<String>,
+    health_check: Option<HealthCheckValue>,
+    restart_policy: Option<RestartPolicyValue>,
+    termination_grace_period: Option<DurationValue>,
+    resources: Option<ResourcesValue>,
+    ports: Option<PortsValue>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum TypeValue {
+    #[default]
+    Pattern,
+    Proxy,
+    Backend,
+    Utility,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum IsolationValue {
+    None,
+    Namespace,
+    Session,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+enum RestartPolicyValue {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HealthCheckValue {
+    http: Option<HttpProbeValue>,
+    tcp: Option<TcpProbeValue>,
+    exec: Option<serde_yaml::Value>,
+    initial_delay: Option<DurationValue>,
+    interval: Option<DurationValue>,
+    timeout: Option<DurationValue>,
+    failure_threshold: Option<u32>,
+    success_threshold: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpProbeValue {
+    #[serde(default = "default_health_path")]
+    path: String,
+    port: Option<u16>,
+}
+
+fn default_health_path() -> String {
+    "/health".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcpProbeValue {
+    port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ResourcesValue {
+    cpu_limit: Option<QuantityValue>,
+    memory_limit: Option<QuantityValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortsValue {
+    grpc: Option<u16>,
+    health: Option<u16>,
+}
+
+impl SpecDocument {
+    fn resolve(
+        self,
+        base_dir: &Path,
+        catalog: &Catalog,
+    ) -> Result<(ProcessId, ProcessSpec), Vec<Problem>> {
+        let mut problems = Vec::new();
+        if self.api_version != API_VERSION {
+            problems.push(problem(
+                "apiVersion",
+                format!(
+                    "apiVersion {:?} is not supported; use {API_VERSION:?}",
+                    self.api_version
+                ),
+            ));
+        }
+        if self.kind != KIND {
+            problems.push(problem(
+                "kind",
+                format!("kind {:?} is not supported; use {KIND:?}", self.kind),
+            ));
+        }
+        let spec = self.spec.resolve(self.metadata.labels, base_dir, catalog, &mut problems);
+        match spec {
+            Some(spec) if problems.is_empty() => Ok((self.metadata.name, spec)),
+            _ => Err(problems),
+        }
+    }
+}
+
+impl SpecBody {
+    fn resolve(
+        self,
+        labels: BTreeMap<String, String>,
+        base_dir: &Path,
+        catalog: &Catalog,
+        problems: &mut Vec<Problem>,
+    ) -> Option<ProcessSpec> {
+        let entry = match &self.pattern {
+            Some(name) => match catalog.get(name) {
+                Some(entry) => Some(entry),
+                None => {
+                    problems.push(problem(
+                        "spec.pattern",
+                        format!(
+                            "pattern {name:?} is not in the catalog (known: {})",
+                            catalog.names_for_message()
+                        ),
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let executable = match (&self.binary, &self.pattern) {
+            (Some(_), Some(_)) => {
+                problems.push(problem(
+                    "spec.binary",
+                    "give either `pattern` (a catalog entry) or `binary`, not both",
+                ));
+                None
+            }
+            (Some(binary), None) => {
+                if binary.trim().is_empty() {
+                    problems.push(problem("spec.binary", "binary is empty"));
+                    None
+                } else {
+                    Some(absolute_from(base_dir, binary))
+                }
+            }
+            (None, Some(_)) => entry.map(|entry| entry.executable.clone()),
+            (None, None) => {
+                problems.push(problem(
+                    "spec",
+                    "a process needs `pattern` (a catalog entry) or `binary` (an executable)",
+                ));
+                None
+            }
+        };
+
+        let isolation = self
+            .isolation
+            .map(|value| match value {
+                IsolationValue::None => Isolation::None,
+                IsolationValue::Namespace => Isolation::Namespace,
+                IsolationValue::Session => Isolation::Session,
+            })
+            .or(entry.map(|entry| entry.isolation))
+            .unwrap_or_default();
+        if isolation != Isolation::None && self.namespace.as_deref().is_none_or(str::is_empty) {
+            problems.push(problem(
+                "spec.namespace",
+                format!(
+                    "isolation {} needs a namespace",
+                    isolation.as_str().to_lowercase()
+                ),
+            ));
+        }
+        if isolation == Isolation::Session && self.session_id.as_deref().is_none_or(str::is_empty)
+        {
+            problems.push(problem("spec.sessionId", "isolation session needs a sessionId"));
+        }
+
+        let mut env = entry.map(|entry| entry.environment.clone()).unwrap_or_default();
+        for (name, value) in self.env {
+            env.insert(name, value);
+        }
+        for name in env.keys() {
+            if INJECTED_ENV.contains(&name.as_str()) {
+                problems.push(problem(
+                    "spec.env",
+                    format!("{name} is set by the launcher and cannot be overridden"),
+                ));
+            } else if !is_env_name(name) {
+                problems.push(problem(
+                    "spec.env",
+                    format!("{name:?} is not a valid environment variable name"),
+                ));
+            }
+        }
+        for name in &self.inherit_env {
+            if !is_env_name(name) {
+                problems.push(problem(
+                    "spec.inheritEnv",
+                    format!("{name:?} is not a valid environment variable name"),
+                ));
+            }
+        }
+
+        let health_check = match self.health_check {
+            Some(value) => value.resolve(problems),
+            None => entry.and_then(|entry| entry.health_check.clone()),
+        };
+
+        let resources = match self.resources {
+            Some(value) => value.resolve(problems),
+            None => entry.and_then(|entry| entry.resources.clone()),
+        };
+
+        let requested_ports = RequestedPorts {
+            grpc: self.ports.as_ref().and_then(|ports| ports.grpc),
+            health: self
+                .ports
+                .as_ref()
+                .and_then(|ports| ports.health)
+                .or(entry.and_then(|entry| entry.health_port)),
+        };
+        for (field, port) in [
+            ("spec.ports.grpc", requested_ports.grpc),
+            ("spec.ports.health", requested_ports.health),
+        ] {
+            if port == Some(0) {
+                problems.push(problem(field, "port 0 cannot be requested; leave it out to have one allocated"));
+            }
+        }
+
+        let process_type = match self.process_type {
+            TypeValue::Pattern => ProcessType::Pattern,
+            TypeValue::Proxy => ProcessType::Proxy,
+            TypeValue::Backend => ProcessType::Backend,
+            TypeValue::Utility => ProcessType::Utility,
+        };
+
+        Some(ProcessSpec {
+            process_type,
+            executable: executable?,
+            args: self.args,
+            env,
+            inherit_env: self.inherit_env,
+            working_dir: self
+                .working_dir
+                .map(|dir| absolute_from(base_dir, &dir)),
+            pattern: self.pattern,
+            isolation,
+            namespace: self.namespace.filter(|namespace| !namespace.is_empty()),
+            session_id: self.session_id.filter(|session| !session.is_empty()),
+            health_check,
+            restart_policy: match self.restart_policy {
+                Some(RestartPolicyValue::Always) | None => RestartPolicy::Always,
+                Some(RestartPolicyValue::OnFailure) => RestartPolicy::OnFailure,
+                Some(RestartPolicyValue::Never) => RestartPolicy::Never,
+            },
+            termination_grace: self
+                .termination_grace_period
+                .map_or(ProcessSpec::DEFAULT_TERMINATION_GRACE, |grace| grace.0),
+            resources,
+            requested_ports,
+            labels,
+        })
+    }
+}
+
+impl HealthCheckValue {
+    fn resolve(self, problems: &mut Vec<Problem>) -> Option<HealthCheck> {
+        if self.exec.is_some() {
+            problems.push(problem(
+                "spec.healthCheck.exec",
+                "exec probes are not supported yet; use http or tcp",
+            ));
+            return None;
+        }
+        let probe = match (self.http, self.tcp) {
+            (Some(http), None) => {
+                if !http.path.starts_with('/') {
+                    problems.push(problem(
+                        "spec.healthCheck.http.path",
+                        format!("path {:?} must start with '/'", http.path),
+                    ));
+                }
+                Probe::Http {
+                    path: http.path,
+                    port: http.port,
+                }
+            }
+            (None, Some(tcp)) => Probe::Tcp { port: tcp.port },
+            (Some(_), Some(_)) => {
+                problems.push(problem(
+                    "spec.healthCheck",
+                    "give one probe: http or tcp, not both",
+                ));
+                return None;
+            }
+            (None, None) => {
+                problems.push(problem(
+                    "spec.healthCheck",
+                    "a health check needs a probe: http or tcp",
+                ));
+                return None;
+            }
+        };
+        let interval = self.interval.map_or(HealthCheck::DEFAULT_INTERVAL, |value| value.0);
+        let timeout = self.timeout.map_or(HealthCheck::DEFAULT_TIMEOUT, |value| value.0);
+        check_health_timing(interval, timeout, "spec.healthCheck", problems);
+        let failure_threshold = self
+            .failure_threshold
+            .unwrap_or(HealthCheck::DEFAULT_FAILURE_THRESHOLD);
+        let success_threshold = self.success_threshold.unwrap_or(1);
+        if failure_threshold == 0 {
+            problems.push(problem(
+                "spec.healthCheck.failureThreshold",
+                "failureThreshold must be at least 1",
+            ));
+        }
+        if success_threshold == 0 {
+            problems.push(problem(
+                "spec.healthCheck.successThreshold",
+                "successThreshold must be at least 1",
+            ));
+        }
+        Some(HealthCheck {
+            probe,
+            initial_delay: self.initial_delay.map_or(Duration::ZERO, |value| value.0),
+            interval,
+            timeout,
+            failure_threshold,
+            success_threshold,
+        })
+    }
+}
+
+fn check_health_timing(
+    interval: Duration,
+    timeout: Duration,
+    field: &str,
+    problems: &mut Vec<Problem>,
+) {
+    for message in super::values::health_timing_problems(interval, timeout) {
+        problems.push(problem(field, message));
+    }
+}
+
+impl ResourcesValue {
+    fn resolve(self, problems: &mut Vec<Problem>) -> Option<Resources> {
+        let cpu_millis = self.cpu_limit.and_then(|value| match parse_cpu(&value.0) {
+            Ok(millis) => Some(millis),
+            Err(message) => {
+                problems.push(problem("spec.resources.cpuLimit", message));
+                None
+            }
+        });
+        let memory_bytes = self.memory_limit.and_then(|value| match parse_memory(&value.0) {
+            Ok(bytes) => Some(bytes),
+            Err(message) => {
+                problems.push(problem("spec.resources.memoryLimit", message));
+                None
+            }
+        });
+        Some(Resources {
+            cpu_millis,
+            memory_bytes,
+        })
+    }
+}
+
+fn absolute_from(base_dir: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    };
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

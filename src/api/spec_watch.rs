@@ -1,0 +1,234 @@
+//! The watched spec directory: files in, desired records out.
+//!
+//! A full scan runs at start and on every resync; between them, notify events name the files that
+//! changed, and only those are read again (debounced, so an editor's burst of writes is one
+//! change). A file is applied whole or not at all: a file with an error changes nothing, and what
+//! it declared before keeps running.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::catalog::Catalog;
+use super::problems::SourceProblems;
+use super::spec_file::load_spec_file;
+use crate::reconcile::Source;
+use crate::store::Store;
+
+/// Quiet time after the last file event before the changed files are read.
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
+/// Longest a burst of events can delay reading the files.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecWatchError {
+    #[error("cannot watch the spec directory {dir}: {source}")]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot read the spec directory {dir}: {source}")]
+    ReadDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Whether a path in the spec directory is a spec file (not hidden, not an editor's temporary).
+pub fn is_spec_file_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.')
+        && !name.ends_with('~')
+        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// Keeps the store's file-sourced desired records equal to the spec files in `dir` until
+/// `shutdown` completes.
+pub async fn watch_spec_dir(
+    dir: PathBuf,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    problems: SourceProblems,
+    resync_interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SpecWatchError> {
+    let (sender, mut changes) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            Ok(event) => {
+                for path in event.paths {
+                    // The receiver lives as long as the watch; a failed send means it is over.
+                    let _ = sender.send(path);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "spec directory watch error; the next resync will catch up"),
+        }
+    })
+    .map_err(|source| SpecWatchError::Watch {
+        dir: dir.clone(),
+        source,
+    })?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|source| SpecWatchError::Watch {
+            dir: dir.clone(),
+            source,
+        })?;
+
+    let specs = SpecDir {
+        dir,
+        store,
+        catalog,
+        problems,
+    };
+    specs.full_scan()?;
+    let mut resync = tokio::time::interval(resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            _ = resync.tick() => {
+                if let Err(error) = specs.full_scan() {
+                    tracing::error!(%error, "spec directory resync failed");
+                }
+            }
+            Some(first) = changes.recv() => {
+                let changed = debounce(first, &mut changes).await;
+                specs.apply_changed(changed);
+            }
+        }
+    }
+}
+
+/// Collects the paths of a burst of events: until `DEBOUNCE_QUIET` passes with no event, or
+/// `DEBOUNCE_MAX` after the first.
+async fn debounce(first: PathBuf, changes: &mut mpsc::UnboundedReceiver<PathBuf>) -> BTreeSet<PathBuf> {
+    let mut changed = BTreeSet::from([first]);
+    let give_up = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet_until = (tokio::time::Instant::now() + DEBOUNCE_QUIET).min(give_up);
+        match tokio::time::timeout_at(quiet_until, changes.recv()).await {
+            Ok(Some(path)) => {
+                changed.insert(path);
+            }
+            Ok(None) | Err(_) => return changed,
+        }
+    }
+}
+
+struct SpecDir {
+    dir: PathBuf,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    problems: SourceProblems,
+}
+
+impl SpecDir {
+    /// Applies every spec file in the directory and removes what files that are gone declared.
+    fn full_scan(&self) -> Result<(), SpecWatchError> {
+        let read_error = |source| SpecWatchError::ReadDir {
+            dir: self.dir.clone(),
+            source,
+        };
+        let mut present: BTreeSet<PathBuf> = BTreeSet::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(read_error)? {
+            let path = entry.map_err(read_error)?.path();
+            if is_spec_file_name(&path) && path.is_file() {
+                present.insert(path);
+            }
+        }
+        let mut touched: BTreeSet<PathBuf> = present.clone();
+        match self.store.all_desired() {
+            Ok((records, _corrupt)) => {
+                for record in records {
+                    if let Source::File { path } = record.source {
+                        if !present.contains(&path) {
+                            touched.insert(path);
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot list desired records to find removed spec files"),
+        }
+        self.apply_changed(touched);
+        Ok(())
+    }
+
+    /// Reads each changed spec file again (a missing one declares nothing), then retries files
+    /// whose names were owned by another file, in case the owner let go.
+    fn apply_changed(&self, changed: BTreeSet<PathBuf>) {
+        let mut released = false;
+        for path in changed.iter().filter(|path| is_spec_file_name(path)) {
+            released |= self.apply_file(path);
+        }
+        if released {
+            for path in self.problems.files_with_conflicts() {
+                if !changed.contains(&path) {
+                    self.apply_file(&path);
+                }
+            }
+        }
+    }
+
+    /// Applies one file. Returns whether it gave up any name (so waiting files can take it).
+    fn apply_file(&self, path: &Path) -> bool {
+        let source = Source::File {
+            path: path.to_path_buf(),
+        };
+        let specs = if path.exists() {
+            match load_spec_file(path, &self.catalog) {
+                Ok(specs) => specs,
+                Err(errors) => {
+                    for error in &errors {
+                        tracing::error!(%error, "spec file rejected; what it declared before keeps running");
+                    }
+                    self.problems
+                        .set_invalid(path, errors.iter().map(ToString::to_string).collect());
+                    return false;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let declared: Vec<_> = specs.into_iter().map(|spec| (spec.id, spec.spec)).collect();
+        match self.store.apply_source(&source, &declared) {
+            Ok(outcome) => {
+                for id in &outcome.created {
+                    tracing::info!(%id, %source, "desired: created");
+                }
+                for id in &outcome.updated {
+                    tracing::info!(%id, %source, "desired: updated");
+                }
+                for id in &outcome.deleted {
+                    tracing::info!(%id, %source, "desired: deleted");
+                }
+                for (id, owner) in &outcome.conflicts {
+                    tracing::error!(%id, %source, %owner, "name already owned by another source; the first owner keeps it");
+                }
+                if declared.is_empty() && !path.exists() {
+                    self.problems.clear(path);
+                } else {
+                    self.problems.clear_invalid(path);
+                    self.problems.set_conflicts(path, outcome.conflicts);
+                }
+                !outcome.deleted.is_empty()
+            }
+            Err(error) => {
+                tracing::error!(%source, %error, "cannot record the spec file's desired state");
+                self.problems.set_invalid(path, vec![error.to_string()]);
+                false
+            }
+        }
+    }
+}

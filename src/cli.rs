@@ -1,0 +1,252 @@
+//! What the client subcommands print: the `status` table and its JSON form.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::ValueEnum;
+
+use prism_launcher::api::client::{fetch_status, ProcessView, StatusView};
+
+use crate::{StatusArgs, ADDRESS_FILE};
+
+/// Exit code of a command that failed (no launcher answers, I/O error...).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code of `validate` when a spec file has errors. (2 is clap's, for bad usage.)
+pub const EXIT_INVALID: u8 = 3;
+
+/// The address `status` uses when neither a flag nor an address file says otherwise.
+const DEFAULT_ADDRESS: &str = "127.0.0.1:7070";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let address = match &args.addr {
+        Some(address) => address.clone(),
+        None => address_from_data_dir(&args.data_dir).unwrap_or_else(|| DEFAULT_ADDRESS.to_string()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let view = runtime
+        .block_on(fetch_status(&address, args.timeout))
+        .context("is `prism-launcher serve` running? pass --addr or --data-dir to point at it")?;
+    match args.output {
+        OutputFormat::Json => {
+            let json = serde_json::to_string_pretty(&view).context("cannot encode the status")?;
+            println!("{json}");
+        }
+        OutputFormat::Table => print!("{}", render_table(&view, &current_dir())),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn address_from_data_dir(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(ADDRESS_FILE)).ok()?;
+    let address = text.trim();
+    (!address.is_empty()).then(|| address.to_string())
+}
+
+fn current_dir() -> String {
+    std::env::current_dir()
+        .map(|dir| dir.display().to_string())
+        .unwrap_or_default()
+}
+
+/// The status table, the diff lines, the one-line summary and the source problems.
+fn render_table(view: &StatusView, cwd: &str) -> String {
+    let header = [
+        "ID", "TYPE", "SOURCE", "DESIRED", "ACTUAL", "PID", "HEALTH", "RESTARTS", "AGE",
+    ];
+    let rows: Vec<[String; 9]> = view
+        .processes
+        .iter()
+        .map(|process| {
+            [
+                process.id.clone(),
+                dash_if_empty(&process.process_type),
+                short_source(process, cwd),
+                if process.desired_generation == 0 {
+                    "-".to_string()
+                } else {
+                    format!("gen {}", process.desired_generation)
+                },
+                actual_column(process),
+                process.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string()),
+                process.health.clone(),
+                process.restart_count.to_string(),
+                process.started_at_unix_ms.map_or_else(
+                    || "-".to_string(),
+                    |started| human_age(view.generated_at_unix_ms.saturating_sub(started)),
+                ),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: &[String]| {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    };
+    push_row(&header.map(str::to_string));
+    for row in &rows {
+        push_row(row);
+    }
+    if view.processes.is_empty() {
+        out.push_str("(no processes desired or running)\n");
+    }
+    let differing: Vec<&ProcessView> = view
+        .processes
+        .iter()
+        .filter(|process| process.diff != "in-sync")
+        .collect();
+    if !differing.is_empty() {
+        out.push('\n');
+        for process in differing {
+            let marker = match process.diff.as_str() {
+                "start" => '+',
+                "replace" => '~',
+                "stop" => '-',
+                _ => '!',
+            };
+            out.push_str(&format!("{marker} {}: {}\n", process.id, process.diff_detail));
+        }
+    }
+    let summary = view.summary;
+    out.push_str(&format!(
+        "\n+{} to start, ~{} to replace, -{} to stop, !{} failing ({} in sync)\n",
+        summary.to_start, summary.to_replace, summary.to_stop, summary.failing, summary.in_sync
+    ));
+    if !view.source_problems.is_empty() {
+        out.push_str("\nproblems (what these sources declared before keeps running):\n");
+        for (source, errors) in &view.source_problems {
+            for error in errors {
+                out.push_str(&format!("  {source}: {error}\n"));
+            }
+        }
+    }
+    out
+}
+
+fn dash_if_empty(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+fn actual_column(process: &ProcessView) -> String {
+    let behind = process.running_generation != 0
+        && process.desired_generation != 0
+        && process.running_generation != process.desired_generation;
+    if behind {
+        format!("{} (gen {})", process.actual, process.running_generation)
+    } else {
+        process.actual.clone()
+    }
+}
+
+/// `file:<path>` shortened to a path relative to the current directory when it is inside it.
+fn short_source(process: &ProcessView, cwd: &str) -> String {
+    match process.source.strip_prefix("file:") {
+        Some(path) => {
+            let relative = path
+                .strip_prefix(cwd)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .unwrap_or(path);
+            format!("file:{relative}")
+        }
+        None if process.source == "admin" => format!("admin v{}", process.admin_version),
+        None => dash_if_empty(&process.source),
+    }
+}
+
+fn human_age(millis: i64) -> String {
+    let seconds = millis.max(0) / 1000;
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3599 => format!("{}m", seconds / 60),
+        3600..=86_399 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prism_launcher::api::client::SummaryView;
+
+    fn process(id: &str, diff: &str, detail: &str) -> ProcessView {
+        ProcessView {
+            id: id.to_string(),
+            process_type: "pattern".to_string(),
+            source: format!("file:/work/specs/{id}.yaml"),
+            admin_version: 0,
+            desired_generation: 2,
+            running_generation: 1,
+            actual: "running".to_string(),
+            diff: diff.to_string(),
+            diff_detail: detail.to_string(),
+            pid: Some(4242),
+            health: "healthy".to_string(),
+            restart_count: 3,
+            consecutive_failures: 0,
+            last_error: String::new(),
+            last_exit: String::new(),
+            started_at_unix_ms: Some(1_000),
+            next_restart_at_unix_ms: None,
+            pattern: String::new(),
+            labels: Default::default(),
+            grpc_port: 40000,
+            health_port: 40001,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_every_column_the_diff_lines_and_the_summary() {
+        let view = StatusView {
+            launcher_id: "launcher-1".to_string(),
+            generated_at_unix_ms: 126_000,
+            summary: SummaryView {
+                to_start: 0,
+                to_replace: 1,
+                to_stop: 0,
+                failing: 0,
+                in_sync: 0,
+            },
+            processes: vec![process("orders", "replace", "spec changed: generation 1 runs, 2 desired")],
+            source_problems: [("file:/work/specs/bad.yaml".to_string(), vec!["bad.yaml:3: oops".to_string()])]
+                .into_iter()
+                .collect(),
+        };
+        let table = render_table(&view, "/work");
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["ID", "TYPE", "SOURCE", "DESIRED", "ACTUAL", "PID", "HEALTH", "RESTARTS", "AGE"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["orders", "pattern", "file:specs/orders.yaml", "gen", "2", "running", "(gen", "1)", "4242", "healthy", "3", "2m"]
+        );
+        assert!(table.contains("~ orders: spec changed: generation 1 runs, 2 desired"), "{table}");
+        assert!(table.contains("+0 to start, ~1 to replace, -0 to stop, !0 failing"), "{table}");
+        assert!(table.contains("file:/work/specs/bad.yaml: bad.yaml:3: oops"), "{table}");
+    }
+}

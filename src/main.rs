@@ -1,0 +1,329 @@
+//! The `prism-launcher` binary: flags, wiring and shutdown.
+
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+
+use prism_launcher::api::{self, catalog, spec_watch, SourceProblems};
+use prism_launcher::reconcile::Backoff;
+use prism_launcher::runtime::{self, RuntimeConfig};
+use prism_launcher::store::Store;
+
+/// The address file a running launcher writes in its data directory, so that `status` (and
+/// tests that bind port 0) can find it.
+const ADDRESS_FILE: &str = "launcher.addr";
+
+#[derive(Debug, Parser)]
+#[command(name = "prism-launcher", version, about = "A declarative reconciler for the processes of one host")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the launcher: watch the spec directory, serve gRPC, reconcile processes.
+    Serve(ServeArgs),
+    /// Show desired vs actual for every process of a running launcher.
+    Status(StatusArgs),
+    /// Check spec files offline and report every error.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Where the store and the children's logs live.
+    #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The watched directory of desired-state spec files.
+    #[arg(long, default_value = "examples/desired-state")]
+    specs_dir: PathBuf,
+    /// The pattern catalog: <dir>/<name>/manifest.yaml.
+    #[arg(long, default_value = "manifests")]
+    patterns_dir: PathBuf,
+    /// The gRPC listen address. Port 0 picks a free port (see <data-dir>/launcher.addr).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Ports handed to children as GRPC_PORT and HEALTH_PORT come from this range.
+    #[arg(long, default_value = "40000-44999", value_parser = parse_port_range)]
+    port_range: (u16, u16),
+    /// A full reconcile (and spec directory rescan) runs this often even without events.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
+    resync_interval: Duration,
+    /// This launcher's id, given to children as PRISM_LAUNCHER_ID. Default: the one recorded in
+    /// the store, or a new random one.
+    #[arg(long)]
+    launcher_id: Option<String>,
+    /// Delay before the second restart in a row (the first is immediate); doubles after that.
+    #[arg(long, default_value = "1s", value_parser = parse_duration_flag)]
+    backoff_initial: Duration,
+    /// The longest delay between restarts.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_flag)]
+    backoff_max: Duration,
+    /// A process that ran this long before it exited starts its failure count afresh.
+    #[arg(long, default_value = "10m", value_parser = parse_duration_flag)]
+    backoff_reset_after: Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The launcher's gRPC address. Default: the address in <data-dir>/launcher.addr, else
+    /// 127.0.0.1:7070.
+    #[arg(long, env = "PRISM_LAUNCHER_ADDR")]
+    addr: Option<String>,
+    /// The data directory of the launcher to ask, used to find its address.
+    #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = cli::OutputFormat::Table)]
+    output: cli::OutputFormat,
+    /// Give up on an unresponsive launcher after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
+    timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// Spec files or directories of spec files.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The pattern catalog that `pattern:` references resolve against.
+    #[arg(long, default_value = "manifests")]
+    patterns_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Status(args) => cli::status(&args),
+        Command::Validate(args) => validate(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("prism-launcher: {error:#}");
+            ExitCode::from(cli::EXIT_ERROR)
+        }
+    }
+}
+
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (start, end) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a port range; write it like 40000-44999"))?;
+    let start: u16 = start.trim().parse().map_err(|_| format!("bad start port in {text:?}"))?;
+    let end: u16 = end.trim().parse().map_err(|_| format!("bad end port in {text:?}"))?;
+    if start == 0 || end <= start {
+        return Err(format!("port range {text:?} must be START-END with 0 < START < END"));
+    }
+    Ok((start, end))
+}
+
+fn parse_duration_flag(text: &str) -> Result<Duration, String> {
+    api::parse_duration(text)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve_async(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.specs_dir.is_dir() {
+        bail!(
+            "the spec directory {} does not exist; create it or pass --specs-dir",
+            args.specs_dir.display()
+        );
+    }
+    let specs_dir = std::path::absolute(&args.specs_dir)
+        .with_context(|| format!("cannot resolve {}", args.specs_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let store = Arc::new(Store::open(&args.data_dir.join("store"))?);
+    let launcher_id = match &args.launcher_id {
+        Some(id) => id.clone(),
+        None => store.launcher_id_or_insert(&new_launcher_id())?,
+    };
+
+    let (catalog, catalog_errors) = catalog::load_catalog(&args.patterns_dir);
+    for error in &catalog_errors {
+        tracing::error!(%error, "pattern manifest rejected");
+    }
+    tracing::info!(patterns = %catalog.names_for_message(), dir = %args.patterns_dir.display(), "pattern catalog loaded");
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr().context("cannot read the listen address")?;
+    let address_file = args.data_dir.join(ADDRESS_FILE);
+    std::fs::write(&address_file, address.to_string())
+        .with_context(|| format!("cannot write {}", address_file.display()))?;
+    tracing::info!(%address, %launcher_id, data_dir = %args.data_dir.display(), specs_dir = %specs_dir.display(), "prism-launcher serving");
+
+    let (stop, stopped) = watch::channel(false);
+    let problems = SourceProblems::default();
+    let runtime_config = RuntimeConfig {
+        data_dir: args.data_dir.clone(),
+        launcher_id: launcher_id.clone(),
+        port_range: args.port_range.0..=args.port_range.1,
+        resync_interval: args.resync_interval,
+        backoff: Backoff {
+            initial: args.backoff_initial,
+            max: args.backoff_max,
+            stable_after: args.backoff_reset_after,
+        },
+    };
+    let mut reconciler = tokio::spawn(runtime::run(
+        store.clone(),
+        runtime_config,
+        wait_for_stop(stopped.clone()),
+    ));
+    let watcher = tokio::spawn(spec_watch::watch_spec_dir(
+        specs_dir,
+        store.clone(),
+        Arc::new(catalog),
+        problems.clone(),
+        args.resync_interval,
+        wait_for_stop(stopped.clone()),
+    ));
+    let admin = api::status::LauncherAdminService {
+        store: store.clone(),
+        launcher_id,
+        problems,
+        clock: Arc::new(runtime::now),
+    };
+    let server = tokio::spawn(api::server::serve(listener, admin, wait_for_stop(stopped.clone())));
+
+    let ended_early = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal = signal?, "shutting down");
+            None
+        }
+        result = &mut reconciler => Some(result),
+    };
+    // Every task sees the stop, including when the loop failed first.
+    let _ = stop.send(true);
+    let loop_ended_early = ended_early.is_some();
+    let reconciled = match ended_early {
+        Some(result) => result,
+        None => reconciler.await,
+    };
+    let (watched, served) = tokio::join!(watcher, server);
+    let _ = std::fs::remove_file(&address_file);
+    reconciled.context("the reconcile loop panicked")??;
+    if loop_ended_early {
+        bail!("the reconcile loop stopped unexpectedly");
+    }
+    watched.context("the spec watcher panicked")??;
+    served.context("the gRPC server panicked")??;
+    Ok(())
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}
+
+/// A fresh launcher id: `launcher-` and 12 random hex digits.
+fn new_launcher_id() -> String {
+    let mut bytes = [0u8; 6];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes));
+    if random.is_err() {
+        // No /dev/urandom: the pid and the time still make a collision on one host unlikely.
+        let seed = runtime::now().0 ^ (u64::from(std::process::id()) << 20);
+        bytes.copy_from_slice(&seed.to_be_bytes()[2..]);
+    }
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("launcher-{hex}")
+}
+
+fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    let (catalog, catalog_errors) = catalog::load_catalog(&args.patterns_dir);
+    let mut failed = false;
+    for error in &catalog_errors {
+        eprintln!("warning: {error}");
+    }
+    let mut files = Vec::new();
+    for path in &args.paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| spec_watch::is_spec_file_name(path))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut processes = 0;
+    for file in &files {
+        match api::spec_file::load_spec_file(Path::new(file), &catalog) {
+            Ok(specs) => {
+                processes += specs.len();
+                println!("ok: {} ({} process{})", file.display(), specs.len(), if specs.len() == 1 { "" } else { "es" });
+            }
+            Err(errors) => {
+                failed = true;
+                for error in errors {
+                    println!("error: {error}");
+                }
+            }
+        }
+    }
+    if failed {
+        Ok(ExitCode::from(cli::EXIT_INVALID))
+    } else {
+        println!("{} file(s), {processes} process(es), no errors", files.len());
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,449 @@
+//! The domain types: what is desired, what is observed, and the values they are made of.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Unix time in milliseconds. The reconcile module never reads a clock: callers pass `now` in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    pub fn saturating_add(self, duration: Duration) -> UnixMillis {
+        let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        UnixMillis(self.0.saturating_add(millis))
+    }
+
+    pub fn saturating_duration_since(self, earlier: UnixMillis) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Longest process id accepted. Ids become file names (logs) and later cgroup names.
+pub const MAX_PROCESS_ID_LEN: usize = 200;
+
+/// A validated process id: a spec's `metadata.name`, `shared:<pattern>`, `ns:<ns>:<pattern>`,
+/// `session:<ns>:<session>:<pattern>`, or an admin's process id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProcessId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidProcessId {
+    #[error("process id is empty")]
+    Empty,
+    #[error("process id {id:?} is {len} bytes long; at most {MAX_PROCESS_ID_LEN} are allowed")]
+    TooLong { id: String, len: usize },
+    #[error("process id {id:?} contains {character:?}; only letters, digits and . _ - : @ are allowed")]
+    BadCharacter { id: String, character: char },
+    #[error("process id {id:?} starts with '.'; ids become file names and must not be hidden or relative")]
+    LeadingDot { id: String },
+}
+
+impl ProcessId {
+    pub fn new(id: impl Into<String>) -> Result<ProcessId, InvalidProcessId> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(InvalidProcessId::Empty);
+        }
+        if id.len() > MAX_PROCESS_ID_LEN {
+            let len = id.len();
+            return Err(InvalidProcessId::TooLong { id, len });
+        }
+        if let Some(character) = id.chars().find(|c| !is_id_character(*c)) {
+            return Err(InvalidProcessId::BadCharacter { id, character });
+        }
+        if id.starts_with('.') {
+            return Err(InvalidProcessId::LeadingDot { id });
+        }
+        Ok(ProcessId(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_id_character(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')
+}
+
+impl TryFrom<String> for ProcessId {
+    type Error = InvalidProcessId;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        ProcessId::new(value)
+    }
+}
+
+impl From<ProcessId> for String {
+    fn from(id: ProcessId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The kinds of process of ADR-057. Every kind shares one lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum ProcessType {
+    #[default]
+    Pattern,
+    Proxy,
+    Backend,
+    Utility,
+}
+
+impl ProcessType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessType::Pattern => "pattern",
+            ProcessType::Proxy => "proxy",
+            ProcessType::Backend => "backend",
+            ProcessType::Utility => "utility",
+        }
+    }
+}
+
+/// Bulkhead isolation: decides the process id of a pattern launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Isolation {
+    #[default]
+    None,
+    Namespace,
+    Session,
+}
+
+impl Isolation {
+    /// The key clients see in `isolation_distribution` (`None`, `Namespace`, `Session`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::None => "None",
+            Isolation::Namespace => "Namespace",
+            Isolation::Session => "Session",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// Where a desired record came from. One id has exactly one owner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Source {
+    /// A spec file in the watched directory; the path as the watcher saw it.
+    File { path: PathBuf },
+    /// A `LaunchPattern` call.
+    Api,
+    /// An assignment pushed by prism-admin, with the admin's config version.
+    Admin { version: i64 },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File { path } => write!(f, "file:{}", path.display()),
+            Source::Api => f.write_str("api"),
+            Source::Admin { .. } => f.write_str("admin"),
+        }
+    }
+}
+
+impl Source {
+    /// Whether two sources are the same owner (an admin's version does not change who owns an id).
+    pub fn same_owner(&self, other: &Source) -> bool {
+        match (self, other) {
+            (Source::File { path: a }, Source::File { path: b }) => a == b,
+            (Source::Api, Source::Api) => true,
+            (Source::Admin { .. }, Source::Admin { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// How a process is checked for health.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Probe {
+    /// HTTP GET on `127.0.0.1:<port><path>`; a 2xx answer is healthy. No port means `HEALTH_PORT`.
+    Http { path: String, port: Option<u16> },
+    /// A TCP connect to `127.0.0.1:<port>`. No port means `HEALTH_PORT`.
+    Tcp { port: Option<u16> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub initial_delay: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures of a ready process after which it is restarted.
+    pub failure_threshold: u32,
+    /// Consecutive passes needed to become ready.
+    pub success_threshold: u32,
+}
+
+impl HealthCheck {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+}
+
+/// Resource limits as declared; enforcement arrives with the resource-limits work.
+#[derive(Debug, Clone, PartialEq, Hash, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU limit in millicores (0.5 cores = 500).
+    pub cpu_millis: Option<u32>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// Everything needed to run one process, fully resolved (catalog entries inherited, paths absolute).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub process_type: ProcessType,
+    pub executable: PathBuf,
+    pub args: Vec<String>,
+    /// Variables the spec sets, on top of the injected ones.
+    pub env: BTreeMap<String, String>,
+    /// Variables copied from the launcher's environment when present.
+    pub inherit_env: Vec<String>,
+    pub working_dir: Option<PathBuf>,
+    /// The catalog entry this spec came from, if any.
+    pub pattern: Option<String>,
+    pub isolation: Isolation,
+    pub namespace: Option<String>,
+    pub session_id: Option<String>,
+    pub health_check: Option<HealthCheck>,
+    pub restart_policy: RestartPolicy,
+    pub termination_grace: Duration,
+    pub resources: Option<Resources>,
+    /// Ports asked for; used when free, else ports are allocated from the launcher's range.
+    pub requested_ports: RequestedPorts,
+    /// Labels are metadata: changing them never restarts a process.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ProcessSpec {
+    pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(10);
+
+    /// Whether a process started from `running` must be replaced to honour `self`.
+    pub fn requires_restart_from(&self, running: &ProcessSpec) -> bool {
+        let ProcessSpec {
+            process_type,
+            executable,
+            args,
+            env,
+            inherit_env,
+            working_dir,
+            pattern,
+            isolation,
+            namespace,
+            session_id,
+            health_check,
+            restart_policy,
+            termination_grace,
+            resources,
+            requested_ports,
+            labels: _,
+        } = self;
+        // Destructuring without `..` makes a new field a compile error here, so that nobody forgets
+        // to decide whether changing it restarts the process.
+        *process_type != running.process_type
+            || *executable != running.executable
+            || *args != running.args
+            || *env != running.env
+            || *inherit_env != running.inherit_env
+            || *working_dir != running.working_dir
+            || *pattern != running.pattern
+            || *isolation != running.isolation
+            || *namespace != running.namespace
+            || *session_id != running.session_id
+            || *health_check != running.health_check
+            || *restart_policy != running.restart_policy
+            || *termination_grace != running.termination_grace
+            || *resources != running.resources
+            || *requested_ports != running.requested_ports
+    }
+}
+
+/// One per process id: what someone declared should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredRecord {
+    pub id: ProcessId,
+    pub spec: ProcessSpec,
+    /// Grows by one on every change of `spec`; never reused for an id while its record exists.
+    pub generation: u64,
+    pub source: Source,
+}
+
+/// Ports a spec asks for (the catalog's health port, an admin's fixed ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct RequestedPorts {
+    pub grpc: Option<u16>,
+    pub health: Option<u16>,
+}
+
+/// Ports allocated to a process; they stay with the id across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ports {
+    pub grpc: u16,
+    pub health: u16,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn is_success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(signal) => write!(f, "signal {}", signal_name(*signal)),
+        }
+    }
+}
+
+/// The usual name of a Linux signal number, for messages people read.
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return format!("{signal}"),
+    };
+    name.to_string()
+}
+
+/// Where a process is in its lifecycle. See the state machine in ARCHITECTURE.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Spawned; waiting for its first passing readiness probe.
+    Starting,
+    /// Spawned and ready (or it has no health check).
+    Running,
+    /// SIGTERM sent to its process group; SIGKILL follows at `stop_deadline`.
+    Stopping,
+    /// Exited on its own; restarts at `next_restart_at`.
+    BackingOff,
+    /// Exited and its restart policy says it stays down.
+    Exited,
+    /// Stopped by the launcher (replaced, or the launcher itself stopped).
+    Stopped,
+}
+
+impl Phase {
+    /// Whether a process with a pid is (or may still be) alive in this phase.
+    pub fn has_live_process(self) -> bool {
+        matches!(self, Phase::Starting | Phase::Running | Phase::Stopping)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::BackingOff => "backing-off",
+            Phase::Exited => "exited",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// Why the launcher is stopping a process; decides how its exit is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    /// Nobody desires it any more.
+    Undesired,
+    /// Its spec changed in a way that needs a new process.
+    Replace,
+    /// Its liveness probe failed too many times in a row; counted as a failure.
+    Unhealthy,
+    /// The launcher is shutting down.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// No health check is declared.
+    NotChecked,
+    /// Declared, but no probe has answered yet.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::NotChecked => "none",
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// What runs (or last ran) for one id, as the runtime last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedRecord {
+    pub id: ProcessId,
+    pub phase: Phase,
+    /// The process (and process group) id while it lives.
+    pub pid: Option<u32>,
+    /// The pid's start time in clock ticks since boot (from /proc), to tell it from a reused pid.
+    pub pid_start_ticks: Option<u64>,
+    /// The desired generation the process was started from.
+    pub generation: u64,
+    /// The spec the process was started from.
+    pub spec: ProcessSpec,
+    pub ports: Ports,
+    pub started_at: Option<UnixMillis>,
+    pub health: Health,
+    /// Consecutive passes of the readiness probe so far (until ready).
+    pub probe_successes: u32,
+    /// Consecutive failures of the liveness probe.
+    pub probe_failures: u32,
+    /// Starts after the first one.
+    pub restart_count: u32,
+    /// Failures since the process last ran stably; drives the backoff.
+    pub consecutive_failures: u32,
+    /// Every failure ever counted (exits that count as failures, spawn errors, liveness restarts).
+    pub error_count: u32,
+    pub last_exit: Option<ExitStatus>,
+    pub last_error: Option<String>,
+    pub next_restart_at: Option<UnixMillis>,
+    pub stop_reason: Option<StopReason>,
+    pub stop_deadline: Option<UnixMillis>,
+    /// Set once SIGKILL has been sent, so the kill is not repeated while the exit is awaited.
+    pub killed: bool,
+}

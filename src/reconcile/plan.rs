@@ -1,0 +1,645 @@
+//! `plan` and the state transitions: every decision the launcher makes about a process.
+//!
+//! The runtime calls `plan` with the desired and observed records of the ids that changed (or of
+//! all ids on a resync) and carries the actions out; it records what happened through the
+//! `record_*` transitions below, so that the next `plan` sees the facts. Nothing here knows why it
+//! runs, which makes every decision safe to repeat.
+
+use std::time::Duration;
+
+use super::model::{
+    DesiredRecord, ExitStatus, Health, ObservedRecord, Phase, Ports, ProcessId, RestartPolicy,
+    StopReason, UnixMillis,
+};
+
+/// Something the runtime must do for one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Spawn the desired spec. `restart` is true when it follows a crash of the same id.
+    Start { id: ProcessId, restart: bool },
+    /// SIGTERM the process group; SIGKILL follows after `grace`.
+    Stop {
+        id: ProcessId,
+        reason: StopReason,
+        grace: Duration,
+    },
+    /// The grace period is over: SIGKILL the process group.
+    Kill { id: ProcessId },
+    /// Nothing runs and nothing is desired: drop the observed record and release its ports.
+    Forget { id: ProcessId },
+    /// The desired generation changed in a way that needs no restart (labels): record it.
+    RecordGeneration { id: ProcessId, generation: u64 },
+}
+
+impl Action {
+    pub fn id(&self) -> &ProcessId {
+        match self {
+            Action::Start { id, .. }
+            | Action::Stop { id, .. }
+            | Action::Kill { id }
+            | Action::Forget { id }
+            | Action::RecordGeneration { id, .. } => id,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Start { restart: false, .. } => "start",
+            Action::Start { restart: true, .. } => "restart",
+            Action::Stop { .. } => "stop",
+            Action::Kill { .. } => "kill",
+            Action::Forget { .. } => "forget",
+            Action::RecordGeneration { .. } => "record-generation",
+        }
+    }
+}
+
+/// What to do now, and when to look again at ids that are waiting for a time to pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub wake_at: Vec<(ProcessId, UnixMillis)>,
+}
+
+/// The decision for one id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Option<Action>,
+    /// Look at this id again at this time even if nothing else happens.
+    pub wake_at: Option<UnixMillis>,
+}
+
+/// Decides, for each `(desired, observed)` pair of one id, what must happen now.
+///
+/// Pairs with neither record are ignored. The order of actions follows the order of the pairs.
+pub fn plan<'a, I>(pairs: I, now: UnixMillis) -> Plan
+where
+    I: IntoIterator<Item = (Option<&'a DesiredRecord>, Option<&'a ObservedRecord>)>,
+{
+    let mut plan = Plan::default();
+    for (desired, observed) in pairs {
+        let decision = decide(desired, observed, now);
+        if let Some(action) = decision.action {
+            plan.actions.push(action);
+        }
+        if let Some(at) = decision.wake_at {
+            let id = desired.map(|d| &d.id).or(observed.map(|o| &o.id));
+            if let Some(id) = id {
+                plan.wake_at.push((id.clone(), at));
+            }
+        }
+    }
+    plan
+}
+
+/// The decision for one id; see `plan`.
+pub fn decide(
+    desired: Option<&DesiredRecord>,
+    observed: Option<&ObservedRecord>,
+    now: UnixMillis,
+) -> Decision {
+    match (desired, observed) {
+        (None, None) => Decision::default(),
+        (Some(desired), None) => act(Action::Start {
+            id: desired.id.clone(),
+            restart: false,
+        }),
+        (None, Some(observed)) => decide_undesired(observed, now),
+        (Some(desired), Some(observed)) => decide_desired(desired, observed, now),
+    }
+}
+
+fn act(action: Action) -> Decision {
+    Decision {
+        action: Some(action),
+        wake_at: None,
+    }
+}
+
+fn wait_until(at: UnixMillis) -> Decision {
+    Decision {
+        action: None,
+        wake_at: Some(at),
+    }
+}
+
+fn decide_undesired(observed: &ObservedRecord, now: UnixMillis) -> Decision {
+    let id = observed.id.clone();
+    match observed.phase {
+        Phase::Starting | Phase::Running => act(Action::Stop {
+            id,
+            reason: StopReason::Undesired,
+            grace: observed.spec.termination_grace,
+        }),
+        Phase::Stopping => decide_stopping(observed, now),
+        Phase::BackingOff | Phase::Exited | Phase::Stopped => act(Action::Forget { id }),
+    }
+}
+
+fn decide_stopping(observed: &ObservedRecord, now: UnixMillis) -> Decision {
+    match observed.stop_deadline {
+        // Killed already: the exit is on its way through the reaper; nothing to repeat.
+        _ if observed.killed => Decision::default(),
+        Some(deadline) if now >= deadline => act(Action::Kill {
+            id: observed.id.clone(),
+        }),
+        Some(deadline) => wait_until(deadline),
+        None => act(Action::Kill {
+            id: observed.id.clone(),
+        }),
+    }
+}
+
+fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixMillis) -> Decision {
+    let id = desired.id.clone();
+    let spec_changed = desired.spec.requires_restart_from(&observed.spec);
+    match observed.phase {
+        Phase::Starting | Phase::Running => {
+            if spec_changed {
+                return act(Action::Stop {
+                    id,
+                    reason: StopReason::Replace,
+                    grace: observed.spec.termination_grace,
+                });
+            }
+            if liveness_exhausted(observed) {
+                return act(Action::Stop {
+                    id,
+                    reason: StopReason::Unhealthy,
+                    grace: observed.spec.termination_grace,
+                });
+            }
+            if desired.generation != observed.generation {
+                return act(Action::RecordGeneration {
+                    id,
+                    generation: desired.generation,
+                });
+            }
+            Decision::default()
+        }
+        Phase::Stopping => decide_stopping(observed, now),
+        Phase::Stopped => act(Action::Start { id, restart: false }),
+        Phase::BackingOff => {
+            // A new spec is a new chance: it starts at once instead of waiting out the backoff.
+            if spec_changed {
+                return act(Action::Start { id, restart: false });
+            }
+            match observed.next_restart_at {
+                Some(at) if now < at => wait_until(at),
+                _ => act(Action::Start { id, restart: true }),
+            }
+        }
+        Phase::Exited => {
+            if spec_changed {
+                act(Action::Start { id, restart: false })
+            } else if desired.generation != observed.generation {
+                act(Action::RecordGeneration {
+                    id,
+                    generation: desired.generation,
+                })
+            } else {
+                Decision::default()
+            }
+        }
+    }
+}
+
+fn liveness_exhausted(observed: &ObservedRecord) -> bool {
+    match &observed.spec.health_check {
+        Some(check) => {
+            observed.phase == Phase::Running && observed.probe_failures >= check.failure_threshold
+        }
+        None => false,
+    }
+}
+
+/// How restarts after failures are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay before the second restart in a row; the first is immediate.
+    pub initial: Duration,
+    pub max: Duration,
+    /// A process that ran this long before it exited starts its failure count afresh.
+    pub stable_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            stable_after: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before restarting after the `consecutive_failures`-th failure in a row:
+    /// 0 for the first, then `initial`, doubling, capped at `max`.
+    pub fn delay(&self, consecutive_failures: u32) -> Duration {
+        match consecutive_failures {
+            0 | 1 => Duration::ZERO,
+            n => {
+                let doublings = (n - 2).min(31);
+                self.initial
+                    .checked_mul(1u32 << doublings)
+                    .map_or(self.max, |delay| delay.min(self.max))
+            }
+        }
+    }
+}
+
+/// The record of a process just spawned for `desired`.
+pub fn record_spawned(
+    desired: &DesiredRecord,
+    previous: Option<&ObservedRecord>,
+    spawned: Spawned,
+    now: UnixMillis,
+) -> ObservedRecord {
+    let health = if desired.spec.health_check.is_some() {
+        Health::Unknown
+    } else {
+        Health::NotChecked
+    };
+    let phase = if desired.spec.health_check.is_some() {
+        Phase::Starting
+    } else {
+        Phase::Running
+    };
+    let counters = Counters::carried_over(desired, previous);
+    ObservedRecord {
+        id: desired.id.clone(),
+        phase,
+        pid: Some(spawned.pid),
+        pid_start_ticks: spawned.start_ticks,
+        generation: desired.generation,
+        spec: desired.spec.clone(),
+        ports: spawned.ports,
+        started_at: Some(now),
+        health,
+        probe_successes: 0,
+        probe_failures: 0,
+        restart_count: counters.restart_count,
+        consecutive_failures: counters.consecutive_failures,
+        error_count: counters.error_count,
+        last_exit: previous.and_then(|p| p.last_exit),
+        last_error: previous.and_then(|p| p.last_error.clone()),
+        next_restart_at: None,
+        stop_reason: None,
+        stop_deadline: None,
+        killed: false,
+    }
+}
+
+/// What the runtime learned from a successful spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    pub pid: u32,
+    pub start_ticks: Option<u64>,
+    pub ports: Ports,
+}
+
+/// Counters that survive from one process of an id to the next.
+struct Counters {
+    restart_count: u32,
+    consecutive_failures: u32,
+    error_count: u32,
+}
+
+impl Counters {
+    fn carried_over(desired: &DesiredRecord, previous: Option<&ObservedRecord>) -> Counters {
+        let Some(previous) = previous else {
+            return Counters {
+                restart_count: 0,
+                consecutive_failures: 0,
+                error_count: 0,
+            };
+        };
+        let restarted_after_failure = previous.phase == Phase::BackingOff;
+        // A new spec resets the failure streak: it deserves its own chances.
+        let same_spec = !desired.spec.requires_restart_from(&previous.spec);
+        Counters {
+            restart_count: previous.restart_count + u32::from(restarted_after_failure),
+            consecutive_failures: if same_spec {
+                previous.consecutive_failures
+            } else {
+                0
+            },
+            error_count: previous.error_count,
+        }
+    }
+}
+
+/// The record after a spawn attempt failed (missing executable, permission denied...).
+pub fn record_spawn_failed(
+    desired: &DesiredRecord,
+    previous: Option<&ObservedRecord>,
+    ports: Ports,
+    error: String,
+    backoff: &Backoff,
+    now: UnixMillis,
+) -> ObservedRecord {
+    let counters = Counters::carried_over(desired, previous);
+    let consecutive_failures = counters.consecutive_failures + 1;
+    // Spawn errors rarely fix themselves at once, so even the first retry waits `initial`.
+    let delay = backoff.delay(consecutive_failures).max(backoff.initial);
+    ObservedRecord {
+        id: desired.id.clone(),
+        phase: Phase::BackingOff,
+        pid: None,
+        pid_start_ticks: None,
+        generation: desired.generation,
+        spec: desired.spec.clone(),
+        ports,
+        started_at: None,
+        health: Health::NotChecked,
+        probe_successes: 0,
+        probe_failures: 0,
+        restart_count: counters.restart_count,
+        consecutive_failures,
+        error_count: counters.error_count + 1,
+        last_exit: previous.and_then(|p| p.last_exit),
+        last_error: Some(error),
+        next_restart_at: Some(now.saturating_add(delay)),
+        stop_reason: None,
+        stop_deadline: None,
+        killed: false,
+    }
+}
+
+/// The record after the runtime sent SIGTERM to the process group.
+pub fn record_stop_started(
+    observed: &ObservedRecord,
+    reason: StopReason,
+    grace: Duration,
+    now: UnixMillis,
+) -> ObservedRecord {
+    ObservedRecord {
+        phase: Phase::Stopping,
+        stop_reason: Some(reason),
+        stop_deadline: Some(now.saturating_add(grace)),
+        killed: false,
+        ..observed.clone()
+    }
+}
+
+/// The record after the runtime sent SIGKILL to the process group.
+pub fn record_killed(observed: &ObservedRecord) -> ObservedRecord {
+    ObservedRecord {
+        killed: true,
+        ..observed.clone()
+    }
+}
+
+/// The record after the process exited, whether it was asked to or not.
+pub fn record_exit(
+    observed: &ObservedRecord,
+    status: ExitStatus,
+    backoff: &Backoff,
+    now: UnixMillis,
+) -> ObservedRecord {
+    let mut next = ObservedRecord {
+        pid: None,
+        pid_start_ticks: None,
+        last_exit: Some(status),
+        stop_deadline: None,
+        killed: false,
+        probe_successes: 0,
+        probe_failures: 0,
+        health: if observed.spec.health_check.is_some() {
+            Health::Unknown
+        } else {
+            Health::NotChecked
+        },
+        ..observed.clone()
+    };
+    let planned_stop = observed.phase == Phase::Stopping
+        && matches!(
+            observed.stop_reason,
+            Some(StopReason::Undesired | StopReason::Replace | StopReason::Shutdown)
+        );
+    if planned_stop {
+        next.phase = Phase::Stopped;
+        next.started_at = None;
+        return next;
+    }
+
+    let unhealthy = observed.stop_reason == Some(StopReason::Unhealthy);
+    let failed = unhealthy || !status.is_success();
+    next.stop_reason = None;
+    let ran_stably = observed
+        .started_at
+        .is_some_and(|started| now.saturating_duration_since(started) >= backoff.stable_after);
+    if ran_stably {
+        next.consecutive_failures = 0;
+    }
+    if failed {
+        next.error_count += 1;
+        next.last_error = Some(if unhealthy {
+            format!("restarted after failing its liveness probe ({status})")
+        } else {
+            format!("exited with {status}")
+        });
+    }
+    let restarts = match observed.spec.restart_policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => failed,
+        RestartPolicy::Never => false,
+    };
+    if restarts {
+        // Exits that lead to a restart count towards the backoff even when they succeed, so that
+        // a program that exits 0 at once under `Always` does not spin.
+        next.consecutive_failures += 1;
+        next.phase = Phase::BackingOff;
+        next.next_restart_at = Some(now.saturating_add(backoff.delay(next.consecutive_failures)));
+    } else {
+        next.phase = Phase::Exited;
+        next.next_restart_at = None;
+    }
+    next.started_at = None;
+    next
+}
+
+/// The record after a health probe answered. Probes of a process that is not alive are ignored.
+pub fn record_probe(observed: &ObservedRecord, result: Result<(), String>) -> ObservedRecord {
+    let Some(check) = &observed.spec.health_check else {
+        return observed.clone();
+    };
+    if !matches!(observed.phase, Phase::Starting | Phase::Running) {
+        return observed.clone();
+    }
+    let mut next = observed.clone();
+    match result {
+        Ok(()) => {
+            next.probe_failures = 0;
+            next.probe_successes = next.probe_successes.saturating_add(1);
+            if next.phase == Phase::Running || next.probe_successes >= check.success_threshold {
+                next.phase = Phase::Running;
+                next.health = Health::Healthy;
+            }
+        }
+        Err(error) => {
+            next.probe_successes = 0;
+            next.health = Health::Unhealthy;
+            next.last_error = Some(format!("health check failed: {error}"));
+            // Only a ready process fails liveness; a starting one is still getting ready.
+            if next.phase == Phase::Running {
+                next.probe_failures = next.probe_failures.saturating_add(1);
+            }
+        }
+    }
+    next
+}
+
+/// The record after the generation changed in a way that needs no restart.
+pub fn record_generation(
+    observed: &ObservedRecord,
+    desired: &DesiredRecord,
+) -> ObservedRecord {
+    ObservedRecord {
+        generation: desired.generation,
+        spec: desired.spec.clone(),
+        ..observed.clone()
+    }
+}
+
+/// How desired and actual differ for one id, for people reading `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffKind {
+    InSync,
+    /// Desired, not running yet.
+    Start,
+    /// Running an older spec; a new process will replace it.
+    Replace,
+    /// Running, not desired any more.
+    Stop,
+    /// Desired but crashing, unhealthy or unable to start.
+    Failing,
+}
+
+impl DiffKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiffKind::InSync => "in-sync",
+            DiffKind::Start => "start",
+            DiffKind::Replace => "replace",
+            DiffKind::Stop => "stop",
+            DiffKind::Failing => "failing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub kind: DiffKind,
+    /// Why it differs and what happens next, in a sentence.
+    pub detail: String,
+}
+
+fn diff_of(kind: DiffKind, detail: impl Into<String>) -> Diff {
+    Diff {
+        kind,
+        detail: detail.into(),
+    }
+}
+
+/// How the desired and observed records of one id differ.
+pub fn diff(desired: Option<&DesiredRecord>, observed: Option<&ObservedRecord>) -> Diff {
+    match (desired, observed) {
+        (None, None) => diff_of(DiffKind::InSync, ""),
+        (Some(_), None) => diff_of(DiffKind::Start, "desired; not started yet"),
+        (None, Some(observed)) => match observed.phase {
+            Phase::Stopping => diff_of(DiffKind::Stop, "no longer desired; stopping"),
+            phase if phase.has_live_process() => {
+                diff_of(DiffKind::Stop, "no longer desired; will be stopped")
+            }
+            _ => diff_of(DiffKind::Stop, "no longer desired; record will be removed"),
+        },
+        (Some(desired), Some(observed)) => diff_desired(desired, observed),
+    }
+}
+
+fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
+    let spec_changed = desired.spec.requires_restart_from(&observed.spec);
+    let generations = format!(
+        "generation {} runs, {} desired",
+        observed.generation, desired.generation
+    );
+    let last_error = observed.last_error.as_deref().unwrap_or("no error recorded");
+    match observed.phase {
+        Phase::Starting | Phase::Running if spec_changed => {
+            diff_of(DiffKind::Replace, format!("spec changed: {generations}"))
+        }
+        Phase::Starting => diff_of(DiffKind::InSync, "started; waiting for its first passing probe"),
+        Phase::Running if observed.health == Health::Unhealthy => diff_of(
+            DiffKind::Failing,
+            format!(
+                "unhealthy ({} probe failures in a row): {last_error}",
+                observed.probe_failures
+            ),
+        ),
+        Phase::Running => diff_of(DiffKind::InSync, ""),
+        Phase::Stopping => match observed.stop_reason {
+            Some(StopReason::Replace) => {
+                diff_of(DiffKind::Replace, format!("stopping to replace: {generations}"))
+            }
+            Some(StopReason::Unhealthy) => {
+                diff_of(DiffKind::Failing, format!("stopping after failed liveness probes: {last_error}"))
+            }
+            _ => diff_of(DiffKind::Stop, "stopping"),
+        },
+        Phase::Stopped => diff_of(DiffKind::Start, "stopped; will start again"),
+        Phase::BackingOff if spec_changed => {
+            diff_of(DiffKind::Replace, format!("spec changed while backing off: {generations}"))
+        }
+        Phase::BackingOff => {
+            let when = observed
+                .next_restart_at
+                .map_or_else(|| "now".to_string(), |at| format!("at unix ms {}", at.0));
+            diff_of(
+                DiffKind::Failing,
+                format!(
+                    "{last_error}; restart {} due {when}",
+                    observed.consecutive_failures
+                ),
+            )
+        }
+        Phase::Exited if spec_changed => {
+            diff_of(DiffKind::Replace, format!("spec changed after exit: {generations}"))
+        }
+        Phase::Exited => match observed.last_exit {
+            Some(status) if status.is_success() => {
+                diff_of(DiffKind::InSync, "completed; its restart policy keeps it down")
+            }
+            Some(status) => diff_of(
+                DiffKind::Failing,
+                format!("exited with {status}; its restart policy keeps it down"),
+            ),
+            None => diff_of(DiffKind::Failing, "exited; its restart policy keeps it down"),
+        },
+    }
+}
+
+/// Counts of each kind of difference, for the one-line summary under the status table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiffSummary {
+    pub to_start: u32,
+    pub to_replace: u32,
+    pub to_stop: u32,
+    pub failing: u32,
+    pub in_sync: u32,
+}
+
+impl DiffSummary {
+    pub fn add(&mut self, kind: DiffKind) {
+        let counter = match kind {
+            DiffKind::InSync => &mut self.in_sync,
+            DiffKind::Start => &mut self.to_start,
+            DiffKind::Replace => &mut self.to_replace,
+            DiffKind::Stop => &mut self.to_stop,
+            DiffKind::Failing => &mut self.failing,
+        };
+        *counter += 1;
+    }
+}

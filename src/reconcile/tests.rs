@@ -1,0 +1,1 @@
+//! Table tests of `plan` and of the state transitions, with time passed in.

@@ -1,0 +1,177 @@
+//! Allocation of the ports handed to children (`GRPC_PORT`, `HEALTH_PORT`) from a range.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, TcpListener};
+use std::ops::RangeInclusive;
+
+use crate::reconcile::{Ports, ProcessId, RequestedPorts};
+
+#[derive(Debug, thiserror::Error)]
+#[error("no free port left in {start}-{end} for {id} ({allocated} are allocated to processes)")]
+pub struct PortsExhausted {
+    pub id: ProcessId,
+    pub start: u16,
+    pub end: u16,
+    pub allocated: usize,
+}
+
+/// Hands out ports that are free on the host and not held by another id.
+#[derive(Debug)]
+pub struct PortAllocator {
+    range: RangeInclusive<u16>,
+    /// Port → the id holding it.
+    holders: HashMap<u16, ProcessId>,
+    /// Where the next search starts, so that released ports are not reused at once.
+    cursor: u16,
+}
+
+impl PortAllocator {
+    pub fn new(range: RangeInclusive<u16>) -> PortAllocator {
+        let cursor = *range.start();
+        PortAllocator {
+            range,
+            holders: HashMap::new(),
+            cursor,
+        }
+    }
+
+    /// Records that `id` holds `ports` (from a previous run) without checking them.
+    pub fn claim(&mut self, id: &ProcessId, ports: Ports) {
+        self.holders.insert(ports.grpc, id.clone());
+        self.holders.insert(ports.health, id.clone());
+    }
+
+    /// Ports for `id`: its previous ports when still usable, else the requested ones when free,
+    /// else fresh ones from the range.
+    pub fn allocate(
+        &mut self,
+        id: &ProcessId,
+        previous: Option<Ports>,
+        requested: RequestedPorts,
+    ) -> Result<Ports, PortsExhausted> {
+        let grpc = self.pick(id, requested.grpc, previous.map(|p| p.grpc), None)?;
+        let health = self.pick(id, requested.health, previous.map(|p| p.health), Some(grpc))?;
+        // Ports this id held before and no longer uses go back to the pool.
+        if let Some(previous) = previous {
+            for port in [previous.grpc, previous.health] {
+                if port != grpc && port != health && self.holders.get(&port) == Some(id) {
+                    self.holders.remove(&port);
+                }
+            }
+        }
+        Ok(Ports { grpc, health })
+    }
+
+    /// Gives back every port `id` holds.
+    pub fn release(&mut self, id: &ProcessId) {
+        self.holders.retain(|_, holder| holder != id);
+    }
+
+    fn pick(
+        &mut self,
+        id: &ProcessId,
+        requested: Option<u16>,
+        previous: Option<u16>,
+        taken_by_sibling: Option<u16>,
+    ) -> Result<u16, PortsExhausted> {
+        for candidate in [requested, previous].into_iter().flatten() {
+            if Some(candidate) != taken_by_sibling && self.usable_by(id, candidate) {
+                self.holders.insert(candidate, id.clone());
+                return Ok(candidate);
+            }
+        }
+        let (start, end) = (*self.range.start(), *self.range.end());
+        let size = u32::from(end - start) + 1;
+        for step in 0..size {
+            let offset = (u32::from(self.cursor - start) + step) % size;
+            // `offset < size` and `start + size - 1 == end`, so the sum fits in a u16.
+            let candidate = start + offset as u16;
+            if Some(candidate) != taken_by_sibling
+                && !self.holders.contains_key(&candidate)
+                && is_free(candidate)
+            {
+                self.cursor = if candidate == end { start } else { candidate + 1 };
+                self.holders.insert(candidate, id.clone());
+                return Ok(candidate);
+            }
+        }
+        Err(PortsExhausted {
+            id: id.clone(),
+            start,
+            end,
+            allocated: self.holders.len(),
+        })
+    }
+
+    fn usable_by(&self, id: &ProcessId, port: u16) -> bool {
+        match self.holders.get(&port) {
+            Some(holder) if holder != id => false,
+            _ => is_free(port),
+        }
+    }
+}
+
+/// Whether nothing listens on the port on loopback or on all addresses.
+fn is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str) -> ProcessId {
+        ProcessId::new(name).unwrap()
+    }
+
+    #[test]
+    fn ports_are_distinct_stable_for_an_id_and_skip_ports_in_use() {
+        let busy = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let busy_port = busy.local_addr().unwrap().port();
+        let start = busy_port;
+        let mut allocator = PortAllocator::new(start..=start.saturating_add(20));
+        let first = allocator
+            .allocate(&id("a"), None, RequestedPorts::default())
+            .unwrap();
+        assert_ne!(first.grpc, busy_port, "a port in use is never handed out");
+        assert_ne!(first.health, busy_port);
+        assert_ne!(first.grpc, first.health);
+        let second = allocator
+            .allocate(&id("b"), None, RequestedPorts::default())
+            .unwrap();
+        assert!(![first.grpc, first.health].contains(&second.grpc));
+        assert!(![first.grpc, first.health].contains(&second.health));
+        let again = allocator
+            .allocate(&id("a"), Some(first), RequestedPorts::default())
+            .unwrap();
+        assert_eq!(again, first, "a restart keeps its ports");
+    }
+
+    #[test]
+    fn a_requested_port_is_used_when_free_and_replaced_when_busy() {
+        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let free_port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut allocator = PortAllocator::new(free_port.saturating_add(1)..=free_port.saturating_add(30));
+        let requested = RequestedPorts {
+            grpc: None,
+            health: Some(free_port),
+        };
+        let ports = allocator.allocate(&id("a"), None, requested).unwrap();
+        assert_eq!(ports.health, free_port);
+        let other = allocator.allocate(&id("b"), None, requested).unwrap();
+        assert_ne!(other.health, free_port, "a port held by another id is not shared");
+    }
+
+    #[test]
+    fn an_exhausted_range_is_an_error_that_names_the_range() {
+        let busy = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let mut allocator = PortAllocator::new(port..=port);
+        let error = allocator
+            .allocate(&id("a"), None, RequestedPorts::default())
+            .unwrap_err();
+        assert!(error.to_string().contains(&format!("{port}-{port}")), "{error}");
+    }
+}

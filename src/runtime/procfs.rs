@@ -1,0 +1,57 @@
+//! What /proc says about a process: its start time (to tell it from a reused pid) and its
+//! environment (to prove it is ours).
+
+use std::path::PathBuf;
+
+/// The process's start time in clock ticks after boot (field 22 of /proc/<pid>/stat), or `None`
+/// if the process does not exist.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&stat, 22)?.parse().ok()
+}
+
+/// Whether the process exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat_field(&stat, 3).map(|state| state != "Z" && state != "X"))
+        .unwrap_or(false)
+}
+
+/// Field `number` (1-based, as in proc(5)) of a /proc/<pid>/stat line. The command name (field 2)
+/// may hold spaces and parentheses, so fields after it are counted from its closing parenthesis.
+fn stat_field(stat: &str, number: usize) -> Option<&str> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(number.checked_sub(3)?)
+}
+
+/// The value of `name` in the process's initial environment, if readable and present.
+pub fn environment_value(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(PathBuf::from(format!("/proc/{pid}/environ"))).ok()?;
+    environ.split(|byte| *byte == 0).find_map(|entry| {
+        let entry = std::str::from_utf8(entry).ok()?;
+        let (key, value) = entry.split_once('=')?;
+        (key == name).then(|| value.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(stat_field(stat, 3), Some("S"));
+        assert_eq!(stat_field(stat, 22), Some("98765"));
+    }
+
+    #[test]
+    fn our_own_process_is_alive_with_a_start_time_and_an_environment() {
+        let pid = std::process::id();
+        assert!(is_alive(pid));
+        assert!(start_ticks(pid).is_some());
+        assert!(environment_value(pid, "PATH").is_some() || std::env::var("PATH").is_err());
+        assert_eq!(start_ticks(u32::MAX), None);
+    }
+}

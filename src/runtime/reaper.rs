@@ -1,0 +1,105 @@
+//! Reaps children and orphaned descendants on SIGCHLD, and reports the exits of the processes the
+//! launcher started. Event-driven: nothing here polls.
+//!
+//! The launcher is a child subreaper, so descendants whose parent died are reparented to it and
+//! reaped here instead of lingering as zombies. A process the launcher started is a process group
+//! leader; when it exits, what is left of its group is killed while the leader is still an
+//! unreaped zombie, so that its pid (and so the group id) cannot have been reused.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+
+use crate::reconcile::ExitStatus;
+
+/// The pids the launcher started and has not reaped yet. Spawning holds the lock from fork to
+/// insert, and reaping holds it from lookup to reap, so an exit can never be reaped unrecorded.
+#[derive(Debug, Default, Clone)]
+pub struct ChildTable {
+    pids: Arc<Mutex<HashSet<u32>>>,
+}
+
+impl ChildTable {
+    pub fn lock(&self) -> MutexGuard<'_, HashSet<u32>> {
+        // The set is updated with single inserts and removes, so a panic elsewhere while holding
+        // the lock cannot leave it inconsistent; a poisoned lock is still safe to use.
+        self.pids.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The exit of a process the launcher started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildExit {
+    pub pid: u32,
+    pub status: ExitStatus,
+}
+
+/// Reaps every exited child that is ready now. Returns the exits of tracked children; untracked
+/// ones (orphaned descendants) are reaped and logged.
+pub fn reap_ready(table: &ChildTable) -> Vec<ChildExit> {
+    let mut exits = Vec::new();
+    loop {
+        let peeked = waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        let pid = match peeked {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Err(Errno::EINTR) => continue,
+            Err(error) => {
+                tracing::error!(%error, "waitid failed; exits may be reported late");
+                break;
+            }
+            Ok(status) => match status.pid() {
+                Some(pid) => pid,
+                None => break,
+            },
+        };
+        let raw_pid = pid.as_raw().unsigned_abs();
+        let mut tracked = table.lock();
+        let is_tracked = tracked.contains(&raw_pid);
+        if is_tracked {
+            // The leader is an unreaped zombie, so the group id still names its group.
+            match killpg(pid, Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(error) => tracing::warn!(pid = raw_pid, %error, "cannot kill the rest of the process group"),
+            }
+        }
+        let status = loop {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Err(Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        let status = match status {
+            Ok(WaitStatus::Exited(_, code)) => ExitStatus::Code(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => ExitStatus::Signal(signal as i32),
+            Ok(other) => {
+                tracing::warn!(pid = raw_pid, ?other, "unexpected wait status");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(pid = raw_pid, %error, "cannot reap an exited child");
+                break;
+            }
+        };
+        if is_tracked {
+            tracked.remove(&raw_pid);
+            exits.push(ChildExit {
+                pid: raw_pid,
+                status,
+            });
+        } else {
+            tracing::debug!(pid = raw_pid, %status, "reaped an orphaned descendant");
+        }
+    }
+    exits
+}
+
+/// Makes the launcher the reaper of its orphaned descendants.
+pub fn become_subreaper() -> Result<(), Errno> {
+    nix::sys::prctl::set_child_subreaper(true)
+}

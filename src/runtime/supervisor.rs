@@ -1,0 +1,637 @@
+//! The reconcile loop: events in, `reconcile::plan` on the ids they touched, actions out, outcomes
+//! recorded as observed facts in the store.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::ports::PortAllocator;
+use super::probe::start_probing;
+use super::reaper::{become_subreaper, reap_ready, ChildExit, ChildTable};
+use super::spawn::{spawn_child, SpawnContext};
+use super::{pidfd, procfs};
+use crate::reconcile::{
+    self, Action, Backoff, DesiredRecord, ObservedRecord, Phase, Ports, ProcessId, Spawned,
+    StopReason, UnixMillis,
+};
+use crate::store::{Store, StoreError};
+
+/// Everything that can wake the loop besides timers, the resync tick and shutdown.
+#[derive(Debug)]
+pub enum Event {
+    /// The desired record of an id was written or deleted.
+    DesiredChanged(ProcessId),
+    /// A process the launcher started has exited and was reaped.
+    ChildExited(ChildExit),
+    /// A health probe of `pid` answered.
+    ProbeResult {
+        id: ProcessId,
+        pid: u32,
+        result: Result<(), String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Children's log files go to `<data_dir>/logs`.
+    pub data_dir: PathBuf,
+    pub launcher_id: String,
+    pub port_range: RangeInclusive<u16>,
+    /// A full reconcile of every id runs this often even without events.
+    pub resync_interval: Duration,
+    pub backoff: Backoff,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the log directory {path}: {source}")]
+    LogDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for SIGCHLD, so exits could not be detected: {0}")]
+    ChildSignal(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Extra time given after the longest grace period before shutdown gives up on a child.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+/// How many plan/execute rounds one pass runs; later rounds see the outcome of earlier actions.
+const ROUNDS_PER_PASS: usize = 4;
+
+/// Runs the reconcile loop until `shutdown` completes, then stops every child (each with its
+/// grace period) and returns.
+pub async fn run(
+    store: Arc<Store>,
+    config: RuntimeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    let log_dir = config.data_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(|source| RuntimeError::LogDir {
+        path: log_dir.clone(),
+        source,
+    })?;
+    if let Err(error) = become_subreaper() {
+        tracing::warn!(%error, "cannot become a child subreaper; orphaned grandchildren will be reaped by init instead");
+    }
+    let (events, mut receiver) = mpsc::unbounded_channel();
+    let children = ChildTable::default();
+    let sigchld = signal(SignalKind::child()).map_err(RuntimeError::ChildSignal)?;
+    tokio::spawn(reap_on_sigchld(children.clone(), sigchld, events.clone()));
+    let mut desired_changes = store.subscribe();
+    let forward = events.clone();
+    tokio::spawn(async move {
+        while let Some(id) = desired_changes.recv().await {
+            if forward.send(Event::DesiredChanged(id)).is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut supervisor = Supervisor {
+        store,
+        ports: PortAllocator::new(config.port_range.clone()),
+        config,
+        log_dir,
+        children,
+        events,
+        desired: HashMap::new(),
+        observed: HashMap::new(),
+        pids: HashMap::new(),
+        probes: HashMap::new(),
+        timers: BTreeSet::new(),
+        dirty: BTreeSet::new(),
+        unsaved: BTreeSet::new(),
+    };
+    supervisor.recover_previous_run().await?;
+    supervisor.resync()?;
+    supervisor.reconcile(now());
+
+    let mut resync = tokio::time::interval(supervisor.config.resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        let timer = supervisor.next_timer(now());
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(event) = receiver.recv() => {
+                supervisor.handle(event, now());
+                while let Ok(event) = receiver.try_recv() {
+                    supervisor.handle(event, now());
+                }
+            }
+            _ = resync.tick() => {
+                if let Err(error) = supervisor.resync() {
+                    tracing::error!(%error, "resync could not read the desired state; keeping the last known state");
+                }
+            }
+            () = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
+                supervisor.timers_due(now());
+            }
+        }
+        supervisor.reconcile(now());
+    }
+    supervisor.shut_down(&mut receiver).await;
+    Ok(())
+}
+
+/// The clock of the launcher; `reconcile` only ever sees its readings.
+pub fn now() -> UnixMillis {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    UnixMillis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn reap_on_sigchld(
+    children: ChildTable,
+    mut sigchld: tokio::signal::unix::Signal,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    loop {
+        // Reap before the first wait too: a child may have exited before the stream existed.
+        for exit in reap_ready(&children) {
+            if events.send(Event::ChildExited(exit)).is_err() {
+                return;
+            }
+        }
+        if sigchld.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+struct Supervisor {
+    store: Arc<Store>,
+    config: RuntimeConfig,
+    log_dir: PathBuf,
+    children: ChildTable,
+    ports: PortAllocator,
+    events: mpsc::UnboundedSender<Event>,
+    desired: HashMap<ProcessId, DesiredRecord>,
+    observed: HashMap<ProcessId, ObservedRecord>,
+    /// Live pid → its id, for dispatching exits.
+    pids: HashMap<u32, ProcessId>,
+    probes: HashMap<ProcessId, AbortHandle>,
+    timers: BTreeSet<(UnixMillis, ProcessId)>,
+    /// Ids to plan in the next pass.
+    dirty: BTreeSet<ProcessId>,
+    /// Ids whose observed record changed since the last write to the store.
+    unsaved: BTreeSet<ProcessId>,
+}
+
+impl Supervisor {
+    /// Reads every desired record and marks every known id for planning.
+    fn resync(&mut self) -> Result<(), StoreError> {
+        let (records, corrupt) = self.store.all_desired()?;
+        for error in corrupt {
+            tracing::error!(%error, "skipping a corrupt desired record");
+        }
+        let fresh: HashMap<ProcessId, DesiredRecord> = records
+            .into_iter()
+            .map(|record| (record.id.clone(), record))
+            .collect();
+        self.dirty.extend(self.desired.keys().cloned());
+        self.dirty.extend(fresh.keys().cloned());
+        self.dirty.extend(self.observed.keys().cloned());
+        self.desired = fresh;
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event, now: UnixMillis) {
+        match event {
+            Event::DesiredChanged(id) => {
+                match self.store.desired(&id) {
+                    Ok(Some(record)) => {
+                        self.desired.insert(id.clone(), record);
+                    }
+                    Ok(None) => {
+                        self.desired.remove(&id);
+                    }
+                    Err(error) => {
+                        tracing::error!(%id, %error, "cannot read a changed desired record; keeping the last known one");
+                    }
+                }
+                self.dirty.insert(id);
+            }
+            Event::ChildExited(exit) => self.child_exited(exit, now),
+            Event::ProbeResult { id, pid, result } => {
+                let Some(observed) = self.observed.get(&id) else {
+                    return;
+                };
+                if observed.pid != Some(pid) {
+                    return;
+                }
+                let next = reconcile::record_probe(observed, result);
+                if next != *observed {
+                    if next.health != observed.health {
+                        match &next.last_error {
+                            Some(error) if next.health == reconcile::Health::Unhealthy => {
+                                tracing::warn!(%id, failures = next.probe_failures, %error, "process is unhealthy");
+                            }
+                            _ => tracing::info!(%id, health = next.health.as_str(), "health changed"),
+                        }
+                    }
+                    self.set_observed(next);
+                    self.dirty.insert(id);
+                }
+            }
+        }
+    }
+
+    fn child_exited(&mut self, exit: ChildExit, now: UnixMillis) {
+        let Some(id) = self.pids.remove(&exit.pid) else {
+            tracing::debug!(pid = exit.pid, status = %exit.status, "an untracked child exited");
+            return;
+        };
+        self.stop_probing(&id);
+        let Some(observed) = self.observed.get(&id) else {
+            return;
+        };
+        if observed.pid != Some(exit.pid) {
+            return;
+        }
+        let next = reconcile::record_exit(observed, exit.status, &self.config.backoff, now);
+        match next.phase {
+            Phase::Stopped => {
+                tracing::info!(%id, pid = exit.pid, status = %exit.status, "process stopped");
+            }
+            Phase::BackingOff => {
+                let delay = next
+                    .next_restart_at
+                    .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
+                tracing::warn!(%id, pid = exit.pid, status = %exit.status, restart_in = ?delay,
+                    "process is dead, will restart");
+            }
+            _ => {
+                tracing::info!(%id, pid = exit.pid, status = %exit.status,
+                    "process exited; its restart policy keeps it down");
+            }
+        }
+        self.set_observed(next);
+        self.dirty.insert(id);
+    }
+
+    /// The time until the earliest timer, if any.
+    fn next_timer(&self, now: UnixMillis) -> Option<Duration> {
+        self.timers
+            .first()
+            .map(|(at, _)| at.saturating_duration_since(now))
+    }
+
+    fn timers_due(&mut self, now: UnixMillis) {
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, id)) = self.timers.pop_first() {
+                self.dirty.insert(id);
+            }
+        }
+    }
+
+    /// Plans the dirty ids and carries the plan out, then writes what changed to the store.
+    fn reconcile(&mut self, now: UnixMillis) {
+        let mut ids: Vec<ProcessId> = std::mem::take(&mut self.dirty).into_iter().collect();
+        for _ in 0..ROUNDS_PER_PASS {
+            if ids.is_empty() {
+                break;
+            }
+            let plan = reconcile::plan(
+                ids.iter()
+                    .map(|id| (self.desired.get(id), self.observed.get(id))),
+                now,
+            );
+            for (id, at) in plan.wake_at {
+                self.timers.insert((at, id));
+            }
+            ids = plan.actions.iter().map(|action| action.id().clone()).collect();
+            for action in plan.actions {
+                self.execute(action, now);
+            }
+        }
+        if !ids.is_empty() {
+            // Still acting after several rounds: look again on the next pass rather than spin.
+            for id in ids {
+                self.timers.insert((now.saturating_add(Duration::from_millis(100)), id));
+            }
+        }
+        self.persist();
+    }
+
+    fn execute(&mut self, action: Action, now: UnixMillis) {
+        let span = tracing::info_span!("action", id = %action.id(), kind = action.kind());
+        let _entered = span.enter();
+        match action {
+            Action::Start { id, restart } => self.start(&id, restart, now),
+            Action::Stop { id, reason, grace } => self.stop(&id, reason, grace, now),
+            Action::Kill { id } => {
+                let Some(observed) = self.observed.get(&id) else {
+                    return;
+                };
+                if let Some(pid) = observed.pid {
+                    tracing::warn!(%id, pid, "grace period over; sending SIGKILL to the process group");
+                    self.signal_group(pid, Signal::SIGKILL);
+                }
+                let next = reconcile::record_killed(observed);
+                self.set_observed(next);
+            }
+            Action::Forget { id } => {
+                self.observed.remove(&id);
+                self.ports.release(&id);
+                self.unsaved.insert(id);
+            }
+            Action::RecordGeneration { id, .. } => {
+                if let (Some(observed), Some(desired)) = (self.observed.get(&id), self.desired.get(&id)) {
+                    let next = reconcile::record_generation(observed, desired);
+                    self.set_observed(next);
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, id: &ProcessId, restart: bool, now: UnixMillis) {
+        let Some(desired) = self.desired.get(id) else {
+            return;
+        };
+        let previous = self.observed.get(id);
+        let previous_ports = previous.map(|observed| observed.ports);
+        let ports = match self
+            .ports
+            .allocate(id, previous_ports, desired.spec.requested_ports)
+        {
+            Ok(ports) => ports,
+            Err(error) => {
+                tracing::error!(%id, %error, "cannot allocate ports");
+                let ports = previous_ports.unwrap_or(Ports { grpc: 0, health: 0 });
+                let next = reconcile::record_spawn_failed(
+                    desired,
+                    previous,
+                    ports,
+                    error.to_string(),
+                    &self.config.backoff,
+                    now,
+                );
+                self.set_observed(next);
+                return;
+            }
+        };
+        let context = SpawnContext {
+            launcher_id: &self.config.launcher_id,
+            log_dir: &self.log_dir,
+        };
+        match spawn_child(id, &desired.spec, ports, context, &self.children) {
+            Ok(pid) => {
+                let spawned = Spawned {
+                    pid,
+                    start_ticks: procfs::start_ticks(pid),
+                    ports,
+                };
+                let next = reconcile::record_spawned(desired, previous, spawned, now);
+                tracing::info!(%id, pid, generation = desired.generation, restart,
+                    executable = %desired.spec.executable.display(), "launched process");
+                if let Some(check) = desired.spec.health_check.clone() {
+                    let handle =
+                        start_probing(id.clone(), pid, check, ports.health, self.events.clone());
+                    if let Some(old) = self.probes.insert(id.clone(), handle) {
+                        old.abort();
+                    }
+                }
+                self.pids.insert(pid, id.clone());
+                self.set_observed(next);
+            }
+            Err(error) => {
+                tracing::error!(%id, %error, "cannot start process");
+                let next = reconcile::record_spawn_failed(
+                    desired,
+                    previous,
+                    ports,
+                    error.to_string(),
+                    &self.config.backoff,
+                    now,
+                );
+                self.set_observed(next);
+            }
+        }
+    }
+
+    fn stop(&mut self, id: &ProcessId, reason: StopReason, grace: Duration, now: UnixMillis) {
+        let Some(observed) = self.observed.get(id) else {
+            return;
+        };
+        if let Some(pid) = observed.pid {
+            tracing::info!(%id, pid, ?reason, ?grace, "stopping process: SIGTERM to its process group");
+            self.signal_group(pid, Signal::SIGTERM);
+        }
+        let next = reconcile::record_stop_started(observed, reason, grace, now);
+        self.set_observed(next);
+    }
+
+    /// Signals the process group led by `pid` if the leader has not been reaped yet. Holding the
+    /// child table's lock keeps the reaper from reaping it meanwhile, so a reused pid can never
+    /// receive the signal.
+    fn signal_group(&self, pid: u32, signal: Signal) {
+        let tracked = self.children.lock();
+        if !tracked.contains(&pid) {
+            return;
+        }
+        let Ok(raw) = i32::try_from(pid) else {
+            return;
+        };
+        match killpg(Pid::from_raw(raw), signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(error) => tracing::warn!(pid, %signal, %error, "cannot signal the process group"),
+        }
+    }
+
+    fn stop_probing(&mut self, id: &ProcessId) {
+        if let Some(handle) = self.probes.remove(id) {
+            handle.abort();
+        }
+    }
+
+    fn set_observed(&mut self, record: ObservedRecord) {
+        self.unsaved.insert(record.id.clone());
+        self.observed.insert(record.id.clone(), record);
+    }
+
+    /// Writes the observed records changed since the last call, with one flush for all.
+    fn persist(&mut self) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.unsaved) {
+            let written = match self.observed.get(&id) {
+                Some(record) => self.store.put_observed(record),
+                None => self.store.delete_observed(&id),
+            };
+            if let Err(error) = written {
+                tracing::error!(%id, %error, "cannot record the observed state");
+            }
+        }
+        if let Err(error) = self.store.flush() {
+            tracing::error!(%error, "cannot flush the observed state");
+        }
+    }
+
+    /// Deals with what a previous run of the launcher left in the store. A recorded process that
+    /// still runs and is provably ours is stopped with its grace period, so that nothing runs
+    /// twice; the loop then starts what is desired afresh. A process that cannot be proven ours
+    /// is never signalled.
+    async fn recover_previous_run(&mut self) -> Result<(), StoreError> {
+        let (records, corrupt) = self.store.all_observed()?;
+        for error in corrupt {
+            tracing::error!(%error, "skipping a corrupt observed record");
+        }
+        let mut stops = tokio::task::JoinSet::new();
+        for mut record in records {
+            self.ports.claim(&record.id, record.ports);
+            if record.phase.has_live_process() {
+                if let Some(pid) = record.pid {
+                    if self.is_provably_ours(&record, pid) {
+                        tracing::warn!(id = %record.id, pid,
+                            "stopping a process left running by a previous launcher run; it will be started afresh");
+                        stops.spawn(terminate_leftover(pid, record.spec.termination_grace));
+                    }
+                }
+                record.phase = Phase::Stopped;
+                record.pid = None;
+                record.pid_start_ticks = None;
+                record.started_at = None;
+                record.stop_reason = None;
+                record.stop_deadline = None;
+                record.killed = false;
+                record.health = reconcile::Health::Unknown;
+                self.unsaved.insert(record.id.clone());
+            }
+            self.observed.insert(record.id.clone(), record);
+        }
+        while stops.join_next().await.is_some() {}
+        self.persist();
+        Ok(())
+    }
+
+    fn is_provably_ours(&self, record: &ObservedRecord, pid: u32) -> bool {
+        let same_process = record.pid_start_ticks.is_some()
+            && procfs::start_ticks(pid) == record.pid_start_ticks;
+        same_process
+            && procfs::environment_value(pid, "PRISM_LAUNCHER_ID").as_deref()
+                == Some(self.config.launcher_id.as_str())
+            && procfs::environment_value(pid, "PROCESS_ID").as_deref() == Some(record.id.as_str())
+    }
+
+    /// Stops every child with its grace period, waiting at most for the longest grace plus a
+    /// margin.
+    async fn shut_down(&mut self, receiver: &mut mpsc::UnboundedReceiver<Event>) {
+        let started = now();
+        let live: Vec<ProcessId> = self
+            .observed
+            .values()
+            .filter(|record| record.phase.has_live_process())
+            .map(|record| record.id.clone())
+            .collect();
+        tracing::info!(processes = live.len(), "shutting down: stopping every process");
+        let mut longest_grace = Duration::ZERO;
+        for id in &live {
+            let Some(observed) = self.observed.get(id) else {
+                continue;
+            };
+            let grace = observed.spec.termination_grace;
+            longest_grace = longest_grace.max(grace);
+            if observed.phase != Phase::Stopping {
+                self.stop(id, StopReason::Shutdown, grace, started);
+            }
+        }
+        self.persist();
+        let give_up_at = started.saturating_add(longest_grace + SHUTDOWN_MARGIN);
+        loop {
+            let alive: Vec<ProcessId> = self
+                .observed
+                .values()
+                .filter(|record| record.phase.has_live_process())
+                .map(|record| record.id.clone())
+                .collect();
+            if alive.is_empty() {
+                break;
+            }
+            let current = now();
+            if current >= give_up_at {
+                tracing::error!(remaining = alive.len(), "shutdown timed out; leaving the remaining processes");
+                break;
+            }
+            for id in &alive {
+                let due = self.observed.get(id).is_some_and(|record| {
+                    !record.killed && record.stop_deadline.is_some_and(|deadline| deadline <= current)
+                });
+                if due {
+                    self.execute(Action::Kill { id: id.clone() }, current);
+                }
+            }
+            self.persist();
+            let next_deadline = alive
+                .iter()
+                .filter_map(|id| self.observed.get(id))
+                .filter(|record| !record.killed)
+                .filter_map(|record| record.stop_deadline)
+                .min()
+                .unwrap_or(give_up_at)
+                .min(give_up_at);
+            let wait = next_deadline.saturating_duration_since(current);
+            tokio::select! {
+                Some(event) = receiver.recv() => {
+                    if let Event::ChildExited(exit) = event {
+                        self.child_exited(exit, now());
+                    }
+                }
+                () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+            }
+        }
+        self.persist();
+    }
+}
+
+/// SIGTERM to the group of a process that is not our child, wait for its exit (via pidfd) up to
+/// `grace`, then SIGKILL the group.
+async fn terminate_leftover(pid: u32, grace: Duration) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    let group = Pid::from_raw(raw);
+    let exited = pidfd::ExitWatch::open(pid);
+    if let Err(error) = killpg(group, Signal::SIGTERM) {
+        if error != Errno::ESRCH {
+            tracing::warn!(pid, %error, "cannot signal a leftover process group");
+        }
+        return;
+    }
+    let gone = match exited {
+        Ok(watch) => tokio::time::timeout(grace, watch.exited()).await.is_ok(),
+        Err(error) => {
+            tracing::warn!(pid, %error, "cannot watch a leftover process; killing it after its grace period");
+            tokio::time::sleep(grace).await;
+            false
+        }
+    };
+    // Kill what may remain of the group, also when the leader is gone but others are not.
+    match killpg(group, Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => tracing::warn!(pid, %error, "cannot kill a leftover process group"),
+    }
+    if !gone {
+        tracing::warn!(pid, "a leftover process outlived its grace period and was killed");
+    }
+}

@@ -1,0 +1,447 @@
+//! The embedded sled store: desired and observed records, generations, schema version, and the
+//! change notifications that wake the reconcile loop. The only module that names sled.
+//!
+//! Every write that someone is told about is flushed first: a caller that got `Ok` may crash the
+//! next instant and the record is still there when the launcher starts again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::mpsc;
+
+use crate::reconcile::{DesiredRecord, ObservedRecord, ProcessId, ProcessSpec, Source};
+
+/// The layout version this build reads and writes. Bump it with a migration when records change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
+const LAUNCHER_ID_KEY: &[u8] = b"launcher_id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(
+        "the store at {path} has schema version {found}, but this launcher reads version {SCHEMA_VERSION}; \
+         use a launcher built for version {found} or move the data directory aside"
+    )]
+    UnsupportedSchema { path: PathBuf, found: String },
+    #[error("store operation failed while {action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("record {key:?} in the {tree} tree is corrupt: {source}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the {tree} record {key:?}: {source}")]
+    Encode {
+        tree: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("process {id} is owned by {owner}; {requester} cannot change it")]
+    OwnedByAnother {
+        id: ProcessId,
+        owner: Source,
+        requester: Source,
+    },
+}
+
+/// What writing the whole set of a source changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub created: Vec<ProcessId>,
+    pub updated: Vec<ProcessId>,
+    pub deleted: Vec<ProcessId>,
+    pub unchanged: Vec<ProcessId>,
+    /// Ids the source declared that another source owns; they were left to their owner.
+    pub conflicts: Vec<(ProcessId, Source)>,
+}
+
+impl ApplyOutcome {
+    pub fn changed(&self) -> impl Iterator<Item = &ProcessId> {
+        self.created
+            .iter()
+            .chain(&self.updated)
+            .chain(&self.deleted)
+    }
+}
+
+/// The launcher's persistent state.
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    desired: sled::Tree,
+    observed: sled::Tree,
+    /// The last generation given to each id; kept after deletes so generations never repeat.
+    generations: sled::Tree,
+    meta: sled::Tree,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<ProcessId>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checking its schema version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(open_error)?;
+        let tree = |name: &str| db.open_tree(name).map_err(open_error);
+        let store = Store {
+            path: dir.to_path_buf(),
+            desired: tree("desired")?,
+            observed: tree("observed")?,
+            generations: tree("generations")?,
+            meta: tree("meta")?,
+            db,
+            subscribers: Mutex::new(Vec::new()),
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let found = self
+            .meta
+            .get(SCHEMA_VERSION_KEY)
+            .map_err(|source| io("reading the schema version", source))?;
+        match found {
+            None => {
+                self.meta
+                    .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                    .map_err(|source| io("writing the schema version", source))?;
+                self.flush()
+            }
+            Some(bytes) if bytes.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => Ok(()),
+            Some(bytes) => Err(StoreError::UnsupportedSchema {
+                path: self.path.clone(),
+                found: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
+    }
+
+    /// The launcher id recorded in this store, or `candidate` recorded as it if there is none.
+    pub fn launcher_id_or_insert(&self, candidate: &str) -> Result<String, StoreError> {
+        let previous = self
+            .meta
+            .compare_and_swap(LAUNCHER_ID_KEY, None as Option<&[u8]>, Some(candidate.as_bytes()))
+            .map_err(|source| io("recording the launcher id", source))?;
+        match previous {
+            Ok(()) => {
+                self.flush()?;
+                Ok(candidate.to_string())
+            }
+            Err(existing) => Ok(existing
+                .current
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_else(|| candidate.to_string())),
+        }
+    }
+
+    /// A stream of ids whose desired record changed, sent after the change is durable.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<ProcessId> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.lock_subscribers().push(sender);
+        receiver
+    }
+
+    fn lock_subscribers(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<ProcessId>>> {
+        // A panic while holding this lock cannot leave the vector half-written, so a poisoned
+        // lock still guards a consistent list.
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn notify<'a>(&self, ids: impl IntoIterator<Item = &'a ProcessId>) {
+        let mut subscribers = self.lock_subscribers();
+        for id in ids {
+            subscribers.retain(|subscriber| subscriber.send(id.clone()).is_ok());
+        }
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|source| io("flushing to disk", source))
+    }
+
+    pub fn desired(&self, id: &ProcessId) -> Result<Option<DesiredRecord>, StoreError> {
+        let bytes = self
+            .desired
+            .get(id.as_str())
+            .map_err(|source| io(format!("reading desired record {id}"), source))?;
+        bytes
+            .map(|bytes| decode("desired", id.as_str(), &bytes))
+            .transpose()
+    }
+
+    /// Every desired record that decodes, plus an error for each one that does not.
+    pub fn all_desired(&self) -> Result<(Vec<DesiredRecord>, Vec<StoreError>), StoreError> {
+        scan(&self.desired, "desired")
+    }
+
+    pub fn observed(&self, id: &ProcessId) -> Result<Option<ObservedRecord>, StoreError> {
+        let bytes = self
+            .observed
+            .get(id.as_str())
+            .map_err(|source| io(format!("reading observed record {id}"), source))?;
+        bytes
+            .map(|bytes| decode("observed", id.as_str(), &bytes))
+            .transpose()
+    }
+
+    /// Every observed record that decodes, plus an error for each one that does not.
+    pub fn all_observed(&self) -> Result<(Vec<ObservedRecord>, Vec<StoreError>), StoreError> {
+        scan(&self.observed, "observed")
+    }
+
+    /// Records what runs. Not flushed: the loop flushes once per pass with `flush`.
+    pub fn put_observed(&self, record: &ObservedRecord) -> Result<(), StoreError> {
+        let bytes = encode("observed", record.id.as_str(), record)?;
+        self.observed
+            .insert(record.id.as_str(), bytes)
+            .map_err(|source| io(format!("writing observed record {}", record.id), source))?;
+        Ok(())
+    }
+
+    /// Drops what was observed of an id. Not flushed: see `put_observed`.
+    pub fn delete_observed(&self, id: &ProcessId) -> Result<(), StoreError> {
+        self.observed
+            .remove(id.as_str())
+            .map_err(|source| io(format!("deleting observed record {id}"), source))?;
+        Ok(())
+    }
+
+    /// Makes `specs` the whole desired set of `source`: new ids are created, changed specs get a
+    /// new generation, ids of the source missing from `specs` are deleted. Ids owned by another
+    /// source are left alone and reported as conflicts. Atomic and durable.
+    pub fn apply_source(
+        &self,
+        source: &Source,
+        specs: &[(ProcessId, ProcessSpec)],
+    ) -> Result<ApplyOutcome, StoreError> {
+        let (current, _corrupt) = self.all_desired()?;
+        let previously_owned: Vec<ProcessId> = current
+            .iter()
+            .filter(|record| record.source.same_owner(source))
+            .map(|record| record.id.clone())
+            .collect();
+        let outcome = self.transact("applying a source's desired set", |desired, generations| {
+            let mut outcome = ApplyOutcome::default();
+            for (id, spec) in specs {
+                let existing = read_desired_tx(desired, id)?;
+                match existing {
+                    Some(existing) if !existing.source.same_owner(source) => {
+                        outcome.conflicts.push((id.clone(), existing.source));
+                    }
+                    Some(existing) if existing.spec == *spec && existing.source == *source => {
+                        outcome.unchanged.push(id.clone());
+                    }
+                    Some(_) => {
+                        write_desired_tx(desired, generations, id, spec, source)?;
+                        outcome.updated.push(id.clone());
+                    }
+                    None => {
+                        write_desired_tx(desired, generations, id, spec, source)?;
+                        outcome.created.push(id.clone());
+                    }
+                }
+            }
+            for id in &previously_owned {
+                if specs.iter().all(|(declared, _)| declared != id) {
+                    desired.remove(id.as_str())?;
+                    outcome.deleted.push(id.clone());
+                }
+            }
+            Ok(outcome)
+        })?;
+        self.flush()?;
+        self.notify(outcome.changed());
+        Ok(outcome)
+    }
+
+    /// Creates or updates the desired record of `id` for `source`; refuses an id another source
+    /// owns. Returns the record as stored. Durable before it returns.
+    pub fn put_desired(
+        &self,
+        id: &ProcessId,
+        spec: &ProcessSpec,
+        source: &Source,
+    ) -> Result<DesiredRecord, StoreError> {
+        let record = self.transact("writing a desired record", |desired, generations| {
+            match read_desired_tx(desired, id)? {
+                Some(existing) if !existing.source.same_owner(source) => {
+                    Err(ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
+                        id: id.clone(),
+                        owner: existing.source,
+                        requester: source.clone(),
+                    }))
+                }
+                Some(existing) if existing.spec == *spec && existing.source == *source => {
+                    Ok((existing, false))
+                }
+                _ => Ok((write_desired_tx(desired, generations, id, spec, source)?, true)),
+            }
+        })?;
+        let (record, changed) = record;
+        if changed {
+            self.flush()?;
+            self.notify([id]);
+        }
+        Ok(record)
+    }
+
+    /// Deletes the desired record of `id` if `source` owns it. Returns whether one was deleted.
+    pub fn delete_desired(&self, id: &ProcessId, source: &Source) -> Result<bool, StoreError> {
+        let deleted = self.transact("deleting a desired record", |desired, _generations| {
+            match read_desired_tx(desired, id)? {
+                None => Ok(false),
+                Some(existing) if !existing.source.same_owner(source) => {
+                    Err(ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
+                        id: id.clone(),
+                        owner: existing.source,
+                        requester: source.clone(),
+                    }))
+                }
+                Some(_) => {
+                    desired.remove(id.as_str())?;
+                    Ok(true)
+                }
+            }
+        })?;
+        if deleted {
+            self.flush()?;
+            self.notify([id]);
+        }
+        Ok(deleted)
+    }
+
+    fn transact<T>(
+        &self,
+        action: &str,
+        body: impl Fn(
+            &sled::transaction::TransactionalTree,
+            &sled::transaction::TransactionalTree,
+        ) -> Result<T, ConflictableTransactionError<StoreError>>,
+    ) -> Result<T, StoreError> {
+        (&self.desired, &self.generations)
+            .transaction(|(desired, generations)| body(desired, generations))
+            .map_err(|error| match error {
+                TransactionError::Abort(error) => error,
+                TransactionError::Storage(source) => io(action, source),
+            })
+    }
+}
+
+fn read_desired_tx(
+    desired: &sled::transaction::TransactionalTree,
+    id: &ProcessId,
+) -> Result<Option<DesiredRecord>, ConflictableTransactionError<StoreError>> {
+    match desired.get(id.as_str())? {
+        None => Ok(None),
+        // A corrupt record is replaced by the new write rather than blocking its owner forever.
+        Some(bytes) => Ok(decode("desired", id.as_str(), &bytes).ok()),
+    }
+}
+
+fn write_desired_tx(
+    desired: &sled::transaction::TransactionalTree,
+    generations: &sled::transaction::TransactionalTree,
+    id: &ProcessId,
+    spec: &ProcessSpec,
+    source: &Source,
+) -> Result<DesiredRecord, ConflictableTransactionError<StoreError>> {
+    let last_generation = match generations.get(id.as_str())? {
+        Some(bytes) => decode_generation(&bytes),
+        None => 0,
+    };
+    let record = DesiredRecord {
+        id: id.clone(),
+        spec: spec.clone(),
+        generation: last_generation + 1,
+        source: source.clone(),
+    };
+    let bytes =
+        encode("desired", id.as_str(), &record).map_err(ConflictableTransactionError::Abort)?;
+    desired.insert(id.as_str(), bytes)?;
+    generations.insert(id.as_str(), &record.generation.to_be_bytes())?;
+    Ok(record)
+}
+
+fn decode_generation(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes)
+}
+
+fn scan<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+) -> Result<(Vec<T>, Vec<StoreError>), StoreError> {
+    let mut records = Vec::new();
+    let mut corrupt = Vec::new();
+    for entry in tree.iter() {
+        let (key, value) = entry.map_err(|source| io(format!("scanning the {name} tree"), source))?;
+        match decode(name, &String::from_utf8_lossy(&key), &value) {
+            Ok(record) => records.push(record),
+            Err(error) => corrupt.push(error),
+        }
+    }
+    Ok((records, corrupt))
+}
+
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        tree,
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(tree: &'static str, key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+        tree,
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn io(action: impl Into<String>, source: sled::Error) -> StoreError {
+    StoreError::Io {
+        action: action.into(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests;
