@@ -676,3 +676,7 @@ fn is_env_name(name: &str) -> bool {
         .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+#[cfg(test)]
+#[path = "spec_file_tests.rs"]
+mod tests;

@@ -479,14 +479,15 @@ pub fn record_probe(observed: &ObservedRecord, result: Result<(), String>) -> Ob
                 next.health = Health::Healthy;
             }
         }
+        // A starting process is still getting ready: a failed probe only means "not yet".
+        Err(_) if next.phase == Phase::Starting => {
+            next.probe_successes = 0;
+        }
         Err(error) => {
             next.probe_successes = 0;
             next.health = Health::Unhealthy;
             next.last_error = Some(format!("health check failed: {error}"));
-            // Only a ready process fails liveness; a starting one is still getting ready.
-            if next.phase == Phase::Running {
-                next.probe_failures = next.probe_failures.saturating_add(1);
-            }
+            next.probe_failures = next.probe_failures.saturating_add(1);
         }
     }
     next

@@ -1,0 +1,1 @@
+//! Tests of spec file parsing and validation.
