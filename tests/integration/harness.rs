@@ -1,0 +1,299 @@
+//! Shared helpers: a temporary launcher running the real binary, a poller with a deadline, and
+//! /proc readers. Every launcher is killed on drop together with every process that carries its
+//! launcher id, so a failing test leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_prism-launcher");
+pub const HELLO_PATTERN: &str = env!("CARGO_BIN_EXE_hello-pattern");
+
+/// Polls `condition` until it returns `Some` or `timeout` passes; panics with `what` on timeout.
+pub fn eventually<T>(timeout: Duration, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A port range of its own for each launcher, so that parallel tests do not race for ports.
+fn port_range() -> (u16, u16) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slot = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed) * 7919) % 200;
+    let start = 21000 + (slot as u16) * 50;
+    (start, start + 49)
+}
+
+/// A launcher under test, with its own temporary data and spec directories.
+pub struct TestLauncher {
+    pub dir: tempfile::TempDir,
+    pub launcher_id: String,
+    ports: (u16, u16),
+    child: Option<Child>,
+}
+
+impl TestLauncher {
+    /// Starts a launcher on a fresh temporary directory.
+    pub fn start() -> TestLauncher {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::create_dir_all(dir.path().join("specs")).expect("spec directory");
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let launcher_id = format!(
+            "test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut launcher = TestLauncher {
+            dir,
+            launcher_id,
+            ports: port_range(),
+            child: None,
+        };
+        launcher.spawn();
+        launcher
+    }
+
+    /// (Re)starts the launcher process on the same directories.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the launcher is already running");
+        let _ = std::fs::remove_file(self.data_dir().join("launcher.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("launcher.log"))
+            .expect("launcher log");
+        let child = Command::new(LAUNCHER)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--specs-dir")
+            .arg(self.specs_dir())
+            .arg("--patterns-dir")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests"))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--port-range")
+            .arg(format!("{}-{}", self.ports.0, self.ports.1))
+            .arg("--launcher-id")
+            .arg(&self.launcher_id)
+            .env("RUST_LOG", "debug")
+            // Must never reach a child: the launcher passes only what a spec names.
+            .env("PRISM_TEST_SECRET", "do-not-leak")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prism-launcher");
+        self.child = Some(child);
+        self.address();
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn specs_dir(&self) -> PathBuf {
+        self.dir.path().join("specs")
+    }
+
+    /// The gRPC address, once the launcher has written it.
+    pub fn address(&mut self) -> String {
+        let file = self.data_dir().join("launcher.addr");
+        let log = self.dir.path().join("launcher.log");
+        let child = self.child.as_mut().expect("launcher running");
+        eventually(Duration::from_secs(20), "the launcher to listen", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the launcher exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::fs::read_to_string(&file).ok().filter(|text| !text.is_empty())
+        })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("launcher.log")).unwrap_or_default()
+    }
+
+    pub fn write_spec(&self, file: &str, text: &str) {
+        // Written beside the directory and renamed in, as editors and deploy tools do, so the
+        // watcher never reads half a file.
+        let staging = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&staging, text).expect("write spec");
+        std::fs::rename(&staging, self.specs_dir().join(file)).expect("move spec in place");
+    }
+
+    pub fn remove_spec(&self, file: &str) {
+        std::fs::remove_file(self.specs_dir().join(file)).expect("remove spec");
+    }
+
+    /// Runs a client subcommand of the binary against this launcher.
+    pub fn cli(&mut self, args: &[&str]) -> Output {
+        let address = self.address();
+        Command::new(LAUNCHER)
+            .args(args)
+            .args(["--addr", &address])
+            .output()
+            .expect("run prism-launcher")
+    }
+
+    /// `status -o json`, parsed.
+    pub fn status(&mut self) -> Value {
+        let output = self.cli(&["status", "-o", "json"]);
+        assert!(
+            output.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("status prints JSON")
+    }
+
+    /// The status row of `id`, if the launcher knows it.
+    pub fn process(&mut self, id: &str) -> Option<Value> {
+        let status = self.status();
+        status["processes"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|row| row["id"] == id).cloned())
+    }
+
+    /// Waits until `id` runs (with a live pid other than `not`) and returns its pid.
+    pub fn wait_running(&mut self, id: &str, not: Option<u32>, timeout: Duration) -> u32 {
+        eventually(timeout, &format!("{id} to run"), || {
+            let row = self.process(id)?;
+            let pid = row["pid"].as_u64()? as u32;
+            (row["actual"] == "running" && Some(pid) != not && is_alive(pid)).then_some(pid)
+        })
+    }
+
+    /// Sends `signal` to the launcher and waits for it to exit; returns how long that took.
+    pub fn stop(&mut self, signal: Signal, timeout: Duration) -> Duration {
+        let mut child = self.child.take().expect("launcher running");
+        let started = Instant::now();
+        kill(Pid::from_raw(child.id() as i32), signal).expect("signal the launcher");
+        eventually(timeout, "the launcher to exit", || child.try_wait().ok().flatten());
+        started.elapsed()
+    }
+
+    /// Pids of live processes carrying this launcher's id.
+    pub fn our_processes(&self) -> Vec<u32> {
+        processes_with_env("PRISM_LAUNCHER_ID", &self.launcher_id)
+    }
+}
+
+impl Drop for TestLauncher {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in self.our_processes() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- launcher log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    process_state(pid).is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// The state letter of /proc/<pid>/stat (R, S, Z...), if the process exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// The process group of `pid`, from /proc.
+fn process_group(stat: &str) -> Option<u32> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Every process (zombies included) whose process group is `group`.
+pub fn group_members(group: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| process_group(&stat))
+                == Some(group)
+        })
+        .collect()
+}
+
+/// The environment of `pid`.
+pub fn environment(pid: u32) -> BTreeMap<String, String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    bytes
+        .split(|byte| *byte == 0)
+        .filter_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (key, value) = entry.split_once('=')?;
+            Some((key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// Live processes whose environment has `name=value`.
+pub fn processes_with_env(name: &str, value: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| is_alive(*pid))
+        .filter(|pid| environment(*pid).get(name).map(String::as_str) == Some(value))
+        .collect()
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A spec file with one process running `hello-pattern` under `sh`, which first starts a
+/// `sleep` in the same process group (to prove the whole group is stopped).
+pub fn hello_spec(name: &str, greeting: &str) -> String {
+    format!(
+        r#"apiVersion: prism.launcher/v1
+kind: Process
+metadata:
+  name: {name}
+spec:
+  binary: /bin/sh
+  args: ["-c", "sleep 600 & exec \"$HELLO_BIN\""]
+  env:
+    HELLO_BIN: {HELLO_PATTERN}
+    GREETING: {greeting}
+  healthCheck:
+    http:
+      path: /health
+    interval: 200ms
+  terminationGracePeriod: 5s
+"#
+    )
+}

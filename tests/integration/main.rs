@@ -1,0 +1,5 @@
+//! The integration tests: one binary that runs the real `prism-launcher` against real processes.
+
+mod declarative;
+mod harness;
+mod tidy;
