@@ -27,7 +27,9 @@ pub enum OutputFormat {
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let address = match &args.addr {
         Some(address) => address.clone(),
-        None => address_from_data_dir(&args.data_dir).unwrap_or_else(|| DEFAULT_ADDRESS.to_string()),
+        None => {
+            address_from_data_dir(&args.data_dir).unwrap_or_else(|| DEFAULT_ADDRESS.to_string())
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -77,7 +79,9 @@ fn render_table(view: &StatusView, cwd: &str) -> String {
                     format!("gen {}", process.desired_generation)
                 },
                 actual_column(process),
-                process.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string()),
+                process
+                    .pid
+                    .map_or_else(|| "-".to_string(), |pid| pid.to_string()),
                 process.health.clone(),
                 process.restart_count.to_string(),
                 process.started_at_unix_ms.map_or_else(
@@ -124,7 +128,10 @@ fn render_table(view: &StatusView, cwd: &str) -> String {
                 "stop" => '-',
                 _ => '!',
             };
-            out.push_str(&format!("{marker} {}: {}\n", process.id, process.diff_detail));
+            out.push_str(&format!(
+                "{marker} {}: {}\n",
+                process.id, process.diff_detail
+            ));
         }
     }
     let summary = view.summary;
@@ -230,10 +237,17 @@ mod tests {
                 failing: 0,
                 in_sync: 0,
             },
-            processes: vec![process("orders", "replace", "spec changed: generation 1 runs, 2 desired")],
-            source_problems: [("file:/work/specs/bad.yaml".to_string(), vec!["bad.yaml:3: oops".to_string()])]
-                .into_iter()
-                .collect(),
+            processes: vec![process(
+                "orders",
+                "replace",
+                "spec changed: generation 1 runs, 2 desired",
+            )],
+            source_problems: [(
+                "file:/work/specs/bad.yaml".to_string(),
+                vec!["bad.yaml:3: oops".to_string()],
+            )]
+            .into_iter()
+            .collect(),
         };
         let table = render_table(&view, "/work");
         let lines: Vec<&str> = table.lines().collect();
@@ -243,10 +257,32 @@ mod tests {
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["orders", "pattern", "file:specs/orders.yaml", "gen", "2", "running", "(gen", "1)", "4242", "healthy", "3", "2m"]
+            [
+                "orders",
+                "pattern",
+                "file:specs/orders.yaml",
+                "gen",
+                "2",
+                "running",
+                "(gen",
+                "1)",
+                "4242",
+                "healthy",
+                "3",
+                "2m"
+            ]
         );
-        assert!(table.contains("~ orders: spec changed: generation 1 runs, 2 desired"), "{table}");
-        assert!(table.contains("+0 to start, ~1 to replace, -0 to stop, !0 failing"), "{table}");
-        assert!(table.contains("file:/work/specs/bad.yaml: bad.yaml:3: oops"), "{table}");
+        assert!(
+            table.contains("~ orders: spec changed: generation 1 runs, 2 desired"),
+            "{table}"
+        );
+        assert!(
+            table.contains("+0 to start, ~1 to replace, -0 to stop, !0 failing"),
+            "{table}"
+        );
+        assert!(
+            table.contains("file:/work/specs/bad.yaml: bad.yaml:3: oops"),
+            "{table}"
+        );
     }
 }

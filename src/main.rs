@@ -22,7 +22,11 @@ use prism_launcher::store::Store;
 const ADDRESS_FILE: &str = "launcher.addr";
 
 #[derive(Debug, Parser)]
-#[command(name = "prism-launcher", version, about = "A declarative reconciler for the processes of one host")]
+#[command(
+    name = "prism-launcher",
+    version,
+    about = "A declarative reconciler for the processes of one host"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -129,10 +133,18 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     let (start, end) = text
         .split_once('-')
         .ok_or_else(|| format!("{text:?} is not a port range; write it like 40000-44999"))?;
-    let start: u16 = start.trim().parse().map_err(|_| format!("bad start port in {text:?}"))?;
-    let end: u16 = end.trim().parse().map_err(|_| format!("bad end port in {text:?}"))?;
+    let start: u16 = start
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad start port in {text:?}"))?;
+    let end: u16 = end
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad end port in {text:?}"))?;
     if start == 0 || end <= start {
-        return Err(format!("port range {text:?} must be START-END with 0 < START < END"));
+        return Err(format!(
+            "port range {text:?} must be START-END with 0 < START < END"
+        ));
     }
     Ok((start, end))
 }
@@ -173,8 +185,12 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     }
     let specs_dir = std::path::absolute(&args.specs_dir)
         .with_context(|| format!("cannot resolve {}", args.specs_dir.display()))?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
     let store = Arc::new(Store::open(&args.data_dir.join("store"))?);
     let launcher_id = match &args.launcher_id {
         Some(id) => id.clone(),
@@ -190,7 +206,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = listener.local_addr().context("cannot read the listen address")?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the listen address")?;
     let address_file = args.data_dir.join(ADDRESS_FILE);
     std::fs::write(&address_file, address.to_string())
         .with_context(|| format!("cannot write {}", address_file.display()))?;
@@ -228,7 +246,11 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         problems,
         clock: Arc::new(runtime::now),
     };
-    let server = tokio::spawn(api::server::serve(listener, admin, wait_for_stop(stopped.clone())));
+    let server = tokio::spawn(api::server::serve(
+        listener,
+        admin,
+        wait_for_stop(stopped.clone()),
+    ));
 
     let ended_early = tokio::select! {
         signal = shutdown_signal() => {
@@ -311,7 +333,12 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         match api::spec_file::load_spec_file(Path::new(file), &catalog) {
             Ok(specs) => {
                 processes += specs.len();
-                println!("ok: {} ({} process{})", file.display(), specs.len(), if specs.len() == 1 { "" } else { "es" });
+                println!(
+                    "ok: {} ({} process{})",
+                    file.display(),
+                    specs.len(),
+                    if specs.len() == 1 { "" } else { "es" }
+                );
             }
             Err(errors) => {
                 failed = true;
@@ -324,7 +351,10 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     if failed {
         Ok(ExitCode::from(cli::EXIT_INVALID))
     } else {
-        println!("{} file(s), {processes} process(es), no errors", files.len());
+        println!(
+            "{} file(s), {processes} process(es), no errors",
+            files.len()
+        );
         Ok(ExitCode::SUCCESS)
     }
 }

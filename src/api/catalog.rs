@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::values::{health_timing_problems, parse_cpu, parse_memory, DurationValue, QuantityValue};
+use super::values::{
+    health_timing_problems, parse_cpu, parse_memory, DurationValue, QuantityValue,
+};
 use crate::reconcile::{HealthCheck, Isolation, Probe, Resources};
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
@@ -101,17 +103,21 @@ pub fn load_manifest(path: &Path) -> Result<CatalogEntry, CatalogError> {
     };
     let text = std::fs::read_to_string(path)
         .map_err(|io| error(format!("cannot read the manifest: {io}")))?;
-    let manifest: Manifest = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
-        .map_err(|parse| {
-            let field = parse.path().to_string();
-            let inner = parse.into_inner();
-            let line = inner
-                .location()
-                .map_or_else(String::new, |location| format!("line {}: ", location.line()));
-            error(format!("{line}field {field}: {inner}"))
-        })?;
+    let manifest: Manifest = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
+        &text,
+    ))
+    .map_err(|parse| {
+        let field = parse.path().to_string();
+        let inner = parse.into_inner();
+        let line = inner.location().map_or_else(String::new, |location| {
+            format!("line {}: ", location.line())
+        });
+        error(format!("{line}field {field}: {inner}"))
+    })?;
     let folder = path.parent().unwrap_or(Path::new("."));
-    manifest.resolve(folder).map_err(|problems| error(problems.join("; ")))
+    manifest
+        .resolve(folder)
+        .map_err(|problems| error(problems.join("; ")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,7 +201,10 @@ impl Manifest {
                 problems.push(format!("healthcheck: {problem}"));
             }
             if !check.path.starts_with('/') {
-                problems.push(format!("healthcheck.path {:?} must start with '/'", check.path));
+                problems.push(format!(
+                    "healthcheck.path {:?} must start with '/'",
+                    check.path
+                ));
             }
             let failure_threshold = check
                 .failure_threshold

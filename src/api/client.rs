@@ -26,7 +26,10 @@ pub enum ClientError {
     #[error("the launcher at {address} did not answer within {timeout:?}")]
     Timeout { address: String, timeout: Duration },
     #[error("the launcher at {address} refused: {status}")]
-    Refused { address: String, status: tonic::Status },
+    Refused {
+        address: String,
+        status: tonic::Status,
+    },
 }
 
 /// Desired vs actual, as `status` shows it.
@@ -122,7 +125,11 @@ impl From<pb::StatusReport> for StatusView {
                 failing: summary.failing,
                 in_sync: summary.in_sync,
             },
-            processes: report.processes.into_iter().map(ProcessView::from).collect(),
+            processes: report
+                .processes
+                .into_iter()
+                .map(ProcessView::from)
+                .collect(),
             source_problems: report
                 .source_problems
                 .into_iter()

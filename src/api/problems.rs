@@ -24,7 +24,9 @@ pub struct SourceProblems {
 impl SourceProblems {
     fn lock(&self) -> MutexGuard<'_, Problems> {
         // Every update replaces one map entry, so a panic elsewhere cannot leave it half-written.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn set_invalid(&self, file: &Path, errors: Vec<String>) {

@@ -387,7 +387,9 @@ impl SpecDocument {
                 format!("kind {:?} is not supported; use {KIND:?}", self.kind),
             ));
         }
-        let spec = self.spec.resolve(self.metadata.labels, base_dir, catalog, &mut problems);
+        let spec = self
+            .spec
+            .resolve(self.metadata.labels, base_dir, catalog, &mut problems);
         match spec {
             Some(spec) if problems.is_empty() => Ok((self.metadata.name, spec)),
             _ => Err(problems),
@@ -463,12 +465,16 @@ impl SpecBody {
                 ),
             ));
         }
-        if isolation == Isolation::Session && self.session_id.as_deref().is_none_or(str::is_empty)
-        {
-            problems.push(problem("spec.sessionId", "isolation session needs a sessionId"));
+        if isolation == Isolation::Session && self.session_id.as_deref().is_none_or(str::is_empty) {
+            problems.push(problem(
+                "spec.sessionId",
+                "isolation session needs a sessionId",
+            ));
         }
 
-        let mut env = entry.map(|entry| entry.environment.clone()).unwrap_or_default();
+        let mut env = entry
+            .map(|entry| entry.environment.clone())
+            .unwrap_or_default();
         for (name, value) in self.env {
             env.insert(name, value);
         }
@@ -517,7 +523,10 @@ impl SpecBody {
             ("spec.ports.health", requested_ports.health),
         ] {
             if port == Some(0) {
-                problems.push(problem(field, "port 0 cannot be requested; leave it out to have one allocated"));
+                problems.push(problem(
+                    field,
+                    "port 0 cannot be requested; leave it out to have one allocated",
+                ));
             }
         }
 
@@ -534,9 +543,7 @@ impl SpecBody {
             args: self.args,
             env,
             inherit_env: self.inherit_env,
-            working_dir: self
-                .working_dir
-                .map(|dir| absolute_from(base_dir, &dir)),
+            working_dir: self.working_dir.map(|dir| absolute_from(base_dir, &dir)),
             pattern: self.pattern,
             isolation,
             namespace: self.namespace.filter(|namespace| !namespace.is_empty()),
@@ -595,8 +602,12 @@ impl HealthCheckValue {
                 return None;
             }
         };
-        let interval = self.interval.map_or(HealthCheck::DEFAULT_INTERVAL, |value| value.0);
-        let timeout = self.timeout.map_or(HealthCheck::DEFAULT_TIMEOUT, |value| value.0);
+        let interval = self
+            .interval
+            .map_or(HealthCheck::DEFAULT_INTERVAL, |value| value.0);
+        let timeout = self
+            .timeout
+            .map_or(HealthCheck::DEFAULT_TIMEOUT, |value| value.0);
         check_health_timing(interval, timeout, "spec.healthCheck", problems);
         let failure_threshold = self
             .failure_threshold
@@ -645,13 +656,15 @@ impl ResourcesValue {
                 None
             }
         });
-        let memory_bytes = self.memory_limit.and_then(|value| match parse_memory(&value.0) {
-            Ok(bytes) => Some(bytes),
-            Err(message) => {
-                problems.push(problem("spec.resources.memoryLimit", message));
-                None
-            }
-        });
+        let memory_bytes = self
+            .memory_limit
+            .and_then(|value| match parse_memory(&value.0) {
+                Ok(bytes) => Some(bytes),
+                Err(message) => {
+                    problems.push(problem("spec.resources.memoryLimit", message));
+                    None
+                }
+            });
         Some(Resources {
             cpu_millis,
             memory_bytes,

@@ -70,7 +70,9 @@ pub async fn watch_spec_dir(
                     let _ = sender.send(path);
                 }
             }
-            Err(error) => tracing::warn!(%error, "spec directory watch error; the next resync will catch up"),
+            Err(error) => {
+                tracing::warn!(%error, "spec directory watch error; the next resync will catch up")
+            }
         }
     })
     .map_err(|source| SpecWatchError::Watch {
@@ -113,7 +115,10 @@ pub async fn watch_spec_dir(
 
 /// Collects the paths of a burst of events: until `DEBOUNCE_QUIET` passes with no event, or
 /// `DEBOUNCE_MAX` after the first.
-async fn debounce(first: PathBuf, changes: &mut mpsc::UnboundedReceiver<PathBuf>) -> BTreeSet<PathBuf> {
+async fn debounce(
+    first: PathBuf,
+    changes: &mut mpsc::UnboundedReceiver<PathBuf>,
+) -> BTreeSet<PathBuf> {
     let mut changed = BTreeSet::from([first]);
     let give_up = tokio::time::Instant::now() + DEBOUNCE_MAX;
     loop {
@@ -159,7 +164,9 @@ impl SpecDir {
                     }
                 }
             }
-            Err(error) => tracing::error!(%error, "cannot list desired records to find removed spec files"),
+            Err(error) => {
+                tracing::error!(%error, "cannot list desired records to find removed spec files")
+            }
         }
         self.apply_changed(touched);
         Ok(())

@@ -97,7 +97,9 @@ fn process_status(
     let actual = observed.map_or("pending", |record| record.phase.as_str());
     pb::ProcessStatus {
         id: id.to_string(),
-        process_type: spec.map_or("", |spec| spec.process_type.as_str()).to_string(),
+        process_type: spec
+            .map_or("", |spec| spec.process_type.as_str())
+            .to_string(),
         source: desired.map_or_else(String::new, |record| record.source.to_string()),
         admin_version: match desired.map(|record| &record.source) {
             Some(Source::Admin { version }) => *version,
@@ -114,17 +116,18 @@ fn process_status(
             .and_then(|record| record.pid)
             .and_then(|pid| i32::try_from(pid).ok())
             .unwrap_or(0),
-        health: observed.map_or_else(
-            || {
-                if spec.is_some_and(|spec| spec.health_check.is_some()) {
-                    "unknown"
-                } else {
-                    "none"
-                }
-            },
-            |record| record.health.as_str(),
-        )
-        .to_string(),
+        health: observed
+            .map_or_else(
+                || {
+                    if spec.is_some_and(|spec| spec.health_check.is_some()) {
+                        "unknown"
+                    } else {
+                        "none"
+                    }
+                },
+                |record| record.health.as_str(),
+            )
+            .to_string(),
         restart_count: observed.map_or(0, |record| record.restart_count),
         consecutive_failures: observed.map_or(0, |record| record.consecutive_failures),
         last_error: observed

@@ -13,15 +13,15 @@ pub struct DurationValue(pub Duration);
 impl<'de> Deserialize<'de> for DurationValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map(DurationValue).map_err(de::Error::custom)
+        parse_duration(&text)
+            .map(DurationValue)
+            .map_err(de::Error::custom)
     }
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h`, `1m30s`. A bare number is refused: its unit would be a guess.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || {
-        format!("{text:?} is not a duration; write it like 500ms, 10s, 5m or 1h")
-    };
+    let invalid = || format!("{text:?} is not a duration; write it like 500ms, 10s, 5m or 1h");
     let text_trimmed = text.trim();
     if text_trimmed.is_empty() {
         return Err(invalid());
@@ -29,13 +29,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text_trimmed;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(invalid());
         }
         let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -88,13 +92,15 @@ pub fn parse_cpu(text: &str) -> Result<u32, String> {
         millis.parse::<u32>().map_err(|_| invalid())?
     } else {
         let cores: f64 = text.parse().map_err(|_| invalid())?;
-        if !cores.is_finite() || cores < 0.0 || cores > 1_000_000.0 {
+        if !cores.is_finite() || !(0.0..=1_000_000.0).contains(&cores) {
             return Err(invalid());
         }
         (cores * 1000.0).round() as u32
     };
     if millis == 0 {
-        return Err(format!("CPU limit {text:?} is zero; leave it out for no limit"));
+        return Err(format!(
+            "CPU limit {text:?} is zero; leave it out for no limit"
+        ));
     }
     Ok(millis)
 }
@@ -105,7 +111,9 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         format!("{text:?} is not a memory quantity; write it like 256Mi, 1Gi, 512M or a number of bytes")
     };
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| invalid())?;
     let multiplier: u64 = match unit {
@@ -122,7 +130,9 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
     };
     let bytes = number.checked_mul(multiplier).ok_or_else(invalid)?;
     if bytes == 0 {
-        return Err(format!("memory limit {text:?} is zero; leave it out for no limit"));
+        return Err(format!(
+            "memory limit {text:?} is zero; leave it out for no limit"
+        ));
     }
     Ok(bytes)
 }
@@ -131,7 +141,9 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
 pub fn health_timing_problems(interval: Duration, timeout: Duration) -> Vec<String> {
     let mut problems = Vec::new();
     if interval < Duration::from_millis(100) {
-        problems.push(format!("interval {interval:?} is too short; it must be at least 100ms"));
+        problems.push(format!(
+            "interval {interval:?} is too short; it must be at least 100ms"
+        ));
     }
     if timeout.is_zero() {
         problems.push("timeout must be positive".to_string());

@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 
 fn main() {
-    let pattern_name = std::env::var("PATTERN_NAME").unwrap_or_else(|_| "hello-pattern".to_string());
+    let pattern_name =
+        std::env::var("PATTERN_NAME").unwrap_or_else(|_| "hello-pattern".to_string());
     let namespace = std::env::var("NAMESPACE").unwrap_or_default();
     let grpc_port = std::env::var("GRPC_PORT").unwrap_or_default();
     let Ok(health_port) = std::env::var("HEALTH_PORT") else {
@@ -50,7 +51,10 @@ fn answer(stream: TcpStream, pattern_name: &str, failing: bool) {
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
-        "/health" if failing => ("503 Service Unavailable", format!("FAILING - {pattern_name} is unhealthy\n")),
+        "/health" if failing => (
+            "503 Service Unavailable",
+            format!("FAILING - {pattern_name} is unhealthy\n"),
+        ),
         "/health" => ("200 OK", format!("OK - {pattern_name} is healthy\n")),
         _ => ("404 Not Found", "not found\n".to_string()),
     };

@@ -37,7 +37,9 @@ pub enum InvalidProcessId {
     Empty,
     #[error("process id {id:?} is {len} bytes long; at most {MAX_PROCESS_ID_LEN} are allowed")]
     TooLong { id: String, len: usize },
-    #[error("process id {id:?} contains {character:?}; only letters, digits and . _ - : @ are allowed")]
+    #[error(
+        "process id {id:?} contains {character:?}; only letters, digits and . _ - : @ are allowed"
+    )]
     BadCharacter { id: String, character: char },
     #[error("process id {id:?} starts with '.'; ids become file names and must not be hidden or relative")]
     LeadingDot { id: String },

@@ -494,10 +494,7 @@ pub fn record_probe(observed: &ObservedRecord, result: Result<(), String>) -> Ob
 }
 
 /// The record after the generation changed in a way that needs no restart.
-pub fn record_generation(
-    observed: &ObservedRecord,
-    desired: &DesiredRecord,
-) -> ObservedRecord {
+pub fn record_generation(observed: &ObservedRecord, desired: &DesiredRecord) -> ObservedRecord {
     ObservedRecord {
         generation: desired.generation,
         spec: desired.spec.clone(),
@@ -567,12 +564,18 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
         "generation {} runs, {} desired",
         observed.generation, desired.generation
     );
-    let last_error = observed.last_error.as_deref().unwrap_or("no error recorded");
+    let last_error = observed
+        .last_error
+        .as_deref()
+        .unwrap_or("no error recorded");
     match observed.phase {
         Phase::Starting | Phase::Running if spec_changed => {
             diff_of(DiffKind::Replace, format!("spec changed: {generations}"))
         }
-        Phase::Starting => diff_of(DiffKind::InSync, "started; waiting for its first passing probe"),
+        Phase::Starting => diff_of(
+            DiffKind::InSync,
+            "started; waiting for its first passing probe",
+        ),
         Phase::Running if observed.health == Health::Unhealthy => diff_of(
             DiffKind::Failing,
             format!(
@@ -582,18 +585,21 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
         ),
         Phase::Running => diff_of(DiffKind::InSync, ""),
         Phase::Stopping => match observed.stop_reason {
-            Some(StopReason::Replace) => {
-                diff_of(DiffKind::Replace, format!("stopping to replace: {generations}"))
-            }
-            Some(StopReason::Unhealthy) => {
-                diff_of(DiffKind::Failing, format!("stopping after failed liveness probes: {last_error}"))
-            }
+            Some(StopReason::Replace) => diff_of(
+                DiffKind::Replace,
+                format!("stopping to replace: {generations}"),
+            ),
+            Some(StopReason::Unhealthy) => diff_of(
+                DiffKind::Failing,
+                format!("stopping after failed liveness probes: {last_error}"),
+            ),
             _ => diff_of(DiffKind::Stop, "stopping"),
         },
         Phase::Stopped => diff_of(DiffKind::Start, "stopped; will start again"),
-        Phase::BackingOff if spec_changed => {
-            diff_of(DiffKind::Replace, format!("spec changed while backing off: {generations}"))
-        }
+        Phase::BackingOff if spec_changed => diff_of(
+            DiffKind::Replace,
+            format!("spec changed while backing off: {generations}"),
+        ),
         Phase::BackingOff => {
             let when = observed
                 .next_restart_at
@@ -606,18 +612,23 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
                 ),
             )
         }
-        Phase::Exited if spec_changed => {
-            diff_of(DiffKind::Replace, format!("spec changed after exit: {generations}"))
-        }
+        Phase::Exited if spec_changed => diff_of(
+            DiffKind::Replace,
+            format!("spec changed after exit: {generations}"),
+        ),
         Phase::Exited => match observed.last_exit {
-            Some(status) if status.is_success() => {
-                diff_of(DiffKind::InSync, "completed; its restart policy keeps it down")
-            }
+            Some(status) if status.is_success() => diff_of(
+                DiffKind::InSync,
+                "completed; its restart policy keeps it down",
+            ),
             Some(status) => diff_of(
                 DiffKind::Failing,
                 format!("exited with {status}; its restart policy keeps it down"),
             ),
-            None => diff_of(DiffKind::Failing, "exited; its restart policy keeps it down"),
+            None => diff_of(
+                DiffKind::Failing,
+                "exited; its restart policy keeps it down",
+            ),
         },
     }
 }

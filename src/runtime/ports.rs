@@ -90,7 +90,11 @@ impl PortAllocator {
                 && !self.holders.contains_key(&candidate)
                 && is_free(candidate)
             {
-                self.cursor = if candidate == end { start } else { candidate + 1 };
+                self.cursor = if candidate == end {
+                    start
+                } else {
+                    candidate + 1
+                };
                 self.holders.insert(candidate, id.clone());
                 return Ok(candidate);
             }
@@ -153,7 +157,8 @@ mod tests {
         let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let free_port = probe.local_addr().unwrap().port();
         drop(probe);
-        let mut allocator = PortAllocator::new(free_port.saturating_add(1)..=free_port.saturating_add(30));
+        let mut allocator =
+            PortAllocator::new(free_port.saturating_add(1)..=free_port.saturating_add(30));
         let requested = RequestedPorts {
             grpc: None,
             health: Some(free_port),
@@ -161,7 +166,10 @@ mod tests {
         let ports = allocator.allocate(&id("a"), None, requested).unwrap();
         assert_eq!(ports.health, free_port);
         let other = allocator.allocate(&id("b"), None, requested).unwrap();
-        assert_ne!(other.health, free_port, "a port held by another id is not shared");
+        assert_ne!(
+            other.health, free_port,
+            "a port held by another id is not shared"
+        );
     }
 
     #[test]
@@ -172,6 +180,9 @@ mod tests {
         let error = allocator
             .allocate(&id("a"), None, RequestedPorts::default())
             .unwrap_err();
-        assert!(error.to_string().contains(&format!("{port}-{port}")), "{error}");
+        assert!(
+            error.to_string().contains(&format!("{port}-{port}")),
+            "{error}"
+        );
     }
 }

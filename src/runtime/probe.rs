@@ -153,8 +153,13 @@ mod tests {
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let probe = Probe::Tcp { port: None };
-        assert_eq!(probe_once(&probe, port, Duration::from_secs(5)).await, Ok(()));
+        assert_eq!(
+            probe_once(&probe, port, Duration::from_secs(5)).await,
+            Ok(())
+        );
         drop(listener);
-        assert!(probe_once(&probe, port, Duration::from_secs(5)).await.is_err());
+        assert!(probe_once(&probe, port, Duration::from_secs(5))
+            .await
+            .is_err());
     }
 }

@@ -41,7 +41,8 @@ mod tests {
 
     #[test]
     fn stat_fields_are_counted_after_a_command_name_with_spaces_and_parentheses() {
-        let stat = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        let stat =
+            "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(stat_field(stat, 3), Some("S"));
         assert_eq!(stat_field(stat, 22), Some("98765"));
     }

@@ -26,7 +26,9 @@ impl ChildTable {
     pub fn lock(&self) -> MutexGuard<'_, HashSet<u32>> {
         // The set is updated with single inserts and removes, so a panic elsewhere while holding
         // the lock cannot leave it inconsistent; a poisoned lock is still safe to use.
-        self.pids.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -65,7 +67,9 @@ pub fn reap_ready(table: &ChildTable) -> Vec<ChildExit> {
             // The leader is an unreaped zombie, so the group id still names its group.
             match killpg(pid, Signal::SIGKILL) {
                 Ok(()) | Err(Errno::ESRCH) => {}
-                Err(error) => tracing::warn!(pid = raw_pid, %error, "cannot kill the rest of the process group"),
+                Err(error) => {
+                    tracing::warn!(pid = raw_pid, %error, "cannot kill the rest of the process group")
+                }
             }
         }
         let status = loop {

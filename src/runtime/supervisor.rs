@@ -243,7 +243,9 @@ impl Supervisor {
                             Some(error) if next.health == reconcile::Health::Unhealthy => {
                                 tracing::warn!(%id, failures = next.probe_failures, %error, "process is unhealthy");
                             }
-                            _ => tracing::info!(%id, health = next.health.as_str(), "health changed"),
+                            _ => {
+                                tracing::info!(%id, health = next.health.as_str(), "health changed")
+                            }
                         }
                     }
                     self.set_observed(next);
@@ -319,7 +321,11 @@ impl Supervisor {
             for (id, at) in plan.wake_at {
                 self.timers.insert((at, id));
             }
-            ids = plan.actions.iter().map(|action| action.id().clone()).collect();
+            ids = plan
+                .actions
+                .iter()
+                .map(|action| action.id().clone())
+                .collect();
             for action in plan.actions {
                 self.execute(action, now);
             }
@@ -327,7 +333,8 @@ impl Supervisor {
         if !ids.is_empty() {
             // Still acting after several rounds: look again on the next pass rather than spin.
             for id in ids {
-                self.timers.insert((now.saturating_add(Duration::from_millis(100)), id));
+                self.timers
+                    .insert((now.saturating_add(Duration::from_millis(100)), id));
             }
         }
         self.persist();
@@ -356,7 +363,9 @@ impl Supervisor {
                 self.unsaved.insert(id);
             }
             Action::RecordGeneration { id, .. } => {
-                if let (Some(observed), Some(desired)) = (self.observed.get(&id), self.desired.get(&id)) {
+                if let (Some(observed), Some(desired)) =
+                    (self.observed.get(&id), self.desired.get(&id))
+                {
                     let next = reconcile::record_generation(observed, desired);
                     self.set_observed(next);
                 }
@@ -526,8 +535,8 @@ impl Supervisor {
     }
 
     fn is_provably_ours(&self, record: &ObservedRecord, pid: u32) -> bool {
-        let same_process = record.pid_start_ticks.is_some()
-            && procfs::start_ticks(pid) == record.pid_start_ticks;
+        let same_process =
+            record.pid_start_ticks.is_some() && procfs::start_ticks(pid) == record.pid_start_ticks;
         same_process
             && procfs::environment_value(pid, "PRISM_LAUNCHER_ID").as_deref()
                 == Some(self.config.launcher_id.as_str())
@@ -544,7 +553,10 @@ impl Supervisor {
             .filter(|record| record.phase.has_live_process())
             .map(|record| record.id.clone())
             .collect();
-        tracing::info!(processes = live.len(), "shutting down: stopping every process");
+        tracing::info!(
+            processes = live.len(),
+            "shutting down: stopping every process"
+        );
         let mut longest_grace = Duration::ZERO;
         for id in &live {
             let Some(observed) = self.observed.get(id) else {
@@ -570,12 +582,18 @@ impl Supervisor {
             }
             let current = now();
             if current >= give_up_at {
-                tracing::error!(remaining = alive.len(), "shutdown timed out; leaving the remaining processes");
+                tracing::error!(
+                    remaining = alive.len(),
+                    "shutdown timed out; leaving the remaining processes"
+                );
                 break;
             }
             for id in &alive {
                 let due = self.observed.get(id).is_some_and(|record| {
-                    !record.killed && record.stop_deadline.is_some_and(|deadline| deadline <= current)
+                    !record.killed
+                        && record
+                            .stop_deadline
+                            .is_some_and(|deadline| deadline <= current)
                 });
                 if due {
                     self.execute(Action::Kill { id: id.clone() }, current);
@@ -632,6 +650,9 @@ async fn terminate_leftover(pid: u32, grace: Duration) {
         Err(error) => tracing::warn!(pid, %error, "cannot kill a leftover process group"),
     }
     if !gone {
-        tracing::warn!(pid, "a leftover process outlived its grace period and was killed");
+        tracing::warn!(
+            pid,
+            "a leftover process outlived its grace period and was killed"
+        );
     }
 }

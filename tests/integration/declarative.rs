@@ -20,14 +20,33 @@ fn a_spec_dropped_in_runs_an_edit_replaces_it_and_a_delete_stops_its_whole_group
     assert_eq!(env.get("PROCESS_ID").map(String::as_str), Some("hello"));
     assert_eq!(env.get("PRISM_LAUNCHER_ID"), Some(&launcher.launcher_id));
     assert_eq!(env.get("PROCESS_TYPE").map(String::as_str), Some("pattern"));
-    for injected in ["GRPC_PORT", "HEALTH_PORT", "NAMESPACE", "SESSION_ID", "PATTERN_NAME", "PATH"] {
-        assert!(env.contains_key(injected), "{injected} is injected: {env:?}");
+    for injected in [
+        "GRPC_PORT",
+        "HEALTH_PORT",
+        "NAMESPACE",
+        "SESSION_ID",
+        "PATTERN_NAME",
+        "PATH",
+    ] {
+        assert!(
+            env.contains_key(injected),
+            "{injected} is injected: {env:?}"
+        );
     }
-    assert!(!env.contains_key("PRISM_TEST_SECRET"), "the launcher's environment leaked: {env:?}");
+    assert!(
+        !env.contains_key("PRISM_TEST_SECRET"),
+        "the launcher's environment leaked: {env:?}"
+    );
     let row = launcher.process("hello").expect("hello in status");
     assert_eq!(row["health"], "healthy");
     assert_eq!(row["desired_generation"], 1);
-    assert!(row["source"].as_str().unwrap().ends_with("specs/hello.yaml"), "{row}");
+    assert!(
+        row["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("specs/hello.yaml"),
+        "{row}"
+    );
     let first_group = eventually(START_TIMEOUT, "the sleep to join the group", || {
         let members = group_members(first);
         (members.len() >= 2).then_some(members)
@@ -35,7 +54,10 @@ fn a_spec_dropped_in_runs_an_edit_replaces_it_and_a_delete_stops_its_whole_group
 
     launcher.write_spec("hello.yaml", &hello_spec("hello", "two"));
     let second = launcher.wait_running("hello", Some(first), START_TIMEOUT);
-    assert_eq!(environment(second).get("GREETING").map(String::as_str), Some("two"));
+    assert_eq!(
+        environment(second).get("GREETING").map(String::as_str),
+        Some("two")
+    );
     assert_eq!(launcher.process("hello").unwrap()["desired_generation"], 2);
     eventually(START_TIMEOUT, "the old group to be gone", || {
         first_group
@@ -48,8 +70,15 @@ fn a_spec_dropped_in_runs_an_edit_replaces_it_and_a_delete_stops_its_whole_group
     eventually(START_TIMEOUT, "hello to leave status", || {
         launcher.process("hello").is_none().then_some(())
     });
-    assert_eq!(process_state(second), None, "no zombie of the stopped process");
-    assert!(group_members(second).is_empty(), "no survivor in its process group");
+    assert_eq!(
+        process_state(second),
+        None,
+        "no zombie of the stopped process"
+    );
+    assert!(
+        group_members(second).is_empty(),
+        "no survivor in its process group"
+    );
     assert!(launcher.our_processes().is_empty(), "nothing of ours runs");
 }
 
@@ -66,7 +95,10 @@ fn a_child_killed_with_sigkill_is_back_within_a_second() {
         (pid != first && is_alive(pid)).then_some(pid)
     });
     let back_after = killed_at.elapsed();
-    assert!(back_after < Duration::from_secs(1), "restarted after {back_after:?}");
+    assert!(
+        back_after < Duration::from_secs(1),
+        "restarted after {back_after:?}"
+    );
     assert_ne!(second, first);
     let row = launcher.process("hello").unwrap();
     assert_eq!(row["restart_count"], 1, "{row}");
@@ -87,15 +119,31 @@ fn a_malformed_file_is_reported_and_disturbs_nothing() {
     let problems = &status["source_problems"];
     let bad_errors = problems
         .as_object()
-        .and_then(|sources| sources.iter().find(|(source, _)| source.ends_with("bad.yaml")))
+        .and_then(|sources| {
+            sources
+                .iter()
+                .find(|(source, _)| source.ends_with("bad.yaml"))
+        })
         .map(|(_, errors)| errors.to_string())
         .unwrap_or_else(|| panic!("bad.yaml is reported: {status}"));
-    assert!(bad_errors.contains(":7:"), "the error names the line: {bad_errors}");
-    assert!(bad_errors.contains("spec.restartPolicy"), "the error names the field: {bad_errors}");
-    assert!(launcher.process("bad").is_none(), "nothing of a bad file is applied");
+    assert!(
+        bad_errors.contains(":7:"),
+        "the error names the line: {bad_errors}"
+    );
+    assert!(
+        bad_errors.contains("spec.restartPolicy"),
+        "the error names the field: {bad_errors}"
+    );
+    assert!(
+        launcher.process("bad").is_none(),
+        "nothing of a bad file is applied"
+    );
 
     // Breaking a file that runs a process keeps that process as it was.
-    launcher.write_spec("good.yaml", "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: good}\nspec: {binary: }\n");
+    launcher.write_spec(
+        "good.yaml",
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: good}\nspec: {binary: }\n",
+    );
     eventually(START_TIMEOUT, "good.yaml's error in status", || {
         let status = launcher.status();
         let reported = status["source_problems"]
@@ -104,7 +152,11 @@ fn a_malformed_file_is_reported_and_disturbs_nothing() {
         reported.then_some(())
     });
     let row = launcher.process("good").unwrap();
-    assert_eq!(row["pid"].as_u64(), Some(u64::from(pid)), "the running process was not touched");
+    assert_eq!(
+        row["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "the running process was not touched"
+    );
     assert_eq!(row["desired_generation"], 1);
     assert!(is_alive(pid));
 
@@ -118,7 +170,10 @@ fn a_malformed_file_is_reported_and_disturbs_nothing() {
             .is_some_and(|sources| sources.is_empty())
             .then_some(())
     });
-    assert_eq!(launcher.process("good").unwrap()["pid"].as_u64(), Some(u64::from(pid)));
+    assert_eq!(
+        launcher.process("good").unwrap()["pid"].as_u64(),
+        Some(u64::from(pid))
+    );
 }
 
 #[test]
@@ -134,13 +189,22 @@ fn two_files_declaring_one_name_is_a_conflict_the_first_owner_keeps() {
         let on_b = sources.keys().any(|source| source.ends_with("b.yaml"));
         (on_a && on_b).then_some(status)
     });
-    assert!(status.to_string().contains("the first owner keeps it"), "{status}");
-    assert_eq!(environment(pid).get("GREETING").map(String::as_str), Some("from-a"));
+    assert!(
+        status.to_string().contains("the first owner keeps it"),
+        "{status}"
+    );
+    assert_eq!(
+        environment(pid).get("GREETING").map(String::as_str),
+        Some("from-a")
+    );
 
     // When the owner lets go, the other file takes the name.
     launcher.remove_spec("a.yaml");
     let taken = launcher.wait_running("shared-name", Some(pid), START_TIMEOUT);
-    assert_eq!(environment(taken).get("GREETING").map(String::as_str), Some("from-b"));
+    assert_eq!(
+        environment(taken).get("GREETING").map(String::as_str),
+        Some("from-b")
+    );
 }
 
 #[test]
@@ -168,7 +232,10 @@ fn a_restarted_launcher_keeps_the_desired_state_without_duplicates() {
         .collect();
     assert_eq!(ids, ["one", "two"], "no file lost, no duplicate");
     for row in status["processes"].as_array().unwrap() {
-        assert_eq!(row["desired_generation"], 1, "a restart is not a spec change: {row}");
+        assert_eq!(
+            row["desired_generation"], 1,
+            "a restart is not a spec change: {row}"
+        );
     }
 
     // A launcher killed outright leaves its children; the next one never runs an id twice.
@@ -209,8 +276,14 @@ spec:
     );
     let pid = launcher.wait_running("stubborn", None, START_TIMEOUT);
     let took = launcher.stop(Signal::SIGTERM, Duration::from_secs(15));
-    assert!(took >= Duration::from_millis(900), "the grace period was honoured ({took:?})");
-    assert!(took < Duration::from_secs(5), "shutdown is bounded ({took:?})");
+    assert!(
+        took >= Duration::from_millis(900),
+        "the grace period was honoured ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown is bounded ({took:?})"
+    );
     assert_eq!(process_state(pid), None, "the stubborn child is gone");
     assert!(group_members(pid).is_empty(), "and so is its group");
 }
@@ -226,8 +299,14 @@ fn status_without_a_launcher_fails_with_a_clear_message() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("no launcher answers at {address}")), "{stderr}");
-    assert!(stderr.contains("prism-launcher serve"), "it says what to do: {stderr}");
+    assert!(
+        stderr.contains(&format!("no launcher answers at {address}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("prism-launcher serve"),
+        "it says what to do: {stderr}"
+    );
 }
 
 #[test]
@@ -242,19 +321,39 @@ fn validate_reports_every_error_with_file_document_field_and_line() {
     let output = std::process::Command::new(LAUNCHER)
         .arg("validate")
         .arg(&file)
-        .args(["--patterns-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/manifests")])
+        .args([
+            "--patterns-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/manifests"),
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let path = file.display().to_string();
-    assert!(stdout.contains(&format!("{path}:6: document 1, field spec.colour")), "{stdout}");
-    assert!(stdout.contains(&format!("{path}:12: document 2, field spec.terminationGracePeriod")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{path}:6: document 1, field spec.colour")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{path}:12: document 2, field spec.terminationGracePeriod"
+        )),
+        "{stdout}"
+    );
 
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/desired-state");
     let output = std::process::Command::new(LAUNCHER)
-        .args(["validate", examples, "--patterns-dir", concat!(env!("CARGO_MANIFEST_DIR"), "/manifests")])
+        .args([
+            "validate",
+            examples,
+            "--patterns-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/manifests"),
+        ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }

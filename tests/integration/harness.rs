@@ -23,7 +23,10 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut condition: impl FnMut() 
         if let Some(value) = condition() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
@@ -120,7 +123,9 @@ impl TestLauncher {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            std::fs::read_to_string(&file).ok().filter(|text| !text.is_empty())
+            std::fs::read_to_string(&file)
+                .ok()
+                .filter(|text| !text.is_empty())
         })
     }
 
@@ -183,7 +188,9 @@ impl TestLauncher {
         let mut child = self.child.take().expect("launcher running");
         let started = Instant::now();
         kill(Pid::from_raw(child.id() as i32), signal).expect("signal the launcher");
-        eventually(timeout, "the launcher to exit", || child.try_wait().ok().flatten());
+        eventually(timeout, "the launcher to exit", || {
+            child.try_wait().ok().flatten()
+        });
         started.elapsed()
     }
 

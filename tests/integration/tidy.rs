@@ -18,7 +18,10 @@ fn source_files() -> Vec<(PathBuf, String)> {
         }
     }
     let mut files = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     assert!(files.len() > 10, "found the sources");
     files
 }
@@ -26,7 +29,10 @@ fn source_files() -> Vec<(PathBuf, String)> {
 /// The part of a file that is not test code: files named `*tests.rs` are all test code, and a
 /// file's own `#[cfg(test)]` module comes last by convention.
 fn production_code(path: &Path, text: &str) -> String {
-    if path.file_name().is_some_and(|name| name.to_string_lossy().ends_with("tests.rs")) {
+    if path
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().ends_with("tests.rs"))
+    {
         return String::new();
     }
     let code = text.split("#[cfg(test)]").next().unwrap_or_default();
@@ -64,7 +70,9 @@ fn only_store_names_sled() {
 
 #[test]
 fn only_api_names_protobuf_types() {
-    let found = violations(&["tonic", "prost", "proto::"], |path| in_module(path, "api"));
+    let found = violations(&["tonic", "prost", "proto::"], |path| {
+        in_module(path, "api")
+    });
     assert!(found.is_empty(), "{found:#?}");
 }
 
@@ -72,8 +80,18 @@ fn only_api_names_protobuf_types() {
 fn reconcile_is_pure() {
     let found = violations(
         &[
-            "tokio", "sled", "tonic", "std::fs", "std::process", "std::net", "std::env",
-            "SystemTime", "Instant", "crate::store", "crate::runtime", "crate::api",
+            "tokio",
+            "sled",
+            "tonic",
+            "std::fs",
+            "std::process",
+            "std::net",
+            "std::env",
+            "SystemTime",
+            "Instant",
+            "crate::store",
+            "crate::runtime",
+            "crate::api",
         ],
         |path| !in_module(path, "reconcile"),
     );
@@ -84,7 +102,10 @@ fn reconcile_is_pure() {
 fn api_and_runtime_never_import_each_other() {
     let api = violations(&["crate::runtime"], |path| !in_module(path, "api"));
     let runtime = violations(&["crate::api"], |path| !in_module(path, "runtime"));
-    assert!(api.is_empty() && runtime.is_empty(), "{api:#?} {runtime:#?}");
+    assert!(
+        api.is_empty() && runtime.is_empty(),
+        "{api:#?} {runtime:#?}"
+    );
 }
 
 #[test]
@@ -94,7 +115,10 @@ fn every_module_opens_with_a_doc_line() {
         .filter(|(_, text)| !text.trim_start().starts_with("//!"))
         .map(|(path, _)| path.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "modules without a //! line: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "modules without a //! line: {missing:#?}"
+    );
 }
 
 #[test]
