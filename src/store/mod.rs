@@ -150,7 +150,11 @@ impl Store {
     pub fn launcher_id_or_insert(&self, candidate: &str) -> Result<String, StoreError> {
         let previous = self
             .meta
-            .compare_and_swap(LAUNCHER_ID_KEY, None as Option<&[u8]>, Some(candidate.as_bytes()))
+            .compare_and_swap(
+                LAUNCHER_ID_KEY,
+                None as Option<&[u8]>,
+                Some(candidate.as_bytes()),
+            )
             .map_err(|source| io("recording the launcher id", source))?;
         match previous {
             Ok(()) => {
@@ -254,35 +258,36 @@ impl Store {
             .filter(|record| record.source.same_owner(source))
             .map(|record| record.id.clone())
             .collect();
-        let outcome = self.transact("applying a source's desired set", |desired, generations| {
-            let mut outcome = ApplyOutcome::default();
-            for (id, spec) in specs {
-                let existing = read_desired_tx(desired, id)?;
-                match existing {
-                    Some(existing) if !existing.source.same_owner(source) => {
-                        outcome.conflicts.push((id.clone(), existing.source));
-                    }
-                    Some(existing) if existing.spec == *spec && existing.source == *source => {
-                        outcome.unchanged.push(id.clone());
-                    }
-                    Some(_) => {
-                        write_desired_tx(desired, generations, id, spec, source)?;
-                        outcome.updated.push(id.clone());
-                    }
-                    None => {
-                        write_desired_tx(desired, generations, id, spec, source)?;
-                        outcome.created.push(id.clone());
+        let outcome =
+            self.transact("applying a source's desired set", |desired, generations| {
+                let mut outcome = ApplyOutcome::default();
+                for (id, spec) in specs {
+                    let existing = read_desired_tx(desired, id)?;
+                    match existing {
+                        Some(existing) if !existing.source.same_owner(source) => {
+                            outcome.conflicts.push((id.clone(), existing.source));
+                        }
+                        Some(existing) if existing.spec == *spec && existing.source == *source => {
+                            outcome.unchanged.push(id.clone());
+                        }
+                        Some(_) => {
+                            write_desired_tx(desired, generations, id, spec, source)?;
+                            outcome.updated.push(id.clone());
+                        }
+                        None => {
+                            write_desired_tx(desired, generations, id, spec, source)?;
+                            outcome.created.push(id.clone());
+                        }
                     }
                 }
-            }
-            for id in &previously_owned {
-                if specs.iter().all(|(declared, _)| declared != id) {
-                    desired.remove(id.as_str())?;
-                    outcome.deleted.push(id.clone());
+                for id in &previously_owned {
+                    if specs.iter().all(|(declared, _)| declared != id) {
+                        desired.remove(id.as_str())?;
+                        outcome.deleted.push(id.clone());
+                    }
                 }
-            }
-            Ok(outcome)
-        })?;
+                Ok(outcome)
+            })?;
         self.flush()?;
         self.notify(outcome.changed());
         Ok(outcome)
@@ -296,21 +301,26 @@ impl Store {
         spec: &ProcessSpec,
         source: &Source,
     ) -> Result<DesiredRecord, StoreError> {
-        let record = self.transact("writing a desired record", |desired, generations| {
-            match read_desired_tx(desired, id)? {
-                Some(existing) if !existing.source.same_owner(source) => {
-                    Err(ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
-                        id: id.clone(),
-                        owner: existing.source,
-                        requester: source.clone(),
-                    }))
-                }
-                Some(existing) if existing.spec == *spec && existing.source == *source => {
-                    Ok((existing, false))
-                }
-                _ => Ok((write_desired_tx(desired, generations, id, spec, source)?, true)),
-            }
-        })?;
+        let record =
+            self.transact(
+                "writing a desired record",
+                |desired, generations| match read_desired_tx(desired, id)? {
+                    Some(existing) if !existing.source.same_owner(source) => Err(
+                        ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
+                            id: id.clone(),
+                            owner: existing.source,
+                            requester: source.clone(),
+                        }),
+                    ),
+                    Some(existing) if existing.spec == *spec && existing.source == *source => {
+                        Ok((existing, false))
+                    }
+                    _ => Ok((
+                        write_desired_tx(desired, generations, id, spec, source)?,
+                        true,
+                    )),
+                },
+            )?;
         let (record, changed) = record;
         if changed {
             self.flush()?;
@@ -324,13 +334,13 @@ impl Store {
         let deleted = self.transact("deleting a desired record", |desired, _generations| {
             match read_desired_tx(desired, id)? {
                 None => Ok(false),
-                Some(existing) if !existing.source.same_owner(source) => {
-                    Err(ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
+                Some(existing) if !existing.source.same_owner(source) => Err(
+                    ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
                         id: id.clone(),
                         owner: existing.source,
                         requester: source.clone(),
-                    }))
-                }
+                    }),
+                ),
                 Some(_) => {
                     desired.remove(id.as_str())?;
                     Ok(true)
@@ -407,7 +417,8 @@ fn scan<T: DeserializeOwned>(
     let mut records = Vec::new();
     let mut corrupt = Vec::new();
     for entry in tree.iter() {
-        let (key, value) = entry.map_err(|source| io(format!("scanning the {name} tree"), source))?;
+        let (key, value) =
+            entry.map_err(|source| io(format!("scanning the {name} tree"), source))?;
         match decode(name, &String::from_utf8_lossy(&key), &value) {
             Ok(record) => records.push(record),
             Err(error) => corrupt.push(error),

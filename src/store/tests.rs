@@ -1,1 +1,1190 @@
 //! Store tests on a temporary sled database.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc::error::TryRecvError;
+
+use super::*;
+use crate::reconcile::{
+    ExitStatus, Health, HealthCheck, Isolation, Phase, Ports, Probe, ProcessType, RequestedPorts,
+    Resources, RestartPolicy, StopReason, UnixMillis,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+fn id(name: &str) -> ProcessId {
+    ProcessId::new(name).expect("valid test process id")
+}
+
+fn file(path: &str) -> Source {
+    Source::File {
+        path: PathBuf::from(path),
+    }
+}
+
+/// A spec with every field filled, so that encoding and decoding cover all of them.
+fn spec(executable: &str) -> ProcessSpec {
+    ProcessSpec {
+        process_type: ProcessType::Backend,
+        executable: PathBuf::from(executable),
+        args: vec!["--listen".to_string(), "127.0.0.1".to_string()],
+        env: BTreeMap::from([("RUST_LOG".to_string(), "debug".to_string())]),
+        inherit_env: vec!["PATH".to_string(), "HOME".to_string()],
+        working_dir: Some(PathBuf::from("/var/lib/prism")),
+        pattern: Some("memstore".to_string()),
+        isolation: Isolation::Namespace,
+        namespace: Some("orders".to_string()),
+        session_id: Some("session-1".to_string()),
+        health_check: Some(HealthCheck {
+            probe: Probe::Http {
+                path: "/health".to_string(),
+                port: Some(9090),
+            },
+            initial_delay: Duration::from_secs(1),
+            interval: HealthCheck::DEFAULT_INTERVAL,
+            timeout: HealthCheck::DEFAULT_TIMEOUT,
+            failure_threshold: HealthCheck::DEFAULT_FAILURE_THRESHOLD,
+            success_threshold: 1,
+        }),
+        restart_policy: RestartPolicy::OnFailure,
+        termination_grace: Duration::from_secs(10),
+        resources: Some(Resources {
+            cpu_millis: Some(500),
+            memory_bytes: Some(256 * 1024 * 1024),
+        }),
+        requested_ports: RequestedPorts::default(),
+        labels: BTreeMap::from([("team".to_string(), "data".to_string())]),
+    }
+}
+
+/// An observed record with every field filled.
+fn observed(name: &str, phase: Phase) -> ObservedRecord {
+    ObservedRecord {
+        id: id(name),
+        phase,
+        pid: Some(4242),
+        pid_start_ticks: Some(123_456),
+        generation: 3,
+        spec: spec("/usr/bin/observed"),
+        ports: Ports {
+            grpc: 50051,
+            health: 9090,
+        },
+        started_at: Some(UnixMillis(1_700_000_000_000)),
+        health: Health::Healthy,
+        probe_successes: 1,
+        probe_failures: 0,
+        restart_count: 2,
+        consecutive_failures: 1,
+        error_count: 5,
+        last_exit: Some(ExitStatus::Signal(9)),
+        last_error: Some("exited with signal SIGKILL".to_string()),
+        next_restart_at: Some(UnixMillis(1_700_000_005_000)),
+        stop_reason: Some(StopReason::Replace),
+        stop_deadline: Some(UnixMillis(1_700_000_010_000)),
+        killed: true,
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir).expect("open store")
+}
+
+fn generation(store: &Store, name: &str) -> u64 {
+    store
+        .desired(&id(name))
+        .expect("read desired")
+        .unwrap_or_else(|| panic!("{name} has no desired record"))
+        .generation
+}
+
+fn ids(names: &[&str]) -> Vec<ProcessId> {
+    names.iter().map(|name| id(name)).collect()
+}
+
+/// Everything the receiver holds right now, without waiting.
+fn drain(receiver: &mut mpsc::UnboundedReceiver<ProcessId>) -> Vec<ProcessId> {
+    let mut received = Vec::new();
+    loop {
+        match receiver.try_recv() {
+            Ok(id) => received.push(id),
+            Err(TryRecvError::Empty) => return received,
+            Err(TryRecvError::Disconnected) => panic!("the store dropped its subscriber"),
+        }
+    }
+}
+
+fn sorted_ids(records: &[DesiredRecord]) -> Vec<ProcessId> {
+    let mut ids: Vec<ProcessId> = records.iter().map(|record| record.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. apply_source
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn apply_source_creates_records_at_generation_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let source = file("/specs/a.yaml");
+
+    let outcome = store
+        .apply_source(
+            &source,
+            &[
+                (id("alpha"), spec("/bin/alpha")),
+                (id("beta"), spec("/bin/beta")),
+            ],
+        )
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome {
+            created: ids(&["alpha", "beta"]),
+            ..ApplyOutcome::default()
+        }
+    );
+    let alpha = store.desired(&id("alpha")).unwrap().expect("alpha stored");
+    assert_eq!(
+        alpha,
+        DesiredRecord {
+            id: id("alpha"),
+            spec: spec("/bin/alpha"),
+            generation: 1,
+            source: source.clone(),
+        }
+    );
+    assert_eq!(generation(&store, "beta"), 1);
+    let (records, corrupt) = store.all_desired().unwrap();
+    assert!(corrupt.is_empty());
+    assert_eq!(sorted_ids(&records), ids(&["alpha", "beta"]));
+}
+
+#[test]
+fn apply_source_reapplying_identical_specs_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let source = file("/specs/a.yaml");
+    let specs = [
+        (id("alpha"), spec("/bin/alpha")),
+        (id("beta"), spec("/bin/beta")),
+    ];
+    store.apply_source(&source, &specs).unwrap();
+
+    let outcome = store.apply_source(&source, &specs).unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome {
+            unchanged: ids(&["alpha", "beta"]),
+            ..ApplyOutcome::default()
+        }
+    );
+    assert_eq!(outcome.changed().count(), 0);
+    assert_eq!(generation(&store, "alpha"), 1);
+    assert_eq!(generation(&store, "beta"), 1);
+}
+
+#[test]
+fn apply_source_changed_spec_is_updated_with_next_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let source = file("/specs/a.yaml");
+    store
+        .apply_source(
+            &source,
+            &[
+                (id("alpha"), spec("/bin/alpha")),
+                (id("beta"), spec("/bin/beta")),
+            ],
+        )
+        .unwrap();
+
+    let outcome = store
+        .apply_source(
+            &source,
+            &[
+                (id("alpha"), spec("/bin/alpha-v2")),
+                (id("beta"), spec("/bin/beta")),
+            ],
+        )
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome {
+            updated: ids(&["alpha"]),
+            unchanged: ids(&["beta"]),
+            ..ApplyOutcome::default()
+        }
+    );
+    let alpha = store.desired(&id("alpha")).unwrap().unwrap();
+    assert_eq!(alpha.generation, 2);
+    assert_eq!(alpha.spec, spec("/bin/alpha-v2"));
+    assert_eq!(generation(&store, "beta"), 1);
+}
+
+#[test]
+fn apply_source_label_only_change_is_still_an_update() {
+    // Labels do not restart a process, but they are part of the desired record.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let source = file("/specs/a.yaml");
+    store
+        .apply_source(&source, &[(id("alpha"), spec("/bin/alpha"))])
+        .unwrap();
+    let mut relabelled = spec("/bin/alpha");
+    relabelled
+        .labels
+        .insert("tier".to_string(), "gold".to_string());
+
+    let outcome = store
+        .apply_source(&source, &[(id("alpha"), relabelled.clone())])
+        .unwrap();
+
+    assert_eq!(outcome.updated, ids(&["alpha"]));
+    let alpha = store.desired(&id("alpha")).unwrap().unwrap();
+    assert_eq!(alpha.generation, 2);
+    assert_eq!(alpha.spec, relabelled);
+}
+
+#[test]
+fn apply_source_deletes_ids_dropped_from_the_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let source = file("/specs/a.yaml");
+    store
+        .apply_source(
+            &source,
+            &[
+                (id("alpha"), spec("/bin/alpha")),
+                (id("beta"), spec("/bin/beta")),
+            ],
+        )
+        .unwrap();
+
+    let outcome = store
+        .apply_source(&source, &[(id("alpha"), spec("/bin/alpha"))])
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome {
+            deleted: ids(&["beta"]),
+            unchanged: ids(&["alpha"]),
+            ..ApplyOutcome::default()
+        }
+    );
+    assert_eq!(store.desired(&id("beta")).unwrap(), None);
+    let (records, corrupt) = store.all_desired().unwrap();
+    assert!(corrupt.is_empty());
+    assert_eq!(sorted_ids(&records), ids(&["alpha"]));
+}
+
+#[test]
+fn apply_source_empty_set_deletes_everything_the_source_owned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let source = file("/specs/a.yaml");
+    store
+        .apply_source(
+            &source,
+            &[
+                (id("alpha"), spec("/bin/alpha")),
+                (id("beta"), spec("/bin/beta")),
+            ],
+        )
+        .unwrap();
+
+    let outcome = store.apply_source(&source, &[]).unwrap();
+
+    let mut deleted = outcome.deleted.clone();
+    deleted.sort();
+    assert_eq!(deleted, ids(&["alpha", "beta"]));
+    assert!(outcome.created.is_empty());
+    assert!(outcome.updated.is_empty());
+    assert!(outcome.unchanged.is_empty());
+    assert!(outcome.conflicts.is_empty());
+    assert!(store.all_desired().unwrap().0.is_empty());
+}
+
+#[test]
+fn apply_source_mixed_outcome_lists_every_kind_of_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let source = file("/specs/a.yaml");
+    store
+        .apply_source(
+            &source,
+            &[
+                (id("keep"), spec("/bin/keep")),
+                (id("change"), spec("/bin/change")),
+                (id("drop"), spec("/bin/drop")),
+            ],
+        )
+        .unwrap();
+
+    let outcome = store
+        .apply_source(
+            &source,
+            &[
+                (id("keep"), spec("/bin/keep")),
+                (id("change"), spec("/bin/change-v2")),
+                (id("new"), spec("/bin/new")),
+            ],
+        )
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome {
+            created: ids(&["new"]),
+            updated: ids(&["change"]),
+            deleted: ids(&["drop"]),
+            unchanged: ids(&["keep"]),
+            conflicts: Vec::new(),
+        }
+    );
+    let mut changed: Vec<ProcessId> = outcome.changed().cloned().collect();
+    changed.sort();
+    assert_eq!(changed, ids(&["change", "drop", "new"]));
+    assert_eq!(generation(&store, "keep"), 1);
+    assert_eq!(generation(&store, "change"), 2);
+    assert_eq!(generation(&store, "new"), 1);
+    assert_eq!(store.desired(&id("drop")).unwrap(), None);
+}
+
+#[test]
+fn apply_source_leaves_other_sources_records_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = file("/specs/a.yaml");
+    let b = file("/specs/b.yaml");
+    store
+        .apply_source(&a, &[(id("alpha"), spec("/bin/alpha"))])
+        .unwrap();
+    store
+        .apply_source(&b, &[(id("beta"), spec("/bin/beta"))])
+        .unwrap();
+    store
+        .put_desired(&id("api-one"), &spec("/bin/api"), &Source::Api)
+        .unwrap();
+
+    // Source a no longer declares anything: only its own record goes.
+    let outcome = store.apply_source(&a, &[]).unwrap();
+
+    assert_eq!(outcome.deleted, ids(&["alpha"]));
+    let (records, _) = store.all_desired().unwrap();
+    assert_eq!(sorted_ids(&records), ids(&["api-one", "beta"]));
+    assert_eq!(store.desired(&id("beta")).unwrap().unwrap().source, b);
+}
+
+#[test]
+fn apply_source_admin_version_bump_is_an_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .apply_source(
+            &Source::Admin { version: 1 },
+            &[(id("assigned"), spec("/bin/assigned"))],
+        )
+        .unwrap();
+
+    let outcome = store
+        .apply_source(
+            &Source::Admin { version: 2 },
+            &[(id("assigned"), spec("/bin/assigned"))],
+        )
+        .unwrap();
+
+    assert_eq!(outcome.updated, ids(&["assigned"]));
+    assert!(outcome.conflicts.is_empty());
+    let record = store.desired(&id("assigned")).unwrap().unwrap();
+    assert_eq!(record.generation, 2);
+    assert_eq!(record.source, Source::Admin { version: 2 });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Ownership
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn apply_source_reports_ids_owned_by_another_file_as_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = file("/specs/a.yaml");
+    let intruder = file("/specs/b.yaml");
+    store
+        .apply_source(&owner, &[(id("shared-name"), spec("/bin/owner"))])
+        .unwrap();
+
+    let outcome = store
+        .apply_source(
+            &intruder,
+            &[
+                (id("shared-name"), spec("/bin/intruder")),
+                (id("own"), spec("/bin/own")),
+            ],
+        )
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome {
+            created: ids(&["own"]),
+            conflicts: vec![(id("shared-name"), owner.clone())],
+            ..ApplyOutcome::default()
+        }
+    );
+    assert_eq!(
+        store.desired(&id("shared-name")).unwrap().unwrap(),
+        DesiredRecord {
+            id: id("shared-name"),
+            spec: spec("/bin/owner"),
+            generation: 1,
+            source: owner,
+        }
+    );
+}
+
+#[test]
+fn conflicting_source_does_not_gain_ownership_and_cannot_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = file("/specs/a.yaml");
+    let intruder = file("/specs/b.yaml");
+    store
+        .apply_source(&owner, &[(id("shared-name"), spec("/bin/owner"))])
+        .unwrap();
+    store
+        .apply_source(&intruder, &[(id("shared-name"), spec("/bin/intruder"))])
+        .unwrap();
+
+    // The intruder stops declaring it: it never owned it, so nothing is deleted.
+    let outcome = store.apply_source(&intruder, &[]).unwrap();
+
+    assert_eq!(outcome, ApplyOutcome::default());
+    let record = store.desired(&id("shared-name")).unwrap().unwrap();
+    assert_eq!(record.source, owner);
+    assert_eq!(record.generation, 1);
+}
+
+#[test]
+fn put_desired_on_a_file_owned_id_is_refused_naming_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = file("/specs/a.yaml");
+    store
+        .apply_source(&owner, &[(id("alpha"), spec("/bin/alpha"))])
+        .unwrap();
+
+    let error = store
+        .put_desired(&id("alpha"), &spec("/bin/from-api"), &Source::Api)
+        .expect_err("an api write on a file-owned id must be refused");
+
+    let message = error.to_string();
+    match error {
+        StoreError::OwnedByAnother {
+            id: refused,
+            owner: reported_owner,
+            requester,
+        } => {
+            assert_eq!(refused, id("alpha"));
+            assert_eq!(reported_owner, owner);
+            assert_eq!(requester, Source::Api);
+        }
+        other => panic!("expected OwnedByAnother, got {other:?}"),
+    }
+    assert!(
+        message.contains("file:/specs/a.yaml"),
+        "message should name the owner file: {message}"
+    );
+    assert!(
+        message.contains("alpha"),
+        "message should name the id: {message}"
+    );
+    let record = store.desired(&id("alpha")).unwrap().unwrap();
+    assert_eq!(record.spec, spec("/bin/alpha"));
+    assert_eq!(record.generation, 1);
+}
+
+#[test]
+fn delete_desired_by_a_non_owner_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = file("/specs/a.yaml");
+    store
+        .apply_source(&owner, &[(id("alpha"), spec("/bin/alpha"))])
+        .unwrap();
+
+    for requester in [
+        Source::Api,
+        Source::Admin { version: 7 },
+        file("/specs/b.yaml"),
+    ] {
+        match store.delete_desired(&id("alpha"), &requester) {
+            Err(StoreError::OwnedByAnother {
+                owner: reported_owner,
+                requester: reported_requester,
+                ..
+            }) => {
+                assert_eq!(reported_owner, owner);
+                assert_eq!(reported_requester, requester);
+            }
+            other => panic!("expected OwnedByAnother for {requester}, got {other:?}"),
+        }
+    }
+    assert!(store.desired(&id("alpha")).unwrap().is_some());
+}
+
+#[test]
+fn delete_desired_by_the_owner_deletes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .put_desired(&id("launched"), &spec("/bin/launched"), &Source::Api)
+        .unwrap();
+
+    assert!(store.delete_desired(&id("launched"), &Source::Api).unwrap());
+    assert_eq!(store.desired(&id("launched")).unwrap(), None);
+    assert!(!store.delete_desired(&id("launched"), &Source::Api).unwrap());
+}
+
+#[test]
+fn delete_desired_of_an_unknown_id_is_false() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+
+    assert!(!store.delete_desired(&id("nobody"), &Source::Api).unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Generations never repeat
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn generation_is_not_reused_after_delete_and_recreate_through_put_desired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let created = store
+        .put_desired(&id("phoenix"), &spec("/bin/phoenix"), &Source::Api)
+        .unwrap();
+    assert_eq!(created.generation, 1);
+    assert!(store.delete_desired(&id("phoenix"), &Source::Api).unwrap());
+
+    let recreated = store
+        .put_desired(&id("phoenix"), &spec("/bin/phoenix"), &Source::Api)
+        .unwrap();
+
+    assert_eq!(recreated.generation, 2);
+    assert_eq!(generation(&store, "phoenix"), 2);
+}
+
+#[test]
+fn generation_is_not_reused_after_delete_and_recreate_through_apply_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let source = file("/specs/a.yaml");
+    store
+        .apply_source(&source, &[(id("phoenix"), spec("/bin/phoenix"))])
+        .unwrap();
+    assert_eq!(generation(&store, "phoenix"), 1);
+    let outcome = store.apply_source(&source, &[]).unwrap();
+    assert_eq!(outcome.deleted, ids(&["phoenix"]));
+
+    let outcome = store
+        .apply_source(&source, &[(id("phoenix"), spec("/bin/phoenix"))])
+        .unwrap();
+
+    assert_eq!(outcome.created, ids(&["phoenix"]));
+    assert_eq!(generation(&store, "phoenix"), 2);
+}
+
+#[test]
+fn generation_is_not_reused_when_another_source_recreates_the_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .apply_source(&file("/specs/a.yaml"), &[(id("phoenix"), spec("/bin/a"))])
+        .unwrap();
+    store.apply_source(&file("/specs/a.yaml"), &[]).unwrap();
+
+    let record = store
+        .put_desired(&id("phoenix"), &spec("/bin/b"), &Source::Api)
+        .unwrap();
+
+    assert_eq!(record.generation, 2);
+    assert_eq!(record.source, Source::Api);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Admin source
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn put_desired_admin_version_change_gives_new_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let assigned = id("assigned");
+
+    let first = store
+        .put_desired(
+            &assigned,
+            &spec("/bin/assigned"),
+            &Source::Admin { version: 1 },
+        )
+        .unwrap();
+    assert_eq!(first.generation, 1);
+    assert_eq!(first.source, Source::Admin { version: 1 });
+
+    let second = store
+        .put_desired(
+            &assigned,
+            &spec("/bin/assigned"),
+            &Source::Admin { version: 2 },
+        )
+        .unwrap();
+    assert_eq!(second.generation, 2);
+    assert_eq!(second.source, Source::Admin { version: 2 });
+    let stored = store.desired(&assigned).unwrap().unwrap();
+    assert_eq!(stored, second);
+
+    let third = store
+        .put_desired(
+            &assigned,
+            &spec("/bin/assigned"),
+            &Source::Admin { version: 2 },
+        )
+        .unwrap();
+    assert_eq!(third, second);
+    assert_eq!(generation(&store, "assigned"), 2);
+}
+
+#[test]
+fn put_desired_same_spec_and_source_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store
+        .put_desired(&id("launched"), &spec("/bin/launched"), &Source::Api)
+        .unwrap();
+
+    let again = store
+        .put_desired(&id("launched"), &spec("/bin/launched"), &Source::Api)
+        .unwrap();
+
+    assert_eq!(again, first);
+    assert_eq!(again.generation, 1);
+
+    let changed = store
+        .put_desired(&id("launched"), &spec("/bin/launched-v2"), &Source::Api)
+        .unwrap();
+    assert_eq!(changed.generation, 2);
+}
+
+#[test]
+fn admin_and_api_do_not_share_ownership() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .put_desired(
+            &id("assigned"),
+            &spec("/bin/assigned"),
+            &Source::Admin { version: 1 },
+        )
+        .unwrap();
+
+    let error = store
+        .put_desired(&id("assigned"), &spec("/bin/other"), &Source::Api)
+        .expect_err("api must not overwrite an admin record");
+
+    assert!(matches!(
+        error,
+        StoreError::OwnedByAnother {
+            owner: Source::Admin { version: 1 },
+            requester: Source::Api,
+            ..
+        }
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Durability
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn records_survive_closing_and_reopening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = file("/specs/a.yaml");
+    let (alpha, launched) = {
+        let store = open(dir.path());
+        store
+            .apply_source(&source, &[(id("alpha"), spec("/bin/alpha"))])
+            .unwrap();
+        let launched = store
+            .put_desired(&id("launched"), &spec("/bin/launched"), &Source::Api)
+            .unwrap();
+        store
+            .put_observed(&observed("alpha", Phase::Running))
+            .unwrap();
+        store
+            .put_observed(&observed("launched", Phase::BackingOff))
+            .unwrap();
+        store.flush().unwrap();
+        (store.desired(&id("alpha")).unwrap().unwrap(), launched)
+    };
+
+    let store = open(dir.path());
+
+    assert_eq!(store.desired(&id("alpha")).unwrap(), Some(alpha));
+    assert_eq!(store.desired(&id("launched")).unwrap(), Some(launched));
+    let (records, corrupt) = store.all_desired().unwrap();
+    assert!(corrupt.is_empty());
+    assert_eq!(sorted_ids(&records), ids(&["alpha", "launched"]));
+    assert_eq!(
+        store.observed(&id("alpha")).unwrap(),
+        Some(observed("alpha", Phase::Running))
+    );
+    assert_eq!(
+        store.observed(&id("launched")).unwrap(),
+        Some(observed("launched", Phase::BackingOff))
+    );
+    let (observed_records, corrupt) = store.all_observed().unwrap();
+    assert!(corrupt.is_empty());
+    assert_eq!(observed_records.len(), 2);
+
+    // Ownership and the last generation survive too.
+    let outcome = store
+        .apply_source(&source, &[(id("alpha"), spec("/bin/alpha"))])
+        .unwrap();
+    assert_eq!(outcome.unchanged, ids(&["alpha"]));
+    let outcome = store.apply_source(&source, &[]).unwrap();
+    assert_eq!(outcome.deleted, ids(&["alpha"]));
+    let recreated = store
+        .put_desired(&id("alpha"), &spec("/bin/alpha"), &Source::Api)
+        .unwrap();
+    assert_eq!(recreated.generation, 2);
+}
+
+#[test]
+fn desired_writes_are_durable_without_an_explicit_flush() {
+    // apply_source, put_desired and delete_desired flush before returning.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .apply_source(
+                &file("/specs/a.yaml"),
+                &[
+                    (id("alpha"), spec("/bin/alpha")),
+                    (id("beta"), spec("/bin/beta")),
+                ],
+            )
+            .unwrap();
+        store
+            .put_desired(&id("launched"), &spec("/bin/launched"), &Source::Api)
+            .unwrap();
+        store
+            .put_desired(&id("gone"), &spec("/bin/gone"), &Source::Api)
+            .unwrap();
+        assert!(store.delete_desired(&id("gone"), &Source::Api).unwrap());
+    }
+
+    let store = open(dir.path());
+
+    let (records, corrupt) = store.all_desired().unwrap();
+    assert!(corrupt.is_empty());
+    assert_eq!(sorted_ids(&records), ids(&["alpha", "beta", "launched"]));
+}
+
+#[test]
+fn launcher_id_is_kept_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        assert_eq!(store.launcher_id_or_insert("first-id").unwrap(), "first-id");
+        assert_eq!(store.launcher_id_or_insert("other-id").unwrap(), "first-id");
+    }
+
+    let store = open(dir.path());
+
+    assert_eq!(
+        store.launcher_id_or_insert("second-id").unwrap(),
+        "first-id"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Schema
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn new_store_records_the_current_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+
+    let raw = sled::open(dir.path()).unwrap();
+    let meta = raw.open_tree("meta").unwrap();
+    assert_eq!(
+        meta.get(b"schema_version").unwrap().as_deref(),
+        Some(SCHEMA_VERSION.to_string().as_bytes())
+    );
+    drop(meta);
+    drop(raw);
+
+    // And a store at the current version opens again.
+    open(dir.path());
+}
+
+#[test]
+fn store_with_another_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let raw = sled::open(dir.path()).unwrap();
+        let meta = raw.open_tree("meta").unwrap();
+        meta.insert(b"schema_version", b"999".as_slice()).unwrap();
+        raw.flush().unwrap();
+    }
+
+    let error = Store::open(dir.path()).expect_err("schema 999 must be refused");
+
+    let message = error.to_string();
+    match error {
+        StoreError::UnsupportedSchema { path, found } => {
+            assert_eq!(path, dir.path());
+            assert_eq!(found, "999");
+        }
+        other => panic!("expected UnsupportedSchema, got {other:?}"),
+    }
+    assert!(
+        message.contains("schema version 999"),
+        "message should name the found version: {message}"
+    );
+    assert!(
+        message.contains(&format!("reads version {SCHEMA_VERSION}")),
+        "message should name the supported version: {message}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Corrupt records
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn corrupt_desired_record_is_reported_without_failing_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .apply_source(
+                &file("/specs/a.yaml"),
+                &[
+                    (id("alpha"), spec("/bin/alpha")),
+                    (id("omega"), spec("/bin/omega")),
+                ],
+            )
+            .unwrap();
+    }
+    {
+        let raw = sled::open(dir.path()).unwrap();
+        let desired = raw.open_tree("desired").unwrap();
+        desired
+            .insert(b"garbage-key", b"\x00\xffnot json{".as_slice())
+            .unwrap();
+        raw.flush().unwrap();
+    }
+
+    let store = open(dir.path());
+    let (records, corrupt) = store
+        .all_desired()
+        .expect("a corrupt record must not fail the scan");
+
+    assert_eq!(sorted_ids(&records), ids(&["alpha", "omega"]));
+    assert_eq!(corrupt.len(), 1);
+    let message = corrupt[0].to_string();
+    match &corrupt[0] {
+        StoreError::Corrupt { tree, key, .. } => {
+            assert_eq!(*tree, "desired");
+            assert_eq!(key, "garbage-key");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(
+        message.contains("garbage-key"),
+        "message should name the key: {message}"
+    );
+    // Reading the corrupt record alone reports it too.
+    let single = store.desired(&id("garbage-key"));
+    assert!(
+        matches!(single, Err(StoreError::Corrupt { .. })),
+        "{single:?}"
+    );
+}
+
+#[test]
+fn corrupt_desired_record_can_be_overwritten_by_a_new_write() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let raw = sled::open(dir.path()).unwrap();
+        let desired = raw.open_tree("desired").unwrap();
+        desired.insert(b"broken", b"{".as_slice()).unwrap();
+        raw.flush().unwrap();
+    }
+    let store = open(dir.path());
+
+    let record = store
+        .put_desired(&id("broken"), &spec("/bin/fixed"), &Source::Api)
+        .unwrap();
+
+    assert_eq!(record.generation, 1);
+    let (records, corrupt) = store.all_desired().unwrap();
+    assert!(corrupt.is_empty());
+    assert_eq!(records, vec![record]);
+}
+
+#[test]
+fn corrupt_observed_record_is_reported_without_failing_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .put_observed(&observed("alpha", Phase::Running))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    {
+        let raw = sled::open(dir.path()).unwrap();
+        let observed_tree = raw.open_tree("observed").unwrap();
+        observed_tree
+            .insert(b"mangled", b"[1,2".as_slice())
+            .unwrap();
+        raw.flush().unwrap();
+    }
+
+    let store = open(dir.path());
+    let (records, corrupt) = store.all_observed().unwrap();
+
+    assert_eq!(records, vec![observed("alpha", Phase::Running)]);
+    assert_eq!(corrupt.len(), 1);
+    assert!(matches!(
+        &corrupt[0],
+        StoreError::Corrupt { tree: "observed", key, .. } if key == "mangled"
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Notifications
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn apply_source_notifies_changed_ids_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut changes = store.subscribe();
+    let source = file("/specs/a.yaml");
+
+    store
+        .apply_source(
+            &source,
+            &[
+                (id("alpha"), spec("/bin/alpha")),
+                (id("beta"), spec("/bin/beta")),
+            ],
+        )
+        .unwrap();
+    assert_eq!(drain(&mut changes), ids(&["alpha", "beta"]));
+
+    store
+        .apply_source(
+            &source,
+            &[
+                (id("alpha"), spec("/bin/alpha")),
+                (id("beta"), spec("/bin/beta")),
+            ],
+        )
+        .unwrap();
+    assert_eq!(drain(&mut changes), Vec::<ProcessId>::new());
+
+    store
+        .apply_source(&source, &[(id("alpha"), spec("/bin/alpha-v2"))])
+        .unwrap();
+    let mut received = drain(&mut changes);
+    received.sort();
+    assert_eq!(received, ids(&["alpha", "beta"]));
+}
+
+#[test]
+fn conflicts_are_not_notified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .apply_source(&file("/specs/a.yaml"), &[(id("alpha"), spec("/bin/alpha"))])
+        .unwrap();
+    let mut changes = store.subscribe();
+
+    let outcome = store
+        .apply_source(&file("/specs/b.yaml"), &[(id("alpha"), spec("/bin/other"))])
+        .unwrap();
+
+    assert_eq!(outcome.conflicts.len(), 1);
+    assert_eq!(drain(&mut changes), Vec::<ProcessId>::new());
+}
+
+#[test]
+fn put_and_delete_desired_notify_only_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut changes = store.subscribe();
+    let launched = id("launched");
+
+    store
+        .put_desired(&launched, &spec("/bin/launched"), &Source::Api)
+        .unwrap();
+    assert_eq!(drain(&mut changes), vec![launched.clone()]);
+
+    store
+        .put_desired(&launched, &spec("/bin/launched"), &Source::Api)
+        .unwrap();
+    assert_eq!(drain(&mut changes), Vec::<ProcessId>::new());
+
+    store
+        .put_desired(&launched, &spec("/bin/launched-v2"), &Source::Api)
+        .unwrap();
+    assert_eq!(drain(&mut changes), vec![launched.clone()]);
+
+    assert!(store.delete_desired(&launched, &Source::Api).unwrap());
+    assert_eq!(drain(&mut changes), vec![launched.clone()]);
+
+    assert!(!store.delete_desired(&launched, &Source::Api).unwrap());
+    assert_eq!(drain(&mut changes), Vec::<ProcessId>::new());
+}
+
+#[test]
+fn refused_writes_are_not_notified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .apply_source(&file("/specs/a.yaml"), &[(id("alpha"), spec("/bin/alpha"))])
+        .unwrap();
+    let mut changes = store.subscribe();
+
+    assert!(store
+        .put_desired(&id("alpha"), &spec("/bin/api"), &Source::Api)
+        .is_err());
+    assert!(store.delete_desired(&id("alpha"), &Source::Api).is_err());
+
+    assert_eq!(drain(&mut changes), Vec::<ProcessId>::new());
+}
+
+#[test]
+fn every_subscriber_is_notified_and_dropped_ones_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut first = store.subscribe();
+    let second = store.subscribe();
+    let mut third = store.subscribe();
+    drop(second);
+
+    store
+        .put_desired(&id("launched"), &spec("/bin/launched"), &Source::Api)
+        .unwrap();
+
+    assert_eq!(drain(&mut first), ids(&["launched"]));
+    assert_eq!(drain(&mut third), ids(&["launched"]));
+    assert_eq!(store.lock_subscribers().len(), 2);
+}
+
+#[test]
+fn notified_change_is_already_visible_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut changes = store.subscribe();
+
+    store
+        .put_desired(&id("launched"), &spec("/bin/launched"), &Source::Api)
+        .unwrap();
+
+    let changed = changes.try_recv().expect("a notification");
+    assert_eq!(
+        store
+            .desired(&changed)
+            .unwrap()
+            .map(|record| record.generation),
+        Some(1)
+    );
+    drop(store);
+    let reopened = open(dir.path());
+    assert!(reopened.desired(&changed).unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Observed records
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn observed_records_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.observed(&id("alpha")).unwrap(), None);
+    assert!(store.all_observed().unwrap().0.is_empty());
+
+    let alpha = observed("alpha", Phase::Running);
+    let beta = observed("beta", Phase::Stopping);
+    store.put_observed(&alpha).unwrap();
+    store.put_observed(&beta).unwrap();
+
+    assert_eq!(store.observed(&id("alpha")).unwrap(), Some(alpha.clone()));
+    let (mut records, corrupt) = store.all_observed().unwrap();
+    assert!(corrupt.is_empty());
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(records, vec![alpha.clone(), beta.clone()]);
+
+    // Overwrite replaces the record.
+    let mut exited = alpha.clone();
+    exited.phase = Phase::Exited;
+    exited.pid = None;
+    exited.last_exit = Some(ExitStatus::Code(1));
+    store.put_observed(&exited).unwrap();
+    assert_eq!(store.observed(&id("alpha")).unwrap(), Some(exited.clone()));
+
+    store.delete_observed(&id("beta")).unwrap();
+    assert_eq!(store.observed(&id("beta")).unwrap(), None);
+    let (records, corrupt) = store.all_observed().unwrap();
+    assert!(corrupt.is_empty());
+    assert_eq!(records, vec![exited]);
+
+    // Deleting what is not there is fine.
+    store.delete_observed(&id("beta")).unwrap();
+}
+
+#[test]
+fn observed_records_are_independent_of_desired_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut changes = store.subscribe();
+    store
+        .put_desired(&id("alpha"), &spec("/bin/alpha"), &Source::Api)
+        .unwrap();
+    drain(&mut changes);
+
+    store
+        .put_observed(&observed("alpha", Phase::Running))
+        .unwrap();
+    assert!(store.delete_desired(&id("alpha"), &Source::Api).unwrap());
+
+    assert_eq!(
+        store.observed(&id("alpha")).unwrap(),
+        Some(observed("alpha", Phase::Running))
+    );
+    // Observed writes do not wake the loop; only the desired delete did.
+    assert_eq!(drain(&mut changes), ids(&["alpha"]));
+    store.delete_observed(&id("alpha")).unwrap();
+    assert_eq!(store.desired(&id("alpha")).unwrap(), None);
+    assert!(store.all_observed().unwrap().0.is_empty());
+}
