@@ -281,7 +281,14 @@ impl Store {
                     }
                 }
                 for id in &previously_owned {
-                    if specs.iter().all(|(declared, _)| declared != id) {
+                    if specs.iter().any(|(declared, _)| declared == id) {
+                        continue;
+                    }
+                    // Ownership is checked again inside the transaction: another source may
+                    // have taken the id since the scan above.
+                    let still_owned = read_desired_tx(desired, id)?
+                        .is_some_and(|existing| existing.source.same_owner(source));
+                    if still_owned {
                         desired.remove(id.as_str())?;
                         outcome.deleted.push(id.clone());
                     }
