@@ -4,6 +4,7 @@
 //! processes, `api` talks to the outside world; `main` wires them together.
 
 pub mod api;
+pub mod error_chain;
 pub mod reconcile;
 pub mod runtime;
 pub mod store;

@@ -11,13 +11,13 @@ use pb::launcher_admin_client::LauncherAdminClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{address:?} is not a valid launcher address: {source}")]
+    #[error("{address:?} is not a valid launcher address")]
     BadAddress {
         address: String,
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("no launcher answers at {address}: {source}")]
+    #[error("no launcher answers at {address}")]
     Unreachable {
         address: String,
         #[source]

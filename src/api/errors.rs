@@ -2,16 +2,20 @@
 
 use tonic::Status;
 
+use crate::error_chain::Chain;
 use crate::store::StoreError;
 
 /// The status a store failure answers with.
 pub fn store_status(error: StoreError) -> Status {
+    let message = Chain(&error).to_string();
     match &error {
-        StoreError::OwnedByAnother { .. } => Status::failed_precondition(error.to_string()),
-        StoreError::UnsupportedSchema { .. } => Status::failed_precondition(error.to_string()),
+        StoreError::OwnedByAnother { .. } | StoreError::UnsupportedSchema { .. } => {
+            Status::failed_precondition(message)
+        }
         StoreError::Open { .. }
+        | StoreError::Locked { .. }
         | StoreError::Io { .. }
         | StoreError::Corrupt { .. }
-        | StoreError::Encode { .. } => Status::internal(error.to_string()),
+        | StoreError::Encode { .. } => Status::internal(message),
     }
 }

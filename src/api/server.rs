@@ -9,7 +9,7 @@ use super::proto::prism::launcher::v1::launcher_admin_server::LauncherAdminServe
 use super::status::LauncherAdminService;
 
 #[derive(Debug, thiserror::Error)]
-#[error("the gRPC server failed: {0}")]
+#[error("the gRPC server failed")]
 pub struct ServeError(#[from] tonic::transport::Error);
 
 /// Serves the launcher's gRPC services on `listener` until `shutdown` completes.

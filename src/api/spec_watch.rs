@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::catalog::Catalog;
 use super::problems::SourceProblems;
 use super::spec_file::load_spec_file;
+use crate::error_chain::Chain;
 use crate::reconcile::Source;
 use crate::store::Store;
 
@@ -27,13 +28,13 @@ const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecWatchError {
-    #[error("cannot watch the spec directory {dir}: {source}")]
+    #[error("cannot watch the spec directory {dir}")]
     Watch {
         dir: PathBuf,
         #[source]
         source: notify::Error,
     },
-    #[error("cannot read the spec directory {dir}: {source}")]
+    #[error("cannot read the spec directory {dir}")]
     ReadDir {
         dir: PathBuf,
         #[source]
@@ -102,7 +103,7 @@ pub async fn watch_spec_dir(
             () = &mut shutdown => return Ok(()),
             _ = resync.tick() => {
                 if let Err(error) = specs.full_scan() {
-                    tracing::error!(%error, "spec directory resync failed");
+                    tracing::error!(error = %Chain(&error), "spec directory resync failed");
                 }
             }
             Some(first) = changes.recv() => {
@@ -165,7 +166,7 @@ impl SpecDir {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "cannot list desired records to find removed spec files")
+                tracing::error!(error = %Chain(&error), "cannot list desired records to find removed spec files")
             }
         }
         self.apply_changed(touched);
@@ -232,8 +233,9 @@ impl SpecDir {
                 !outcome.deleted.is_empty()
             }
             Err(error) => {
-                tracing::error!(%source, %error, "cannot record the spec file's desired state");
-                self.problems.set_invalid(path, vec![error.to_string()]);
+                tracing::error!(%source, error = %Chain(&error), "cannot record the spec file's desired state");
+                self.problems
+                    .set_invalid(path, vec![Chain(&error).to_string()]);
                 false
             }
         }

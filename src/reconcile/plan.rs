@@ -316,9 +316,10 @@ impl Counters {
                 error_count: 0,
             };
         };
-        let restarted_after_failure = previous.phase == Phase::BackingOff;
-        // A new spec resets the failure streak: it deserves its own chances.
+        // A new spec resets the failure streak (it deserves its own chances), and starting it is
+        // a replacement, not a restart, even when the old spec was backing off.
         let same_spec = !desired.spec.requires_restart_from(&previous.spec);
+        let restarted_after_failure = previous.phase == Phase::BackingOff && same_spec;
         Counters {
             restart_count: previous.restart_count + u32::from(restarted_after_failure),
             consecutive_failures: if same_spec {
@@ -353,7 +354,11 @@ pub fn record_spawn_failed(
         spec: desired.spec.clone(),
         ports,
         started_at: None,
-        health: Health::NotChecked,
+        health: if desired.spec.health_check.is_some() {
+            Health::Unknown
+        } else {
+            Health::NotChecked
+        },
         probe_successes: 0,
         probe_failures: 0,
         restart_count: counters.restart_count,
@@ -421,6 +426,7 @@ pub fn record_exit(
         );
     if planned_stop {
         next.phase = Phase::Stopped;
+        next.stop_reason = None;
         next.started_at = None;
         return next;
     }

@@ -1,1 +1,2100 @@
 //! Table tests of `plan` and of the state transitions, with time passed in.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+const NOW: UnixMillis = UnixMillis(1_000_000);
+
+/// `NOW` plus `ms` milliseconds.
+fn after(ms: u64) -> UnixMillis {
+    UnixMillis(NOW.0 + ms)
+}
+
+/// `NOW` minus `ms` milliseconds.
+fn before(ms: u64) -> UnixMillis {
+    UnixMillis(NOW.0 - ms)
+}
+
+fn id(s: &str) -> ProcessId {
+    ProcessId::new(s).expect("test ids are valid")
+}
+
+fn spec() -> ProcessSpec {
+    ProcessSpec {
+        process_type: ProcessType::Pattern,
+        executable: PathBuf::from("/bin/sleep"),
+        args: vec!["60".to_string()],
+        env: BTreeMap::new(),
+        inherit_env: Vec::new(),
+        working_dir: None,
+        pattern: None,
+        isolation: Isolation::None,
+        namespace: None,
+        session_id: None,
+        health_check: None,
+        restart_policy: RestartPolicy::Always,
+        termination_grace: Duration::from_secs(7),
+        resources: None,
+        requested_ports: RequestedPorts::default(),
+        labels: BTreeMap::new(),
+    }
+}
+
+fn health_check() -> HealthCheck {
+    HealthCheck {
+        probe: Probe::Tcp { port: None },
+        initial_delay: Duration::ZERO,
+        interval: HealthCheck::DEFAULT_INTERVAL,
+        timeout: HealthCheck::DEFAULT_TIMEOUT,
+        failure_threshold: 3,
+        success_threshold: 1,
+    }
+}
+
+fn checked_spec() -> ProcessSpec {
+    ProcessSpec {
+        health_check: Some(health_check()),
+        ..spec()
+    }
+}
+
+fn policy_spec(restart_policy: RestartPolicy) -> ProcessSpec {
+    ProcessSpec {
+        restart_policy,
+        ..spec()
+    }
+}
+
+/// `spec()` with a restart-relevant change (other args).
+fn changed_spec() -> ProcessSpec {
+    ProcessSpec {
+        args: vec!["120".to_string()],
+        termination_grace: Duration::from_secs(3),
+        ..spec()
+    }
+}
+
+/// `spec()` with only its labels changed.
+fn relabelled_spec() -> ProcessSpec {
+    let mut labels = BTreeMap::new();
+    labels.insert("team".to_string(), "data".to_string());
+    ProcessSpec { labels, ..spec() }
+}
+
+fn ports() -> Ports {
+    Ports {
+        grpc: 50_051,
+        health: 8_081,
+    }
+}
+
+fn desired(generation: u64, spec: ProcessSpec) -> DesiredRecord {
+    desired_for("web", generation, spec)
+}
+
+fn desired_for(name: &str, generation: u64, spec: ProcessSpec) -> DesiredRecord {
+    DesiredRecord {
+        id: id(name),
+        spec,
+        generation,
+        source: Source::Api,
+    }
+}
+
+/// An observed record of generation 1 in `phase`, with a pid and a start time when the phase has a
+/// live process, and every counter at zero.
+fn observed(phase: Phase, spec: ProcessSpec) -> ObservedRecord {
+    let live = phase.has_live_process();
+    let health = match (&spec.health_check, phase) {
+        (None, _) => Health::NotChecked,
+        (Some(_), Phase::Running) => Health::Healthy,
+        (Some(_), _) => Health::Unknown,
+    };
+    ObservedRecord {
+        id: id("web"),
+        phase,
+        pid: live.then_some(4_242),
+        pid_start_ticks: live.then_some(99),
+        generation: 1,
+        spec,
+        ports: ports(),
+        started_at: live.then_some(before(5_000)),
+        health,
+        probe_successes: 0,
+        probe_failures: 0,
+        restart_count: 0,
+        consecutive_failures: 0,
+        error_count: 0,
+        last_exit: None,
+        last_error: None,
+        next_restart_at: None,
+        stop_reason: None,
+        stop_deadline: None,
+        killed: false,
+    }
+}
+
+fn observed_for(name: &str, phase: Phase, spec: ProcessSpec) -> ObservedRecord {
+    ObservedRecord {
+        id: id(name),
+        ..observed(phase, spec)
+    }
+}
+
+fn backing_off(next_restart_at: Option<UnixMillis>) -> ObservedRecord {
+    ObservedRecord {
+        consecutive_failures: 2,
+        error_count: 2,
+        last_exit: Some(ExitStatus::Code(1)),
+        last_error: Some("exited with exit code 1".to_string()),
+        next_restart_at,
+        ..observed(Phase::BackingOff, spec())
+    }
+}
+
+fn stopping(reason: StopReason, stop_deadline: Option<UnixMillis>, killed: bool) -> ObservedRecord {
+    ObservedRecord {
+        stop_reason: Some(reason),
+        stop_deadline,
+        killed,
+        ..observed(Phase::Stopping, spec())
+    }
+}
+
+fn backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+        stable_after: Duration::from_secs(600),
+    }
+}
+
+fn start(restart: bool) -> Decision {
+    Decision {
+        action: Some(Action::Start {
+            id: id("web"),
+            restart,
+        }),
+        wake_at: None,
+    }
+}
+
+fn stop(reason: StopReason, grace: Duration) -> Decision {
+    Decision {
+        action: Some(Action::Stop {
+            id: id("web"),
+            reason,
+            grace,
+        }),
+        wake_at: None,
+    }
+}
+
+fn kill() -> Decision {
+    Decision {
+        action: Some(Action::Kill { id: id("web") }),
+        wake_at: None,
+    }
+}
+
+fn forget() -> Decision {
+    Decision {
+        action: Some(Action::Forget { id: id("web") }),
+        wake_at: None,
+    }
+}
+
+fn record_generation_to(generation: u64) -> Decision {
+    Decision {
+        action: Some(Action::RecordGeneration {
+            id: id("web"),
+            generation,
+        }),
+        wake_at: None,
+    }
+}
+
+fn wait_until(at: UnixMillis) -> Decision {
+    Decision {
+        action: None,
+        wake_at: Some(at),
+    }
+}
+
+fn nothing() -> Decision {
+    Decision::default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// decide
+// ---------------------------------------------------------------------------------------------
+
+struct DecideCase {
+    name: &'static str,
+    desired: Option<DesiredRecord>,
+    observed: Option<ObservedRecord>,
+    now: UnixMillis,
+    want: Decision,
+}
+
+#[test]
+fn decide_table() {
+    let grace = spec().termination_grace;
+    let cases = vec![
+        DecideCase {
+            name: "neither desired nor observed: nothing",
+            desired: None,
+            observed: None,
+            now: NOW,
+            want: nothing(),
+        },
+        // Start
+        DecideCase {
+            name: "desired, nothing observed: start",
+            desired: Some(desired(1, spec())),
+            observed: None,
+            now: NOW,
+            want: start(false),
+        },
+        DecideCase {
+            name: "desired and stopped: start",
+            desired: Some(desired(1, spec())),
+            observed: Some(observed(Phase::Stopped, spec())),
+            now: NOW,
+            want: start(false),
+        },
+        DecideCase {
+            name: "desired with a new spec and stopped: start",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(observed(Phase::Stopped, spec())),
+            now: NOW,
+            want: start(false),
+        },
+        // Restart after backoff
+        DecideCase {
+            name: "backing off, restart time passed: restart",
+            desired: Some(desired(1, spec())),
+            observed: Some(backing_off(Some(before(1)))),
+            now: NOW,
+            want: start(true),
+        },
+        DecideCase {
+            name: "backing off, restart time exactly now: restart",
+            desired: Some(desired(1, spec())),
+            observed: Some(backing_off(Some(NOW))),
+            now: NOW,
+            want: start(true),
+        },
+        DecideCase {
+            name: "backing off without a restart time: restart",
+            desired: Some(desired(1, spec())),
+            observed: Some(backing_off(None)),
+            now: NOW,
+            want: start(true),
+        },
+        DecideCase {
+            name: "backing off, labels-only change, due: restart",
+            desired: Some(desired(2, relabelled_spec())),
+            observed: Some(backing_off(Some(before(1)))),
+            now: NOW,
+            want: start(true),
+        },
+        // Waiting out a backoff
+        DecideCase {
+            name: "backing off, not yet due: wait until the restart time",
+            desired: Some(desired(1, spec())),
+            observed: Some(backing_off(Some(after(1)))),
+            now: NOW,
+            want: wait_until(after(1)),
+        },
+        DecideCase {
+            name: "backing off, labels-only change, not yet due: wait",
+            desired: Some(desired(2, relabelled_spec())),
+            observed: Some(backing_off(Some(after(5_000)))),
+            now: NOW,
+            want: wait_until(after(5_000)),
+        },
+        DecideCase {
+            name: "backing off, spec changed: start at once",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(backing_off(Some(after(60_000)))),
+            now: NOW,
+            want: start(false),
+        },
+        // Stop: undesired
+        DecideCase {
+            name: "running, not desired: stop (undesired) with the running spec's grace",
+            desired: None,
+            observed: Some(observed(Phase::Running, spec())),
+            now: NOW,
+            want: stop(StopReason::Undesired, grace),
+        },
+        DecideCase {
+            name: "starting, not desired: stop (undesired)",
+            desired: None,
+            observed: Some(observed(Phase::Starting, checked_spec())),
+            now: NOW,
+            want: stop(StopReason::Undesired, grace),
+        },
+        // Stop: replace
+        DecideCase {
+            name: "running, spec changed: stop (replace) with the running spec's grace",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(observed(Phase::Running, spec())),
+            now: NOW,
+            want: stop(StopReason::Replace, grace),
+        },
+        DecideCase {
+            name: "starting, spec changed: stop (replace)",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(observed(Phase::Starting, spec())),
+            now: NOW,
+            want: stop(StopReason::Replace, grace),
+        },
+        DecideCase {
+            name: "running, health check added: stop (replace)",
+            desired: Some(desired(2, checked_spec())),
+            observed: Some(observed(Phase::Running, spec())),
+            now: NOW,
+            want: stop(StopReason::Replace, grace),
+        },
+        DecideCase {
+            name: "running, spec changed and unhealthy: replace wins",
+            desired: Some(desired(
+                2,
+                ProcessSpec {
+                    args: vec!["1".to_string()],
+                    ..checked_spec()
+                },
+            )),
+            observed: Some(ObservedRecord {
+                probe_failures: 5,
+                health: Health::Unhealthy,
+                ..observed(Phase::Running, checked_spec())
+            }),
+            now: NOW,
+            want: stop(StopReason::Replace, grace),
+        },
+        // Stop: unhealthy
+        DecideCase {
+            name: "running, probe failures at the threshold: stop (unhealthy)",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(ObservedRecord {
+                probe_failures: 3,
+                health: Health::Unhealthy,
+                ..observed(Phase::Running, checked_spec())
+            }),
+            now: NOW,
+            want: stop(StopReason::Unhealthy, grace),
+        },
+        DecideCase {
+            name: "running, probe failures above the threshold: stop (unhealthy)",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(ObservedRecord {
+                probe_failures: 10,
+                health: Health::Unhealthy,
+                ..observed(Phase::Running, checked_spec())
+            }),
+            now: NOW,
+            want: stop(StopReason::Unhealthy, grace),
+        },
+        DecideCase {
+            name: "running, probe failures below the threshold: nothing",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(ObservedRecord {
+                probe_failures: 2,
+                health: Health::Unhealthy,
+                ..observed(Phase::Running, checked_spec())
+            }),
+            now: NOW,
+            want: nothing(),
+        },
+        DecideCase {
+            name:
+                "starting, probe failures above the threshold: nothing (readiness is not liveness)",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(ObservedRecord {
+                probe_failures: 10,
+                ..observed(Phase::Starting, checked_spec())
+            }),
+            now: NOW,
+            want: nothing(),
+        },
+        DecideCase {
+            name: "running without a health check, probe failures set: nothing",
+            desired: Some(desired(1, spec())),
+            observed: Some(ObservedRecord {
+                probe_failures: 10,
+                ..observed(Phase::Running, spec())
+            }),
+            now: NOW,
+            want: nothing(),
+        },
+        // Kill and stop deadlines
+        DecideCase {
+            name: "stopping past its deadline, not killed: kill",
+            desired: None,
+            observed: Some(stopping(StopReason::Undesired, Some(before(1)), false)),
+            now: NOW,
+            want: kill(),
+        },
+        DecideCase {
+            name: "stopping at exactly its deadline: kill",
+            desired: None,
+            observed: Some(stopping(StopReason::Undesired, Some(NOW), false)),
+            now: NOW,
+            want: kill(),
+        },
+        DecideCase {
+            name: "stopping for replace past its deadline while desired: kill",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(stopping(StopReason::Replace, Some(before(1)), false)),
+            now: NOW,
+            want: kill(),
+        },
+        DecideCase {
+            name: "stopping without a deadline: kill",
+            desired: None,
+            observed: Some(stopping(StopReason::Shutdown, None, false)),
+            now: NOW,
+            want: kill(),
+        },
+        DecideCase {
+            name: "stopping past its deadline, already killed: no second kill",
+            desired: None,
+            observed: Some(stopping(StopReason::Undesired, Some(before(1)), true)),
+            now: NOW,
+            want: nothing(),
+        },
+        DecideCase {
+            name: "stopping, desired, already killed: no second kill",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(stopping(StopReason::Replace, Some(before(10_000)), true)),
+            now: NOW,
+            want: nothing(),
+        },
+        DecideCase {
+            name: "stopping before its deadline: wait until the deadline",
+            desired: None,
+            observed: Some(stopping(StopReason::Undesired, Some(after(7_000)), false)),
+            now: NOW,
+            want: wait_until(after(7_000)),
+        },
+        DecideCase {
+            name: "stopping for replace before its deadline while desired: wait",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(stopping(StopReason::Replace, Some(after(1)), false)),
+            now: NOW,
+            want: wait_until(after(1)),
+        },
+        // Forget
+        DecideCase {
+            name: "backing off, not desired: forget",
+            desired: None,
+            observed: Some(backing_off(Some(after(5_000)))),
+            now: NOW,
+            want: forget(),
+        },
+        DecideCase {
+            name: "exited, not desired: forget",
+            desired: None,
+            observed: Some(observed(Phase::Exited, spec())),
+            now: NOW,
+            want: forget(),
+        },
+        DecideCase {
+            name: "stopped, not desired: forget",
+            desired: None,
+            observed: Some(observed(Phase::Stopped, spec())),
+            now: NOW,
+            want: forget(),
+        },
+        // Record a generation
+        DecideCase {
+            name: "running, only labels changed: record the generation, no restart",
+            desired: Some(desired(2, relabelled_spec())),
+            observed: Some(observed(Phase::Running, spec())),
+            now: NOW,
+            want: record_generation_to(2),
+        },
+        DecideCase {
+            name: "starting, only labels changed: record the generation",
+            desired: Some(desired(5, relabelled_spec())),
+            observed: Some(observed(Phase::Starting, spec())),
+            now: NOW,
+            want: record_generation_to(5),
+        },
+        DecideCase {
+            name: "exited, only labels changed: record the generation",
+            desired: Some(desired(2, relabelled_spec())),
+            observed: Some(observed(Phase::Exited, spec())),
+            now: NOW,
+            want: record_generation_to(2),
+        },
+        // In sync
+        DecideCase {
+            name: "running, in sync: nothing",
+            desired: Some(desired(1, spec())),
+            observed: Some(observed(Phase::Running, spec())),
+            now: NOW,
+            want: nothing(),
+        },
+        DecideCase {
+            name: "starting, in sync: nothing",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(observed(Phase::Starting, checked_spec())),
+            now: NOW,
+            want: nothing(),
+        },
+        DecideCase {
+            name: "running healthy with a health check, in sync: nothing",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(observed(Phase::Running, checked_spec())),
+            now: NOW,
+            want: nothing(),
+        },
+        DecideCase {
+            name: "exited with the same spec: nothing",
+            desired: Some(desired(1, policy_spec(RestartPolicy::Never))),
+            observed: Some(ObservedRecord {
+                last_exit: Some(ExitStatus::Code(1)),
+                ..observed(Phase::Exited, policy_spec(RestartPolicy::Never))
+            }),
+            now: NOW,
+            want: nothing(),
+        },
+        DecideCase {
+            name: "exited, spec changed: start",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(observed(Phase::Exited, spec())),
+            now: NOW,
+            want: start(false),
+        },
+    ];
+
+    for case in cases {
+        let got = decide(case.desired.as_ref(), case.observed.as_ref(), case.now);
+        assert_eq!(got, case.want, "case: {}", case.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// plan
+// ---------------------------------------------------------------------------------------------
+
+struct PlanCase {
+    name: &'static str,
+    pairs: Vec<(Option<DesiredRecord>, Option<ObservedRecord>)>,
+    want: Plan,
+}
+
+#[test]
+fn plan_table() {
+    let cases = vec![
+        PlanCase {
+            name: "no pairs: empty plan",
+            pairs: vec![],
+            want: Plan::default(),
+        },
+        PlanCase {
+            name: "only (None, None): ignored",
+            pairs: vec![(None, None), (None, None)],
+            want: Plan::default(),
+        },
+        PlanCase {
+            name: "all in sync: empty plan",
+            pairs: vec![
+                (
+                    Some(desired_for("a", 1, spec())),
+                    Some(observed_for("a", Phase::Running, spec())),
+                ),
+                (
+                    Some(desired_for("b", 1, spec())),
+                    Some(observed_for("b", Phase::Running, spec())),
+                ),
+            ],
+            want: Plan::default(),
+        },
+        PlanCase {
+            name: "mixed: actions keep pair order, wake-ups carry their id",
+            pairs: vec![
+                // "z" first so that the order cannot come from sorting ids.
+                (Some(desired_for("z", 1, spec())), None),
+                (None, None),
+                (
+                    Some(desired_for("b", 1, spec())),
+                    Some(ObservedRecord {
+                        next_restart_at: Some(after(2_000)),
+                        ..observed_for("b", Phase::BackingOff, spec())
+                    }),
+                ),
+                (None, Some(observed_for("a", Phase::Running, spec()))),
+                (
+                    None,
+                    Some(ObservedRecord {
+                        stop_reason: Some(StopReason::Undesired),
+                        stop_deadline: Some(after(7_000)),
+                        ..observed_for("s", Phase::Stopping, spec())
+                    }),
+                ),
+                (None, Some(observed_for("e", Phase::Exited, spec()))),
+                (
+                    Some(desired_for("c", 3, relabelled_spec())),
+                    Some(observed_for("c", Phase::Running, spec())),
+                ),
+            ],
+            want: Plan {
+                actions: vec![
+                    Action::Start {
+                        id: id("z"),
+                        restart: false,
+                    },
+                    Action::Stop {
+                        id: id("a"),
+                        reason: StopReason::Undesired,
+                        grace: spec().termination_grace,
+                    },
+                    Action::Forget { id: id("e") },
+                    Action::RecordGeneration {
+                        id: id("c"),
+                        generation: 3,
+                    },
+                ],
+                wake_at: vec![(id("b"), after(2_000)), (id("s"), after(7_000))],
+            },
+        },
+    ];
+
+    for case in cases {
+        let got = plan(
+            case.pairs.iter().map(|(d, o)| (d.as_ref(), o.as_ref())),
+            NOW,
+        );
+        assert_eq!(got, case.want, "case: {}", case.name);
+    }
+}
+
+#[test]
+fn action_id_and_kind() {
+    let cases = vec![
+        (
+            "start",
+            Action::Start {
+                id: id("a"),
+                restart: false,
+            },
+        ),
+        (
+            "restart",
+            Action::Start {
+                id: id("a"),
+                restart: true,
+            },
+        ),
+        (
+            "stop",
+            Action::Stop {
+                id: id("a"),
+                reason: StopReason::Undesired,
+                grace: Duration::ZERO,
+            },
+        ),
+        ("kill", Action::Kill { id: id("a") }),
+        ("forget", Action::Forget { id: id("a") }),
+        (
+            "record-generation",
+            Action::RecordGeneration {
+                id: id("a"),
+                generation: 2,
+            },
+        ),
+    ];
+    for (kind, action) in cases {
+        assert_eq!(action.kind(), kind, "case: {kind}");
+        assert_eq!(action.id(), &id("a"), "case: {kind}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backoff
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn backoff_delay_table() {
+    let secs = Duration::from_secs;
+    let huge = Backoff {
+        initial: Duration::from_secs(u64::MAX / 4),
+        max: Duration::MAX,
+        stable_after: Duration::from_secs(600),
+    };
+    let cases: Vec<(&str, Backoff, u32, Duration)> = vec![
+        ("0th failure: immediate", backoff(), 0, Duration::ZERO),
+        ("1st failure: immediate", backoff(), 1, Duration::ZERO),
+        ("2nd failure: initial", backoff(), 2, secs(1)),
+        ("3rd failure: doubled", backoff(), 3, secs(2)),
+        ("4th failure: doubled again", backoff(), 4, secs(4)),
+        ("7th failure: 32s", backoff(), 7, secs(32)),
+        ("8th failure: 64s capped at max", backoff(), 8, secs(60)),
+        ("100th failure: max", backoff(), 100, secs(60)),
+        (
+            "u32::MAX failures: max, no overflow",
+            backoff(),
+            u32::MAX,
+            secs(60),
+        ),
+        (
+            "default backoff, 2nd failure: 1s",
+            Backoff::default(),
+            2,
+            secs(1),
+        ),
+        (
+            "default backoff, many failures: 300s",
+            Backoff::default(),
+            1_000,
+            secs(300),
+        ),
+        (
+            "huge initial, 3rd failure: doubled without overflow",
+            huge,
+            3,
+            Duration::from_secs(u64::MAX / 4 * 2),
+        ),
+        (
+            "huge initial, u32::MAX failures: multiplication overflows to max",
+            huge,
+            u32::MAX,
+            Duration::MAX,
+        ),
+    ];
+    for (name, backoff, failures, want) in cases {
+        assert_eq!(backoff.delay(failures), want, "case: {name}");
+    }
+}
+
+#[test]
+fn backoff_delay_never_decreases() {
+    let backoff = backoff();
+    let mut previous = Duration::ZERO;
+    for failures in (0..100).chain([u32::MAX - 1, u32::MAX]) {
+        let delay = backoff.delay(failures);
+        assert!(
+            delay >= previous,
+            "delay({failures}) = {delay:?} < {previous:?}"
+        );
+        assert!(delay <= backoff.max, "delay({failures}) = {delay:?} > max");
+        previous = delay;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ExitStatus
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn exit_status_display_and_success() {
+    let cases = vec![
+        ("exit 0", ExitStatus::Code(0), "exit code 0", true),
+        ("exit 1", ExitStatus::Code(1), "exit code 1", false),
+        ("exit -1", ExitStatus::Code(-1), "exit code -1", false),
+        ("SIGKILL", ExitStatus::Signal(9), "signal SIGKILL", false),
+        ("SIGTERM", ExitStatus::Signal(15), "signal SIGTERM", false),
+        ("SIGSEGV", ExitStatus::Signal(11), "signal SIGSEGV", false),
+        ("unnamed signal", ExitStatus::Signal(64), "signal 64", false),
+    ];
+    for (name, status, text, success) in cases {
+        assert_eq!(status.to_string(), text, "case: {name}");
+        assert_eq!(status.is_success(), success, "case: {name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// record_exit
+// ---------------------------------------------------------------------------------------------
+
+struct ExitCase {
+    name: &'static str,
+    observed: ObservedRecord,
+    status: ExitStatus,
+    want_phase: Phase,
+    want_consecutive_failures: u32,
+    want_error_count: u32,
+    want_next_restart_at: Option<UnixMillis>,
+    /// The exact `last_error` expected.
+    want_last_error: Option<&'static str>,
+}
+
+/// A running process, started 5 s ago, with a history: 2 failures in a row, 5 in all.
+fn running_with_history(spec: ProcessSpec) -> ObservedRecord {
+    ObservedRecord {
+        consecutive_failures: 2,
+        error_count: 5,
+        restart_count: 4,
+        last_error: Some("old error".to_string()),
+        ..observed(Phase::Running, spec)
+    }
+}
+
+fn stopping_with_history(reason: StopReason, spec: ProcessSpec) -> ObservedRecord {
+    ObservedRecord {
+        phase: Phase::Stopping,
+        stop_reason: Some(reason),
+        stop_deadline: Some(after(7_000)),
+        ..running_with_history(spec)
+    }
+}
+
+#[test]
+fn record_exit_table() {
+    let backoff = backoff();
+    // With 2 failures in a row before, the next failure is the 3rd: delay(3) = 2 s.
+    let third_failure_at = Some(after(2_000));
+    let cases = vec![
+        // Planned stops
+        ExitCase {
+            name: "stopped because undesired: stopped, no failure counted",
+            observed: stopping_with_history(StopReason::Undesired, spec()),
+            status: ExitStatus::Signal(15),
+            want_phase: Phase::Stopped,
+            want_consecutive_failures: 2,
+            want_error_count: 5,
+            want_next_restart_at: None,
+            want_last_error: Some("old error"),
+        },
+        ExitCase {
+            name: "stopped to be replaced: stopped, no failure counted",
+            observed: stopping_with_history(StopReason::Replace, spec()),
+            status: ExitStatus::Code(143),
+            want_phase: Phase::Stopped,
+            want_consecutive_failures: 2,
+            want_error_count: 5,
+            want_next_restart_at: None,
+            want_last_error: Some("old error"),
+        },
+        ExitCase {
+            name: "stopped for shutdown, then killed: stopped, no failure counted",
+            observed: ObservedRecord {
+                killed: true,
+                ..stopping_with_history(StopReason::Shutdown, spec())
+            },
+            status: ExitStatus::Signal(9),
+            want_phase: Phase::Stopped,
+            want_consecutive_failures: 2,
+            want_error_count: 5,
+            want_next_restart_at: None,
+            want_last_error: Some("old error"),
+        },
+        ExitCase {
+            name: "planned stop under Never: still stopped, not exited",
+            observed: stopping_with_history(
+                StopReason::Undesired,
+                policy_spec(RestartPolicy::Never),
+            ),
+            status: ExitStatus::Code(1),
+            want_phase: Phase::Stopped,
+            want_consecutive_failures: 2,
+            want_error_count: 5,
+            want_next_restart_at: None,
+            want_last_error: Some("old error"),
+        },
+        // Always
+        ExitCase {
+            name: "crash under Always: backing off, failure counted",
+            observed: running_with_history(spec()),
+            status: ExitStatus::Code(1),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 6,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some("exited with exit code 1"),
+        },
+        ExitCase {
+            name: "killed by SIGKILL under Always: backing off, signal named",
+            observed: running_with_history(spec()),
+            status: ExitStatus::Signal(9),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 6,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some("exited with signal SIGKILL"),
+        },
+        ExitCase {
+            name: "first crash under Always: restart is immediate",
+            observed: observed(Phase::Running, spec()),
+            status: ExitStatus::Code(2),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 1,
+            want_error_count: 1,
+            want_next_restart_at: Some(NOW),
+            want_last_error: Some("exited with exit code 2"),
+        },
+        ExitCase {
+            name: "success under Always: backs off, streak counts, no error",
+            observed: running_with_history(spec()),
+            status: ExitStatus::Code(0),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 5,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some("old error"),
+        },
+        ExitCase {
+            name: "starting process crashes under Always: backing off",
+            observed: ObservedRecord {
+                phase: Phase::Starting,
+                health: Health::Unknown,
+                ..running_with_history(checked_spec())
+            },
+            status: ExitStatus::Code(1),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 6,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some("exited with exit code 1"),
+        },
+        // OnFailure
+        ExitCase {
+            name: "success under OnFailure: exited",
+            observed: running_with_history(policy_spec(RestartPolicy::OnFailure)),
+            status: ExitStatus::Code(0),
+            want_phase: Phase::Exited,
+            want_consecutive_failures: 2,
+            want_error_count: 5,
+            want_next_restart_at: None,
+            want_last_error: Some("old error"),
+        },
+        ExitCase {
+            name: "failure under OnFailure: backing off",
+            observed: running_with_history(policy_spec(RestartPolicy::OnFailure)),
+            status: ExitStatus::Code(1),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 6,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some("exited with exit code 1"),
+        },
+        // Never
+        ExitCase {
+            name: "failure under Never: exited, error counted",
+            observed: running_with_history(policy_spec(RestartPolicy::Never)),
+            status: ExitStatus::Code(1),
+            want_phase: Phase::Exited,
+            want_consecutive_failures: 2,
+            want_error_count: 6,
+            want_next_restart_at: None,
+            want_last_error: Some("exited with exit code 1"),
+        },
+        ExitCase {
+            name: "success under Never: exited, no error",
+            observed: running_with_history(policy_spec(RestartPolicy::Never)),
+            status: ExitStatus::Code(0),
+            want_phase: Phase::Exited,
+            want_consecutive_failures: 2,
+            want_error_count: 5,
+            want_next_restart_at: None,
+            want_last_error: Some("old error"),
+        },
+        // Unhealthy
+        ExitCase {
+            name: "stopped for failing liveness under Always: counted as a failure",
+            observed: stopping_with_history(StopReason::Unhealthy, checked_spec()),
+            status: ExitStatus::Signal(15),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 6,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some("restarted after failing its liveness probe (signal SIGTERM)"),
+        },
+        ExitCase {
+            name: "stopped for failing liveness, exits 0 under OnFailure: still a failure",
+            observed: stopping_with_history(
+                StopReason::Unhealthy,
+                ProcessSpec {
+                    restart_policy: RestartPolicy::OnFailure,
+                    ..checked_spec()
+                },
+            ),
+            status: ExitStatus::Code(0),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 6,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some("restarted after failing its liveness probe (exit code 0)"),
+        },
+        // Stable runs
+        ExitCase {
+            name: "crash after running exactly stable_after: streak reset, immediate restart",
+            observed: ObservedRecord {
+                started_at: Some(before(600_000)),
+                ..running_with_history(spec())
+            },
+            status: ExitStatus::Code(1),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 1,
+            want_error_count: 6,
+            want_next_restart_at: Some(NOW),
+            want_last_error: Some("exited with exit code 1"),
+        },
+        ExitCase {
+            name: "crash after running long: streak reset, immediate restart",
+            observed: ObservedRecord {
+                started_at: Some(UnixMillis(0)),
+                consecutive_failures: 30,
+                ..running_with_history(spec())
+            },
+            status: ExitStatus::Signal(11),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 1,
+            want_error_count: 6,
+            want_next_restart_at: Some(NOW),
+            want_last_error: Some("exited with signal SIGSEGV"),
+        },
+        ExitCase {
+            name: "crash just before stable_after: streak continues",
+            observed: ObservedRecord {
+                started_at: Some(before(599_999)),
+                ..running_with_history(spec())
+            },
+            status: ExitStatus::Code(1),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 6,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some("exited with exit code 1"),
+        },
+        ExitCase {
+            name: "long streak: delay capped at max",
+            observed: ObservedRecord {
+                consecutive_failures: 40,
+                ..running_with_history(spec())
+            },
+            status: ExitStatus::Code(1),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 41,
+            want_error_count: 6,
+            want_next_restart_at: Some(after(60_000)),
+            want_last_error: Some("exited with exit code 1"),
+        },
+    ];
+
+    for case in cases {
+        let name = case.name;
+        let got = record_exit(&case.observed, case.status, &backoff, NOW);
+        assert_eq!(got.phase, case.want_phase, "phase, case: {name}");
+        assert_eq!(
+            got.consecutive_failures, case.want_consecutive_failures,
+            "consecutive_failures, case: {name}"
+        );
+        assert_eq!(
+            got.error_count, case.want_error_count,
+            "error_count, case: {name}"
+        );
+        assert_eq!(
+            got.next_restart_at, case.want_next_restart_at,
+            "next_restart_at, case: {name}"
+        );
+        assert_eq!(
+            got.last_error.as_deref(),
+            case.want_last_error,
+            "last_error, case: {name}"
+        );
+        // What every exit does, whatever its kind.
+        assert_eq!(got.last_exit, Some(case.status), "last_exit, case: {name}");
+        assert_eq!(got.pid, None, "pid, case: {name}");
+        assert_eq!(got.pid_start_ticks, None, "pid_start_ticks, case: {name}");
+        assert_eq!(got.started_at, None, "started_at, case: {name}");
+        assert_eq!(got.stop_deadline, None, "stop_deadline, case: {name}");
+        assert!(!got.killed, "killed, case: {name}");
+        assert_eq!(got.probe_failures, 0, "probe_failures, case: {name}");
+        assert_eq!(got.probe_successes, 0, "probe_successes, case: {name}");
+        let want_health = if case.observed.spec.health_check.is_some() {
+            Health::Unknown
+        } else {
+            Health::NotChecked
+        };
+        assert_eq!(got.health, want_health, "health, case: {name}");
+        if got.phase != Phase::Stopped {
+            assert_eq!(got.stop_reason, None, "stop_reason, case: {name}");
+        }
+        // What no exit touches.
+        assert_eq!(got.id, case.observed.id, "id, case: {name}");
+        assert_eq!(got.spec, case.observed.spec, "spec, case: {name}");
+        assert_eq!(
+            got.generation, case.observed.generation,
+            "generation, case: {name}"
+        );
+        assert_eq!(got.ports, case.observed.ports, "ports, case: {name}");
+        assert_eq!(
+            got.restart_count, case.observed.restart_count,
+            "restart_count, case: {name}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// record_spawned
+// ---------------------------------------------------------------------------------------------
+
+struct SpawnedCase {
+    name: &'static str,
+    desired: DesiredRecord,
+    previous: Option<ObservedRecord>,
+    want_phase: Phase,
+    want_health: Health,
+    want_restart_count: u32,
+    want_consecutive_failures: u32,
+    want_error_count: u32,
+}
+
+fn previous_with_history(phase: Phase, spec: ProcessSpec) -> ObservedRecord {
+    ObservedRecord {
+        restart_count: 2,
+        consecutive_failures: 3,
+        error_count: 4,
+        last_exit: Some(ExitStatus::Code(1)),
+        last_error: Some("exited with exit code 1".to_string()),
+        next_restart_at: (phase == Phase::BackingOff).then_some(before(1)),
+        ..observed(phase, spec)
+    }
+}
+
+#[test]
+fn record_spawned_table() {
+    let cases = vec![
+        SpawnedCase {
+            name: "first spawn, no health check: running, not checked",
+            desired: desired(1, spec()),
+            previous: None,
+            want_phase: Phase::Running,
+            want_health: Health::NotChecked,
+            want_restart_count: 0,
+            want_consecutive_failures: 0,
+            want_error_count: 0,
+        },
+        SpawnedCase {
+            name: "first spawn with a health check: starting, health unknown",
+            desired: desired(1, checked_spec()),
+            previous: None,
+            want_phase: Phase::Starting,
+            want_health: Health::Unknown,
+            want_restart_count: 0,
+            want_consecutive_failures: 0,
+            want_error_count: 0,
+        },
+        SpawnedCase {
+            name: "restart after backoff: restart counted, streak kept",
+            desired: desired(1, spec()),
+            previous: Some(previous_with_history(Phase::BackingOff, spec())),
+            want_phase: Phase::Running,
+            want_health: Health::NotChecked,
+            want_restart_count: 3,
+            want_consecutive_failures: 3,
+            want_error_count: 4,
+        },
+        SpawnedCase {
+            name: "restart after backoff with a health check: starting",
+            desired: desired(1, checked_spec()),
+            previous: Some(previous_with_history(Phase::BackingOff, checked_spec())),
+            want_phase: Phase::Starting,
+            want_health: Health::Unknown,
+            want_restart_count: 3,
+            want_consecutive_failures: 3,
+            want_error_count: 4,
+        },
+        SpawnedCase {
+            name: "restart after backoff, labels-only change: streak kept",
+            desired: desired(2, relabelled_spec()),
+            previous: Some(previous_with_history(Phase::BackingOff, spec())),
+            want_phase: Phase::Running,
+            want_health: Health::NotChecked,
+            want_restart_count: 3,
+            want_consecutive_failures: 3,
+            want_error_count: 4,
+        },
+        SpawnedCase {
+            name: "start from backoff with a new spec: streak reset, a replacement not a restart",
+            desired: desired(2, changed_spec()),
+            previous: Some(previous_with_history(Phase::BackingOff, spec())),
+            want_phase: Phase::Running,
+            want_health: Health::NotChecked,
+            want_restart_count: 2,
+            want_consecutive_failures: 0,
+            want_error_count: 4,
+        },
+        SpawnedCase {
+            name: "start after a planned stop: no restart counted",
+            desired: desired(1, spec()),
+            previous: Some(previous_with_history(Phase::Stopped, spec())),
+            want_phase: Phase::Running,
+            want_health: Health::NotChecked,
+            want_restart_count: 2,
+            want_consecutive_failures: 3,
+            want_error_count: 4,
+        },
+        SpawnedCase {
+            name: "replacement after a stop with a new spec: no restart counted, streak reset",
+            desired: desired(2, changed_spec()),
+            previous: Some(previous_with_history(Phase::Stopped, spec())),
+            want_phase: Phase::Running,
+            want_health: Health::NotChecked,
+            want_restart_count: 2,
+            want_consecutive_failures: 0,
+            want_error_count: 4,
+        },
+        SpawnedCase {
+            name: "start after exit with a new spec: no restart counted, streak reset",
+            desired: desired(2, changed_spec()),
+            previous: Some(previous_with_history(Phase::Exited, spec())),
+            want_phase: Phase::Running,
+            want_health: Health::NotChecked,
+            want_restart_count: 2,
+            want_consecutive_failures: 0,
+            want_error_count: 4,
+        },
+    ];
+
+    let spawned = Spawned {
+        pid: 777,
+        start_ticks: Some(12_345),
+        ports: ports(),
+    };
+    for case in cases {
+        let name = case.name;
+        let got = record_spawned(&case.desired, case.previous.as_ref(), spawned, NOW);
+        assert_eq!(got.phase, case.want_phase, "phase, case: {name}");
+        assert_eq!(got.health, case.want_health, "health, case: {name}");
+        assert_eq!(
+            got.restart_count, case.want_restart_count,
+            "restart_count, case: {name}"
+        );
+        assert_eq!(
+            got.consecutive_failures, case.want_consecutive_failures,
+            "consecutive_failures, case: {name}"
+        );
+        assert_eq!(
+            got.error_count, case.want_error_count,
+            "error_count, case: {name}"
+        );
+        assert_eq!(got.id, case.desired.id, "id, case: {name}");
+        assert_eq!(got.spec, case.desired.spec, "spec, case: {name}");
+        assert_eq!(
+            got.generation, case.desired.generation,
+            "generation, case: {name}"
+        );
+        assert_eq!(got.pid, Some(777), "pid, case: {name}");
+        assert_eq!(got.pid_start_ticks, Some(12_345), "ticks, case: {name}");
+        assert_eq!(got.ports, ports(), "ports, case: {name}");
+        assert_eq!(got.started_at, Some(NOW), "started_at, case: {name}");
+        assert_eq!(got.probe_successes, 0, "probe_successes, case: {name}");
+        assert_eq!(got.probe_failures, 0, "probe_failures, case: {name}");
+        assert_eq!(got.next_restart_at, None, "next_restart_at, case: {name}");
+        assert_eq!(got.stop_reason, None, "stop_reason, case: {name}");
+        assert_eq!(got.stop_deadline, None, "stop_deadline, case: {name}");
+        assert!(!got.killed, "killed, case: {name}");
+        assert_eq!(
+            got.last_exit,
+            case.previous.as_ref().and_then(|p| p.last_exit),
+            "last_exit carried over, case: {name}"
+        );
+        assert_eq!(
+            got.last_error,
+            case.previous.as_ref().and_then(|p| p.last_error.clone()),
+            "last_error carried over, case: {name}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// record_spawn_failed
+// ---------------------------------------------------------------------------------------------
+
+struct SpawnFailedCase {
+    name: &'static str,
+    desired: DesiredRecord,
+    previous: Option<ObservedRecord>,
+    want_consecutive_failures: u32,
+    want_error_count: u32,
+    want_restart_count: u32,
+    want_next_restart_at: UnixMillis,
+}
+
+#[test]
+fn record_spawn_failed_table() {
+    let backoff = backoff();
+    let cases = vec![
+        SpawnFailedCase {
+            name: "first failure: waits initial, not zero",
+            desired: desired(1, spec()),
+            previous: None,
+            want_consecutive_failures: 1,
+            want_error_count: 1,
+            want_restart_count: 0,
+            want_next_restart_at: after(1_000),
+        },
+        SpawnFailedCase {
+            name: "first failure with a health check: waits initial",
+            desired: desired(1, checked_spec()),
+            previous: None,
+            want_consecutive_failures: 1,
+            want_error_count: 1,
+            want_restart_count: 0,
+            want_next_restart_at: after(1_000),
+        },
+        SpawnFailedCase {
+            name: "failing again after backoff: streak grows, delay doubles",
+            desired: desired(1, spec()),
+            previous: Some(previous_with_history(Phase::BackingOff, spec())),
+            want_consecutive_failures: 4,
+            want_error_count: 5,
+            want_restart_count: 3,
+            want_next_restart_at: after(4_000),
+        },
+        SpawnFailedCase {
+            name: "failing with a new spec: streak starts again, not a restart",
+            desired: desired(2, changed_spec()),
+            previous: Some(previous_with_history(Phase::BackingOff, spec())),
+            want_consecutive_failures: 1,
+            want_error_count: 5,
+            want_restart_count: 2,
+            want_next_restart_at: after(1_000),
+        },
+        SpawnFailedCase {
+            name: "failing after a planned stop: no restart counted",
+            desired: desired(1, spec()),
+            previous: Some(previous_with_history(Phase::Stopped, spec())),
+            want_consecutive_failures: 4,
+            want_error_count: 5,
+            want_restart_count: 2,
+            want_next_restart_at: after(4_000),
+        },
+        SpawnFailedCase {
+            name: "long streak: capped at max",
+            desired: desired(1, spec()),
+            previous: Some(ObservedRecord {
+                consecutive_failures: 50,
+                ..previous_with_history(Phase::BackingOff, spec())
+            }),
+            want_consecutive_failures: 51,
+            want_error_count: 5,
+            want_restart_count: 3,
+            want_next_restart_at: after(60_000),
+        },
+    ];
+
+    for case in cases {
+        let name = case.name;
+        let error = "No such file or directory (os error 2)".to_string();
+        let got = record_spawn_failed(
+            &case.desired,
+            case.previous.as_ref(),
+            ports(),
+            error.clone(),
+            &backoff,
+            NOW,
+        );
+        assert_eq!(got.phase, Phase::BackingOff, "phase, case: {name}");
+        assert_eq!(
+            got.consecutive_failures, case.want_consecutive_failures,
+            "consecutive_failures, case: {name}"
+        );
+        assert_eq!(
+            got.error_count, case.want_error_count,
+            "error_count, case: {name}"
+        );
+        assert_eq!(
+            got.restart_count, case.want_restart_count,
+            "restart_count, case: {name}"
+        );
+        assert_eq!(
+            got.next_restart_at,
+            Some(case.want_next_restart_at),
+            "next_restart_at, case: {name}"
+        );
+        assert!(
+            got.next_restart_at >= Some(NOW.saturating_add(backoff.initial)),
+            "waits at least initial, case: {name}"
+        );
+        assert_eq!(got.last_error, Some(error), "last_error, case: {name}");
+        assert_eq!(
+            got.last_exit,
+            case.previous.as_ref().and_then(|p| p.last_exit),
+            "last_exit carried over, case: {name}"
+        );
+        assert_eq!(got.id, case.desired.id, "id, case: {name}");
+        assert_eq!(got.spec, case.desired.spec, "spec, case: {name}");
+        assert_eq!(
+            got.generation, case.desired.generation,
+            "generation, case: {name}"
+        );
+        assert_eq!(got.ports, ports(), "ports, case: {name}");
+        assert_eq!(got.pid, None, "pid, case: {name}");
+        assert_eq!(got.started_at, None, "started_at, case: {name}");
+        assert_eq!(got.stop_reason, None, "stop_reason, case: {name}");
+        assert!(!got.killed, "killed, case: {name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// record_probe
+// ---------------------------------------------------------------------------------------------
+
+struct ProbeCase {
+    name: &'static str,
+    observed: ObservedRecord,
+    result: Result<(), String>,
+    want: ObservedRecord,
+}
+
+fn starting_checked(success_threshold: u32) -> ObservedRecord {
+    observed(
+        Phase::Starting,
+        ProcessSpec {
+            health_check: Some(HealthCheck {
+                success_threshold,
+                ..health_check()
+            }),
+            ..spec()
+        },
+    )
+}
+
+#[test]
+fn record_probe_table() {
+    let fail = || Err("connection refused".to_string());
+    let running = observed(Phase::Running, checked_spec());
+    let running_failing = ObservedRecord {
+        health: Health::Unhealthy,
+        probe_failures: 2,
+        last_error: Some("health check failed: timeout".to_string()),
+        ..observed(Phase::Running, checked_spec())
+    };
+    let starting_one = starting_checked(1);
+    let starting_two = starting_checked(2);
+    let starting_two_passed_once = ObservedRecord {
+        probe_successes: 1,
+        ..starting_checked(2)
+    };
+    let unchecked_running = observed(Phase::Running, spec());
+    let stopping_checked = ObservedRecord {
+        stop_reason: Some(StopReason::Undesired),
+        stop_deadline: Some(after(7_000)),
+        ..observed(Phase::Stopping, checked_spec())
+    };
+    let backing_off_checked = ObservedRecord {
+        next_restart_at: Some(after(1_000)),
+        ..observed(Phase::BackingOff, checked_spec())
+    };
+    let exited_checked = observed(Phase::Exited, checked_spec());
+
+    let cases = vec![
+        ProbeCase {
+            name: "starting, pass, success threshold 1: running and healthy",
+            observed: starting_one.clone(),
+            result: Ok(()),
+            want: ObservedRecord {
+                phase: Phase::Running,
+                health: Health::Healthy,
+                probe_successes: 1,
+                ..starting_one.clone()
+            },
+        },
+        ProbeCase {
+            name: "starting, first pass, success threshold 2: still starting",
+            observed: starting_two.clone(),
+            result: Ok(()),
+            want: ObservedRecord {
+                probe_successes: 1,
+                ..starting_two.clone()
+            },
+        },
+        ProbeCase {
+            name: "starting, second pass, success threshold 2: running and healthy",
+            observed: starting_two_passed_once.clone(),
+            result: Ok(()),
+            want: ObservedRecord {
+                phase: Phase::Running,
+                health: Health::Healthy,
+                probe_successes: 2,
+                ..starting_two_passed_once.clone()
+            },
+        },
+        ProbeCase {
+            name: "starting, fail: stays starting, health unchanged",
+            observed: starting_one.clone(),
+            result: fail(),
+            want: starting_one.clone(),
+        },
+        ProbeCase {
+            name: "starting, fail after a pass: passes start over",
+            observed: starting_two_passed_once.clone(),
+            result: fail(),
+            want: ObservedRecord {
+                probe_successes: 0,
+                ..starting_two_passed_once.clone()
+            },
+        },
+        ProbeCase {
+            name: "running, fail: unhealthy, one more failure",
+            observed: running.clone(),
+            result: fail(),
+            want: ObservedRecord {
+                health: Health::Unhealthy,
+                probe_failures: 1,
+                last_error: Some("health check failed: connection refused".to_string()),
+                ..running.clone()
+            },
+        },
+        ProbeCase {
+            name: "running unhealthy, fail again: failures grow",
+            observed: running_failing.clone(),
+            result: fail(),
+            want: ObservedRecord {
+                probe_failures: 3,
+                last_error: Some("health check failed: connection refused".to_string()),
+                ..running_failing.clone()
+            },
+        },
+        ProbeCase {
+            name: "running unhealthy, pass: failures reset, healthy again",
+            observed: running_failing.clone(),
+            result: Ok(()),
+            want: ObservedRecord {
+                health: Health::Healthy,
+                probe_failures: 0,
+                probe_successes: 1,
+                ..running_failing.clone()
+            },
+        },
+        ProbeCase {
+            name: "running without a health check: probe ignored",
+            observed: unchecked_running.clone(),
+            result: fail(),
+            want: unchecked_running.clone(),
+        },
+        ProbeCase {
+            name: "stopping: probe ignored",
+            observed: stopping_checked.clone(),
+            result: fail(),
+            want: stopping_checked.clone(),
+        },
+        ProbeCase {
+            name: "backing off: passing probe ignored",
+            observed: backing_off_checked.clone(),
+            result: Ok(()),
+            want: backing_off_checked.clone(),
+        },
+        ProbeCase {
+            name: "exited: failing probe ignored",
+            observed: exited_checked.clone(),
+            result: fail(),
+            want: exited_checked.clone(),
+        },
+    ];
+
+    for case in cases {
+        let got = record_probe(&case.observed, case.result);
+        assert_eq!(got, case.want, "case: {}", case.name);
+    }
+}
+
+#[test]
+fn liveness_failures_lead_to_an_unhealthy_stop() {
+    // Probes and `decide` together: the threshold-th failure of a ready process stops it.
+    let desired = desired(1, checked_spec());
+    let mut record = observed(Phase::Running, checked_spec());
+    for failure in 1..=3 {
+        record = record_probe(&record, Err("refused".to_string()));
+        let want = if failure < 3 {
+            nothing()
+        } else {
+            stop(StopReason::Unhealthy, spec().termination_grace)
+        };
+        assert_eq!(
+            decide(Some(&desired), Some(&record), NOW),
+            want,
+            "after failure {failure}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// record_stop_started, record_killed, record_generation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn record_stop_kill_and_generation_table() {
+    let running = observed(Phase::Running, spec());
+    let stopping_unkilled = stopping(StopReason::Undesired, Some(after(7_000)), false);
+    let cases: Vec<(&str, ObservedRecord, ObservedRecord)> = vec![
+        (
+            "stop started: stopping with reason and deadline now + grace",
+            record_stop_started(&running, StopReason::Replace, Duration::from_secs(7), NOW),
+            ObservedRecord {
+                phase: Phase::Stopping,
+                stop_reason: Some(StopReason::Replace),
+                stop_deadline: Some(after(7_000)),
+                ..running.clone()
+            },
+        ),
+        (
+            "stop started on a killed record: kill flag cleared",
+            record_stop_started(
+                &ObservedRecord {
+                    killed: true,
+                    ..running.clone()
+                },
+                StopReason::Shutdown,
+                Duration::ZERO,
+                NOW,
+            ),
+            ObservedRecord {
+                phase: Phase::Stopping,
+                stop_reason: Some(StopReason::Shutdown),
+                stop_deadline: Some(NOW),
+                killed: false,
+                ..running.clone()
+            },
+        ),
+        (
+            "killed: only the kill flag changes",
+            record_killed(&stopping_unkilled),
+            ObservedRecord {
+                killed: true,
+                ..stopping_unkilled.clone()
+            },
+        ),
+        (
+            "generation recorded: generation and labels taken, nothing else",
+            record_generation(&running, &desired(2, relabelled_spec())),
+            ObservedRecord {
+                generation: 2,
+                spec: relabelled_spec(),
+                ..running.clone()
+            },
+        ),
+    ];
+    for (name, got, want) in cases {
+        assert_eq!(got, want, "case: {name}");
+    }
+}
+
+#[test]
+fn stop_then_kill_then_exit_sequence() {
+    // decide → record_stop_started → wait → Kill → record_killed → no repeat → record_exit.
+    let mut record = observed(Phase::Running, spec());
+    let grace = record.spec.termination_grace;
+    assert_eq!(
+        decide(None, Some(&record), NOW),
+        stop(StopReason::Undesired, grace)
+    );
+    record = record_stop_started(&record, StopReason::Undesired, grace, NOW);
+    let deadline = NOW.saturating_add(grace);
+    assert_eq!(decide(None, Some(&record), after(1)), wait_until(deadline));
+    assert_eq!(decide(None, Some(&record), deadline), kill());
+    record = record_killed(&record);
+    assert_eq!(decide(None, Some(&record), after(60_000)), nothing());
+    record = record_exit(&record, ExitStatus::Signal(9), &backoff(), after(60_000));
+    assert_eq!(record.phase, Phase::Stopped);
+    assert_eq!(record.error_count, 0);
+    assert_eq!(decide(None, Some(&record), after(60_000)), forget());
+}
+
+#[test]
+fn crash_loop_backs_off_and_restarts() {
+    // spawn → crash → restart at once → crash → wait 1 s → restart → ...
+    let backoff = backoff();
+    let desired = desired(1, spec());
+    let spawned = Spawned {
+        pid: 1,
+        start_ticks: None,
+        ports: ports(),
+    };
+    let mut now = NOW;
+    let mut record = record_spawned(&desired, None, spawned, now);
+    let want_delays_ms = [0, 1_000, 2_000, 4_000];
+    for (crash, want_delay) in want_delays_ms.into_iter().enumerate() {
+        now = now.saturating_add(Duration::from_millis(10));
+        record = record_exit(&record, ExitStatus::Code(1), &backoff, now);
+        let due = now.saturating_add(Duration::from_millis(want_delay));
+        assert_eq!(record.next_restart_at, Some(due), "crash {crash}");
+        if want_delay > 0 {
+            assert_eq!(
+                decide(Some(&desired), Some(&record), now),
+                wait_until(due),
+                "crash {crash}"
+            );
+        }
+        now = due;
+        assert_eq!(
+            decide(Some(&desired), Some(&record), now),
+            start(true),
+            "crash {crash}"
+        );
+        record = record_spawned(&desired, Some(&record), spawned, now);
+        assert_eq!(record.restart_count, crash as u32 + 1, "crash {crash}");
+    }
+    assert_eq!(record.error_count, 4);
+    assert_eq!(record.consecutive_failures, 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// diff
+// ---------------------------------------------------------------------------------------------
+
+struct DiffCase {
+    name: &'static str,
+    desired: Option<DesiredRecord>,
+    observed: Option<ObservedRecord>,
+    want_kind: DiffKind,
+    /// A part of the detail that must appear.
+    want_detail: &'static str,
+}
+
+#[test]
+fn diff_table() {
+    let cases = vec![
+        DiffCase {
+            name: "neither: in sync",
+            desired: None,
+            observed: None,
+            want_kind: DiffKind::InSync,
+            want_detail: "",
+        },
+        DiffCase {
+            name: "running as desired: in sync",
+            desired: Some(desired(1, spec())),
+            observed: Some(observed(Phase::Running, spec())),
+            want_kind: DiffKind::InSync,
+            want_detail: "",
+        },
+        DiffCase {
+            name: "running, labels-only change: in sync",
+            desired: Some(desired(2, relabelled_spec())),
+            observed: Some(observed(Phase::Running, spec())),
+            want_kind: DiffKind::InSync,
+            want_detail: "",
+        },
+        DiffCase {
+            name: "starting as desired: in sync",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(observed(Phase::Starting, checked_spec())),
+            want_kind: DiffKind::InSync,
+            want_detail: "waiting for its first passing probe",
+        },
+        DiffCase {
+            name: "exited successfully under its policy: in sync",
+            desired: Some(desired(1, policy_spec(RestartPolicy::OnFailure))),
+            observed: Some(ObservedRecord {
+                last_exit: Some(ExitStatus::Code(0)),
+                ..observed(Phase::Exited, policy_spec(RestartPolicy::OnFailure))
+            }),
+            want_kind: DiffKind::InSync,
+            want_detail: "completed",
+        },
+        DiffCase {
+            name: "desired, nothing observed: start",
+            desired: Some(desired(1, spec())),
+            observed: None,
+            want_kind: DiffKind::Start,
+            want_detail: "not started yet",
+        },
+        DiffCase {
+            name: "desired and stopped: start",
+            desired: Some(desired(1, spec())),
+            observed: Some(observed(Phase::Stopped, spec())),
+            want_kind: DiffKind::Start,
+            want_detail: "will start again",
+        },
+        DiffCase {
+            name: "running, spec changed: replace",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(observed(Phase::Running, spec())),
+            want_kind: DiffKind::Replace,
+            want_detail: "generation 1 runs, 2 desired",
+        },
+        DiffCase {
+            name: "starting, spec changed: replace",
+            desired: Some(desired(3, changed_spec())),
+            observed: Some(observed(Phase::Starting, spec())),
+            want_kind: DiffKind::Replace,
+            want_detail: "generation 1 runs, 3 desired",
+        },
+        DiffCase {
+            name: "stopping to replace: replace",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(stopping(StopReason::Replace, Some(after(1)), false)),
+            want_kind: DiffKind::Replace,
+            want_detail: "stopping to replace",
+        },
+        DiffCase {
+            name: "backing off, spec changed: replace",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(backing_off(Some(after(1)))),
+            want_kind: DiffKind::Replace,
+            want_detail: "while backing off",
+        },
+        DiffCase {
+            name: "exited, spec changed: replace",
+            desired: Some(desired(2, changed_spec())),
+            observed: Some(observed(Phase::Exited, spec())),
+            want_kind: DiffKind::Replace,
+            want_detail: "after exit",
+        },
+        DiffCase {
+            name: "running, not desired: stop",
+            desired: None,
+            observed: Some(observed(Phase::Running, spec())),
+            want_kind: DiffKind::Stop,
+            want_detail: "will be stopped",
+        },
+        DiffCase {
+            name: "stopping, not desired: stop",
+            desired: None,
+            observed: Some(stopping(StopReason::Undesired, Some(after(1)), false)),
+            want_kind: DiffKind::Stop,
+            want_detail: "stopping",
+        },
+        DiffCase {
+            name: "exited, not desired: stop (record removed)",
+            desired: None,
+            observed: Some(observed(Phase::Exited, spec())),
+            want_kind: DiffKind::Stop,
+            want_detail: "record will be removed",
+        },
+        DiffCase {
+            name: "stopping for shutdown while desired: stop",
+            desired: Some(desired(1, spec())),
+            observed: Some(stopping(StopReason::Shutdown, Some(after(1)), false)),
+            want_kind: DiffKind::Stop,
+            want_detail: "stopping",
+        },
+        DiffCase {
+            name: "running unhealthy: failing",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(ObservedRecord {
+                health: Health::Unhealthy,
+                probe_failures: 2,
+                last_error: Some("health check failed: refused".to_string()),
+                ..observed(Phase::Running, checked_spec())
+            }),
+            want_kind: DiffKind::Failing,
+            want_detail: "2 probe failures in a row",
+        },
+        DiffCase {
+            name: "stopping after failed liveness: failing",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(ObservedRecord {
+                stop_reason: Some(StopReason::Unhealthy),
+                stop_deadline: Some(after(1)),
+                ..observed(Phase::Stopping, checked_spec())
+            }),
+            want_kind: DiffKind::Failing,
+            want_detail: "failed liveness",
+        },
+        DiffCase {
+            name: "backing off: failing, with the last error and the restart time",
+            desired: Some(desired(1, spec())),
+            observed: Some(backing_off(Some(after(2_000)))),
+            want_kind: DiffKind::Failing,
+            want_detail: "exited with exit code 1; restart 2 due at unix ms 1002000",
+        },
+        DiffCase {
+            name: "exited with a failure under its policy: failing",
+            desired: Some(desired(1, policy_spec(RestartPolicy::Never))),
+            observed: Some(ObservedRecord {
+                last_exit: Some(ExitStatus::Signal(9)),
+                ..observed(Phase::Exited, policy_spec(RestartPolicy::Never))
+            }),
+            want_kind: DiffKind::Failing,
+            want_detail: "exited with signal SIGKILL",
+        },
+    ];
+
+    for case in cases {
+        let got = diff(case.desired.as_ref(), case.observed.as_ref());
+        assert_eq!(got.kind, case.want_kind, "kind, case: {}", case.name);
+        assert!(
+            got.detail.contains(case.want_detail),
+            "detail {:?} lacks {:?}, case: {}",
+            got.detail,
+            case.want_detail,
+            case.name
+        );
+    }
+}
+
+#[test]
+fn diff_summary_counts_each_kind() {
+    let cases: Vec<(&str, Vec<DiffKind>, DiffSummary)> = vec![
+        ("nothing added", vec![], DiffSummary::default()),
+        (
+            "one of each",
+            vec![
+                DiffKind::InSync,
+                DiffKind::Start,
+                DiffKind::Replace,
+                DiffKind::Stop,
+                DiffKind::Failing,
+            ],
+            DiffSummary {
+                to_start: 1,
+                to_replace: 1,
+                to_stop: 1,
+                failing: 1,
+                in_sync: 1,
+            },
+        ),
+        (
+            "repeats",
+            vec![
+                DiffKind::InSync,
+                DiffKind::InSync,
+                DiffKind::InSync,
+                DiffKind::Failing,
+                DiffKind::Failing,
+                DiffKind::Start,
+            ],
+            DiffSummary {
+                to_start: 1,
+                to_replace: 0,
+                to_stop: 0,
+                failing: 2,
+                in_sync: 3,
+            },
+        ),
+    ];
+    for (name, kinds, want) in cases {
+        let mut summary = DiffSummary::default();
+        for kind in kinds {
+            summary.add(kind);
+        }
+        assert_eq!(summary, want, "case: {name}");
+    }
+}
+
+#[test]
+fn diff_kind_names() {
+    let cases = [
+        (DiffKind::InSync, "in-sync"),
+        (DiffKind::Start, "start"),
+        (DiffKind::Replace, "replace"),
+        (DiffKind::Stop, "stop"),
+        (DiffKind::Failing, "failing"),
+    ];
+    for (kind, name) in cases {
+        assert_eq!(kind.as_str(), name, "case: {name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// requires_restart_from
+// ---------------------------------------------------------------------------------------------
+
+/// A change made to a copy of `spec()`.
+type SpecChange = fn(&mut ProcessSpec);
+
+#[test]
+fn requires_restart_from_table() {
+    let cases: Vec<(&str, SpecChange, bool)> = vec![
+        ("identical", |_| {}, false),
+        (
+            "labels added",
+            |s| {
+                s.labels.insert("team".into(), "data".into());
+            },
+            false,
+        ),
+        (
+            "env changed",
+            |s| {
+                s.env.insert("RUST_LOG".into(), "debug".into());
+            },
+            true,
+        ),
+        ("args changed", |s| s.args.push("--verbose".into()), true),
+        (
+            "executable changed",
+            |s| s.executable = PathBuf::from("/bin/true"),
+            true,
+        ),
+        (
+            "process type changed",
+            |s| s.process_type = ProcessType::Proxy,
+            true,
+        ),
+        (
+            "inherit_env changed",
+            |s| s.inherit_env.push("HOME".into()),
+            true,
+        ),
+        (
+            "working dir changed",
+            |s| s.working_dir = Some(PathBuf::from("/tmp")),
+            true,
+        ),
+        ("pattern changed", |s| s.pattern = Some("kv".into()), true),
+        (
+            "isolation changed",
+            |s| s.isolation = Isolation::Session,
+            true,
+        ),
+        (
+            "namespace changed",
+            |s| s.namespace = Some("ns".into()),
+            true,
+        ),
+        (
+            "session changed",
+            |s| s.session_id = Some("s1".into()),
+            true,
+        ),
+        (
+            "health check added",
+            |s| s.health_check = Some(health_check()),
+            true,
+        ),
+        (
+            "restart policy changed",
+            |s| s.restart_policy = RestartPolicy::Never,
+            true,
+        ),
+        (
+            "termination grace changed",
+            |s| s.termination_grace = Duration::from_secs(1),
+            true,
+        ),
+        (
+            "resources added",
+            |s| {
+                s.resources = Some(Resources {
+                    cpu_millis: Some(500),
+                    memory_bytes: None,
+                })
+            },
+            true,
+        ),
+        (
+            "requested ports changed",
+            |s| s.requested_ports.grpc = Some(9_000),
+            true,
+        ),
+    ];
+    for (name, change, want) in cases {
+        let running = spec();
+        let mut new = spec();
+        change(&mut new);
+        assert_eq!(new.requires_restart_from(&running), want, "case: {name}");
+        assert_eq!(
+            running.requires_restart_from(&new),
+            want,
+            "case (reversed): {name}"
+        );
+    }
+}

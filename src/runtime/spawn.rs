@@ -18,13 +18,13 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error("cannot open the log file {path}: {source}")]
+    #[error("cannot open the log file {path}")]
     OpenLog {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start {executable}: {source}")]
+    #[error("cannot start {executable}")]
     Exec {
         executable: PathBuf,
         #[source]

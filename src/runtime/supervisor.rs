@@ -20,6 +20,7 @@ use super::probe::start_probing;
 use super::reaper::{become_subreaper, reap_ready, ChildExit, ChildTable};
 use super::spawn::{spawn_child, SpawnContext};
 use super::{pidfd, procfs};
+use crate::error_chain::Chain;
 use crate::reconcile::{
     self, Action, Backoff, DesiredRecord, ObservedRecord, Phase, Ports, ProcessId, Spawned,
     StopReason, UnixMillis,
@@ -54,13 +55,13 @@ pub struct RuntimeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("cannot create the log directory {path}: {source}")]
+    #[error("cannot create the log directory {path}")]
     LogDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen for SIGCHLD, so exits could not be detected: {0}")]
+    #[error("cannot listen for SIGCHLD, so exits could not be detected")]
     ChildSignal(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,7 +137,7 @@ pub async fn run(
             }
             _ = resync.tick() => {
                 if let Err(error) = supervisor.resync() {
-                    tracing::error!(%error, "resync could not read the desired state; keeping the last known state");
+                    tracing::error!(error = %Chain(&error), "resync could not read the desired state; keeping the last known state");
                 }
             }
             () = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
@@ -199,7 +200,7 @@ impl Supervisor {
     fn resync(&mut self) -> Result<(), StoreError> {
         let (records, corrupt) = self.store.all_desired()?;
         for error in corrupt {
-            tracing::error!(%error, "skipping a corrupt desired record");
+            tracing::error!(error = %Chain(&error), "skipping a corrupt desired record");
         }
         let fresh: HashMap<ProcessId, DesiredRecord> = records
             .into_iter()
@@ -223,7 +224,7 @@ impl Supervisor {
                         self.desired.remove(&id);
                     }
                     Err(error) => {
-                        tracing::error!(%id, %error, "cannot read a changed desired record; keeping the last known one");
+                        tracing::error!(%id, error = %Chain(&error), "cannot read a changed desired record; keeping the last known one");
                     }
                 }
                 self.dirty.insert(id);
@@ -385,13 +386,13 @@ impl Supervisor {
         {
             Ok(ports) => ports,
             Err(error) => {
-                tracing::error!(%id, %error, "cannot allocate ports");
+                tracing::error!(%id, error = %Chain(&error), "cannot allocate ports");
                 let ports = previous_ports.unwrap_or(Ports { grpc: 0, health: 0 });
                 let next = reconcile::record_spawn_failed(
                     desired,
                     previous,
                     ports,
-                    error.to_string(),
+                    Chain(&error).to_string(),
                     &self.config.backoff,
                     now,
                 );
@@ -424,12 +425,12 @@ impl Supervisor {
                 self.set_observed(next);
             }
             Err(error) => {
-                tracing::error!(%id, %error, "cannot start process");
+                tracing::error!(%id, error = %Chain(&error), "cannot start process");
                 let next = reconcile::record_spawn_failed(
                     desired,
                     previous,
                     ports,
-                    error.to_string(),
+                    Chain(&error).to_string(),
                     &self.config.backoff,
                     now,
                 );
@@ -489,11 +490,11 @@ impl Supervisor {
                 None => self.store.delete_observed(&id),
             };
             if let Err(error) = written {
-                tracing::error!(%id, %error, "cannot record the observed state");
+                tracing::error!(%id, error = %Chain(&error), "cannot record the observed state");
             }
         }
         if let Err(error) = self.store.flush() {
-            tracing::error!(%error, "cannot flush the observed state");
+            tracing::error!(error = %Chain(&error), "cannot flush the observed state");
         }
     }
 
@@ -504,7 +505,7 @@ impl Supervisor {
     async fn recover_previous_run(&mut self) -> Result<(), StoreError> {
         let (records, corrupt) = self.store.all_observed()?;
         for error in corrupt {
-            tracing::error!(%error, "skipping a corrupt observed record");
+            tracing::error!(error = %Chain(&error), "skipping a corrupt observed record");
         }
         let mut stops = tokio::task::JoinSet::new();
         for mut record in records {

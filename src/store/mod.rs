@@ -23,31 +23,35 @@ const LAUNCHER_ID_KEY: &[u8] = b"launcher_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store at {path}: {source}")]
+    #[error("cannot open the store at {path}")]
     Open {
         path: PathBuf,
         #[source]
         source: sled::Error,
     },
     #[error(
+        "the store at {path} is in use by another running launcher; stop it or use another --data-dir"
+    )]
+    Locked { path: PathBuf },
+    #[error(
         "the store at {path} has schema version {found}, but this launcher reads version {SCHEMA_VERSION}; \
          use a launcher built for version {found} or move the data directory aside"
     )]
     UnsupportedSchema { path: PathBuf, found: String },
-    #[error("store operation failed while {action}: {source}")]
+    #[error("store operation failed while {action}")]
     Io {
         action: String,
         #[source]
         source: sled::Error,
     },
-    #[error("record {key:?} in the {tree} tree is corrupt: {source}")]
+    #[error("record {key:?} in the {tree} tree is corrupt")]
     Corrupt {
         tree: &'static str,
         key: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("cannot encode the {tree} record {key:?}: {source}")]
+    #[error("cannot encode the {tree} record {key:?}")]
     Encode {
         tree: &'static str,
         key: String,
@@ -111,7 +115,16 @@ impl Store {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(open_error)?;
+            .map_err(|error| match &error {
+                // sled takes an exclusive, non-blocking file lock: WouldBlock means another
+                // process holds it.
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    }
+                }
+                _ => open_error(error),
+            })?;
         let tree = |name: &str| db.open_tree(name).map_err(open_error);
         let store = Store {
             path: dir.to_path_buf(),
