@@ -197,8 +197,8 @@ impl Manifest {
             let timeout = check
                 .timeout
                 .map_or(HealthCheck::DEFAULT_TIMEOUT, |value| value.0);
-            for problem in health_timing_problems(interval, timeout) {
-                problems.push(format!("healthcheck: {problem}"));
+            for (field, problem) in health_timing_problems(interval, timeout) {
+                problems.push(format!("healthcheck.{field}: {problem}"));
             }
             if !check.path.starts_with('/') {
                 problems.push(format!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::catalog::Catalog;
-use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue};
+use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor};
 use crate::reconcile::{
     HealthCheck, Isolation, Probe, ProcessId, ProcessSpec, ProcessType, RequestedPorts, Resources,
     RestartPolicy,
@@ -69,6 +69,7 @@ pub struct FileSpec {
     pub id: ProcessId,
     pub spec: ProcessSpec,
     pub document: usize,
+    /// The line of its `metadata.name` (else of the document's start).
     pub line: usize,
 }
 
@@ -128,7 +129,7 @@ pub fn parse_spec_text(
                     .location()
                     .map(|location| document.first_line + location.line() - 1);
                 let field = if field == "." { String::new() } else { field };
-                error_at(&field, line, clean_yaml_message(&inner.to_string()));
+                error_at(&field, line, clean_yaml_message(&inner.to_string(), &field));
                 continue;
             }
         };
@@ -137,7 +138,8 @@ pub fn parse_spec_text(
                 id,
                 spec,
                 document: document.index,
-                line: document.first_line,
+                line: locate_field(document.text, "metadata.name")
+                    .map_or(document.first_line, |offset| document.first_line + offset),
             }),
             Err(problems) => {
                 for problem in problems {
@@ -168,11 +170,16 @@ pub fn parse_spec_text(
     }
 }
 
-/// serde_yaml appends " at line L column C" to its messages; we report the line ourselves.
-fn clean_yaml_message(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(index) => message[..index].to_string(),
-        None => message.to_string(),
+/// serde_yaml prefixes its messages with the path of the enclosing mapping and appends
+/// " at line L column C"; we report the field and the line ourselves.
+fn clean_yaml_message(message: &str, field: &str) -> String {
+    let message = match message.find(" at line ") {
+        Some(index) => &message[..index],
+        None => message,
+    };
+    match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && field.starts_with(path) => rest.to_string(),
+        _ => message.to_string(),
     }
 }
 
@@ -266,7 +273,7 @@ struct SpecDocument {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Metadata {
-    name: ProcessId,
+    name: NameValue,
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
@@ -293,6 +300,23 @@ struct SpecBody {
     termination_grace_period: Option<DurationValue>,
     resources: Option<ResourcesValue>,
     ports: Option<PortsValue>,
+}
+
+/// `metadata.name`, validated while its scalar is read so that an error gets the name's line.
+#[derive(Debug)]
+struct NameValue(ProcessId);
+
+impl<'de> Deserialize<'de> for NameValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TextVisitor {
+            expecting: "a process name",
+            parse: |text| {
+                ProcessId::new(text)
+                    .map(NameValue)
+                    .map_err(|error| error.to_string())
+            },
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy)]
@@ -391,7 +415,7 @@ impl SpecDocument {
             .spec
             .resolve(self.metadata.labels, base_dir, catalog, &mut problems);
         match spec {
-            Some(spec) if problems.is_empty() => Ok((self.metadata.name, spec)),
+            Some(spec) if problems.is_empty() => Ok((self.metadata.name.0, spec)),
             _ => Err(problems),
         }
     }
@@ -642,8 +666,8 @@ fn check_health_timing(
     field: &str,
     problems: &mut Vec<Problem>,
 ) {
-    for message in super::values::health_timing_problems(interval, timeout) {
-        problems.push(problem(field, message));
+    for (name, message) in super::values::health_timing_problems(interval, timeout) {
+        problems.push(problem(&format!("{field}.{name}"), message));
     }
 }
 

@@ -12,10 +12,29 @@ pub struct DurationValue(pub Duration);
 
 impl<'de> Deserialize<'de> for DurationValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_duration(&text)
-            .map(DurationValue)
-            .map_err(de::Error::custom)
+        deserializer.deserialize_str(TextVisitor {
+            expecting: "a duration such as 500ms, 10s, 5m or 1h",
+            parse: |text| parse_duration(text).map(DurationValue),
+        })
+    }
+}
+
+/// Parses a scalar inside the visitor, so that serde_yaml puts the scalar's own line on the
+/// error (an error raised after deserializing a `String` gets the enclosing mapping's line).
+pub struct TextVisitor<T> {
+    pub expecting: &'static str,
+    pub parse: fn(&str) -> Result<T, String>,
+}
+
+impl<T> Visitor<'_> for TextVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
+        (self.parse)(value).map_err(E::custom)
     }
 }
 
@@ -137,16 +156,21 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// What is wrong with a health check's timing, shared by spec files and catalog manifests.
-pub fn health_timing_problems(interval: Duration, timeout: Duration) -> Vec<String> {
+/// What is wrong with a health check's timing, as (field, message) pairs where the field is
+/// `interval` or `timeout`; shared by spec files and catalog manifests.
+pub fn health_timing_problems(
+    interval: Duration,
+    timeout: Duration,
+) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
     if interval < Duration::from_millis(100) {
-        problems.push(format!(
-            "interval {interval:?} is too short; it must be at least 100ms"
+        problems.push((
+            "interval",
+            format!("interval {interval:?} is too short; it must be at least 100ms"),
         ));
     }
     if timeout.is_zero() {
-        problems.push("timeout must be positive".to_string());
+        problems.push(("timeout", "timeout must be positive".to_string()));
     }
     problems
 }

@@ -116,9 +116,9 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|error| match &error {
-                // sled takes an exclusive, non-blocking file lock: WouldBlock means another
-                // process holds it.
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                // sled takes an exclusive, non-blocking file lock and reports a held one only
+                // through this message.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     StoreError::Locked {
                         path: dir.to_path_buf(),
                     }
