@@ -336,7 +336,7 @@ fn validate_reports_every_error_with_file_document_field_and_line() {
     );
     assert!(
         stdout.contains(&format!(
-            "{path}:12: document 2, field spec.terminationGracePeriod"
+            "{path}:13: document 2, field spec.terminationGracePeriod"
         )),
         "{stdout}"
     );
