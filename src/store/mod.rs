@@ -94,6 +94,8 @@ pub struct Store {
     observed: sled::Tree,
     /// The last generation given to each id; kept after deletes so generations never repeat.
     generations: sled::Tree,
+    /// `<owner>\0<id>` for each desired record, so a source's records are found without a scan.
+    by_owner: sled::Tree,
     meta: sled::Tree,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<ProcessId>>>,
 }
@@ -131,6 +133,7 @@ impl Store {
             desired: tree("desired")?,
             observed: tree("observed")?,
             generations: tree("generations")?,
+            by_owner: tree("by_owner")?,
             meta: tree("meta")?,
             db,
             subscribers: Mutex::new(Vec::new()),
@@ -259,58 +262,71 @@ impl Store {
 
     /// Makes `specs` the whole desired set of `source`: new ids are created, changed specs get a
     /// new generation, ids of the source missing from `specs` are deleted. Ids owned by another
-    /// source are left alone and reported as conflicts. Atomic and durable.
+    /// source are left alone and reported as conflicts. Atomic and durable. Costs O(the records
+    /// of this source), not O(all records).
     pub fn apply_source(
         &self,
         source: &Source,
         specs: &[(ProcessId, ProcessSpec)],
     ) -> Result<ApplyOutcome, StoreError> {
-        let (current, _corrupt) = self.all_desired()?;
-        let previously_owned: Vec<ProcessId> = current
-            .iter()
-            .filter(|record| record.source.same_owner(source))
-            .map(|record| record.id.clone())
-            .collect();
-        let outcome =
-            self.transact("applying a source's desired set", |desired, generations| {
-                let mut outcome = ApplyOutcome::default();
-                for (id, spec) in specs {
-                    let existing = read_desired_tx(desired, id)?;
-                    match existing {
-                        Some(existing) if !existing.source.same_owner(source) => {
-                            outcome.conflicts.push((id.clone(), existing.source));
-                        }
-                        Some(existing) if existing.spec == *spec && existing.source == *source => {
-                            outcome.unchanged.push(id.clone());
-                        }
-                        Some(_) => {
-                            write_desired_tx(desired, generations, id, spec, source)?;
-                            outcome.updated.push(id.clone());
-                        }
-                        None => {
-                            write_desired_tx(desired, generations, id, spec, source)?;
-                            outcome.created.push(id.clone());
-                        }
+        let previously_owned = self.ids_owned_by(source)?;
+        let outcome = self.transact("applying a source's desired set", |tx| {
+            let mut outcome = ApplyOutcome::default();
+            for (id, spec) in specs {
+                match tx.read(id)? {
+                    Some(existing) if !existing.source.same_owner(source) => {
+                        outcome.conflicts.push((id.clone(), existing.source));
+                    }
+                    Some(existing) if existing.spec == *spec && existing.source == *source => {
+                        outcome.unchanged.push(id.clone());
+                    }
+                    Some(existing) => {
+                        tx.write(id, spec, source, Some(&existing))?;
+                        outcome.updated.push(id.clone());
+                    }
+                    None => {
+                        tx.write(id, spec, source, None)?;
+                        outcome.created.push(id.clone());
                     }
                 }
-                for id in &previously_owned {
-                    if specs.iter().any(|(declared, _)| declared == id) {
-                        continue;
-                    }
-                    // Ownership is checked again inside the transaction: another source may
-                    // have taken the id since the scan above.
-                    let still_owned = read_desired_tx(desired, id)?
-                        .is_some_and(|existing| existing.source.same_owner(source));
-                    if still_owned {
-                        desired.remove(id.as_str())?;
+            }
+            for id in &previously_owned {
+                if specs.iter().any(|(declared, _)| declared == id) {
+                    continue;
+                }
+                // Ownership is checked again inside the transaction: another source may have
+                // taken the id since the index was read.
+                match tx.read(id)? {
+                    Some(existing) if existing.source.same_owner(source) => {
+                        tx.remove(&existing)?;
                         outcome.deleted.push(id.clone());
                     }
+                    _ => {}
                 }
-                Ok(outcome)
-            })?;
+            }
+            Ok(outcome)
+        })?;
         self.flush()?;
         self.notify(outcome.changed());
         Ok(outcome)
+    }
+
+    /// The ids whose desired record `source` owns, from the owner index.
+    fn ids_owned_by(&self, source: &Source) -> Result<Vec<ProcessId>, StoreError> {
+        let prefix = owner_prefix(source);
+        let mut ids = Vec::new();
+        for entry in self.by_owner.scan_prefix(prefix.as_bytes()) {
+            let (key, _) =
+                entry.map_err(|error| io(format!("listing what {source} owns"), error))?;
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            match ProcessId::new(id) {
+                Ok(id) => ids.push(id),
+                Err(error) => {
+                    tracing::warn!(%error, %source, "skipping a bad key in the owner index")
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// Creates or updates the desired record of `id` for `source`; refuses an id another source
@@ -321,27 +337,16 @@ impl Store {
         spec: &ProcessSpec,
         source: &Source,
     ) -> Result<DesiredRecord, StoreError> {
-        let record =
-            self.transact(
-                "writing a desired record",
-                |desired, generations| match read_desired_tx(desired, id)? {
-                    Some(existing) if !existing.source.same_owner(source) => Err(
-                        ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
-                            id: id.clone(),
-                            owner: existing.source,
-                            requester: source.clone(),
-                        }),
-                    ),
-                    Some(existing) if existing.spec == *spec && existing.source == *source => {
-                        Ok((existing, false))
-                    }
-                    _ => Ok((
-                        write_desired_tx(desired, generations, id, spec, source)?,
-                        true,
-                    )),
-                },
-            )?;
-        let (record, changed) = record;
+        let (record, changed) =
+            self.transact("writing a desired record", |tx| match tx.read(id)? {
+                Some(existing) if !existing.source.same_owner(source) => {
+                    Err(owned_by_another(id, existing.source, source))
+                }
+                Some(existing) if existing.spec == *spec && existing.source == *source => {
+                    Ok((existing, false))
+                }
+                existing => Ok((tx.write(id, spec, source, existing.as_ref())?, true)),
+            })?;
         if changed {
             self.flush()?;
             self.notify([id]);
@@ -351,20 +356,14 @@ impl Store {
 
     /// Deletes the desired record of `id` if `source` owns it. Returns whether one was deleted.
     pub fn delete_desired(&self, id: &ProcessId, source: &Source) -> Result<bool, StoreError> {
-        let deleted = self.transact("deleting a desired record", |desired, _generations| {
-            match read_desired_tx(desired, id)? {
-                None => Ok(false),
-                Some(existing) if !existing.source.same_owner(source) => Err(
-                    ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
-                        id: id.clone(),
-                        owner: existing.source,
-                        requester: source.clone(),
-                    }),
-                ),
-                Some(_) => {
-                    desired.remove(id.as_str())?;
-                    Ok(true)
-                }
+        let deleted = self.transact("deleting a desired record", |tx| match tx.read(id)? {
+            None => Ok(false),
+            Some(existing) if !existing.source.same_owner(source) => {
+                Err(owned_by_another(id, existing.source, source))
+            }
+            Some(existing) => {
+                tx.remove(&existing)?;
+                Ok(true)
             }
         })?;
         if deleted {
@@ -377,13 +376,16 @@ impl Store {
     fn transact<T>(
         &self,
         action: &str,
-        body: impl Fn(
-            &sled::transaction::TransactionalTree,
-            &sled::transaction::TransactionalTree,
-        ) -> Result<T, ConflictableTransactionError<StoreError>>,
+        body: impl Fn(&Tx<'_>) -> Result<T, ConflictableTransactionError<StoreError>>,
     ) -> Result<T, StoreError> {
-        (&self.desired, &self.generations)
-            .transaction(|(desired, generations)| body(desired, generations))
+        (&self.desired, &self.generations, &self.by_owner)
+            .transaction(|(desired, generations, by_owner)| {
+                body(&Tx {
+                    desired,
+                    generations,
+                    by_owner,
+                })
+            })
             .map_err(|error| match error {
                 TransactionError::Abort(error) => error,
                 TransactionError::Storage(source) => io(action, source),
@@ -391,39 +393,84 @@ impl Store {
     }
 }
 
-fn read_desired_tx(
-    desired: &sled::transaction::TransactionalTree,
+fn owned_by_another(
     id: &ProcessId,
-) -> Result<Option<DesiredRecord>, ConflictableTransactionError<StoreError>> {
-    match desired.get(id.as_str())? {
-        None => Ok(None),
-        // A corrupt record is replaced by the new write rather than blocking its owner forever.
-        Some(bytes) => Ok(decode("desired", id.as_str(), &bytes).ok()),
-    }
+    owner: Source,
+    requester: &Source,
+) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
+        id: id.clone(),
+        owner,
+        requester: requester.clone(),
+    })
 }
 
-fn write_desired_tx(
-    desired: &sled::transaction::TransactionalTree,
-    generations: &sled::transaction::TransactionalTree,
-    id: &ProcessId,
-    spec: &ProcessSpec,
-    source: &Source,
-) -> Result<DesiredRecord, ConflictableTransactionError<StoreError>> {
-    let last_generation = match generations.get(id.as_str())? {
-        Some(bytes) => decode_generation(&bytes),
-        None => 0,
-    };
-    let record = DesiredRecord {
-        id: id.clone(),
-        spec: spec.clone(),
-        generation: last_generation + 1,
-        source: source.clone(),
-    };
-    let bytes =
-        encode("desired", id.as_str(), &record).map_err(ConflictableTransactionError::Abort)?;
-    desired.insert(id.as_str(), bytes)?;
-    generations.insert(id.as_str(), &record.generation.to_be_bytes())?;
-    Ok(record)
+/// The owner index key prefix of a source: `file:<path>`, `api` or `admin`, then a NUL (which no
+/// path or id contains).
+fn owner_prefix(source: &Source) -> String {
+    format!("{source}\0")
+}
+
+fn owner_key(source: &Source, id: &ProcessId) -> String {
+    format!("{}{id}", owner_prefix(source))
+}
+
+/// The trees a desired-state transaction writes together.
+struct Tx<'a> {
+    desired: &'a sled::transaction::TransactionalTree,
+    generations: &'a sled::transaction::TransactionalTree,
+    by_owner: &'a sled::transaction::TransactionalTree,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+impl Tx<'_> {
+    fn read(&self, id: &ProcessId) -> TxResult<Option<DesiredRecord>> {
+        match self.desired.get(id.as_str())? {
+            None => Ok(None),
+            // A corrupt record is replaced by the next write rather than blocking its owner.
+            Some(bytes) => Ok(decode("desired", id.as_str(), &bytes).ok()),
+        }
+    }
+
+    /// Writes the record with the next generation of `id`, keeping the owner index right.
+    fn write(
+        &self,
+        id: &ProcessId,
+        spec: &ProcessSpec,
+        source: &Source,
+        existing: Option<&DesiredRecord>,
+    ) -> TxResult<DesiredRecord> {
+        let last_generation = match self.generations.get(id.as_str())? {
+            Some(bytes) => decode_generation(&bytes),
+            None => 0,
+        };
+        let record = DesiredRecord {
+            id: id.clone(),
+            spec: spec.clone(),
+            generation: last_generation + 1,
+            source: source.clone(),
+        };
+        let bytes =
+            encode("desired", id.as_str(), &record).map_err(ConflictableTransactionError::Abort)?;
+        self.desired.insert(id.as_str(), bytes)?;
+        self.generations
+            .insert(id.as_str(), &record.generation.to_be_bytes())?;
+        if let Some(existing) = existing {
+            self.by_owner
+                .remove(owner_key(&existing.source, id).as_bytes())?;
+        }
+        self.by_owner
+            .insert(owner_key(source, id).as_bytes(), &[])?;
+        Ok(record)
+    }
+
+    fn remove(&self, existing: &DesiredRecord) -> TxResult<()> {
+        self.desired.remove(existing.id.as_str())?;
+        self.by_owner
+            .remove(owner_key(&existing.source, &existing.id).as_bytes())?;
+        Ok(())
+    }
 }
 
 fn decode_generation(bytes: &[u8]) -> u64 {
