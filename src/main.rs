@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
-use prism_launcher::api::{self, catalog, spec_watch, SourceProblems};
+use prism_launcher::api::{self, catalog, catalog_watch, spec_watch, SourceProblems};
 use prism_launcher::reconcile::Backoff;
 use prism_launcher::runtime::{self, RuntimeConfig};
 use prism_launcher::store::Store;
@@ -75,6 +75,10 @@ struct ServeArgs {
     /// A process that ran this long before it exited starts its failure count afresh.
     #[arg(long, default_value = "10m", value_parser = parse_duration_flag)]
     backoff_reset_after: Duration,
+    /// How long LaunchPattern waits for a healthy process (never less than its health check
+    /// needs).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
+    launch_timeout: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -197,11 +201,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         None => store.launcher_id_or_insert(&new_launcher_id())?,
     };
 
-    let (catalog, catalog_errors) = catalog::load_catalog(&args.patterns_dir);
-    for error in &catalog_errors {
-        tracing::error!(%error, "pattern manifest rejected");
-    }
-    tracing::info!(patterns = %catalog.names_for_message(), dir = %args.patterns_dir.display(), "pattern catalog loaded");
+    let problems = SourceProblems::default();
+    let catalog: catalog::SharedCatalog = Arc::default();
+    catalog_watch::reload_catalog(&args.patterns_dir, &catalog, &problems);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -215,7 +217,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%address, %launcher_id, data_dir = %args.data_dir.display(), specs_dir = %specs_dir.display(), "prism-launcher serving");
 
     let (stop, stopped) = watch::channel(false);
-    let problems = SourceProblems::default();
+    let started_at = runtime::now();
     let runtime_config = RuntimeConfig {
         data_dir: args.data_dir.clone(),
         launcher_id: launcher_id.clone(),
@@ -232,23 +234,42 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         runtime_config,
         wait_for_stop(stopped.clone()),
     ));
+    let (catalog_changed, catalog_changes) = watch::channel(0u64);
+    let catalog_watcher = tokio::spawn(catalog_watch::watch_catalog(
+        args.patterns_dir.clone(),
+        catalog.clone(),
+        catalog_changed,
+        problems.clone(),
+        wait_for_stop(stopped.clone()),
+    ));
     let watcher = tokio::spawn(spec_watch::watch_spec_dir(
         specs_dir,
         store.clone(),
-        Arc::new(catalog),
+        catalog.clone(),
+        catalog_changes,
         problems.clone(),
         args.resync_interval,
         wait_for_stop(stopped.clone()),
     ));
-    let admin = api::status::LauncherAdminService {
-        store: store.clone(),
-        launcher_id,
-        problems,
-        clock: Arc::new(runtime::now),
+    let clock: api::status::Clock = Arc::new(runtime::now);
+    let services = api::server::Services {
+        admin: api::status::LauncherAdminService {
+            store: store.clone(),
+            launcher_id,
+            problems,
+            clock: clock.clone(),
+        },
+        launcher: api::pattern_launcher::PatternLauncherService {
+            store: store.clone(),
+            catalog,
+            clock,
+            started_at,
+            launch_wait: args.launch_timeout,
+        },
     };
     let server = tokio::spawn(api::server::serve(
         listener,
-        admin,
+        services,
         wait_for_stop(stopped.clone()),
     ));
 
@@ -266,7 +287,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         Some(result) => result,
         None => reconciler.await,
     };
-    let (watched, served) = tokio::join!(watcher, server);
+    let (watched, served, catalog_watched) = tokio::join!(watcher, server, catalog_watcher);
+    catalog_watched.context("the catalog watcher panicked")?;
     let _ = std::fs::remove_file(&address_file);
     reconciled.context("the reconcile loop panicked")??;
     if loop_ended_early {

@@ -2,13 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::values::{
     health_timing_problems, parse_cpu, parse_memory, DurationValue, QuantityValue,
 };
-use crate::reconcile::{HealthCheck, Isolation, Probe, Resources};
+use crate::reconcile::{
+    HealthCheck, Isolation, Probe, ProcessSpec, ProcessType, RequestedPorts, Resources,
+    RestartPolicy,
+};
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
 
@@ -63,6 +68,75 @@ impl Catalog {
             self.entries.keys().cloned().collect::<Vec<_>>().join(", ")
         }
     }
+}
+
+/// The catalog shared by the spec watcher and the PatternLauncher service, replaced whole on
+/// every reload.
+pub type SharedCatalog = Arc<RwLock<Catalog>>;
+
+/// Reads the shared catalog. A panic while it was being replaced cannot leave it half-written
+/// (it is swapped whole), so a poisoned lock still holds a consistent catalog.
+pub fn read_catalog(shared: &SharedCatalog) -> RwLockReadGuard<'_, Catalog> {
+    shared
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Catalog {
+    /// The catalog after a reload: the freshly loaded entries, plus each entry of `self` whose
+    /// manifest failed to load this time, so that a bad edit never removes a good pattern.
+    pub fn reloaded(&self, fresh: Catalog, errors: &[CatalogError]) -> Catalog {
+        let mut next = fresh;
+        for entry in self.entries.values() {
+            let broken = errors.iter().any(|error| error.manifest == entry.manifest);
+            if broken && next.get(&entry.name).is_none() {
+                next.insert(entry.clone());
+            }
+        }
+        next
+    }
+}
+
+impl CatalogEntry {
+    /// The spec of a process launched from this pattern.
+    pub fn launch_spec(&self, launch: Launch) -> ProcessSpec {
+        let mut env = self.environment.clone();
+        env.extend(launch.config);
+        ProcessSpec {
+            process_type: ProcessType::Pattern,
+            executable: self.executable.clone(),
+            args: Vec::new(),
+            env,
+            inherit_env: Vec::new(),
+            working_dir: None,
+            pattern: Some(self.name.clone()),
+            isolation: launch.isolation,
+            namespace: launch.namespace,
+            session_id: launch.session_id,
+            health_check: self.health_check.clone(),
+            restart_policy: RestartPolicy::Always,
+            termination_grace: launch
+                .grace
+                .unwrap_or(ProcessSpec::DEFAULT_TERMINATION_GRACE),
+            resources: self.resources.clone(),
+            requested_ports: RequestedPorts {
+                grpc: None,
+                health: self.health_port,
+            },
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a launch adds to a catalog entry.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    pub isolation: Isolation,
+    pub namespace: Option<String>,
+    pub session_id: Option<String>,
+    /// Variables for the child's environment (already validated).
+    pub config: BTreeMap<String, String>,
+    pub grace: Option<Duration>,
 }
 
 /// Loads every `<dir>/<name>/manifest.yaml`. A bad manifest is reported and left out; the others

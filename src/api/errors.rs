@@ -2,6 +2,7 @@
 
 use tonic::Status;
 
+use super::pattern_launcher::PatternError;
 use crate::error_chain::Chain;
 use crate::store::StoreError;
 
@@ -17,5 +18,28 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::Io { .. }
         | StoreError::Corrupt { .. }
         | StoreError::Encode { .. } => Status::internal(message),
+    }
+}
+
+/// The status a refused PatternLauncher call answers with.
+pub fn pattern_status(error: PatternError) -> Status {
+    let message = Chain(&error).to_string();
+    match error {
+        PatternError::MissingPatternName
+        | PatternError::MissingNamespace { .. }
+        | PatternError::MissingSession
+        | PatternError::TooLong { .. }
+        | PatternError::InvalidId(_)
+        | PatternError::BadConfig { .. }
+        | PatternError::TooMuchConfig { .. }
+        | PatternError::NegativeGrace(_)
+        | PatternError::MissingProcessId => Status::invalid_argument(message),
+        PatternError::UnknownPattern { .. } | PatternError::UnknownProcess { .. } => {
+            Status::not_found(message)
+        }
+        PatternError::NotLaunchedHere { .. } | PatternError::OtherPattern { .. } => {
+            Status::failed_precondition(message)
+        }
+        PatternError::Store(error) => store_status(error),
     }
 }

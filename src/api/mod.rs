@@ -2,8 +2,10 @@
 //! the files people write (spec files, the pattern catalog) with the watcher of the spec directory.
 
 pub mod catalog;
+pub mod catalog_watch;
 pub mod client;
 mod errors;
+pub mod pattern_launcher;
 mod problems;
 pub mod proto;
 pub mod server;

@@ -13,6 +13,8 @@ struct Problems {
     invalid: BTreeMap<PathBuf, Vec<String>>,
     /// Names a file declares that another source owns.
     conflicts: BTreeMap<PathBuf, Vec<(ProcessId, Source)>>,
+    /// Catalog manifests that failed to load, by manifest path.
+    manifests: BTreeMap<PathBuf, Vec<String>>,
 }
 
 /// Shared between the spec watcher, which writes it, and the status service, which reads it.
@@ -53,6 +55,19 @@ impl SourceProblems {
         self.lock().invalid.remove(file);
     }
 
+    /// Replaces the catalog's problems with those of the latest load.
+    pub fn set_catalog_errors(&self, errors: &[super::catalog::CatalogError]) {
+        let mut problems = self.lock();
+        problems.manifests.clear();
+        for error in errors {
+            problems
+                .manifests
+                .entry(error.manifest.clone())
+                .or_default()
+                .push(error.message.clone());
+        }
+    }
+
     /// Files that declare a name another source owns, to retry when owners change.
     pub fn files_with_conflicts(&self) -> Vec<PathBuf> {
         self.lock().conflicts.keys().cloned().collect()
@@ -62,6 +77,12 @@ impl SourceProblems {
     pub fn snapshot(&self) -> BTreeMap<String, Vec<String>> {
         let problems = self.lock();
         let mut report: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (manifest, errors) in &problems.manifests {
+            report
+                .entry(format!("manifest:{}", manifest.display()))
+                .or_default()
+                .extend(errors.iter().cloned());
+        }
         for (file, errors) in &problems.invalid {
             report
                 .entry(file_source(file))

@@ -1,26 +1,70 @@
-//! The gRPC listener: every service on one socket, bound by the caller.
+//! The gRPC listener: every service on one socket, bound by the caller. Reflection (v1 and
+//! v1alpha) lists exactly the services served, so `grpcurl list` never shows one that answers
+//! UNIMPLEMENTED.
 
 use std::future::Future;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use super::pattern_launcher::PatternLauncherService;
+use super::proto::prism::launcher::pattern_launcher_server::PatternLauncherServer;
 use super::proto::prism::launcher::v1::launcher_admin_server::LauncherAdminServer;
+use super::proto::FILE_DESCRIPTOR_SET;
 use super::status::LauncherAdminService;
 
-#[derive(Debug, thiserror::Error)]
-#[error("the gRPC server failed")]
-pub struct ServeError(#[from] tonic::transport::Error);
+/// The full names of the services this listener serves, as reflection and grpc.health see them.
+pub const SERVED_SERVICES: [&str; 5] = [
+    "prism.launcher.PatternLauncher",
+    "prism.launcher.v1.LauncherAdmin",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
-/// Serves the launcher's gRPC services on `listener` until `shutdown` completes.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The services of the listener.
+pub struct Services {
+    pub admin: LauncherAdminService,
+    pub launcher: PatternLauncherService,
+}
+
+/// Serves every service on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    admin: LauncherAdminService,
+    services: Services,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    for service in &SERVED_SERVICES[..2] {
+        health_reporter
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     tonic::transport::Server::builder()
-        .add_service(LauncherAdminServer::new(admin))
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(PatternLauncherServer::new(services.launcher))
+        .add_service(LauncherAdminServer::new(services.admin))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// A reflection builder that knows every served descriptor and lists only the served services.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    SERVED_SERVICES.iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |builder, service| builder.with_service_name(*service),
+    )
 }

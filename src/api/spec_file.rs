@@ -706,7 +706,8 @@ fn absolute_from(base_dir: &Path, path: &str) -> PathBuf {
     std::path::absolute(&joined).unwrap_or(joined)
 }
 
-fn is_env_name(name: &str) -> bool {
+/// Whether `name` can be an environment variable name: a letter or `_`, then letters, digits, `_`.
+pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::catalog::Catalog;
+use super::catalog::{read_catalog, SharedCatalog};
 use super::problems::SourceProblems;
 use super::spec_file::load_spec_file;
 use crate::error_chain::Chain;
@@ -52,17 +52,14 @@ pub fn is_spec_file_name(path: &Path) -> bool {
         && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
-/// Keeps the store's file-sourced desired records equal to the spec files in `dir` until
-/// `shutdown` completes.
-pub async fn watch_spec_dir(
-    dir: PathBuf,
-    store: Arc<Store>,
-    catalog: Arc<Catalog>,
-    problems: SourceProblems,
-    resync_interval: Duration,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), SpecWatchError> {
-    let (sender, mut changes) = mpsc::unbounded_channel::<PathBuf>();
+/// Watches `dir` (and below it when `recursive`): the paths named by its events arrive on the
+/// returned channel for as long as the returned watcher is kept.
+pub(super) fn watch_directory(
+    dir: &Path,
+    recursive: bool,
+) -> Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<PathBuf>), notify::Error> {
+    let (sender, changes) = mpsc::unbounded_channel::<PathBuf>();
+    let shown = dir.display().to_string();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
             Ok(event) => {
@@ -72,21 +69,35 @@ pub async fn watch_spec_dir(
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "spec directory watch error; the next resync will catch up")
+                tracing::warn!(dir = %shown, %error, "watch error; the next resync will catch up")
             }
         }
-    })
-    .map_err(|source| SpecWatchError::Watch {
-        dir: dir.clone(),
-        source,
     })?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|source| SpecWatchError::Watch {
+    let mode = if recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    watcher.watch(dir, mode)?;
+    Ok((watcher, changes))
+}
+
+/// Keeps the store's file-sourced desired records equal to the spec files in `dir` until
+/// `shutdown` completes. Every spec file is read again when the catalog changes.
+pub async fn watch_spec_dir(
+    dir: PathBuf,
+    store: Arc<Store>,
+    catalog: SharedCatalog,
+    mut catalog_changes: watch::Receiver<u64>,
+    problems: SourceProblems,
+    resync_interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SpecWatchError> {
+    let (_watcher, mut changes) =
+        watch_directory(&dir, false).map_err(|source| SpecWatchError::Watch {
             dir: dir.clone(),
             source,
         })?;
-
     let specs = SpecDir {
         dir,
         store,
@@ -101,11 +112,8 @@ pub async fn watch_spec_dir(
     loop {
         tokio::select! {
             () = &mut shutdown => return Ok(()),
-            _ = resync.tick() => {
-                if let Err(error) = specs.full_scan() {
-                    tracing::error!(error = %Chain(&error), "spec directory resync failed");
-                }
-            }
+            _ = resync.tick() => specs.rescan(),
+            Ok(()) = catalog_changes.changed() => specs.rescan(),
             Some(first) = changes.recv() => {
                 let changed = debounce(first, &mut changes).await;
                 specs.apply_changed(changed);
@@ -116,7 +124,7 @@ pub async fn watch_spec_dir(
 
 /// Collects the paths of a burst of events: until `DEBOUNCE_QUIET` passes with no event, or
 /// `DEBOUNCE_MAX` after the first.
-async fn debounce(
+pub(super) async fn debounce(
     first: PathBuf,
     changes: &mut mpsc::UnboundedReceiver<PathBuf>,
 ) -> BTreeSet<PathBuf> {
@@ -136,11 +144,17 @@ async fn debounce(
 struct SpecDir {
     dir: PathBuf,
     store: Arc<Store>,
-    catalog: Arc<Catalog>,
+    catalog: SharedCatalog,
     problems: SourceProblems,
 }
 
 impl SpecDir {
+    fn rescan(&self) {
+        if let Err(error) = self.full_scan() {
+            tracing::error!(error = %Chain(&error), "spec directory rescan failed");
+        }
+    }
+
     /// Applies every spec file in the directory and removes what files that are gone declared.
     fn full_scan(&self) -> Result<(), SpecWatchError> {
         let read_error = |source| SpecWatchError::ReadDir {
@@ -195,7 +209,8 @@ impl SpecDir {
             path: path.to_path_buf(),
         };
         let specs = if path.exists() {
-            match load_spec_file(path, &self.catalog) {
+            let loaded = load_spec_file(path, &read_catalog(&self.catalog));
+            match loaded {
                 Ok(specs) => specs,
                 Err(errors) => {
                     for error in &errors {

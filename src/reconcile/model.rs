@@ -92,6 +92,31 @@ impl fmt::Display for ProcessId {
     }
 }
 
+/// The id a pattern launch maps to: `shared:<pattern>`, `ns:<namespace>:<pattern>` or
+/// `session:<namespace>:<session>:<pattern>`. The same launch always maps to the same id, which
+/// is how isolation shares or separates processes.
+pub fn pattern_process_id(
+    isolation: Isolation,
+    namespace: &str,
+    session_id: &str,
+    pattern: &str,
+) -> Result<ProcessId, InvalidProcessId> {
+    for part in [namespace, session_id, pattern] {
+        // A ':' inside a part would make two different launches share an id.
+        if let Some(character) = part.chars().find(|c| *c == ':' || !is_id_character(*c)) {
+            return Err(InvalidProcessId::BadCharacter {
+                id: part.to_string(),
+                character,
+            });
+        }
+    }
+    ProcessId::new(match isolation {
+        Isolation::None => format!("shared:{pattern}"),
+        Isolation::Namespace => format!("ns:{namespace}:{pattern}"),
+        Isolation::Session => format!("session:{namespace}:{session_id}:{pattern}"),
+    })
+}
+
 /// The kinds of process of ADR-057. Every kind shares one lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum ProcessType {

@@ -2098,3 +2098,36 @@ fn requires_restart_from_table() {
         );
     }
 }
+
+#[test]
+fn pattern_process_ids_follow_the_isolation_level() {
+    let cases = [
+        (Isolation::None, "", "", "hello", Ok("shared:hello")),
+        (
+            Isolation::Namespace,
+            "my-app",
+            "",
+            "hello",
+            Ok("ns:my-app:hello"),
+        ),
+        (
+            Isolation::Session,
+            "my-app",
+            "u-1",
+            "hello",
+            Ok("session:my-app:u-1:hello"),
+        ),
+        (Isolation::Namespace, "a:b", "", "hello", Err(':')),
+        (Isolation::Session, "ns", "s/1", "hello", Err('/')),
+    ];
+    for (isolation, namespace, session, pattern, expected) in cases {
+        let got = pattern_process_id(isolation, namespace, session, pattern);
+        match expected {
+            Ok(id) => assert_eq!(got.map(|id| id.to_string()), Ok(id.to_string())),
+            Err(character) => assert!(
+                matches!(got, Err(InvalidProcessId::BadCharacter { character: c, .. }) if c == character),
+                "{namespace:?}/{session:?}: {got:?}"
+            ),
+        }
+    }
+}

@@ -113,6 +113,7 @@ pub async fn run(
         observed: HashMap::new(),
         pids: HashMap::new(),
         probes: HashMap::new(),
+        stop_grace: HashMap::new(),
         timers: BTreeSet::new(),
         dirty: BTreeSet::new(),
         unsaved: BTreeSet::new(),
@@ -188,6 +189,8 @@ struct Supervisor {
     /// Live pid → its id, for dispatching exits.
     pids: HashMap<u32, ProcessId>,
     probes: HashMap<ProcessId, AbortHandle>,
+    /// Grace periods that deletes asked for, used by the next stop of the id.
+    stop_grace: HashMap<ProcessId, Duration>,
     timers: BTreeSet<(UnixMillis, ProcessId)>,
     /// Ids to plan in the next pass.
     dirty: BTreeSet<ProcessId>,
@@ -219,9 +222,11 @@ impl Supervisor {
                 match self.store.desired(&id) {
                     Ok(Some(record)) => {
                         self.desired.insert(id.clone(), record);
+                        self.stop_grace.remove(&id);
                     }
                     Ok(None) => {
                         self.desired.remove(&id);
+                        self.take_stop_request(&id, now);
                     }
                     Err(error) => {
                         tracing::error!(%id, error = %Chain(&error), "cannot read a changed desired record; keeping the last known one");
@@ -252,6 +257,37 @@ impl Supervisor {
                     self.set_observed(next);
                     self.dirty.insert(id);
                 }
+            }
+        }
+    }
+
+    /// Applies a grace period that the delete of `id` asked for: to the coming stop, or to a stop
+    /// already under way when it is shorter.
+    fn take_stop_request(&mut self, id: &ProcessId, now: UnixMillis) {
+        let grace = match self.store.take_stop_request(id) {
+            Ok(Some(grace)) => grace,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(%id, error = %Chain(&error), "cannot read the stop request; the spec's grace period applies");
+                return;
+            }
+        };
+        match self.observed.get(id) {
+            Some(observed) if observed.phase == Phase::Stopping => {
+                let deadline = now.saturating_add(grace);
+                if observed
+                    .stop_deadline
+                    .is_none_or(|current| deadline < current)
+                {
+                    let next = ObservedRecord {
+                        stop_deadline: Some(deadline),
+                        ..observed.clone()
+                    };
+                    self.set_observed(next);
+                }
+            }
+            _ => {
+                self.stop_grace.insert(id.clone(), grace);
             }
         }
     }
@@ -346,7 +382,13 @@ impl Supervisor {
         let _entered = span.enter();
         match action {
             Action::Start { id, restart } => self.start(&id, restart, now),
-            Action::Stop { id, reason, grace } => self.stop(&id, reason, grace, now),
+            Action::Stop { id, reason, grace } => {
+                let grace = match reason {
+                    StopReason::Undesired => self.stop_grace.remove(&id).unwrap_or(grace),
+                    _ => grace,
+                };
+                self.stop(&id, reason, grace, now);
+            }
             Action::Kill { id } => {
                 let Some(observed) = self.observed.get(&id) else {
                     return;
@@ -360,6 +402,7 @@ impl Supervisor {
             }
             Action::Forget { id } => {
                 self.observed.remove(&id);
+                self.stop_grace.remove(&id);
                 self.ports.release(&id);
                 self.unsaved.insert(id);
             }

@@ -11,7 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
 
 use crate::reconcile::{DesiredRecord, ObservedRecord, ProcessId, ProcessSpec, Source};
 
@@ -98,6 +101,12 @@ pub struct Store {
     by_owner: sled::Tree,
     meta: sled::Tree,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<ProcessId>>>,
+    /// Grace periods asked for with a delete, for the loop to use when it stops the process.
+    stop_requests: sled::Tree,
+    /// Bumped after each flush that made observed writes durable, so that callers can wait for
+    /// the loop's outcome without polling.
+    observed_epoch: watch::Sender<u64>,
+    observed_unflushed: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -135,6 +144,9 @@ impl Store {
             generations: tree("generations")?,
             by_owner: tree("by_owner")?,
             meta: tree("meta")?,
+            stop_requests: tree("stop_requests")?,
+            observed_epoch: watch::Sender::new(0),
+            observed_unflushed: AtomicBool::new(false),
             db,
             subscribers: Mutex::new(Vec::new()),
         };
@@ -207,10 +219,19 @@ impl Store {
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
+        let observed_written = self.observed_unflushed.swap(false, Ordering::AcqRel);
         self.db
             .flush()
-            .map(|_| ())
-            .map_err(|source| io("flushing to disk", source))
+            .map_err(|source| io("flushing to disk", source))?;
+        if observed_written {
+            self.observed_epoch.send_modify(|epoch| *epoch += 1);
+        }
+        Ok(())
+    }
+
+    /// Changes each time observed records written by the loop have been flushed.
+    pub fn subscribe_observed(&self) -> watch::Receiver<u64> {
+        self.observed_epoch.subscribe()
     }
 
     pub fn desired(&self, id: &ProcessId) -> Result<Option<DesiredRecord>, StoreError> {
@@ -249,6 +270,7 @@ impl Store {
         self.observed
             .insert(record.id.as_str(), bytes)
             .map_err(|source| io(format!("writing observed record {}", record.id), source))?;
+        self.observed_unflushed.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -257,6 +279,7 @@ impl Store {
         self.observed
             .remove(id.as_str())
             .map_err(|source| io(format!("deleting observed record {id}"), source))?;
+        self.observed_unflushed.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -356,6 +379,17 @@ impl Store {
 
     /// Deletes the desired record of `id` if `source` owns it. Returns whether one was deleted.
     pub fn delete_desired(&self, id: &ProcessId, source: &Source) -> Result<bool, StoreError> {
+        self.delete_desired_with_grace(id, source, None)
+    }
+
+    /// Like `delete_desired`, and asks the loop to stop the process with `grace` instead of its
+    /// spec's grace period (zero: SIGKILL at once).
+    pub fn delete_desired_with_grace(
+        &self,
+        id: &ProcessId,
+        source: &Source,
+        grace: Option<Duration>,
+    ) -> Result<bool, StoreError> {
         let deleted = self.transact("deleting a desired record", |tx| match tx.read(id)? {
             None => Ok(false),
             Some(existing) if !existing.source.same_owner(source) => {
@@ -363,6 +397,11 @@ impl Store {
             }
             Some(existing) => {
                 tx.remove(&existing)?;
+                if let Some(grace) = grace {
+                    let millis = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+                    tx.stop_requests
+                        .insert(id.as_str(), &millis.to_be_bytes())?;
+                }
                 Ok(true)
             }
         })?;
@@ -373,17 +412,52 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Takes (and forgets) the grace period a delete asked for, if any.
+    pub fn take_stop_request(&self, id: &ProcessId) -> Result<Option<Duration>, StoreError> {
+        let taken = self
+            .stop_requests
+            .remove(id.as_str())
+            .map_err(|source| io(format!("taking the stop request of {id}"), source))?;
+        Ok(taken.map(|bytes| Duration::from_millis(decode_generation(&bytes))))
+    }
+
+    /// Creates the desired record of `id` unless one exists (whoever owns it). Returns the
+    /// record and whether it was created. Two concurrent calls create one record.
+    pub fn create_desired_if_absent(
+        &self,
+        id: &ProcessId,
+        spec: &ProcessSpec,
+        source: &Source,
+    ) -> Result<(DesiredRecord, bool), StoreError> {
+        let (record, created) =
+            self.transact("creating a desired record", |tx| match tx.read(id)? {
+                Some(existing) => Ok((existing, false)),
+                None => Ok((tx.write(id, spec, source, None)?, true)),
+            })?;
+        if created {
+            self.flush()?;
+            self.notify([id]);
+        }
+        Ok((record, created))
+    }
+
     fn transact<T>(
         &self,
         action: &str,
         body: impl Fn(&Tx<'_>) -> Result<T, ConflictableTransactionError<StoreError>>,
     ) -> Result<T, StoreError> {
-        (&self.desired, &self.generations, &self.by_owner)
-            .transaction(|(desired, generations, by_owner)| {
+        (
+            &self.desired,
+            &self.generations,
+            &self.by_owner,
+            &self.stop_requests,
+        )
+            .transaction(|(desired, generations, by_owner, stop_requests)| {
                 body(&Tx {
                     desired,
                     generations,
                     by_owner,
+                    stop_requests,
                 })
             })
             .map_err(|error| match error {
@@ -420,6 +494,7 @@ struct Tx<'a> {
     desired: &'a sled::transaction::TransactionalTree,
     generations: &'a sled::transaction::TransactionalTree,
     by_owner: &'a sled::transaction::TransactionalTree,
+    stop_requests: &'a sled::transaction::TransactionalTree,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -462,6 +537,8 @@ impl Tx<'_> {
         }
         self.by_owner
             .insert(owner_key(source, id).as_bytes(), &[])?;
+        // A grace period asked for by an earlier delete does not apply to the new record.
+        self.stop_requests.remove(id.as_str())?;
         Ok(record)
     }
 
@@ -473,6 +550,7 @@ impl Tx<'_> {
     }
 }
 
+/// A big-endian u64 (generations, stop grace periods); 0 for anything else.
 fn decode_generation(bytes: &[u8]) -> u64 {
     <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes)
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use prism_launcher::api::proto::prism::launcher::pattern_launcher_client::PatternLauncherClient;
 use serde_json::Value;
 
 pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_prism-launcher");
@@ -53,6 +54,7 @@ impl TestLauncher {
     pub fn start() -> TestLauncher {
         let dir = tempfile::tempdir().expect("temporary directory");
         std::fs::create_dir_all(dir.path().join("specs")).expect("spec directory");
+        write_test_patterns(&dir.path().join("patterns"));
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let launcher_id = format!(
             "test-{}-{}",
@@ -85,7 +87,8 @@ impl TestLauncher {
             .arg("--specs-dir")
             .arg(self.specs_dir())
             .arg("--patterns-dir")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests"))
+            .arg(self.patterns_dir())
+            .args(["--launch-timeout", "3s"])
             .args(["--listen", "127.0.0.1:0"])
             .arg("--port-range")
             .arg(format!("{}-{}", self.ports.0, self.ports.1))
@@ -109,6 +112,26 @@ impl TestLauncher {
 
     pub fn specs_dir(&self) -> PathBuf {
         self.dir.path().join("specs")
+    }
+
+    pub fn patterns_dir(&self) -> PathBuf {
+        self.dir.path().join("patterns")
+    }
+
+    /// A PatternLauncher client connected to this launcher.
+    pub async fn pattern_client(&mut self) -> PatternLauncherClient<tonic::transport::Channel> {
+        PatternLauncherClient::connect(format!("http://{}", self.address()))
+            .await
+            .expect("connect to the launcher")
+    }
+
+    /// A channel to this launcher, for any client.
+    pub async fn channel(&mut self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.address()))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the launcher")
     }
 
     /// The gRPC address, once the launcher has written it.
@@ -303,4 +326,51 @@ spec:
   terminationGracePeriod: 5s
 "#
     )
+}
+
+/// Writes the test catalog: `hello-pattern` (the real example, health-checked), `sick-pattern`
+/// (answers 503 to every health check) and `stubborn-pattern` (ignores SIGTERM). No manifest
+/// names a port, so parallel tests never ask for the same one.
+pub fn write_test_patterns(dir: &std::path::Path) {
+    write_manifest(dir, "hello-pattern", HELLO_PATTERN, "namespace", "{}");
+    write_manifest(
+        dir,
+        "sick-pattern",
+        HELLO_PATTERN,
+        "none",
+        "{HELLO_FAIL_HEALTH: \"1\"}",
+    );
+    let stubborn = dir.join("stubborn-pattern");
+    std::fs::create_dir_all(&stubborn).expect("pattern folder");
+    let script = stubborn.join("run.sh");
+    // An ignored signal stays ignored across exec, so hello-pattern itself ignores SIGTERM.
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntrap '' TERM\nexec {HELLO_PATTERN}\n"),
+    )
+    .expect("script");
+    let mut permissions = std::fs::metadata(&script).expect("script").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).expect("make the script executable");
+    write_manifest(dir, "stubborn-pattern", "./run.sh", "none", "{}");
+}
+
+pub fn write_manifest(
+    dir: &std::path::Path,
+    name: &str,
+    executable: &str,
+    isolation: &str,
+    environment: &str,
+) {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).expect("pattern folder");
+    std::fs::write(
+        folder.join("manifest.yaml"),
+        format!(
+            "name: {name}\nversion: 1.0.0\nexecutable: {executable}\nisolation_level: {isolation}\n\
+             healthcheck:\n  path: /health\n  interval: 200ms\n  timeout: 1s\n  failure_threshold: 3\n\
+             environment: {environment}\n"
+        ),
+    )
+    .expect("write manifest");
 }

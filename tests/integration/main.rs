@@ -2,4 +2,5 @@
 
 mod declarative;
 mod harness;
+mod pattern_api;
 mod tidy;
