@@ -222,6 +222,7 @@ mod tests {
             labels: Default::default(),
             grpc_port: 40000,
             health_port: 40001,
+            resources: None,
         }
     }
 

@@ -75,6 +75,14 @@ pub struct ProcessView {
     pub labels: BTreeMap<String, String>,
     pub grpc_port: u32,
     pub health_port: u32,
+    /// Declared limits, recorded but not enforced yet.
+    pub resources: Option<ResourcesView>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ResourcesView {
+    pub cpu_limit_millis: Option<u32>,
+    pub memory_limit_bytes: Option<u64>,
 }
 
 /// Asks the launcher at `address` (`host:port`) for its status.
@@ -164,6 +172,14 @@ impl From<pb::ProcessStatus> for ProcessView {
             labels: process.labels.into_iter().collect(),
             grpc_port: process.grpc_port,
             health_port: process.health_port,
+            resources: (process.cpu_limit_millis > 0 || process.memory_limit_bytes > 0).then_some(
+                ResourcesView {
+                    cpu_limit_millis: (process.cpu_limit_millis > 0)
+                        .then_some(process.cpu_limit_millis),
+                    memory_limit_bytes: (process.memory_limit_bytes > 0)
+                        .then_some(process.memory_limit_bytes),
+                },
+            ),
         }
     }
 }

@@ -148,6 +148,14 @@ fn process_status(
         labels: spec
             .map(|spec| spec.labels.clone().into_iter().collect())
             .unwrap_or_default(),
+        cpu_limit_millis: spec
+            .and_then(|spec| spec.resources.as_ref())
+            .and_then(|resources| resources.cpu_millis)
+            .unwrap_or(0),
+        memory_limit_bytes: spec
+            .and_then(|spec| spec.resources.as_ref())
+            .and_then(|resources| resources.memory_bytes)
+            .unwrap_or(0),
         grpc_port: observed.map_or(0, |record| u32::from(record.ports.grpc)),
         health_port: observed.map_or(0, |record| u32::from(record.ports.health)),
     }

@@ -369,6 +369,7 @@ pub fn write_manifest(
         format!(
             "name: {name}\nversion: 1.0.0\nexecutable: {executable}\nisolation_level: {isolation}\n\
              healthcheck:\n  path: /health\n  interval: 200ms\n  timeout: 1s\n  failure_threshold: 3\n\
+             resources: {{cpu_limit: 0.5, memory_limit: 64Mi}}\n\
              environment: {environment}\n"
         ),
     )

@@ -3,4 +3,5 @@
 mod declarative;
 mod harness;
 mod pattern_api;
+mod reflection;
 mod tidy;

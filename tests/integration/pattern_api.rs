@@ -149,6 +149,9 @@ async fn each_isolation_level_shares_or_separates_processes() {
         .expect("in status");
     assert_eq!(row["source"], "api", "{row}");
     assert_eq!(row["pattern"], "hello-pattern", "{row}");
+    // The manifest's resources are kept and shown (enforcement is later work).
+    assert_eq!(row["resources"]["cpu_limit_millis"], 500, "{row}");
+    assert_eq!(row["resources"]["memory_limit_bytes"], 64 << 20, "{row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
