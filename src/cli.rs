@@ -1,4 +1,5 @@
-//! What the client subcommands print: the `status` table and its JSON form.
+//! The client subcommands (`status`, `reset`) and what they print: the `status` table and its
+//! JSON form.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,9 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::ValueEnum;
 
-use prism_launcher::api::client::{fetch_status, ProcessView, StatusView};
+use prism_launcher::api::client::{
+    fetch_status, reset_process, ClientError, ProcessView, StatusView,
+};
 
-use crate::{StatusArgs, ADDRESS_FILE};
+use crate::{ConnectArgs, ResetArgs, StatusArgs, ADDRESS_FILE};
 
 /// Exit code of a command that failed (no launcher answers, I/O error...).
 pub const EXIT_ERROR: u8 = 1;
@@ -25,19 +28,8 @@ pub enum OutputFormat {
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let address = match &args.addr {
-        Some(address) => address.clone(),
-        None => {
-            address_from_data_dir(&args.data_dir).unwrap_or_else(|| DEFAULT_ADDRESS.to_string())
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let view = runtime
-        .block_on(fetch_status(&address, args.timeout))
-        .context("is `prism-launcher serve` running? pass --addr or --data-dir to point at it")?;
+    let address = launcher_address(&args.connect);
+    let view = block_on(fetch_status(&address, args.connect.timeout))?;
     match args.output {
         OutputFormat::Json => {
             let json = serde_json::to_string_pretty(&view).context("cannot encode the status")?;
@@ -46,6 +38,51 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Table => print!("{}", render_table(&view, &current_dir())),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn reset(args: &ResetArgs) -> anyhow::Result<ExitCode> {
+    let address = launcher_address(&args.connect);
+    let reset = block_on(reset_process(&address, &args.id, args.connect.timeout))?;
+    println!(
+        "reset {}: was {}, {} consecutive failure{} cleared",
+        reset.process_id,
+        reset.previous_state,
+        reset.consecutive_failures,
+        if reset.consecutive_failures == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one client call to completion, with the hint every client command gives on failure.
+fn block_on<T>(
+    call: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(call).map_err(|error| {
+        let hint = match &error {
+            ClientError::Refused { .. } => "the launcher refused",
+            _ => "is `prism-launcher serve` running? pass --addr or --data-dir to point at it",
+        };
+        anyhow::Error::new(error).context(hint)
+    })
+}
+
+/// Where client commands find the launcher: `--addr`, else the data directory's address file,
+/// else the default.
+fn launcher_address(connect: &ConnectArgs) -> String {
+    match &connect.addr {
+        Some(address) => address.clone(),
+        None => {
+            address_from_data_dir(&connect.data_dir).unwrap_or_else(|| DEFAULT_ADDRESS.to_string())
+        }
+    }
 }
 
 fn address_from_data_dir(data_dir: &Path) -> Option<String> {

@@ -38,6 +38,9 @@ enum Command {
     Serve(ServeArgs),
     /// Show desired vs actual for every process of a running launcher.
     Status(StatusArgs),
+    /// Clear a process's failure streak: a terminal (circuit open) or backing-off process
+    /// starts again at once.
+    Reset(ResetArgs),
     /// Check spec files offline and report every error.
     Validate(ValidateArgs),
 }
@@ -75,6 +78,17 @@ struct ServeArgs {
     /// A process that ran this long before it exited starts its failure count afresh.
     #[arg(long, default_value = "10m", value_parser = parse_duration_flag)]
     backoff_reset_after: Duration,
+    /// Consecutive failures after which a process is terminal (circuit open) until its spec
+    /// changes or `prism-launcher reset` runs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    failure_threshold: u32,
+    /// Processes beyond this many are left pending (not started) with a reason.
+    #[arg(long)]
+    max_processes: Option<u32>,
+    /// Restarts allowed per second across the host, so that a host-wide failure does not become
+    /// a restart storm; 0 is no limit.
+    #[arg(long, default_value_t = 20)]
+    max_restarts_per_second: u32,
     /// How long LaunchPattern waits for a healthy process (never less than its health check
     /// needs).
     #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
@@ -90,8 +104,9 @@ enum LogFormat {
     Json,
 }
 
+/// How client commands find a running launcher.
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {
+pub struct ConnectArgs {
     /// The launcher's gRPC address. Default: the address in <data-dir>/launcher.addr, else
     /// 127.0.0.1:7070.
     #[arg(long, env = "PRISM_LAUNCHER_ADDR")]
@@ -99,12 +114,26 @@ pub struct StatusArgs {
     /// The data directory of the launcher to ask, used to find its address.
     #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
     data_dir: PathBuf,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = cli::OutputFormat::Table)]
-    output: cli::OutputFormat,
     /// Give up on an unresponsive launcher after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
     timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = cli::OutputFormat::Table)]
+    output: cli::OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    /// The process id.
+    id: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,6 +151,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Status(args) => cli::status(&args),
+        Command::Reset(args) => cli::reset(&args),
         Command::Validate(args) => validate(&args),
     };
     match result {
@@ -227,7 +257,10 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             initial: args.backoff_initial,
             max: args.backoff_max,
             stable_after: args.backoff_reset_after,
+            failure_threshold: args.failure_threshold,
         },
+        max_processes: args.max_processes,
+        max_restarts_per_second: args.max_restarts_per_second,
     };
     let mut reconciler = tokio::spawn(runtime::run(
         store.clone(),

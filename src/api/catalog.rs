@@ -115,6 +115,8 @@ impl CatalogEntry {
             session_id: launch.session_id,
             health_check: self.health_check.clone(),
             restart_policy: RestartPolicy::Always,
+            success_exit_codes: Vec::new(),
+            backoff: Default::default(),
             termination_grace: launch
                 .grace
                 .unwrap_or(ProcessSpec::DEFAULT_TERMINATION_GRACE),

@@ -85,8 +85,49 @@ pub struct ResourcesView {
     pub memory_limit_bytes: Option<u64>,
 }
 
+/// What a reset did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResetView {
+    pub process_id: String,
+    pub previous_state: String,
+    pub consecutive_failures: u32,
+}
+
 /// Asks the launcher at `address` (`host:port`) for its status.
 pub async fn fetch_status(address: &str, timeout: Duration) -> Result<StatusView, ClientError> {
+    let report = call(address, timeout, |mut client| async move {
+        client.get_status(pb::GetStatusRequest {}).await
+    })
+    .await?;
+    Ok(StatusView::from(report))
+}
+
+/// Asks the launcher at `address` to reset the process `id`.
+pub async fn reset_process(
+    address: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<ResetView, ClientError> {
+    let process_id = id.to_string();
+    let answer = call(address, timeout, |mut client| async move {
+        client
+            .reset_process(pb::ResetProcessRequest { process_id })
+            .await
+    })
+    .await?;
+    Ok(ResetView {
+        process_id: answer.process_id,
+        previous_state: answer.previous_state,
+        consecutive_failures: answer.consecutive_failures,
+    })
+}
+
+/// Connects to `address` and makes one call, all within `timeout`.
+async fn call<T, F, Fut>(address: &str, timeout: Duration, request: F) -> Result<T, ClientError>
+where
+    F: FnOnce(LauncherAdminClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|source| ClientError::BadAddress {
             address: address.to_string(),
@@ -102,22 +143,20 @@ pub async fn fetch_status(address: &str, timeout: Duration) -> Result<StatusView
                 address: address.to_string(),
                 source,
             })?;
-        LauncherAdminClient::new(channel)
-            .get_status(pb::GetStatusRequest {})
+        request(LauncherAdminClient::new(channel))
             .await
             .map_err(|status| ClientError::Refused {
                 address: address.to_string(),
                 status,
             })
     };
-    let report = tokio::time::timeout(timeout, ask)
+    let answer = tokio::time::timeout(timeout, ask)
         .await
         .map_err(|_| ClientError::Timeout {
             address: address.to_string(),
             timeout,
-        })??
-        .into_inner();
-    Ok(StatusView::from(report))
+        })??;
+    Ok(answer.into_inner())
 }
 
 impl From<pb::StatusReport> for StatusView {

@@ -15,8 +15,8 @@ use super::proto::prism::launcher as pb;
 use super::spec_file::{is_env_name, INJECTED_ENV};
 use super::status::Clock;
 use crate::reconcile::{
-    pattern_process_id, DesiredRecord, ExitStatus, Health, InvalidProcessId, Isolation,
-    ObservedRecord, Phase, ProcessId, ProcessSpec, ProcessType, Source, UnixMillis,
+    pattern_process_id, DesiredRecord, Health, InvalidProcessId, Isolation, ObservedRecord, Phase,
+    ProcessId, ProcessSpec, ProcessType, Source, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -458,8 +458,10 @@ impl PatternLauncherService {
 fn launch_settled(observed: &ObservedRecord) -> bool {
     match observed.phase {
         Phase::Running => matches!(observed.health, Health::Healthy | Health::NotChecked),
-        Phase::Exited => true,
-        Phase::Starting | Phase::Stopping | Phase::BackingOff | Phase::Stopped => false,
+        Phase::Exited | Phase::Tripped => true,
+        Phase::Starting | Phase::Stopping | Phase::BackingOff | Phase::Stopped | Phase::Pending => {
+            false
+        }
     }
 }
 
@@ -517,9 +519,10 @@ fn process_state(row: &Row) -> pb::ProcessState {
         Phase::Starting => pb::ProcessState::StateStarting,
         Phase::Running => pb::ProcessState::StateRunning,
         Phase::Stopping => pb::ProcessState::StateTerminating,
-        Phase::BackingOff => pb::ProcessState::StateFailed,
+        Phase::BackingOff | Phase::Tripped => pb::ProcessState::StateFailed,
+        Phase::Pending => pb::ProcessState::StateStarting,
         Phase::Exited => match observed.last_exit {
-            Some(status) if ExitStatus::is_success(status) => pb::ProcessState::StateFinished,
+            Some(status) if observed.spec.is_success(status) => pb::ProcessState::StateFinished,
             _ => pb::ProcessState::StateFailed,
         },
         Phase::Stopped if row.desired.is_some() => pb::ProcessState::StateStarting,

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::catalog::Catalog;
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor};
 use crate::reconcile::{
-    HealthCheck, Isolation, Probe, ProcessId, ProcessSpec, ProcessType, RequestedPorts, Resources,
-    RestartPolicy,
+    BackoffOverrides, HealthCheck, Isolation, Probe, ProcessId, ProcessSpec, ProcessType,
+    RequestedPorts, Resources, RestartPolicy,
 };
 
 pub const API_VERSION: &str = "prism.launcher/v1";
@@ -297,6 +297,9 @@ struct SpecBody {
     working_dir: Option<String>,
     health_check: Option<HealthCheckValue>,
     restart_policy: Option<RestartPolicyValue>,
+    #[serde(default)]
+    success_exit_codes: Vec<i32>,
+    backoff: Option<BackoffValue>,
     termination_grace_period: Option<DurationValue>,
     resources: Option<ResourcesValue>,
     ports: Option<PortsValue>,
@@ -373,6 +376,15 @@ fn default_health_path() -> String {
 #[serde(deny_unknown_fields)]
 struct TcpProbeValue {
     port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BackoffValue {
+    initial: Option<DurationValue>,
+    max: Option<DurationValue>,
+    reset_after: Option<DurationValue>,
+    failure_threshold: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -554,6 +566,31 @@ impl SpecBody {
             }
         }
 
+        let backoff_overrides = self
+            .backoff
+            .map_or_else(BackoffOverrides::default, |value| {
+                if value.failure_threshold == Some(0) {
+                    problems.push(problem(
+                        "spec.backoff.failureThreshold",
+                        "failureThreshold must be at least 1",
+                    ));
+                }
+                BackoffOverrides {
+                    initial: value.initial.map(|value| value.0),
+                    max: value.max.map(|value| value.0),
+                    reset_after: value.reset_after.map(|value| value.0),
+                    failure_threshold: value.failure_threshold,
+                }
+            });
+        if let (Some(initial), Some(max)) = (backoff_overrides.initial, backoff_overrides.max) {
+            if initial > max {
+                problems.push(problem(
+                    "spec.backoff.initial",
+                    format!("initial {initial:?} is longer than max {max:?}"),
+                ));
+            }
+        }
+
         let process_type = match self.process_type {
             TypeValue::Pattern => ProcessType::Pattern,
             TypeValue::Proxy => ProcessType::Proxy,
@@ -578,6 +615,8 @@ impl SpecBody {
                 Some(RestartPolicyValue::OnFailure) => RestartPolicy::OnFailure,
                 Some(RestartPolicyValue::Never) => RestartPolicy::Never,
             },
+            success_exit_codes: self.success_exit_codes,
+            backoff: backoff_overrides,
             termination_grace: self
                 .termination_grace_period
                 .map_or(ProcessSpec::DEFAULT_TERMINATION_GRACE, |grace| grace.0),

@@ -294,6 +294,8 @@ fn every_field_is_read_when_given() {
             success_threshold: 2,
         }),
         restart_policy: RestartPolicy::Never,
+        success_exit_codes: Vec::new(),
+        backoff: Default::default(),
         termination_grace: Duration::from_secs(60),
         resources: Some(Resources {
             cpu_millis: Some(250),

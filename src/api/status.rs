@@ -38,6 +38,29 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         );
         Ok(Response::new(report))
     }
+
+    async fn reset_process(
+        &self,
+        request: Request<pb::ResetProcessRequest>,
+    ) -> Result<Response<pb::ResetProcessResponse>, Status> {
+        let process_id = request.into_inner().process_id;
+        let unknown = || Status::not_found(format!("nothing desires a process {process_id:?}"));
+        let id = ProcessId::new(process_id.clone()).map_err(|_| unknown())?;
+        let observed = self.store.observed(&id).map_err(store_status)?;
+        let reset = self.store.reset_desired(&id).map_err(store_status)?;
+        if reset.is_none() {
+            return Err(unknown());
+        }
+        tracing::info!(%id, "reset requested: failure streak cleared");
+        Ok(Response::new(pb::ResetProcessResponse {
+            process_id,
+            previous_state: observed
+                .as_ref()
+                .map_or("pending", |record| record.phase.as_str())
+                .to_string(),
+            consecutive_failures: observed.map_or(0, |record| record.consecutive_failures),
+        }))
+    }
 }
 
 /// Builds the report from the records: one row per id that is desired or observed.

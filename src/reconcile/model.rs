@@ -234,6 +234,16 @@ pub struct Resources {
     pub memory_bytes: Option<u64>,
 }
 
+/// A spec's own backoff and circuit-breaker settings; unset ones come from the launcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct BackoffOverrides {
+    pub initial: Option<Duration>,
+    pub max: Option<Duration>,
+    pub reset_after: Option<Duration>,
+    /// Consecutive failures that open the circuit.
+    pub failure_threshold: Option<u32>,
+}
+
 /// Everything needed to run one process, fully resolved (catalog entries inherited, paths absolute).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSpec {
@@ -252,6 +262,12 @@ pub struct ProcessSpec {
     pub session_id: Option<String>,
     pub health_check: Option<HealthCheck>,
     pub restart_policy: RestartPolicy,
+    /// Exit codes that count as success for `OnFailure` (and are not failures); empty means 0.
+    #[serde(default)]
+    pub success_exit_codes: Vec<i32>,
+    /// Per-process settings that override the launcher's backoff and circuit breaker.
+    #[serde(default)]
+    pub backoff: BackoffOverrides,
     pub termination_grace: Duration,
     pub resources: Option<Resources>,
     /// Ports asked for; used when free, else ports are allocated from the launcher's range.
@@ -262,6 +278,16 @@ pub struct ProcessSpec {
 
 impl ProcessSpec {
     pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(10);
+
+    /// Whether `status` is a success for this process: exit code 0, or one of its
+    /// `success_exit_codes` when it lists any.
+    pub fn is_success(&self, status: ExitStatus) -> bool {
+        match status {
+            ExitStatus::Code(code) if self.success_exit_codes.is_empty() => code == 0,
+            ExitStatus::Code(code) => self.success_exit_codes.contains(&code),
+            ExitStatus::Signal(_) => false,
+        }
+    }
 
     /// Whether a process started from `running` must be replaced to honour `self`.
     pub fn requires_restart_from(&self, running: &ProcessSpec) -> bool {
@@ -277,7 +303,10 @@ impl ProcessSpec {
             namespace,
             session_id,
             health_check,
-            restart_policy,
+            // How exits are treated applies from the next exit on; it needs no new process.
+            restart_policy: _,
+            success_exit_codes: _,
+            backoff: _,
             termination_grace,
             resources,
             requested_ports,
@@ -296,7 +325,6 @@ impl ProcessSpec {
             || *namespace != running.namespace
             || *session_id != running.session_id
             || *health_check != running.health_check
-            || *restart_policy != running.restart_policy
             || *termination_grace != running.termination_grace
             || *resources != running.resources
             || *requested_ports != running.requested_ports
@@ -311,6 +339,10 @@ pub struct DesiredRecord {
     /// Grows by one on every change of `spec`; never reused for an id while its record exists.
     pub generation: u64,
     pub source: Source,
+    /// Grows by one each time an operator resets the process (clears its failures and closes
+    /// its circuit); not a spec change, so it does not bump the generation.
+    #[serde(default)]
+    pub resets: u64,
 }
 
 /// Ports a spec asks for (the catalog's health port, an admin's fixed ports).
@@ -386,6 +418,11 @@ pub enum Phase {
     Exited,
     /// Stopped by the launcher (replaced, or the launcher itself stopped).
     Stopped,
+    /// Circuit open: it failed too many times in a row and is not restarted until its spec
+    /// changes or an operator resets it.
+    Tripped,
+    /// Desired but not started: the launcher is at `--max-processes`.
+    Pending,
 }
 
 impl Phase {
@@ -402,6 +439,8 @@ impl Phase {
             Phase::BackingOff => "backing-off",
             Phase::Exited => "exited",
             Phase::Stopped => "stopped",
+            Phase::Tripped => "tripped",
+            Phase::Pending => "pending",
         }
     }
 }
@@ -473,4 +512,10 @@ pub struct ObservedRecord {
     pub stop_deadline: Option<UnixMillis>,
     /// Set once SIGKILL has been sent, so the kill is not repeated while the exit is awaited.
     pub killed: bool,
+    /// The desired record's `resets` this record has acted on.
+    #[serde(default)]
+    pub resets_seen: u64,
+    /// When the circuit opened, while `phase` is `Tripped`.
+    #[serde(default)]
+    pub tripped_at: Option<UnixMillis>,
 }

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use super::model::{
-    DesiredRecord, ExitStatus, Health, ObservedRecord, Phase, Ports, ProcessId, RestartPolicy,
-    StopReason, UnixMillis,
+    DesiredRecord, ExitStatus, Health, ObservedRecord, Phase, Ports, ProcessId, ProcessSpec,
+    RestartPolicy, StopReason, UnixMillis,
 };
 
 /// Something the runtime must do for one process.
@@ -133,7 +133,9 @@ fn decide_undesired(observed: &ObservedRecord, now: UnixMillis) -> Decision {
             grace: observed.spec.termination_grace,
         }),
         Phase::Stopping => decide_stopping(observed, now),
-        Phase::BackingOff | Phase::Exited | Phase::Stopped => act(Action::Forget { id }),
+        Phase::BackingOff | Phase::Exited | Phase::Stopped | Phase::Tripped | Phase::Pending => {
+            act(Action::Forget { id })
+        }
     }
 }
 
@@ -179,11 +181,24 @@ fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixM
             Decision::default()
         }
         Phase::Stopping => decide_stopping(observed, now),
-        Phase::Stopped => act(Action::Start { id, restart: false }),
+        Phase::Stopped | Phase::Pending => act(Action::Start { id, restart: false }),
+        Phase::Tripped => {
+            // The circuit stays open until the spec changes or an operator resets it.
+            if spec_changed {
+                act(Action::Start { id, restart: false })
+            } else if reset_requested(desired, observed) {
+                act(Action::Start { id, restart: true })
+            } else {
+                Decision::default()
+            }
+        }
         Phase::BackingOff => {
             // A new spec is a new chance: it starts at once instead of waiting out the backoff.
             if spec_changed {
                 return act(Action::Start { id, restart: false });
+            }
+            if reset_requested(desired, observed) {
+                return act(Action::Start { id, restart: true });
             }
             match observed.next_restart_at {
                 Some(at) if now < at => wait_until(at),
@@ -205,6 +220,11 @@ fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixM
     }
 }
 
+/// Whether an operator reset the process since this record last acted on a reset.
+fn reset_requested(desired: &DesiredRecord, observed: &ObservedRecord) -> bool {
+    desired.resets > observed.resets_seen
+}
+
 fn liveness_exhausted(observed: &ObservedRecord) -> bool {
     match &observed.spec.health_check {
         Some(check) => {
@@ -222,7 +242,13 @@ pub struct Backoff {
     pub max: Duration,
     /// A process that ran this long before it exited starts its failure count afresh.
     pub stable_after: Duration,
+    /// Consecutive failures after which the circuit opens and the process is not restarted.
+    pub failure_threshold: u32,
 }
+
+/// Restart delays are stretched by up to this fraction, at random, so that processes that
+/// failed together do not restart together.
+pub const JITTER_FRACTION: f64 = 0.2;
 
 impl Default for Backoff {
     fn default() -> Self {
@@ -230,11 +256,37 @@ impl Default for Backoff {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(300),
             stable_after: Duration::from_secs(600),
+            failure_threshold: 5,
         }
     }
 }
 
 impl Backoff {
+    /// These settings with a spec's own overrides applied.
+    pub fn for_spec(&self, spec: &ProcessSpec) -> Backoff {
+        let overrides = spec.backoff;
+        Backoff {
+            initial: overrides.initial.unwrap_or(self.initial),
+            max: overrides.max.unwrap_or(self.max),
+            stable_after: overrides.reset_after.unwrap_or(self.stable_after),
+            failure_threshold: overrides
+                .failure_threshold
+                .unwrap_or(self.failure_threshold),
+        }
+    }
+
+    /// `delay(consecutive_failures)` stretched by `jitter_sample` (in `[0, 1)`) times
+    /// `JITTER_FRACTION`: a sample of 0 adds nothing.
+    pub fn jittered_delay(&self, consecutive_failures: u32, jitter_sample: f64) -> Duration {
+        let sample = if jitter_sample.is_finite() {
+            jitter_sample.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.delay(consecutive_failures)
+            .mul_f64(1.0 + JITTER_FRACTION * sample)
+    }
+
     /// The delay before restarting after the `consecutive_failures`-th failure in a row:
     /// 0 for the first, then `initial`, doubling, capped at `max`.
     pub fn delay(&self, consecutive_failures: u32) -> Duration {
@@ -289,6 +341,8 @@ pub fn record_spawned(
         stop_reason: None,
         stop_deadline: None,
         killed: false,
+        resets_seen: desired.resets,
+        tripped_at: None,
     }
 }
 
@@ -317,15 +371,18 @@ impl Counters {
             };
         };
         // A new spec resets the failure streak (it deserves its own chances), and starting it is
-        // a replacement, not a restart, even when the old spec was backing off.
+        // a replacement, not a restart, even when the old spec was failing. An operator's reset
+        // also starts the streak afresh.
         let same_spec = !desired.spec.requires_restart_from(&previous.spec);
-        let restarted_after_failure = previous.phase == Phase::BackingOff && same_spec;
+        let failed_before = matches!(previous.phase, Phase::BackingOff | Phase::Tripped);
+        let restarted_after_failure = failed_before && same_spec;
+        let fresh_streak = !same_spec || desired.resets > previous.resets_seen;
         Counters {
             restart_count: previous.restart_count + u32::from(restarted_after_failure),
-            consecutive_failures: if same_spec {
-                previous.consecutive_failures
-            } else {
+            consecutive_failures: if fresh_streak {
                 0
+            } else {
+                previous.consecutive_failures
             },
             error_count: previous.error_count,
         }
@@ -339,15 +396,24 @@ pub fn record_spawn_failed(
     ports: Ports,
     error: String,
     backoff: &Backoff,
+    jitter_sample: f64,
     now: UnixMillis,
 ) -> ObservedRecord {
+    let backoff = backoff.for_spec(&desired.spec);
     let counters = Counters::carried_over(desired, previous);
     let consecutive_failures = counters.consecutive_failures + 1;
     // Spawn errors rarely fix themselves at once, so even the first retry waits `initial`.
-    let delay = backoff.delay(consecutive_failures).max(backoff.initial);
+    let delay = backoff
+        .jittered_delay(consecutive_failures, jitter_sample)
+        .max(backoff.initial);
+    let tripped = consecutive_failures >= backoff.failure_threshold;
     ObservedRecord {
         id: desired.id.clone(),
-        phase: Phase::BackingOff,
+        phase: if tripped {
+            Phase::Tripped
+        } else {
+            Phase::BackingOff
+        },
         pid: None,
         pid_start_ticks: None,
         generation: desired.generation,
@@ -366,10 +432,50 @@ pub fn record_spawn_failed(
         error_count: counters.error_count + 1,
         last_exit: previous.and_then(|p| p.last_exit),
         last_error: Some(error),
-        next_restart_at: Some(now.saturating_add(delay)),
+        next_restart_at: (!tripped).then(|| now.saturating_add(delay)),
         stop_reason: None,
         stop_deadline: None,
         killed: false,
+        resets_seen: desired.resets,
+        tripped_at: tripped.then_some(now),
+    }
+}
+
+/// The record of a desired process that is not started because the launcher is full.
+pub fn record_pending(
+    desired: &DesiredRecord,
+    previous: Option<&ObservedRecord>,
+    ports: Ports,
+    reason: String,
+) -> ObservedRecord {
+    let counters = Counters::carried_over(desired, previous);
+    ObservedRecord {
+        id: desired.id.clone(),
+        phase: Phase::Pending,
+        pid: None,
+        pid_start_ticks: None,
+        generation: desired.generation,
+        spec: desired.spec.clone(),
+        ports,
+        started_at: None,
+        health: if desired.spec.health_check.is_some() {
+            Health::Unknown
+        } else {
+            Health::NotChecked
+        },
+        probe_successes: 0,
+        probe_failures: 0,
+        restart_count: counters.restart_count,
+        consecutive_failures: counters.consecutive_failures,
+        error_count: counters.error_count,
+        last_exit: previous.and_then(|p| p.last_exit),
+        last_error: Some(reason),
+        next_restart_at: None,
+        stop_reason: None,
+        stop_deadline: None,
+        killed: false,
+        resets_seen: previous.map_or(0, |p| p.resets_seen),
+        tripped_at: None,
     }
 }
 
@@ -402,8 +508,10 @@ pub fn record_exit(
     observed: &ObservedRecord,
     status: ExitStatus,
     backoff: &Backoff,
+    jitter_sample: f64,
     now: UnixMillis,
 ) -> ObservedRecord {
+    let backoff = backoff.for_spec(&observed.spec);
     let mut next = ObservedRecord {
         pid: None,
         pid_start_ticks: None,
@@ -432,7 +540,7 @@ pub fn record_exit(
     }
 
     let unhealthy = observed.stop_reason == Some(StopReason::Unhealthy);
-    let failed = unhealthy || !status.is_success();
+    let failed = unhealthy || !observed.spec.is_success(status);
     next.stop_reason = None;
     let ran_stably = observed
         .started_at
@@ -457,8 +565,19 @@ pub fn record_exit(
         // Exits that lead to a restart count towards the backoff even when they succeed, so that
         // a program that exits 0 at once under `Always` does not spin.
         next.consecutive_failures += 1;
-        next.phase = Phase::BackingOff;
-        next.next_restart_at = Some(now.saturating_add(backoff.delay(next.consecutive_failures)));
+        if next.consecutive_failures >= backoff.failure_threshold {
+            next.phase = Phase::Tripped;
+            next.tripped_at = Some(now);
+            next.next_restart_at = None;
+            next.last_error = Some(format!(
+                "circuit open after {} consecutive failures; last: exited with {status}",
+                next.consecutive_failures
+            ));
+        } else {
+            next.phase = Phase::BackingOff;
+            let delay = backoff.jittered_delay(next.consecutive_failures, jitter_sample);
+            next.next_restart_at = Some(now.saturating_add(delay));
+        }
     } else {
         next.phase = Phase::Exited;
         next.next_restart_at = None;
@@ -602,6 +721,30 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
             _ => diff_of(DiffKind::Stop, "stopping"),
         },
         Phase::Stopped => diff_of(DiffKind::Start, "stopped; will start again"),
+        Phase::Pending if spec_changed => diff_of(
+            DiffKind::Start,
+            format!("pending ({last_error}); spec changed since"),
+        ),
+        Phase::Pending => diff_of(DiffKind::Start, format!("pending: {last_error}")),
+        Phase::Tripped if spec_changed => diff_of(
+            DiffKind::Replace,
+            format!("spec changed, closing the circuit: {generations}"),
+        ),
+        Phase::Tripped if reset_requested(desired, observed) => {
+            diff_of(DiffKind::Start, "reset; will start again")
+        }
+        Phase::Tripped => {
+            let since = observed
+                .tripped_at
+                .map_or_else(String::new, |at| format!(" since unix ms {}", at.0));
+            diff_of(
+                DiffKind::Failing,
+                format!(
+                    "circuit open{since}: {last_error}; run `prism-launcher reset {}` or change its spec",
+                    observed.id
+                ),
+            )
+        }
         Phase::BackingOff if spec_changed => diff_of(
             DiffKind::Replace,
             format!("spec changed while backing off: {generations}"),
@@ -623,7 +766,7 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
             format!("spec changed after exit: {generations}"),
         ),
         Phase::Exited => match observed.last_exit {
-            Some(status) if status.is_success() => diff_of(
+            Some(status) if observed.spec.is_success(status) => diff_of(
                 DiffKind::InSync,
                 "completed; its restart policy keeps it down",
             ),
@@ -660,4 +803,53 @@ impl DiffSummary {
         };
         *counter += 1;
     }
+}
+
+/// A host-wide limit on restarts per second (a token bucket), so that a failure of the whole
+/// host does not turn into a restart storm. Pure: time is passed in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RestartBudget {
+    per_second: u32,
+    tokens: f64,
+    refilled_at: UnixMillis,
+}
+
+impl RestartBudget {
+    /// A full bucket of `per_second` tokens; 0 means no limit.
+    pub fn new(per_second: u32, now: UnixMillis) -> RestartBudget {
+        RestartBudget {
+            per_second,
+            tokens: f64::from(per_second),
+            refilled_at: now,
+        }
+    }
+
+    /// Takes one restart from the budget, or says when the next one is available.
+    pub fn take(&mut self, now: UnixMillis) -> Result<(), UnixMillis> {
+        if self.per_second == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.per_second);
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.refilled_at = self.refilled_at.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / rate);
+            Err(now.saturating_add(wait.max(Duration::from_millis(1))))
+        }
+    }
+}
+
+/// Whether a record holds one of the launcher's `--max-processes` slots: it runs, is stopping,
+/// or will run again soon. Pending, exited and tripped processes hold none.
+pub fn holds_slot(observed: &ObservedRecord) -> bool {
+    matches!(
+        observed.phase,
+        Phase::Starting | Phase::Running | Phase::Stopping | Phase::BackingOff | Phase::Stopped
+    )
 }

@@ -40,6 +40,8 @@ fn spec() -> ProcessSpec {
         session_id: None,
         health_check: None,
         restart_policy: RestartPolicy::Always,
+        success_exit_codes: Vec::new(),
+        backoff: Default::default(),
         termination_grace: Duration::from_secs(7),
         resources: None,
         requested_ports: RequestedPorts::default(),
@@ -105,6 +107,7 @@ fn desired_for(name: &str, generation: u64, spec: ProcessSpec) -> DesiredRecord 
         spec,
         generation,
         source: Source::Api,
+        resets: 0,
     }
 }
 
@@ -138,6 +141,8 @@ fn observed(phase: Phase, spec: ProcessSpec) -> ObservedRecord {
         stop_reason: None,
         stop_deadline: None,
         killed: false,
+        resets_seen: 0,
+        tripped_at: None,
     }
 }
 
@@ -173,6 +178,8 @@ fn backoff() -> Backoff {
         initial: Duration::from_secs(1),
         max: Duration::from_secs(60),
         stable_after: Duration::from_secs(600),
+        // High, so that the delay tables reach the cap; the breaker has its own tests.
+        failure_threshold: 100,
     }
 }
 
@@ -733,6 +740,7 @@ fn backoff_delay_table() {
         initial: Duration::from_secs(u64::MAX / 4),
         max: Duration::MAX,
         stable_after: Duration::from_secs(600),
+        failure_threshold: 5,
     };
     let cases: Vec<(&str, Backoff, u32, Duration)> = vec![
         ("0th failure: immediate", backoff(), 0, Duration::ZERO),
@@ -1086,7 +1094,7 @@ fn record_exit_table() {
 
     for case in cases {
         let name = case.name;
-        let got = record_exit(&case.observed, case.status, &backoff, NOW);
+        let got = record_exit(&case.observed, case.status, &backoff, 0.0, NOW);
         assert_eq!(got.phase, case.want_phase, "phase, case: {name}");
         assert_eq!(
             got.consecutive_failures, case.want_consecutive_failures,
@@ -1397,6 +1405,7 @@ fn record_spawn_failed_table() {
             ports(),
             error.clone(),
             &backoff,
+            0.0,
             NOW,
         );
         assert_eq!(got.phase, Phase::BackingOff, "phase, case: {name}");
@@ -1700,7 +1709,13 @@ fn stop_then_kill_then_exit_sequence() {
     assert_eq!(decide(None, Some(&record), deadline), kill());
     record = record_killed(&record);
     assert_eq!(decide(None, Some(&record), after(60_000)), nothing());
-    record = record_exit(&record, ExitStatus::Signal(9), &backoff(), after(60_000));
+    record = record_exit(
+        &record,
+        ExitStatus::Signal(9),
+        &backoff(),
+        0.0,
+        after(60_000),
+    );
     assert_eq!(record.phase, Phase::Stopped);
     assert_eq!(record.error_count, 0);
     assert_eq!(decide(None, Some(&record), after(60_000)), forget());
@@ -1721,7 +1736,7 @@ fn crash_loop_backs_off_and_restarts() {
     let want_delays_ms = [0, 1_000, 2_000, 4_000];
     for (crash, want_delay) in want_delays_ms.into_iter().enumerate() {
         now = now.saturating_add(Duration::from_millis(10));
-        record = record_exit(&record, ExitStatus::Code(1), &backoff, now);
+        record = record_exit(&record, ExitStatus::Code(1), &backoff, 0.0, now);
         let due = now.saturating_add(Duration::from_millis(want_delay));
         assert_eq!(record.next_restart_at, Some(due), "crash {crash}");
         if want_delay > 0 {
@@ -2061,9 +2076,19 @@ fn requires_restart_from_table() {
             true,
         ),
         (
-            "restart policy changed",
+            "restart policy changed: applies at the next exit, no new process",
             |s| s.restart_policy = RestartPolicy::Never,
-            true,
+            false,
+        ),
+        (
+            "success exit codes changed: no new process",
+            |s| s.success_exit_codes = vec![0, 3],
+            false,
+        ),
+        (
+            "backoff changed: no new process",
+            |s| s.backoff.failure_threshold = Some(2),
+            false,
         ),
         (
             "termination grace changed",
@@ -2129,5 +2154,237 @@ fn pattern_process_ids_follow_the_isolation_level() {
                 "{namespace:?}/{session:?}: {got:?}"
             ),
         }
+    }
+}
+
+#[test]
+fn the_circuit_opens_after_the_threshold_and_a_reset_or_a_new_spec_closes_it() {
+    let backoff = Backoff {
+        failure_threshold: 3,
+        ..backoff()
+    };
+    let wanted = desired(1, spec());
+    let mut record = observed(Phase::Running, spec());
+    let mut now = NOW;
+    let mut phases = Vec::new();
+    for _ in 0..3 {
+        record = record_exit(&record, ExitStatus::Code(1), &backoff, 0.0, now);
+        phases.push(record.phase);
+        if record.phase == Phase::BackingOff {
+            let at = record.next_restart_at.expect("a restart time");
+            assert_eq!(
+                decide(Some(&wanted), Some(&record), at).action,
+                Some(Action::Start {
+                    id: wanted.id.clone(),
+                    restart: true
+                })
+            );
+            now = at;
+            record = record_spawned(&wanted, Some(&record), spawned(4243), now);
+        }
+    }
+    assert_eq!(
+        phases,
+        [Phase::BackingOff, Phase::BackingOff, Phase::Tripped]
+    );
+    assert_eq!(record.tripped_at, Some(now));
+    assert_eq!(record.next_restart_at, None);
+    assert!(
+        record
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("circuit open after 3 consecutive failures"),
+        "{record:?}"
+    );
+    let much_later = now.saturating_add(Duration::from_secs(86_400));
+    assert_eq!(
+        decide(Some(&wanted), Some(&record), much_later),
+        Decision::default(),
+        "terminal: never restarted by time alone"
+    );
+    assert_eq!(diff(Some(&wanted), Some(&record)).kind, DiffKind::Failing);
+    assert!(diff(Some(&wanted), Some(&record))
+        .detail
+        .contains("prism-launcher reset"));
+
+    let reset = DesiredRecord {
+        resets: 1,
+        ..wanted.clone()
+    };
+    assert_eq!(
+        decide(Some(&reset), Some(&record), much_later).action,
+        Some(Action::Start {
+            id: wanted.id.clone(),
+            restart: true
+        })
+    );
+    let restarted = record_spawned(&reset, Some(&record), spawned(5000), much_later);
+    assert_eq!(
+        restarted.consecutive_failures, 0,
+        "a reset starts the streak afresh"
+    );
+    assert_eq!(restarted.resets_seen, 1);
+    assert_eq!(restarted.tripped_at, None);
+    assert_eq!(
+        decide(Some(&reset), Some(&restarted), much_later),
+        Decision::default(),
+        "a reset acts once"
+    );
+
+    let mut changed = spec();
+    changed.args = vec!["--fixed".into()];
+    let fixed = desired(2, changed);
+    assert_eq!(
+        decide(Some(&fixed), Some(&record), much_later).action,
+        Some(Action::Start {
+            id: wanted.id.clone(),
+            restart: false
+        })
+    );
+    assert_eq!(
+        record_spawned(&fixed, Some(&record), spawned(5001), much_later).consecutive_failures,
+        0
+    );
+    assert_eq!(
+        decide(None, Some(&record), much_later).action,
+        Some(Action::Forget {
+            id: wanted.id.clone()
+        })
+    );
+}
+
+#[test]
+fn spawn_failures_trip_the_circuit_too_and_per_spec_settings_override_the_launcher() {
+    let mut own = spec();
+    own.backoff = BackoffOverrides {
+        initial: Some(Duration::from_secs(7)),
+        max: None,
+        reset_after: None,
+        failure_threshold: Some(2),
+    };
+    let wanted = desired(1, own);
+    let first = record_spawn_failed(
+        &wanted,
+        None,
+        ports(),
+        "no such file".into(),
+        &backoff(),
+        0.0,
+        NOW,
+    );
+    assert_eq!(first.phase, Phase::BackingOff);
+    assert_eq!(
+        first.next_restart_at,
+        Some(NOW.saturating_add(Duration::from_secs(7))),
+        "the spec's initial delay"
+    );
+    let second = record_spawn_failed(
+        &wanted,
+        Some(&first),
+        ports(),
+        "no such file".into(),
+        &backoff(),
+        0.0,
+        NOW,
+    );
+    assert_eq!(second.phase, Phase::Tripped, "the spec's threshold of 2");
+    assert_eq!(second.next_restart_at, None);
+}
+
+#[test]
+fn jitter_stretches_a_delay_by_at_most_a_fifth() {
+    let backoff = backoff();
+    for failures in 2..8 {
+        let plain = backoff.delay(failures);
+        assert_eq!(backoff.jittered_delay(failures, 0.0), plain);
+        let most = backoff.jittered_delay(failures, 0.999_999);
+        assert!(
+            most > plain && most <= plain.mul_f64(1.0 + JITTER_FRACTION),
+            "{failures}: {most:?}"
+        );
+        assert_eq!(
+            backoff.jittered_delay(failures, f64::NAN),
+            plain,
+            "a bad sample adds nothing"
+        );
+    }
+}
+
+#[test]
+fn success_exit_codes_decide_what_on_failure_restarts() {
+    let mut own = spec();
+    own.restart_policy = RestartPolicy::OnFailure;
+    own.success_exit_codes = vec![0, 3];
+    let record = ObservedRecord {
+        spec: own,
+        ..observed(Phase::Running, spec())
+    };
+    let done = record_exit(&record, ExitStatus::Code(3), &backoff(), 0.0, NOW);
+    assert_eq!(done.phase, Phase::Exited, "3 counts as success");
+    assert_eq!(done.error_count, record.error_count);
+    let crashed = record_exit(&record, ExitStatus::Code(0), &backoff(), 0.0, NOW);
+    assert_eq!(crashed.phase, Phase::Exited, "0 is listed too");
+    let failed = record_exit(&record, ExitStatus::Code(1), &backoff(), 0.0, NOW);
+    assert_eq!(failed.phase, Phase::BackingOff);
+    let killed = record_exit(&record, ExitStatus::Signal(9), &backoff(), 0.0, NOW);
+    assert_eq!(
+        killed.phase,
+        Phase::BackingOff,
+        "a signal is never a success"
+    );
+}
+
+#[test]
+fn the_restart_budget_refills_over_time() {
+    let mut budget = RestartBudget::new(2, NOW);
+    assert_eq!(budget.take(NOW), Ok(()));
+    assert_eq!(budget.take(NOW), Ok(()));
+    let retry_at = budget.take(NOW).expect_err("empty");
+    assert_eq!(
+        retry_at,
+        NOW.saturating_add(Duration::from_millis(500)),
+        "one token per 500 ms at 2/s"
+    );
+    assert_eq!(budget.take(retry_at), Ok(()));
+    let mut unlimited = RestartBudget::new(0, NOW);
+    for _ in 0..1000 {
+        assert_eq!(unlimited.take(NOW), Ok(()));
+    }
+}
+
+#[test]
+fn pending_processes_start_when_room_frees_and_are_forgotten_when_undesired() {
+    let wanted = desired(1, spec());
+    let pending = record_pending(&wanted, None, ports(), "full".into());
+    assert_eq!(pending.phase, Phase::Pending);
+    assert!(!holds_slot(&pending));
+    assert_eq!(
+        decide(Some(&wanted), Some(&pending), NOW).action,
+        Some(Action::Start {
+            id: wanted.id.clone(),
+            restart: false
+        })
+    );
+    assert_eq!(
+        decide(None, Some(&pending), NOW).action,
+        Some(Action::Forget {
+            id: wanted.id.clone()
+        })
+    );
+    let shown = diff(Some(&wanted), Some(&pending));
+    assert_eq!(
+        (shown.kind, shown.detail.as_str()),
+        (DiffKind::Start, "pending: full")
+    );
+    assert!(holds_slot(&observed(Phase::Running, spec())));
+    assert!(!holds_slot(&observed(Phase::Tripped, spec())));
+}
+
+fn spawned(pid: u32) -> Spawned {
+    Spawned {
+        pid,
+        start_ticks: Some(7),
+        ports: ports(),
     }
 }

@@ -22,8 +22,8 @@ use super::spawn::{spawn_child, SpawnContext};
 use super::{pidfd, procfs};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, Action, Backoff, DesiredRecord, ObservedRecord, Phase, Ports, ProcessId, Spawned,
-    StopReason, UnixMillis,
+    self, Action, Backoff, DesiredRecord, ObservedRecord, Phase, Ports, ProcessId, RestartBudget,
+    Spawned, StopReason, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -51,6 +51,10 @@ pub struct RuntimeConfig {
     /// A full reconcile of every id runs this often even without events.
     pub resync_interval: Duration,
     pub backoff: Backoff,
+    /// New processes beyond this many are left pending; `None` is no limit.
+    pub max_processes: Option<u32>,
+    /// Restarts allowed per second across the host; 0 is no limit.
+    pub max_restarts_per_second: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,7 @@ pub async fn run(
         }
     });
 
+    let supervisor_config_restarts = config.max_restarts_per_second;
     let mut supervisor = Supervisor {
         store,
         ports: PortAllocator::new(config.port_range.clone()),
@@ -117,6 +122,10 @@ pub async fn run(
         timers: BTreeSet::new(),
         dirty: BTreeSet::new(),
         unsaved: BTreeSet::new(),
+        jitter: Jitter::seeded(now().0 ^ (u64::from(std::process::id()) << 32)),
+        restart_budget: RestartBudget::new(supervisor_config_restarts, now()),
+        slots_in_use: 0,
+        pending: BTreeSet::new(),
     };
     supervisor.recover_previous_run().await?;
     supervisor.resync()?;
@@ -196,6 +205,41 @@ struct Supervisor {
     dirty: BTreeSet<ProcessId>,
     /// Ids whose observed record changed since the last write to the store.
     unsaved: BTreeSet<ProcessId>,
+    jitter: Jitter,
+    restart_budget: RestartBudget,
+    /// Observed records that hold a `--max-processes` slot.
+    slots_in_use: usize,
+    /// Desired ids left pending for capacity, looked at again when a slot frees.
+    pending: BTreeSet<ProcessId>,
+}
+
+/// Random samples in `[0, 1)` for restart jitter (xorshift64*: statistical quality is all that
+/// jitter needs).
+struct Jitter {
+    state: u64,
+}
+
+impl Jitter {
+    fn seeded(seed: u64) -> Jitter {
+        Jitter { state: seed | 1 }
+    }
+
+    fn sample(&mut self) -> f64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let value = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        // The top 53 bits fill an f64 mantissa exactly, so the result is in [0, 1).
+        (value >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn log_if_tripped(record: &ObservedRecord) {
+    if record.phase == Phase::Tripped {
+        tracing::error!(id = %record.id, failures = record.consecutive_failures,
+            error = record.last_error.as_deref().unwrap_or_default(),
+            "process has exceeded max errors, marking as terminal (circuit open); `prism-launcher reset` restarts it");
+    }
 }
 
 impl Supervisor {
@@ -304,8 +348,19 @@ impl Supervisor {
         if observed.pid != Some(exit.pid) {
             return;
         }
-        let next = reconcile::record_exit(observed, exit.status, &self.config.backoff, now);
+        let next = reconcile::record_exit(
+            observed,
+            exit.status,
+            &self.config.backoff,
+            self.jitter.sample(),
+            now,
+        );
         match next.phase {
+            Phase::Tripped => {
+                tracing::error!(%id, pid = exit.pid, status = %exit.status,
+                    failures = next.consecutive_failures,
+                    "process has exceeded max errors, marking as terminal (circuit open); `prism-launcher reset` restarts it");
+            }
             Phase::Stopped => {
                 tracing::info!(%id, pid = exit.pid, status = %exit.status, "process stopped");
             }
@@ -381,7 +436,21 @@ impl Supervisor {
         let span = tracing::info_span!("action", id = %action.id(), kind = action.kind());
         let _entered = span.enter();
         match action {
-            Action::Start { id, restart } => self.start(&id, restart, now),
+            Action::Start { id, restart } => {
+                if restart {
+                    if let Err(retry_at) = self.restart_budget.take(now) {
+                        tracing::debug!(%id, "host-wide restart limit reached; restart deferred");
+                        self.timers.insert((retry_at, id));
+                        return;
+                    }
+                }
+                if self.at_capacity(&id) {
+                    self.leave_pending(&id);
+                    return;
+                }
+                self.pending.remove(&id);
+                self.start(&id, restart, now);
+            }
             Action::Stop { id, reason, grace } => {
                 let grace = match reason {
                     StopReason::Undesired => self.stop_grace.remove(&id).unwrap_or(grace),
@@ -401,7 +470,12 @@ impl Supervisor {
                 self.set_observed(next);
             }
             Action::Forget { id } => {
-                self.observed.remove(&id);
+                if let Some(forgotten) = self.observed.remove(&id) {
+                    if reconcile::holds_slot(&forgotten) {
+                        self.slot_freed();
+                    }
+                }
+                self.pending.remove(&id);
                 self.stop_grace.remove(&id);
                 self.ports.release(&id);
                 self.unsaved.insert(id);
@@ -437,8 +511,10 @@ impl Supervisor {
                     ports,
                     Chain(&error).to_string(),
                     &self.config.backoff,
+                    self.jitter.sample(),
                     now,
                 );
+                log_if_tripped(&next);
                 self.set_observed(next);
                 return;
             }
@@ -475,8 +551,10 @@ impl Supervisor {
                     ports,
                     Chain(&error).to_string(),
                     &self.config.backoff,
+                    self.jitter.sample(),
                     now,
                 );
+                log_if_tripped(&next);
                 self.set_observed(next);
             }
         }
@@ -519,7 +597,51 @@ impl Supervisor {
 
     fn set_observed(&mut self, record: ObservedRecord) {
         self.unsaved.insert(record.id.clone());
+        let held = self
+            .observed
+            .get(&record.id)
+            .is_some_and(reconcile::holds_slot);
+        let holds = reconcile::holds_slot(&record);
         self.observed.insert(record.id.clone(), record);
+        match (held, holds) {
+            (false, true) => self.slots_in_use += 1,
+            (true, false) => self.slot_freed(),
+            _ => {}
+        }
+    }
+
+    /// A slot was given back: pending processes get another look.
+    fn slot_freed(&mut self) {
+        self.slots_in_use = self.slots_in_use.saturating_sub(1);
+        self.dirty.extend(self.pending.iter().cloned());
+    }
+
+    /// Whether starting `id` would exceed `--max-processes`. Only processes that hold no slot
+    /// yet (new or pending ones) are counted against the limit; restarts and replacements keep
+    /// the slot they have.
+    fn at_capacity(&self, id: &ProcessId) -> bool {
+        let Some(max) = self.config.max_processes else {
+            return false;
+        };
+        let holds_slot = self.observed.get(id).is_some_and(reconcile::holds_slot);
+        !holds_slot && self.slots_in_use >= usize::try_from(max).unwrap_or(usize::MAX)
+    }
+
+    /// Records `id` as pending for capacity, logging it once.
+    fn leave_pending(&mut self, id: &ProcessId) {
+        let Some(desired) = self.desired.get(id) else {
+            return;
+        };
+        let max = self.config.max_processes.unwrap_or_default();
+        let previous = self.observed.get(id);
+        if previous.is_none_or(|record| record.phase != Phase::Pending) {
+            tracing::warn!(%id, max, "not started: the launcher is at --max-processes; it stays pending until a slot frees");
+        }
+        let ports = previous.map_or(Ports { grpc: 0, health: 0 }, |record| record.ports);
+        let reason = format!("the launcher runs its limit of {max} processes (--max-processes)");
+        let next = reconcile::record_pending(desired, previous, ports, reason);
+        self.pending.insert(id.clone());
+        self.set_observed(next);
     }
 
     /// Writes the observed records changed since the last call, with one flush for all.
@@ -574,6 +696,17 @@ impl Supervisor {
             self.observed.insert(record.id.clone(), record);
         }
         while stops.join_next().await.is_some() {}
+        self.slots_in_use = self
+            .observed
+            .values()
+            .filter(|record| reconcile::holds_slot(record))
+            .count();
+        self.pending = self
+            .observed
+            .values()
+            .filter(|record| record.phase == Phase::Pending)
+            .map(|record| record.id.clone())
+            .collect();
         self.persist();
         Ok(())
     }

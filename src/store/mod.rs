@@ -412,6 +412,26 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Counts an operator's reset of `id` on its desired record (not a spec change: the
+    /// generation stays). Returns the updated record, or `None` if nothing desires `id`.
+    pub fn reset_desired(&self, id: &ProcessId) -> Result<Option<DesiredRecord>, StoreError> {
+        let record = self.transact("resetting a process", |tx| match tx.read(id)? {
+            None => Ok(None),
+            Some(mut record) => {
+                record.resets += 1;
+                let bytes = encode("desired", id.as_str(), &record)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                tx.desired.insert(id.as_str(), bytes)?;
+                Ok(Some(record))
+            }
+        })?;
+        if record.is_some() {
+            self.flush()?;
+            self.notify([id]);
+        }
+        Ok(record)
+    }
+
     /// Takes (and forgets) the grace period a delete asked for, if any.
     pub fn take_stop_request(&self, id: &ProcessId) -> Result<Option<Duration>, StoreError> {
         let taken = self
@@ -525,6 +545,7 @@ impl Tx<'_> {
             spec: spec.clone(),
             generation: last_generation + 1,
             source: source.clone(),
+            resets: existing.map_or(0, |existing| existing.resets),
         };
         let bytes =
             encode("desired", id.as_str(), &record).map_err(ConflictableTransactionError::Abort)?;

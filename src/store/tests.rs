@@ -51,6 +51,8 @@ fn spec(executable: &str) -> ProcessSpec {
             success_threshold: 1,
         }),
         restart_policy: RestartPolicy::OnFailure,
+        success_exit_codes: Vec::new(),
+        backoff: Default::default(),
         termination_grace: Duration::from_secs(10),
         resources: Some(Resources {
             cpu_millis: Some(500),
@@ -87,6 +89,8 @@ fn observed(name: &str, phase: Phase) -> ObservedRecord {
         stop_reason: Some(StopReason::Replace),
         stop_deadline: Some(UnixMillis(1_700_000_010_000)),
         killed: true,
+        resets_seen: 0,
+        tripped_at: None,
     }
 }
 
@@ -159,6 +163,7 @@ fn apply_source_creates_records_at_generation_one() {
             spec: spec("/bin/alpha"),
             generation: 1,
             source: source.clone(),
+            resets: 0,
         }
     );
     assert_eq!(generation(&store, "beta"), 1);
@@ -450,6 +455,7 @@ fn apply_source_reports_ids_owned_by_another_file_as_conflicts() {
             spec: spec("/bin/owner"),
             generation: 1,
             source: owner,
+            resets: 0,
         }
     );
 }
