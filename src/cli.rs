@@ -255,6 +255,8 @@ mod tests {
             last_exit: String::new(),
             started_at_unix_ms: Some(1_000),
             next_restart_at_unix_ms: None,
+            exited_at_unix_ms: None,
+            tripped_at_unix_ms: None,
             pattern: String::new(),
             labels: Default::default(),
             grpc_port: 40000,

@@ -171,6 +171,12 @@ fn process_status(
         labels: spec
             .map(|spec| spec.labels.clone().into_iter().collect())
             .unwrap_or_default(),
+        exited_at_unix_ms: observed
+            .and_then(|record| record.exited_at)
+            .map_or(0, unix_ms),
+        tripped_at_unix_ms: observed
+            .and_then(|record| record.tripped_at)
+            .map_or(0, unix_ms),
         cpu_limit_millis: spec
             .and_then(|spec| spec.resources.as_ref())
             .and_then(|resources| resources.cpu_millis)

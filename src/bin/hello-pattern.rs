@@ -2,7 +2,8 @@
 //! the environment the launcher injects and answers `GET /health` on `HEALTH_PORT`.
 //!
 //! Deliberately tiny (std only) so that tests and examples have a real process to supervise.
-//! `HELLO_FAIL_HEALTH=1` makes it answer 503, for showing an unhealthy process.
+//! `HELLO_FAIL_HEALTH=1` makes it answer 503, for showing an unhealthy process;
+//! `HELLO_UNHEALTHY_WHILE=<path>` makes it answer 503 while that file exists.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -20,7 +21,8 @@ fn main() {
         eprintln!("hello-pattern: HEALTH_PORT={health_port:?} is not a port");
         std::process::exit(2);
     };
-    let failing = std::env::var("HELLO_FAIL_HEALTH").is_ok_and(|value| value == "1");
+    let always_failing = std::env::var("HELLO_FAIL_HEALTH").is_ok_and(|value| value == "1");
+    let unhealthy_while = std::env::var_os("HELLO_UNHEALTHY_WHILE").map(std::path::PathBuf::from);
     println!("Starting {pattern_name} pattern");
     println!("  Namespace: {namespace}");
     println!("  Health port: {health_port}");
@@ -34,6 +36,8 @@ fn main() {
     };
     println!("Health endpoint listening on :{health_port}");
     for stream in listener.incoming().flatten() {
+        let failing =
+            always_failing || unhealthy_while.as_deref().is_some_and(|path| path.exists());
         answer(stream, &pattern_name, failing);
     }
 }

@@ -518,4 +518,7 @@ pub struct ObservedRecord {
     /// When the circuit opened, while `phase` is `Tripped`.
     #[serde(default)]
     pub tripped_at: Option<UnixMillis>,
+    /// When the last process of this id exited (or failed to spawn).
+    #[serde(default)]
+    pub exited_at: Option<UnixMillis>,
 }

@@ -343,6 +343,7 @@ pub fn record_spawned(
         killed: false,
         resets_seen: desired.resets,
         tripped_at: None,
+        exited_at: previous.and_then(|p| p.exited_at),
     }
 }
 
@@ -438,6 +439,7 @@ pub fn record_spawn_failed(
         killed: false,
         resets_seen: desired.resets,
         tripped_at: tripped.then_some(now),
+        exited_at: Some(now),
     }
 }
 
@@ -476,6 +478,7 @@ pub fn record_pending(
         killed: false,
         resets_seen: previous.map_or(0, |p| p.resets_seen),
         tripped_at: None,
+        exited_at: previous.and_then(|p| p.exited_at),
     }
 }
 
@@ -515,6 +518,7 @@ pub fn record_exit(
     let mut next = ObservedRecord {
         pid: None,
         pid_start_ticks: None,
+        exited_at: Some(now),
         last_exit: Some(status),
         stop_deadline: None,
         killed: false,

@@ -143,6 +143,7 @@ fn observed(phase: Phase, spec: ProcessSpec) -> ObservedRecord {
         killed: false,
         resets_seen: 0,
         tripped_at: None,
+        exited_at: None,
     }
 }
 

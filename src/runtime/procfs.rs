@@ -35,6 +35,30 @@ pub fn environment_value(pid: u32, name: &str) -> Option<String> {
     })
 }
 
+/// The process group of `pid` (field 5 of /proc/<pid>/stat), if it exists.
+pub fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&stat, 5)?.parse().ok()
+}
+
+/// Live processes whose initial environment holds every `name=value` of `wanted`. Costs one
+/// pass over /proc; used when a process stops, never per event of the loop.
+pub fn processes_with_environment(wanted: &[(&str, &str)]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            wanted
+                .iter()
+                .all(|(name, value)| environment_value(*pid, name).as_deref() == Some(*value))
+        })
+        .filter(|pid| is_alive(*pid))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -348,6 +348,9 @@ impl Supervisor {
         if observed.pid != Some(exit.pid) {
             return;
         }
+        // The leader's group is gone (the reaper killed what was left of it); descendants that
+        // left the group go with it, so that nothing of the old process outlives it.
+        self.signal_escaped(&id, None, Signal::SIGKILL);
         let next = reconcile::record_exit(
             observed,
             exit.status,
@@ -465,6 +468,7 @@ impl Supervisor {
                 if let Some(pid) = observed.pid {
                     tracing::warn!(%id, pid, "grace period over; sending SIGKILL to the process group");
                     self.signal_group(pid, Signal::SIGKILL);
+                    self.signal_escaped(&id, Some(pid), Signal::SIGKILL);
                 }
                 let next = reconcile::record_killed(observed);
                 self.set_observed(next);
@@ -567,6 +571,7 @@ impl Supervisor {
         if let Some(pid) = observed.pid {
             tracing::info!(%id, pid, ?reason, ?grace, "stopping process: SIGTERM to its process group");
             self.signal_group(pid, Signal::SIGTERM);
+            self.signal_escaped(id, Some(pid), Signal::SIGTERM);
         }
         let next = reconcile::record_stop_started(observed, reason, grace, now);
         self.set_observed(next);
@@ -586,6 +591,45 @@ impl Supervisor {
         match killpg(Pid::from_raw(raw), signal) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(error) => tracing::warn!(pid, %signal, %error, "cannot signal the process group"),
+        }
+    }
+
+    /// Signals the descendants of `id` that left its process group (daemons that called
+    /// setsid, double forks): live processes carrying this launcher's id and `id` in their
+    /// environment that the launcher did not start and that are not in the group of `leader`.
+    /// Only processes provably ours are touched.
+    fn signal_escaped(&self, id: &ProcessId, leader: Option<u32>, signal: Signal) {
+        let ours = procfs::processes_with_environment(&[
+            ("PRISM_LAUNCHER_ID", self.config.launcher_id.as_str()),
+            ("PROCESS_ID", id.as_str()),
+        ]);
+        if ours.is_empty() {
+            return;
+        }
+        let tracked = self.children.lock();
+        for pid in ours {
+            if tracked.contains(&pid) {
+                continue;
+            }
+            let group = procfs::process_group(pid);
+            if leader.is_some() && group == leader {
+                continue;
+            }
+            let Ok(raw) = i32::try_from(pid) else {
+                continue;
+            };
+            tracing::warn!(%id, pid, %signal, "signalling a descendant that left the process group");
+            let target = if group == Some(pid) {
+                // A session or group leader of its own: take its whole group.
+                killpg(Pid::from_raw(raw), signal)
+            } else {
+                nix::sys::signal::kill(Pid::from_raw(raw), signal)
+            };
+            if let Err(error) = target {
+                if error != Errno::ESRCH {
+                    tracing::warn!(%id, pid, %error, "cannot signal an escaped descendant");
+                }
+            }
         }
     }
 

@@ -91,6 +91,7 @@ fn observed(name: &str, phase: Phase) -> ObservedRecord {
         killed: true,
         resets_seen: 0,
         tripped_at: None,
+        exited_at: None,
     }
 }
 

@@ -46,12 +46,18 @@ pub struct TestLauncher {
     pub dir: tempfile::TempDir,
     pub launcher_id: String,
     ports: (u16, u16),
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl TestLauncher {
     /// Starts a launcher on a fresh temporary directory.
     pub fn start() -> TestLauncher {
+        TestLauncher::start_with(&[])
+    }
+
+    /// Starts a launcher on a fresh temporary directory with extra `serve` flags.
+    pub fn start_with(extra_args: &[&str]) -> TestLauncher {
         let dir = tempfile::tempdir().expect("temporary directory");
         std::fs::create_dir_all(dir.path().join("specs")).expect("spec directory");
         write_test_patterns(&dir.path().join("patterns"));
@@ -65,6 +71,7 @@ impl TestLauncher {
             dir,
             launcher_id,
             ports: port_range(),
+            extra_args: extra_args.iter().map(ToString::to_string).collect(),
             child: None,
         };
         launcher.spawn();
@@ -94,6 +101,7 @@ impl TestLauncher {
             .arg(format!("{}-{}", self.ports.0, self.ports.1))
             .arg("--launcher-id")
             .arg(&self.launcher_id)
+            .args(&self.extra_args)
             .env("RUST_LOG", "debug")
             // Must never reach a child: the launcher passes only what a spec names.
             .env("PRISM_TEST_SECRET", "do-not-leak")
@@ -104,6 +112,11 @@ impl TestLauncher {
             .expect("start prism-launcher");
         self.child = Some(child);
         self.address();
+    }
+
+    /// The pid of the running launcher.
+    pub fn launcher_pid(&self) -> u32 {
+        self.child.as_ref().expect("launcher running").id()
     }
 
     pub fn data_dir(&self) -> PathBuf {

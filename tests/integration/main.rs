@@ -2,6 +2,7 @@
 
 mod declarative;
 mod harness;
+mod lifecycle;
 mod pattern_api;
 mod reflection;
 mod tidy;

@@ -1,0 +1,389 @@
+//! Process lifecycle: probes, restart policies, backoff, the circuit breaker, clean stops of
+//! whole process trees, capacity, and spawn errors, all read from the launcher's own records.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn spec(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata:\n  name: {name}\nspec:\n{body}"
+    )
+}
+
+fn u64_field(row: &Value, field: &str) -> u64 {
+    row[field].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_crash_loop_backs_off_ever_longer_then_trips_and_a_reset_runs_it_again() {
+    let mut launcher = TestLauncher::start();
+    let work = launcher.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // Fails its first five runs, then runs for good.
+    launcher.write_spec(
+        "flaky.yaml",
+        &spec(
+            "flaky",
+            &format!(
+                "  binary: /bin/sh\n  args: [\"-c\", \"n=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs; [ $n -gt 5 ] && exec sleep 600; exit 1\"]\n  workingDir: {}\n  backoff: {{initial: 300ms}}\n",
+                work.display()
+            ),
+        ),
+    );
+
+    // The delay the launcher chose after each failure: next_restart_at - exited_at.
+    let mut delays: BTreeMap<u64, u64> = BTreeMap::new();
+    let tripped = eventually(TIMEOUT, "the circuit to open", || {
+        let row = launcher.process("flaky")?;
+        if row["actual"] == "backing-off" {
+            let chosen =
+                u64_field(&row, "next_restart_at_unix_ms") - u64_field(&row, "exited_at_unix_ms");
+            delays.insert(u64_field(&row, "consecutive_failures"), chosen);
+        }
+        (row["actual"] == "tripped").then_some(row)
+    });
+    for (failures, nominal) in [(2, 300), (3, 600), (4, 1200)] {
+        let chosen = delays
+            .get(&failures)
+            .copied()
+            .unwrap_or_else(|| panic!("no record of failure {failures}: {delays:?}"));
+        assert!(
+            (nominal..=nominal * 6 / 5 + 1).contains(&chosen),
+            "failure {failures}: {chosen} ms, expected {nominal} ms plus at most 20% jitter ({delays:?})"
+        );
+    }
+    assert_eq!(tripped["consecutive_failures"], 5, "{tripped}");
+    assert_eq!(tripped["diff"], "failing", "{tripped}");
+    assert!(
+        tripped["diff_detail"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open"),
+        "{tripped}"
+    );
+    assert!(
+        tripped["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("exit code 1"),
+        "{tripped}"
+    );
+    assert!(
+        tripped["tripped_at_unix_ms"].as_u64().is_some(),
+        "{tripped}"
+    );
+    assert!(
+        tripped["next_restart_at_unix_ms"].is_null(),
+        "terminal: no restart is scheduled"
+    );
+    assert!(launcher.log().contains("exceeded max errors"), "logged");
+    assert_eq!(
+        std::fs::read_to_string(work.join("runs")).unwrap().trim(),
+        "5"
+    );
+
+    let output = launcher.cli(&["reset", "flaky"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("was tripped") && said.contains("5 consecutive failures cleared"),
+        "{said}"
+    );
+    launcher.wait_running("flaky", None, TIMEOUT);
+    let row = launcher.process("flaky").unwrap();
+    assert_eq!(row["consecutive_failures"], 0, "{row}");
+    assert_eq!(row["diff"], "in-sync", "{row}");
+
+    let unknown = launcher.cli(&["reset", "nobody"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("nothing desires"),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn readiness_gates_running_and_failed_liveness_restarts_the_process() {
+    let mut launcher = TestLauncher::start();
+    let switch = launcher.dir.path().join("unhealthy");
+    std::fs::write(&switch, "").unwrap();
+    launcher.write_spec(
+        "probed.yaml",
+        &spec(
+            "probed",
+            &format!(
+                "  binary: {HELLO_PATTERN}\n  env: {{HELLO_UNHEALTHY_WHILE: {}}}\n  healthCheck:\n    http: {{path: /health}}\n    interval: 100ms\n    failureThreshold: 3\n",
+                switch.display()
+            ),
+        ),
+    );
+    let first = eventually(TIMEOUT, "a starting process", || {
+        let row = launcher.process("probed")?;
+        (row["actual"] == "starting" && row["pid"].as_u64().is_some()).then_some(row)
+    });
+    assert_eq!(
+        first["health"], "unknown",
+        "not ready while its probe fails: {first}"
+    );
+
+    std::fs::remove_file(&switch).unwrap();
+    let pid = launcher.wait_running("probed", None, TIMEOUT);
+    assert_eq!(launcher.process("probed").unwrap()["health"], "healthy");
+
+    std::fs::write(&switch, "").unwrap();
+    let restarted = eventually(TIMEOUT, "a restart after failed liveness probes", || {
+        let row = launcher.process("probed")?;
+        (u64_field(&row, "restart_count") == 1).then_some(row)
+    });
+    assert!(
+        restarted["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("liveness"),
+        "{restarted}"
+    );
+    assert_eq!(
+        process_state(pid),
+        None,
+        "the unhealthy process was stopped and reaped"
+    );
+    std::fs::remove_file(&switch).unwrap();
+    launcher.wait_running("probed", Some(pid), TIMEOUT);
+}
+
+#[test]
+fn restart_policies_never_and_on_failure_with_success_codes() {
+    let mut launcher = TestLauncher::start();
+    let shell = |name: &str, policy: &str, command: &str, extra: &str| {
+        spec(name, &format!("  binary: /bin/sh\n  args: [\"-c\", \"{command}\"]\n  restartPolicy: {policy}\n  backoff: {{initial: 100ms}}\n{extra}"))
+    };
+    launcher.write_spec("never.yaml", &shell("never", "Never", "exit 1", ""));
+    launcher.write_spec(
+        "done.yaml",
+        &shell(
+            "done",
+            "OnFailure",
+            "exit 3",
+            "  successExitCodes: [0, 3]\n",
+        ),
+    );
+    launcher.write_spec(
+        "failing.yaml",
+        &shell(
+            "failing",
+            "OnFailure",
+            "exit 1",
+            "  successExitCodes: [0, 3]\n",
+        ),
+    );
+
+    let never = eventually(TIMEOUT, "never to exit", || {
+        launcher
+            .process("never")
+            .filter(|row| row["actual"] == "exited")
+    });
+    assert_eq!(never["restart_count"], 0, "{never}");
+    assert_eq!(never["last_exit"], "exit code 1");
+    assert_eq!(
+        never["diff"], "failing",
+        "a failed exit that stays down is shown as failing"
+    );
+
+    let done = eventually(TIMEOUT, "done to exit", || {
+        launcher
+            .process("done")
+            .filter(|row| row["actual"] == "exited")
+    });
+    assert_eq!(done["restart_count"], 0, "{done}");
+    assert_eq!(
+        done["diff"], "in-sync",
+        "exit 3 is a success for it: {done}"
+    );
+
+    let failing = eventually(TIMEOUT, "failing to be restarted", || {
+        launcher
+            .process("failing")
+            .filter(|row| u64_field(row, "restart_count") >= 2)
+    });
+    assert_eq!(failing["last_exit"], "exit code 1", "{failing}");
+    // `never` and `done` were never started again meanwhile.
+    assert_eq!(launcher.process("never").unwrap()["restart_count"], 0);
+    assert_eq!(launcher.process("done").unwrap()["restart_count"], 0);
+}
+
+#[test]
+fn a_sigterm_ignoring_child_is_gone_by_grace_plus_one_second() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec(
+        "stubborn.yaml",
+        &spec("stubborn", "  binary: /bin/sh\n  args: [\"-c\", \"trap '' TERM; while true; do sleep 0.1; done\"]\n  terminationGracePeriod: 1s\n"),
+    );
+    let pid = launcher.wait_running("stubborn", None, TIMEOUT);
+    let removed_at = std::time::Instant::now();
+    launcher.remove_spec("stubborn.yaml");
+    eventually(
+        Duration::from_secs(5),
+        "the stubborn child to be gone",
+        || (process_state(pid).is_none() && group_members(pid).is_empty()).then_some(()),
+    );
+    let took = removed_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "the grace period was given ({took:?})"
+    );
+    assert!(
+        took <= Duration::from_millis(2500),
+        "gone by grace + 1 s, plus watcher latency ({took:?})"
+    );
+}
+
+#[test]
+fn a_double_forked_daemon_is_stopped_with_its_process_and_leaves_no_zombie() {
+    let mut launcher = TestLauncher::start();
+    let work = launcher.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // The subshell forks a `setsid sleep` (a new session: out of the process group) and exits,
+    // so the daemon is reparented to the launcher, the subreaper.
+    launcher.write_spec(
+        "forker.yaml",
+        &spec(
+            "forker",
+            &format!(
+                "  binary: /bin/sh\n  args: [\"-c\", \"( setsid sleep 600 & echo $! > daemon.pid ); exec sleep 600\"]\n  workingDir: {}\n  terminationGracePeriod: 2s\n",
+                work.display()
+            ),
+        ),
+    );
+    let leader = launcher.wait_running("forker", None, TIMEOUT);
+    let daemon: u32 = eventually(TIMEOUT, "the daemon's pid", || {
+        std::fs::read_to_string(work.join("daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    eventually(
+        TIMEOUT,
+        "the daemon to be reparented to the launcher",
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).ok()?;
+            let parent: u32 = stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (parent == launcher.launcher_pid()).then_some(())
+        },
+    );
+    assert!(
+        !group_members(leader).contains(&daemon),
+        "the daemon left the process group"
+    );
+
+    // A crash of the leader takes the daemon with it; the restart makes a new pair.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(leader as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(TIMEOUT, "the daemon to go with its crashed process", || {
+        process_state(daemon).is_none().then_some(())
+    });
+    let second_leader = launcher.wait_running("forker", Some(leader), TIMEOUT);
+    let second_daemon: u32 = eventually(TIMEOUT, "the new daemon", || {
+        let pid: u32 = std::fs::read_to_string(work.join("daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        (pid != daemon && is_alive(pid)).then_some(pid)
+    });
+
+    launcher.remove_spec("forker.yaml");
+    eventually(TIMEOUT, "the whole tree to be gone", || {
+        (process_state(second_leader).is_none() && process_state(second_daemon).is_none())
+            .then_some(())
+    });
+    assert!(
+        launcher.our_processes().is_empty(),
+        "no survivor: {:?}",
+        launcher.our_processes()
+    );
+}
+
+#[test]
+fn a_missing_executable_is_reported_with_the_os_error_and_never_storms() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec(
+        "missing.yaml",
+        &spec(
+            "missing",
+            "  binary: /nonexistent/program\n  backoff: {initial: 100ms}\n",
+        ),
+    );
+    let tripped = eventually(TIMEOUT, "the circuit to open", || {
+        launcher
+            .process("missing")
+            .filter(|row| row["actual"] == "tripped")
+    });
+    let error = tripped["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot start /nonexistent/program"),
+        "{error}"
+    );
+    assert!(
+        error.contains("No such file or directory (os error 2)"),
+        "{error}"
+    );
+    assert_eq!(
+        tripped["consecutive_failures"], 5,
+        "five attempts, spaced by the backoff, then none: {tripped}"
+    );
+    assert!(tripped["pid"].is_null());
+}
+
+#[test]
+fn max_processes_leaves_the_excess_pending_and_disturbs_nothing() {
+    let mut launcher = TestLauncher::start_with(&["--max-processes", "2"]);
+    let sleeper = |name: &str| spec(name, "  binary: /bin/sleep\n  args: [\"600\"]\n");
+    launcher.write_spec("a.yaml", &sleeper("a"));
+    launcher.write_spec("b.yaml", &sleeper("b"));
+    let a = launcher.wait_running("a", None, TIMEOUT);
+    let b = launcher.wait_running("b", None, TIMEOUT);
+    launcher.write_spec("c.yaml", &sleeper("c"));
+    let pending = eventually(TIMEOUT, "c to be pending", || {
+        launcher
+            .process("c")
+            .filter(|row| row["actual"] == "pending")
+    });
+    assert!(
+        pending["diff_detail"]
+            .as_str()
+            .unwrap()
+            .contains("--max-processes"),
+        "{pending}"
+    );
+    assert!(pending["pid"].is_null());
+    assert!(is_alive(a) && is_alive(b), "nothing running was disturbed");
+    assert_eq!(
+        launcher.process("a").unwrap()["pid"].as_u64(),
+        Some(u64::from(a))
+    );
+
+    launcher.remove_spec("a.yaml");
+    launcher.wait_running("c", None, TIMEOUT);
+    assert_eq!(
+        launcher.process("b").unwrap()["pid"].as_u64(),
+        Some(u64::from(b))
+    );
+}
