@@ -352,7 +352,7 @@ enum RestartPolicyValue {
 struct HealthCheckValue {
     http: Option<HttpProbeValue>,
     tcp: Option<TcpProbeValue>,
-    exec: Option<serde_yaml::Value>,
+    exec: Option<ExecProbeValue>,
     initial_delay: Option<DurationValue>,
     interval: Option<DurationValue>,
     timeout: Option<DurationValue>,
@@ -370,6 +370,12 @@ struct HttpProbeValue {
 
 fn default_health_path() -> String {
     "/health".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecProbeValue {
+    command: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -629,15 +635,8 @@ impl SpecBody {
 
 impl HealthCheckValue {
     fn resolve(self, problems: &mut Vec<Problem>) -> Option<HealthCheck> {
-        if self.exec.is_some() {
-            problems.push(problem(
-                "spec.healthCheck.exec",
-                "exec probes are not supported yet; use http or tcp",
-            ));
-            return None;
-        }
-        let probe = match (self.http, self.tcp) {
-            (Some(http), None) => {
+        let probe = match (self.http, self.tcp, self.exec) {
+            (Some(http), None, None) => {
                 if !http.path.starts_with('/') {
                     problems.push(problem(
                         "spec.healthCheck.http.path",
@@ -649,18 +648,33 @@ impl HealthCheckValue {
                     port: http.port,
                 }
             }
-            (None, Some(tcp)) => Probe::Tcp { port: tcp.port },
-            (Some(_), Some(_)) => {
+            (None, Some(tcp), None) => Probe::Tcp { port: tcp.port },
+            (None, None, Some(exec)) => {
+                if exec
+                    .command
+                    .first()
+                    .is_none_or(|program| program.is_empty())
+                {
+                    problems.push(problem(
+                        "spec.healthCheck.exec.command",
+                        "command needs at least a program to run",
+                    ));
+                }
+                Probe::Exec {
+                    command: exec.command,
+                }
+            }
+            (None, None, None) => {
                 problems.push(problem(
                     "spec.healthCheck",
-                    "give one probe: http or tcp, not both",
+                    "a health check needs a probe: http, tcp or exec",
                 ));
                 return None;
             }
-            (None, None) => {
+            _ => {
                 problems.push(problem(
                     "spec.healthCheck",
-                    "a health check needs a probe: http or tcp",
+                    "give one probe: http, tcp or exec, not several",
                 ));
                 return None;
             }

@@ -874,13 +874,23 @@ fn api_version_and_kind_are_checked_together() {
 
 #[test]
 fn health_check_problems_are_located() {
-    let exec = binary_doc("x", "  healthCheck:\n    exec:\n      command: [true]\n");
+    let exec = binary_doc(
+        "x",
+        "  healthCheck:\n    exec:\n      command: [test, -f, ready]\n",
+    );
+    assert_eq!(
+        specs(&exec)[0].spec.health_check.as_ref().unwrap().probe,
+        Probe::Exec {
+            command: vec!["test".into(), "-f".into(), "ready".into()]
+        }
+    );
+    let empty_exec = binary_doc("x", "  healthCheck:\n    exec:\n      command: []\n");
     assert_semantic(
-        &exec,
+        &empty_exec,
         &Catalog::default(),
-        "spec.healthCheck.exec",
-        "exec:",
-        "exec probes are not supported yet",
+        "spec.healthCheck.exec.command",
+        "command:",
+        "needs at least a program",
     );
     let two = binary_doc("x", "  healthCheck:\n    http: {}\n    tcp: {}\n");
     assert_semantic(
@@ -888,7 +898,38 @@ fn health_check_problems_are_located() {
         &Catalog::default(),
         "spec.healthCheck",
         "healthCheck:",
-        "give one probe: http or tcp, not both",
+        "give one probe: http, tcp or exec, not several",
+    );
+    let restart = binary_doc(
+        "x",
+        "  restartPolicy: OnFailure\n  successExitCodes: [0, 3]\n  backoff:\n    initial: 2s\n    max: 1m\n    resetAfter: 5m\n    failureThreshold: 7\n",
+    );
+    let restart = &specs(&restart)[0].spec;
+    assert_eq!(restart.success_exit_codes, [0, 3]);
+    assert_eq!(
+        restart.backoff,
+        BackoffOverrides {
+            initial: Some(Duration::from_secs(2)),
+            max: Some(Duration::from_secs(60)),
+            reset_after: Some(Duration::from_secs(300)),
+            failure_threshold: Some(7),
+        }
+    );
+    let backwards = binary_doc("x", "  backoff:\n    initial: 2m\n    max: 1m\n");
+    assert_semantic(
+        &backwards,
+        &Catalog::default(),
+        "spec.backoff.initial",
+        "initial:",
+        "longer than max",
+    );
+    let zero = binary_doc("x", "  backoff:\n    failureThreshold: 0\n");
+    assert_semantic(
+        &zero,
+        &Catalog::default(),
+        "spec.backoff.failureThreshold",
+        "failureThreshold:",
+        "at least 1",
     );
     let none = binary_doc("x", "  healthCheck:\n    interval: 5s\n");
     assert_semantic(

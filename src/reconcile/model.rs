@@ -206,6 +206,9 @@ pub enum Probe {
     Http { path: String, port: Option<u16> },
     /// A TCP connect to `127.0.0.1:<port>`. No port means `HEALTH_PORT`.
     Tcp { port: Option<u16> },
+    /// A command run beside the process (same environment and working directory); exit code
+    /// 0 is healthy.
+    Exec { command: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
-//! Health probes (HTTP GET with a 2xx answer, TCP connect), each in its own task so that a slow
-//! probe never blocks the loop or another probe.
+//! Health probes (HTTP GET with a 2xx answer, TCP connect, exec with exit code 0), each in its
+//! own task so that a slow probe never blocks the loop or another probe.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -9,8 +9,18 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+use super::reaper::{Child, ChildTable};
 use super::supervisor::Event;
-use crate::reconcile::{HealthCheck, Probe, ProcessId};
+use crate::reconcile::{ExitStatus, HealthCheck, Probe, ProcessId};
 
 /// Until a process is ready, probes run this often at first, doubling up to the interval, so
 /// that readiness is seen within milliseconds even with a long interval.
@@ -19,12 +29,23 @@ const FIRST_READINESS_PROBE_DELAY: Duration = Duration::from_millis(50);
 /// Most bytes of an HTTP answer read to find its status line.
 const MAX_STATUS_LINE_BYTES: usize = 1024;
 
+/// What exec probes run with: the process's environment (less the launcher id, so that a probe
+/// is never taken for a process of ours) and working directory, and the child table that gets
+/// their exit status from the reaper.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    pub env: BTreeMap<String, String>,
+    pub working_dir: PathBuf,
+    pub children: ChildTable,
+}
+
 /// Starts probing `pid` of `id`; results arrive on `events` as `Event::ProbeResult`.
 pub fn start_probing(
     id: ProcessId,
     pid: u32,
     check: HealthCheck,
     health_port: u16,
+    exec: ExecContext,
     events: mpsc::UnboundedSender<Event>,
 ) -> AbortHandle {
     tokio::spawn(async move {
@@ -32,7 +53,10 @@ pub fn start_probing(
         let mut passes = 0u32;
         let mut readiness_delay = FIRST_READINESS_PROBE_DELAY;
         loop {
-            let result = probe_once(&check.probe, health_port, check.timeout).await;
+            let result = match &check.probe {
+                Probe::Exec { command } => exec_probe(command, &exec, check.timeout).await,
+                probe => probe_once(probe, health_port, check.timeout).await,
+            };
             let passed = result.is_ok();
             let event = Event::ProbeResult {
                 id: id.clone(),
@@ -57,10 +81,59 @@ pub fn start_probing(
     .abort_handle()
 }
 
-/// Runs one probe against 127.0.0.1, bounded by `timeout`.
+/// Runs `command` as an exec probe, bounded by `timeout` (then its process group is killed).
+async fn exec_probe(
+    command: &[String],
+    exec: &ExecContext,
+    timeout: Duration,
+) -> Result<(), String> {
+    let Some((program, args)) = command.split_first() else {
+        return Err("exec probe has no command".to_string());
+    };
+    let (sender, exited) = oneshot::channel();
+    let pid = {
+        let mut tracked = exec.children.lock();
+        let child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(&exec.env)
+            .current_dir(&exec.working_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|error| format!("exec probe {program:?} cannot start: {error}"))?;
+        let pid = child.id();
+        tracked.insert(pid, Child::Probe(sender));
+        // The reaper owns the exit status; dropping `child` neither waits for nor kills it.
+        drop(child);
+        pid
+    };
+    match tokio::time::timeout(timeout, exited).await {
+        Ok(Ok(ExitStatus::Code(0))) => Ok(()),
+        Ok(Ok(status)) => Err(format!("exec probe {program:?} exited with {status}")),
+        Ok(Err(_)) => Err(format!("exec probe {program:?} lost its exit status")),
+        Err(_) => {
+            let tracked = exec.children.lock();
+            if tracked.contains_key(&pid) {
+                if let Ok(raw) = i32::try_from(pid) {
+                    // Unreaped, so the group id is still this probe's.
+                    let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
+                }
+            }
+            Err(format!(
+                "exec probe {program:?} gave no answer within {timeout:?}"
+            ))
+        }
+    }
+}
+
+/// Runs one network probe against 127.0.0.1, bounded by `timeout`.
 pub async fn probe_once(probe: &Probe, health_port: u16, timeout: Duration) -> Result<(), String> {
     let attempt = async {
         match probe {
+            Probe::Exec { .. } => Err("exec probes run through exec_probe".to_string()),
             Probe::Http { path, port } => http_get(port.unwrap_or(health_port), path).await,
             Probe::Tcp { port } => {
                 let port = port.unwrap_or(health_port);

@@ -6,24 +6,35 @@
 //! leader; when it exits, what is left of its group is killed while the leader is still an
 //! unreaped zombie, so that its pid (and so the group id) cannot have been reused.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 
+use tokio::sync::oneshot;
+
 use crate::reconcile::ExitStatus;
+
+/// What a pid the launcher started is.
+#[derive(Debug)]
+pub enum Child {
+    /// A supervised process: its exit is reported to the loop.
+    Process,
+    /// An exec probe: its exit status goes to the probe that waits for it.
+    Probe(oneshot::Sender<ExitStatus>),
+}
 
 /// The pids the launcher started and has not reaped yet. Spawning holds the lock from fork to
 /// insert, and reaping holds it from lookup to reap, so an exit can never be reaped unrecorded.
 #[derive(Debug, Default, Clone)]
 pub struct ChildTable {
-    pids: Arc<Mutex<HashSet<u32>>>,
+    pids: Arc<Mutex<HashMap<u32, Child>>>,
 }
 
 impl ChildTable {
-    pub fn lock(&self) -> MutexGuard<'_, HashSet<u32>> {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<u32, Child>> {
         // The set is updated with single inserts and removes, so a panic elsewhere while holding
         // the lock cannot leave it inconsistent; a poisoned lock is still safe to use.
         self.pids
@@ -62,7 +73,7 @@ pub fn reap_ready(table: &ChildTable) -> Vec<ChildExit> {
         };
         let raw_pid = pid.as_raw().unsigned_abs();
         let mut tracked = table.lock();
-        let is_tracked = tracked.contains(&raw_pid);
+        let is_tracked = tracked.contains_key(&raw_pid);
         if is_tracked {
             // The leader is an unreaped zombie, so the group id still names its group.
             match killpg(pid, Signal::SIGKILL) {
@@ -90,14 +101,18 @@ pub fn reap_ready(table: &ChildTable) -> Vec<ChildExit> {
                 break;
             }
         };
-        if is_tracked {
-            tracked.remove(&raw_pid);
-            exits.push(ChildExit {
+        match tracked.remove(&raw_pid) {
+            Some(Child::Process) => exits.push(ChildExit {
                 pid: raw_pid,
                 status,
-            });
-        } else {
-            tracing::debug!(pid = raw_pid, %status, "reaped an orphaned descendant");
+            }),
+            Some(Child::Probe(waiting)) => {
+                // The probe may have given up already; then nobody needs the status.
+                let _ = waiting.send(status);
+            }
+            None => {
+                tracing::debug!(pid = raw_pid, %status, "reaped an orphaned descendant");
+            }
         }
     }
     exits

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::reaper::ChildTable;
+use super::reaper::{Child, ChildTable};
 use crate::reconcile::{Ports, ProcessId, ProcessSpec};
 
 /// Variables passed from the launcher's environment to every child when set.
@@ -103,11 +103,7 @@ pub fn spawn_child(
     let env = child_environment(id, spec, ports, context.launcher_id, |name| {
         std::env::var(name).ok()
     });
-    let working_dir = spec
-        .working_dir
-        .clone()
-        .or_else(|| spec.executable.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let working_dir = working_dir(spec);
     let mut command = Command::new(&spec.executable);
     command
         .args(&spec.args)
@@ -124,10 +120,19 @@ pub fn spawn_child(
         source,
     })?;
     let pid = child.id();
-    tracked.insert(pid);
+    tracked.insert(pid, Child::Process);
     // The reaper owns the exit status; dropping `child` neither waits for nor kills the process.
     drop(child);
     Ok(pid)
+}
+
+/// Where a process (and its exec probes) run: its spec's `workingDir`, else its executable's
+/// folder.
+pub fn working_dir(spec: &ProcessSpec) -> PathBuf {
+    spec.working_dir
+        .clone()
+        .or_else(|| spec.executable.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn open_log(path: &Path) -> Result<File, SpawnError> {

@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::ports::PortAllocator;
-use super::probe::start_probing;
+use super::probe::{start_probing, ExecContext};
 use super::reaper::{become_subreaper, reap_ready, ChildExit, ChildTable};
-use super::spawn::{spawn_child, SpawnContext};
+use super::spawn::{child_environment, spawn_child, working_dir, SpawnContext};
 use super::{pidfd, procfs};
 use crate::error_chain::Chain;
 use crate::reconcile::{
@@ -538,8 +538,23 @@ impl Supervisor {
                 tracing::info!(%id, pid, generation = desired.generation, restart,
                     executable = %desired.spec.executable.display(), "launched process");
                 if let Some(check) = desired.spec.health_check.clone() {
-                    let handle =
-                        start_probing(id.clone(), pid, check, ports.health, self.events.clone());
+                    let mut env = child_environment(id, &desired.spec, ports, "", |name| {
+                        std::env::var(name).ok()
+                    });
+                    env.remove("PRISM_LAUNCHER_ID");
+                    let exec = ExecContext {
+                        env,
+                        working_dir: working_dir(&desired.spec),
+                        children: self.children.clone(),
+                    };
+                    let handle = start_probing(
+                        id.clone(),
+                        pid,
+                        check,
+                        ports.health,
+                        exec,
+                        self.events.clone(),
+                    );
                     if let Some(old) = self.probes.insert(id.clone(), handle) {
                         old.abort();
                     }
@@ -582,7 +597,7 @@ impl Supervisor {
     /// receive the signal.
     fn signal_group(&self, pid: u32, signal: Signal) {
         let tracked = self.children.lock();
-        if !tracked.contains(&pid) {
+        if !tracked.contains_key(&pid) {
             return;
         }
         let Ok(raw) = i32::try_from(pid) else {
@@ -608,7 +623,7 @@ impl Supervisor {
         }
         let tracked = self.children.lock();
         for pid in ours {
-            if tracked.contains(&pid) {
+            if tracked.contains_key(&pid) {
                 continue;
             }
             let group = procfs::process_group(pid);

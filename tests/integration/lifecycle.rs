@@ -387,3 +387,61 @@ fn max_processes_leaves_the_excess_pending_and_disturbs_nothing() {
         Some(u64::from(b))
     );
 }
+
+#[test]
+fn an_exec_probe_gates_readiness_and_a_hanging_probe_is_killed_at_its_timeout() {
+    let mut launcher = TestLauncher::start();
+    let work = launcher.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    launcher.write_spec(
+        "exec.yaml",
+        &spec(
+            "exec-probed",
+            &format!(
+                "  binary: /bin/sleep\n  args: [\"600\"]\n  workingDir: {}\n  healthCheck:\n    exec: {{command: [test, -f, ready]}}\n    interval: 100ms\n",
+                work.display()
+            ),
+        ),
+    );
+    let starting = eventually(TIMEOUT, "a starting process", || {
+        launcher
+            .process("exec-probed")
+            .filter(|row| row["actual"] == "starting")
+    });
+    assert_eq!(starting["health"], "unknown");
+    std::fs::write(work.join("ready"), "").unwrap();
+    launcher.wait_running("exec-probed", None, TIMEOUT);
+    assert_eq!(
+        launcher.process("exec-probed").unwrap()["health"],
+        "healthy"
+    );
+
+    // A probe that never answers is killed at its timeout: no probe process piles up.
+    launcher.write_spec(
+        "hang.yaml",
+        &spec(
+            "hanging-probe",
+            "  binary: /bin/sleep\n  args: [\"600\"]\n  healthCheck:\n    exec: {command: [/bin/sh, -c, \"echo $$ >> probes.pid; exec sleep 600\"]}\n    timeout: 200ms\n    interval: 100ms\n  workingDir: WORK\n"
+                .replace("WORK", &work.display().to_string())
+                .as_str(),
+        ),
+    );
+    let probes: Vec<u32> = eventually(TIMEOUT, "three probe attempts", || {
+        let text = std::fs::read_to_string(work.join("probes.pid")).ok()?;
+        let pids: Vec<u32> = text
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect();
+        (pids.len() >= 3).then_some(pids)
+    });
+    eventually(TIMEOUT, "timed-out probes to be killed and reaped", || {
+        probes[..2]
+            .iter()
+            .all(|pid| process_state(*pid).is_none())
+            .then_some(())
+    });
+    assert_eq!(
+        launcher.process("hanging-probe").unwrap()["actual"],
+        "starting"
+    );
+}
