@@ -288,7 +288,7 @@ impl ProcessSpec {
         match status {
             ExitStatus::Code(code) if self.success_exit_codes.is_empty() => code == 0,
             ExitStatus::Code(code) => self.success_exit_codes.contains(&code),
-            ExitStatus::Signal(_) => false,
+            ExitStatus::Signal(_) | ExitStatus::OomKilled => false,
         }
     }
 
@@ -367,6 +367,8 @@ pub struct Ports {
 pub enum ExitStatus {
     Code(i32),
     Signal(i32),
+    /// SIGKILLed by the kernel's out-of-memory killer (as far as the kernel tells).
+    OomKilled,
 }
 
 impl ExitStatus {
@@ -380,6 +382,7 @@ impl fmt::Display for ExitStatus {
         match self {
             ExitStatus::Code(code) => write!(f, "exit code {code}"),
             ExitStatus::Signal(signal) => write!(f, "signal {}", signal_name(*signal)),
+            ExitStatus::OomKilled => f.write_str("killed by the kernel's out-of-memory killer"),
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::oom::KernelLog;
 use super::ports::PortAllocator;
 use super::probe::{start_probing, ExecContext};
 use super::reaper::{become_subreaper, reap_ready, ChildExit, ChildTable};
@@ -22,8 +23,8 @@ use super::spawn::{child_environment, spawn_child, working_dir, SpawnContext};
 use super::{pidfd, procfs};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, Action, Backoff, DesiredRecord, ObservedRecord, Phase, Ports, ProcessId, RestartBudget,
-    Spawned, StopReason, UnixMillis,
+    self, Action, Backoff, DesiredRecord, ExitStatus, ObservedRecord, Phase, Ports, ProcessId,
+    RestartBudget, Spawned, StopReason, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -122,6 +123,7 @@ pub async fn run(
         timers: BTreeSet::new(),
         dirty: BTreeSet::new(),
         unsaved: BTreeSet::new(),
+        kernel_log: KernelLog::open(),
         jitter: Jitter::seeded(now().0 ^ (u64::from(std::process::id()) << 32)),
         restart_budget: RestartBudget::new(supervisor_config_restarts, now()),
         slots_in_use: 0,
@@ -206,6 +208,7 @@ struct Supervisor {
     /// Ids whose observed record changed since the last write to the store.
     unsaved: BTreeSet<ProcessId>,
     jitter: Jitter,
+    kernel_log: KernelLog,
     restart_budget: RestartBudget,
     /// Observed records that hold a `--max-processes` slot.
     slots_in_use: usize,
@@ -351,6 +354,14 @@ impl Supervisor {
         // The leader's group is gone (the reaper killed what was left of it); descendants that
         // left the group go with it, so that nothing of the old process outlives it.
         self.signal_escaped(&id, None, Signal::SIGKILL);
+        // A SIGKILL the launcher did not send may be the kernel's OOM killer: its log tells.
+        let status = match exit.status {
+            ExitStatus::Signal(9) if !observed.killed && self.kernel_log.oom_killed(exit.pid) => {
+                ExitStatus::OomKilled
+            }
+            status => status,
+        };
+        let exit = ChildExit { status, ..exit };
         let next = reconcile::record_exit(
             observed,
             exit.status,
