@@ -445,3 +445,26 @@ fn an_exec_probe_gates_readiness_and_a_hanging_probe_is_killed_at_its_timeout() 
         "starting"
     );
 }
+
+#[test]
+fn a_label_change_records_a_new_generation_without_a_restart() {
+    let mut launcher = TestLauncher::start();
+    let labelled = |team: &str| {
+        format!("apiVersion: prism.launcher/v1\nkind: Process\nmetadata:\n  name: labelled\n  labels: {{team: {team}}}\nspec:\n  binary: /bin/sleep\n  args: [\"600\"]\n")
+    };
+    launcher.write_spec("labelled.yaml", &labelled("storage"));
+    let pid = launcher.wait_running("labelled", None, TIMEOUT);
+    launcher.write_spec("labelled.yaml", &labelled("search"));
+    let row = eventually(TIMEOUT, "generation 2 recorded", || {
+        launcher
+            .process("labelled")
+            .filter(|row| row["running_generation"] == 2)
+    });
+    assert_eq!(
+        row["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "not restarted: {row}"
+    );
+    assert_eq!(row["labels"]["team"], "search", "{row}");
+    assert_eq!(row["diff"], "in-sync", "{row}");
+}
