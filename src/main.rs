@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use prism_launcher::api::{self, catalog, catalog_watch, spec_watch, SourceProblems};
 use prism_launcher::reconcile::Backoff;
@@ -63,7 +64,7 @@ struct ServeArgs {
     #[arg(long, default_value = "40000-44999", value_parser = parse_port_range)]
     port_range: (u16, u16),
     /// A full reconcile (and spec directory rescan) runs this often even without events.
-    #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration_flag)]
     resync_interval: Duration,
     /// This launcher's id, given to children as PRISM_LAUNCHER_ID. Default: the one recorded in
     /// the store, or a new random one.
@@ -187,6 +188,13 @@ fn parse_duration_flag(text: &str) -> Result<Duration, String> {
     api::parse_duration(text)
 }
 
+fn parse_positive_duration_flag(text: &str) -> Result<Duration, String> {
+    match api::parse_duration(text)? {
+        duration if duration.is_zero() => Err(format!("{text:?} must be longer than zero")),
+        duration => Ok(duration),
+    }
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -248,6 +256,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
 
     let (stop, stopped) = watch::channel(false);
     let started_at = runtime::now();
+    let store_for_loop = store.clone();
     let runtime_config = RuntimeConfig {
         data_dir: args.data_dir.clone(),
         launcher_id: launcher_id.clone(),
@@ -262,20 +271,31 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         max_processes: args.max_processes,
         max_restarts_per_second: args.max_restarts_per_second,
     };
-    let mut reconciler = tokio::spawn(runtime::run(
-        store.clone(),
-        runtime_config,
-        wait_for_stop(stopped.clone()),
-    ));
+    // The launcher's parts run until a signal, or until one of them ends on its own, which is a
+    // failure: then every part is stopped too and the failure is reported.
+    let mut parts: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    let stopping = wait_for_stop(stopped.clone());
+    parts.spawn(async move {
+        let result = runtime::run(store_for_loop, runtime_config, stopping).await;
+        ("the reconcile loop", result.map_err(anyhow::Error::from))
+    });
     let (catalog_changed, catalog_changes) = watch::channel(0u64);
-    let catalog_watcher = tokio::spawn(catalog_watch::watch_catalog(
-        args.patterns_dir.clone(),
-        catalog.clone(),
-        catalog_changed,
-        problems.clone(),
-        wait_for_stop(stopped.clone()),
-    ));
-    let watcher = tokio::spawn(spec_watch::watch_spec_dir(
+    let catalog_stopping = wait_for_stop(stopped.clone());
+    let patterns_dir = args.patterns_dir.clone();
+    let watched_catalog = catalog.clone();
+    let catalog_problems = problems.clone();
+    parts.spawn(async move {
+        catalog_watch::watch_catalog(
+            patterns_dir,
+            watched_catalog,
+            catalog_changed,
+            catalog_problems,
+            catalog_stopping,
+        )
+        .await;
+        ("the catalog watcher", Ok(()))
+    });
+    let spec_watch = spec_watch::watch_spec_dir(
         specs_dir,
         store.clone(),
         catalog.clone(),
@@ -283,7 +303,13 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         problems.clone(),
         args.resync_interval,
         wait_for_stop(stopped.clone()),
-    ));
+    );
+    parts.spawn(async move {
+        (
+            "the spec watcher",
+            spec_watch.await.map_err(anyhow::Error::from),
+        )
+    });
     let clock: api::status::Clock = Arc::new(runtime::now);
     let services = api::server::Services {
         admin: api::status::LauncherAdminService {
@@ -298,38 +324,45 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             clock,
             started_at,
             launch_wait: args.launch_timeout,
+            stopping: stopped.clone(),
         },
     };
-    let server = tokio::spawn(api::server::serve(
-        listener,
-        services,
-        wait_for_stop(stopped.clone()),
-    ));
+    let serving = api::server::serve(listener, services, wait_for_stop(stopped.clone()));
+    parts.spawn(async move {
+        (
+            "the gRPC server",
+            serving.await.map_err(anyhow::Error::from),
+        )
+    });
 
-    let ended_early = tokio::select! {
-        signal = shutdown_signal() => {
-            tracing::info!(signal = signal?, "shutting down");
-            None
-        }
-        result = &mut reconciler => Some(result),
-    };
-    // Every task sees the stop, including when the loop failed first.
-    let _ = stop.send(true);
-    let loop_ended_early = ended_early.is_some();
-    let reconciled = match ended_early {
-        Some(result) => result,
-        None => reconciler.await,
-    };
-    let (watched, served, catalog_watched) = tokio::join!(watcher, server, catalog_watcher);
-    catalog_watched.context("the catalog watcher panicked")?;
-    let _ = std::fs::remove_file(&address_file);
-    reconciled.context("the reconcile loop panicked")??;
-    if loop_ended_early {
-        bail!("the reconcile loop stopped unexpectedly");
+    let mut failures = Vec::new();
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(signal = signal?, "shutting down"),
+        Some(ended) = parts.join_next() => failures.extend(part_failure(ended, false)),
     }
-    watched.context("the spec watcher panicked")??;
-    served.context("the gRPC server panicked")??;
+    // Every part sees the stop; the loop stops every child with its grace period.
+    let _ = stop.send(true);
+    while let Some(ended) = parts.join_next().await {
+        failures.extend(part_failure(ended, true));
+    }
+    let _ = std::fs::remove_file(&address_file);
+    if let Some(first) = failures.into_iter().next() {
+        return Err(first);
+    }
     Ok(())
+}
+
+/// The failure a part's end means: any error, or (before shutdown) ending at all.
+fn part_failure(
+    ended: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
+    stopping: bool,
+) -> Option<anyhow::Error> {
+    match ended {
+        Ok((_, Ok(()))) if stopping => None,
+        Ok((name, Ok(()))) => Some(anyhow::anyhow!("{name} stopped unexpectedly")),
+        Ok((name, Err(error))) => Some(error.context(format!("{name} failed"))),
+        Err(error) => Some(anyhow::anyhow!("a part of the launcher panicked: {error}")),
+    }
 }
 
 async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {

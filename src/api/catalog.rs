@@ -266,6 +266,12 @@ impl Manifest {
             std::path::absolute(&joined).unwrap_or(joined)
         };
         let health_port = self.healthcheck.as_ref().and_then(|check| check.port);
+        if health_port == Some(0) {
+            problems.push(
+                "healthcheck.port 0 cannot be requested; leave it out to have one allocated"
+                    .to_string(),
+            );
+        }
         let health_check = self.healthcheck.map(|check| {
             let interval = check
                 .interval

@@ -32,7 +32,7 @@ pub fn pattern_status(error: PatternError) -> Status {
         | PatternError::InvalidId(_)
         | PatternError::BadConfig { .. }
         | PatternError::TooMuchConfig { .. }
-        | PatternError::NegativeGrace(_)
+        | PatternError::BadGrace(_)
         | PatternError::MissingProcessId => Status::invalid_argument(message),
         PatternError::UnknownPattern { .. } | PatternError::UnknownProcess { .. } => {
             Status::not_found(message)
@@ -40,6 +40,7 @@ pub fn pattern_status(error: PatternError) -> Status {
         PatternError::NotLaunchedHere { .. } | PatternError::OtherPattern { .. } => {
             Status::failed_precondition(message)
         }
+        PatternError::ShuttingDown => Status::unavailable(message),
         PatternError::Store(error) => store_status(error),
     }
 }

@@ -15,4 +15,4 @@ pub mod status;
 mod values;
 
 pub use problems::SourceProblems;
-pub use values::parse_duration;
+pub use values::{parse_duration, MAX_DURATION};

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::catalog::{read_catalog, Launch, SharedCatalog};
@@ -14,6 +15,7 @@ use super::errors::pattern_status;
 use super::proto::prism::launcher as pb;
 use super::spec_file::{is_env_name, INJECTED_ENV};
 use super::status::Clock;
+use super::values::MAX_DURATION;
 use crate::reconcile::{
     pattern_process_id, DesiredRecord, Health, InvalidProcessId, Isolation, ObservedRecord, Phase,
     ProcessId, ProcessSpec, ProcessType, Source, UnixMillis,
@@ -51,8 +53,8 @@ pub enum PatternError {
     BadConfig { key: String, reason: &'static str },
     #[error("config has {count} entries; at most {MAX_CONFIG_ENTRIES} are allowed")]
     TooMuchConfig { count: usize },
-    #[error("grace_period_secs {0} is negative")]
-    NegativeGrace(i64),
+    #[error("grace_period_secs {0} is out of range: it must be between 0 and {max}", max = MAX_DURATION.as_secs())]
+    BadGrace(i64),
     #[error("process_id is required")]
     MissingProcessId,
     #[error("no process {id:?} is known to this launcher")]
@@ -69,6 +71,8 @@ pub enum PatternError {
         running: String,
         requested: String,
     },
+    #[error("the launcher is shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,6 +85,8 @@ pub struct PatternLauncherService {
     pub started_at: UnixMillis,
     /// How long LaunchPattern waits for a healthy process (at least what the health check needs).
     pub launch_wait: Duration,
+    /// Becomes true when the launcher shuts down; waiting calls then end at once.
+    pub stopping: watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
@@ -280,10 +286,9 @@ impl PatternLauncherService {
         let id = pattern_process_id(isolation, &namespace, &session_id, &entry.name)
             .map_err(PatternError::InvalidId)?;
         let config = validated_config(request.config)?;
-        let grace = match request.grace_period_secs {
-            secs if secs < 0 => return Err(PatternError::NegativeGrace(secs)),
-            0 => None,
-            secs => Some(Duration::from_secs(secs.unsigned_abs())),
+        let grace = match grace_from_request(request.grace_period_secs)? {
+            grace if grace.is_zero() => None,
+            grace => Some(grace),
         };
         let spec = entry.launch_spec(Launch {
             isolation,
@@ -366,22 +371,26 @@ impl PatternLauncherService {
                 });
             }
         }
-        if request.grace_period_secs < 0 {
-            return Err(PatternError::NegativeGrace(request.grace_period_secs));
-        }
+        let requested = grace_from_request(request.grace_period_secs)?;
         let grace = if request.force {
             Some(Duration::ZERO)
-        } else if request.grace_period_secs > 0 {
-            Some(Duration::from_secs(
-                request.grace_period_secs.unsigned_abs(),
-            ))
+        } else if !requested.is_zero() {
+            Some(requested)
         } else {
             None
         };
-        self.store
+        let deleted = self
+            .store
             .delete_desired_with_grace(&id, &Source::Api, grace)?;
+        if let (false, Some(grace)) = (deleted, grace) {
+            // Already being stopped (an earlier terminate): a shorter grace or `force` still
+            // applies to the stop under way.
+            self.store.request_stop(&id, grace)?;
+        }
         tracing::info!(%id, ?grace, force = request.force, "termination requested over the API");
-        let wait = grace.unwrap_or(row.spec().termination_grace) + TERMINATE_MARGIN;
+        let wait = grace
+            .unwrap_or(row.spec().termination_grace)
+            .saturating_add(TERMINATE_MARGIN);
         let observed = self
             .wait_for(&id, wait, |observed| {
                 observed.is_none_or(|observed| !observed.phase.has_live_process())
@@ -408,7 +417,9 @@ impl PatternLauncherService {
         done: impl Fn(Option<&ObservedRecord>) -> bool,
     ) -> Result<Option<ObservedRecord>, PatternError> {
         let mut changes = self.store.subscribe_observed();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut stopping = self.stopping.clone();
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or(now + MAX_DURATION);
         loop {
             changes.borrow_and_update();
             let observed = self.store.observed(id)?;
@@ -422,6 +433,7 @@ impl PatternLauncherService {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => return Ok(observed),
+                _ = stopping.wait_for(|stop| *stop) => return Err(PatternError::ShuttingDown),
             }
         }
     }
@@ -469,7 +481,10 @@ fn launch_settled(observed: &ObservedRecord) -> bool {
 fn readiness_needs(spec: &ProcessSpec) -> Duration {
     spec.health_check.as_ref().map_or(Duration::ZERO, |check| {
         let attempts = check.success_threshold.max(1);
-        check.initial_delay + (check.timeout + Duration::from_secs(1)) * attempts
+        let attempt = check.timeout.saturating_add(Duration::from_secs(1));
+        check
+            .initial_delay
+            .saturating_add(attempt.saturating_mul(attempts))
     })
 }
 
@@ -566,6 +581,15 @@ fn pattern_info(row: &Row, now: UnixMillis) -> pb::PatternInfo {
             .and_then(|pid| i32::try_from(pid).ok())
             .unwrap_or(0),
     }
+}
+
+/// A `grace_period_secs` of a request, refused when negative or longer than `MAX_DURATION`.
+fn grace_from_request(secs: i64) -> Result<Duration, PatternError> {
+    u64::try_from(secs)
+        .ok()
+        .map(Duration::from_secs)
+        .filter(|grace| *grace <= MAX_DURATION)
+        .ok_or(PatternError::BadGrace(secs))
 }
 
 fn saturating_i32(value: usize) -> i32 {

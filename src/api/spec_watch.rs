@@ -62,6 +62,9 @@ pub(super) fn watch_directory(
     let shown = dir.display().to_string();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
+            // Reads (ours included) raise open/access events; only a change of content matters,
+            // or the watcher would wake itself with every file it reads.
+            Ok(event) if !changes_content(&event.kind) => {}
             Ok(event) => {
                 for path in event.paths {
                     // The receiver lives as long as the watch; a failed send means it is over.
@@ -80,6 +83,16 @@ pub(super) fn watch_directory(
     };
     watcher.watch(dir, mode)?;
     Ok((watcher, changes))
+}
+
+/// Whether an event can mean that a file's content or presence changed.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 /// Keeps the store's file-sourced desired records equal to the spec files in `dir` until
@@ -190,27 +203,57 @@ impl SpecDir {
     /// Reads each changed spec file again (a missing one declares nothing), then retries files
     /// whose names were owned by another file, in case the owner let go.
     fn apply_changed(&self, changed: BTreeSet<PathBuf>) {
+        // Removed files first, so that a name moved from one file to another (a rename) is let
+        // go before the new file claims it.
+        let (present, removed): (Vec<&PathBuf>, Vec<&PathBuf>) = changed
+            .iter()
+            .filter(|path| is_spec_file_name(path))
+            .partition(|path| path.exists());
+        // Files present now may take over names of files removed in the same burst (a rename,
+        // a move between files) without the process ever being undesired in between.
+        let gone: Vec<Source> = removed
+            .iter()
+            .map(|path| Source::File {
+                path: (*path).clone(),
+            })
+            .collect();
         let mut released = false;
-        for path in changed.iter().filter(|path| is_spec_file_name(path)) {
-            released |= self.apply_file(path);
+        for path in present {
+            released |= self.apply_file(path, &gone);
+        }
+        for path in removed {
+            released |= self.apply_file(path, &[]);
         }
         if released {
             for path in self.problems.files_with_conflicts() {
-                if !changed.contains(&path) {
-                    self.apply_file(&path);
-                }
+                self.apply_file(&path, &[]);
             }
         }
     }
 
-    /// Applies one file. Returns whether it gave up any name (so waiting files can take it).
-    fn apply_file(&self, path: &Path) -> bool {
+    /// Applies one file, which may take over the names of `gone` sources. Returns whether it
+    /// gave up any name (so waiting files can take it).
+    fn apply_file(&self, path: &Path, gone: &[Source]) -> bool {
         let source = Source::File {
             path: path.to_path_buf(),
         };
         let specs = if path.exists() {
             let loaded = load_spec_file(path, &read_catalog(&self.catalog));
             match loaded {
+                // An editor truncates a file before writing it again: an existing file that
+                // declares nothing is taken for one caught mid-write, not as a wish to stop
+                // everything it declared. Deleting the file is how that is said.
+                Ok(specs) if specs.is_empty() => {
+                    tracing::warn!(file = %path.display(), "spec file declares no process; what it declared before keeps running (delete the file to stop it)");
+                    self.problems.set_invalid(
+                        path,
+                        vec![format!(
+                            "{}: the file declares no process; what it declared before keeps running (delete the file to stop it)",
+                            path.display()
+                        )],
+                    );
+                    return false;
+                }
                 Ok(specs) => specs,
                 Err(errors) => {
                     for error in &errors {
@@ -225,7 +268,10 @@ impl SpecDir {
             Vec::new()
         };
         let declared: Vec<_> = specs.into_iter().map(|spec| (spec.id, spec.spec)).collect();
-        match self.store.apply_source(&source, &declared) {
+        match self
+            .store
+            .apply_source_taking_over(&source, &declared, gone)
+        {
             Ok(outcome) => {
                 for id in &outcome.created {
                     tracing::info!(%id, %source, "desired: created");

@@ -38,8 +38,23 @@ impl<T> Visitor<'_> for TextVisitor<T> {
     }
 }
 
-/// Parses `500ms`, `10s`, `5m`, `1h`, `1m30s`. A bare number is refused: its unit would be a guess.
+/// The longest duration accepted anywhere (grace periods, backoff, intervals, timeouts): a week.
+/// Nothing a supervisor waits for is longer, and the bound keeps time arithmetic from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses `500ms`, `10s`, `5m`, `1h`, `1m30s`, at most `MAX_DURATION` (168h). A bare number is
+/// refused: its unit would be a guess.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_unbounded_duration(text)?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is too long; durations may be at most 168h (a week)"
+        ));
+    }
+    Ok(duration)
+}
+
+fn parse_unbounded_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration; write it like 500ms, 10s, 5m or 1h");
     let text_trimmed = text.trim();
     if text_trimmed.is_empty() {
@@ -191,7 +206,17 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(parse_duration(text), Ok(expected), "{text}");
         }
-        for bad in ["", "10", "s", "10x", "-1s", "1.5s"] {
+        assert_eq!(parse_duration("168h"), Ok(MAX_DURATION));
+        for bad in [
+            "",
+            "10",
+            "s",
+            "10x",
+            "-1s",
+            "1.5s",
+            "169h",
+            "18446744073709551615s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
     }

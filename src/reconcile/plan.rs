@@ -283,8 +283,9 @@ impl Backoff {
         } else {
             0.0
         };
-        self.delay(consecutive_failures)
-            .mul_f64(1.0 + JITTER_FRACTION * sample)
+        let delay = self.delay(consecutive_failures);
+        Duration::try_from_secs_f64(delay.as_secs_f64() * (1.0 + JITTER_FRACTION * sample))
+            .unwrap_or(delay)
     }
 
     /// The delay before restarting after the `consecutive_failures`-th failure in a row:

@@ -37,8 +37,12 @@ impl PortAllocator {
 
     /// Records that `id` holds `ports` (from a previous run) without checking them.
     pub fn claim(&mut self, id: &ProcessId, ports: Ports) {
-        self.holders.insert(ports.grpc, id.clone());
-        self.holders.insert(ports.health, id.clone());
+        // 0 means "none allocated" (a process that never started).
+        for port in [ports.grpc, ports.health] {
+            if port != 0 {
+                self.holders.insert(port, id.clone());
+            }
+        }
     }
 
     /// Ports for `id`: its previous ports when still usable, else the requested ones when free,
@@ -74,7 +78,12 @@ impl PortAllocator {
         previous: Option<u16>,
         taken_by_sibling: Option<u16>,
     ) -> Result<u16, PortsExhausted> {
-        for candidate in [requested, previous].into_iter().flatten() {
+        // Port 0 is "none" in a record and "any" to bind(2): never a port to hand out.
+        for candidate in [requested, previous]
+            .into_iter()
+            .flatten()
+            .filter(|port| *port != 0)
+        {
             if Some(candidate) != taken_by_sibling && self.usable_by(id, candidate) {
                 self.holders.insert(candidate, id.clone());
                 return Ok(candidate);
@@ -170,6 +179,23 @@ mod tests {
             other.health, free_port,
             "a port held by another id is not shared"
         );
+    }
+
+    #[test]
+    fn port_zero_is_never_handed_out() {
+        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let start = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut allocator = PortAllocator::new(start..=start.saturating_add(10));
+        let none = Ports { grpc: 0, health: 0 };
+        allocator.claim(&id("a"), none);
+        let requested = RequestedPorts {
+            grpc: Some(0),
+            health: Some(0),
+        };
+        let ports = allocator.allocate(&id("a"), Some(none), requested).unwrap();
+        assert_ne!(ports.grpc, 0);
+        assert_ne!(ports.health, 0);
     }
 
     #[test]

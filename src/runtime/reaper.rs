@@ -96,6 +96,9 @@ pub fn reap_ready(table: &ChildTable) -> Vec<ChildExit> {
                 tracing::warn!(pid = raw_pid, ?other, "unexpected wait status");
                 continue;
             }
+            // Reaped elsewhere in between (std reaps a child whose exec failed): go on with the
+            // other exits, which may include a tracked one whose SIGCHLD was merged with this.
+            Err(Errno::ECHILD) => continue,
             Err(error) => {
                 tracing::warn!(pid = raw_pid, %error, "cannot reap an exited child");
                 break;

@@ -216,6 +216,14 @@ struct Supervisor {
     pending: BTreeSet<ProcessId>,
 }
 
+/// Whether an action changed something that the same pass should plan again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    Made,
+    /// Nothing changed: it waits for a timer or a free slot.
+    Deferred,
+}
+
 /// Random samples in `[0, 1)` for restart jitter (xorshift64*: statistical quality is all that
 /// jitter needs).
 struct Jitter {
@@ -414,7 +422,7 @@ impl Supervisor {
 
     /// Plans the dirty ids and carries the plan out, then writes what changed to the store.
     fn reconcile(&mut self, now: UnixMillis) {
-        let mut ids: Vec<ProcessId> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let mut ids: BTreeSet<ProcessId> = std::mem::take(&mut self.dirty);
         for _ in 0..ROUNDS_PER_PASS {
             if ids.is_empty() {
                 break;
@@ -427,14 +435,19 @@ impl Supervisor {
             for (id, at) in plan.wake_at {
                 self.timers.insert((at, id));
             }
-            ids = plan
-                .actions
-                .iter()
-                .map(|action| action.id().clone())
-                .collect();
+            // A set, so that no id can get two actions in one round.
+            ids = BTreeSet::new();
             for action in plan.actions {
-                self.execute(action, now);
+                let id = action.id().clone();
+                // Only an action that changed something is worth a second look in this pass; a
+                // deferred one already has its timer or waits for a free slot.
+                if self.execute(action, now) == Progress::Made {
+                    ids.insert(id);
+                }
             }
+            // Ids that the actions made dirty (a freed slot wakes pending ones) join the next
+            // round rather than waiting for the next event.
+            ids.append(&mut self.dirty);
         }
         if !ids.is_empty() {
             // Still acting after several rounds: look again on the next pass rather than spin.
@@ -446,7 +459,7 @@ impl Supervisor {
         self.persist();
     }
 
-    fn execute(&mut self, action: Action, now: UnixMillis) {
+    fn execute(&mut self, action: Action, now: UnixMillis) -> Progress {
         let span = tracing::info_span!("action", id = %action.id(), kind = action.kind());
         let _entered = span.enter();
         match action {
@@ -455,12 +468,12 @@ impl Supervisor {
                     if let Err(retry_at) = self.restart_budget.take(now) {
                         tracing::debug!(%id, "host-wide restart limit reached; restart deferred");
                         self.timers.insert((retry_at, id));
-                        return;
+                        return Progress::Deferred;
                     }
                 }
                 if self.at_capacity(&id) {
                     self.leave_pending(&id);
-                    return;
+                    return Progress::Deferred;
                 }
                 self.pending.remove(&id);
                 self.start(&id, restart, now);
@@ -474,7 +487,7 @@ impl Supervisor {
             }
             Action::Kill { id } => {
                 let Some(observed) = self.observed.get(&id) else {
-                    return;
+                    return Progress::Made;
                 };
                 if let Some(pid) = observed.pid {
                     tracing::warn!(%id, pid, "grace period over; sending SIGKILL to the process group");
@@ -504,6 +517,7 @@ impl Supervisor {
                 }
             }
         }
+        Progress::Made
     }
 
     fn start(&mut self, id: &ProcessId, restart: bool, now: UnixMillis) {
@@ -711,7 +725,9 @@ impl Supervisor {
         let reason = format!("the launcher runs its limit of {max} processes (--max-processes)");
         let next = reconcile::record_pending(desired, previous, ports, reason);
         self.pending.insert(id.clone());
-        self.set_observed(next);
+        if previous != Some(&next) {
+            self.set_observed(next);
+        }
     }
 
     /// Writes the observed records changed since the last call, with one flush for all.
@@ -816,7 +832,10 @@ impl Supervisor {
             }
         }
         self.persist();
-        let give_up_at = started.saturating_add(longest_grace + SHUTDOWN_MARGIN);
+        // Every child is SIGKILLed by the longest grace its spec asks for, even one whose stop
+        // began earlier with a longer grace (a TerminatePattern); shutdown stays bounded.
+        let kill_all_at = started.saturating_add(longest_grace);
+        let give_up_at = kill_all_at.saturating_add(SHUTDOWN_MARGIN);
         loop {
             let alive: Vec<ProcessId> = self
                 .observed
@@ -831,16 +850,17 @@ impl Supervisor {
             if current >= give_up_at {
                 tracing::error!(
                     remaining = alive.len(),
-                    "shutdown timed out; leaving the remaining processes"
+                    "shutdown timed out: SIGKILLed processes have not exited; leaving them"
                 );
                 break;
             }
             for id in &alive {
                 let due = self.observed.get(id).is_some_and(|record| {
                     !record.killed
-                        && record
-                            .stop_deadline
-                            .is_some_and(|deadline| deadline <= current)
+                        && (current >= kill_all_at
+                            || record
+                                .stop_deadline
+                                .is_none_or(|deadline| deadline <= current))
                 });
                 if due {
                     self.execute(Action::Kill { id: id.clone() }, current);
@@ -852,6 +872,7 @@ impl Supervisor {
                 .filter_map(|id| self.observed.get(id))
                 .filter(|record| !record.killed)
                 .filter_map(|record| record.stop_deadline)
+                .map(|deadline| deadline.min(kill_all_at))
                 .min()
                 .unwrap_or(give_up_at)
                 .min(give_up_at);

@@ -292,12 +292,29 @@ impl Store {
         source: &Source,
         specs: &[(ProcessId, ProcessSpec)],
     ) -> Result<ApplyOutcome, StoreError> {
+        self.apply_source_taking_over(source, specs, &[])
+    }
+
+    /// Like `apply_source`, and ids owned by one of `released` (sources that are going away,
+    /// such as a spec file renamed to `source`) are taken over in the same transaction instead
+    /// of being conflicts, so that the record never goes missing in between.
+    pub fn apply_source_taking_over(
+        &self,
+        source: &Source,
+        specs: &[(ProcessId, ProcessSpec)],
+        released: &[Source],
+    ) -> Result<ApplyOutcome, StoreError> {
         let previously_owned = self.ids_owned_by(source)?;
         let outcome = self.transact("applying a source's desired set", |tx| {
             let mut outcome = ApplyOutcome::default();
             for (id, spec) in specs {
                 match tx.read(id)? {
-                    Some(existing) if !existing.source.same_owner(source) => {
+                    Some(existing)
+                        if !existing.source.same_owner(source)
+                            && !released
+                                .iter()
+                                .any(|gone| gone.same_owner(&existing.source)) =>
+                    {
                         outcome.conflicts.push((id.clone(), existing.source));
                     }
                     Some(existing) if existing.spec == *spec && existing.source == *source => {
@@ -329,8 +346,10 @@ impl Store {
             }
             Ok(outcome)
         })?;
-        self.flush()?;
-        self.notify(outcome.changed());
+        if outcome.changed().next().is_some() {
+            self.flush()?;
+            self.notify(outcome.changed());
+        }
         Ok(outcome)
     }
 
@@ -430,6 +449,18 @@ impl Store {
             self.notify([id]);
         }
         Ok(record)
+    }
+
+    /// Asks the loop to stop `id` within `grace` when it is stopping already (its desired record
+    /// is gone); the loop shortens the stop under way if `grace` ends sooner.
+    pub fn request_stop(&self, id: &ProcessId, grace: Duration) -> Result<(), StoreError> {
+        let millis = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.stop_requests
+            .insert(id.as_str(), &millis.to_be_bytes())
+            .map_err(|source| io(format!("recording a stop request for {id}"), source))?;
+        self.flush()?;
+        self.notify([id]);
+        Ok(())
     }
 
     /// Takes (and forgets) the grace period a delete asked for, if any.

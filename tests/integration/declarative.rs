@@ -357,3 +357,70 @@ fn validate_reports_every_error_with_file_document_field_and_line() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+#[test]
+fn reading_a_spec_file_does_not_wake_the_watcher_again() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec("bad.yaml", "apiVersion: prism.launcher/v1\nkind: Nope\n");
+    eventually(START_TIMEOUT, "the bad file reported", || {
+        launcher.log().contains("spec file rejected").then_some(())
+    });
+    // Later changes are seen (the watcher works) ...
+    launcher.write_spec("good.yaml", &hello_spec("good", "x"));
+    launcher.wait_running("good", None, START_TIMEOUT);
+    launcher.write_spec("other.yaml", &hello_spec("other", "y"));
+    launcher.wait_running("other", None, START_TIMEOUT);
+    // ... but the bad file, never written again, was read once, not once per watcher wake-up.
+    let rejections = launcher.log().matches("spec file rejected").count();
+    assert_eq!(rejections, 1, "the watcher re-read its own reads");
+}
+
+#[test]
+fn an_emptied_file_keeps_its_processes_and_a_renamed_file_does_not_restart_them() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec("first.yaml", &hello_spec("kept", "x"));
+    let pid = launcher.wait_running("kept", None, START_TIMEOUT);
+
+    // An editor truncating before it writes: the process keeps running.
+    std::fs::write(launcher.specs_dir().join("first.yaml"), "").unwrap();
+    eventually(START_TIMEOUT, "the empty file reported", || {
+        let status = launcher.status();
+        status
+            .to_string()
+            .contains("declares no process")
+            .then_some(())
+    });
+    assert_eq!(
+        launcher.process("kept").unwrap()["pid"].as_u64(),
+        Some(u64::from(pid))
+    );
+    std::fs::write(
+        launcher.specs_dir().join("first.yaml"),
+        hello_spec("kept", "x"),
+    )
+    .unwrap();
+
+    // A rename moves ownership without a gap: same process, new source.
+    std::fs::rename(
+        launcher.specs_dir().join("first.yaml"),
+        launcher.specs_dir().join("second.yaml"),
+    )
+    .unwrap();
+    let row = eventually(START_TIMEOUT, "the new owner", || {
+        launcher.process("kept").filter(|row| {
+            row["source"]
+                .as_str()
+                .is_some_and(|source| source.ends_with("second.yaml"))
+        })
+    });
+    assert_eq!(
+        row["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "not restarted: {row}"
+    );
+    assert!(is_alive(pid));
+    assert!(
+        launcher.log().matches("stopping process").count() == 0,
+        "never stopped"
+    );
+}

@@ -381,7 +381,15 @@ fn max_processes_leaves_the_excess_pending_and_disturbs_nothing() {
     );
 
     launcher.remove_spec("a.yaml");
-    launcher.wait_running("c", None, TIMEOUT);
+    let c = launcher.wait_running("c", None, TIMEOUT);
+    let env = environment(c);
+    for port in ["GRPC_PORT", "HEALTH_PORT"] {
+        assert_ne!(
+            env.get(port).map(String::as_str),
+            Some("0"),
+            "a pending process gets real ports: {env:?}"
+        );
+    }
     assert_eq!(
         launcher.process("b").unwrap()["pid"].as_u64(),
         Some(u64::from(b))

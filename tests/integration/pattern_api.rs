@@ -372,6 +372,31 @@ async fn every_error_case_answers_the_right_code_with_a_clear_message() {
         );
     }
 
+    let huge = client
+        .terminate_pattern(TerminateRequest {
+            process_id: "ns:nobody:hello-pattern".to_string(),
+            grace_period_secs: i64::MAX,
+            force: false,
+        })
+        .await
+        .expect_err("out of range");
+    assert!(
+        matches!(huge.code(), Code::InvalidArgument | Code::NotFound),
+        "{huge:?}"
+    );
+    let mut long_launch = launch("hello-pattern", IsolationLevel::IsolationNone, "", "");
+    long_launch.grace_period_secs = i64::MAX;
+    let refused = client
+        .launch_pattern(long_launch)
+        .await
+        .expect_err("out of range");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("grace_period_secs"),
+        "{}",
+        refused.message()
+    );
+
     let unknown = client
         .terminate_pattern(TerminateRequest {
             process_id: "ns:nobody:hello-pattern".to_string(),
@@ -617,4 +642,91 @@ where
         assert!(Instant::now() < deadline, "timed out after {timeout:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_cuts_short_a_termination_under_way_and_shutdown_stays_bounded() {
+    let mut launcher = TestLauncher::start();
+    let mut client = launcher.pattern_client().await;
+    let mut stubborn = launch("stubborn-pattern", IsolationLevel::IsolationNone, "", "");
+    stubborn.grace_period_secs = 1;
+    let first = client
+        .launch_pattern(stubborn.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let pid = pid_of(&mut launcher, &first.process_id).await;
+
+    // A slow terminate, then a forced one while the first is under way.
+    let mut slow_client = client.clone();
+    let id = first.process_id.clone();
+    let slow = tokio::spawn(async move {
+        slow_client
+            .terminate_pattern(TerminateRequest {
+                process_id: id,
+                grace_period_secs: 600,
+                force: false,
+            })
+            .await
+    });
+    eventually_async(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let id = first.process_id.clone();
+        async move {
+            let status = client
+                .get_process_status(GetProcessStatusRequest { process_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (status.process?.state == ProcessState::StateTerminating as i32).then_some(())
+        }
+    })
+    .await;
+    let started = Instant::now();
+    let forced = client
+        .terminate_pattern(TerminateRequest {
+            process_id: first.process_id.clone(),
+            grace_period_secs: 0,
+            force: true,
+        })
+        .await
+        .expect("force on a stop under way")
+        .into_inner();
+    assert!(forced.success, "{forced:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "forced at once ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(process_state(pid), None);
+    assert!(slow.await.unwrap().unwrap().into_inner().success);
+
+    // Shutdown with a long terminate in flight: the waiting call ends, the child is killed by
+    // its spec's grace (1 s), and the launcher exits promptly.
+    let second = client.launch_pattern(stubborn).await.unwrap().into_inner();
+    let pid = pid_of(&mut launcher, &second.process_id).await;
+    let mut waiting_client = client.clone();
+    let id = second.process_id.clone();
+    let waiting = tokio::spawn(async move {
+        waiting_client
+            .terminate_pattern(TerminateRequest {
+                process_id: id,
+                grace_period_secs: 600,
+                force: false,
+            })
+            .await
+    });
+    eventually(Duration::from_secs(10), "the stop to be under way", || {
+        let row = launcher.process(&second.process_id)?;
+        (row["actual"] == "stopping").then_some(())
+    });
+    let took = launcher.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15));
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown is bounded by the spec's grace ({took:?})"
+    );
+    assert_eq!(process_state(pid), None, "the stubborn child was killed");
+    // UNAVAILABLE, or the connection closed by the stopping server: either way it ended.
+    let answer = waiting.await.unwrap();
+    assert!(answer.is_err(), "the in-flight call ended: {answer:?}");
 }
