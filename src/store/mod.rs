@@ -125,6 +125,10 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            // Every write that matters is flushed explicitly (see the module docs), so sled's
+            // periodic flusher would only add background I/O, and its thread would hold the
+            // database (and its lock) for a moment after the store is dropped.
+            .flush_every_ms(None)
             .open()
             .map_err(|error| match &error {
                 // sled takes an exclusive, non-blocking file lock and reports a held one only
