@@ -110,21 +110,37 @@ async fn exec_probe(
         drop(child);
         pid
     };
+    // Kills the probe if this future ends before it does: a timeout, or the probe task being
+    // aborted because its process stopped or the launcher shuts down.
+    let _unfinished = KillProbeOnDrop {
+        pid,
+        children: &exec.children,
+    };
     match tokio::time::timeout(timeout, exited).await {
         Ok(Ok(ExitStatus::Code(0))) => Ok(()),
         Ok(Ok(status)) => Err(format!("exec probe {program:?} exited with {status}")),
         Ok(Err(_)) => Err(format!("exec probe {program:?} lost its exit status")),
-        Err(_) => {
-            let tracked = exec.children.lock();
-            if tracked.contains_key(&pid) {
-                if let Ok(raw) = i32::try_from(pid) {
-                    // Unreaped, so the group id is still this probe's.
-                    let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
-                }
-            }
-            Err(format!(
-                "exec probe {program:?} gave no answer within {timeout:?}"
-            ))
+        Err(_) => Err(format!(
+            "exec probe {program:?} gave no answer within {timeout:?}"
+        )),
+    }
+}
+
+/// SIGKILLs the process group of an exec probe that has not been reaped yet.
+struct KillProbeOnDrop<'a> {
+    pid: u32,
+    children: &'a ChildTable,
+}
+
+impl Drop for KillProbeOnDrop<'_> {
+    fn drop(&mut self) {
+        let tracked = self.children.lock();
+        if !tracked.contains_key(&self.pid) {
+            return;
+        }
+        if let Ok(raw) = i32::try_from(self.pid) {
+            // Unreaped (checked under the table's lock), so the group id is still the probe's.
+            let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
         }
     }
 }

@@ -97,6 +97,9 @@ pub struct Store {
     observed: sled::Tree,
     /// The last generation given to each id; kept after deletes so generations never repeat.
     generations: sled::Tree,
+    /// The last reset count of each id; kept after deletes so that a recreated id's resets
+    /// keep growing and are never mistaken for ones already acted on.
+    resets: sled::Tree,
     /// `<owner>\0<id>` for each desired record, so a source's records are found without a scan.
     by_owner: sled::Tree,
     meta: sled::Tree,
@@ -147,6 +150,7 @@ impl Store {
             observed: tree("observed")?,
             generations: tree("generations")?,
             by_owner: tree("by_owner")?,
+            resets: tree("resets")?,
             meta: tree("meta")?,
             stop_requests: tree("stop_requests")?,
             observed_epoch: watch::Sender::new(0),
@@ -445,6 +449,8 @@ impl Store {
                 let bytes = encode("desired", id.as_str(), &record)
                     .map_err(ConflictableTransactionError::Abort)?;
                 tx.desired.insert(id.as_str(), bytes)?;
+                tx.resets
+                    .insert(id.as_str(), &record.resets.to_be_bytes())?;
                 Ok(Some(record))
             }
         })?;
@@ -506,13 +512,15 @@ impl Store {
             &self.generations,
             &self.by_owner,
             &self.stop_requests,
+            &self.resets,
         )
-            .transaction(|(desired, generations, by_owner, stop_requests)| {
+            .transaction(|(desired, generations, by_owner, stop_requests, resets)| {
                 body(&Tx {
                     desired,
                     generations,
                     by_owner,
                     stop_requests,
+                    resets,
                 })
             })
             .map_err(|error| match error {
@@ -550,6 +558,7 @@ struct Tx<'a> {
     generations: &'a sled::transaction::TransactionalTree,
     by_owner: &'a sled::transaction::TransactionalTree,
     stop_requests: &'a sled::transaction::TransactionalTree,
+    resets: &'a sled::transaction::TransactionalTree,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -580,7 +589,13 @@ impl Tx<'_> {
             spec: spec.clone(),
             generation: last_generation + 1,
             source: source.clone(),
-            resets: existing.map_or(0, |existing| existing.resets),
+            resets: match existing {
+                Some(existing) => existing.resets,
+                None => self
+                    .resets
+                    .get(id.as_str())?
+                    .map_or(0, |bytes| decode_generation(&bytes)),
+            },
         };
         let bytes =
             encode("desired", id.as_str(), &record).map_err(ConflictableTransactionError::Abort)?;

@@ -1195,3 +1195,46 @@ fn observed_records_are_independent_of_desired_records() {
     assert_eq!(store.desired(&id("alpha")).unwrap(), None);
     assert!(store.all_observed().unwrap().0.is_empty());
 }
+
+#[test]
+fn reset_counts_survive_a_delete_and_recreate_and_never_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let name = id("flaky");
+    store
+        .put_desired(&name, &spec("/bin/flaky"), &Source::Api)
+        .unwrap();
+    assert_eq!(
+        store
+            .reset_desired(&name)
+            .unwrap()
+            .map(|record| record.resets),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .reset_desired(&name)
+            .unwrap()
+            .map(|record| record.resets),
+        Some(2)
+    );
+    let generation = generation(&store, "flaky");
+    assert_eq!(
+        store.desired(&name).unwrap().unwrap().generation,
+        generation,
+        "a reset is not a spec change"
+    );
+    assert!(store.delete_desired(&name, &Source::Api).unwrap());
+    assert_eq!(
+        store.reset_desired(&name).unwrap(),
+        None,
+        "nothing desires it"
+    );
+    let recreated = store
+        .put_desired(&name, &spec("/bin/flaky"), &Source::Api)
+        .unwrap();
+    assert_eq!(
+        recreated.resets, 2,
+        "resets never go back, so none is mistaken for one acted on"
+    );
+}
