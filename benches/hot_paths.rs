@@ -31,6 +31,7 @@ fn spec(n: usize) -> ProcessSpec {
         termination_grace: Duration::from_secs(10),
         resources: None,
         requested_ports: Default::default(),
+        type_config: Default::default(),
         labels: BTreeMap::new(),
     }
 }

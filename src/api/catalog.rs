@@ -12,7 +12,7 @@ use super::values::{
 };
 use crate::reconcile::{
     HealthCheck, Isolation, Probe, ProcessSpec, ProcessType, RequestedPorts, Resources,
-    RestartPolicy,
+    RestartPolicy, TypeConfig,
 };
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
@@ -125,6 +125,7 @@ impl CatalogEntry {
                 grpc: None,
                 health: self.health_port,
             },
+            type_config: TypeConfig::None,
             labels: BTreeMap::new(),
         }
     }

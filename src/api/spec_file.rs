@@ -13,8 +13,9 @@ use serde::Deserialize;
 use super::catalog::Catalog;
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor};
 use crate::reconcile::{
-    BackoffOverrides, HealthCheck, Isolation, Probe, ProcessId, ProcessSpec, ProcessType,
-    RequestedPorts, Resources, RestartPolicy,
+    BackendConfig, BackoffOverrides, HealthCheck, Isolation, PatternConfig, Probe, ProcessId,
+    ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, Resources, RestartPolicy, Secret,
+    TypeConfig, UtilityConfig,
 };
 
 pub const API_VERSION: &str = "prism.launcher/v1";
@@ -303,6 +304,75 @@ struct SpecBody {
     termination_grace_period: Option<DurationValue>,
     resources: Option<ResourcesValue>,
     ports: Option<PortsValue>,
+    pattern_config: Option<PatternConfigValue>,
+    proxy: Option<ProxyValue>,
+    backend: Option<BackendValue>,
+    utility: Option<UtilityValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PatternConfigValue {
+    #[serde(default)]
+    pattern_type: String,
+    #[serde(default)]
+    slots: BTreeMap<String, BackendValue>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ProxyValue {
+    #[serde(default)]
+    proxy_id: String,
+    #[serde(default)]
+    admin_endpoint: String,
+    #[serde(default)]
+    control_port: u16,
+    #[serde(default)]
+    data_port: u16,
+    #[serde(default)]
+    partition_ranges: Vec<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BackendValue {
+    #[serde(default)]
+    backend_type: String,
+    #[serde(default)]
+    connection_string: String,
+    #[serde(default)]
+    credentials: BTreeMap<String, String>,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UtilityValue {
+    #[serde(default)]
+    utility_type: String,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    target_processes: Vec<String>,
+}
+
+impl BackendValue {
+    fn into_config(self) -> BackendConfig {
+        BackendConfig {
+            backend_type: self.backend_type,
+            connection_string: Secret::new(self.connection_string),
+            credentials: self
+                .credentials
+                .into_iter()
+                .map(|(key, value)| (key, Secret::new(value)))
+                .collect(),
+            options: self.options,
+        }
+    }
 }
 
 /// `metadata.name`, validated while its scalar is read so that an error gets the name's line.
@@ -603,6 +673,48 @@ impl SpecBody {
             TypeValue::Backend => ProcessType::Backend,
             TypeValue::Utility => ProcessType::Utility,
         };
+        let blocks = [
+            self.pattern_config.map(|value| {
+                TypeConfig::Pattern(PatternConfig {
+                    pattern_type: value.pattern_type,
+                    slots: value
+                        .slots
+                        .into_iter()
+                        .map(|(slot, backend)| (slot, backend.into_config()))
+                        .collect(),
+                    settings: value.settings,
+                })
+            }),
+            self.proxy.map(|value| {
+                TypeConfig::Proxy(ProxyConfig {
+                    proxy_id: value.proxy_id,
+                    admin_endpoint: value.admin_endpoint,
+                    control_port: value.control_port,
+                    data_port: value.data_port,
+                    partition_ranges: value.partition_ranges,
+                })
+            }),
+            self.backend
+                .map(|value| TypeConfig::Backend(value.into_config())),
+            self.utility.map(|value| {
+                TypeConfig::Utility(UtilityConfig {
+                    utility_type: value.utility_type,
+                    settings: value.settings,
+                    target_processes: value.target_processes,
+                })
+            }),
+        ];
+        let mut given: Vec<TypeConfig> = blocks.into_iter().flatten().collect();
+        if given.len() > 1 {
+            problems.push(problem(
+                "spec",
+                "give at most one of patternConfig, proxy, backend and utility",
+            ));
+        }
+        let type_config = given.pop().unwrap_or_default();
+        for (field, message) in type_config.problems(process_type) {
+            problems.push(problem(&spec_field_of(&field), message));
+        }
 
         Some(ProcessSpec {
             process_type,
@@ -628,9 +740,38 @@ impl SpecBody {
                 .map_or(ProcessSpec::DEFAULT_TERMINATION_GRACE, |grace| grace.0),
             resources,
             requested_ports,
+            type_config,
             labels,
         })
     }
+}
+
+/// The spec file's field for a field of the type-config block (`proxy.proxy_id` →
+/// `spec.proxy.proxyId`).
+fn spec_field_of(field: &str) -> String {
+    let camel: Vec<String> = field
+        .split('.')
+        .map(|part| {
+            let mut out = String::new();
+            let mut upper = false;
+            for c in part.chars() {
+                if c == '_' {
+                    upper = true;
+                } else if upper {
+                    out.push(c.to_ascii_uppercase());
+                    upper = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+        .collect();
+    let joined = camel.join(".");
+    let joined = joined
+        .strip_prefix("pattern")
+        .map_or(joined.clone(), |rest| format!("patternConfig{rest}"));
+    format!("spec.{joined}")
 }
 
 impl HealthCheckValue {

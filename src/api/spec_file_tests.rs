@@ -197,6 +197,10 @@ spec:
   ports:
     grpc: 7000
     health: 7001
+  backend:
+    backendType: redis
+    connectionString: redis://127.0.0.1:6379
+    credentials: {password: hunter2}
 ---
 apiVersion: prism.launcher/v1
 kind: Process
@@ -305,6 +309,12 @@ fn every_field_is_read_when_given() {
             grpc: Some(7000),
             health: Some(7001),
         },
+        type_config: TypeConfig::Backend(BackendConfig {
+            backend_type: "redis".into(),
+            connection_string: Secret::new("redis://127.0.0.1:6379"),
+            credentials: BTreeMap::from([("password".to_string(), Secret::new("hunter2"))]),
+            options: BTreeMap::new(),
+        }),
         labels: BTreeMap::from([("team".to_string(), "storage".to_string())]),
     };
     assert_eq!(beta, expected);
@@ -1515,5 +1525,43 @@ fn specs_resolve_against_a_loaded_catalog() {
             path: "/health".to_string(),
             port: None,
         }
+    );
+}
+
+#[test]
+fn every_process_type_can_be_declared_and_is_validated() {
+    let proxy = "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: p}\nspec:\n  type: proxy\n  binary: /bin/proxy\n  proxy:\n    proxyId: proxy-01\n    controlPort: 9090\n    dataPort: 9090\n";
+    let errors = errors_with(proxy, &Catalog::default());
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].field, "spec.proxy.dataPort");
+    assert_eq!(
+        errors[0].line,
+        Some(line_of(proxy, "dataPort")),
+        "{}",
+        errors[0]
+    );
+    let missing = "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: b}\nspec:\n  type: backend\n  binary: /bin/b\n";
+    let errors = errors_with(missing, &Catalog::default());
+    assert!(
+        errors[0].message.contains("needs its backend config"),
+        "{errors:#?}"
+    );
+    let utility = "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: u}\nspec:\n  type: utility\n  binary: /bin/u\n  utility: {utilityType: log-collector, targetProcesses: [a, b]}\n";
+    let spec = &specs(utility)[0].spec;
+    assert_eq!(
+        spec.type_config,
+        TypeConfig::Utility(UtilityConfig {
+            utility_type: "log-collector".into(),
+            settings: BTreeMap::new(),
+            target_processes: vec!["a".into(), "b".into()],
+        })
+    );
+    let two = "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: t}\nspec:\n  type: utility\n  binary: /bin/u\n  utility: {utilityType: x}\n  backend: {backendType: y, connectionString: z}\n";
+    let errors = errors_with(two, &Catalog::default());
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.message.contains("at most one of")),
+        "{errors:#?}"
     );
 }

@@ -5,8 +5,10 @@
 
 mod model;
 mod plan;
+mod process_types;
 #[cfg(test)]
 mod tests;
 
 pub use model::*;
 pub use plan::*;
+pub use process_types::*;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::process_types::TypeConfig;
+
 /// Unix time in milliseconds. The reconcile module never reads a clock: callers pass `now` in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UnixMillis(pub u64);
@@ -275,6 +277,9 @@ pub struct ProcessSpec {
     pub resources: Option<Resources>,
     /// Ports asked for; used when free, else ports are allocated from the launcher's range.
     pub requested_ports: RequestedPorts,
+    /// The type-specific configuration (ADR-057), handed to the child as environment variables.
+    #[serde(default)]
+    pub type_config: TypeConfig,
     /// Labels are metadata: changing them never restarts a process.
     pub labels: BTreeMap<String, String>,
 }
@@ -313,6 +318,7 @@ impl ProcessSpec {
             termination_grace,
             resources,
             requested_ports,
+            type_config,
             labels: _,
         } = self;
         // Destructuring without `..` makes a new field a compile error here, so that nobody forgets
@@ -331,6 +337,7 @@ impl ProcessSpec {
             || *termination_grace != running.termination_grace
             || *resources != running.resources
             || *requested_ports != running.requested_ports
+            || *type_config != running.type_config
     }
 }
 

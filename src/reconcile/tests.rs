@@ -45,6 +45,7 @@ fn spec() -> ProcessSpec {
         termination_grace: Duration::from_secs(7),
         resources: None,
         requested_ports: RequestedPorts::default(),
+        type_config: Default::default(),
         labels: BTreeMap::new(),
     }
 }
@@ -2387,5 +2388,192 @@ fn spawned(pid: u32) -> Spawned {
         pid,
         start_ticks: Some(7),
         ports: ports(),
+    }
+}
+
+#[test]
+fn each_process_type_is_validated_on_its_own_terms() {
+    let backend = |backend_type: &str, connection: &str| BackendConfig {
+        backend_type: backend_type.into(),
+        connection_string: Secret::new(connection),
+        credentials: BTreeMap::from([("password".to_string(), Secret::new("hunter2"))]),
+        options: BTreeMap::new(),
+    };
+    let proxy = |id: &str, control: u16, data: u16| {
+        TypeConfig::Proxy(ProxyConfig {
+            proxy_id: id.into(),
+            admin_endpoint: "admin:8981".into(),
+            control_port: control,
+            data_port: data,
+            partition_ranges: vec![0, 63],
+        })
+    };
+    let cases: Vec<(&str, TypeConfig, ProcessType, &[&str])> = vec![
+        (
+            "a good proxy",
+            proxy("proxy-01", 9090, 9091),
+            ProcessType::Proxy,
+            &[],
+        ),
+        (
+            "a proxy without an id",
+            proxy(" ", 9090, 9091),
+            ProcessType::Proxy,
+            &["proxy.proxy_id"],
+        ),
+        (
+            "a proxy with one port twice",
+            proxy("p", 9090, 9090),
+            ProcessType::Proxy,
+            &["proxy.data_port"],
+        ),
+        (
+            "a proxy without ports",
+            proxy("p", 0, 9090),
+            ProcessType::Proxy,
+            &["proxy"],
+        ),
+        (
+            "a proxy without its config",
+            TypeConfig::None,
+            ProcessType::Proxy,
+            &["proxy"],
+        ),
+        (
+            "a good backend",
+            TypeConfig::Backend(backend("redis", "redis://h:6379")),
+            ProcessType::Backend,
+            &[],
+        ),
+        (
+            "a backend without type or connection",
+            TypeConfig::Backend(backend("", "")),
+            ProcessType::Backend,
+            &["backend.backend_type", "backend.connection_string"],
+        ),
+        (
+            "a backend without its config",
+            TypeConfig::None,
+            ProcessType::Backend,
+            &["backend"],
+        ),
+        (
+            "a utility with a bad target",
+            TypeConfig::Utility(UtilityConfig {
+                utility_type: "log-collector".into(),
+                settings: BTreeMap::new(),
+                target_processes: vec!["ok".into(), "not/ok".into()],
+            }),
+            ProcessType::Utility,
+            &["utility.target_processes"],
+        ),
+        (
+            "a pattern slot without a backend type",
+            TypeConfig::Pattern(PatternConfig {
+                pattern_type: "keyvalue".into(),
+                slots: BTreeMap::from([("store".to_string(), backend("", "x"))]),
+                settings: BTreeMap::new(),
+            }),
+            ProcessType::Pattern,
+            &["pattern.slots.store.backend_type"],
+        ),
+        (
+            "a proxy config on a backend",
+            proxy("p", 1, 2),
+            ProcessType::Backend,
+            &["proxy"],
+        ),
+        (
+            "a plain utility",
+            TypeConfig::None,
+            ProcessType::Utility,
+            &[],
+        ),
+    ];
+    for (name, config, process_type, expected) in cases {
+        let fields: Vec<String> = config
+            .problems(process_type)
+            .into_iter()
+            .map(|(field, _)| field)
+            .collect();
+        assert_eq!(fields, expected, "{name}");
+    }
+}
+
+#[test]
+fn each_process_type_maps_to_documented_environment_variables_and_hides_secrets() {
+    let backend = BackendConfig {
+        backend_type: "postgres".into(),
+        connection_string: Secret::new("postgres://u:pw@db/x"),
+        credentials: BTreeMap::from([("api-key".to_string(), Secret::new("s3cret"))]),
+        options: BTreeMap::from([("pool.size".to_string(), "4".to_string())]),
+    };
+    let cases: Vec<(TypeConfig, Vec<(&str, &str)>)> = vec![
+        (
+            TypeConfig::Proxy(ProxyConfig {
+                proxy_id: "proxy-01".into(),
+                admin_endpoint: "admin:8981".into(),
+                control_port: 9090,
+                data_port: 9091,
+                partition_ranges: vec![0, 63],
+            }),
+            vec![
+                ("PROXY_ID", "proxy-01"),
+                ("PROXY_ADMIN_ENDPOINT", "admin:8981"),
+                ("PROXY_CONTROL_PORT", "9090"),
+                ("PROXY_DATA_PORT", "9091"),
+                ("PROXY_PARTITION_RANGES", "0,63"),
+            ],
+        ),
+        (
+            TypeConfig::Backend(backend.clone()),
+            vec![
+                ("BACKEND_TYPE", "postgres"),
+                ("BACKEND_CONNECTION_STRING", "postgres://u:pw@db/x"),
+                ("BACKEND_CREDENTIAL_API_KEY", "s3cret"),
+                ("BACKEND_OPTION_POOL_SIZE", "4"),
+            ],
+        ),
+        (
+            TypeConfig::Pattern(PatternConfig {
+                pattern_type: "keyvalue".into(),
+                slots: BTreeMap::from([("store".to_string(), backend.clone())]),
+                settings: BTreeMap::from([("ttl".to_string(), "60".to_string())]),
+            }),
+            vec![
+                ("PATTERN_TYPE", "keyvalue"),
+                ("PATTERN_SETTING_TTL", "60"),
+                ("PATTERN_SLOTS", "store"),
+                ("PATTERN_SLOT_STORE_TYPE", "postgres"),
+                (
+                    "PATTERN_SLOT_STORE_CONNECTION_STRING",
+                    "postgres://u:pw@db/x",
+                ),
+                ("PATTERN_SLOT_STORE_CREDENTIAL_API_KEY", "s3cret"),
+                ("PATTERN_SLOT_STORE_OPTION_POOL_SIZE", "4"),
+            ],
+        ),
+        (
+            TypeConfig::Utility(UtilityConfig {
+                utility_type: "log-collector".into(),
+                settings: BTreeMap::from([("level".to_string(), "info".to_string())]),
+                target_processes: vec!["a".into(), "b".into()],
+            }),
+            vec![
+                ("UTILITY_TYPE", "log-collector"),
+                ("UTILITY_SETTING_LEVEL", "info"),
+                ("UTILITY_TARGET_PROCESSES", "a,b"),
+            ],
+        ),
+    ];
+    for (config, expected) in cases {
+        let env = config.environment();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(env, expected);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains(":pw@"),
+            "a secret in Debug: {shown}"
+        );
     }
 }

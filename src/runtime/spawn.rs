@@ -66,6 +66,7 @@ pub fn child_environment(
     env.entry("PATH".to_string())
         .or_insert_with(|| DEFAULT_PATH.to_string());
     env.extend(spec.env.clone());
+    env.extend(spec.type_config.environment());
     let injected = [
         (
             "PATTERN_NAME",

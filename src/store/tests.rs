@@ -59,6 +59,7 @@ fn spec(executable: &str) -> ProcessSpec {
             memory_bytes: Some(256 * 1024 * 1024),
         }),
         requested_ports: RequestedPorts::default(),
+        type_config: Default::default(),
         labels: BTreeMap::from([("team".to_string(), "data".to_string())]),
     }
 }
