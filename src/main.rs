@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,8 +14,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use prism_launcher::api::admin_client::{self, AdminSettings};
+use prism_launcher::api::control_plane::{AssignmentPolicy, ControlPlaneService};
 use prism_launcher::api::{self, catalog, catalog_watch, spec_watch, SourceProblems};
-use prism_launcher::reconcile::Backoff;
+use prism_launcher::reconcile::{Backoff, ProcessType, UsageBoard};
 use prism_launcher::runtime::{self, RuntimeConfig};
 use prism_launcher::store::Store;
 
@@ -36,7 +39,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the launcher: watch the spec directory, serve gRPC, reconcile processes.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show desired vs actual for every process of a running launcher.
     Status(StatusArgs),
     /// Clear a process's failure streak: a terminal (circuit open) or backing-off process
@@ -90,6 +93,27 @@ struct ServeArgs {
     /// a restart storm; 0 is no limit.
     #[arg(long, default_value_t = 20)]
     max_restarts_per_second: u32,
+    /// prism-admin's address (host:port); the launcher registers there and heartbeats. Without
+    /// it the launcher runs standalone.
+    #[arg(long)]
+    admin_endpoint: Option<String>,
+    /// The address prism-admin should dial to reach this launcher. Default: the listen address
+    /// (with the host name in place of an unspecified address such as 0.0.0.0).
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// The process types this launcher runs.
+    #[arg(long, value_delimiter = ',', default_value = "pattern,proxy,backend,utility", value_parser = parse_process_type)]
+    capabilities: Vec<ProcessType>,
+    /// The region reported to prism-admin.
+    #[arg(long, default_value = "")]
+    region: String,
+    /// How often the launcher heartbeats to prism-admin.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration_flag)]
+    heartbeat_interval: Duration,
+    /// Executables that prism-admin pushes must be under one of these folders. Default: the
+    /// patterns and spec directories.
+    #[arg(long = "allowed-executable-root")]
+    allowed_executable_roots: Vec<PathBuf>,
     /// How long LaunchPattern waits for a healthy process (never less than its health check
     /// needs).
     #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
@@ -150,7 +174,7 @@ struct ValidateArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Status(args) => cli::status(&args),
         Command::Reset(args) => cli::reset(&args),
         Command::Validate(args) => validate(&args),
@@ -186,6 +210,18 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
     api::parse_duration(text)
+}
+
+fn parse_process_type(text: &str) -> Result<ProcessType, String> {
+    match text.trim() {
+        "pattern" => Ok(ProcessType::Pattern),
+        "proxy" => Ok(ProcessType::Proxy),
+        "backend" => Ok(ProcessType::Backend),
+        "utility" => Ok(ProcessType::Utility),
+        other => Err(format!(
+            "{other:?} is not a process type; use pattern, proxy, backend or utility"
+        )),
+    }
 }
 
 fn parse_positive_duration_flag(text: &str) -> Result<Duration, String> {
@@ -256,6 +292,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
 
     let (stop, stopped) = watch::channel(false);
     let started_at = runtime::now();
+    let usage = UsageBoard::default();
     let store_for_loop = store.clone();
     let runtime_config = RuntimeConfig {
         data_dir: args.data_dir.clone(),
@@ -270,6 +307,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_processes: args.max_processes,
         max_restarts_per_second: args.max_restarts_per_second,
+        usage: usage.clone(),
     };
     // The launcher's parts run until a signal, or until one of them ends on its own, which is a
     // failure: then every part is stopped too and the failure is reported.
@@ -296,7 +334,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         ("the catalog watcher", Ok(()))
     });
     let spec_watch = spec_watch::watch_spec_dir(
-        specs_dir,
+        specs_dir.clone(),
         store.clone(),
         catalog.clone(),
         catalog_changes,
@@ -311,12 +349,52 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         )
     });
     let clock: api::status::Clock = Arc::new(runtime::now);
+    let policy = AssignmentPolicy {
+        launcher_id: launcher_id.clone(),
+        capabilities: args.capabilities.clone(),
+        max_processes: args.max_processes,
+        allowed_roots: allowed_roots(&args, &specs_dir)?,
+    };
+    if let Some(endpoint) = &args.admin_endpoint {
+        let settings = AdminSettings {
+            endpoint: endpoint.clone(),
+            launcher_id: launcher_id.clone(),
+            advertise_address: advertise_address(args.advertise_address.as_deref(), address),
+            region: args.region.clone(),
+            max_processes: args.max_processes,
+            heartbeat_interval: args.heartbeat_interval,
+            metadata: BTreeMap::from([("pid".to_string(), std::process::id().to_string())]),
+        };
+        tracing::info!(%endpoint, advertise = %settings.advertise_address, "prism-admin configured");
+        let admin = admin_client::run_admin_client(
+            settings,
+            policy.clone(),
+            store.clone(),
+            catalog.clone(),
+            usage.clone(),
+            clock.clone(),
+            wait_for_stop(stopped.clone()),
+        );
+        parts.spawn(async move {
+            (
+                "the prism-admin client",
+                admin.await.map_err(anyhow::Error::from),
+            )
+        });
+    }
     let services = api::server::Services {
         admin: api::status::LauncherAdminService {
             store: store.clone(),
             launcher_id,
             problems,
             clock: clock.clone(),
+        },
+        control_plane: ControlPlaneService {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            policy,
+            clock: clock.clone(),
+            stopping: stopped.clone(),
         },
         launcher: api::pattern_launcher::PatternLauncherService {
             store: store.clone(),
@@ -350,6 +428,41 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         return Err(first);
     }
     Ok(())
+}
+
+/// Folders that executables pushed by prism-admin must be in: the flags, else the patterns and
+/// spec directories; canonical, so that prefixes compare safely.
+fn allowed_roots(args: &ServeArgs, specs_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let roots = if args.allowed_executable_roots.is_empty() {
+        vec![args.patterns_dir.clone(), specs_dir.to_path_buf()]
+    } else {
+        args.allowed_executable_roots.clone()
+    };
+    roots
+        .iter()
+        .filter(|root| root.exists() || !args.allowed_executable_roots.is_empty())
+        .map(|root| {
+            root.canonicalize()
+                .with_context(|| format!("allowed executable root {}", root.display()))
+        })
+        .collect()
+}
+
+/// What prism-admin should dial: the flag, else the listen address, with this host's name in
+/// place of an unspecified address (which admin could not dial).
+fn advertise_address(flag: Option<&str>, listening: SocketAddr) -> String {
+    if let Some(address) = flag {
+        return address.to_string();
+    }
+    if listening.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_string())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        return format!("{host}:{}", listening.port());
+    }
+    listening.to_string()
 }
 
 /// The failure a part's end means: any error, or (before shutdown) ending at all.

@@ -2,6 +2,7 @@
 
 use tonic::Status;
 
+use super::control_plane::AssignmentError;
 use super::pattern_launcher::PatternError;
 use crate::error_chain::Chain;
 use crate::store::StoreError;
@@ -10,9 +11,9 @@ use crate::store::StoreError;
 pub fn store_status(error: StoreError) -> Status {
     let message = Chain(&error).to_string();
     match &error {
-        StoreError::OwnedByAnother { .. } | StoreError::UnsupportedSchema { .. } => {
-            Status::failed_precondition(message)
-        }
+        StoreError::OwnedByAnother { .. }
+        | StoreError::UnsupportedSchema { .. }
+        | StoreError::StaleVersion { .. } => Status::failed_precondition(message),
         StoreError::Open { .. }
         | StoreError::Locked { .. }
         | StoreError::Io { .. }
@@ -42,5 +43,32 @@ pub fn pattern_status(error: PatternError) -> Status {
         }
         PatternError::ShuttingDown => Status::unavailable(message),
         PatternError::Store(error) => store_status(error),
+    }
+}
+
+/// The status a refused ControlPlane call answers with.
+pub fn assignment_status(error: AssignmentError) -> Status {
+    let message = Chain(&error).to_string();
+    match error {
+        AssignmentError::MissingId
+        | AssignmentError::InvalidId(_)
+        | AssignmentError::UnknownType(_)
+        | AssignmentError::MissingConfig
+        | AssignmentError::MissingBinary
+        | AssignmentError::RelativeBinary(_)
+        | AssignmentError::UnusableBinary { .. }
+        | AssignmentError::BadPort { .. }
+        | AssignmentError::BadIsolation(_)
+        | AssignmentError::BadEnv { .. }
+        | AssignmentError::BadTypeConfig { .. }
+        | AssignmentError::NegativeTimeout(_) => Status::invalid_argument(message),
+        AssignmentError::OutsideRoots { .. } => Status::permission_denied(message),
+        AssignmentError::NotCapable { .. }
+        | AssignmentError::WrongLauncher { .. }
+        | AssignmentError::NotAssigned { .. } => Status::failed_precondition(message),
+        AssignmentError::AtCapacity { .. } => Status::resource_exhausted(message),
+        AssignmentError::UnknownProcess(_) => Status::not_found(message),
+        AssignmentError::ShuttingDown => Status::unavailable(message),
+        AssignmentError::Store(error) => store_status(error),
     }
 }

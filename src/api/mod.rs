@@ -1,9 +1,11 @@
 //! The only code that knows the generated protobuf types: the gRPC services, and the readers of
 //! the files people write (spec files, the pattern catalog) with the watcher of the spec directory.
 
+pub mod admin_client;
 pub mod catalog;
 pub mod catalog_watch;
 pub mod client;
+pub mod control_plane;
 mod errors;
 pub mod pattern_launcher;
 mod problems;
@@ -13,6 +15,7 @@ pub mod spec_file;
 pub mod spec_watch;
 pub mod status;
 mod values;
+mod waiting;
 
 pub use problems::SourceProblems;
 pub use values::{parse_duration, MAX_DURATION};

@@ -16,6 +16,7 @@ use super::proto::prism::launcher as pb;
 use super::spec_file::{is_env_name, INJECTED_ENV};
 use super::status::Clock;
 use super::values::MAX_DURATION;
+use super::waiting::{wait_for_observed, WaitError};
 use crate::reconcile::{
     pattern_process_id, DesiredRecord, Health, InvalidProcessId, Isolation, ObservedRecord, Phase,
     ProcessId, ProcessSpec, ProcessType, Source, UnixMillis,
@@ -408,34 +409,18 @@ impl PatternLauncherService {
         })
     }
 
-    /// Waits until `done` holds for the observed record of `id`, or `timeout` passes; returns
-    /// the last record seen. Wakes on each flush of observed state, never polls.
     async fn wait_for(
         &self,
         id: &ProcessId,
         timeout: Duration,
         done: impl Fn(Option<&ObservedRecord>) -> bool,
     ) -> Result<Option<ObservedRecord>, PatternError> {
-        let mut changes = self.store.subscribe_observed();
-        let mut stopping = self.stopping.clone();
-        let now = tokio::time::Instant::now();
-        let deadline = now.checked_add(timeout).unwrap_or(now + MAX_DURATION);
-        loop {
-            changes.borrow_and_update();
-            let observed = self.store.observed(id)?;
-            if done(observed.as_ref()) {
-                return Ok(observed);
-            }
-            tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return Ok(observed);
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => return Ok(observed),
-                _ = stopping.wait_for(|stop| *stop) => return Err(PatternError::ShuttingDown),
-            }
-        }
+        wait_for_observed(&self.store, &self.stopping, id, timeout, done)
+            .await
+            .map_err(|error| match error {
+                WaitError::ShuttingDown => PatternError::ShuttingDown,
+                WaitError::Store(error) => PatternError::Store(error),
+            })
     }
 
     fn row(&self, id: &ProcessId) -> Result<Option<Row>, PatternError> {

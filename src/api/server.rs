@@ -7,16 +7,19 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use super::control_plane::ControlPlaneService;
 use super::pattern_launcher::PatternLauncherService;
+use super::proto::prism::control_plane_server::ControlPlaneServer;
 use super::proto::prism::launcher::pattern_launcher_server::PatternLauncherServer;
 use super::proto::prism::launcher::v1::launcher_admin_server::LauncherAdminServer;
 use super::proto::FILE_DESCRIPTOR_SET;
 use super::status::LauncherAdminService;
 
 /// The full names of the services this listener serves, as reflection and grpc.health see them.
-pub const SERVED_SERVICES: [&str; 5] = [
+pub const SERVED_SERVICES: [&str; 6] = [
     "prism.launcher.PatternLauncher",
     "prism.launcher.v1.LauncherAdmin",
+    "prism.ControlPlane",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
@@ -34,6 +37,7 @@ pub enum ServeError {
 pub struct Services {
     pub admin: LauncherAdminService,
     pub launcher: PatternLauncherService,
+    pub control_plane: ControlPlaneService,
 }
 
 /// Serves every service on `listener` until `shutdown` completes.
@@ -43,7 +47,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    for service in &SERVED_SERVICES[..2] {
+    for service in &SERVED_SERVICES[..3] {
         health_reporter
             .set_service_status(service, tonic_health::ServingStatus::Serving)
             .await;
@@ -54,6 +58,7 @@ pub async fn serve(
         .add_service(reflection().build_v1alpha()?)
         .add_service(PatternLauncherServer::new(services.launcher))
         .add_service(LauncherAdminServer::new(services.admin))
+        .add_service(ControlPlaneServer::new(services.control_plane))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

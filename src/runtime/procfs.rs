@@ -35,6 +35,36 @@ pub fn environment_value(pid: u32, name: &str) -> Option<String> {
     })
 }
 
+/// Resident memory (bytes) and CPU time used so far (clock ticks, user + system) of `pid`.
+pub fn usage(pid: u32) -> Option<(u64, u64)> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let user: u64 = stat_field(&stat, 14)?.parse().ok()?;
+    let system: u64 = stat_field(&stat, 15)?.parse().ok()?;
+    Some((
+        resident_pages.saturating_mul(page_size()),
+        user.saturating_add(system),
+    ))
+}
+
+/// Clock ticks per second, the unit of CPU times in /proc.
+pub fn ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|ticks| u64::try_from(ticks).ok())
+        .unwrap_or(100)
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u64::try_from(size).ok())
+        .unwrap_or(4096)
+}
+
 /// The process group of `pid` (field 5 of /proc/<pid>/stat), if it exists.
 pub fn process_group(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -78,5 +108,8 @@ mod tests {
         assert!(start_ticks(pid).is_some());
         assert!(environment_value(pid, "PATH").is_some() || std::env::var("PATH").is_err());
         assert_eq!(start_ticks(u32::MAX), None);
+        let (memory, _cpu) = usage(pid).expect("our own usage");
+        assert!(memory > 0);
+        assert!(ticks_per_second() > 0);
     }
 }

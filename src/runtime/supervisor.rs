@@ -1,7 +1,7 @@
 //! The reconcile loop: events in, `reconcile::plan` on the ids they touched, actions out, outcomes
 //! recorded as observed facts in the store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ use super::{pidfd, procfs};
 use crate::error_chain::Chain;
 use crate::reconcile::{
     self, Action, Backoff, DesiredRecord, ExitStatus, ObservedRecord, Phase, Ports, ProcessId,
-    RestartBudget, Spawned, StopReason, UnixMillis,
+    ResourceUsage, RestartBudget, Spawned, StopReason, UnixMillis, UsageBoard,
 };
 use crate::store::{Store, StoreError};
 
@@ -56,7 +56,12 @@ pub struct RuntimeConfig {
     pub max_processes: Option<u32>,
     /// Restarts allowed per second across the host; 0 is no limit.
     pub max_restarts_per_second: u32,
+    /// Where the memory and CPU of live processes are published, every `USAGE_INTERVAL`.
+    pub usage: UsageBoard,
 }
+
+/// How often the memory and CPU of live processes are sampled from /proc.
+const USAGE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -128,11 +133,14 @@ pub async fn run(
         restart_budget: RestartBudget::new(supervisor_config_restarts, now()),
         slots_in_use: 0,
         pending: BTreeSet::new(),
+        cpu_seen: HashMap::new(),
     };
     supervisor.recover_previous_run().await?;
     supervisor.resync()?;
     supervisor.reconcile(now());
 
+    let mut usage_tick = tokio::time::interval(USAGE_INTERVAL);
+    usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut resync = tokio::time::interval(supervisor.config.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
@@ -155,6 +163,7 @@ pub async fn run(
             () = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
                 supervisor.timers_due(now());
             }
+            _ = usage_tick.tick() => supervisor.sample_usage(now()),
         }
         supervisor.reconcile(now());
     }
@@ -210,6 +219,8 @@ struct Supervisor {
     jitter: Jitter,
     kernel_log: KernelLog,
     restart_budget: RestartBudget,
+    /// CPU ticks and when they were read, per live pid, for the next usage sample.
+    cpu_seen: HashMap<u32, (u64, UnixMillis)>,
     /// Observed records that hold a `--max-processes` slot.
     slots_in_use: usize,
     /// Desired ids left pending for capacity, looked at again when a slot frees.
@@ -370,6 +381,9 @@ impl Supervisor {
             status => status,
         };
         let exit = ChildExit { status, ..exit };
+        if let Err(error) = self.store.put_last_exit(&id, exit.status, now) {
+            tracing::error!(%id, error = %Chain(&error), "cannot record the exit");
+        }
         let next = reconcile::record_exit(
             observed,
             exit.status,
@@ -677,6 +691,37 @@ impl Supervisor {
         if let Some(handle) = self.probes.remove(id) {
             handle.abort();
         }
+    }
+
+    /// Reads the memory and CPU of every live process from /proc and publishes them. Periodic,
+    /// O(live processes) per interval, never per event.
+    fn sample_usage(&mut self, now: UnixMillis) {
+        let ticks_per_second = procfs::ticks_per_second() as f64;
+        let mut sample = BTreeMap::new();
+        let mut seen = HashMap::new();
+        for (pid, id) in &self.pids {
+            let Some((memory_bytes, cpu_ticks)) = procfs::usage(*pid) else {
+                continue;
+            };
+            let cpu_percent = match self.cpu_seen.get(pid) {
+                Some((ticks, at)) if now > *at => {
+                    let seconds = now.saturating_duration_since(*at).as_secs_f64();
+                    let used = cpu_ticks.saturating_sub(*ticks) as f64 / ticks_per_second;
+                    (used / seconds * 100.0) as f32
+                }
+                _ => 0.0,
+            };
+            seen.insert(*pid, (cpu_ticks, now));
+            sample.insert(
+                id.clone(),
+                ResourceUsage {
+                    memory_bytes,
+                    cpu_percent,
+                },
+            );
+        }
+        self.cpu_seen = seen;
+        self.config.usage.publish(sample);
     }
 
     fn set_observed(&mut self, record: ObservedRecord) {

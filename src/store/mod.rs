@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::reconcile::{DesiredRecord, ObservedRecord, ProcessId, ProcessSpec, Source};
+use crate::reconcile::{
+    DesiredRecord, ExitStatus, ObservedRecord, ProcessId, ProcessSpec, Source, UnixMillis,
+};
 
 /// The layout version this build reads and writes. Bump it with a migration when records change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -61,6 +63,15 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "the assignment of {id} at version {offered} is older than the stored version {stored}; \
+         it was refused and nothing changed"
+    )]
+    StaleVersion {
+        id: ProcessId,
+        stored: i64,
+        offered: i64,
+    },
     #[error("process {id} is owned by {owner}; {requester} cannot change it")]
     OwnedByAnother {
         id: ProcessId,
@@ -89,6 +100,16 @@ impl ApplyOutcome {
     }
 }
 
+/// What an admin assignment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assigned {
+    Created,
+    /// A newer version replaced the stored one.
+    Updated,
+    /// The same version again: nothing changed.
+    Unchanged,
+}
+
 /// The launcher's persistent state.
 pub struct Store {
     path: PathBuf,
@@ -97,6 +118,9 @@ pub struct Store {
     observed: sled::Tree,
     /// The last generation given to each id; kept after deletes so generations never repeat.
     generations: sled::Tree,
+    /// The last exit of each id and when it happened, kept after the id is forgotten, so that
+    /// RevokeProcess can answer the real exit code.
+    exits: sled::Tree,
     /// The last reset count of each id; kept after deletes so that a recreated id's resets
     /// keep growing and are never mistaken for ones already acted on.
     resets: sled::Tree,
@@ -151,6 +175,7 @@ impl Store {
             generations: tree("generations")?,
             by_owner: tree("by_owner")?,
             resets: tree("resets")?,
+            exits: tree("exits")?,
             meta: tree("meta")?,
             stop_requests: tree("stop_requests")?,
             observed_epoch: watch::Sender::new(0),
@@ -473,6 +498,109 @@ impl Store {
         Ok(())
     }
 
+    /// Writes an admin assignment of `id` at `version`: created if absent, replaced if `version`
+    /// is newer than the stored one, a no-op if it is the same, refused if older or if another
+    /// source owns `id`. Durable before it returns.
+    pub fn assign_admin(
+        &self,
+        id: &ProcessId,
+        spec: &ProcessSpec,
+        version: i64,
+    ) -> Result<Assigned, StoreError> {
+        let assigned = self.transact("writing an admin assignment", |tx| {
+            assign_in(tx, id, spec, version)
+        })?;
+        if assigned != Assigned::Unchanged {
+            self.flush()?;
+            self.notify([id]);
+        }
+        Ok(assigned)
+    }
+
+    /// Makes `assignments` the admin's whole desired set (registration's `initial_processes`):
+    /// each is assigned as by `assign_admin`, and admin-owned ids missing from the set are
+    /// deleted. Stale and foreign-owned entries are reported in `conflicts` and skipped.
+    pub fn apply_admin_set(
+        &self,
+        assignments: &[(ProcessId, ProcessSpec, i64)],
+    ) -> Result<ApplyOutcome, StoreError> {
+        let admin = Source::Admin { version: 0 };
+        let previously_owned = self.ids_owned_by(&admin)?;
+        let outcome = self.transact("applying the admin's desired set", |tx| {
+            let mut outcome = ApplyOutcome::default();
+            for (id, spec, version) in assignments {
+                match assign_in(tx, id, spec, *version) {
+                    Ok(Assigned::Created) => outcome.created.push(id.clone()),
+                    Ok(Assigned::Updated) => outcome.updated.push(id.clone()),
+                    Ok(Assigned::Unchanged) => outcome.unchanged.push(id.clone()),
+                    Err(ConflictableTransactionError::Abort(StoreError::OwnedByAnother {
+                        owner,
+                        ..
+                    })) => outcome.conflicts.push((id.clone(), owner)),
+                    Err(ConflictableTransactionError::Abort(StoreError::StaleVersion {
+                        stored,
+                        ..
+                    })) => outcome
+                        .conflicts
+                        .push((id.clone(), Source::Admin { version: stored })),
+                    Err(error) => return Err(error),
+                }
+            }
+            for id in &previously_owned {
+                if assignments.iter().any(|(assigned, _, _)| assigned == id) {
+                    continue;
+                }
+                match tx.read(id)? {
+                    Some(existing) if existing.source.same_owner(&admin) => {
+                        tx.remove(&existing)?;
+                        outcome.deleted.push(id.clone());
+                    }
+                    _ => {}
+                }
+            }
+            Ok(outcome)
+        })?;
+        if outcome.changed().next().is_some() {
+            self.flush()?;
+            self.notify(outcome.changed());
+        }
+        Ok(outcome)
+    }
+
+    /// Records how the last process of `id` ended. Not flushed: see `put_observed`.
+    pub fn put_last_exit(
+        &self,
+        id: &ProcessId,
+        status: ExitStatus,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let bytes = encode("exits", id.as_str(), &(status, at))?;
+        self.exits
+            .insert(id.as_str(), bytes)
+            .map_err(|source| io(format!("recording the exit of {id}"), source))?;
+        self.observed_unflushed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// How the last process of `id` ended, and when.
+    pub fn last_exit(
+        &self,
+        id: &ProcessId,
+    ) -> Result<Option<(ExitStatus, UnixMillis)>, StoreError> {
+        let bytes = self
+            .exits
+            .get(id.as_str())
+            .map_err(|source| io(format!("reading the exit of {id}"), source))?;
+        bytes
+            .map(|bytes| decode("exits", id.as_str(), &bytes))
+            .transpose()
+    }
+
+    /// How many desired records there are (a scan of keys; for admission checks, not loops).
+    pub fn desired_count(&self) -> usize {
+        self.desired.len()
+    }
+
     /// Takes (and forgets) the grace period a delete asked for, if any.
     pub fn take_stop_request(&self, id: &ProcessId) -> Result<Option<Duration>, StoreError> {
         let taken = self
@@ -527,6 +655,37 @@ impl Store {
                 TransactionError::Abort(error) => error,
                 TransactionError::Storage(source) => io(action, source),
             })
+    }
+}
+
+/// One admin assignment inside a transaction; see `Store::assign_admin`.
+fn assign_in(
+    tx: &Tx<'_>,
+    id: &ProcessId,
+    spec: &ProcessSpec,
+    version: i64,
+) -> Result<Assigned, ConflictableTransactionError<StoreError>> {
+    let source = Source::Admin { version };
+    match tx.read(id)? {
+        None => {
+            tx.write(id, spec, &source, None)?;
+            Ok(Assigned::Created)
+        }
+        Some(existing) => match existing.source {
+            Source::Admin { version: stored } if version < stored => Err(
+                ConflictableTransactionError::Abort(StoreError::StaleVersion {
+                    id: id.clone(),
+                    stored,
+                    offered: version,
+                }),
+            ),
+            Source::Admin { version: stored } if version == stored => Ok(Assigned::Unchanged),
+            Source::Admin { .. } => {
+                tx.write(id, spec, &source, Some(&existing))?;
+                Ok(Assigned::Updated)
+            }
+            owner => Err(owned_by_another(id, owner, &source)),
+        },
     }
 }
 

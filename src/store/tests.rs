@@ -1239,3 +1239,104 @@ fn reset_counts_survive_a_delete_and_recreate_and_never_go_back() {
         "resets never go back, so none is mistaken for one acted on"
     );
 }
+
+#[test]
+fn admin_assignments_are_ordered_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let name = id("assigned");
+    assert_eq!(
+        store.assign_admin(&name, &spec("/bin/a"), 3).unwrap(),
+        Assigned::Created
+    );
+    assert_eq!(
+        store.assign_admin(&name, &spec("/bin/other"), 3).unwrap(),
+        Assigned::Unchanged,
+        "same version: no-op"
+    );
+    assert_eq!(
+        store.desired(&name).unwrap().unwrap().spec.executable,
+        std::path::PathBuf::from("/bin/a")
+    );
+    let stale = store.assign_admin(&name, &spec("/bin/old"), 2).unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            StoreError::StaleVersion {
+                stored: 3,
+                offered: 2,
+                ..
+            }
+        ),
+        "{stale}"
+    );
+    assert_eq!(
+        store.assign_admin(&name, &spec("/bin/b"), 4).unwrap(),
+        Assigned::Updated
+    );
+    let record = store.desired(&name).unwrap().unwrap();
+    assert_eq!(
+        (record.source, record.generation),
+        (Source::Admin { version: 4 }, 2)
+    );
+    store
+        .put_desired(&id("filed"), &spec("/bin/f"), &file("/specs/a.yaml"))
+        .unwrap();
+    let foreign = store
+        .assign_admin(&id("filed"), &spec("/bin/x"), 1)
+        .unwrap_err();
+    assert!(
+        matches!(foreign, StoreError::OwnedByAnother { .. }),
+        "{foreign}"
+    );
+}
+
+#[test]
+fn the_admin_set_replaces_what_admin_owns_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .assign_admin(&id("old"), &spec("/bin/old"), 1)
+        .unwrap();
+    store
+        .assign_admin(&id("kept"), &spec("/bin/kept"), 5)
+        .unwrap();
+    store
+        .put_desired(&id("filed"), &spec("/bin/f"), &file("/specs/a.yaml"))
+        .unwrap();
+    let outcome = store
+        .apply_admin_set(&[
+            (id("kept"), spec("/bin/kept"), 5),
+            (id("new"), spec("/bin/new"), 1),
+            (id("filed"), spec("/bin/x"), 1),
+        ])
+        .unwrap();
+    assert_eq!(outcome.created, [id("new")]);
+    assert_eq!(outcome.unchanged, [id("kept")]);
+    assert_eq!(
+        outcome.deleted,
+        [id("old")],
+        "admin-owned and missing from the set"
+    );
+    assert_eq!(
+        outcome.conflicts.len(),
+        1,
+        "a file's record is not admin's to take"
+    );
+    assert!(store.desired(&id("filed")).unwrap().is_some());
+    let stale = store
+        .apply_admin_set(&[
+            (id("kept"), spec("/bin/kept"), 4),
+            (id("new"), spec("/bin/new"), 1),
+        ])
+        .unwrap();
+    assert_eq!(
+        stale.conflicts,
+        [(id("kept"), Source::Admin { version: 5 })],
+        "stale entries are skipped"
+    );
+    assert!(
+        store.desired(&id("kept")).unwrap().is_some(),
+        "and not deleted"
+    );
+}

@@ -1,5 +1,6 @@
 //! The integration tests: one binary that runs the real `prism-launcher` against real processes.
 
+mod admin;
 mod declarative;
 mod harness;
 mod lifecycle;

@@ -59,6 +59,7 @@ async fn grpcurl_can_list_the_services_and_call_health_through_reflection() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
+            "prism.ControlPlane",
             "prism.launcher.PatternLauncher",
             "prism.launcher.v1.LauncherAdmin",
         ]

@@ -1,0 +1,306 @@
+//! The launcher as a client of prism-admin: registration (retried with capped exponential
+//! backoff, in the background, while the launcher works standalone), `initial_processes` applied
+//! as the admin's whole desired set, heartbeats with real process health and resources, and
+//! re-registration after admin was unreachable or stopped knowing the launcher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::catalog::SharedCatalog;
+use super::control_plane::{spec_from_assignment, AssignmentPolicy};
+use super::proto::prism as pb;
+use super::status::Clock;
+use crate::error_chain::Chain;
+use crate::reconcile::{
+    DesiredRecord, ExitStatus, ObservedRecord, Phase, ProcessId, ProcessSpec, Source, UnixMillis,
+    UsageBoard,
+};
+use crate::store::{Store, StoreError};
+use pb::control_plane_client::ControlPlaneClient;
+
+/// The first wait before registering again; it doubles up to `REGISTER_RETRY_MAX`.
+const REGISTER_RETRY_INITIAL: Duration = Duration::from_millis(250);
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(30);
+/// A call to admin that takes longer than this has failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminClientError {
+    #[error("--admin-endpoint {endpoint:?} is not a valid address")]
+    BadEndpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Who the launcher is, as it tells prism-admin.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `host:port` or a URL.
+    pub endpoint: String,
+    pub launcher_id: String,
+    /// Where admin dials the launcher (never an unspecified address).
+    pub advertise_address: String,
+    pub region: String,
+    pub max_processes: Option<u32>,
+    pub heartbeat_interval: Duration,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Registers with admin and heartbeats until `shutdown` completes.
+pub async fn run_admin_client(
+    settings: AdminSettings,
+    policy: AssignmentPolicy,
+    store: Arc<Store>,
+    catalog: SharedCatalog,
+    usage: UsageBoard,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AdminClientError> {
+    let url = if settings.endpoint.contains("://") {
+        settings.endpoint.clone()
+    } else {
+        format!("http://{}", settings.endpoint)
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|source| AdminClientError::BadEndpoint {
+            endpoint: settings.endpoint.clone(),
+            source,
+        })?
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .connect_lazy();
+    let client = ControlPlaneClient::new(channel);
+    let admin = Admin {
+        settings,
+        policy,
+        store,
+        catalog,
+        usage,
+        clock,
+    };
+    tokio::pin!(shutdown);
+    let mut retry = REGISTER_RETRY_INITIAL;
+    loop {
+        if admin.register(client.clone()).await {
+            retry = REGISTER_RETRY_INITIAL;
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = admin.heartbeat_until_lost(client.clone()) => {}
+            }
+        } else {
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(REGISTER_RETRY_MAX);
+        }
+    }
+}
+
+struct Admin {
+    settings: AdminSettings,
+    policy: AssignmentPolicy,
+    store: Arc<Store>,
+    catalog: SharedCatalog,
+    usage: UsageBoard,
+    clock: Clock,
+}
+
+impl Admin {
+    /// One registration attempt; applies the admin's desired set when it succeeds.
+    async fn register(&self, mut client: ControlPlaneClient<tonic::transport::Channel>) -> bool {
+        let settings = &self.settings;
+        let capabilities: Vec<String> = self
+            .policy
+            .capabilities
+            .iter()
+            .map(|capability| capability.as_str().to_string())
+            .collect();
+        let registration = pb::LauncherRegistration {
+            launcher_id: settings.launcher_id.clone(),
+            address: settings.advertise_address.clone(),
+            region: settings.region.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            capabilities: capabilities.clone(),
+            max_processes: settings
+                .max_processes
+                .map_or(0, |max| i32::try_from(max).unwrap_or(i32::MAX)),
+            process_types: capabilities,
+            metadata: settings.metadata.clone().into_iter().collect(),
+        };
+        let ack = match client.register_launcher(registration).await {
+            Ok(ack) => ack.into_inner(),
+            Err(status) => {
+                tracing::warn!(endpoint = %settings.endpoint, code = ?status.code(), message = status.message(),
+                    "cannot register with prism-admin; running standalone and retrying");
+                return false;
+            }
+        };
+        if !ack.success {
+            tracing::warn!(endpoint = %settings.endpoint, message = %ack.message,
+                "prism-admin refused the registration; retrying");
+            return false;
+        }
+        tracing::info!(endpoint = %settings.endpoint, initial = ack.initial_processes.len(),
+            "registered with prism-admin");
+        if let Err(error) = self.apply_initial(&ack.initial_processes) {
+            tracing::error!(error = %Chain(&error), "cannot apply prism-admin's initial processes");
+        }
+        true
+    }
+
+    /// Applies `initial_processes` as the admin's whole desired set. An invalid entry is logged
+    /// and leaves what runs for its id as it was.
+    fn apply_initial(&self, assignments: &[pb::ProcessAssignment]) -> Result<(), StoreError> {
+        let mut set: Vec<(ProcessId, ProcessSpec, i64)> = Vec::new();
+        for assignment in assignments {
+            match spec_from_assignment(assignment, &self.policy, &self.catalog) {
+                Ok((id, spec)) => set.push((id, spec, assignment.version)),
+                Err(error) => {
+                    tracing::error!(process_id = %assignment.process_id, error = %Chain(&error),
+                        "initial process refused; what runs for it is kept");
+                    if let Some(existing) = ProcessId::new(assignment.process_id.clone())
+                        .ok()
+                        .map(|id| self.store.desired(&id))
+                        .transpose()?
+                        .flatten()
+                    {
+                        if let Source::Admin { version } = existing.source {
+                            set.push((existing.id, existing.spec, version));
+                        }
+                    }
+                }
+            }
+        }
+        let outcome = self.store.apply_admin_set(&set)?;
+        for (id, owner) in &outcome.conflicts {
+            tracing::warn!(%id, %owner, "initial process skipped: stale version or owned elsewhere");
+        }
+        for id in &outcome.deleted {
+            tracing::info!(%id, "no longer in prism-admin's desired set: removed");
+        }
+        Ok(())
+    }
+
+    /// Heartbeats every interval until admin is unreachable or no longer knows the launcher.
+    async fn heartbeat_until_lost(
+        &self,
+        mut client: ControlPlaneClient<tonic::transport::Channel>,
+    ) {
+        let mut ticker = tokio::time::interval(self.settings.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let request = match self.heartbeat() {
+                Ok(request) => request,
+                Err(error) => {
+                    tracing::error!(error = %Chain(&error), "cannot read the state for a heartbeat");
+                    continue;
+                }
+            };
+            match client.launcher_heartbeat(request).await {
+                Ok(ack) if ack.get_ref().success => {}
+                Ok(ack) => {
+                    tracing::warn!(message = %ack.get_ref().message,
+                        "prism-admin does not accept our heartbeat; registering again");
+                    return;
+                }
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(),
+                        "prism-admin is unreachable; registering again when it is back (processes keep running)");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn heartbeat(&self) -> Result<pb::LauncherHeartbeatRequest, StoreError> {
+        let now = (self.clock)();
+        let (desired, _) = self.store.all_desired()?;
+        let (observed, _) = self.store.all_observed()?;
+        let desired: HashMap<ProcessId, DesiredRecord> = desired
+            .into_iter()
+            .map(|record| (record.id.clone(), record))
+            .collect();
+        let mut process_health = HashMap::new();
+        let mut total_memory_mb = 0i64;
+        let mut cpu_percent = 0f32;
+        let mut live = 0usize;
+        for record in &observed {
+            let usage = self.usage.get(&record.id).unwrap_or_default();
+            let memory_mb = i64::try_from(usage.memory_bytes / (1024 * 1024)).unwrap_or(i64::MAX);
+            if record.phase.has_live_process() {
+                live += 1;
+                total_memory_mb = total_memory_mb.saturating_add(memory_mb);
+                cpu_percent += usage.cpu_percent;
+            }
+            process_health.insert(
+                record.id.to_string(),
+                pb::ProcessHealth {
+                    status: health_status(record, desired.contains_key(&record.id)).to_string(),
+                    pid: record
+                        .pid
+                        .and_then(|pid| i32::try_from(pid).ok())
+                        .unwrap_or(0),
+                    restart_count: saturating_i32(record.restart_count),
+                    error_count: saturating_i32(record.error_count),
+                    memory_mb,
+                    uptime_seconds: record
+                        .started_at
+                        .filter(|_| record.phase.has_live_process())
+                        .map_or(0, |started| seconds(started, now)),
+                    last_error: record.last_error.clone().unwrap_or_default(),
+                    cpu_percent: usage.cpu_percent,
+                },
+            );
+        }
+        let max_processes = self.settings.max_processes;
+        let available_slots = match max_processes {
+            Some(max) => saturating_i32(max).saturating_sub(saturating_i32(desired.len())),
+            // Unlimited: as many as admin may want.
+            None => i32::MAX,
+        };
+        Ok(pb::LauncherHeartbeatRequest {
+            launcher_id: self.settings.launcher_id.clone(),
+            process_health,
+            resources: Some(pb::LauncherResourceUsage {
+                process_count: saturating_i32(live),
+                max_processes: max_processes.map_or(0, saturating_i32),
+                total_memory_mb,
+                cpu_percent,
+                available_slots: available_slots.max(0),
+            }),
+            timestamp: i64::try_from(now.0 / 1000).unwrap_or(i64::MAX),
+        })
+    }
+}
+
+/// The heartbeat's status words: running, starting, stopping, failed, stopped.
+fn health_status(record: &ObservedRecord, desired: bool) -> &'static str {
+    match record.phase {
+        Phase::Running => "running",
+        Phase::Starting | Phase::Pending => "starting",
+        Phase::Stopped if desired => "starting",
+        Phase::Stopping => "stopping",
+        Phase::BackingOff | Phase::Tripped => "failed",
+        Phase::Exited => match record.last_exit {
+            Some(status) if record.spec.is_success(status) => "stopped",
+            Some(ExitStatus::Code(_) | ExitStatus::Signal(_) | ExitStatus::OomKilled) | None => {
+                "failed"
+            }
+        },
+        Phase::Stopped => "stopped",
+    }
+}
+
+fn saturating_i32<T: TryInto<i32>>(value: T) -> i32 {
+    value.try_into().unwrap_or(i32::MAX)
+}
+
+fn seconds(start: UnixMillis, end: UnixMillis) -> i64 {
+    i64::try_from(end.saturating_duration_since(start).as_secs()).unwrap_or(i64::MAX)
+}

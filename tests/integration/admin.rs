@@ -1,0 +1,456 @@
+//! prism-admin's control plane: a real tonic ControlPlane server in the test plays admin.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prism_launcher::api::proto::prism::control_plane_client::ControlPlaneClient;
+use prism_launcher::api::proto::prism::control_plane_server::{ControlPlane, ControlPlaneServer};
+use prism_launcher::api::proto::prism::{
+    BackendProcessConfig, HeartbeatAck, LauncherHeartbeatRequest, LauncherRegistration,
+    LauncherRegistrationAck, ProcessAssignment, ProcessAssignmentAck, ProcessConfig,
+    ProcessRevocation, ProcessRevocationAck, ProxyProcessConfig,
+};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::{Code, Request, Response, Status};
+
+use crate::harness::*;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the fake admin saw, and the desired set it hands out at registration.
+#[derive(Default)]
+struct AdminState {
+    registrations: Vec<LauncherRegistration>,
+    heartbeats: Vec<LauncherHeartbeatRequest>,
+    initial: Vec<ProcessAssignment>,
+}
+
+#[derive(Clone, Default)]
+struct FakeAdmin {
+    state: Arc<Mutex<AdminState>>,
+}
+
+impl FakeAdmin {
+    fn state(&self) -> std::sync::MutexGuard<'_, AdminState> {
+        self.state.lock().unwrap()
+    }
+}
+
+#[tonic::async_trait]
+impl ControlPlane for FakeAdmin {
+    async fn register_launcher(
+        &self,
+        request: Request<LauncherRegistration>,
+    ) -> Result<Response<LauncherRegistrationAck>, Status> {
+        let mut state = self.state();
+        state.registrations.push(request.into_inner());
+        Ok(Response::new(LauncherRegistrationAck {
+            success: true,
+            message: "welcome".into(),
+            initial_processes: state.initial.clone(),
+            assigned_capacity: 10,
+        }))
+    }
+
+    async fn launcher_heartbeat(
+        &self,
+        request: Request<LauncherHeartbeatRequest>,
+    ) -> Result<Response<HeartbeatAck>, Status> {
+        self.state().heartbeats.push(request.into_inner());
+        Ok(Response::new(HeartbeatAck {
+            success: true,
+            message: String::new(),
+            server_timestamp: 0,
+        }))
+    }
+
+    async fn assign_process(
+        &self,
+        _request: Request<ProcessAssignment>,
+    ) -> Result<Response<ProcessAssignmentAck>, Status> {
+        Err(Status::unimplemented("admin side"))
+    }
+
+    async fn revoke_process(
+        &self,
+        _request: Request<ProcessRevocation>,
+    ) -> Result<Response<ProcessRevocationAck>, Status> {
+        Err(Status::unimplemented("admin side"))
+    }
+}
+
+/// Serves the fake admin on `address` (port 0 for a fresh one) until the sender fires.
+async fn serve_admin(admin: FakeAdmin, address: SocketAddr) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind(address)
+        .await
+        .expect("bind the fake admin");
+    let bound = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(ControlPlaneServer::new(admin))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .expect("the fake admin serves");
+    });
+    (bound, stop)
+}
+
+fn sleeper(id: &str, version: i64, seconds: &str) -> ProcessAssignment {
+    ProcessAssignment {
+        process_id: id.into(),
+        process_type: "utility".into(),
+        namespace: String::new(),
+        config: Some(ProcessConfig {
+            binary: "/bin/sleep".into(),
+            args: vec![seconds.into()],
+            env: HashMap::from([("ROLE".into(), format!("v{version}"))]),
+            ..Default::default()
+        }),
+        version,
+    }
+}
+
+fn hello(id: &str, version: i64) -> ProcessAssignment {
+    ProcessAssignment {
+        process_id: id.into(),
+        process_type: "pattern".into(),
+        namespace: "tenant-a".into(),
+        config: Some(ProcessConfig {
+            binary: HELLO_PATTERN.into(),
+            ..Default::default()
+        }),
+        version,
+    }
+}
+
+fn launcher_args<'a>(endpoint: &'a str, bin_dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--admin-endpoint",
+        endpoint,
+        "--heartbeat-interval",
+        "200ms",
+        "--allowed-executable-root",
+        "/bin",
+        "--allowed-executable-root",
+        bin_dir,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn bin_dir() -> String {
+    std::path::Path::new(HELLO_PATTERN)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_registers_takes_assignments_heartbeats_and_survives_admin_restarts() {
+    let admin = FakeAdmin::default();
+    admin.state().initial = vec![sleeper("p-one", 1, "600"), hello("p-two", 1)];
+    let (admin_address, admin_stop) =
+        serve_admin(admin.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let endpoint = admin_address.to_string();
+    let bins = bin_dir();
+    let mut launcher =
+        TestLauncher::start_with(&launcher_args(&endpoint, &bins, &["--region", "test-1"]));
+    let launcher_address = launcher.address();
+
+    let registration = eventually(TIMEOUT, "a registration", || {
+        admin.state().registrations.first().cloned()
+    });
+    assert_eq!(registration.launcher_id, launcher.launcher_id);
+    assert_eq!(
+        registration.address, launcher_address,
+        "advertises where it listens"
+    );
+    assert_eq!(registration.region, "test-1");
+    assert_eq!(
+        registration.capabilities,
+        ["pattern", "proxy", "backend", "utility"]
+    );
+    assert_eq!(registration.process_types, registration.capabilities);
+    let one = launcher.wait_running("p-one", None, TIMEOUT);
+    let two = launcher.wait_running("p-two", None, TIMEOUT);
+    let row = launcher.process("p-one").unwrap();
+    assert_eq!(
+        (row["source"].as_str(), row["admin_version"].as_i64()),
+        (Some("admin"), Some(1)),
+        "{row}"
+    );
+    let table = String::from_utf8(launcher.cli(&["status"]).stdout).unwrap();
+    assert!(
+        table.contains("admin v1"),
+        "status shows the admin's version:\n{table}"
+    );
+
+    let mut client = ControlPlaneClient::connect(format!("http://{launcher_address}"))
+        .await
+        .unwrap();
+    // A new assignment starts; a newer version replaces it; a stale one is refused; the same
+    // version again changes nothing.
+    let ack = client
+        .assign_process(sleeper("p-three", 1, "601"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ack.success, "{ack:?}");
+    let three = launcher.wait_running("p-three", None, TIMEOUT);
+    assert_eq!(
+        environment(three).get("ROLE").map(String::as_str),
+        Some("v1")
+    );
+    client
+        .assign_process(sleeper("p-three", 2, "602"))
+        .await
+        .unwrap();
+    let three_v2 = launcher.wait_running("p-three", Some(three), TIMEOUT);
+    assert_eq!(
+        environment(three_v2).get("ROLE").map(String::as_str),
+        Some("v2")
+    );
+    let stale = client
+        .assign_process(sleeper("p-three", 1, "601"))
+        .await
+        .expect_err("stale");
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    assert!(
+        stale.message().contains("version 1") && stale.message().contains("version 2"),
+        "{}",
+        stale.message()
+    );
+    let same = client
+        .assign_process(sleeper("p-three", 2, "602"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        same.success && same.message.contains("nothing changed"),
+        "{same:?}"
+    );
+    assert_eq!(
+        launcher.process("p-three").unwrap()["pid"].as_u64(),
+        Some(u64::from(three_v2)),
+        "undisturbed"
+    );
+
+    // Revoke stops the process and answers its real exit code (SIGTERM: 128 + 15).
+    let revoked = client
+        .revoke_process(ProcessRevocation {
+            launcher_id: launcher.launcher_id.clone(),
+            process_id: "p-two".into(),
+            graceful_timeout_seconds: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.success, "{revoked:?}");
+    assert_eq!(revoked.exit_code, 143, "{revoked:?}");
+    assert!(revoked.stopped_at > 1_700_000_000, "{revoked:?}");
+    assert_eq!(process_state(two), None, "stopped and reaped");
+
+    // Heartbeats carry the real pids and counts.
+    let heartbeat = eventually(TIMEOUT, "a heartbeat with p-one and p-three", || {
+        let state = admin.state();
+        let last = state.heartbeats.last()?.clone();
+        let ok = last
+            .process_health
+            .get("p-one")
+            .is_some_and(|health| health.pid == one as i32)
+            && last
+                .process_health
+                .get("p-three")
+                .is_some_and(|health| health.pid == three_v2 as i32)
+            && !last.process_health.contains_key("p-two");
+        ok.then_some(last)
+    });
+    assert_eq!(heartbeat.launcher_id, launcher.launcher_id);
+    let health = &heartbeat.process_health["p-one"];
+    assert_eq!(
+        (
+            health.status.as_str(),
+            health.restart_count,
+            health.error_count
+        ),
+        ("running", 0, 0),
+        "{health:?}"
+    );
+    let resources = heartbeat.resources.unwrap();
+    assert_eq!(resources.process_count, 2, "{resources:?}");
+
+    // The launcher does not serve admin's own methods.
+    let refused = client
+        .register_launcher(LauncherRegistration::default())
+        .await
+        .expect_err("not served");
+    assert_eq!(refused.code(), Code::Unimplemented);
+
+    // Admin goes down and comes back: the launcher registers again, and nothing was stopped.
+    admin.state().initial = vec![sleeper("p-one", 1, "600"), sleeper("p-three", 2, "602")];
+    admin_stop.send(()).unwrap();
+    eventually(TIMEOUT, "the launcher to notice admin is gone", || {
+        launcher
+            .log()
+            .contains("prism-admin is unreachable")
+            .then_some(())
+    });
+    let (_, _admin_stop) = serve_admin(admin.clone(), admin_address).await;
+    eventually(TIMEOUT, "a second registration", || {
+        (admin.state().registrations.len() >= 2).then_some(())
+    });
+    let seen = admin.state().heartbeats.len();
+    eventually(TIMEOUT, "heartbeats again", || {
+        (admin.state().heartbeats.len() > seen).then_some(())
+    });
+    assert_eq!(
+        launcher.process("p-one").unwrap()["pid"].as_u64(),
+        Some(u64::from(one)),
+        "p-one was never stopped"
+    );
+    assert_eq!(
+        launcher.process("p-three").unwrap()["pid"].as_u64(),
+        Some(u64::from(three_v2))
+    );
+    assert!(is_alive(one) && is_alive(three_v2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_capacity_and_validation_refusals_disturb_nothing() {
+    let admin = FakeAdmin::default();
+    admin.state().initial = vec![sleeper("keep", 1, "600")];
+    let (admin_address, _admin_stop) =
+        serve_admin(admin.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let endpoint = admin_address.to_string();
+    let bins = bin_dir();
+    let mut launcher = TestLauncher::start_with(&launcher_args(
+        &endpoint,
+        &bins,
+        &[
+            "--capabilities",
+            "pattern,utility,backend",
+            "--max-processes",
+            "2",
+        ],
+    ));
+    let kept = launcher.wait_running("keep", None, TIMEOUT);
+    let mut client = ControlPlaneClient::connect(format!("http://{}", launcher.address()))
+        .await
+        .unwrap();
+
+    let proxy = ProcessAssignment {
+        process_id: "proxy-01".into(),
+        process_type: "proxy".into(),
+        namespace: String::new(),
+        config: Some(ProcessConfig {
+            binary: "/bin/sleep".into(),
+            proxy: Some(ProxyProcessConfig {
+                proxy_id: "proxy-01".into(),
+                control_port: 9000,
+                data_port: 9001,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        version: 1,
+    };
+    let refused = client.assign_process(proxy).await.expect_err("not capable");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("does not run proxy processes"),
+        "{}",
+        refused.message()
+    );
+
+    let outside = ProcessAssignment {
+        config: Some(ProcessConfig {
+            binary: "/usr/sbin/nologin".into(),
+            ..Default::default()
+        }),
+        ..sleeper("outside", 1, "1")
+    };
+    let refused = client
+        .assign_process(outside)
+        .await
+        .expect_err("outside the roots");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    let secret = "hunter2-secret";
+    let backend = ProcessAssignment {
+        process_id: "db-driver".into(),
+        process_type: "backend".into(),
+        namespace: String::new(),
+        config: Some(ProcessConfig {
+            binary: "/bin/sleep".into(),
+            args: vec!["600".into()],
+            backend: Some(BackendProcessConfig {
+                backend_type: "postgres".into(),
+                connection_string: format!("postgres://app:{secret}@db/x"),
+                credentials: HashMap::from([("password".into(), secret.into())]),
+                driver_options: HashMap::new(),
+            }),
+            ..Default::default()
+        }),
+        version: 1,
+    };
+    let invalid = ProcessAssignment {
+        config: Some(ProcessConfig {
+            backend: Some(BackendProcessConfig {
+                backend_type: String::new(),
+                ..Default::default()
+            }),
+            ..backend.config.clone().unwrap()
+        }),
+        ..backend.clone()
+    };
+    let refused = client
+        .assign_process(invalid)
+        .await
+        .expect_err("invalid backend");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("backend_type"),
+        "{}",
+        refused.message()
+    );
+
+    client.assign_process(backend).await.unwrap();
+    let driver = launcher.wait_running("db-driver", None, TIMEOUT);
+    let env = environment(driver);
+    assert_eq!(
+        env.get("BACKEND_CREDENTIAL_PASSWORD").map(String::as_str),
+        Some(secret)
+    );
+    assert_eq!(
+        env.get("BACKEND_TYPE").map(String::as_str),
+        Some("postgres")
+    );
+    let status = String::from_utf8(launcher.cli(&["status", "-o", "json"]).stdout).unwrap();
+    assert!(
+        !status.contains(secret),
+        "a credential in status:\n{status}"
+    );
+    assert!(!launcher.log().contains(secret), "a credential in the log");
+
+    let full = client
+        .assign_process(sleeper("third", 1, "600"))
+        .await
+        .expect_err("at capacity");
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    assert_eq!(
+        launcher.process("keep").unwrap()["pid"].as_u64(),
+        Some(u64::from(kept)),
+        "nothing disturbed"
+    );
+    assert!(launcher.process("third").is_none());
+}
