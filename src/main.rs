@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use prism_launcher::api::admin_client::{self, AdminSettings};
 use prism_launcher::api::control_plane::{AssignmentPolicy, ControlPlaneService};
 use prism_launcher::api::{self, catalog, catalog_watch, spec_watch, SourceProblems};
-use prism_launcher::reconcile::{Backoff, ProcessType, UsageBoard};
+use prism_launcher::reconcile::{Backoff, Isolation, ProcessType, UsageBoard};
 use prism_launcher::runtime::{self, RuntimeConfig};
 use prism_launcher::store::Store;
 
@@ -93,6 +93,10 @@ struct ServeArgs {
     /// a restart storm; 0 is no limit.
     #[arg(long, default_value_t = 20)]
     max_restarts_per_second: u32,
+    /// The isolation of a LaunchPattern that says UNSPECIFIED, for patterns whose manifest has
+    /// no isolation_level.
+    #[arg(long, default_value = "none", value_parser = parse_isolation)]
+    default_isolation: Isolation,
     /// prism-admin's address (host:port); the launcher registers there and heartbeats. Without
     /// it the launcher runs standalone.
     #[arg(long)]
@@ -171,7 +175,92 @@ struct ValidateArgs {
     patterns_dir: PathBuf,
 }
 
+/// The old `pattern-launcher` command line (ADR-057 compatibility): no subcommand, the old flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pattern-launcher",
+    version,
+    about = "prism-launcher under its old name, with the old flags"
+)]
+struct LegacyCli {
+    /// The pattern catalog: <dir>/<name>/manifest.yaml.
+    #[arg(long, default_value = "manifests")]
+    patterns_dir: PathBuf,
+    /// The gRPC port, on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    grpc_port: u16,
+    /// The isolation of launches that do not say, for patterns whose manifest does not either.
+    #[arg(long, default_value = "none", value_parser = parse_isolation)]
+    isolation: Isolation,
+    /// The old metrics port; not served yet (metrics arrive with the observability work).
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// The old health port; not served yet (grpc.health.v1 on the gRPC port answers instead).
+    #[arg(long)]
+    health_port: Option<u16>,
+    /// Where the store and the children's logs live; spec files are watched in <data-dir>/specs.
+    #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+/// Whether the binary was started as `pattern-launcher` (a symlink, or the compatibility binary).
+fn invoked_as_pattern_launcher() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|path| path.file_name().map(|name| name == "pattern-launcher"))
+        .unwrap_or(false)
+}
+
+/// Runs `serve` with the old flags mapped onto the new ones.
+fn legacy_main() -> anyhow::Result<ExitCode> {
+    let legacy = LegacyCli::parse();
+    let specs_dir = legacy.data_dir.join("specs");
+    std::fs::create_dir_all(&specs_dir)
+        .with_context(|| format!("cannot create {}", specs_dir.display()))?;
+    let isolation = match legacy.isolation {
+        Isolation::None => "none",
+        Isolation::Namespace => "namespace",
+        Isolation::Session => "session",
+    };
+    let mapped = [
+        "prism-launcher".to_string(),
+        "serve".to_string(),
+        "--patterns-dir".to_string(),
+        legacy.patterns_dir.display().to_string(),
+        "--listen".to_string(),
+        format!("127.0.0.1:{}", legacy.grpc_port),
+        "--default-isolation".to_string(),
+        isolation.to_string(),
+        "--data-dir".to_string(),
+        legacy.data_dir.display().to_string(),
+        "--specs-dir".to_string(),
+        specs_dir.display().to_string(),
+    ];
+    let Command::Serve(args) = Cli::try_parse_from(mapped)?.command else {
+        bail!("the old flags did not map onto `serve`");
+    };
+    for (flag, port) in [
+        ("--metrics-port", legacy.metrics_port),
+        ("--health-port", legacy.health_port),
+    ] {
+        if let Some(port) = port {
+            eprintln!("pattern-launcher: {flag} {port} is accepted but not served yet; use grpc.health.v1 on the gRPC port");
+        }
+    }
+    serve(*args)
+}
+
 fn main() -> ExitCode {
+    if invoked_as_pattern_launcher() {
+        return match legacy_main() {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("pattern-launcher: {error:#}");
+                ExitCode::from(cli::EXIT_ERROR)
+            }
+        };
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
@@ -210,6 +299,17 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
     api::parse_duration(text)
+}
+
+fn parse_isolation(text: &str) -> Result<Isolation, String> {
+    match text.trim() {
+        "none" => Ok(Isolation::None),
+        "namespace" => Ok(Isolation::Namespace),
+        "session" => Ok(Isolation::Session),
+        other => Err(format!(
+            "{other:?} is not an isolation level; use none, namespace or session"
+        )),
+    }
 }
 
 fn parse_process_type(text: &str) -> Result<ProcessType, String> {
@@ -402,6 +502,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             clock,
             started_at,
             launch_wait: args.launch_timeout,
+            default_isolation: args.default_isolation,
             stopping: stopped.clone(),
         },
     };

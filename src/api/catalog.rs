@@ -23,8 +23,9 @@ pub struct CatalogEntry {
     pub name: String,
     pub version: String,
     pub executable: PathBuf,
-    /// The isolation a launch gets when it does not say.
-    pub isolation: Isolation,
+    /// The isolation a launch gets when it does not say; `None` leaves it to the launcher's
+    /// default (`--default-isolation`, the old `--isolation`).
+    pub isolation: Option<Isolation>,
     pub health_check: Option<HealthCheck>,
     /// The health port the manifest names: used when free, else one is allocated.
     pub health_port: Option<u16>,
@@ -328,11 +329,11 @@ impl Manifest {
             name: self.name,
             version: self.version,
             executable,
-            isolation: match self.isolation_level {
-                None | Some(IsolationValue::None) => Isolation::None,
-                Some(IsolationValue::Namespace) => Isolation::Namespace,
-                Some(IsolationValue::Session) => Isolation::Session,
-            },
+            isolation: self.isolation_level.map(|level| match level {
+                IsolationValue::None => Isolation::None,
+                IsolationValue::Namespace => Isolation::Namespace,
+                IsolationValue::Session => Isolation::Session,
+            }),
             health_check,
             health_port,
             resources,

@@ -86,6 +86,8 @@ pub struct PatternLauncherService {
     pub started_at: UnixMillis,
     /// How long LaunchPattern waits for a healthy process (at least what the health check needs).
     pub launch_wait: Duration,
+    /// The isolation of a launch that does not say, for patterns whose manifest does not either.
+    pub default_isolation: Isolation,
     /// Becomes true when the launcher shuts down; waiting calls then end at once.
     pub stopping: watch::Receiver<bool>,
 }
@@ -258,7 +260,9 @@ impl PatternLauncherService {
             Ok(pb::IsolationLevel::IsolationNone) => Isolation::None,
             Ok(pb::IsolationLevel::IsolationNamespace) => Isolation::Namespace,
             Ok(pb::IsolationLevel::IsolationSession) => Isolation::Session,
-            Ok(pb::IsolationLevel::Unspecified) | Err(_) => entry.isolation,
+            Ok(pb::IsolationLevel::Unspecified) | Err(_) => {
+                entry.isolation.unwrap_or(self.default_isolation)
+            }
         };
         for (field, value) in [
             ("namespace", &request.namespace),

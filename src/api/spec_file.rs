@@ -566,7 +566,7 @@ impl SpecBody {
                 IsolationValue::Namespace => Isolation::Namespace,
                 IsolationValue::Session => Isolation::Session,
             })
-            .or(entry.map(|entry| entry.isolation))
+            .or(entry.and_then(|entry| entry.isolation))
             .unwrap_or_default();
         if isolation != Isolation::None && self.namespace.as_deref().is_none_or(str::is_empty) {
             problems.push(problem(

@@ -71,7 +71,7 @@ fn hello_entry() -> CatalogEntry {
         name: "hello-pattern".to_string(),
         version: "1.0.0".to_string(),
         executable: PathBuf::from("/opt/patterns/hello-pattern/hello-pattern"),
-        isolation: Isolation::Namespace,
+        isolation: Some(Isolation::Namespace),
         health_check: Some(HealthCheck {
             probe: Probe::Http {
                 path: "/ready".to_string(),
@@ -1344,7 +1344,7 @@ fn the_repository_manifests_load() {
         .expect("hello-pattern is in the catalog");
     assert_eq!(entry.version, "1.0.0");
     assert_eq!(entry.executable, dir.join("hello-pattern/hello-pattern"));
-    assert_eq!(entry.isolation, Isolation::Namespace);
+    assert_eq!(entry.isolation, Some(Isolation::Namespace));
     assert_eq!(entry.health_port, Some(9090));
     let check = entry.health_check.as_ref().expect("a health check");
     assert_eq!(

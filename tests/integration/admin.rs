@@ -454,3 +454,114 @@ async fn capability_capacity_and_validation_refusals_disturb_nothing() {
     );
     assert!(launcher.process("third").is_none());
 }
+
+/// Kills the legacy launcher and everything carrying its launcher id, also when the test fails.
+struct LegacyGuard {
+    launcher: std::process::Child,
+    launcher_id: Option<String>,
+}
+
+impl Drop for LegacyGuard {
+    fn drop(&mut self) {
+        let _ = self.launcher.kill();
+        let _ = self.launcher.wait();
+        if let Some(id) = &self.launcher_id {
+            for pid in processes_with_env("PRISM_LAUNCHER_ID", id) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_pattern_launcher_name_and_flags_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let patterns = dir.path().join("patterns");
+    write_test_patterns(&patterns);
+    // A manifest without isolation_level: the old --isolation flag decides.
+    let plain = patterns.join("plain-pattern");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::write(
+        plain.join("manifest.yaml"),
+        format!("name: plain-pattern\nexecutable: {HELLO_PATTERN}\nhealthcheck:\n  path: /health\n  interval: 200ms\n"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let launcher = std::process::Command::new(env!("CARGO_BIN_EXE_pattern-launcher"))
+        .current_dir(dir.path())
+        .arg("--patterns-dir")
+        .arg(&patterns)
+        .args([
+            "--grpc-port",
+            &port.to_string(),
+            "--isolation",
+            "namespace",
+            "--metrics-port",
+            "9464",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("launcher.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = LegacyGuard {
+        launcher,
+        launcher_id: None,
+    };
+    let mut client = eventually_connect(port).await;
+    let response = client
+        .launch_pattern(prism_launcher::api::proto::prism::launcher::LaunchRequest {
+            pattern_name: "plain-pattern".into(),
+            namespace: "legacy".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("launch through the old binary")
+        .into_inner();
+    assert_eq!(
+        response.process_id, "ns:legacy:plain-pattern",
+        "--isolation namespace applied"
+    );
+    assert!(response.healthy, "{response:?}");
+    let pid = processes_with_env("PROCESS_ID", "ns:legacy:plain-pattern")[0];
+    let env = environment(pid);
+    guard.launcher_id = env.get("PRISM_LAUNCHER_ID").cloned();
+    assert_eq!(
+        env.get("PROCESS_TYPE").map(String::as_str),
+        Some("pattern"),
+        "the type defaults to pattern"
+    );
+    let log = std::fs::read_to_string(dir.path().join("launcher.log")).unwrap();
+    assert!(
+        log.contains("--metrics-port 9464 is accepted but not served yet"),
+        "{log}"
+    );
+    assert!(
+        dir.path().join("data/specs").is_dir(),
+        "spec files are watched in <data-dir>/specs"
+    );
+}
+
+async fn eventually_connect(
+    port: u16,
+) -> prism_launcher::api::proto::prism::launcher::pattern_launcher_client::PatternLauncherClient<
+    tonic::transport::Channel,
+> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(client) = prism_launcher::api::proto::prism::launcher::pattern_launcher_client::PatternLauncherClient::connect(format!("http://127.0.0.1:{port}")).await {
+            return client;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old launcher never listened on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
