@@ -46,6 +46,7 @@ fn observed(desired: &DesiredRecord, phase: Phase) -> ObservedRecord {
         phase,
         pid: phase.has_live_process().then_some(1000),
         pid_start_ticks: None,
+        instance: None,
         generation: desired.generation,
         spec: desired.spec.clone(),
         ports: Ports {

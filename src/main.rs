@@ -122,6 +122,14 @@ struct ServeArgs {
     /// needs).
     #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
     launch_timeout: Duration,
+    /// How often /proc is scanned for orphans (processes carrying this launcher's id that it
+    /// does not track), which are terminated; they are also looked for at start.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration_flag)]
+    orphan_scan_interval: Duration,
+    /// At shutdown, leave the processes running for the next launcher to adopt (for upgrades)
+    /// instead of stopping them.
+    #[arg(long)]
+    keep_processes: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -408,6 +416,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         max_processes: args.max_processes,
         max_restarts_per_second: args.max_restarts_per_second,
         usage: usage.clone(),
+        orphan_scan_interval: args.orphan_scan_interval,
+        keep_processes: args.keep_processes,
     };
     // The launcher's parts run until a signal, or until one of them ends on its own, which is a
     // failure: then every part is stopped too and the failure is reported.

@@ -289,9 +289,13 @@ fn health_status(record: &ObservedRecord, desired: bool) -> &'static str {
         Phase::BackingOff | Phase::Tripped => "failed",
         Phase::Exited => match record.last_exit {
             Some(status) if record.spec.is_success(status) => "stopped",
-            Some(ExitStatus::Code(_) | ExitStatus::Signal(_) | ExitStatus::OomKilled) | None => {
-                "failed"
-            }
+            Some(
+                ExitStatus::Code(_)
+                | ExitStatus::Signal(_)
+                | ExitStatus::OomKilled
+                | ExitStatus::Unknown,
+            )
+            | None => "failed",
         },
         Phase::Stopped => "stopped",
     }

@@ -337,6 +337,8 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         ExitStatus::Code(code) => code,
         ExitStatus::Signal(signal) => 128 + signal,
         ExitStatus::OomKilled => 128 + 9,
+        // Adopted processes are reaped by their real parent; report them as killed.
+        ExitStatus::Unknown => 128 + 9,
     }
 }
 

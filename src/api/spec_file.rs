@@ -25,7 +25,7 @@ pub const KIND: &str = "Process";
 pub const MAX_SPEC_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Environment variables the launcher sets itself; a spec cannot override them.
-pub const INJECTED_ENV: [&str; 8] = [
+pub const INJECTED_ENV: [&str; 9] = [
     "PATTERN_NAME",
     "NAMESPACE",
     "SESSION_ID",
@@ -34,6 +34,7 @@ pub const INJECTED_ENV: [&str; 8] = [
     "PROCESS_ID",
     "PROCESS_TYPE",
     "PRISM_LAUNCHER_ID",
+    "PRISM_INSTANCE_ID",
 ];
 
 /// One problem in a spec file, located as precisely as the YAML allows.

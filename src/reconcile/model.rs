@@ -293,7 +293,7 @@ impl ProcessSpec {
         match status {
             ExitStatus::Code(code) if self.success_exit_codes.is_empty() => code == 0,
             ExitStatus::Code(code) => self.success_exit_codes.contains(&code),
-            ExitStatus::Signal(_) | ExitStatus::OomKilled => false,
+            ExitStatus::Signal(_) | ExitStatus::OomKilled | ExitStatus::Unknown => false,
         }
     }
 
@@ -376,6 +376,9 @@ pub enum ExitStatus {
     Signal(i32),
     /// SIGKILLed by the kernel's out-of-memory killer (as far as the kernel tells).
     OomKilled,
+    /// Exited while adopted from an earlier launcher run: its parent (not us) reaped it, so its
+    /// status cannot be known.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -390,6 +393,7 @@ impl fmt::Display for ExitStatus {
             ExitStatus::Code(code) => write!(f, "exit code {code}"),
             ExitStatus::Signal(signal) => write!(f, "signal {}", signal_name(*signal)),
             ExitStatus::OomKilled => f.write_str("killed by the kernel's out-of-memory killer"),
+            ExitStatus::Unknown => f.write_str("an unknown status (adopted, so not our child)"),
         }
     }
 }
@@ -501,6 +505,10 @@ pub struct ObservedRecord {
     pub pid: Option<u32>,
     /// The pid's start time in clock ticks since boot (from /proc), to tell it from a reused pid.
     pub pid_start_ticks: Option<u64>,
+    /// The `PRISM_INSTANCE_ID` the process was started with: unique per spawn, inherited by its
+    /// descendants, so that they are told from any other process of the same id.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// The desired generation the process was started from.
     pub generation: u64,
     /// The spec the process was started from.

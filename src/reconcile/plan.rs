@@ -326,6 +326,7 @@ pub fn record_spawned(
         phase,
         pid: Some(spawned.pid),
         pid_start_ticks: spawned.start_ticks,
+        instance: Some(spawned.instance),
         generation: desired.generation,
         spec: desired.spec.clone(),
         ports: spawned.ports,
@@ -349,11 +350,13 @@ pub fn record_spawned(
 }
 
 /// What the runtime learned from a successful spawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spawned {
     pub pid: u32,
     pub start_ticks: Option<u64>,
     pub ports: Ports,
+    /// The `PRISM_INSTANCE_ID` given to it.
+    pub instance: String,
 }
 
 /// Counters that survive from one process of an id to the next.
@@ -418,6 +421,7 @@ pub fn record_spawn_failed(
         },
         pid: None,
         pid_start_ticks: None,
+        instance: None,
         generation: desired.generation,
         spec: desired.spec.clone(),
         ports,
@@ -457,6 +461,7 @@ pub fn record_pending(
         phase: Phase::Pending,
         pid: None,
         pid_start_ticks: None,
+        instance: None,
         generation: desired.generation,
         spec: desired.spec.clone(),
         ports,
@@ -519,6 +524,7 @@ pub fn record_exit(
     let mut next = ObservedRecord {
         pid: None,
         pid_start_ticks: None,
+        instance: None,
         exited_at: Some(now),
         last_exit: Some(status),
         stop_deadline: None,

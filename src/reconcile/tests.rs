@@ -126,6 +126,7 @@ fn observed(phase: Phase, spec: ProcessSpec) -> ObservedRecord {
         phase,
         pid: live.then_some(4_242),
         pid_start_ticks: live.then_some(99),
+        instance: None,
         generation: 1,
         spec,
         ports: ports(),
@@ -1274,10 +1275,11 @@ fn record_spawned_table() {
         pid: 777,
         start_ticks: Some(12_345),
         ports: ports(),
+        instance: "instance-1".to_string(),
     };
     for case in cases {
         let name = case.name;
-        let got = record_spawned(&case.desired, case.previous.as_ref(), spawned, NOW);
+        let got = record_spawned(&case.desired, case.previous.as_ref(), spawned.clone(), NOW);
         assert_eq!(got.phase, case.want_phase, "phase, case: {name}");
         assert_eq!(got.health, case.want_health, "health, case: {name}");
         assert_eq!(
@@ -1732,9 +1734,10 @@ fn crash_loop_backs_off_and_restarts() {
         pid: 1,
         start_ticks: None,
         ports: ports(),
+        instance: "instance-1".to_string(),
     };
     let mut now = NOW;
-    let mut record = record_spawned(&desired, None, spawned, now);
+    let mut record = record_spawned(&desired, None, spawned.clone(), now);
     let want_delays_ms = [0, 1_000, 2_000, 4_000];
     for (crash, want_delay) in want_delays_ms.into_iter().enumerate() {
         now = now.saturating_add(Duration::from_millis(10));
@@ -1754,7 +1757,7 @@ fn crash_loop_backs_off_and_restarts() {
             start(true),
             "crash {crash}"
         );
-        record = record_spawned(&desired, Some(&record), spawned, now);
+        record = record_spawned(&desired, Some(&record), spawned.clone(), now);
         assert_eq!(record.restart_count, crash as u32 + 1, "crash {crash}");
     }
     assert_eq!(record.error_count, 4);
@@ -2388,6 +2391,7 @@ fn spawned(pid: u32) -> Spawned {
         pid,
         start_ticks: Some(7),
         ports: ports(),
+        instance: "instance-1".to_string(),
     }
 }
 

@@ -37,6 +37,8 @@ pub enum SpawnError {
 pub struct SpawnContext<'a> {
     pub launcher_id: &'a str,
     pub log_dir: &'a Path,
+    /// Unique to this spawn; given as `PRISM_INSTANCE_ID`.
+    pub instance: &'a str,
 }
 
 /// Where a process's stdout and stderr go.
@@ -101,9 +103,13 @@ pub fn spawn_child(
         path: log_path.clone(),
         source,
     })?;
-    let env = child_environment(id, spec, ports, context.launcher_id, |name| {
+    let mut env = child_environment(id, spec, ports, context.launcher_id, |name| {
         std::env::var(name).ok()
     });
+    env.insert(
+        "PRISM_INSTANCE_ID".to_string(),
+        context.instance.to_string(),
+    );
     let working_dir = working_dir(spec);
     let mut command = Command::new(&spec.executable);
     command

@@ -1,7 +1,7 @@
 //! The reconcile loop: events in, `reconcile::plan` on the ids they touched, actions out, outcomes
 //! recorded as observed facts in the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -16,15 +16,16 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::oom::KernelLog;
+use super::pidfd::Pidfd;
 use super::ports::PortAllocator;
 use super::probe::{start_probing, ExecContext};
+use super::procfs;
 use super::reaper::{become_subreaper, reap_ready, ChildExit, ChildTable};
 use super::spawn::{child_environment, spawn_child, working_dir, SpawnContext};
-use super::{pidfd, procfs};
 use crate::error_chain::Chain;
 use crate::reconcile::{
     self, Action, Backoff, DesiredRecord, ExitStatus, ObservedRecord, Phase, Ports, ProcessId,
-    ResourceUsage, RestartBudget, Spawned, StopReason, UnixMillis, UsageBoard,
+    ProcessSpec, ResourceUsage, RestartBudget, Spawned, StopReason, UnixMillis, UsageBoard,
 };
 use crate::store::{Store, StoreError};
 
@@ -41,6 +42,10 @@ pub enum Event {
         pid: u32,
         result: Result<(), String>,
     },
+    /// An adopted process (not our child) has exited; its status is unknown.
+    AdoptedExited { pid: u32 },
+    /// An orphan was terminated (or found gone).
+    OrphanGone { pid: u32 },
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +63,11 @@ pub struct RuntimeConfig {
     pub max_restarts_per_second: u32,
     /// Where the memory and CPU of live processes are published, every `USAGE_INTERVAL`.
     pub usage: UsageBoard,
+    /// How often /proc is scanned for orphans (processes with this launcher's id that it does
+    /// not track); they are also looked for at start.
+    pub orphan_scan_interval: Duration,
+    /// Leave the processes running at shutdown, for the next launcher to adopt.
+    pub keep_processes: bool,
 }
 
 /// How often the memory and CPU of live processes are sampled from /proc.
@@ -134,10 +144,17 @@ pub async fn run(
         slots_in_use: 0,
         pending: BTreeSet::new(),
         cpu_seen: HashMap::new(),
+        adopted: HashMap::new(),
+        orphans: HashSet::new(),
+        orphans_reaped: 0,
     };
-    supervisor.recover_previous_run().await?;
+    supervisor.recover_previous_run(now())?;
     supervisor.resync()?;
     supervisor.reconcile(now());
+    supervisor.scan_orphans();
+    let mut orphan_scan = tokio::time::interval(supervisor.config.orphan_scan_interval);
+    orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    orphan_scan.tick().await;
 
     let mut usage_tick = tokio::time::interval(USAGE_INTERVAL);
     usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,6 +181,7 @@ pub async fn run(
                 supervisor.timers_due(now());
             }
             _ = usage_tick.tick() => supervisor.sample_usage(now()),
+            _ = orphan_scan.tick() => supervisor.scan_orphans(),
         }
         supervisor.reconcile(now());
     }
@@ -219,6 +237,12 @@ struct Supervisor {
     jitter: Jitter,
     kernel_log: KernelLog,
     restart_budget: RestartBudget,
+    /// Processes adopted from a previous run (not our children), by pid.
+    adopted: HashMap<u32, Arc<Pidfd>>,
+    /// Orphans being terminated, so that a scan does not start on them twice.
+    orphans: HashSet<u32>,
+    /// Orphans terminated since start.
+    orphans_reaped: u64,
     /// CPU ticks and when they were read, per live pid, for the next usage sample.
     cpu_seen: HashMap<u32, (u64, UnixMillis)>,
     /// Observed records that hold a `--max-processes` slot.
@@ -247,12 +271,15 @@ impl Jitter {
     }
 
     fn sample(&mut self) -> f64 {
+        // The top 53 bits fill an f64 mantissa exactly, so the result is in [0, 1).
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn next_u64(&mut self) -> u64 {
         self.state ^= self.state >> 12;
         self.state ^= self.state << 25;
         self.state ^= self.state >> 27;
-        let value = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        // The top 53 bits fill an f64 mantissa exactly, so the result is in [0, 1).
-        (value >> 11) as f64 / (1u64 << 53) as f64
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 
@@ -301,6 +328,16 @@ impl Supervisor {
                 self.dirty.insert(id);
             }
             Event::ChildExited(exit) => self.child_exited(exit, now),
+            Event::AdoptedExited { pid } => {
+                if self.adopted.remove(&pid).is_some() {
+                    let status = ExitStatus::Unknown;
+                    self.child_exited(ChildExit { pid, status }, now);
+                }
+            }
+            Event::OrphanGone { pid } => {
+                self.orphans.remove(&pid);
+                self.orphans_reaped += 1;
+            }
             Event::ProbeResult { id, pid, result } => {
                 let Some(observed) = self.observed.get(&id) else {
                     return;
@@ -562,9 +599,11 @@ impl Supervisor {
                 return;
             }
         };
+        let instance = format!("{:016x}", self.jitter.next_u64());
         let context = SpawnContext {
             launcher_id: &self.config.launcher_id,
             log_dir: &self.log_dir,
+            instance: &instance,
         };
         match spawn_child(id, &desired.spec, ports, context, &self.children) {
             Ok(pid) => {
@@ -572,34 +611,18 @@ impl Supervisor {
                     pid,
                     start_ticks: procfs::start_ticks(pid),
                     ports,
+                    instance,
                 };
                 let next = reconcile::record_spawned(desired, previous, spawned, now);
                 tracing::info!(%id, pid, generation = desired.generation, restart,
                     executable = %desired.spec.executable.display(), "launched process");
-                if let Some(check) = desired.spec.health_check.clone() {
-                    let mut env = child_environment(id, &desired.spec, ports, "", |name| {
-                        std::env::var(name).ok()
-                    });
-                    env.remove("PRISM_LAUNCHER_ID");
-                    let exec = ExecContext {
-                        env,
-                        working_dir: working_dir(&desired.spec),
-                        children: self.children.clone(),
-                    };
-                    let handle = start_probing(
-                        id.clone(),
-                        pid,
-                        check,
-                        ports.health,
-                        exec,
-                        self.events.clone(),
-                    );
-                    if let Some(old) = self.probes.insert(id.clone(), handle) {
-                        old.abort();
-                    }
-                }
+                let spec = desired.spec.clone();
+                self.start_probing(id, pid, &spec, ports);
                 self.pids.insert(pid, id.clone());
                 self.set_observed(next);
+                // Durable at once, not at the end of the pass: a launcher that crashes now must
+                // find this process in its records and adopt it rather than start another.
+                self.persist();
             }
             Err(error) => {
                 tracing::error!(%id, error = %Chain(&error), "cannot start process");
@@ -635,6 +658,19 @@ impl Supervisor {
     /// child table's lock keeps the reaper from reaping it meanwhile, so a reused pid can never
     /// receive the signal.
     fn signal_group(&self, pid: u32, signal: Signal) {
+        if let Some(adopted) = self.adopted.get(&pid) {
+            // Not our child: the pidfd reaches exactly this process; its group is signalled
+            // only while it lives (then its pid, and so the group id, cannot have been reused).
+            if let Err(error) = adopted.send_signal(signal) {
+                tracing::debug!(pid, %error, "cannot signal an adopted process");
+            }
+            if !adopted.has_exited() {
+                if let Ok(raw) = i32::try_from(pid) {
+                    let _ = killpg(Pid::from_raw(raw), signal);
+                }
+            }
+            return;
+        }
         let tracked = self.children.lock();
         if !tracked.contains_key(&pid) {
             return;
@@ -653,10 +689,18 @@ impl Supervisor {
     /// environment that the launcher did not start and that are not in the group of `leader`.
     /// Only processes provably ours are touched.
     fn signal_escaped(&self, id: &ProcessId, leader: Option<u32>, signal: Signal) {
-        let ours = procfs::processes_with_environment(&[
+        let instance = self
+            .observed
+            .get(id)
+            .and_then(|record| record.instance.clone());
+        let mut wanted = vec![
             ("PRISM_LAUNCHER_ID", self.config.launcher_id.as_str()),
             ("PROCESS_ID", id.as_str()),
-        ]);
+        ];
+        if let Some(instance) = &instance {
+            wanted.push(("PRISM_INSTANCE_ID", instance.as_str()));
+        }
+        let ours = procfs::processes_with_environment(&wanted);
         if ours.is_empty() {
             return;
         }
@@ -684,6 +728,31 @@ impl Supervisor {
                     tracing::warn!(%id, pid, %error, "cannot signal an escaped descendant");
                 }
             }
+        }
+    }
+
+    /// Starts the health probes of `pid` when its spec has a health check.
+    fn start_probing(&mut self, id: &ProcessId, pid: u32, spec: &ProcessSpec, ports: Ports) {
+        let Some(check) = spec.health_check.clone() else {
+            return;
+        };
+        let mut env = child_environment(id, spec, ports, "", |name| std::env::var(name).ok());
+        env.remove("PRISM_LAUNCHER_ID");
+        let exec = ExecContext {
+            env,
+            working_dir: working_dir(spec),
+            children: self.children.clone(),
+        };
+        let handle = start_probing(
+            id.clone(),
+            pid,
+            check,
+            ports.health,
+            exec,
+            self.events.clone(),
+        );
+        if let Some(old) = self.probes.insert(id.clone(), handle) {
+            old.abort();
         }
     }
 
@@ -794,39 +863,50 @@ impl Supervisor {
         }
     }
 
-    /// Deals with what a previous run of the launcher left in the store. A recorded process that
-    /// still runs and is provably ours is stopped with its grace period, so that nothing runs
-    /// twice; the loop then starts what is desired afresh. A process that cannot be proven ours
-    /// is never signalled.
-    async fn recover_previous_run(&mut self) -> Result<(), StoreError> {
+    /// Takes over what a previous run of the launcher left: a recorded process that still runs
+    /// and is provably the one recorded (same pid start time, and our launcher id, its process
+    /// id and its instance id in its environment, checked through a pidfd so that pid reuse
+    /// cannot fool it) is adopted with its ports and counters; `plan` then keeps it, replaces it
+    /// or stops it like any other. A recorded process that is gone counts as an exit with an
+    /// unknown status. Nothing that cannot be proven ours is ever signalled.
+    fn recover_previous_run(&mut self, now: UnixMillis) -> Result<(), StoreError> {
         let (records, corrupt) = self.store.all_observed()?;
         for error in corrupt {
             tracing::error!(error = %Chain(&error), "skipping a corrupt observed record");
         }
-        let mut stops = tokio::task::JoinSet::new();
-        for mut record in records {
+        for record in records {
             self.ports.claim(&record.id, record.ports);
-            if record.phase.has_live_process() {
-                if let Some(pid) = record.pid {
-                    if self.is_provably_ours(&record, pid) {
-                        tracing::warn!(id = %record.id, pid,
-                            "stopping a process left running by a previous launcher run; it will be started afresh");
-                        stops.spawn(terminate_leftover(pid, record.spec.termination_grace));
+            let id = record.id.clone();
+            let live = record.phase.has_live_process();
+            let adopted = match record.pid {
+                Some(pid) if live => self.open_if_ours(&record, pid).map(|pidfd| (pid, pidfd)),
+                _ => None,
+            };
+            let record = match adopted {
+                Some((pid, pidfd)) => {
+                    tracing::info!(%id, pid, phase = record.phase.as_str(), "adopted a process of a previous launcher run");
+                    self.watch_adopted(pid, pidfd);
+                    self.pids.insert(pid, id.clone());
+                    if matches!(record.phase, Phase::Starting | Phase::Running) {
+                        self.start_probing(&id, pid, &record.spec.clone(), record.ports);
                     }
+                    record
                 }
-                record.phase = Phase::Stopped;
-                record.pid = None;
-                record.pid_start_ticks = None;
-                record.started_at = None;
-                record.stop_reason = None;
-                record.stop_deadline = None;
-                record.killed = false;
-                record.health = reconcile::Health::Unknown;
-                self.unsaved.insert(record.id.clone());
-            }
-            self.observed.insert(record.id.clone(), record);
+                None if live => {
+                    tracing::warn!(%id, pid = ?record.pid, "a process of a previous launcher run is gone");
+                    reconcile::record_exit(
+                        &record,
+                        ExitStatus::Unknown,
+                        &self.config.backoff,
+                        self.jitter.sample(),
+                        now,
+                    )
+                }
+                None => record,
+            };
+            self.unsaved.insert(id.clone());
+            self.observed.insert(id, record);
         }
-        while stops.join_next().await.is_some() {}
         self.slots_in_use = self
             .observed
             .values()
@@ -842,19 +922,97 @@ impl Supervisor {
         Ok(())
     }
 
-    fn is_provably_ours(&self, record: &ObservedRecord, pid: u32) -> bool {
-        let same_process =
-            record.pid_start_ticks.is_some() && procfs::start_ticks(pid) == record.pid_start_ticks;
-        same_process
-            && procfs::environment_value(pid, "PRISM_LAUNCHER_ID").as_deref()
+    /// A pidfd on `pid` if it is provably the process `record` describes. The pidfd is opened
+    /// first and the identity checked after, so that the checks and every later signal concern
+    /// one and the same process.
+    fn open_if_ours(&self, record: &ObservedRecord, pid: u32) -> Option<Arc<Pidfd>> {
+        let pidfd = Pidfd::open(pid).ok()?;
+        let environment = |name| procfs::environment_value(pid, name);
+        let proven = record.pid_start_ticks.is_some()
+            && procfs::start_ticks(pid) == record.pid_start_ticks
+            && environment("PRISM_LAUNCHER_ID").as_deref()
                 == Some(self.config.launcher_id.as_str())
-            && procfs::environment_value(pid, "PROCESS_ID").as_deref() == Some(record.id.as_str())
+            && environment("PROCESS_ID").as_deref() == Some(record.id.as_str())
+            && environment("PRISM_INSTANCE_ID") == record.instance
+            && !pidfd.has_exited();
+        proven.then(|| Arc::new(pidfd))
+    }
+
+    /// Tracks an adopted process: its exit arrives as `Event::AdoptedExited` when its pidfd
+    /// becomes readable.
+    fn watch_adopted(&mut self, pid: u32, pidfd: Arc<Pidfd>) {
+        let events = self.events.clone();
+        let watched = pidfd.clone();
+        tokio::spawn(async move {
+            watched.exited().await;
+            let _ = events.send(Event::AdoptedExited { pid });
+        });
+        self.adopted.insert(pid, pidfd);
+    }
+
+    /// Finds processes that carry this launcher's id but belong to no process it tracks (left
+    /// by a crash between a spawn and its record, or by a previous run for ids it no longer
+    /// runs) and terminates them: SIGTERM, a grace period, SIGKILL, all through pidfds.
+    fn scan_orphans(&mut self) {
+        let ours = procfs::processes_with_environment(&[(
+            "PRISM_LAUNCHER_ID",
+            self.config.launcher_id.as_str(),
+        )]);
+        if ours.is_empty() {
+            return;
+        }
+        let live: HashSet<(String, String)> = self
+            .observed
+            .values()
+            .filter(|record| record.phase.has_live_process())
+            .filter_map(|record| Some((record.id.to_string(), record.instance.clone()?)))
+            .collect();
+        let tracked: HashSet<u32> = self.children.lock().keys().copied().collect();
+        let mut found = 0;
+        for pid in ours {
+            if tracked.contains(&pid)
+                || self.adopted.contains_key(&pid)
+                || self.orphans.contains(&pid)
+            {
+                continue;
+            }
+            let belongs = procfs::environment_value(pid, "PROCESS_ID")
+                .zip(procfs::environment_value(pid, "PRISM_INSTANCE_ID"))
+                .is_some_and(|pair| live.contains(&pair));
+            if belongs {
+                continue;
+            }
+            found += 1;
+            self.orphans.insert(pid);
+            let launcher_id = self.config.launcher_id.clone();
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                terminate_orphan(pid, &launcher_id).await;
+                let _ = events.send(Event::OrphanGone { pid });
+            });
+        }
+        if found > 0 {
+            tracing::warn!(
+                count = found,
+                "found orphaned processes of this launcher, cleaning up"
+            );
+        }
     }
 
     /// Stops every child with its grace period, waiting at most for the longest grace plus a
     /// margin.
     async fn shut_down(&mut self, receiver: &mut mpsc::UnboundedReceiver<Event>) {
         let started = now();
+        if self.config.keep_processes {
+            let running = self
+                .observed
+                .values()
+                .filter(|record| record.phase.has_live_process())
+                .count();
+            tracing::info!(processes = running, "shutting down with --keep-processes: leaving every process running for the next launcher to adopt");
+            self.persist();
+            return;
+        }
         let live: Vec<ProcessId> = self
             .observed
             .values()
@@ -935,37 +1093,28 @@ impl Supervisor {
     }
 }
 
-/// SIGTERM to the group of a process that is not our child, wait for its exit (via pidfd) up to
-/// `grace`, then SIGKILL the group.
-async fn terminate_leftover(pid: u32, grace: Duration) {
-    let Ok(raw) = i32::try_from(pid) else {
+/// How long an orphan gets between SIGTERM and SIGKILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+
+/// Terminates an orphan through a pidfd, after checking (with the pidfd open, so the check and
+/// the signals concern one process) that it still carries `launcher_id`.
+async fn terminate_orphan(pid: u32, launcher_id: &str) {
+    let Ok(pidfd) = Pidfd::open(pid) else {
         return;
     };
-    let group = Pid::from_raw(raw);
-    let exited = pidfd::ExitWatch::open(pid);
-    if let Err(error) = killpg(group, Signal::SIGTERM) {
-        if error != Errno::ESRCH {
-            tracing::warn!(pid, %error, "cannot signal a leftover process group");
-        }
+    if procfs::environment_value(pid, "PRISM_LAUNCHER_ID").as_deref() != Some(launcher_id) {
         return;
     }
-    let gone = match exited {
-        Ok(watch) => tokio::time::timeout(grace, watch.exited()).await.is_ok(),
-        Err(error) => {
-            tracing::warn!(pid, %error, "cannot watch a leftover process; killing it after its grace period");
-            tokio::time::sleep(grace).await;
-            false
-        }
-    };
-    // Kill what may remain of the group, also when the leader is gone but others are not.
-    match killpg(group, Signal::SIGKILL) {
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(error) => tracing::warn!(pid, %error, "cannot kill a leftover process group"),
+    if let Err(error) = pidfd.send_signal(Signal::SIGTERM) {
+        tracing::debug!(pid, %error, "cannot signal an orphan");
+        return;
     }
-    if !gone {
-        tracing::warn!(
-            pid,
-            "a leftover process outlived its grace period and was killed"
-        );
+    let exited = tokio::time::timeout(ORPHAN_GRACE, pidfd.exited())
+        .await
+        .is_ok();
+    if !exited {
+        let _ = pidfd.send_signal(Signal::SIGKILL);
+        pidfd.exited().await;
     }
+    tracing::warn!(pid, killed = !exited, "terminated orphaned process");
 }

@@ -71,6 +71,7 @@ fn observed(name: &str, phase: Phase) -> ObservedRecord {
         phase,
         pid: Some(4242),
         pid_start_ticks: Some(123_456),
+        instance: None,
         generation: 3,
         spec: spec("/usr/bin/observed"),
         ports: Ports {
