@@ -6,4 +6,5 @@ mod harness;
 mod lifecycle;
 mod pattern_api;
 mod reflection;
+mod survival;
 mod tidy;

@@ -1,0 +1,248 @@
+//! A launcher that survives its own crash: adoption, orphan scans, children that outlive it,
+//! and a chaos test of kills during churn.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn sleeper_spec(name: &str, seconds: u32) -> String {
+    format!("apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {{name: {name}}}\nspec:\n  binary: /bin/sleep\n  args: [\"{seconds}\"]\n  terminationGracePeriod: 2s\n")
+}
+
+/// Kills `pid` with SIGKILL and waits for it (the test's own children).
+struct OwnChild(std::process::Child);
+
+impl Drop for OwnChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_killed_launcher_adopts_its_children_and_still_sees_them_exit() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec("a.yaml", &sleeper_spec("a", 600));
+    launcher.write_spec("b.yaml", &hello_spec("b", "x"));
+    let a = launcher.wait_running("a", None, TIMEOUT);
+    let b = launcher.wait_running("b", None, TIMEOUT);
+
+    launcher.stop(Signal::SIGKILL, TIMEOUT);
+    assert!(is_alive(a) && is_alive(b), "children outlive the launcher");
+    launcher.spawn();
+    assert_eq!(
+        launcher.wait_running("a", None, TIMEOUT),
+        a,
+        "adopted, not restarted"
+    );
+    assert_eq!(launcher.wait_running("b", None, TIMEOUT), b);
+    assert!(launcher
+        .log()
+        .contains("adopted a process of a previous launcher run"));
+    assert_eq!(
+        launcher.process("b").unwrap()["health"],
+        "healthy",
+        "probes resume"
+    );
+
+    // An adopted process is not our child: its exit comes through its pidfd.
+    kill(Pid::from_raw(a as i32), Signal::SIGKILL).unwrap();
+    let restarted = launcher.wait_running("a", Some(a), TIMEOUT);
+    let row = launcher.process("a").unwrap();
+    assert_eq!(row["restart_count"], 1, "{row}");
+    assert!(
+        row["last_exit"].as_str().unwrap().contains("unknown"),
+        "{row}"
+    );
+    assert!(is_alive(restarted));
+}
+
+#[test]
+fn keep_processes_leaves_children_for_the_next_launcher() {
+    let mut launcher = TestLauncher::start_with(&["--keep-processes"]);
+    launcher.write_spec("kept.yaml", &sleeper_spec("kept", 600));
+    let pid = launcher.wait_running("kept", None, TIMEOUT);
+    launcher.stop(Signal::SIGTERM, TIMEOUT);
+    assert!(is_alive(pid), "left running");
+    launcher.spawn();
+    assert_eq!(
+        launcher.wait_running("kept", None, TIMEOUT),
+        pid,
+        "adopted by the next launcher"
+    );
+}
+
+#[test]
+fn a_child_writing_to_stdout_keeps_running_across_launcher_kills() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec(
+        "chatty.yaml",
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: chatty}\nspec:\n  binary: /bin/sh\n  args: [\"-c\", \"while true; do echo tick; sleep 0.02; done\"]\n",
+    );
+    let pid = launcher.wait_running("chatty", None, TIMEOUT);
+    let log = launcher.data_dir().join("logs/chatty.log");
+    let size = || std::fs::metadata(&log).map(|meta| meta.len()).unwrap_or(0);
+    launcher.stop(Signal::SIGKILL, TIMEOUT);
+    let while_down = size();
+    eventually(TIMEOUT, "output while the launcher is down", || {
+        (size() > while_down + 100).then_some(())
+    });
+    assert!(
+        is_alive(pid),
+        "no SIGPIPE: the child writes to a file, not to the launcher"
+    );
+    launcher.spawn();
+    assert_eq!(launcher.wait_running("chatty", None, TIMEOUT), pid);
+    let adopted_at = size();
+    eventually(TIMEOUT, "output after adoption", || {
+        (size() > adopted_at + 100).then_some(())
+    });
+}
+
+#[test]
+fn an_orphan_with_our_launcher_id_is_reaped_and_a_look_alike_is_left_alone() {
+    let launcher = TestLauncher::start_with(&["--orphan-scan-interval", "500ms"]);
+    let spawn_with = |launcher_id: &str| {
+        OwnChild(
+            Command::new("/bin/sleep")
+                .arg("600")
+                .env("PRISM_LAUNCHER_ID", launcher_id)
+                .env("PROCESS_ID", "planted")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut orphan = spawn_with(&launcher.launcher_id);
+    let look_alike = spawn_with("another-launcher");
+    let bystander = OwnChild(Command::new("/bin/sleep").arg("600").spawn().unwrap());
+    // Our own child: the launcher terminates it, we reap it.
+    let status = eventually(TIMEOUT, "the orphan to be terminated", || {
+        orphan.0.try_wait().ok().flatten()
+    });
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(15),
+        "SIGTERM first"
+    );
+    assert!(
+        launcher.log().contains("terminated orphaned process"),
+        "logged"
+    );
+    assert!(
+        is_alive(look_alike.0.id()),
+        "another launcher's process is never signalled"
+    );
+    assert!(
+        is_alive(bystander.0.id()),
+        "an unrelated process is never signalled"
+    );
+}
+
+#[test]
+fn chaos_kills_during_churn_leave_exactly_the_desired_processes() {
+    let mut launcher = TestLauncher::start_with(&["--orphan-scan-interval", "1s"]);
+    let bystander = OwnChild(Command::new("/bin/sleep").arg("600").spawn().unwrap());
+    let look_alike = OwnChild(
+        Command::new("/bin/sleep")
+            .arg("600")
+            .env("PRISM_LAUNCHER_ID", "another-launcher")
+            .env("PROCESS_ID", "stable-0")
+            .spawn()
+            .unwrap(),
+    );
+    // Ten stable ids never change; ten churning ids are added, edited and removed.
+    for n in 0..10 {
+        launcher.write_spec(
+            &format!("stable-{n}.yaml"),
+            &sleeper_spec(&format!("stable-{n}"), 600),
+        );
+    }
+    let stable: BTreeMap<String, u32> = (0..10)
+        .map(|n| {
+            let id = format!("stable-{n}");
+            let pid = launcher.wait_running(&id, None, TIMEOUT);
+            (id, pid)
+        })
+        .collect();
+    let mut random = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
+    let mut next = move |bound: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % bound
+    };
+    let mut churning: BTreeMap<String, u32> = BTreeMap::new();
+    for round in 0..10 {
+        for _ in 0..3 {
+            let id = format!("churn-{}", next(10));
+            match churning.get(&id) {
+                Some(_) if next(2) == 0 => {
+                    launcher.remove_spec(&format!("{id}.yaml"));
+                    churning.remove(&id);
+                }
+                _ => {
+                    let seconds = 600 + u32::try_from(round).unwrap();
+                    launcher.write_spec(&format!("{id}.yaml"), &sleeper_spec(&id, seconds));
+                    churning.insert(id, seconds);
+                }
+            }
+        }
+        // Chaos, not synchronisation: the kill lands at a random point of the churn.
+        std::thread::sleep(Duration::from_millis(next(300)));
+        launcher.stop(Signal::SIGKILL, TIMEOUT);
+        launcher.spawn();
+    }
+
+    // Converged: each desired id runs exactly once, with the desired arguments.
+    let desired: BTreeSet<String> = stable.keys().chain(churning.keys()).cloned().collect();
+    eventually(
+        Duration::from_secs(60),
+        "exactly the desired processes",
+        || {
+            let mut running: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            for pid in launcher.our_processes() {
+                let env = environment(pid);
+                running
+                    .entry(env.get("PROCESS_ID")?.clone())
+                    .or_default()
+                    .push(pid);
+            }
+            let once = running.values().all(|pids| pids.len() == 1);
+            let ids: BTreeSet<String> = running.keys().cloned().collect();
+            (once && ids == desired).then_some(())
+        },
+    );
+    for (id, seconds) in &churning {
+        let pid = launcher.wait_running(id, None, TIMEOUT);
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(
+            cmdline.contains(&seconds.to_string()),
+            "{id} runs its latest spec: {cmdline:?}"
+        );
+    }
+    for (id, pid) in &stable {
+        assert_eq!(
+            launcher.wait_running(id, None, TIMEOUT),
+            *pid,
+            "{id} was adopted through every kill"
+        );
+    }
+    let zombies: Vec<u32> = launcher
+        .our_processes()
+        .into_iter()
+        .filter(|pid| process_state(*pid) == Some('Z'))
+        .collect();
+    assert!(zombies.is_empty(), "zombies: {zombies:?}");
+    assert!(
+        is_alive(bystander.0.id()) && is_alive(look_alike.0.id()),
+        "nothing unrelated was touched"
+    );
+}
