@@ -8,10 +8,10 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use prism_launcher::api::client::{
-    fetch_status, reset_process, ClientError, ProcessView, StatusView,
+    fetch_status, reset_process, stream_logs, ClientError, ProcessView, StatusView,
 };
 
-use crate::{ConnectArgs, ResetArgs, StatusArgs, ADDRESS_FILE};
+use crate::{ConnectArgs, LogsArgs, ResetArgs, StatusArgs, ADDRESS_FILE};
 
 /// Exit code of a command that failed (no launcher answers, I/O error...).
 pub const EXIT_ERROR: u8 = 1;
@@ -37,6 +37,20 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         OutputFormat::Table => print!("{}", render_table(&view, &current_dir())),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
+    let address = launcher_address(&args.connect);
+    let stdout = std::io::stdout();
+    block_on(stream_logs(
+        &address,
+        &args.id,
+        args.tail,
+        args.follow,
+        args.connect.timeout,
+        stdout.lock(),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

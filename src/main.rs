@@ -45,6 +45,8 @@ enum Command {
     /// Clear a process's failure streak: a terminal (circuit open) or backing-off process
     /// starts again at once.
     Reset(ResetArgs),
+    /// Print a process's log (stdout and stderr), and with --follow what it writes next.
+    Logs(LogsArgs),
     /// Check spec files offline and report every error.
     Validate(ValidateArgs),
 }
@@ -130,6 +132,12 @@ struct ServeArgs {
     /// instead of stopping them.
     #[arg(long)]
     keep_processes: bool,
+    /// A child's log file is rotated past this size (e.g. 10Mi)...
+    #[arg(long, default_value = "10Mi", value_parser = parse_size_flag)]
+    log_max_size: u64,
+    /// ...keeping this many rotated files (`<id>.log.1` the newest).
+    #[arg(long, default_value_t = 5)]
+    log_max_files: u32,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -163,6 +171,20 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = cli::OutputFormat::Table)]
     output: cli::OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The process id.
+    id: String,
+    /// Keep printing what the process writes, until interrupted.
+    #[arg(short, long)]
+    follow: bool,
+    /// Lines from the end to start with; 0 prints the whole current file.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    tail: u32,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -274,6 +296,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Status(args) => cli::status(&args),
         Command::Reset(args) => cli::reset(&args),
+        Command::Logs(args) => cli::logs(&args),
         Command::Validate(args) => validate(&args),
     };
     match result {
@@ -329,6 +352,33 @@ fn parse_process_type(text: &str) -> Result<ProcessType, String> {
         other => Err(format!(
             "{other:?} is not a process type; use pattern, proxy, backend or utility"
         )),
+    }
+}
+
+fn parse_size_flag(text: &str) -> Result<u64, String> {
+    api::parse_memory(text)
+}
+
+/// The API's view of children's logs, read with the runtime's log functions.
+struct ChildLogs {
+    dir: PathBuf,
+}
+
+impl api::logs::LogSource for ChildLogs {
+    fn tail(
+        &self,
+        id: &prism_launcher::reconcile::ProcessId,
+        lines: Option<usize>,
+    ) -> std::io::Result<(Vec<u8>, u64)> {
+        runtime::logs::tail(&self.dir, id, lines)
+    }
+
+    fn read_from(
+        &self,
+        id: &prism_launcher::reconcile::ProcessId,
+        offset: u64,
+    ) -> std::io::Result<(Vec<u8>, u64)> {
+        runtime::logs::read_from(&self.dir, id, offset)
     }
 }
 
@@ -418,6 +468,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         usage: usage.clone(),
         orphan_scan_interval: args.orphan_scan_interval,
         keep_processes: args.keep_processes,
+        log_max_bytes: args.log_max_size,
+        log_max_files: args.log_max_files,
     };
     // The launcher's parts run until a signal, or until one of them ends on its own, which is a
     // failure: then every part is stopped too and the failure is reported.
@@ -498,6 +550,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             launcher_id,
             problems,
             clock: clock.clone(),
+            logs: Arc::new(ChildLogs {
+                dir: args.data_dir.join("logs"),
+            }),
         },
         control_plane: ControlPlaneService {
             store: store.clone(),

@@ -124,6 +124,57 @@ pub async fn reset_process(
     })
 }
 
+/// Streams the log of `id` from the launcher at `address` into `out`: the last `tail` lines (0:
+/// all), then, with `follow`, what comes next until the launcher goes away.
+pub async fn stream_logs(
+    address: &str,
+    id: &str,
+    tail: u32,
+    follow: bool,
+    timeout: Duration,
+    mut out: impl std::io::Write,
+) -> Result<(), ClientError> {
+    let request = pb::StreamLogsRequest {
+        process_id: id.to_string(),
+        tail_lines: tail,
+        follow,
+    };
+    // The timeout covers connecting and the first answer; a followed stream has no end.
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|source| ClientError::BadAddress {
+            address: address.to_string(),
+            source,
+        })?
+        .connect_timeout(timeout);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            address: address.to_string(),
+            source,
+        })?;
+    let refused = |status| ClientError::Refused {
+        address: address.to_string(),
+        status,
+    };
+    let mut stream = LauncherAdminClient::new(channel)
+        .stream_logs(request)
+        .await
+        .map_err(refused)?
+        .into_inner();
+    while let Some(chunk) = stream.message().await.map_err(refused)? {
+        // A closed stdout (`logs ... | head`) ends the command quietly.
+        if out
+            .write_all(&chunk.data)
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// Connects to `address` and makes one call, all within `timeout`.
 async fn call<T, F, Fut>(address: &str, timeout: Duration, request: F) -> Result<T, ClientError>
 where

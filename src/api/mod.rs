@@ -7,6 +7,7 @@ pub mod catalog_watch;
 pub mod client;
 pub mod control_plane;
 mod errors;
+pub mod logs;
 pub mod pattern_launcher;
 mod problems;
 pub mod proto;
@@ -18,4 +19,4 @@ mod values;
 mod waiting;
 
 pub use problems::SourceProblems;
-pub use values::{parse_duration, MAX_DURATION};
+pub use values::{parse_duration, parse_memory, MAX_DURATION};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::errors::store_status;
+use super::logs::{stream_logs, LogSource, LogStream};
 use super::problems::SourceProblems;
 use super::proto::prism::launcher::v1 as pb;
 use crate::reconcile::{self, DesiredRecord, ObservedRecord, Phase, ProcessId, Source, UnixMillis};
@@ -19,6 +20,7 @@ pub struct LauncherAdminService {
     pub launcher_id: String,
     pub problems: SourceProblems,
     pub clock: Clock,
+    pub logs: Arc<dyn LogSource>,
 }
 
 #[tonic::async_trait]
@@ -37,6 +39,15 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
             (self.clock)(),
         );
         Ok(Response::new(report))
+    }
+
+    type StreamLogsStream = LogStream;
+
+    async fn stream_logs(
+        &self,
+        request: Request<pb::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        stream_logs(self.logs.clone(), request.into_inner()).map(Response::new)
     }
 
     async fn reset_process(

@@ -1,6 +1,7 @@
 //! The only code that touches processes, signals, timers, /proc and children's files. Runs the
 //! reconcile loop.
 
+pub mod logs;
 mod oom;
 mod pidfd;
 pub mod ports;

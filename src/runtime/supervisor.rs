@@ -68,6 +68,10 @@ pub struct RuntimeConfig {
     pub orphan_scan_interval: Duration,
     /// Leave the processes running at shutdown, for the next launcher to adopt.
     pub keep_processes: bool,
+    /// A child's log is rotated past this size...
+    pub log_max_bytes: u64,
+    /// ...keeping this many rotated files.
+    pub log_max_files: u32,
 }
 
 /// How often the memory and CPU of live processes are sampled from /proc.
@@ -791,6 +795,17 @@ impl Supervisor {
         }
         self.cpu_seen = seen;
         self.config.usage.publish(sample);
+        for id in self.pids.values() {
+            let rotated = super::logs::rotate_if_needed(
+                &self.log_dir,
+                id,
+                self.config.log_max_bytes,
+                self.config.log_max_files,
+            );
+            if let Err(error) = rotated {
+                tracing::warn!(%id, %error, "cannot rotate the log");
+            }
+        }
     }
 
     fn set_observed(&mut self, record: ObservedRecord) {

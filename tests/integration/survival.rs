@@ -246,3 +246,85 @@ fn chaos_kills_during_churn_leave_exactly_the_desired_processes() {
         "nothing unrelated was touched"
     );
 }
+
+#[test]
+fn logs_tail_and_follow_through_the_cli_and_rotate_by_size() {
+    let mut launcher = TestLauncher::start_with(&["--log-max-size", "4Ki", "--log-max-files", "2"]);
+    launcher.write_spec(
+        "counter.yaml",
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: counter}\nspec:\n  binary: /bin/sh\n  args: [\"-c\", \"n=0; while true; do n=$((n+1)); echo \\\"line $n\\\"; sleep 0.01; done\"]\n",
+    );
+    launcher.wait_running("counter", None, TIMEOUT);
+    let tail = eventually(TIMEOUT, "three lines of output", || {
+        let output = launcher.cli(&["logs", "counter", "--tail", "3"]);
+        let text = String::from_utf8(output.stdout).ok()?;
+        (output.status.success() && text.lines().count() == 3).then_some(text)
+    });
+    assert!(
+        tail.lines().all(|line| line.starts_with("line ")),
+        "{tail:?}"
+    );
+
+    let address = launcher.address();
+    let mut follower = OwnChild(
+        Command::new(LAUNCHER)
+            .args([
+                "logs", "counter", "--follow", "--tail", "1", "--addr", &address,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = std::io::BufReader::new(follower.0.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0,
+            "the follower ended"
+        );
+        seen.push(line);
+    }
+    let numbers: Vec<u64> = seen
+        .iter()
+        .filter_map(|line| line.trim().strip_prefix("line ")?.parse().ok())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "followed in order: {seen:?}"
+    );
+
+    let log = launcher.data_dir().join("logs/counter.log");
+    eventually(TIMEOUT, "a rotation", || {
+        log.with_extension("log.1").exists().then_some(())
+    });
+    assert!(
+        !log.with_extension("log.3").exists(),
+        "at most two rotated files"
+    );
+    let missing = launcher.cli(&["logs", "nobody"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no log for process nobody"));
+}
+
+#[test]
+fn a_second_launcher_on_the_same_data_dir_fails_at_once_with_a_clear_message() {
+    let launcher = TestLauncher::start();
+    let started = std::time::Instant::now();
+    let output = Command::new(LAUNCHER)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(launcher.data_dir())
+        .arg("--specs-dir")
+        .arg(launcher.specs_dir())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("in use by another running launcher"),
+        "{stderr}"
+    );
+}

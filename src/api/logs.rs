@@ -1,0 +1,74 @@
+//! `LauncherAdmin.StreamLogs`: what the API needs from children's log files, as a trait that
+//! `main` implements with the runtime's log functions (api and runtime never import each other).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::proto::prism::launcher::v1 as pb;
+use crate::reconcile::ProcessId;
+
+/// How often a followed log is read for new output.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Reading a process's log.
+pub trait LogSource: Send + Sync + 'static {
+    /// The last `lines` lines (all when `None`), and the offset after them.
+    fn tail(&self, id: &ProcessId, lines: Option<usize>) -> std::io::Result<(Vec<u8>, u64)>;
+    /// What follows `offset` (from the start when the file was rotated), and the new offset.
+    fn read_from(&self, id: &ProcessId, offset: u64) -> std::io::Result<(Vec<u8>, u64)>;
+}
+
+pub type LogStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+/// The stream of a `StreamLogs` call.
+pub fn stream_logs(
+    source: Arc<dyn LogSource>,
+    request: pb::StreamLogsRequest,
+) -> Result<LogStream, Status> {
+    let id = ProcessId::new(request.process_id.clone())
+        .map_err(|error| Status::invalid_argument(error.to_string()))?;
+    let lines = (request.tail_lines > 0).then_some(request.tail_lines as usize);
+    let (first, mut offset) = source
+        .tail(&id, lines)
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => Status::not_found(format!("no log for process {id}")),
+            _ => Status::internal(format!("cannot read the log of {id}: {error}")),
+        })?;
+    let (sender, receiver) = mpsc::channel(16);
+    tokio::spawn(async move {
+        if !first.is_empty() && sender.send(Ok(pb::LogChunk { data: first })).await.is_err() {
+            return;
+        }
+        if !request.follow {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = sender.closed() => return,
+                () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+            }
+            match source.read_from(&id, offset) {
+                Ok((data, next)) => {
+                    offset = next;
+                    if !data.is_empty() && sender.send(Ok(pb::LogChunk { data })).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let _ = sender
+                        .send(Err(Status::internal(format!(
+                            "cannot read the log of {id}: {error}"
+                        ))))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
