@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::Context;
 use clap::ValueEnum;
 
@@ -25,19 +27,47 @@ const DEFAULT_ADDRESS: &str = "127.0.0.1:7070";
 pub enum OutputFormat {
     Table,
     Json,
+    Yaml,
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let address = launcher_address(&args.connect);
-    let view = block_on(fetch_status(&address, args.connect.timeout))?;
-    match args.output {
-        OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&view).context("cannot encode the status")?;
-            println!("{json}");
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let mut view = block_on(fetch_status(&address, args.connect.timeout))?;
+        view.processes.retain(|process| {
+            args.source
+                .as_deref()
+                .is_none_or(|source| process.source.split(':').next() == Some(source))
+                && args
+                    .state
+                    .as_deref()
+                    .is_none_or(|state| process.actual == state)
+        });
+        let shown = match args.output {
+            OutputFormat::Json => {
+                serde_json::to_string_pretty(&view).context("cannot encode the status")? + "\n"
+            }
+            OutputFormat::Yaml => {
+                serde_yaml::to_string(&view).context("cannot encode the status")?
+            }
+            OutputFormat::Table => render_table(&view, &current_dir(), terminal),
+        };
+        if !args.watch {
+            print!("{shown}");
+            return Ok(ExitCode::SUCCESS);
         }
-        OutputFormat::Table => print!("{}", render_table(&view, &current_dir())),
+        if terminal {
+            // Clear the screen and go home, so the table refreshes in place.
+            print!("\x1b[2J\x1b[H{shown}");
+        } else {
+            println!("{shown}");
+        }
+        std::io::stdout()
+            .flush()
+            .context("cannot write the status")?;
+        std::thread::sleep(args.interval);
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
@@ -111,8 +141,9 @@ fn current_dir() -> String {
         .unwrap_or_default()
 }
 
-/// The status table, the diff lines, the one-line summary and the source problems.
-fn render_table(view: &StatusView, cwd: &str) -> String {
+/// The status table, the diff lines, the one-line summary and the source problems; coloured
+/// when `colour` (stdout is a terminal).
+fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
     let header = [
         "ID", "TYPE", "SOURCE", "DESIRED", "ACTUAL", "PID", "HEALTH", "RESTARTS", "AGE",
     ];
@@ -173,16 +204,20 @@ fn render_table(view: &StatusView, cwd: &str) -> String {
     if !differing.is_empty() {
         out.push('\n');
         for process in differing {
-            let marker = match process.diff.as_str() {
-                "start" => '+',
-                "replace" => '~',
-                "stop" => '-',
-                _ => '!',
+            let (marker, ansi) = match process.diff.as_str() {
+                "start" => ('+', "32"),
+                "replace" => ('~', "33"),
+                "stop" => ('-', "35"),
+                _ => ('!', "31"),
             };
-            out.push_str(&format!(
-                "{marker} {}: {}\n",
-                process.id, process.diff_detail
-            ));
+            let detail = humane_times(&process.diff_detail, view.generated_at_unix_ms);
+            let line = format!("{marker} {}: {detail}", process.id);
+            if colour {
+                out.push_str(&format!("\x1b[{ansi}m{line}\x1b[0m\n"));
+            } else {
+                out.push_str(&line);
+                out.push('\n');
+            }
         }
     }
     let summary = view.summary;
@@ -198,6 +233,28 @@ fn render_table(view: &StatusView, cwd: &str) -> String {
             }
         }
     }
+    out
+}
+
+/// Rewrites "unix ms N" in a diff detail as a time relative to `now_ms` ("in 4s", "2m ago").
+fn humane_times(detail: &str, now_ms: i64) -> String {
+    const MARK: &str = "unix ms ";
+    let mut out = String::new();
+    let mut rest = detail;
+    while let Some(index) = rest.find(MARK) {
+        out.push_str(&rest[..index]);
+        let after = &rest[index + MARK.len()..];
+        let digits = after
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(after.len());
+        match after[..digits].parse::<i64>() {
+            Ok(at) if at >= now_ms => out.push_str(&format!("in {}", human_age(at - now_ms))),
+            Ok(at) => out.push_str(&format!("{} ago", human_age(now_ms - at))),
+            Err(_) => out.push_str(MARK),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -303,7 +360,7 @@ mod tests {
             .into_iter()
             .collect(),
         };
-        let table = render_table(&view, "/work");
+        let table = render_table(&view, "/work", false);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
@@ -338,5 +395,24 @@ mod tests {
             table.contains("file:/work/specs/bad.yaml: bad.yaml:3: oops"),
             "{table}"
         );
+        assert!(!table.contains('\u{1b}'), "no colour unless asked");
+        assert!(render_table(&view, "/work", true).contains("\u{1b}[33m~ orders"));
+    }
+
+    #[test]
+    fn times_in_diff_details_read_as_people_say_them() {
+        let now = 1_000_000;
+        assert_eq!(
+            humane_times(
+                "exited with exit code 1; restart 3 due unix ms 1004000",
+                now
+            ),
+            "exited with exit code 1; restart 3 due in 4s"
+        );
+        assert_eq!(
+            humane_times("circuit open (tripped unix ms 880000): boom", now),
+            "circuit open (tripped 2m ago): boom"
+        );
+        assert_eq!(humane_times("no time here", now), "no time here");
     }
 }

@@ -8,3 +8,4 @@ pub mod error_chain;
 pub mod reconcile;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;

@@ -20,10 +20,14 @@ use prism_launcher::api::{self, catalog, catalog_watch, spec_watch, SourceProble
 use prism_launcher::reconcile::{Backoff, Isolation, ProcessType, UsageBoard};
 use prism_launcher::runtime::{self, RuntimeConfig};
 use prism_launcher::store::Store;
+use prism_launcher::telemetry::{Metrics, Readiness};
 
 /// The address file a running launcher writes in its data directory, so that `status` (and
 /// tests that bind port 0) can find it.
 const ADDRESS_FILE: &str = "launcher.addr";
+
+/// The address file of the HTTP endpoint, beside `launcher.addr`.
+const METRICS_ADDRESS_FILE: &str = "metrics.addr";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -124,6 +128,9 @@ struct ServeArgs {
     /// needs).
     #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
     launch_timeout: Duration,
+    /// Where `/metrics`, `/metrics.json`, `/healthz` and `/readyz` are served over HTTP.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    metrics_listen: SocketAddr,
     /// How often /proc is scanned for orphans (processes carrying this launcher's id that it
     /// does not track), which are terminated; they are also looked for at start.
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration_flag)]
@@ -171,6 +178,19 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = cli::OutputFormat::Table)]
     output: cli::OutputFormat,
+    /// Only processes from this source: file, api or admin.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only processes in this state (pending, starting, running, stopping, backing-off, tripped,
+    /// exited, stopped).
+    #[arg(long)]
+    state: Option<String>,
+    /// Refresh every --interval until interrupted (in place on a terminal).
+    #[arg(short, long)]
+    watch: bool,
+    /// How often --watch refreshes.
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration_flag)]
+    interval: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -222,10 +242,10 @@ struct LegacyCli {
     /// The isolation of launches that do not say, for patterns whose manifest does not either.
     #[arg(long, default_value = "none", value_parser = parse_isolation)]
     isolation: Isolation,
-    /// The old metrics port; not served yet (metrics arrive with the observability work).
-    #[arg(long)]
-    metrics_port: Option<u16>,
-    /// The old health port; not served yet (grpc.health.v1 on the gRPC port answers instead).
+    /// The metrics port (on 127.0.0.1): /metrics, /metrics.json, /healthz, /readyz.
+    #[arg(long, default_value_t = 9092)]
+    metrics_port: u16,
+    /// The old health port; its /healthz is served on the metrics port.
     #[arg(long)]
     health_port: Option<u16>,
     /// Where the store and the children's logs live; spec files are watched in <data-dir>/specs.
@@ -266,17 +286,17 @@ fn legacy_main() -> anyhow::Result<ExitCode> {
         legacy.data_dir.display().to_string(),
         "--specs-dir".to_string(),
         specs_dir.display().to_string(),
+        "--metrics-listen".to_string(),
+        format!("127.0.0.1:{}", legacy.metrics_port),
     ];
     let Command::Serve(args) = Cli::try_parse_from(mapped)?.command else {
         bail!("the old flags did not map onto `serve`");
     };
-    for (flag, port) in [
-        ("--metrics-port", legacy.metrics_port),
-        ("--health-port", legacy.health_port),
-    ] {
-        if let Some(port) = port {
-            eprintln!("pattern-launcher: {flag} {port} is accepted but not served yet; use grpc.health.v1 on the gRPC port");
-        }
+    if let Some(port) = legacy.health_port {
+        eprintln!(
+            "pattern-launcher: --health-port {port}: /healthz is served on the metrics port {}",
+            legacy.metrics_port
+        );
     }
     serve(*args)
 }
@@ -451,6 +471,18 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let started_at = runtime::now();
     let usage = UsageBoard::default();
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
+    let metrics_address = metrics_listener
+        .local_addr()
+        .context("cannot read the metrics address")?;
+    let metrics_address_file = args.data_dir.join(METRICS_ADDRESS_FILE);
+    std::fs::write(&metrics_address_file, metrics_address.to_string())
+        .with_context(|| format!("cannot write {}", metrics_address_file.display()))?;
+    tracing::info!(%metrics_address, "metrics served at /metrics, /metrics.json, /healthz, /readyz");
     let store_for_loop = store.clone();
     let runtime_config = RuntimeConfig {
         data_dir: args.data_dir.clone(),
@@ -470,6 +502,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         keep_processes: args.keep_processes,
         log_max_bytes: args.log_max_size,
         log_max_files: args.log_max_files,
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
     };
     // The launcher's parts run until a signal, or until one of them ends on its own, which is a
     // failure: then every part is stopped too and the failure is reported.
@@ -496,12 +530,15 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         ("the catalog watcher", Ok(()))
     });
     let spec_watch = spec_watch::watch_spec_dir(
-        specs_dir.clone(),
-        store.clone(),
-        catalog.clone(),
-        catalog_changes,
-        problems.clone(),
-        args.resync_interval,
+        spec_watch::SpecWatch {
+            dir: specs_dir.clone(),
+            store: store.clone(),
+            catalog: catalog.clone(),
+            catalog_changes,
+            problems: problems.clone(),
+            resync_interval: args.resync_interval,
+            readiness: readiness.clone(),
+        },
         wait_for_stop(stopped.clone()),
     );
     parts.spawn(async move {
@@ -526,6 +563,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             max_processes: args.max_processes,
             heartbeat_interval: args.heartbeat_interval,
             metadata: BTreeMap::from([("pid".to_string(), std::process::id().to_string())]),
+            metrics: metrics.clone(),
         };
         tracing::info!(%endpoint, advertise = %settings.advertise_address, "prism-admin configured");
         let admin = admin_client::run_admin_client(
@@ -571,6 +609,19 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             stopping: stopped.clone(),
         },
     };
+    let http = api::http::serve_http(
+        metrics_listener,
+        api::http::HttpState {
+            store: store.clone(),
+            metrics,
+            readiness: readiness.clone(),
+            clock: Arc::new(runtime::now),
+            started_at,
+        },
+        wait_for_stop(stopped.clone()),
+    );
+    parts.spawn(async move { ("the HTTP endpoint", http.await.map_err(anyhow::Error::from)) });
+    readiness.listening();
     let serving = api::server::serve(listener, services, wait_for_stop(stopped.clone()));
     parts.spawn(async move {
         (

@@ -18,6 +18,7 @@ use crate::reconcile::{
     UsageBoard,
 };
 use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
 use pb::control_plane_client::ControlPlaneClient;
 
 /// The first wait before registering again; it doubles up to `REGISTER_RETRY_MAX`.
@@ -48,6 +49,7 @@ pub struct AdminSettings {
     pub max_processes: Option<u32>,
     pub heartbeat_interval: Duration,
     pub metadata: BTreeMap<String, String>,
+    pub metrics: Metrics,
 }
 
 /// Registers with admin and heartbeats until `shutdown` completes.
@@ -87,10 +89,12 @@ pub async fn run_admin_client(
     loop {
         if admin.register(client.clone()).await {
             retry = REGISTER_RETRY_INITIAL;
+            admin.settings.metrics.admin_registered.set(1);
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = admin.heartbeat_until_lost(client.clone()) => {}
             }
+            admin.settings.metrics.admin_registered.set(0);
         } else {
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
@@ -205,11 +209,13 @@ impl Admin {
             match client.launcher_heartbeat(request).await {
                 Ok(ack) if ack.get_ref().success => {}
                 Ok(ack) => {
+                    self.settings.metrics.heartbeat_failures.inc();
                     tracing::warn!(message = %ack.get_ref().message,
                         "prism-admin does not accept our heartbeat; registering again");
                     return;
                 }
                 Err(status) => {
+                    self.settings.metrics.heartbeat_failures.inc();
                     tracing::warn!(code = ?status.code(), message = status.message(),
                         "prism-admin is unreachable; registering again when it is back (processes keep running)");
                     return;

@@ -7,6 +7,7 @@ pub mod catalog_watch;
 pub mod client;
 pub mod control_plane;
 mod errors;
+pub mod http;
 pub mod logs;
 pub mod pattern_launcher;
 mod problems;

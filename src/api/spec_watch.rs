@@ -20,6 +20,7 @@ use super::spec_file::load_spec_file;
 use crate::error_chain::Chain;
 use crate::reconcile::Source;
 use crate::store::Store;
+use crate::telemetry::Readiness;
 
 /// Quiet time after the last file event before the changed files are read.
 const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
@@ -95,17 +96,34 @@ fn changes_content(kind: &notify::EventKind) -> bool {
     }
 }
 
+/// What the spec watcher works with.
+pub struct SpecWatch {
+    pub dir: PathBuf,
+    pub store: Arc<Store>,
+    pub catalog: SharedCatalog,
+    /// Bumped on each catalog reload: every spec file is read again.
+    pub catalog_changes: watch::Receiver<u64>,
+    pub problems: SourceProblems,
+    pub resync_interval: Duration,
+    /// Told when the first full scan is done.
+    pub readiness: Readiness,
+}
+
 /// Keeps the store's file-sourced desired records equal to the spec files in `dir` until
 /// `shutdown` completes. Every spec file is read again when the catalog changes.
 pub async fn watch_spec_dir(
-    dir: PathBuf,
-    store: Arc<Store>,
-    catalog: SharedCatalog,
-    mut catalog_changes: watch::Receiver<u64>,
-    problems: SourceProblems,
-    resync_interval: Duration,
+    settings: SpecWatch,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SpecWatchError> {
+    let SpecWatch {
+        dir,
+        store,
+        catalog,
+        mut catalog_changes,
+        problems,
+        resync_interval,
+        readiness,
+    } = settings;
     let (_watcher, mut changes) =
         watch_directory(&dir, false).map_err(|source| SpecWatchError::Watch {
             dir: dir.clone(),
@@ -118,6 +136,7 @@ pub async fn watch_spec_dir(
         problems,
     };
     specs.full_scan()?;
+    readiness.specs_synced();
     let mut resync = tokio::time::interval(resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;

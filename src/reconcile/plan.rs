@@ -747,7 +747,7 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
         Phase::Tripped => {
             let since = observed
                 .tripped_at
-                .map_or_else(String::new, |at| format!(" since unix ms {}", at.0));
+                .map_or_else(String::new, |at| format!(" (tripped unix ms {})", at.0));
             diff_of(
                 DiffKind::Failing,
                 format!(
@@ -763,7 +763,7 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
         Phase::BackingOff => {
             let when = observed
                 .next_restart_at
-                .map_or_else(|| "now".to_string(), |at| format!("at unix ms {}", at.0));
+                .map_or_else(|| "now".to_string(), |at| format!("unix ms {}", at.0));
             diff_of(
                 DiffKind::Failing,
                 format!(

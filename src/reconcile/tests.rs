@@ -1923,7 +1923,7 @@ fn diff_table() {
             desired: Some(desired(1, spec())),
             observed: Some(backing_off(Some(after(2_000)))),
             want_kind: DiffKind::Failing,
-            want_detail: "exited with exit code 1; restart 2 due at unix ms 1002000",
+            want_detail: "exited with exit code 1; restart 2 due unix ms 1002000",
         },
         DiffCase {
             name: "exited with a failure under its policy: failing",

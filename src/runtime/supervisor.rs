@@ -28,6 +28,7 @@ use crate::reconcile::{
     ProcessSpec, ResourceUsage, RestartBudget, Spawned, StopReason, UnixMillis, UsageBoard,
 };
 use crate::store::{Store, StoreError};
+use crate::telemetry::{Metrics, Readiness};
 
 /// Everything that can wake the loop besides timers, the resync tick and shutdown.
 #[derive(Debug)]
@@ -72,6 +73,9 @@ pub struct RuntimeConfig {
     pub log_max_bytes: u64,
     /// ...keeping this many rotated files.
     pub log_max_files: u32,
+    pub metrics: Metrics,
+    /// Told when the first reconcile is done.
+    pub readiness: Readiness,
 }
 
 /// How often the memory and CPU of live processes are sampled from /proc.
@@ -150,11 +154,11 @@ pub async fn run(
         cpu_seen: HashMap::new(),
         adopted: HashMap::new(),
         orphans: HashSet::new(),
-        orphans_reaped: 0,
     };
     supervisor.recover_previous_run(now())?;
     supervisor.resync()?;
     supervisor.reconcile(now());
+    supervisor.config.readiness.loop_synced();
     supervisor.scan_orphans();
     let mut orphan_scan = tokio::time::interval(supervisor.config.orphan_scan_interval);
     orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -245,8 +249,6 @@ struct Supervisor {
     adopted: HashMap<u32, Arc<Pidfd>>,
     /// Orphans being terminated, so that a scan does not start on them twice.
     orphans: HashSet<u32>,
-    /// Orphans terminated since start.
-    orphans_reaped: u64,
     /// CPU ticks and when they were read, per live pid, for the next usage sample.
     cpu_seen: HashMap<u32, (u64, UnixMillis)>,
     /// Observed records that hold a `--max-processes` slot.
@@ -340,7 +342,7 @@ impl Supervisor {
             }
             Event::OrphanGone { pid } => {
                 self.orphans.remove(&pid);
-                self.orphans_reaped += 1;
+                self.config.metrics.orphans_reaped.inc();
             }
             Event::ProbeResult { id, pid, result } => {
                 let Some(observed) = self.observed.get(&id) else {
@@ -349,7 +351,19 @@ impl Supervisor {
                 if observed.pid != Some(pid) {
                     return;
                 }
+                let result_label = if result.is_ok() { "pass" } else { "fail" };
+                self.config
+                    .metrics
+                    .health_checks
+                    .with_label_values(&[result_label])
+                    .inc();
                 let next = reconcile::record_probe(observed, result);
+                if observed.phase == Phase::Starting && next.phase == Phase::Running {
+                    if let Some(started) = observed.started_at {
+                        let seconds = now.saturating_duration_since(started).as_secs_f64();
+                        self.config.metrics.launch_duration.observe(seconds);
+                    }
+                }
                 if next != *observed {
                     if next.health != observed.health {
                         match &next.last_error {
@@ -432,6 +446,23 @@ impl Supervisor {
             self.jitter.sample(),
             now,
         );
+        if next.error_count > observed.error_count {
+            let reason = if observed.stop_reason == Some(StopReason::Unhealthy) {
+                "liveness"
+            } else {
+                match exit.status {
+                    ExitStatus::Code(_) => "exit_code",
+                    ExitStatus::Signal(_) => "signal",
+                    ExitStatus::OomKilled => "oom",
+                    ExitStatus::Unknown => "unknown",
+                }
+            };
+            self.config
+                .metrics
+                .failures
+                .with_label_values(&[reason])
+                .inc();
+        }
         match next.phase {
             Phase::Tripped => {
                 tracing::error!(%id, pid = exit.pid, status = %exit.status,
@@ -477,6 +508,12 @@ impl Supervisor {
 
     /// Plans the dirty ids and carries the plan out, then writes what changed to the store.
     fn reconcile(&mut self, now: UnixMillis) {
+        if self.dirty.is_empty() && self.unsaved.is_empty() {
+            return;
+        }
+        let span = tracing::debug_span!("reconcile", ids = self.dirty.len());
+        let _entered = span.enter();
+        let timer = self.config.metrics.reconcile_duration.start_timer();
         let mut ids: BTreeSet<ProcessId> = std::mem::take(&mut self.dirty);
         for _ in 0..ROUNDS_PER_PASS {
             if ids.is_empty() {
@@ -512,11 +549,17 @@ impl Supervisor {
             }
         }
         self.persist();
+        timer.observe_duration();
     }
 
     fn execute(&mut self, action: Action, now: UnixMillis) -> Progress {
         let span = tracing::info_span!("action", id = %action.id(), kind = action.kind());
         let _entered = span.enter();
+        self.config
+            .metrics
+            .actions
+            .with_label_values(&[action.kind()])
+            .inc();
         match action {
             Action::Start { id, restart } => {
                 if restart {
@@ -598,12 +641,18 @@ impl Supervisor {
                     self.jitter.sample(),
                     now,
                 );
+                self.config
+                    .metrics
+                    .failures
+                    .with_label_values(&["spawn"])
+                    .inc();
                 log_if_tripped(&next);
                 self.set_observed(next);
                 return;
             }
         };
         let instance = format!("{:016x}", self.jitter.next_u64());
+        let spawn_started = std::time::Instant::now();
         let context = SpawnContext {
             launcher_id: &self.config.launcher_id,
             log_dir: &self.log_dir,
@@ -618,6 +667,25 @@ impl Supervisor {
                     instance,
                 };
                 let next = reconcile::record_spawned(desired, previous, spawned, now);
+                let metrics = &self.config.metrics;
+                let pattern = desired
+                    .spec
+                    .pattern
+                    .as_deref()
+                    .unwrap_or(desired.spec.process_type.as_str());
+                metrics
+                    .starts
+                    .with_label_values(&[&format!("{pattern}:{}", desired.spec.isolation.as_str())])
+                    .inc();
+                if restart {
+                    metrics.restarts.inc();
+                }
+                if desired.spec.health_check.is_none() {
+                    // Ready as soon as it runs: its launch took the spawn.
+                    metrics
+                        .launch_duration
+                        .observe(spawn_started.elapsed().as_secs_f64());
+                }
                 tracing::info!(%id, pid, generation = desired.generation, restart,
                     executable = %desired.spec.executable.display(), "launched process");
                 let spec = desired.spec.clone();
@@ -639,6 +707,11 @@ impl Supervisor {
                     self.jitter.sample(),
                     now,
                 );
+                self.config
+                    .metrics
+                    .failures
+                    .with_label_values(&["spawn"])
+                    .inc();
                 log_if_tripped(&next);
                 self.set_observed(next);
             }

@@ -504,7 +504,7 @@ async fn the_old_pattern_launcher_name_and_flags_still_work() {
             "--isolation",
             "namespace",
             "--metrics-port",
-            "9464",
+            "0",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("launcher.log")).unwrap())
@@ -537,10 +537,13 @@ async fn the_old_pattern_launcher_name_and_flags_still_work() {
         Some("pattern"),
         "the type defaults to pattern"
     );
-    let log = std::fs::read_to_string(dir.path().join("launcher.log")).unwrap();
-    assert!(
-        log.contains("--metrics-port 9464 is accepted but not served yet"),
-        "{log}"
+    let metrics = eventually(TIMEOUT, "the metrics address", || {
+        std::fs::read_to_string(dir.path().join("data/metrics.addr")).ok()
+    });
+    assert_eq!(
+        http_get(&metrics, "/healthz"),
+        (200, "ok\n".to_string()),
+        "--metrics-port is served"
     );
     assert!(
         dir.path().join("data/specs").is_dir(),

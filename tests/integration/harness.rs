@@ -96,7 +96,7 @@ impl TestLauncher {
             .arg("--patterns-dir")
             .arg(self.patterns_dir())
             .args(["--launch-timeout", "3s"])
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .arg("--port-range")
             .arg(format!("{}-{}", self.ports.0, self.ports.1))
             .arg("--launcher-id")
@@ -129,6 +129,17 @@ impl TestLauncher {
 
     pub fn patterns_dir(&self) -> PathBuf {
         self.dir.path().join("patterns")
+    }
+
+    /// The HTTP endpoint's address (`/metrics`, `/healthz`...).
+    pub fn metrics_address(&mut self) -> String {
+        self.address();
+        std::fs::read_to_string(self.data_dir().join("metrics.addr")).expect("metrics.addr")
+    }
+
+    /// A GET on the HTTP endpoint: the status code and the body.
+    pub fn http_get(&mut self, path: &str) -> (u16, String) {
+        http_get(&self.metrics_address(), path)
     }
 
     /// A PatternLauncher client connected to this launcher.
@@ -387,4 +398,26 @@ pub fn write_manifest(
         ),
     )
     .expect("write manifest");
+}
+
+/// A plain HTTP/1.0 GET against `address`: the status code and the body.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the HTTP endpoint");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("an HTTP answer");
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_string();
+    (code, body)
 }

@@ -4,6 +4,7 @@ mod admin;
 mod declarative;
 mod harness;
 mod lifecycle;
+mod observability;
 mod pattern_api;
 mod reflection;
 mod survival;

@@ -1,0 +1,236 @@
+//! The HTTP endpoint (`--metrics-listen`): `/metrics` in the Prometheus text format,
+//! `/metrics.json` with the same numbers, `/healthz` (the launcher lives) and `/readyz` (store
+//! open, first sync done, listeners up).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::Encoder;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+
+use super::status::Clock;
+use crate::error_chain::Chain;
+use crate::reconcile::UnixMillis;
+use crate::store::Store;
+use crate::telemetry::{Metrics, Readiness};
+
+#[derive(Debug, thiserror::Error)]
+#[error("the HTTP endpoint failed")]
+pub struct HttpError(#[from] std::io::Error);
+
+/// What the endpoint reads.
+#[derive(Clone)]
+pub struct HttpState {
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    pub clock: Clock,
+    pub started_at: UnixMillis,
+}
+
+/// Serves the endpoint on `listener` until `shutdown` completes.
+pub async fn serve_http(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/metrics.json", get(metrics_json))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Refreshes the state gauges from the store and gathers every family; the error is the body
+/// of a 500 answer.
+fn gather(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
+    let desired = state.store.all_desired().map(|(records, _)| records);
+    let observed = state.store.all_observed().map(|(records, _)| records);
+    match (desired, observed) {
+        (Ok(desired), Ok(observed)) => {
+            state.metrics.refresh_state(&desired, &observed);
+            Ok(state.metrics.gather())
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            Err(format!("cannot read the store: {}\n", Chain(&error)))
+        }
+    }
+}
+
+fn server_error(body: String) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+}
+
+async fn metrics_text(State(state): State<HttpState>) -> Response {
+    let families = match gather(&state) {
+        Ok(families) => families,
+        Err(body) => return server_error(body),
+    };
+    let encoder = prometheus::TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&families, &mut body) {
+        Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_json(State(state): State<HttpState>) -> Response {
+    match gather(&state) {
+        Ok(families) => {
+            let uptime = (state.clock)()
+                .saturating_duration_since(state.started_at)
+                .as_secs();
+            axum::Json(metrics_document(&families, uptime)).into_response()
+        }
+        Err(body) => server_error(body),
+    }
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    let missing = state.readiness.missing();
+    if missing.is_empty() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: waiting for {}\n", missing.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+/// The JSON document of the seed (`total_processes`, `running_processes`,
+/// `process_starts_total`, `launch_duration_p50/p95/p99_seconds`, `uptime_seconds`), plus every
+/// other metric, from the same gathered families as `/metrics`.
+pub fn metrics_document(families: &[MetricFamily], uptime_seconds: u64) -> Value {
+    let mut document = Map::new();
+    let by_label = |name: &str| -> BTreeMap<String, f64> {
+        families
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| {
+                let kind = family.get_field_type();
+                family.get_metric().iter().map(move |metric| {
+                    let label = metric
+                        .get_label()
+                        .first()
+                        .map_or_else(String::new, |pair| pair.value().to_string());
+                    let value = match kind {
+                        MetricType::GAUGE => metric.get_gauge().get_value(),
+                        _ => metric.get_counter().get_value(),
+                    };
+                    (label, value)
+                })
+            })
+            .collect()
+    };
+    let states = by_label("pattern_launcher_processes_total");
+    document.insert(
+        "total_processes".into(),
+        json!(states.values().sum::<f64>() as u64),
+    );
+    document.insert(
+        "running_processes".into(),
+        json!(states.get("running").copied().unwrap_or(0.0) as u64),
+    );
+    document.insert("processes_by_state".into(), json!(integers(&states)));
+    document.insert(
+        "process_starts_total".into(),
+        json!(integers(&by_label("pattern_launcher_process_starts_total"))),
+    );
+    document.insert(
+        "failures_total".into(),
+        json!(integers(&by_label("pattern_launcher_failures_total"))),
+    );
+    document.insert(
+        "health_checks_total".into(),
+        json!(integers(&by_label("pattern_launcher_health_checks_total"))),
+    );
+    document.insert(
+        "reconcile_actions_total".into(),
+        json!(integers(&by_label(
+            "pattern_launcher_reconcile_actions_total"
+        ))),
+    );
+    document.insert(
+        "desired_processes".into(),
+        json!(integers(&by_label("pattern_launcher_desired_processes"))),
+    );
+    document.insert(
+        "observed_processes".into(),
+        json!(integers(&by_label("pattern_launcher_observed_processes"))),
+    );
+    for (key, name) in [
+        ("restarts_total", "pattern_launcher_restarts_total"),
+        ("circuit_open", "pattern_launcher_circuit_open"),
+        (
+            "orphans_reaped_total",
+            "pattern_launcher_orphans_reaped_total",
+        ),
+        ("admin_registered", "pattern_launcher_admin_registered"),
+        (
+            "admin_heartbeat_failures_total",
+            "pattern_launcher_admin_heartbeat_failures_total",
+        ),
+    ] {
+        let value: f64 = by_label(name).values().sum();
+        document.insert(key.into(), json!(value as u64));
+    }
+    let summary = families
+        .iter()
+        .find(|family| {
+            family.name() == "pattern_launcher_launch_duration_seconds"
+                && family.get_field_type() == MetricType::SUMMARY
+        })
+        .and_then(|family| family.get_metric().first())
+        .map(|metric| metric.get_summary());
+    for (key, rank) in [
+        ("launch_duration_p50_seconds", 0.5),
+        ("launch_duration_p95_seconds", 0.95),
+        ("launch_duration_p99_seconds", 0.99),
+    ] {
+        let value = summary
+            .and_then(|summary| {
+                summary
+                    .get_quantile()
+                    .iter()
+                    .find(|quantile| quantile.quantile() == rank)
+            })
+            .map_or(0.0, |quantile| quantile.value());
+        document.insert(key.into(), json!(value));
+    }
+    document.insert(
+        "launch_duration_sum_seconds".into(),
+        json!(summary.map_or(0.0, |summary| summary.sample_sum())),
+    );
+    document.insert(
+        "launch_duration_count".into(),
+        json!(summary.map_or(0, |summary| summary.sample_count())),
+    );
+    document.insert("uptime_seconds".into(), json!(uptime_seconds));
+    Value::Object(document)
+}
+
+fn integers(values: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
+    values
+        .iter()
+        .map(|(key, value)| (key.clone(), *value as u64))
+        .collect()
+}

@@ -1,0 +1,396 @@
+//! The launcher's metrics: one registry, created by `main` and handed to the parts that record
+//! (the loop, the admin client) and to the HTTP endpoint that exposes them. Nothing is global.
+//!
+//! Label values are bounded: process states, sources, action kinds, failure reasons, and the
+//! seed's `pattern_isolation` (catalog pattern × isolation level). No series per pid.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Metric, MetricFamily, MetricType, Quantile, Summary};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::reconcile::{DesiredRecord, ObservedRecord, Phase, Source};
+
+/// The quantiles of the launch-duration summary, as the seed shows them.
+pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
+
+/// How many recent launch durations the quantiles are computed over.
+const LAUNCH_WINDOW: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register the metric {name}")]
+pub struct MetricsError {
+    name: &'static str,
+    #[source]
+    source: prometheus::Error,
+}
+
+/// Every metric of the launcher.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `pattern_launcher_processes_total{state}`: processes by state, set at each scrape.
+    pub processes: IntGaugeVec,
+    /// `pattern_launcher_process_starts_total{pattern_isolation}`.
+    pub starts: IntCounterVec,
+    pub restarts: IntCounter,
+    /// Failures by reason: exit_code, signal, oom, liveness, spawn, unknown.
+    pub failures: IntCounterVec,
+    /// Health probes by result: pass, fail.
+    pub health_checks: IntCounterVec,
+    /// Processes whose circuit is open (terminal), set at each scrape.
+    pub circuit_open: IntGauge,
+    pub orphans_reaped: IntCounter,
+    pub reconcile_duration: Histogram,
+    /// Actions carried out, by kind (start, restart, stop, kill, forget, record-generation).
+    pub actions: IntCounterVec,
+    /// Desired and observed records by source (file, api, admin), set at each scrape.
+    pub desired: IntGaugeVec,
+    pub observed: IntGaugeVec,
+    /// 1 while registered with prism-admin.
+    pub admin_registered: IntGauge,
+    pub heartbeat_failures: IntCounter,
+    /// `pattern_launcher_launch_duration_seconds`: from spawn to ready.
+    pub launch_duration: LaunchDuration,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        fn register<C: Collector + Clone + 'static>(
+            registry: &Registry,
+            name: &'static str,
+            collector: Result<C, prometheus::Error>,
+        ) -> Result<C, MetricsError> {
+            let collector = collector.map_err(|source| MetricsError { name, source })?;
+            registry
+                .register(Box::new(collector.clone()))
+                .map_err(|source| MetricsError { name, source })?;
+            Ok(collector)
+        }
+        let gauge_vec = |name: &'static str, help: &str, label: &str| {
+            register(
+                &registry,
+                name,
+                IntGaugeVec::new(Opts::new(name, help), &[label]),
+            )
+        };
+        let counter_vec = |name: &'static str, help: &str, label: &str| {
+            register(
+                &registry,
+                name,
+                IntCounterVec::new(Opts::new(name, help), &[label]),
+            )
+        };
+        let counter =
+            |name: &'static str, help: &str| register(&registry, name, IntCounter::new(name, help));
+        let gauge =
+            |name: &'static str, help: &str| register(&registry, name, IntGauge::new(name, help));
+        let launch_duration = LaunchDuration::default();
+        registry
+            .register(Box::new(launch_duration.clone()))
+            .map_err(|source| MetricsError {
+                name: "pattern_launcher_launch_duration_seconds",
+                source,
+            })?;
+        Ok(Metrics {
+            processes: gauge_vec(
+                "pattern_launcher_processes_total",
+                "Total number of processes",
+                "state",
+            )?,
+            starts: counter_vec(
+                "pattern_launcher_process_starts_total",
+                "Total process starts",
+                "pattern_isolation",
+            )?,
+            restarts: counter(
+                "pattern_launcher_restarts_total",
+                "Restarts after a process exited or failed",
+            )?,
+            failures: counter_vec(
+                "pattern_launcher_failures_total",
+                "Process failures by reason",
+                "reason",
+            )?,
+            health_checks: counter_vec(
+                "pattern_launcher_health_checks_total",
+                "Health probes by result",
+                "result",
+            )?,
+            circuit_open: gauge(
+                "pattern_launcher_circuit_open",
+                "Processes whose circuit is open (terminal)",
+            )?,
+            orphans_reaped: counter(
+                "pattern_launcher_orphans_reaped_total",
+                "Orphaned processes terminated",
+            )?,
+            reconcile_duration: register(
+                &registry,
+                "pattern_launcher_reconcile_duration_seconds",
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "pattern_launcher_reconcile_duration_seconds",
+                        "Duration of one reconcile pass",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                    ]),
+                ),
+            )?,
+            actions: counter_vec(
+                "pattern_launcher_reconcile_actions_total",
+                "Actions carried out by the reconcile loop",
+                "kind",
+            )?,
+            desired: gauge_vec(
+                "pattern_launcher_desired_processes",
+                "Desired records by source",
+                "source",
+            )?,
+            observed: gauge_vec(
+                "pattern_launcher_observed_processes",
+                "Observed records by source of their desired record",
+                "source",
+            )?,
+            admin_registered: gauge(
+                "pattern_launcher_admin_registered",
+                "1 while registered with prism-admin",
+            )?,
+            heartbeat_failures: counter(
+                "pattern_launcher_admin_heartbeat_failures_total",
+                "Heartbeats to prism-admin that failed",
+            )?,
+            launch_duration,
+            registry,
+        })
+    }
+
+    /// Sets the gauges that describe the current state (called before each scrape).
+    pub fn refresh_state(&self, desired: &[DesiredRecord], observed: &[ObservedRecord]) {
+        let mut states: BTreeMap<&str, i64> = STATES.iter().map(|state| (*state, 0)).collect();
+        let wanted: BTreeMap<_, _> = desired.iter().map(|record| (&record.id, record)).collect();
+        for record in observed {
+            *states.entry(state_label(record.phase)).or_default() += 1;
+        }
+        for record in desired {
+            if !observed.iter().any(|seen| seen.id == record.id) {
+                *states.entry("pending").or_default() += 1;
+            }
+        }
+        for (state, count) in states {
+            self.processes.with_label_values(&[state]).set(count);
+        }
+        self.circuit_open.set(
+            i64::try_from(
+                observed
+                    .iter()
+                    .filter(|record| record.phase == Phase::Tripped)
+                    .count(),
+            )
+            .unwrap_or(i64::MAX),
+        );
+        let mut desired_by: BTreeMap<&str, i64> =
+            SOURCES.iter().map(|source| (*source, 0)).collect();
+        for record in desired {
+            *desired_by.entry(source_label(&record.source)).or_default() += 1;
+        }
+        let mut observed_by: BTreeMap<&str, i64> =
+            SOURCES.iter().map(|source| (*source, 0)).collect();
+        for record in observed {
+            let source = wanted
+                .get(&record.id)
+                .map_or("none", |desired| source_label(&desired.source));
+            *observed_by.entry(source).or_default() += 1;
+        }
+        for (source, count) in desired_by {
+            self.desired.with_label_values(&[source]).set(count);
+        }
+        for (source, count) in observed_by {
+            self.observed.with_label_values(&[source]).set(count);
+        }
+    }
+
+    /// Every metric family, for an exposition.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
+    }
+}
+
+/// The `state` label values of `pattern_launcher_processes_total`, all always present.
+pub const STATES: [&str; 7] = [
+    "pending", "starting", "running", "stopping", "failed", "exited", "stopped",
+];
+
+const SOURCES: [&str; 4] = ["file", "api", "admin", "none"];
+
+/// The `state` label of a phase.
+pub fn state_label(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "pending",
+        Phase::Starting => "starting",
+        Phase::Running => "running",
+        Phase::Stopping => "stopping",
+        Phase::BackingOff | Phase::Tripped => "failed",
+        Phase::Exited => "exited",
+        Phase::Stopped => "stopped",
+    }
+}
+
+fn source_label(source: &Source) -> &'static str {
+    match source {
+        Source::File { .. } => "file",
+        Source::Api => "api",
+        Source::Admin { .. } => "admin",
+    }
+}
+
+/// A summary of launch durations (the seed's `pattern_launcher_launch_duration_seconds`, with
+/// quantiles 0.5/0.95/0.99, `_sum` and `_count`), which the prometheus crate has no type for:
+/// quantiles over the last `LAUNCH_WINDOW` launches, sum and count over all.
+#[derive(Clone)]
+pub struct LaunchDuration {
+    state: Arc<Mutex<LaunchState>>,
+    desc: Desc,
+}
+
+#[derive(Default)]
+struct LaunchState {
+    recent: VecDeque<f64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Default for LaunchDuration {
+    fn default() -> Self {
+        LaunchDuration {
+            state: Arc::default(),
+            // The name and help are constants that Desc accepts (valid metric name, no labels).
+            desc: Desc::new(
+                "pattern_launcher_launch_duration_seconds".to_string(),
+                "Launch duration percentiles".to_string(),
+                Vec::new(),
+                std::collections::HashMap::new(),
+            )
+            .unwrap_or_else(|_| unreachable!("a valid constant metric description")),
+        }
+    }
+}
+
+impl LaunchDuration {
+    pub fn observe(&self, seconds: f64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.recent.len() == LAUNCH_WINDOW {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(seconds);
+        state.sum += seconds;
+        state.count += 1;
+    }
+
+    /// (quantile, value) pairs, the sum and the count.
+    pub fn snapshot(&self) -> (Vec<(f64, f64)>, f64, u64) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sorted: Vec<f64> = state.recent.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let quantiles = QUANTILES
+            .iter()
+            .map(|quantile| {
+                let value = if sorted.is_empty() {
+                    0.0
+                } else {
+                    let rank = (quantile * (sorted.len() - 1) as f64).round() as usize;
+                    sorted[rank.min(sorted.len() - 1)]
+                };
+                (*quantile, value)
+            })
+            .collect();
+        (quantiles, state.sum, state.count)
+    }
+}
+
+impl Collector for LaunchDuration {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (quantiles, sum, count) = self.snapshot();
+        let mut summary = Summary::default();
+        summary.set_sample_sum(sum);
+        summary.set_sample_count(count);
+        summary.set_quantile(
+            quantiles
+                .into_iter()
+                .map(|(rank, value)| {
+                    let mut quantile = Quantile::default();
+                    quantile.set_quantile(rank);
+                    quantile.set_value(value);
+                    quantile
+                })
+                .collect(),
+        );
+        let mut metric = Metric::default();
+        metric.set_summary(summary);
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::SUMMARY);
+        family.set_metric(vec![metric]);
+        vec![family]
+    }
+}
+
+/// What `/readyz` checks: the store is open (it is, once this exists), the first reconcile and
+/// the first spec-directory scan are done, and the gRPC listener is up.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    loop_synced: Arc<std::sync::atomic::AtomicBool>,
+    specs_synced: Arc<std::sync::atomic::AtomicBool>,
+    listening: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Readiness {
+    pub fn loop_synced(&self) {
+        self.loop_synced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn specs_synced(&self) {
+        self.specs_synced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn listening(&self) {
+        self.listening
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// What is not ready yet, empty when ready.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let load =
+            |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::Acquire);
+        let mut missing = Vec::new();
+        if !load(&self.loop_synced) {
+            missing.push("the first reconcile");
+        }
+        if !load(&self.specs_synced) {
+            missing.push("the first scan of the spec directory");
+        }
+        if !load(&self.listening) {
+            missing.push("the gRPC listener");
+        }
+        missing
+    }
+}

@@ -1,0 +1,271 @@
+//! Metrics, the HTTP endpoint and `status` against scripted scenarios with known numbers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn spec(name: &str, body: &str) -> String {
+    format!("apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {{name: {name}}}\nspec:\n  type: utility\n{body}")
+}
+
+/// The samples of a parsed exposition, by name and (sorted) labels.
+fn samples(text: &str) -> BTreeMap<(String, String), f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_string())))
+        .expect("the whole exposition parses");
+    scrape
+        .samples
+        .into_iter()
+        .map(|sample| {
+            let mut labels: Vec<String> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            labels.sort();
+            let value = match sample.value {
+                prometheus_parse::Value::Counter(value)
+                | prometheus_parse::Value::Gauge(value)
+                | prometheus_parse::Value::Untyped(value) => value,
+                prometheus_parse::Value::Summary(quantiles) => quantiles.len() as f64,
+                prometheus_parse::Value::Histogram(buckets) => buckets.len() as f64,
+            };
+            ((sample.metric, labels.join(",")), value)
+        })
+        .collect()
+}
+
+fn value(samples: &BTreeMap<(String, String), f64>, metric: &str, labels: &str) -> f64 {
+    *samples
+        .get(&(metric.to_string(), labels.to_string()))
+        .unwrap_or_else(|| panic!("no sample {metric}{{{labels}}} in {samples:#?}"))
+}
+
+#[test]
+fn metrics_count_a_scripted_scenario_exactly_in_text_and_json() {
+    let mut launcher = TestLauncher::start();
+    assert_eq!(launcher.http_get("/healthz"), (200, "ok\n".to_string()));
+    eventually(TIMEOUT, "readiness", || {
+        (launcher.http_get("/readyz").0 == 200).then_some(())
+    });
+
+    // One steady process, killed once; one that always fails and trips after three failures.
+    launcher.write_spec(
+        "steady.yaml",
+        &spec("steady", "  binary: /bin/sleep\n  args: [\"600\"]\n"),
+    );
+    launcher.write_spec(
+        "crasher.yaml",
+        &spec("crasher", "  binary: /bin/sh\n  args: [\"-c\", \"exit 3\"]\n  backoff: {initial: 50ms, failureThreshold: 3}\n"),
+    );
+    let steady = launcher.wait_running("steady", None, TIMEOUT);
+    eventually(TIMEOUT, "the crasher to trip", || {
+        launcher
+            .process("crasher")
+            .filter(|row| row["actual"] == "tripped")
+    });
+    kill(Pid::from_raw(steady as i32), Signal::SIGKILL).unwrap();
+    launcher.wait_running("steady", Some(steady), TIMEOUT);
+
+    let (code, text) = launcher.http_get("/metrics");
+    assert_eq!(code, 200);
+    let samples = samples(&text);
+    let exact = [
+        // steady: start + restart; crasher: start + 2 restarts.
+        (
+            "pattern_launcher_process_starts_total",
+            "pattern_isolation=utility:None",
+            5.0,
+        ),
+        ("pattern_launcher_restarts_total", "", 3.0),
+        ("pattern_launcher_failures_total", "reason=exit_code", 3.0),
+        ("pattern_launcher_failures_total", "reason=signal", 1.0),
+        ("pattern_launcher_circuit_open", "", 1.0),
+        ("pattern_launcher_processes_total", "state=running", 1.0),
+        ("pattern_launcher_processes_total", "state=failed", 1.0),
+        ("pattern_launcher_processes_total", "state=stopped", 0.0),
+        (
+            "pattern_launcher_reconcile_actions_total",
+            "kind=start",
+            2.0,
+        ),
+        (
+            "pattern_launcher_reconcile_actions_total",
+            "kind=restart",
+            3.0,
+        ),
+        ("pattern_launcher_desired_processes", "source=file", 2.0),
+        ("pattern_launcher_observed_processes", "source=file", 2.0),
+        ("pattern_launcher_orphans_reaped_total", "", 0.0),
+        ("pattern_launcher_admin_registered", "", 0.0),
+        // Launches: the five spawns (no health checks, so ready when spawned).
+        ("pattern_launcher_launch_duration_seconds_count", "", 5.0),
+    ];
+    for (metric, labels, expected) in exact {
+        assert_eq!(
+            value(&samples, metric, labels),
+            expected,
+            "{metric}{{{labels}}}"
+        );
+    }
+    assert!(
+        text.contains("# TYPE pattern_launcher_launch_duration_seconds summary"),
+        "{text}"
+    );
+    for quantile in ["0.5", "0.95", "0.99"] {
+        assert!(
+            text.contains(&format!(
+                "pattern_launcher_launch_duration_seconds{{quantile=\"{quantile}\"}}"
+            )),
+            "quantile {quantile} in {text}"
+        );
+    }
+    assert!(!text.contains("pid="), "no per-pid series");
+
+    let (code, json) = launcher.http_get("/metrics.json");
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(json["running_processes"], 1);
+    assert_eq!(json["total_processes"], 2);
+    assert_eq!(json["process_starts_total"]["utility:None"], 5);
+    assert_eq!(json["restarts_total"], 3);
+    assert_eq!(json["failures_total"]["exit_code"], 3);
+    assert_eq!(json["circuit_open"], 1);
+    assert_eq!(json["launch_duration_count"], 5);
+    for key in [
+        "launch_duration_p50_seconds",
+        "launch_duration_p95_seconds",
+        "launch_duration_p99_seconds",
+        "uptime_seconds",
+    ] {
+        assert!(json[key].is_number(), "{key} in {json}");
+    }
+}
+
+#[test]
+fn status_json_shows_every_kind_of_diff_and_the_table_summarises_it() {
+    let mut launcher = TestLauncher::start_with(&["--max-processes", "3"]);
+    let stubborn = |name: &str, tag: &str| {
+        spec(
+            name,
+            &format!("  binary: /bin/sh\n  args: [\"-c\", \"trap '' TERM; while true; do sleep 0.1; done # {tag}\"]\n  terminationGracePeriod: 30s\n"),
+        )
+    };
+    launcher.write_spec(
+        "failing.yaml",
+        &spec(
+            "failing",
+            "  binary: /bin/sh\n  args: [\"-c\", \"exit 1\"]\n  backoff: {failureThreshold: 1}\n",
+        ),
+    );
+    eventually(TIMEOUT, "failing to trip", || {
+        launcher
+            .process("failing")
+            .filter(|row| row["actual"] == "tripped")
+    });
+    launcher.write_spec(
+        "sync.yaml",
+        &spec("sync", "  binary: /bin/sleep\n  args: [\"600\"]\n"),
+    );
+    launcher.write_spec("leaving.yaml", &stubborn("leaving", "a"));
+    launcher.write_spec("changing.yaml", &stubborn("changing", "a"));
+    for id in ["sync", "leaving", "changing"] {
+        launcher.wait_running(id, None, TIMEOUT);
+    }
+    launcher.write_spec(
+        "waiting.yaml",
+        &spec("waiting", "  binary: /bin/sleep\n  args: [\"600\"]\n"),
+    );
+    launcher.remove_spec("leaving.yaml");
+    launcher.write_spec("changing.yaml", &stubborn("changing", "b"));
+
+    let status = eventually(TIMEOUT, "every kind of diff", || {
+        let status = launcher.status();
+        let diffs: BTreeMap<String, String> = status["processes"]
+            .as_array()?
+            .iter()
+            .map(|row| {
+                (
+                    row["id"].as_str().unwrap().to_string(),
+                    row["diff"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let expected: BTreeMap<String, String> = [
+            ("changing", "replace"),
+            ("failing", "failing"),
+            ("leaving", "stop"),
+            ("sync", "in-sync"),
+            ("waiting", "start"),
+        ]
+        .into_iter()
+        .map(|(id, diff)| (id.to_string(), diff.to_string()))
+        .collect();
+        (diffs == expected).then_some(status)
+    });
+    let summary = &status["summary"];
+    assert_eq!(
+        (
+            summary["to_start"].as_u64(),
+            summary["to_replace"].as_u64(),
+            summary["to_stop"].as_u64(),
+            summary["failing"].as_u64(),
+            summary["in_sync"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1), Some(1)),
+        "{summary}"
+    );
+    let row = |id: &str| {
+        status["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert!(row("waiting")["diff_detail"]
+        .as_str()
+        .unwrap()
+        .contains("--max-processes"));
+    assert!(row("failing")["diff_detail"]
+        .as_str()
+        .unwrap()
+        .contains("circuit open"));
+    assert!(row("changing")["diff_detail"]
+        .as_str()
+        .unwrap()
+        .contains("generation 1 runs, 2 desired"));
+    assert!(row("leaving")["diff_detail"]
+        .as_str()
+        .unwrap()
+        .contains("stopping"));
+
+    let table = String::from_utf8(launcher.cli(&["status"]).stdout).unwrap();
+    assert!(
+        table.contains("+1 to start, ~1 to replace, -1 to stop, !1 failing (1 in sync)"),
+        "{table}"
+    );
+    assert!(
+        !table.contains('\u{1b}'),
+        "no colours when stdout is not a terminal:\n{table}"
+    );
+    let filtered =
+        String::from_utf8(launcher.cli(&["status", "--state", "tripped"]).stdout).unwrap();
+    let rows: Vec<&str> = filtered
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(rows, ["failing"], "{filtered}");
+    let yaml = launcher.cli(&["status", "-o", "yaml"]);
+    let parsed: serde_yaml::Value =
+        serde_yaml::from_slice(&yaml.stdout).expect("status -o yaml is YAML");
+    assert_eq!(parsed["summary"]["to_stop"], serde_yaml::Value::from(1));
+}
