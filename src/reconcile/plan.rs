@@ -405,46 +405,27 @@ pub fn record_spawn_failed(
     now: UnixMillis,
 ) -> ObservedRecord {
     let backoff = backoff.for_spec(&desired.spec);
-    let counters = Counters::carried_over(desired, previous);
-    let consecutive_failures = counters.consecutive_failures + 1;
+    let base = record_without_process(desired, previous, ports, Phase::BackingOff);
+    let consecutive_failures = base.consecutive_failures + 1;
     // Spawn errors rarely fix themselves at once, so even the first retry waits `initial`.
     let delay = backoff
         .jittered_delay(consecutive_failures, jitter_sample)
         .max(backoff.initial);
     let tripped = consecutive_failures >= backoff.failure_threshold;
     ObservedRecord {
-        id: desired.id.clone(),
         phase: if tripped {
             Phase::Tripped
         } else {
             Phase::BackingOff
         },
-        pid: None,
-        pid_start_ticks: None,
-        instance: None,
-        generation: desired.generation,
-        spec: desired.spec.clone(),
-        ports,
-        started_at: None,
-        health: if desired.spec.health_check.is_some() {
-            Health::Unknown
-        } else {
-            Health::NotChecked
-        },
-        probe_successes: 0,
-        probe_failures: 0,
-        restart_count: counters.restart_count,
         consecutive_failures,
-        error_count: counters.error_count + 1,
-        last_exit: previous.and_then(|p| p.last_exit),
+        error_count: base.error_count + 1,
         last_error: Some(error),
         next_restart_at: (!tripped).then(|| now.saturating_add(delay)),
-        stop_reason: None,
-        stop_deadline: None,
-        killed: false,
         resets_seen: desired.resets,
         tripped_at: tripped.then_some(now),
         exited_at: Some(now),
+        ..base
     }
 }
 
@@ -455,10 +436,23 @@ pub fn record_pending(
     ports: Ports,
     reason: String,
 ) -> ObservedRecord {
+    ObservedRecord {
+        last_error: Some(reason),
+        ..record_without_process(desired, previous, ports, Phase::Pending)
+    }
+}
+
+/// A record of `desired` in `phase` with no process, its counters carried over from `previous`.
+fn record_without_process(
+    desired: &DesiredRecord,
+    previous: Option<&ObservedRecord>,
+    ports: Ports,
+    phase: Phase,
+) -> ObservedRecord {
     let counters = Counters::carried_over(desired, previous);
     ObservedRecord {
         id: desired.id.clone(),
-        phase: Phase::Pending,
+        phase,
         pid: None,
         pid_start_ticks: None,
         instance: None,
@@ -477,7 +471,7 @@ pub fn record_pending(
         consecutive_failures: counters.consecutive_failures,
         error_count: counters.error_count,
         last_exit: previous.and_then(|p| p.last_exit),
-        last_error: Some(reason),
+        last_error: previous.and_then(|p| p.last_error.clone()),
         next_restart_at: None,
         stop_reason: None,
         stop_deadline: None,

@@ -363,20 +363,9 @@ impl Store {
                     }
                 }
             }
-            for id in &previously_owned {
-                if specs.iter().any(|(declared, _)| declared == id) {
-                    continue;
-                }
-                // Ownership is checked again inside the transaction: another source may have
-                // taken the id since the index was read.
-                match tx.read(id)? {
-                    Some(existing) if existing.source.same_owner(source) => {
-                        tx.remove(&existing)?;
-                        outcome.deleted.push(id.clone());
-                    }
-                    _ => {}
-                }
-            }
+            delete_unlisted(tx, &previously_owned, source, &mut outcome, |id| {
+                specs.iter().any(|(declared, _)| declared == id)
+            })?;
             Ok(outcome)
         })?;
         if outcome.changed().next().is_some() {
@@ -546,18 +535,9 @@ impl Store {
                     Err(error) => return Err(error),
                 }
             }
-            for id in &previously_owned {
-                if assignments.iter().any(|(assigned, _, _)| assigned == id) {
-                    continue;
-                }
-                match tx.read(id)? {
-                    Some(existing) if existing.source.same_owner(&admin) => {
-                        tx.remove(&existing)?;
-                        outcome.deleted.push(id.clone());
-                    }
-                    _ => {}
-                }
-            }
+            delete_unlisted(tx, &previously_owned, &admin, &mut outcome, |id| {
+                assignments.iter().any(|(assigned, _, _)| assigned == id)
+            })?;
             Ok(outcome)
         })?;
         if outcome.changed().next().is_some() {
@@ -656,6 +636,28 @@ impl Store {
                 TransactionError::Storage(source) => io(action, source),
             })
     }
+}
+
+/// Deletes the records of `previously_owned` that `listed` no longer names, when `owner` still
+/// owns them: ownership is checked again inside the transaction, since another source may have
+/// taken an id after the owner index was read.
+fn delete_unlisted(
+    tx: &Tx<'_>,
+    previously_owned: &[ProcessId],
+    owner: &Source,
+    outcome: &mut ApplyOutcome,
+    listed: impl Fn(&ProcessId) -> bool,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    for id in previously_owned.iter().filter(|id| !listed(id)) {
+        match tx.read(id)? {
+            Some(existing) if existing.source.same_owner(owner) => {
+                tx.remove(&existing)?;
+                outcome.deleted.push(id.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// One admin assignment inside a transaction; see `Store::assign_admin`.
