@@ -139,25 +139,13 @@ pub async fn stream_logs(
         tail_lines: tail,
         follow,
     };
-    // The timeout covers connecting and the first answer; a followed stream has no end.
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|source| ClientError::BadAddress {
-            address: address.to_string(),
-            source,
-        })?
-        .connect_timeout(timeout);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| ClientError::Unreachable {
-            address: address.to_string(),
-            source,
-        })?;
+    // The timeout bounds connecting only: a followed stream has no end.
+    let mut client = connect(address, timeout).await?;
     let refused = |status| ClientError::Refused {
         address: address.to_string(),
         status,
     };
-    let mut stream = LauncherAdminClient::new(channel)
+    let mut stream = client
         .stream_logs(request)
         .await
         .map_err(refused)?
@@ -175,28 +163,34 @@ pub async fn stream_logs(
     Ok(())
 }
 
+/// A client of the launcher at `address`, connected within `timeout`.
+async fn connect(
+    address: &str,
+    timeout: Duration,
+) -> Result<LauncherAdminClient<tonic::transport::Channel>, ClientError> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|source| ClientError::BadAddress {
+            address: address.to_string(),
+            source,
+        })?
+        .connect_timeout(timeout)
+        .connect()
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            address: address.to_string(),
+            source,
+        })?;
+    Ok(LauncherAdminClient::new(channel))
+}
+
 /// Connects to `address` and makes one call, all within `timeout`.
 async fn call<T, F, Fut>(address: &str, timeout: Duration, request: F) -> Result<T, ClientError>
 where
     F: FnOnce(LauncherAdminClient<tonic::transport::Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|source| ClientError::BadAddress {
-            address: address.to_string(),
-            source,
-        })?
-        .connect_timeout(timeout)
-        .timeout(timeout);
     let ask = async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                address: address.to_string(),
-                source,
-            })?;
-        request(LauncherAdminClient::new(channel))
+        request(connect(address, timeout).await?)
             .await
             .map_err(|status| ClientError::Refused {
                 address: address.to_string(),

@@ -624,33 +624,6 @@ impl Supervisor {
         };
         let previous = self.observed.get(id);
         let previous_ports = previous.map(|observed| observed.ports);
-        let ports = match self
-            .ports
-            .allocate(id, previous_ports, desired.spec.requested_ports)
-        {
-            Ok(ports) => ports,
-            Err(error) => {
-                tracing::error!(%id, error = %Chain(&error), "cannot allocate ports");
-                let ports = previous_ports.unwrap_or(Ports { grpc: 0, health: 0 });
-                let next = reconcile::record_spawn_failed(
-                    desired,
-                    previous,
-                    ports,
-                    Chain(&error).to_string(),
-                    &self.config.backoff,
-                    self.jitter.sample(),
-                    now,
-                );
-                self.config
-                    .metrics
-                    .failures
-                    .with_label_values(&["spawn"])
-                    .inc();
-                log_if_tripped(&next);
-                self.set_observed(next);
-                return;
-            }
-        };
         let instance = format!("{:016x}", self.jitter.next_u64());
         let spawn_started = std::time::Instant::now();
         let context = SpawnContext {
@@ -658,8 +631,21 @@ impl Supervisor {
             log_dir: &self.log_dir,
             instance: &instance,
         };
-        match spawn_child(id, &desired.spec, ports, context, &self.children) {
-            Ok(pid) => {
+        // Ports first, then the spawn; either failing is a spawn failure with its reason.
+        let spawned = self
+            .ports
+            .allocate(id, previous_ports, desired.spec.requested_ports)
+            .map_err(|error| {
+                let ports = previous_ports.unwrap_or(Ports { grpc: 0, health: 0 });
+                (ports, Chain(&error).to_string())
+            })
+            .and_then(|ports| {
+                spawn_child(id, &desired.spec, ports, context, &self.children)
+                    .map(|pid| (pid, ports))
+                    .map_err(|error| (ports, Chain(&error).to_string()))
+            });
+        match spawned {
+            Ok((pid, ports)) => {
                 let spawned = Spawned {
                     pid,
                     start_ticks: procfs::start_ticks(pid),
@@ -696,13 +682,13 @@ impl Supervisor {
                 // find this process in its records and adopt it rather than start another.
                 self.persist();
             }
-            Err(error) => {
-                tracing::error!(%id, error = %Chain(&error), "cannot start process");
+            Err((ports, error)) => {
+                tracing::error!(%id, %error, "cannot start process");
                 let next = reconcile::record_spawn_failed(
                     desired,
                     previous,
                     ports,
-                    Chain(&error).to_string(),
+                    error,
                     &self.config.backoff,
                     self.jitter.sample(),
                     now,
