@@ -1,11 +1,15 @@
 //! prism-launcher: a declarative reconciler for the processes of one host.
 //!
 //! See ARCHITECTURE.md for the codemap. `reconcile` decides, `store` remembers, `runtime` acts on
-//! processes, `api` talks to the outside world; `main` wires them together.
+//! processes, `sources` read what people write, `api` speaks gRPC, `telemetry` counts; `app`
+//! wires them together.
 
 pub mod api;
+pub mod app;
+pub mod clock;
 pub mod error_chain;
 pub mod reconcile;
 pub mod runtime;
+pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -3,22 +3,20 @@
 //! as the admin's whole desired set, heartbeats with real process health and resources, and
 //! re-registration after admin was unreachable or stopped knowing the launcher.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::catalog::SharedCatalog;
-use super::control_plane::{spec_from_assignment, AssignmentPolicy};
+use super::context::ApiContext;
+use super::convert::from_proto::assignment_spec;
+use super::convert::to_proto::{capability_words, heartbeat_request};
 use super::proto::prism as pb;
-use super::status::Clock;
 use crate::error_chain::Chain;
-use crate::reconcile::{
-    DesiredRecord, ExitStatus, ObservedRecord, Phase, ProcessId, ProcessSpec, Source, UnixMillis,
-    UsageBoard,
-};
-use crate::store::{Store, StoreError};
-use crate::telemetry::Metrics;
+use crate::reconcile::{join, ProcessId, ProcessSpec, Source};
+use crate::sources::catalog::read_catalog;
+use crate::store::StoreError;
+use crate::telemetry::{Metrics, UsageBoard};
 use pb::control_plane_client::ControlPlaneClient;
 
 /// The first wait before registering again; it doubles up to `REGISTER_RETRY_MAX`.
@@ -55,11 +53,8 @@ pub struct AdminSettings {
 /// Registers with admin and heartbeats until `shutdown` completes.
 pub async fn run_admin_client(
     settings: AdminSettings,
-    policy: AssignmentPolicy,
-    store: Arc<Store>,
-    catalog: SharedCatalog,
+    context: Arc<ApiContext>,
     usage: UsageBoard,
-    clock: Clock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AdminClientError> {
     let url = if settings.endpoint.contains("://") {
@@ -78,11 +73,8 @@ pub async fn run_admin_client(
     let client = ControlPlaneClient::new(channel);
     let admin = Admin {
         settings,
-        policy,
-        store,
-        catalog,
+        context,
         usage,
-        clock,
     };
     tokio::pin!(shutdown);
     let mut retry = REGISTER_RETRY_INITIAL;
@@ -107,23 +99,15 @@ pub async fn run_admin_client(
 
 struct Admin {
     settings: AdminSettings,
-    policy: AssignmentPolicy,
-    store: Arc<Store>,
-    catalog: SharedCatalog,
+    context: Arc<ApiContext>,
     usage: UsageBoard,
-    clock: Clock,
 }
 
 impl Admin {
     /// One registration attempt; applies the admin's desired set when it succeeds.
     async fn register(&self, mut client: ControlPlaneClient<tonic::transport::Channel>) -> bool {
         let settings = &self.settings;
-        let capabilities: Vec<String> = self
-            .policy
-            .capabilities
-            .iter()
-            .map(|capability| capability.as_str().to_string())
-            .collect();
+        let capabilities = capability_words(&self.context.policy.capabilities);
         let registration = pb::LauncherRegistration {
             launcher_id: settings.launcher_id.clone(),
             address: settings.advertise_address.clone(),
@@ -160,16 +144,22 @@ impl Admin {
     /// Applies `initial_processes` as the admin's whole desired set. An invalid entry is logged
     /// and leaves what runs for its id as it was.
     fn apply_initial(&self, assignments: &[pb::ProcessAssignment]) -> Result<(), StoreError> {
+        let store = &self.context.store;
         let mut set: Vec<(ProcessId, ProcessSpec, i64)> = Vec::new();
         for assignment in assignments {
-            match spec_from_assignment(assignment, &self.policy, &self.catalog) {
+            let resolved = assignment_spec(
+                assignment,
+                &self.context.policy,
+                &read_catalog(&self.context.catalog),
+            );
+            match resolved {
                 Ok((id, spec)) => set.push((id, spec, assignment.version)),
                 Err(error) => {
                     tracing::error!(process_id = %assignment.process_id, error = %Chain(&error),
                         "initial process refused; what runs for it is kept");
                     if let Some(existing) = ProcessId::new(assignment.process_id.clone())
                         .ok()
-                        .map(|id| self.store.desired(&id))
+                        .map(|id| store.desired(&id))
                         .transpose()?
                         .flatten()
                     {
@@ -180,7 +170,7 @@ impl Admin {
                 }
             }
         }
-        let outcome = self.store.apply_admin_set(&set)?;
+        let outcome = store.apply_admin_set(&set)?;
         for (id, owner) in &outcome.conflicts {
             tracing::warn!(%id, %owner, "initial process skipped: stale version or owned elsewhere");
         }
@@ -225,92 +215,14 @@ impl Admin {
     }
 
     fn heartbeat(&self) -> Result<pb::LauncherHeartbeatRequest, StoreError> {
-        let now = (self.clock)();
-        let (desired, _) = self.store.all_desired()?;
-        let (observed, _) = self.store.all_observed()?;
-        let desired: HashMap<ProcessId, DesiredRecord> = desired
-            .into_iter()
-            .map(|record| (record.id.clone(), record))
-            .collect();
-        let mut process_health = HashMap::new();
-        let mut total_memory_mb = 0i64;
-        let mut cpu_percent = 0f32;
-        let mut live = 0usize;
-        for record in &observed {
-            let usage = self.usage.get(&record.id).unwrap_or_default();
-            let memory_mb = i64::try_from(usage.memory_bytes / (1024 * 1024)).unwrap_or(i64::MAX);
-            if record.phase.has_live_process() {
-                live += 1;
-                total_memory_mb = total_memory_mb.saturating_add(memory_mb);
-                cpu_percent += usage.cpu_percent;
-            }
-            process_health.insert(
-                record.id.to_string(),
-                pb::ProcessHealth {
-                    status: health_status(record, desired.contains_key(&record.id)).to_string(),
-                    pid: record
-                        .pid
-                        .and_then(|pid| i32::try_from(pid).ok())
-                        .unwrap_or(0),
-                    restart_count: saturating_i32(record.restart_count),
-                    error_count: saturating_i32(record.error_count),
-                    memory_mb,
-                    uptime_seconds: record
-                        .started_at
-                        .filter(|_| record.phase.has_live_process())
-                        .map_or(0, |started| seconds(started, now)),
-                    last_error: record.last_error.clone().unwrap_or_default(),
-                    cpu_percent: usage.cpu_percent,
-                },
-            );
-        }
-        let max_processes = self.settings.max_processes;
-        let available_slots = match max_processes {
-            Some(max) => saturating_i32(max).saturating_sub(saturating_i32(desired.len())),
-            // Unlimited: as many as admin may want.
-            None => i32::MAX,
-        };
-        Ok(pb::LauncherHeartbeatRequest {
-            launcher_id: self.settings.launcher_id.clone(),
-            process_health,
-            resources: Some(pb::LauncherResourceUsage {
-                process_count: saturating_i32(live),
-                max_processes: max_processes.map_or(0, saturating_i32),
-                total_memory_mb,
-                cpu_percent,
-                available_slots: available_slots.max(0),
-            }),
-            timestamp: i64::try_from(now.0 / 1000).unwrap_or(i64::MAX),
-        })
+        let (desired, _) = self.context.store.all_desired()?;
+        let (observed, _) = self.context.store.all_observed()?;
+        Ok(heartbeat_request(
+            &self.settings.launcher_id,
+            &join(desired, observed),
+            &self.usage,
+            self.settings.max_processes,
+            self.context.now(),
+        ))
     }
-}
-
-/// The heartbeat's status words: running, starting, stopping, failed, stopped.
-fn health_status(record: &ObservedRecord, desired: bool) -> &'static str {
-    match record.phase {
-        Phase::Running => "running",
-        Phase::Starting | Phase::Pending => "starting",
-        Phase::Stopped if desired => "starting",
-        Phase::Stopping => "stopping",
-        Phase::BackingOff | Phase::Tripped => "failed",
-        Phase::Exited => match record.last_exit {
-            Some(status) if record.spec.is_success(status) => "stopped",
-            Some(
-                ExitStatus::Code(_)
-                | ExitStatus::Signal(_)
-                | ExitStatus::OomKilled
-                | ExitStatus::Unknown,
-            )
-            | None => "failed",
-        },
-        Phase::Stopped => "stopped",
-    }
-}
-
-fn saturating_i32<T: TryInto<i32>>(value: T) -> i32 {
-    value.try_into().unwrap_or(i32::MAX)
-}
-
-fn seconds(start: UnixMillis, end: UnixMillis) -> i64 {
-    i64::try_from(end.saturating_duration_since(start).as_secs()).unwrap_or(i64::MAX)
 }

@@ -13,6 +13,7 @@ pub fn store_status(error: StoreError) -> Status {
     match &error {
         StoreError::OwnedByAnother { .. }
         | StoreError::UnsupportedSchema { .. }
+        | StoreError::UnreadableSchema { .. }
         | StoreError::StaleVersion { .. } => Status::failed_precondition(message),
         StoreError::Open { .. }
         | StoreError::Locked { .. }
@@ -27,11 +28,9 @@ pub fn pattern_status(error: PatternError) -> Status {
     let message = Chain(&error).to_string();
     match error {
         PatternError::MissingPatternName
-        | PatternError::MissingNamespace { .. }
-        | PatternError::MissingSession
         | PatternError::TooLong { .. }
         | PatternError::InvalidId(_)
-        | PatternError::BadConfig { .. }
+        | PatternError::InvalidSpec(_)
         | PatternError::TooMuchConfig { .. }
         | PatternError::BadGrace(_)
         | PatternError::MissingProcessId => Status::invalid_argument(message),
@@ -59,8 +58,7 @@ pub fn assignment_status(error: AssignmentError) -> Status {
         | AssignmentError::UnusableBinary { .. }
         | AssignmentError::BadPort { .. }
         | AssignmentError::BadIsolation(_)
-        | AssignmentError::BadEnv { .. }
-        | AssignmentError::BadTypeConfig { .. }
+        | AssignmentError::InvalidSpec(_)
         | AssignmentError::NegativeTimeout(_) => Status::invalid_argument(message),
         AssignmentError::OutsideRoots { .. } => Status::permission_denied(message),
         AssignmentError::NotCapable { .. }

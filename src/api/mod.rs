@@ -1,23 +1,17 @@
-//! The only code that knows the generated protobuf types: the gRPC services, and the readers of
-//! the files people write (spec files, the pattern catalog) with the watcher of the spec directory.
+//! The gRPC surface, and the only code that knows the generated protobuf types: the services
+//! (PatternLauncher, ControlPlane, our LauncherAdmin) on one listener, the client of our own
+//! service that the CLI uses, the client of prism-admin, the one mapping of errors to gRPC
+//! statuses, and the wire conversions.
 
 pub mod admin_client;
-pub mod catalog;
-pub mod catalog_watch;
 pub mod client;
+pub mod context;
 pub mod control_plane;
+pub mod convert;
 mod errors;
-pub mod http;
+pub mod launcher_admin;
 pub mod logs;
 pub mod pattern_launcher;
-mod problems;
 pub mod proto;
 pub mod server;
-pub mod spec_file;
-pub mod spec_watch;
-pub mod status;
-mod values;
 mod waiting;
-
-pub use problems::SourceProblems;
-pub use values::{parse_duration, parse_memory, MAX_DURATION};

@@ -3,17 +3,19 @@
 //! UNIMPLEMENTED.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use super::context::ApiContext;
 use super::control_plane::ControlPlaneService;
+use super::launcher_admin::LauncherAdminService;
 use super::pattern_launcher::PatternLauncherService;
 use super::proto::prism::control_plane_server::ControlPlaneServer;
 use super::proto::prism::launcher::pattern_launcher_server::PatternLauncherServer;
 use super::proto::prism::launcher::v1::launcher_admin_server::LauncherAdminServer;
 use super::proto::FILE_DESCRIPTOR_SET;
-use super::status::LauncherAdminService;
 
 /// The full names of the services this listener serves, as reflection and grpc.health see them.
 pub const SERVED_SERVICES: [&str; 6] = [
@@ -33,17 +35,10 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// The services of the listener.
-pub struct Services {
-    pub admin: LauncherAdminService,
-    pub launcher: PatternLauncherService,
-    pub control_plane: ControlPlaneService,
-}
-
 /// Serves every service on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    services: Services,
+    context: Arc<ApiContext>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -56,9 +51,13 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(PatternLauncherServer::new(services.launcher))
-        .add_service(LauncherAdminServer::new(services.admin))
-        .add_service(ControlPlaneServer::new(services.control_plane))
+        .add_service(PatternLauncherServer::new(PatternLauncherService {
+            context: context.clone(),
+        }))
+        .add_service(LauncherAdminServer::new(LauncherAdminService {
+            context: context.clone(),
+        }))
+        .add_service(ControlPlaneServer::new(ControlPlaneService { context }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::values::MAX_DURATION;
-use crate::reconcile::{ObservedRecord, ProcessId};
+use crate::reconcile::{ObservedRecord, ProcessId, MAX_DURATION};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

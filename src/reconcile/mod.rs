@@ -1,14 +1,24 @@
-//! The domain and every decision about it: pure, with no I/O, no clock, no async.
+//! The domain and every decision about it: pure, with no I/O, no clock, no async, no shared state.
 //!
 //! `plan(desired, observed, now)` says what must happen; the `record_*` transitions say what the
-//! observed record becomes once it happened. Time is always an argument.
+//! observed record becomes once it happened. Time is always an argument. The vocabulary of the
+//! domain (its closed sets and their spellings), what a valid spec is, the rules of a child's
+//! environment and the projection of a lifecycle into client words are defined here once.
 
+mod environment;
 mod model;
 mod plan;
 mod process_types;
+mod rows;
 #[cfg(test)]
 mod tests;
+mod validation;
+mod vocabulary;
 
+pub use environment::*;
 pub use model::*;
 pub use plan::*;
 pub use process_types::*;
+pub use rows::*;
+pub use validation::*;
+pub use vocabulary::*;

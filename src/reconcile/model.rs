@@ -129,17 +129,6 @@ pub enum ProcessType {
     Utility,
 }
 
-impl ProcessType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProcessType::Pattern => "pattern",
-            ProcessType::Proxy => "proxy",
-            ProcessType::Backend => "backend",
-            ProcessType::Utility => "utility",
-        }
-    }
-}
-
 /// Bulkhead isolation: decides the process id of a pattern launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum Isolation {
@@ -147,17 +136,6 @@ pub enum Isolation {
     None,
     Namespace,
     Session,
-}
-
-impl Isolation {
-    /// The key clients see in `isolation_distribution` (`None`, `Namespace`, `Session`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::None => "None",
-            Isolation::Namespace => "Namespace",
-            Isolation::Session => "Session",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -229,6 +207,19 @@ impl HealthCheck {
     pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
     pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+
+    /// A check with `probe` and the default timing and thresholds, which a spec file or a
+    /// manifest then overrides with what it states.
+    pub fn new(probe: Probe) -> HealthCheck {
+        HealthCheck {
+            probe,
+            initial_delay: Duration::ZERO,
+            interval: HealthCheck::DEFAULT_INTERVAL,
+            timeout: HealthCheck::DEFAULT_TIMEOUT,
+            failure_threshold: HealthCheck::DEFAULT_FAILURE_THRESHOLD,
+            success_threshold: 1,
+        }
+    }
 }
 
 /// Resource limits as declared; enforcement arrives with the resource-limits work.
@@ -268,17 +259,14 @@ pub struct ProcessSpec {
     pub health_check: Option<HealthCheck>,
     pub restart_policy: RestartPolicy,
     /// Exit codes that count as success for `OnFailure` (and are not failures); empty means 0.
-    #[serde(default)]
     pub success_exit_codes: Vec<i32>,
     /// Per-process settings that override the launcher's backoff and circuit breaker.
-    #[serde(default)]
     pub backoff: BackoffOverrides,
     pub termination_grace: Duration,
     pub resources: Option<Resources>,
     /// Ports asked for; used when free, else ports are allocated from the launcher's range.
     pub requested_ports: RequestedPorts,
     /// The type-specific configuration (ADR-057), handed to the child as environment variables.
-    #[serde(default)]
     pub type_config: TypeConfig,
     /// Labels are metadata: changing them never restarts a process.
     pub labels: BTreeMap<String, String>,
@@ -351,7 +339,6 @@ pub struct DesiredRecord {
     pub source: Source,
     /// Grows by one each time an operator resets the process (clears its failures and closes
     /// its circuit); not a spec change, so it does not bump the generation.
-    #[serde(default)]
     pub resets: u64,
 }
 
@@ -447,19 +434,6 @@ impl Phase {
     pub fn has_live_process(self) -> bool {
         matches!(self, Phase::Starting | Phase::Running | Phase::Stopping)
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-            Phase::Stopping => "stopping",
-            Phase::BackingOff => "backing-off",
-            Phase::Exited => "exited",
-            Phase::Stopped => "stopped",
-            Phase::Tripped => "tripped",
-            Phase::Pending => "pending",
-        }
-    }
 }
 
 /// Why the launcher is stopping a process; decides how its exit is counted.
@@ -485,17 +459,6 @@ pub enum Health {
     Unhealthy,
 }
 
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::NotChecked => "none",
-            Health::Unknown => "unknown",
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
-        }
-    }
-}
-
 /// What runs (or last ran) for one id, as the runtime last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservedRecord {
@@ -507,7 +470,6 @@ pub struct ObservedRecord {
     pub pid_start_ticks: Option<u64>,
     /// The `PRISM_INSTANCE_ID` the process was started with: unique per spawn, inherited by its
     /// descendants, so that they are told from any other process of the same id.
-    #[serde(default)]
     pub instance: Option<String>,
     /// The desired generation the process was started from.
     pub generation: u64,
@@ -534,45 +496,9 @@ pub struct ObservedRecord {
     /// Set once SIGKILL has been sent, so the kill is not repeated while the exit is awaited.
     pub killed: bool,
     /// The desired record's `resets` this record has acted on.
-    #[serde(default)]
     pub resets_seen: u64,
     /// When the circuit opened, while `phase` is `Tripped`.
-    #[serde(default)]
     pub tripped_at: Option<UnixMillis>,
     /// When the last process of this id exited (or failed to spawn).
-    #[serde(default)]
     pub exited_at: Option<UnixMillis>,
-}
-
-/// What a process uses, as last sampled by the runtime.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ResourceUsage {
-    pub memory_bytes: u64,
-    /// Of one CPU, over the last sampling interval.
-    pub cpu_percent: f32,
-}
-
-/// The latest usage of every live process: written by the runtime, read by the admin
-/// heartbeat. Plain shared data, so that neither needs the other.
-#[derive(Debug, Clone, Default)]
-pub struct UsageBoard {
-    usage: std::sync::Arc<std::sync::Mutex<BTreeMap<ProcessId, ResourceUsage>>>,
-}
-
-impl UsageBoard {
-    /// Replaces the whole board with a new sample.
-    pub fn publish(&self, sample: BTreeMap<ProcessId, ResourceUsage>) {
-        *self.lock() = sample;
-    }
-
-    pub fn get(&self, id: &ProcessId) -> Option<ResourceUsage> {
-        self.lock().get(id).copied()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ProcessId, ResourceUsage>> {
-        // Replaced whole under the lock, so a poisoned board is still a consistent sample.
-        self.usage
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }

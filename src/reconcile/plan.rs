@@ -646,18 +646,6 @@ pub enum DiffKind {
     Failing,
 }
 
-impl DiffKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiffKind::InSync => "in-sync",
-            DiffKind::Start => "start",
-            DiffKind::Replace => "replace",
-            DiffKind::Stop => "stop",
-            DiffKind::Failing => "failing",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diff {
     pub kind: DiffKind,

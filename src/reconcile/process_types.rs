@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::model::{ProcessId, ProcessType};
 
 /// A value that must never be shown: credentials and connection strings. Its `Debug` is
-/// redacted, and it has no `Display`, so it cannot reach a log line, `status` or a metric by
-/// accident; only a child's environment receives it.
+/// redacted and it has no `Display`, so it cannot reach a log line, `status`, a metric or an
+/// error message by accident. It is handed to the child's environment, and it is stored with its
+/// desired record in the launcher's store, in clear: the store is protected only by the
+/// permissions of the data directory (see ARCHITECTURE.md).
 #[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);

@@ -2581,3 +2581,365 @@ fn each_process_type_maps_to_documented_environment_variables_and_hides_secrets(
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The vocabulary, the child's environment, the one validation, the one projection
+// ---------------------------------------------------------------------------------------------
+
+/// Every word of `T` parses back to its value, and nothing else does.
+fn assert_round_trip<T: Vocabulary + PartialEq + std::fmt::Debug + std::fmt::Display>() {
+    assert_eq!(T::ALL.len(), T::WORDS.len());
+    for (value, word) in T::ALL.iter().zip(T::WORDS) {
+        assert_eq!(value.to_string(), *word);
+        assert_eq!(T::parse_word(word), Ok(*value), "{word}");
+        assert_eq!(
+            word.to_lowercase(),
+            *word,
+            "one lower-case spelling: {word}"
+        );
+    }
+    let error = T::parse_word("no-such-word").unwrap_err();
+    assert_eq!(error.kind, T::KIND);
+    assert_eq!(error.expected, T::WORDS.join(", "));
+}
+
+#[test]
+fn every_closed_set_has_one_lower_case_spelling_that_parses_back() {
+    assert_round_trip::<Isolation>();
+    assert_round_trip::<ProcessType>();
+    assert_round_trip::<RestartPolicy>();
+    assert_round_trip::<Phase>();
+    assert_round_trip::<Health>();
+    assert_round_trip::<DiffKind>();
+    assert_round_trip::<ClientState>();
+    assert_eq!("session".parse(), Ok(Isolation::Session));
+    assert_eq!(
+        "Namespace".parse::<Isolation>().unwrap_err().to_string(),
+        "isolation \"Namespace\" is not one of none, namespace, session"
+    );
+    // Spec files have always used Kubernetes' spelling of restart policies.
+    assert_eq!("OnFailure".parse(), Ok(RestartPolicy::OnFailure));
+    assert_eq!(RestartPolicy::OnFailure.to_string(), "on-failure");
+    assert_eq!(Isolation::Namespace.distribution_key(), "Namespace");
+}
+
+#[test]
+fn the_child_environment_sets_exactly_the_injected_variables_and_nothing_overrides_them() {
+    let spec = ProcessSpec {
+        env: BTreeMap::from([("MODE".to_string(), "fast".to_string())]),
+        inherit_env: vec!["SECRET_INHERITED".to_string()],
+        pattern: Some("echo".to_string()),
+        isolation: Isolation::Session,
+        namespace: Some("tenant".to_string()),
+        session_id: Some("s1".to_string()),
+        process_type: ProcessType::Utility,
+        ..spec()
+    };
+    let child = ChildIdentity {
+        id: &id("session:tenant:s1:echo"),
+        ports: ports(),
+        launcher_id: "launcher-1",
+        instance: "0123",
+    };
+    let launcher_env = |name: &str| match name {
+        "PATH" => Some("/launcher/bin".to_string()),
+        "SECRET_INHERITED" => Some("inherited".to_string()),
+        "PROCESS_ID" => Some("from the launcher's own environment".to_string()),
+        "NOT_PASSED" => Some("never".to_string()),
+        _ => None,
+    };
+    let env = child_environment(&spec, child, launcher_env);
+    for name in INJECTED_ENV {
+        assert!(env.contains_key(name), "{name} is injected");
+    }
+    let expected = [
+        ("PATTERN_NAME", "echo"),
+        ("NAMESPACE", "tenant"),
+        ("SESSION_ID", "s1"),
+        ("GRPC_PORT", "50051"),
+        ("HEALTH_PORT", "8081"),
+        ("PROCESS_ID", "session:tenant:s1:echo"),
+        ("PROCESS_TYPE", "utility"),
+        ("PRISM_LAUNCHER_ID", "launcher-1"),
+        ("PRISM_INSTANCE_ID", "0123"),
+        ("PATH", "/launcher/bin"),
+        ("SECRET_INHERITED", "inherited"),
+        ("MODE", "fast"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
+    }
+    assert_eq!(env.len(), expected.len(), "nothing else: {env:#?}");
+    let without_path = child_environment(&spec, child, |_| None);
+    assert_eq!(
+        without_path.get("PATH").map(String::as_str),
+        Some(DEFAULT_PATH)
+    );
+}
+
+#[test]
+fn a_valid_spec_has_no_problems_and_each_rule_names_its_field() {
+    assert_eq!(spec().problems(), vec![]);
+    assert_eq!(checked_spec().problems(), vec![]);
+    let cases: Vec<(&str, ProcessSpec, Vec<SpecField>)> = vec![
+        (
+            "relative executable",
+            ProcessSpec {
+                executable: PathBuf::from("bin/x"),
+                ..spec()
+            },
+            vec![SpecField::Executable],
+        ),
+        (
+            "session without namespace or session",
+            ProcessSpec {
+                isolation: Isolation::Session,
+                ..spec()
+            },
+            vec![SpecField::Namespace, SpecField::SessionId],
+        ),
+        (
+            "an empty namespace is none",
+            ProcessSpec {
+                isolation: Isolation::Namespace,
+                namespace: Some(String::new()),
+                ..spec()
+            },
+            vec![SpecField::Namespace],
+        ),
+        (
+            "bad variables",
+            ProcessSpec {
+                env: BTreeMap::from([
+                    ("HEALTH_PORT".to_string(), "1".to_string()),
+                    ("A-B".to_string(), "1".to_string()),
+                    ("NUL".to_string(), "a\0".to_string()),
+                ]),
+                inherit_env: vec!["1X".to_string()],
+                ..spec()
+            },
+            vec![
+                SpecField::Env,
+                SpecField::Env,
+                SpecField::Env,
+                SpecField::InheritEnv,
+            ],
+        ),
+        (
+            "a health check with every problem",
+            ProcessSpec {
+                health_check: Some(HealthCheck {
+                    probe: Probe::Http {
+                        path: "health".to_string(),
+                        port: None,
+                    },
+                    initial_delay: MAX_DURATION + Duration::from_secs(1),
+                    interval: Duration::from_millis(50),
+                    timeout: Duration::ZERO,
+                    failure_threshold: 0,
+                    success_threshold: 0,
+                }),
+                ..spec()
+            },
+            vec![
+                SpecField::HealthCheck(HealthCheckField::HttpPath),
+                SpecField::HealthCheck(HealthCheckField::Interval),
+                SpecField::HealthCheck(HealthCheckField::Timeout),
+                SpecField::HealthCheck(HealthCheckField::FailureThreshold),
+                SpecField::HealthCheck(HealthCheckField::SuccessThreshold),
+                SpecField::HealthCheck(HealthCheckField::InitialDelay),
+            ],
+        ),
+        (
+            "ports, backoff and grace",
+            ProcessSpec {
+                requested_ports: RequestedPorts {
+                    grpc: Some(0),
+                    health: Some(0),
+                },
+                backoff: BackoffOverrides {
+                    initial: Some(Duration::from_secs(60)),
+                    max: Some(Duration::from_secs(1)),
+                    reset_after: None,
+                    failure_threshold: Some(0),
+                },
+                termination_grace: MAX_DURATION + Duration::from_secs(1),
+                ..spec()
+            },
+            vec![
+                SpecField::GrpcPort,
+                SpecField::HealthPort,
+                SpecField::BackoffFailureThreshold,
+                SpecField::BackoffInitial,
+                SpecField::TerminationGrace,
+            ],
+        ),
+        (
+            "a proxy without its config",
+            ProcessSpec {
+                process_type: ProcessType::Proxy,
+                ..spec()
+            },
+            vec![SpecField::TypeConfig("proxy".to_string())],
+        ),
+    ];
+    for (case, spec, fields) in cases {
+        let found: Vec<SpecField> = spec
+            .problems()
+            .into_iter()
+            .map(|problem| problem.field)
+            .collect();
+        assert_eq!(found, fields, "{case}");
+    }
+}
+
+#[test]
+fn a_problem_is_worded_with_the_writers_own_field_names() {
+    let problems = ProcessSpec {
+        isolation: Isolation::Session,
+        namespace: Some("ns".to_string()),
+        backoff: BackoffOverrides {
+            failure_threshold: Some(0),
+            ..Default::default()
+        },
+        ..spec()
+    }
+    .problems();
+    let file = |field: &SpecField| match field {
+        SpecField::SessionId => "spec.sessionId".to_string(),
+        _ => "spec.backoff.failureThreshold".to_string(),
+    };
+    let wire = |field: &SpecField| match field {
+        SpecField::SessionId => "session_id".to_string(),
+        _ => "config.backoff.failure_threshold".to_string(),
+    };
+    let messages = |names: &dyn Fn(&SpecField) -> String| -> Vec<String> {
+        problems
+            .iter()
+            .map(|problem| problem.message(&names))
+            .collect()
+    };
+    assert_eq!(
+        messages(&file),
+        [
+            "isolation session needs a sessionId",
+            "failureThreshold must be at least 1"
+        ]
+    );
+    assert_eq!(
+        messages(&wire),
+        [
+            "isolation session needs a session_id",
+            "failure_threshold must be at least 1"
+        ]
+    );
+}
+
+#[test]
+fn join_pairs_records_by_id_in_id_order() {
+    let rows = join(
+        vec![desired_for("b", 1, spec()), desired_for("a", 1, spec())],
+        vec![
+            observed_for("c", Phase::Running, spec()),
+            observed_for("a", Phase::Running, spec()),
+        ],
+    );
+    let summary: Vec<(&str, bool, bool)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.id().as_str(),
+                row.desired().is_some(),
+                row.observed().is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("a", true, true), ("b", true, false), ("c", false, true)]
+    );
+    assert!(ProcessRow::new(id("x"), None, None).is_none());
+}
+
+#[test]
+fn one_projection_gives_every_client_its_words() {
+    let exited = |status| ObservedRecord {
+        last_exit: Some(status),
+        ..observed(Phase::Exited, spec())
+    };
+    // (desired?, observed) → the state, the heartbeat word.
+    let cases: Vec<(bool, Option<ObservedRecord>, ClientState, &str)> = vec![
+        (true, None, ClientState::Pending, "starting"),
+        (false, None, ClientState::Stopped, "stopped"),
+        (
+            true,
+            Some(observed(Phase::Pending, spec())),
+            ClientState::Pending,
+            "starting",
+        ),
+        (
+            true,
+            Some(observed(Phase::Starting, checked_spec())),
+            ClientState::Starting,
+            "starting",
+        ),
+        (
+            true,
+            Some(observed(Phase::Running, spec())),
+            ClientState::Running,
+            "running",
+        ),
+        (
+            false,
+            Some(observed(Phase::Stopping, spec())),
+            ClientState::Stopping,
+            "stopping",
+        ),
+        (
+            true,
+            Some(observed(Phase::BackingOff, spec())),
+            ClientState::Failed,
+            "failed",
+        ),
+        (
+            true,
+            Some(observed(Phase::Tripped, spec())),
+            ClientState::Failed,
+            "failed",
+        ),
+        (
+            true,
+            Some(exited(ExitStatus::Code(0))),
+            ClientState::Exited,
+            "stopped",
+        ),
+        (
+            true,
+            Some(exited(ExitStatus::Code(3))),
+            ClientState::Failed,
+            "failed",
+        ),
+        (
+            true,
+            Some(observed(Phase::Stopped, spec())),
+            ClientState::Pending,
+            "starting",
+        ),
+        (
+            false,
+            Some(observed(Phase::Stopped, spec())),
+            ClientState::Stopped,
+            "stopped",
+        ),
+    ];
+    for (desired, observed, state, heartbeat) in cases {
+        let phase = observed.as_ref().map(|record| record.phase);
+        assert_eq!(
+            client_state(desired, observed.as_ref()),
+            state,
+            "{phase:?}, desired {desired}"
+        );
+        assert_eq!(state.heartbeat_status(), heartbeat, "{state:?}");
+        assert_eq!(state.metric_label(), state.as_str());
+    }
+}

@@ -11,5 +11,5 @@ mod reaper;
 mod spawn;
 mod supervisor;
 
-pub use spawn::{child_environment, log_path, PASSED_THROUGH_ENV};
-pub use supervisor::{now, run, RuntimeConfig, RuntimeError};
+pub use spawn::log_path;
+pub use supervisor::{run, RuntimeConfig, RuntimeError};

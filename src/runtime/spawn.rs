@@ -1,20 +1,13 @@
 //! Starting a child: its own process group, an explicit environment and working directory, and
 //! stdout/stderr appended to its log file.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::reaper::{Child, ChildTable};
-use crate::reconcile::{Ports, ProcessId, ProcessSpec};
-
-/// Variables passed from the launcher's environment to every child when set.
-pub const PASSED_THROUGH_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
-
-/// The PATH a child gets when the launcher has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+use crate::reconcile::{child_environment, ChildIdentity, Ports, ProcessId, ProcessSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -46,48 +39,6 @@ pub fn log_path(log_dir: &Path, id: &ProcessId) -> PathBuf {
     log_dir.join(format!("{id}.log"))
 }
 
-/// The whole environment of a child: the pass-through variables, the ones its spec inherits and
-/// sets, and the injected ones, which nothing overrides.
-pub fn child_environment(
-    id: &ProcessId,
-    spec: &ProcessSpec,
-    ports: Ports,
-    launcher_id: &str,
-    launcher_env: impl Fn(&str) -> Option<String>,
-) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    for name in PASSED_THROUGH_ENV
-        .iter()
-        .copied()
-        .chain(spec.inherit_env.iter().map(String::as_str))
-    {
-        if let Some(value) = launcher_env(name) {
-            env.insert(name.to_string(), value);
-        }
-    }
-    env.entry("PATH".to_string())
-        .or_insert_with(|| DEFAULT_PATH.to_string());
-    env.extend(spec.env.clone());
-    env.extend(spec.type_config.environment());
-    let injected = [
-        (
-            "PATTERN_NAME",
-            spec.pattern.clone().unwrap_or_else(|| id.to_string()),
-        ),
-        ("NAMESPACE", spec.namespace.clone().unwrap_or_default()),
-        ("SESSION_ID", spec.session_id.clone().unwrap_or_default()),
-        ("GRPC_PORT", ports.grpc.to_string()),
-        ("HEALTH_PORT", ports.health.to_string()),
-        ("PROCESS_ID", id.to_string()),
-        ("PROCESS_TYPE", spec.process_type.as_str().to_string()),
-        ("PRISM_LAUNCHER_ID", launcher_id.to_string()),
-    ];
-    for (name, value) in injected {
-        env.insert(name.to_string(), value);
-    }
-    env
-}
-
 /// Starts the process in its own process group and records its pid in `children` before anyone
 /// can reap it. Returns the pid.
 pub fn spawn_child(
@@ -103,13 +54,13 @@ pub fn spawn_child(
         path: log_path.clone(),
         source,
     })?;
-    let mut env = child_environment(id, spec, ports, context.launcher_id, |name| {
-        std::env::var(name).ok()
-    });
-    env.insert(
-        "PRISM_INSTANCE_ID".to_string(),
-        context.instance.to_string(),
-    );
+    let child = ChildIdentity {
+        id,
+        ports,
+        launcher_id: context.launcher_id,
+        instance: context.instance,
+    };
+    let env = child_environment(spec, child, |name| std::env::var(name).ok());
     let working_dir = working_dir(spec);
     let mut command = Command::new(&spec.executable);
     command

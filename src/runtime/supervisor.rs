@@ -6,7 +6,7 @@ use std::future::Future;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
@@ -21,14 +21,16 @@ use super::ports::PortAllocator;
 use super::probe::{start_probing, ExecContext};
 use super::procfs;
 use super::reaper::{become_subreaper, reap_ready, ChildExit, ChildTable};
-use super::spawn::{child_environment, spawn_child, working_dir, SpawnContext};
+use super::spawn::{spawn_child, working_dir, SpawnContext};
+use crate::clock::now;
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, Action, Backoff, DesiredRecord, ExitStatus, ObservedRecord, Phase, Ports, ProcessId,
-    ProcessSpec, ResourceUsage, RestartBudget, Spawned, StopReason, UnixMillis, UsageBoard,
+    self, child_environment, Action, Backoff, ChildIdentity, DesiredRecord, ExitStatus,
+    ObservedRecord, Phase, Ports, ProcessId, ProcessSpec, RestartBudget, Spawned, StopReason,
+    UnixMillis,
 };
 use crate::store::{Store, StoreError};
-use crate::telemetry::{Metrics, Readiness};
+use crate::telemetry::{Metrics, Readiness, ResourceUsage, UsageBoard};
 
 /// Everything that can wake the loop besides timers, the resync tick and shutdown.
 #[derive(Debug)]
@@ -195,14 +197,6 @@ pub async fn run(
     }
     supervisor.shut_down(&mut receiver).await;
     Ok(())
-}
-
-/// The clock of the launcher; `reconcile` only ever sees its readings.
-pub fn now() -> UnixMillis {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    UnixMillis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn reap_on_sigchld(
@@ -661,7 +655,10 @@ impl Supervisor {
                     .unwrap_or(desired.spec.process_type.as_str());
                 metrics
                     .starts
-                    .with_label_values(&[&format!("{pattern}:{}", desired.spec.isolation.as_str())])
+                    .with_label_values(&[&format!(
+                        "{pattern}:{}",
+                        desired.spec.isolation.distribution_key()
+                    )])
                     .inc();
                 if restart {
                     metrics.restarts.inc();
@@ -799,8 +796,17 @@ impl Supervisor {
         let Some(check) = spec.health_check.clone() else {
             return;
         };
-        let mut env = child_environment(id, spec, ports, "", |name| std::env::var(name).ok());
+        // A probe is not a process of this launcher's: without the launcher id, an orphan scan
+        // never mistakes it for one, and it is never adopted.
+        let identity = ChildIdentity {
+            id,
+            ports,
+            launcher_id: "",
+            instance: "",
+        };
+        let mut env = child_environment(spec, identity, |name| std::env::var(name).ok());
         env.remove("PRISM_LAUNCHER_ID");
+        env.remove("PRISM_INSTANCE_ID");
         let exec = ExecContext {
             env,
             working_dir: working_dir(spec),

@@ -3,6 +3,12 @@
 //!
 //! Every write that someone is told about is flushed first: a caller that got `Ok` may crash the
 //! next instant and the record is still there when the launcher starts again.
+//!
+//! Records are serde JSON of the domain types (`crate::reconcile`) in the shape of
+//! `SCHEMA_VERSION`, which the `meta` tree records. A change of that shape (a field added,
+//! removed or retyped, even one with a serde default) bumps `SCHEMA_VERSION` with a migration in
+//! `migrate`, run once when an older store is opened. A store written by a newer launcher, or
+//! with a version no launcher writes, is refused with a message, never misread.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -20,8 +26,15 @@ use crate::reconcile::{
     DesiredRecord, ExitStatus, ObservedRecord, ProcessId, ProcessSpec, Source, UnixMillis,
 };
 
-/// The layout version this build reads and writes. Bump it with a migration when records change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The shape of the records this build reads and writes: serde JSON of the domain types as they
+/// are now, every field present. Any change of that shape bumps it, with a migration from the
+/// previous version in `migrate`, so that no record is ever read in a shape it was not written in.
+///
+/// Version 1 let records omit fields added over time (with serde defaults): `success_exit_codes`,
+/// `backoff` and `type_config` of a spec, `resets` of a desired record, and `instance`,
+/// `resets_seen`, `tripped_at` and `exited_at` of an observed record. Version 2 requires them;
+/// `migrate::from_v1` fills them in.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 const LAUNCHER_ID_KEY: &[u8] = b"launcher_id";
@@ -38,11 +51,20 @@ pub enum StoreError {
         "the store at {path} is in use by another running launcher; stop it or use another --data-dir"
     )]
     Locked { path: PathBuf },
+    /// The store was written by a newer launcher; `found` is its schema version as stored.
     #[error(
-        "the store at {path} has schema version {found}, but this launcher reads version {SCHEMA_VERSION}; \
-         use a launcher built for version {found} or move the data directory aside"
+        "the store at {path} was written by a newer prism-launcher (schema version {found}); \
+         this launcher reads version {SCHEMA_VERSION} and migrates version 1 to it, so upgrade the \
+         launcher or move the data directory aside"
     )]
     UnsupportedSchema { path: PathBuf, found: String },
+    /// The stored schema version is no version any launcher writes (not a decimal number, or 0).
+    #[error(
+        "the store at {path} has an unreadable schema version {found:?}: no prism-launcher \
+         writes it (this launcher reads version {SCHEMA_VERSION} and migrates version 1 to it), \
+         so move the data directory aside"
+    )]
+    UnreadableSchema { path: PathBuf, found: String },
     #[error("store operation failed while {action}")]
     Io {
         action: String,
@@ -187,22 +209,35 @@ impl Store {
         Ok(store)
     }
 
+    /// Accepts a store of `SCHEMA_VERSION`, records it in a new one, migrates one of version 1,
+    /// and refuses anything else, before anyone reads a record.
     fn check_schema(&self) -> Result<(), StoreError> {
         let found = self
             .meta
             .get(SCHEMA_VERSION_KEY)
             .map_err(|source| io("reading the schema version", source))?;
-        match found {
-            None => {
-                self.meta
-                    .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string().as_bytes())
-                    .map_err(|source| io("writing the schema version", source))?;
-                self.flush()
+        let Some(bytes) = found else {
+            // Every launcher records the version when it creates a store, so a store without
+            // one is a new, empty store.
+            self.meta
+                .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                .map_err(|source| io("writing the schema version", source))?;
+            return self.flush();
+        };
+        let found = || String::from_utf8_lossy(&bytes).into_owned();
+        match parse_schema_version(&bytes) {
+            Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
+            Some(1) => migrate::from_v1(self),
+            Some(version) if version > u64::from(SCHEMA_VERSION) => {
+                Err(StoreError::UnsupportedSchema {
+                    path: self.path.clone(),
+                    found: found(),
+                })
             }
-            Some(bytes) if bytes.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => Ok(()),
-            Some(bytes) => Err(StoreError::UnsupportedSchema {
+            // 0, or not a number at all.
+            _ => Err(StoreError::UnreadableSchema {
                 path: self.path.clone(),
-                found: String::from_utf8_lossy(&bytes).into_owned(),
+                found: found(),
             }),
         }
     }
@@ -782,6 +817,14 @@ impl Tx<'_> {
     }
 }
 
+/// The schema version stored as ASCII digits, if it is spelled as a launcher writes one
+/// (`u32::to_string`): no sign, no leading zero, no spaces.
+fn parse_schema_version(bytes: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let version: u64 = text.parse().ok()?;
+    (version.to_string() == text).then_some(version)
+}
+
 /// A big-endian u64 (generations, stop grace periods); 0 for anything else.
 fn decode_generation(bytes: &[u8]) -> u64 {
     <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes)
@@ -831,5 +874,6 @@ fn io(action: impl Into<String>, source: sled::Error) -> StoreError {
     }
 }
 
+mod migrate;
 #[cfg(test)]
 mod tests;

@@ -98,7 +98,44 @@ fn observed(name: &str, phase: Phase) -> ObservedRecord {
 }
 
 fn open(dir: &Path) -> Store {
-    Store::open(dir).expect("open store")
+    open_waiting(dir).expect("open store")
+}
+
+/// How long a test waits for a database that was just dropped to let go of its lock: sled
+/// finishes log writes on its own thread pool, which holds the database file for a moment after
+/// the last handle is dropped, so an immediate reopen can find the lock still taken.
+const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// A raw sled database in `dir`, to write or read a store as an older (or newer) launcher left
+/// it, bypassing `Store`.
+fn raw_db(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => panic!("cannot open the raw sled database: {error}"),
+        }
+    }
+}
+
+/// `Store::open`, waiting out the lock of a database dropped an instant ago (see
+/// `LOCK_RELEASE_WAIT`).
+fn open_waiting(dir: &Path) -> Result<Store, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match Store::open(dir) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 fn generation(store: &Store, name: &str) -> u64 {
@@ -838,7 +875,7 @@ fn new_store_records_the_current_schema_version() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
 
-    let raw = sled::open(dir.path()).unwrap();
+    let raw = raw_db(dir.path());
     let meta = raw.open_tree("meta").unwrap();
     assert_eq!(
         meta.get(b"schema_version").unwrap().as_deref(),
@@ -855,13 +892,13 @@ fn new_store_records_the_current_schema_version() {
 fn store_with_another_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let raw = sled::open(dir.path()).unwrap();
+        let raw = raw_db(dir.path());
         let meta = raw.open_tree("meta").unwrap();
         meta.insert(b"schema_version", b"999".as_slice()).unwrap();
         raw.flush().unwrap();
     }
 
-    let error = Store::open(dir.path()).expect_err("schema 999 must be refused");
+    let error = open_waiting(dir.path()).expect_err("schema 999 must be refused");
 
     let message = error.to_string();
     match error {
@@ -878,6 +915,293 @@ fn store_with_another_schema_version_is_refused() {
     assert!(
         message.contains(&format!("reads version {SCHEMA_VERSION}")),
         "message should name the supported version: {message}"
+    );
+}
+
+fn raw_get(dir: &Path, tree: &str, key: &str) -> Option<Vec<u8>> {
+    raw_db(dir)
+        .open_tree(tree)
+        .unwrap()
+        .get(key)
+        .unwrap()
+        .map(|bytes| bytes.to_vec())
+}
+
+/// Writes `records` into the trees of a raw store whose meta says `version`, and flushes.
+fn write_raw_store(dir: &Path, version: &[u8], records: &[(&str, &str, &[u8])]) {
+    let raw = raw_db(dir);
+    raw.open_tree("meta")
+        .unwrap()
+        .insert(b"schema_version", version)
+        .unwrap();
+    for (tree, key, bytes) in records {
+        raw.open_tree(tree).unwrap().insert(key, *bytes).unwrap();
+    }
+    raw.flush().unwrap();
+}
+
+/// The fields of a spec that version 1 let records omit.
+const V1_SPEC_OPTIONAL: [&str; 3] = ["success_exit_codes", "backoff", "type_config"];
+
+/// `record` as JSON text without `fields` and without the spec fields version 1 let records
+/// omit: a record as a version-1 launcher from before those fields wrote it.
+fn v1_json<T: Serialize>(record: &T, fields: &[&str]) -> Vec<u8> {
+    let mut value = serde_json::to_value(record).unwrap();
+    let object = value.as_object_mut().expect("a record is a JSON object");
+    for field in fields {
+        assert!(object.remove(*field).is_some(), "{field} is a field");
+    }
+    let spec = object
+        .get_mut("spec")
+        .and_then(serde_json::Value::as_object_mut)
+        .expect("a record has a spec object");
+    for field in V1_SPEC_OPTIONAL {
+        assert!(spec.remove(field).is_some(), "{field} is a spec field");
+    }
+    serde_json::to_vec(&value).unwrap()
+}
+
+fn v1_desired_json(record: &DesiredRecord) -> Vec<u8> {
+    v1_json(record, &["resets"])
+}
+
+fn v1_observed_json(record: &ObservedRecord) -> Vec<u8> {
+    v1_json(
+        record,
+        &["instance", "resets_seen", "tripped_at", "exited_at"],
+    )
+}
+
+fn desired_record(name: &str, source: Source) -> DesiredRecord {
+    DesiredRecord {
+        id: id(name),
+        spec: spec(&format!("/bin/{name}")),
+        generation: 3,
+        source,
+        resets: 0,
+    }
+}
+
+#[test]
+fn a_version_1_store_is_migrated_once_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records from before the eight fields: they decode with the defaults.
+    let old_desired = desired_record("alpha", file("/specs/a.yaml"));
+    let old_observed = observed("alpha", Phase::Running);
+    let old_desired_json = v1_desired_json(&old_desired);
+    let old_observed_json = v1_observed_json(&old_observed);
+    assert!(!String::from_utf8_lossy(&old_desired_json).contains("\"resets\""));
+    assert!(!String::from_utf8_lossy(&old_observed_json).contains("\"resets_seen\""));
+    // A record of a late version-1 launcher has every field, some not the default: kept as is.
+    let mut complete = desired_record("omega", Source::Api);
+    complete.spec.success_exit_codes = vec![0, 3];
+    complete.spec.backoff.failure_threshold = Some(7);
+    complete.resets = 4;
+    let complete_json = serde_json::to_vec(&complete).unwrap();
+    write_raw_store(
+        dir.path(),
+        b"1",
+        &[
+            ("desired", "alpha", &old_desired_json),
+            ("desired", "omega", &complete_json),
+            ("observed", "alpha", &old_observed_json),
+        ],
+    );
+
+    {
+        let store = open(dir.path());
+        let (records, corrupt) = store.all_desired().unwrap();
+        assert!(corrupt.is_empty(), "{corrupt:?}");
+        assert_eq!(records, vec![old_desired.clone(), complete.clone()]);
+        let (observed_records, corrupt) = store.all_observed().unwrap();
+        assert!(corrupt.is_empty(), "{corrupt:?}");
+        assert_eq!(observed_records, vec![old_observed.clone()]);
+        // A change after the migration, which a second migration must not undo.
+        let reset = store.reset_desired(&id("alpha")).unwrap().unwrap();
+        assert_eq!(reset.resets, 1);
+    }
+
+    assert_eq!(
+        raw_get(dir.path(), "meta", "schema_version").as_deref(),
+        Some(b"2".as_slice())
+    );
+    assert_eq!(
+        raw_get(dir.path(), "desired", "omega"),
+        Some(complete_json),
+        "a complete record is not rewritten"
+    );
+    let migrated = raw_get(dir.path(), "observed", "alpha").unwrap();
+    let migrated: serde_json::Value = serde_json::from_slice(&migrated).unwrap();
+    assert_eq!(migrated["resets_seen"], serde_json::json!(0));
+    assert_eq!(migrated["spec"]["type_config"], serde_json::json!("None"));
+    // A record in the old shape written into the version-2 store: a second migration would
+    // complete it, so it shows whether one runs.
+    let late = v1_desired_json(&desired_record("late", Source::Api));
+    write_raw_store(dir.path(), b"2", &[("desired", "late", &late)]);
+
+    let store = open(dir.path());
+    let (records, corrupt) = store.all_desired().unwrap();
+    let mut expected_alpha = old_desired;
+    expected_alpha.resets = 1;
+    assert_eq!(records, vec![expected_alpha, complete]);
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    assert!(
+        matches!(&corrupt[0], StoreError::Corrupt { tree: "desired", key, .. } if key == "late"),
+        "{corrupt:?}"
+    );
+    drop(store);
+    assert_eq!(raw_get(dir.path(), "desired", "late"), Some(late));
+}
+
+#[test]
+fn a_store_written_by_a_newer_launcher_is_refused_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 today: the first version no launcher of this build knows.
+    let newer = (SCHEMA_VERSION + 1).to_string();
+    // Records a version-1 migration would complete, were the store misread as one.
+    let desired = v1_desired_json(&desired_record("alpha", Source::Api));
+    let observed_json = v1_observed_json(&observed("alpha", Phase::Running));
+    write_raw_store(
+        dir.path(),
+        newer.as_bytes(),
+        &[
+            ("desired", "alpha", &desired),
+            ("observed", "alpha", &observed_json),
+        ],
+    );
+
+    let error = open_waiting(dir.path()).expect_err("a newer schema must be refused");
+
+    let message = error.to_string();
+    match error {
+        StoreError::UnsupportedSchema { path, found } => {
+            assert_eq!(path, dir.path());
+            assert_eq!(found, newer);
+        }
+        other => panic!("expected UnsupportedSchema, got {other:?}"),
+    }
+    for expected in [
+        format!("the store at {}", dir.path().display()),
+        "written by a newer prism-launcher".to_string(),
+        format!("(schema version {newer})"),
+        format!("reads version {SCHEMA_VERSION}"),
+        "migrates version 1".to_string(),
+        "upgrade the launcher or move the data directory aside".to_string(),
+    ] {
+        assert!(message.contains(&expected), "{expected:?} in: {message}");
+    }
+    assert_eq!(
+        raw_get(dir.path(), "meta", "schema_version"),
+        Some(newer.into_bytes())
+    );
+    assert_eq!(raw_get(dir.path(), "desired", "alpha"), Some(desired));
+    assert_eq!(
+        raw_get(dir.path(), "observed", "alpha"),
+        Some(observed_json)
+    );
+}
+
+#[test]
+fn a_store_with_an_unreadable_schema_version_is_refused_and_left_unchanged() {
+    for stored in [b"0".as_slice(), b"two", b"02", b"+2", b" 2", b"", b"\xff"] {
+        let dir = tempfile::tempdir().unwrap();
+        write_raw_store(dir.path(), stored, &[]);
+
+        let error = open_waiting(dir.path()).expect_err("an unreadable schema must be refused");
+
+        let message = error.to_string();
+        match error {
+            StoreError::UnreadableSchema { path, found } => {
+                assert_eq!(path, dir.path());
+                assert_eq!(found, String::from_utf8_lossy(stored));
+            }
+            other => panic!("expected UnreadableSchema for {stored:?}, got {other:?}"),
+        }
+        assert!(
+            message.contains("unreadable schema version")
+                && message.contains(&format!("reads version {SCHEMA_VERSION}"))
+                && message.contains("move the data directory aside"),
+            "{message}"
+        );
+        assert_eq!(
+            raw_get(dir.path(), "meta", "schema_version").as_deref(),
+            Some(stored)
+        );
+    }
+}
+
+#[test]
+fn a_version_1_store_with_corrupt_records_opens_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = desired_record("alpha", file("/specs/a.yaml"));
+    let alpha_observed = observed("alpha", Phase::Running);
+    let garbage = b"\x00\xffnot json{".as_slice();
+    // JSON, and given the new fields, but it lacks `generation`, which was never optional.
+    let mut no_generation: serde_json::Value = serde_json::from_slice(&v1_desired_json(
+        &desired_record("no-generation", Source::Api),
+    ))
+    .unwrap();
+    no_generation
+        .as_object_mut()
+        .unwrap()
+        .remove("generation")
+        .unwrap();
+    let no_generation = serde_json::to_vec(&no_generation).unwrap();
+    let mangled = b"[1,2".as_slice();
+    write_raw_store(
+        dir.path(),
+        b"1",
+        &[
+            ("desired", "alpha", &v1_desired_json(&alpha)),
+            ("desired", "garbage-key", garbage),
+            ("desired", "no-generation", &no_generation),
+            ("observed", "alpha", &v1_observed_json(&alpha_observed)),
+            ("observed", "mangled", mangled),
+        ],
+    );
+
+    {
+        let store = open(dir.path());
+        let (records, corrupt) = store
+            .all_desired()
+            .expect("a corrupt record must not fail the scan");
+        assert_eq!(records, vec![alpha]);
+        let corrupt_keys: Vec<(&str, &str)> = corrupt
+            .iter()
+            .map(|error| match error {
+                StoreError::Corrupt { tree, key, .. } => (*tree, key.as_str()),
+                other => panic!("expected Corrupt, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            corrupt_keys,
+            vec![("desired", "garbage-key"), ("desired", "no-generation")]
+        );
+        let (records, corrupt) = store.all_observed().unwrap();
+        assert_eq!(records, vec![alpha_observed]);
+        assert_eq!(corrupt.len(), 1);
+        assert!(matches!(
+            &corrupt[0],
+            StoreError::Corrupt { tree: "observed", key, .. } if key == "mangled"
+        ));
+    }
+
+    // Left exactly as they were; the rest of the store is version 2.
+    assert_eq!(
+        raw_get(dir.path(), "desired", "garbage-key").as_deref(),
+        Some(garbage)
+    );
+    assert_eq!(
+        raw_get(dir.path(), "desired", "no-generation"),
+        Some(no_generation)
+    );
+    assert_eq!(
+        raw_get(dir.path(), "observed", "mangled").as_deref(),
+        Some(mangled)
+    );
+    assert_eq!(
+        raw_get(dir.path(), "meta", "schema_version").as_deref(),
+        Some(b"2".as_slice())
     );
 }
 
@@ -901,7 +1225,7 @@ fn corrupt_desired_record_is_reported_without_failing_the_scan() {
             .unwrap();
     }
     {
-        let raw = sled::open(dir.path()).unwrap();
+        let raw = raw_db(dir.path());
         let desired = raw.open_tree("desired").unwrap();
         desired
             .insert(b"garbage-key", b"\x00\xffnot json{".as_slice())
@@ -940,7 +1264,7 @@ fn corrupt_desired_record_is_reported_without_failing_the_scan() {
 fn corrupt_desired_record_can_be_overwritten_by_a_new_write() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let raw = sled::open(dir.path()).unwrap();
+        let raw = raw_db(dir.path());
         let desired = raw.open_tree("desired").unwrap();
         desired.insert(b"broken", b"{".as_slice()).unwrap();
         raw.flush().unwrap();
@@ -968,7 +1292,7 @@ fn corrupt_observed_record_is_reported_without_failing_the_scan() {
         store.flush().unwrap();
     }
     {
-        let raw = sled::open(dir.path()).unwrap();
+        let raw = raw_db(dir.path());
         let observed_tree = raw.open_tree("observed").unwrap();
         observed_tree
             .insert(b"mangled", b"[1,2".as_slice())

@@ -9,8 +9,8 @@ use prism_launcher::api::proto::prism::control_plane_client::ControlPlaneClient;
 use prism_launcher::api::proto::prism::control_plane_server::{ControlPlane, ControlPlaneServer};
 use prism_launcher::api::proto::prism::{
     BackendProcessConfig, HeartbeatAck, LauncherHeartbeatRequest, LauncherRegistration,
-    LauncherRegistrationAck, ProcessAssignment, ProcessAssignmentAck, ProcessConfig,
-    ProcessRevocation, ProcessRevocationAck, ProxyProcessConfig,
+    LauncherRegistrationAck, PatternProcessConfig, ProcessAssignment, ProcessAssignmentAck,
+    ProcessConfig, ProcessRevocation, ProcessRevocationAck, ProxyProcessConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -453,6 +453,68 @@ async fn capability_capacity_and_validation_refusals_disturb_nothing() {
         "nothing disturbed"
     );
     assert!(launcher.process("third").is_none());
+}
+
+/// Regression: an assignment whose pattern config says `isolation_level: session`, with no
+/// session id and no namespace, was accepted while a spec file saying the same was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_isolated_assignment_without_a_session_is_refused_like_a_spec_file() {
+    let mut launcher = TestLauncher::start_with(&["--allowed-executable-root", "/bin"]);
+    let mut client = ControlPlaneClient::connect(format!("http://{}", launcher.address()))
+        .await
+        .unwrap();
+    client
+        .assign_process(sleeper("steady", 1, "600"))
+        .await
+        .unwrap();
+    let steady = launcher.wait_running("steady", None, TIMEOUT);
+
+    let with_session = |id: &str, version| {
+        let mut assignment = sleeper(id, version, "600");
+        if let Some(config) = assignment.config.as_mut() {
+            config.pattern = Some(PatternProcessConfig {
+                isolation_level: "session".into(),
+                ..Default::default()
+            });
+        }
+        assignment
+    };
+    for assignment in [with_session("steady", 2), with_session("fresh", 1)] {
+        let refused = client
+            .assign_process(assignment)
+            .await
+            .expect_err("no session id");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        for message in [
+            "isolation session needs a namespace",
+            "isolation session needs a session_id",
+        ] {
+            assert!(refused.message().contains(message), "{}", refused.message());
+        }
+    }
+    let row = launcher.process("steady").unwrap();
+    assert_eq!(row["pid"].as_u64(), Some(u64::from(steady)), "undisturbed");
+    assert_eq!(row["admin_version"].as_i64(), Some(1), "{row}");
+    assert!(launcher.process("fresh").is_none());
+
+    // A spec file saying the same thing gets the same message, in its own spelling.
+    let file = launcher.dir.path().join("session.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: s}\nspec:\n  binary: /bin/sleep\n  isolation: session\n",
+    )
+    .unwrap();
+    let checked = std::process::Command::new(LAUNCHER)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let output = String::from_utf8(checked.stdout).unwrap();
+    assert!(
+        output.contains("isolation session needs a namespace")
+            && output.contains("isolation session needs a sessionId"),
+        "{output}"
+    );
 }
 
 /// Kills the legacy launcher and everything carrying its launcher id, also when the test fails.

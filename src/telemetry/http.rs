@@ -16,11 +16,11 @@ use prometheus::Encoder;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
-use super::status::Clock;
+use super::{Metrics, Readiness};
+use crate::clock::Clock;
 use crate::error_chain::Chain;
-use crate::reconcile::UnixMillis;
+use crate::reconcile::{join, UnixMillis};
 use crate::store::Store;
-use crate::telemetry::{Metrics, Readiness};
 
 #[derive(Debug, thiserror::Error)]
 #[error("the HTTP endpoint failed")]
@@ -61,7 +61,7 @@ fn gather(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
     let observed = state.store.all_observed().map(|(records, _)| records);
     match (desired, observed) {
         (Ok(desired), Ok(observed)) => {
-            state.metrics.refresh_state(&desired, &observed);
+            state.metrics.refresh_state(&join(desired, observed));
             Ok(state.metrics.gather())
         }
         (Err(error), _) | (_, Err(error)) => {

@@ -6,16 +6,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::catalog::Catalog;
-use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor};
+use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor, Word};
 use crate::reconcile::{
-    BackendConfig, BackoffOverrides, HealthCheck, Isolation, PatternConfig, Probe, ProcessId,
-    ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, Resources, RestartPolicy, Secret,
-    TypeConfig, UtilityConfig,
+    BackendConfig, BackoffOverrides, HealthCheck, HealthCheckField, Isolation, PatternConfig,
+    Probe, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, Resources,
+    RestartPolicy, Secret, SpecField, TypeConfig, UtilityConfig,
 };
 
 pub const API_VERSION: &str = "prism.launcher/v1";
@@ -23,19 +22,6 @@ pub const KIND: &str = "Process";
 
 /// Largest spec file read; bigger files are refused rather than parsed.
 pub const MAX_SPEC_FILE_BYTES: u64 = 1024 * 1024;
-
-/// Environment variables the launcher sets itself; a spec cannot override them.
-pub const INJECTED_ENV: [&str; 9] = [
-    "PATTERN_NAME",
-    "NAMESPACE",
-    "SESSION_ID",
-    "GRPC_PORT",
-    "HEALTH_PORT",
-    "PROCESS_ID",
-    "PROCESS_TYPE",
-    "PRISM_LAUNCHER_ID",
-    "PRISM_INSTANCE_ID",
-];
 
 /// One problem in a spec file, located as precisely as the YAML allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -283,11 +269,11 @@ struct Metadata {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SpecBody {
-    #[serde(default, rename = "type")]
-    process_type: TypeValue,
+    #[serde(rename = "type")]
+    process_type: Option<Word<ProcessType>>,
     pattern: Option<String>,
     binary: Option<String>,
-    isolation: Option<IsolationValue>,
+    isolation: Option<Word<Isolation>>,
     namespace: Option<String>,
     session_id: Option<String>,
     #[serde(default)]
@@ -298,7 +284,7 @@ struct SpecBody {
     inherit_env: Vec<String>,
     working_dir: Option<String>,
     health_check: Option<HealthCheckValue>,
-    restart_policy: Option<RestartPolicyValue>,
+    restart_policy: Option<Word<RestartPolicy>>,
     #[serde(default)]
     success_exit_codes: Vec<i32>,
     backoff: Option<BackoffValue>,
@@ -391,31 +377,6 @@ impl<'de> Deserialize<'de> for NameValue {
             },
         })
     }
-}
-
-#[derive(Debug, Deserialize, Default, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum TypeValue {
-    #[default]
-    Pattern,
-    Proxy,
-    Backend,
-    Utility,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum IsolationValue {
-    None,
-    Namespace,
-    Session,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy)]
-enum RestartPolicyValue {
-    Always,
-    OnFailure,
-    Never,
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,6 +472,10 @@ impl SpecDocument {
 }
 
 impl SpecBody {
+    /// The spec this body declares, with its catalog entry's defaults, once it is valid: the
+    /// problems of reading it (a missing or ambiguous executable, an unknown pattern...) and
+    /// then every problem of the resolved spec (`ProcessSpec::problems`, the one validation all
+    /// writers share) go to `problems`.
     fn resolve(
         self,
         labels: BTreeMap<String, String>,
@@ -559,70 +524,18 @@ impl SpecBody {
                 None
             }
         };
-
-        let isolation = self
-            .isolation
-            .map(|value| match value {
-                IsolationValue::None => Isolation::None,
-                IsolationValue::Namespace => Isolation::Namespace,
-                IsolationValue::Session => Isolation::Session,
-            })
-            .or(entry.and_then(|entry| entry.isolation))
-            .unwrap_or_default();
-        if isolation != Isolation::None && self.namespace.as_deref().is_none_or(str::is_empty) {
-            problems.push(problem(
-                "spec.namespace",
-                format!(
-                    "isolation {} needs a namespace",
-                    isolation.as_str().to_lowercase()
-                ),
-            ));
-        }
-        if isolation == Isolation::Session && self.session_id.as_deref().is_none_or(str::is_empty) {
-            problems.push(problem(
-                "spec.sessionId",
-                "isolation session needs a sessionId",
-            ));
-        }
-
         let mut env = entry
             .map(|entry| entry.environment.clone())
             .unwrap_or_default();
-        for (name, value) in self.env {
-            env.insert(name, value);
-        }
-        for name in env.keys() {
-            if INJECTED_ENV.contains(&name.as_str()) {
-                problems.push(problem(
-                    "spec.env",
-                    format!("{name} is set by the launcher and cannot be overridden"),
-                ));
-            } else if !is_env_name(name) {
-                problems.push(problem(
-                    "spec.env",
-                    format!("{name:?} is not a valid environment variable name"),
-                ));
-            }
-        }
-        for name in &self.inherit_env {
-            if !is_env_name(name) {
-                problems.push(problem(
-                    "spec.inheritEnv",
-                    format!("{name:?} is not a valid environment variable name"),
-                ));
-            }
-        }
-
+        env.extend(self.env);
         let health_check = match self.health_check {
             Some(value) => value.resolve(problems),
             None => entry.and_then(|entry| entry.health_check.clone()),
         };
-
         let resources = match self.resources {
             Some(value) => value.resolve(problems),
             None => entry.and_then(|entry| entry.resources.clone()),
         };
-
         let requested_ports = RequestedPorts {
             grpc: self.ports.as_ref().and_then(|ports| ports.grpc),
             health: self
@@ -631,49 +544,14 @@ impl SpecBody {
                 .and_then(|ports| ports.health)
                 .or(entry.and_then(|entry| entry.health_port)),
         };
-        for (field, port) in [
-            ("spec.ports.grpc", requested_ports.grpc),
-            ("spec.ports.health", requested_ports.health),
-        ] {
-            if port == Some(0) {
-                problems.push(problem(
-                    field,
-                    "port 0 cannot be requested; leave it out to have one allocated",
-                ));
-            }
-        }
-
-        let backoff_overrides = self
+        let backoff = self
             .backoff
-            .map_or_else(BackoffOverrides::default, |value| {
-                if value.failure_threshold == Some(0) {
-                    problems.push(problem(
-                        "spec.backoff.failureThreshold",
-                        "failureThreshold must be at least 1",
-                    ));
-                }
-                BackoffOverrides {
-                    initial: value.initial.map(|value| value.0),
-                    max: value.max.map(|value| value.0),
-                    reset_after: value.reset_after.map(|value| value.0),
-                    failure_threshold: value.failure_threshold,
-                }
+            .map_or_else(BackoffOverrides::default, |value| BackoffOverrides {
+                initial: value.initial.map(|value| value.0),
+                max: value.max.map(|value| value.0),
+                reset_after: value.reset_after.map(|value| value.0),
+                failure_threshold: value.failure_threshold,
             });
-        if let (Some(initial), Some(max)) = (backoff_overrides.initial, backoff_overrides.max) {
-            if initial > max {
-                problems.push(problem(
-                    "spec.backoff.initial",
-                    format!("initial {initial:?} is longer than max {max:?}"),
-                ));
-            }
-        }
-
-        let process_type = match self.process_type {
-            TypeValue::Pattern => ProcessType::Pattern,
-            TypeValue::Proxy => ProcessType::Proxy,
-            TypeValue::Backend => ProcessType::Backend,
-            TypeValue::Utility => ProcessType::Utility,
-        };
         let blocks = [
             self.pattern_config.map(|value| {
                 TypeConfig::Pattern(PatternConfig {
@@ -713,29 +591,32 @@ impl SpecBody {
             ));
         }
         let type_config = given.pop().unwrap_or_default();
-        for (field, message) in type_config.problems(process_type) {
-            problems.push(problem(&spec_field_of(&field), message));
-        }
 
-        Some(ProcessSpec {
-            process_type,
-            executable: executable?,
+        let spec = ProcessSpec {
+            process_type: self
+                .process_type
+                .map_or_else(ProcessType::default, |word| word.0),
+            // An executable that could not be read was reported above; the spec is still
+            // checked, so that every other problem of the document is reported too.
+            executable: executable.clone().unwrap_or_default(),
             args: self.args,
             env,
             inherit_env: self.inherit_env,
             working_dir: self.working_dir.map(|dir| absolute_from(base_dir, &dir)),
             pattern: self.pattern,
-            isolation,
+            isolation: self
+                .isolation
+                .map(|word| word.0)
+                .or(entry.and_then(|entry| entry.isolation))
+                .unwrap_or_default(),
             namespace: self.namespace.filter(|namespace| !namespace.is_empty()),
             session_id: self.session_id.filter(|session| !session.is_empty()),
             health_check,
-            restart_policy: match self.restart_policy {
-                Some(RestartPolicyValue::Always) | None => RestartPolicy::Always,
-                Some(RestartPolicyValue::OnFailure) => RestartPolicy::OnFailure,
-                Some(RestartPolicyValue::Never) => RestartPolicy::Never,
-            },
+            restart_policy: self
+                .restart_policy
+                .map_or_else(RestartPolicy::default, |word| word.0),
             success_exit_codes: self.success_exit_codes,
-            backoff: backoff_overrides,
+            backoff,
             termination_grace: self
                 .termination_grace_period
                 .map_or(ProcessSpec::DEFAULT_TERMINATION_GRACE, |grace| grace.0),
@@ -743,7 +624,44 @@ impl SpecBody {
             requested_ports,
             type_config,
             labels,
-        })
+        };
+        for found in spec.problems() {
+            if found.field == SpecField::Executable && executable.is_none() {
+                continue;
+            }
+            problems.push(Problem {
+                field: spec_file_field(&found.field),
+                message: found.message(&spec_file_field),
+            });
+        }
+        executable.map(|_| spec)
+    }
+}
+
+/// How a spec file spells each field of a spec.
+pub fn spec_file_field(field: &SpecField) -> String {
+    let health = |name: &str| format!("spec.healthCheck.{name}");
+    match field {
+        SpecField::Executable => "spec.binary".to_string(),
+        SpecField::Namespace => "spec.namespace".to_string(),
+        SpecField::SessionId => "spec.sessionId".to_string(),
+        SpecField::Env => "spec.env".to_string(),
+        SpecField::InheritEnv => "spec.inheritEnv".to_string(),
+        SpecField::HealthCheck(HealthCheckField::HttpPath) => health("http.path"),
+        SpecField::HealthCheck(HealthCheckField::ExecCommand) => health("exec.command"),
+        SpecField::HealthCheck(HealthCheckField::InitialDelay) => health("initialDelay"),
+        SpecField::HealthCheck(HealthCheckField::Interval) => health("interval"),
+        SpecField::HealthCheck(HealthCheckField::Timeout) => health("timeout"),
+        SpecField::HealthCheck(HealthCheckField::FailureThreshold) => health("failureThreshold"),
+        SpecField::HealthCheck(HealthCheckField::SuccessThreshold) => health("successThreshold"),
+        SpecField::GrpcPort => "spec.ports.grpc".to_string(),
+        SpecField::HealthPort => "spec.ports.health".to_string(),
+        SpecField::BackoffInitial => "spec.backoff.initial".to_string(),
+        SpecField::BackoffMax => "spec.backoff.max".to_string(),
+        SpecField::BackoffResetAfter => "spec.backoff.resetAfter".to_string(),
+        SpecField::BackoffFailureThreshold => "spec.backoff.failureThreshold".to_string(),
+        SpecField::TerminationGrace => "spec.terminationGracePeriod".to_string(),
+        SpecField::TypeConfig(field) => spec_field_of(field),
     }
 }
 
@@ -776,36 +694,17 @@ fn spec_field_of(field: &str) -> String {
 }
 
 impl HealthCheckValue {
+    /// The health check as written; its values are checked with the rest of the spec.
     fn resolve(self, problems: &mut Vec<Problem>) -> Option<HealthCheck> {
         let probe = match (self.http, self.tcp, self.exec) {
-            (Some(http), None, None) => {
-                if !http.path.starts_with('/') {
-                    problems.push(problem(
-                        "spec.healthCheck.http.path",
-                        format!("path {:?} must start with '/'", http.path),
-                    ));
-                }
-                Probe::Http {
-                    path: http.path,
-                    port: http.port,
-                }
-            }
+            (Some(http), None, None) => Probe::Http {
+                path: http.path,
+                port: http.port,
+            },
             (None, Some(tcp), None) => Probe::Tcp { port: tcp.port },
-            (None, None, Some(exec)) => {
-                if exec
-                    .command
-                    .first()
-                    .is_none_or(|program| program.is_empty())
-                {
-                    problems.push(problem(
-                        "spec.healthCheck.exec.command",
-                        "command needs at least a program to run",
-                    ));
-                }
-                Probe::Exec {
-                    command: exec.command,
-                }
-            }
+            (None, None, Some(exec)) => Probe::Exec {
+                command: exec.command,
+            },
             (None, None, None) => {
                 problems.push(problem(
                     "spec.healthCheck",
@@ -821,48 +720,17 @@ impl HealthCheckValue {
                 return None;
             }
         };
-        let interval = self
-            .interval
-            .map_or(HealthCheck::DEFAULT_INTERVAL, |value| value.0);
-        let timeout = self
-            .timeout
-            .map_or(HealthCheck::DEFAULT_TIMEOUT, |value| value.0);
-        check_health_timing(interval, timeout, "spec.healthCheck", problems);
-        let failure_threshold = self
-            .failure_threshold
-            .unwrap_or(HealthCheck::DEFAULT_FAILURE_THRESHOLD);
-        let success_threshold = self.success_threshold.unwrap_or(1);
-        if failure_threshold == 0 {
-            problems.push(problem(
-                "spec.healthCheck.failureThreshold",
-                "failureThreshold must be at least 1",
-            ));
-        }
-        if success_threshold == 0 {
-            problems.push(problem(
-                "spec.healthCheck.successThreshold",
-                "successThreshold must be at least 1",
-            ));
-        }
+        let defaults = HealthCheck::new(probe);
         Some(HealthCheck {
-            probe,
-            initial_delay: self.initial_delay.map_or(Duration::ZERO, |value| value.0),
-            interval,
-            timeout,
-            failure_threshold,
-            success_threshold,
+            initial_delay: self
+                .initial_delay
+                .map_or(defaults.initial_delay, |value| value.0),
+            interval: self.interval.map_or(defaults.interval, |value| value.0),
+            timeout: self.timeout.map_or(defaults.timeout, |value| value.0),
+            failure_threshold: self.failure_threshold.unwrap_or(defaults.failure_threshold),
+            success_threshold: self.success_threshold.unwrap_or(defaults.success_threshold),
+            ..defaults
         })
-    }
-}
-
-fn check_health_timing(
-    interval: Duration,
-    timeout: Duration,
-    field: &str,
-    problems: &mut Vec<Problem>,
-) {
-    for (name, message) in super::values::health_timing_problems(interval, timeout) {
-        problems.push(problem(&format!("{field}.{name}"), message));
     }
 }
 
@@ -899,15 +767,6 @@ fn absolute_from(base_dir: &Path, path: &str) -> PathBuf {
         base_dir.join(path)
     };
     std::path::absolute(&joined).unwrap_or(joined)
-}
-
-/// Whether `name` can be an environment variable name: a letter or `_`, then letters, digits, `_`.
-pub fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

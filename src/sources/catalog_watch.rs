@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::catalog::{load_catalog, read_catalog, SharedCatalog};
 use super::problems::SourceProblems;
-use super::spec_watch::{debounce, watch_directory};
+use super::watch::{debounce, watch_directory};
 
 /// Reloads `catalog` from `dir` on every change until `shutdown` completes; `changed` is bumped
 /// after each reload that altered the catalog. A directory that cannot be watched is logged and

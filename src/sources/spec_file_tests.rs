@@ -2,6 +2,8 @@
 
 use super::super::catalog::{load_catalog, CatalogEntry, CatalogError};
 use super::*;
+use crate::reconcile::INJECTED_ENV;
+use std::time::Duration;
 
 const FILE: &str = "/specs/test.yaml";
 const BASE: &str = "/specs";

@@ -1,8 +1,14 @@
-//! The launcher's metrics: one registry, created by `main` and handed to the parts that record
-//! (the loop, the admin client) and to the HTTP endpoint that exposes them. Nothing is global.
+//! The launcher's metrics, its HTTP endpoint and the usage board: one registry, created by `app`
+//! and handed to the parts that record (the loop, the admin client) and to the HTTP endpoint
+//! that exposes them. Nothing is global.
 //!
 //! Label values are bounded: process states, sources, action kinds, failure reasons, and the
 //! seed's `pattern_isolation` (catalog pattern × isolation level). No series per pid.
+
+pub mod http;
+mod usage;
+
+pub use usage::{ResourceUsage, UsageBoard};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +19,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::reconcile::{DesiredRecord, ObservedRecord, Phase, Source};
+use crate::reconcile::{ClientState, Phase, ProcessRow, Source, Vocabulary};
 
 /// The quantiles of the launch-duration summary, as the seed shows them.
 pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
@@ -178,42 +184,35 @@ impl Metrics {
     }
 
     /// Sets the gauges that describe the current state (called before each scrape).
-    pub fn refresh_state(&self, desired: &[DesiredRecord], observed: &[ObservedRecord]) {
-        let mut states: BTreeMap<&str, i64> = STATES.iter().map(|state| (*state, 0)).collect();
-        let wanted: BTreeMap<_, _> = desired.iter().map(|record| (&record.id, record)).collect();
-        for record in observed {
-            *states.entry(state_label(record.phase)).or_default() += 1;
-        }
-        for record in desired {
-            if !observed.iter().any(|seen| seen.id == record.id) {
-                *states.entry("pending").or_default() += 1;
+    pub fn refresh_state(&self, rows: &[ProcessRow]) {
+        let mut states: BTreeMap<&str, i64> = ClientState::ALL
+            .iter()
+            .map(|state| (state.metric_label(), 0))
+            .collect();
+        let mut desired_by: BTreeMap<&str, i64> =
+            SOURCES.iter().map(|source| (*source, 0)).collect();
+        let mut observed_by: BTreeMap<&str, i64> =
+            SOURCES.iter().map(|source| (*source, 0)).collect();
+        let mut tripped = 0i64;
+        for row in rows {
+            *states.entry(row.state().metric_label()).or_default() += 1;
+            let source = row
+                .desired()
+                .map_or("none", |desired| source_label(&desired.source));
+            if row.desired().is_some() {
+                *desired_by.entry(source).or_default() += 1;
+            }
+            if let Some(observed) = row.observed() {
+                *observed_by.entry(source).or_default() += 1;
+                if observed.phase == Phase::Tripped {
+                    tripped += 1;
+                }
             }
         }
         for (state, count) in states {
             self.processes.with_label_values(&[state]).set(count);
         }
-        self.circuit_open.set(
-            i64::try_from(
-                observed
-                    .iter()
-                    .filter(|record| record.phase == Phase::Tripped)
-                    .count(),
-            )
-            .unwrap_or(i64::MAX),
-        );
-        let mut desired_by: BTreeMap<&str, i64> =
-            SOURCES.iter().map(|source| (*source, 0)).collect();
-        for record in desired {
-            *desired_by.entry(source_label(&record.source)).or_default() += 1;
-        }
-        let mut observed_by: BTreeMap<&str, i64> =
-            SOURCES.iter().map(|source| (*source, 0)).collect();
-        for record in observed {
-            let source = wanted
-                .get(&record.id)
-                .map_or("none", |desired| source_label(&desired.source));
-            *observed_by.entry(source).or_default() += 1;
-        }
+        self.circuit_open.set(tripped);
         for (source, count) in desired_by {
             self.desired.with_label_values(&[source]).set(count);
         }
@@ -228,25 +227,7 @@ impl Metrics {
     }
 }
 
-/// The `state` label values of `pattern_launcher_processes_total`, all always present.
-pub const STATES: [&str; 7] = [
-    "pending", "starting", "running", "stopping", "failed", "exited", "stopped",
-];
-
 const SOURCES: [&str; 4] = ["file", "api", "admin", "none"];
-
-/// The `state` label of a phase.
-pub fn state_label(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Pending => "pending",
-        Phase::Starting => "starting",
-        Phase::Running => "running",
-        Phase::Stopping => "stopping",
-        Phase::BackingOff | Phase::Tripped => "failed",
-        Phase::Exited => "exited",
-        Phase::Stopped => "stopped",
-    }
-}
 
 fn source_label(source: &Source) -> &'static str {
     match source {

@@ -1,10 +1,40 @@
 //! Values written by people in spec files and manifests: durations (`10s`), CPU (`0.5`, `500m`)
-//! and memory (`256Mi`) quantities.
+//! and memory (`256Mi`) quantities, and the words of the domain's closed sets (read through
+//! `reconcile`'s vocabulary, so a file spells them as every other reader does).
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+
+use crate::reconcile::Vocabulary;
+pub use crate::reconcile::MAX_DURATION;
+
+/// A word of one of the domain's closed sets (`isolation: namespace`, `type: proxy`), parsed by
+/// its vocabulary; an unknown word is refused on its own line with the words accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Word<T>(pub T);
+
+impl<'de, T: Vocabulary> Deserialize<'de> for Word<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WordVisitor<T>(PhantomData<T>);
+        impl<T: Vocabulary> Visitor<'_> for WordVisitor<T> {
+            type Value = Word<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "one of {}", T::WORDS.join(", "))
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Word<T>, E> {
+                T::parse_word(value)
+                    .map(Word)
+                    .map_err(|_| E::unknown_variant(value, T::WORDS))
+            }
+        }
+        deserializer.deserialize_str(WordVisitor(PhantomData))
+    }
+}
 
 /// A duration written as `500ms`, `10s`, `5m`, `1h` or a combination (`1m30s`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +67,6 @@ impl<T> Visitor<'_> for TextVisitor<T> {
         (self.parse)(value).map_err(E::custom)
     }
 }
-
-/// The longest duration accepted anywhere (grace periods, backoff, intervals, timeouts): a week.
-/// Nothing a supervisor waits for is longer, and the bound keeps time arithmetic from overflowing.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Parses `500ms`, `10s`, `5m`, `1h`, `1m30s`, at most `MAX_DURATION` (168h). A bare number is
 /// refused: its unit would be a guess.
@@ -169,25 +195,6 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(bytes)
-}
-
-/// What is wrong with a health check's timing, as (field, message) pairs where the field is
-/// `interval` or `timeout`; shared by spec files and catalog manifests.
-pub fn health_timing_problems(
-    interval: Duration,
-    timeout: Duration,
-) -> Vec<(&'static str, String)> {
-    let mut problems = Vec::new();
-    if interval < Duration::from_millis(100) {
-        problems.push((
-            "interval",
-            format!("interval {interval:?} is too short; it must be at least 100ms"),
-        ));
-    }
-    if timeout.is_zero() {
-        problems.push(("timeout", "timeout must be positive".to_string()));
-    }
-    problems
 }
 
 #[cfg(test)]

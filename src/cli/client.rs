@@ -1,10 +1,10 @@
-//! The client subcommands (`status`, `reset`) and what they print: the `status` table and its
-//! JSON form.
-
-use std::path::Path;
-use std::process::ExitCode;
+//! The commands that talk to a running launcher (`status`, `reset`, `logs`), their flags, and
+//! what they print: the `status` table and its JSON and YAML forms.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -12,13 +12,74 @@ use clap::ValueEnum;
 use prism_launcher::api::client::{
     fetch_status, reset_process, stream_logs, ClientError, ProcessView, StatusView,
 };
+use prism_launcher::app::ADDRESS_FILE;
+use prism_launcher::sources::values::parse_duration;
 
-use crate::{ConnectArgs, LogsArgs, ResetArgs, StatusArgs, ADDRESS_FILE};
+/// How client commands find a running launcher.
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// The launcher's gRPC address. Default: the address in <data-dir>/launcher.addr, else
+    /// 127.0.0.1:7070.
+    #[arg(long, env = "PRISM_LAUNCHER_ADDR")]
+    addr: Option<String>,
+    /// The data directory of the launcher to ask, used to find its address.
+    #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Give up on an unresponsive launcher after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+}
 
-/// Exit code of a command that failed (no launcher answers, I/O error...).
-pub const EXIT_ERROR: u8 = 1;
-/// Exit code of `validate` when a spec file has errors. (2 is clap's, for bad usage.)
-pub const EXIT_INVALID: u8 = 3;
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// Only processes from this source: file, api or admin.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only processes in this state (pending, starting, running, stopping, backing-off, tripped,
+    /// exited, stopped).
+    #[arg(long)]
+    state: Option<String>,
+    /// Refresh every --interval until interrupted (in place on a terminal).
+    #[arg(short, long)]
+    watch: bool,
+    /// How often --watch refreshes.
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
+    interval: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The process id.
+    id: String,
+    /// Keep printing what the process writes, until interrupted.
+    #[arg(short, long)]
+    follow: bool,
+    /// Lines from the end to start with; 0 prints the whole current file.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    tail: u32,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    /// The process id.
+    id: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err(format!("{text:?} must be longer than zero")),
+        duration => Ok(duration),
+    }
+}
 
 /// The address `status` uses when neither a flag nor an address file says otherwise.
 const DEFAULT_ADDRESS: &str = "127.0.0.1:7070";

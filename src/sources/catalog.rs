@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{
-    health_timing_problems, parse_cpu, parse_memory, DurationValue, QuantityValue,
-};
+use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, Word};
 use crate::reconcile::{
-    HealthCheck, Isolation, Probe, ProcessSpec, ProcessType, RequestedPorts, Resources,
-    RestartPolicy, TypeConfig,
+    HealthCheck, HealthCheckField, Isolation, Probe, ProcessSpec, ProcessType, RequestedPorts,
+    Resources, RestartPolicy, SpecField, TypeConfig,
 };
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
@@ -205,19 +203,11 @@ struct Manifest {
     #[serde(default)]
     version: String,
     executable: String,
-    isolation_level: Option<IsolationValue>,
+    isolation_level: Option<Word<Isolation>>,
     healthcheck: Option<ManifestHealthCheck>,
     resources: Option<ManifestResources>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum IsolationValue {
-    None,
-    Namespace,
-    Session,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,41 +265,27 @@ impl Manifest {
             );
         }
         let health_check = self.healthcheck.map(|check| {
-            let interval = check
-                .interval
-                .map_or(HealthCheck::DEFAULT_INTERVAL, |value| value.0);
-            let timeout = check
-                .timeout
-                .map_or(HealthCheck::DEFAULT_TIMEOUT, |value| value.0);
-            for (field, problem) in health_timing_problems(interval, timeout) {
-                problems.push(format!("healthcheck.{field}: {problem}"));
-            }
-            if !check.path.starts_with('/') {
-                problems.push(format!(
-                    "healthcheck.path {:?} must start with '/'",
-                    check.path
-                ));
-            }
-            let failure_threshold = check
-                .failure_threshold
-                .unwrap_or(HealthCheck::DEFAULT_FAILURE_THRESHOLD);
-            if failure_threshold == 0 {
-                problems.push("healthcheck.failure_threshold must be at least 1".to_string());
-            }
-            HealthCheck {
+            let defaults = HealthCheck::new(
                 // The manifest's port is where HEALTH_PORT is allocated when free, so the probe
                 // follows HEALTH_PORT rather than the literal number.
-                probe: Probe::Http {
+                Probe::Http {
                     path: check.path,
                     port: None,
                 },
-                initial_delay: std::time::Duration::ZERO,
-                interval,
-                timeout,
-                failure_threshold,
-                success_threshold: 1,
+            );
+            HealthCheck {
+                interval: check.interval.map_or(defaults.interval, |value| value.0),
+                timeout: check.timeout.map_or(defaults.timeout, |value| value.0),
+                failure_threshold: check
+                    .failure_threshold
+                    .unwrap_or(defaults.failure_threshold),
+                ..defaults
             }
         });
+        for found in health_check.iter().flat_map(HealthCheck::problems) {
+            let field = manifest_field(&found.field);
+            problems.push(format!("{field}: {}", found.message(&manifest_field)));
+        }
         let resources = self.resources.map(|resources| Resources {
             cpu_millis: resources.cpu_limit.and_then(|value| {
                 parse_cpu(&value.0)
@@ -329,11 +305,7 @@ impl Manifest {
             name: self.name,
             version: self.version,
             executable,
-            isolation: self.isolation_level.map(|level| match level {
-                IsolationValue::None => Isolation::None,
-                IsolationValue::Namespace => Isolation::Namespace,
-                IsolationValue::Session => Isolation::Session,
-            }),
+            isolation: self.isolation_level.map(|word| word.0),
             health_check,
             health_port,
             resources,
@@ -341,4 +313,18 @@ impl Manifest {
             manifest: folder.join(MANIFEST_FILE),
         })
     }
+}
+
+/// How a manifest spells the fields of its health check (the only part of a spec it declares
+/// that has rules beyond its syntax).
+fn manifest_field(field: &SpecField) -> String {
+    let name = match field {
+        SpecField::HealthCheck(HealthCheckField::HttpPath) => "path",
+        SpecField::HealthCheck(HealthCheckField::Interval) => "interval",
+        SpecField::HealthCheck(HealthCheckField::Timeout) => "timeout",
+        SpecField::HealthCheck(HealthCheckField::FailureThreshold) => "failure_threshold",
+        SpecField::HealthCheck(_) => "",
+        _ => return String::new(),
+    };
+    format!("healthcheck.{name}")
 }

@@ -1,0 +1,293 @@
+//! The domain into answers: process rows into PatternLauncher's `PatternInfo` and state, our
+//! own `StatusReport`, and prism-admin's heartbeat. Every word a client reads comes from
+//! `reconcile`'s projection (`ClientState`) and vocabulary.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::api::proto::prism as admin_pb;
+use crate::api::proto::prism::launcher as launcher_pb;
+use crate::api::proto::prism::launcher::v1 as status_pb;
+use crate::reconcile::{
+    ClientState, Diff, DiffSummary, ExitStatus, Health, Phase, ProcessRow, ProcessType, Source,
+    UnixMillis,
+};
+use crate::telemetry::UsageBoard;
+
+/// PatternLauncher's state of a process.
+pub fn process_state(state: ClientState) -> launcher_pb::ProcessState {
+    match state {
+        ClientState::Pending | ClientState::Starting => launcher_pb::ProcessState::StateStarting,
+        ClientState::Running => launcher_pb::ProcessState::StateRunning,
+        ClientState::Stopping => launcher_pb::ProcessState::StateTerminating,
+        ClientState::Failed => launcher_pb::ProcessState::StateFailed,
+        ClientState::Exited => launcher_pb::ProcessState::StateFinished,
+        ClientState::Stopped => launcher_pb::ProcessState::StateTerminated,
+    }
+}
+
+/// What PatternLauncher tells of one process.
+pub fn pattern_info(row: &ProcessRow, now: UnixMillis) -> launcher_pb::PatternInfo {
+    let spec = row.spec();
+    let observed = row.observed();
+    launcher_pb::PatternInfo {
+        pattern_name: spec.pattern.clone().unwrap_or_default(),
+        process_id: row.id().to_string(),
+        state: process_state(row.state()) as i32,
+        address: observed
+            .filter(|observed| observed.ports.grpc != 0)
+            .map_or_else(String::new, |observed| {
+                format!("localhost:{}", observed.ports.grpc)
+            }),
+        healthy: row.is_healthy(),
+        uptime_seconds: observed
+            .filter(|observed| observed.phase.has_live_process())
+            .and_then(|observed| observed.started_at)
+            .map_or(0, |started| seconds_between(started, now)),
+        namespace: spec.namespace.clone().unwrap_or_default(),
+        session_id: spec.session_id.clone().unwrap_or_default(),
+        last_error: observed
+            .and_then(|observed| observed.last_error.clone())
+            .unwrap_or_default(),
+        error_count: observed.map_or(0, |observed| saturating_i32(observed.error_count)),
+        restart_count: observed.map_or(0, |observed| saturating_i32(observed.restart_count)),
+        pid: observed
+            .and_then(|observed| observed.pid)
+            .and_then(|pid| i32::try_from(pid).ok())
+            .unwrap_or(0),
+    }
+}
+
+/// PatternLauncher's `Health` answer over the pattern processes.
+pub fn health_response(
+    rows: &[ProcessRow],
+    include_processes: bool,
+    started_at: UnixMillis,
+    now: UnixMillis,
+) -> launcher_pb::HealthResponse {
+    let infos: Vec<launcher_pb::PatternInfo> =
+        rows.iter().map(|row| pattern_info(row, now)).collect();
+    let count = |state: launcher_pb::ProcessState| {
+        saturating_i32(
+            infos
+                .iter()
+                .filter(|info| info.state == state as i32)
+                .count(),
+        )
+    };
+    let mut isolation_distribution: HashMap<String, i32> = HashMap::new();
+    for row in rows {
+        *isolation_distribution
+            .entry(row.spec().isolation.distribution_key().to_string())
+            .or_default() += 1;
+    }
+    let failed_processes = count(launcher_pb::ProcessState::StateFailed);
+    launcher_pb::HealthResponse {
+        // The launcher answers, so it lives; it is healthy while no pattern is failing.
+        healthy: failed_processes == 0,
+        total_processes: saturating_i32(infos.len()),
+        running_processes: count(launcher_pb::ProcessState::StateRunning),
+        terminating_processes: count(launcher_pb::ProcessState::StateTerminating),
+        failed_processes,
+        isolation_distribution,
+        processes: if include_processes { infos } else { Vec::new() },
+        uptime_seconds: seconds_between(started_at, now),
+    }
+}
+
+/// Our own status report: one row per id that is desired or observed, with the diff of each.
+pub fn status_report(
+    launcher_id: &str,
+    rows: &[ProcessRow],
+    problems: BTreeMap<String, Vec<String>>,
+    now: UnixMillis,
+) -> status_pb::StatusReport {
+    let mut summary = DiffSummary::default();
+    let processes = rows
+        .iter()
+        .map(|row| {
+            let diff = row.diff();
+            summary.add(diff.kind);
+            process_status(row, diff)
+        })
+        .collect();
+    status_pb::StatusReport {
+        launcher_id: launcher_id.to_string(),
+        generated_at_unix_ms: unix_ms(now),
+        processes,
+        source_problems: problems
+            .into_iter()
+            .map(|(source, errors)| status_pb::SourceProblem { source, errors })
+            .collect(),
+        summary: Some(status_pb::DiffSummary {
+            to_start: summary.to_start,
+            to_replace: summary.to_replace,
+            to_stop: summary.to_stop,
+            failing: summary.failing,
+            in_sync: summary.in_sync,
+        }),
+    }
+}
+
+fn process_status(row: &ProcessRow, diff: Diff) -> status_pb::ProcessStatus {
+    let spec = row.spec();
+    let desired = row.desired();
+    let observed = row.observed();
+    let resources = spec.resources.as_ref();
+    status_pb::ProcessStatus {
+        id: row.id().to_string(),
+        process_type: spec.process_type.to_string(),
+        source: desired.map_or_else(String::new, |record| record.source.to_string()),
+        admin_version: match desired.map(|record| &record.source) {
+            Some(Source::Admin { version }) => *version,
+            _ => 0,
+        },
+        desired_generation: desired.map_or(0, |record| record.generation),
+        running_generation: observed
+            .filter(|record| record.phase != Phase::Stopped)
+            .map_or(0, |record| record.generation),
+        actual: row.actual().to_string(),
+        diff: diff.kind.to_string(),
+        diff_detail: diff.detail,
+        pid: observed
+            .and_then(|record| record.pid)
+            .and_then(|pid| i32::try_from(pid).ok())
+            .unwrap_or(0),
+        health: observed
+            .map_or_else(
+                || {
+                    if spec.health_check.is_some() {
+                        Health::Unknown
+                    } else {
+                        Health::NotChecked
+                    }
+                },
+                |record| record.health,
+            )
+            .to_string(),
+        restart_count: observed.map_or(0, |record| record.restart_count),
+        consecutive_failures: observed.map_or(0, |record| record.consecutive_failures),
+        last_error: observed
+            .and_then(|record| record.last_error.clone())
+            .unwrap_or_default(),
+        last_exit: observed
+            .and_then(|record| record.last_exit)
+            .map_or_else(String::new, |status| status.to_string()),
+        started_at_unix_ms: observed
+            .and_then(|record| record.started_at)
+            .map_or(0, unix_ms),
+        next_restart_at_unix_ms: observed
+            .and_then(|record| record.next_restart_at)
+            .map_or(0, unix_ms),
+        pattern: spec.pattern.clone().unwrap_or_default(),
+        labels: spec.labels.clone().into_iter().collect(),
+        exited_at_unix_ms: observed
+            .and_then(|record| record.exited_at)
+            .map_or(0, unix_ms),
+        tripped_at_unix_ms: observed
+            .and_then(|record| record.tripped_at)
+            .map_or(0, unix_ms),
+        cpu_limit_millis: resources
+            .and_then(|resources| resources.cpu_millis)
+            .unwrap_or(0),
+        memory_limit_bytes: resources
+            .and_then(|resources| resources.memory_bytes)
+            .unwrap_or(0),
+        grpc_port: observed.map_or(0, |record| u32::from(record.ports.grpc)),
+        health_port: observed.map_or(0, |record| u32::from(record.ports.health)),
+    }
+}
+
+/// prism-admin's heartbeat: the health of every observed process and the launcher's load.
+pub fn heartbeat_request(
+    launcher_id: &str,
+    rows: &[ProcessRow],
+    usage: &UsageBoard,
+    max_processes: Option<u32>,
+    now: UnixMillis,
+) -> admin_pb::LauncherHeartbeatRequest {
+    let mut process_health = HashMap::new();
+    let mut total_memory_mb = 0i64;
+    let mut cpu_percent = 0f32;
+    let mut live = 0usize;
+    let mut desired = 0usize;
+    for row in rows {
+        desired += usize::from(row.desired().is_some());
+        let Some(record) = row.observed() else {
+            continue;
+        };
+        let usage = usage.get(&record.id).unwrap_or_default();
+        let memory_mb = i64::try_from(usage.memory_bytes / (1024 * 1024)).unwrap_or(i64::MAX);
+        if record.phase.has_live_process() {
+            live += 1;
+            total_memory_mb = total_memory_mb.saturating_add(memory_mb);
+            cpu_percent += usage.cpu_percent;
+        }
+        process_health.insert(
+            record.id.to_string(),
+            admin_pb::ProcessHealth {
+                status: row.state().heartbeat_status().to_string(),
+                pid: record
+                    .pid
+                    .and_then(|pid| i32::try_from(pid).ok())
+                    .unwrap_or(0),
+                restart_count: saturating_i32(record.restart_count),
+                error_count: saturating_i32(record.error_count),
+                memory_mb,
+                uptime_seconds: record
+                    .started_at
+                    .filter(|_| record.phase.has_live_process())
+                    .map_or(0, |started| seconds_between(started, now)),
+                last_error: record.last_error.clone().unwrap_or_default(),
+                cpu_percent: usage.cpu_percent,
+            },
+        );
+    }
+    let available_slots = match max_processes {
+        Some(max) => saturating_i32(max).saturating_sub(saturating_i32(desired)),
+        // Unlimited: as many as admin may want.
+        None => i32::MAX,
+    };
+    admin_pb::LauncherHeartbeatRequest {
+        launcher_id: launcher_id.to_string(),
+        process_health,
+        resources: Some(admin_pb::LauncherResourceUsage {
+            process_count: saturating_i32(live),
+            max_processes: max_processes.map_or(0, saturating_i32),
+            total_memory_mb,
+            cpu_percent,
+            available_slots: available_slots.max(0),
+        }),
+        timestamp: i64::try_from(now.0 / 1000).unwrap_or(i64::MAX),
+    }
+}
+
+/// The exit code prism-admin sees: the code, or 128 + the signal as shells report it.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    match status {
+        ExitStatus::Code(code) => code,
+        ExitStatus::Signal(signal) => 128 + signal,
+        ExitStatus::OomKilled => 128 + 9,
+        // Adopted processes are reaped by their real parent; report them as killed.
+        ExitStatus::Unknown => 128 + 9,
+    }
+}
+
+/// The process types as prism-admin's registration lists them.
+pub fn capability_words(capabilities: &[ProcessType]) -> Vec<String> {
+    capabilities
+        .iter()
+        .map(|capability| capability.as_str().to_string())
+        .collect()
+}
+
+pub fn unix_ms(at: UnixMillis) -> i64 {
+    i64::try_from(at.0).unwrap_or(i64::MAX)
+}
+
+pub fn seconds_between(start: UnixMillis, end: UnixMillis) -> i64 {
+    i64::try_from(end.saturating_duration_since(start).as_secs()).unwrap_or(i64::MAX)
+}
+
+fn saturating_i32<T: TryInto<i32>>(value: T) -> i32 {
+    value.try_into().unwrap_or(i32::MAX)
+}

@@ -1,0 +1,69 @@
+//! `prism.launcher.v1.LauncherAdmin`, our own service: desired vs actual for `prism-launcher
+//! status`, resetting a tripped process, and streaming a child's log.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::context::ApiContext;
+use super::convert::to_proto::status_report;
+use super::errors::store_status;
+use super::logs::{stream_logs, LogStream};
+use super::proto::prism::launcher::v1 as pb;
+use crate::reconcile::{join, Phase, ProcessId};
+
+pub struct LauncherAdminService {
+    pub context: Arc<ApiContext>,
+}
+
+#[tonic::async_trait]
+impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::StatusReport>, Status> {
+        let store = &self.context.store;
+        let (desired, _corrupt_desired) = store.all_desired().map_err(store_status)?;
+        let (observed, _corrupt_observed) = store.all_observed().map_err(store_status)?;
+        let report = status_report(
+            &self.context.launcher_id,
+            &join(desired, observed),
+            self.context.problems.snapshot(),
+            self.context.now(),
+        );
+        Ok(Response::new(report))
+    }
+
+    type StreamLogsStream = LogStream;
+
+    async fn stream_logs(
+        &self,
+        request: Request<pb::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        stream_logs(self.context.logs.clone(), request.into_inner()).map(Response::new)
+    }
+
+    async fn reset_process(
+        &self,
+        request: Request<pb::ResetProcessRequest>,
+    ) -> Result<Response<pb::ResetProcessResponse>, Status> {
+        let process_id = request.into_inner().process_id;
+        let unknown = || Status::not_found(format!("nothing desires a process {process_id:?}"));
+        let id = ProcessId::new(process_id.clone()).map_err(|_| unknown())?;
+        let store = &self.context.store;
+        let observed = store.observed(&id).map_err(store_status)?;
+        let reset = store.reset_desired(&id).map_err(store_status)?;
+        if reset.is_none() {
+            return Err(unknown());
+        }
+        tracing::info!(%id, "reset requested: failure streak cleared");
+        Ok(Response::new(pb::ResetProcessResponse {
+            process_id,
+            previous_state: observed
+                .as_ref()
+                .map_or(Phase::Pending, |record| record.phase)
+                .to_string(),
+            consecutive_failures: observed.map_or(0, |record| record.consecutive_failures),
+        }))
+    }
+}

@@ -1,0 +1,492 @@
+//! The launcher assembled: `run(config, listeners, shutdown)` opens the store, loads the catalog,
+//! and runs the reconcile loop, the watchers of the spec directory and the catalog, the gRPC
+//! server, the HTTP endpoint and (when configured) the prism-admin client until `shutdown`
+//! completes or one of them fails. The binary binds the listeners and passes them in, so a test
+//! can run a whole launcher in-process on `127.0.0.1:0`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::admin_client::{run_admin_client, AdminSettings};
+use crate::api::context::ApiContext;
+use crate::api::control_plane::AssignmentPolicy;
+use crate::api::logs::LogSource;
+use crate::clock::{now, system_clock};
+use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, Vocabulary};
+use crate::runtime::{self, RuntimeConfig};
+use crate::sources::catalog::SharedCatalog;
+use crate::sources::catalog_watch::{reload_catalog, watch_catalog};
+use crate::sources::spec_dir::{watch_spec_dir, SpecWatch};
+use crate::sources::SourceProblems;
+use crate::store::{Store, StoreError};
+use crate::telemetry::http::{serve_http, HttpState};
+use crate::telemetry::{Metrics, MetricsError, Readiness, UsageBoard};
+
+/// The file in the data directory where a running launcher writes its gRPC address, so that
+/// client commands (and tests that bind port 0) find it.
+pub const ADDRESS_FILE: &str = "launcher.addr";
+
+/// The file beside `ADDRESS_FILE` with the HTTP endpoint's address.
+pub const METRICS_ADDRESS_FILE: &str = "metrics.addr";
+
+/// Everything a launcher runs with, as plain values (the command line, the legacy command line
+/// and tests all make one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the store and the children's logs live.
+    pub data_dir: PathBuf,
+    /// The watched directory of desired-state spec files.
+    pub specs_dir: PathBuf,
+    /// The pattern catalog: `<dir>/<name>/manifest.yaml`.
+    pub patterns_dir: PathBuf,
+    /// Ports handed to children as GRPC_PORT and HEALTH_PORT come from this range.
+    pub port_range: RangeInclusive<u16>,
+    /// A full reconcile (and spec directory rescan) runs this often even without events.
+    pub resync_interval: Duration,
+    /// This launcher's id; `None` takes the one recorded in the store, or a new random one.
+    pub launcher_id: Option<String>,
+    pub backoff: Backoff,
+    /// Processes beyond this many are left pending.
+    pub max_processes: Option<u32>,
+    /// Restarts allowed per second across the host; 0 is no limit.
+    pub max_restarts_per_second: u32,
+    /// The isolation of a launch that does not say, for patterns whose manifest does not either.
+    pub default_isolation: Isolation,
+    /// prism-admin's address; `None` runs standalone.
+    pub admin_endpoint: Option<String>,
+    /// The address prism-admin should dial; `None` derives it from the gRPC listener.
+    pub advertise_address: Option<String>,
+    /// The process types this launcher runs.
+    pub capabilities: Vec<ProcessType>,
+    /// The region reported to prism-admin.
+    pub region: String,
+    pub heartbeat_interval: Duration,
+    /// Executables prism-admin pushes must be under one of these; empty means the patterns and
+    /// spec directories.
+    pub allowed_executable_roots: Vec<PathBuf>,
+    /// How long LaunchPattern waits for a healthy process.
+    pub launch_timeout: Duration,
+    /// How often /proc is scanned for orphans.
+    pub orphan_scan_interval: Duration,
+    /// At shutdown, leave the processes running for the next launcher to adopt.
+    pub keep_processes: bool,
+    /// A child's log file is rotated past this size...
+    pub log_max_bytes: u64,
+    /// ...keeping this many rotated files.
+    pub log_max_files: u32,
+}
+
+impl Default for Config {
+    /// The launcher's defaults: the ones `prism-launcher serve` documents for its flags.
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("data"),
+            specs_dir: PathBuf::from("examples/desired-state"),
+            patterns_dir: PathBuf::from("manifests"),
+            port_range: 40000..=44999,
+            resync_interval: Duration::from_secs(30),
+            launcher_id: None,
+            backoff: Backoff::default(),
+            max_processes: None,
+            max_restarts_per_second: 20,
+            default_isolation: Isolation::None,
+            admin_endpoint: None,
+            advertise_address: None,
+            capabilities: ProcessType::ALL.to_vec(),
+            region: String::new(),
+            heartbeat_interval: Duration::from_secs(30),
+            allowed_executable_roots: Vec::new(),
+            launch_timeout: Duration::from_secs(30),
+            orphan_scan_interval: Duration::from_secs(60),
+            keep_processes: false,
+            log_max_bytes: 10 << 20,
+            log_max_files: 5,
+        }
+    }
+}
+
+/// The listeners the launcher serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Every gRPC service.
+    pub grpc: TcpListener,
+    /// `/metrics`, `/metrics.json`, `/healthz`, `/readyz`.
+    pub metrics: TcpListener,
+}
+
+/// A part of the launcher failed, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("the spec directory {} does not exist; create it or pass --specs-dir", path.display())]
+    NoSpecsDir { path: PathBuf },
+    #[error("cannot resolve {}", path.display())]
+    ResolvePath {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the data directory {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("cannot read the address of the {listener} listener")]
+    ListenerAddress {
+        listener: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", path.display())]
+    AddressFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("allowed executable root {}", path.display())]
+    AllowedRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{part} failed")]
+    PartFailed {
+        part: &'static str,
+        #[source]
+        source: PartError,
+    },
+    #[error("{part} stopped unexpectedly")]
+    PartEnded { part: &'static str },
+    #[error("a part of the launcher panicked: {0}")]
+    PartPanicked(String),
+}
+
+/// The error a part of the launcher ended with.
+pub type PartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs a launcher until `shutdown` completes (then stops every child, unless
+/// `keep_processes`) or until one of its parts fails, which stops the others and is returned.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    if !config.specs_dir.is_dir() {
+        return Err(AppError::NoSpecsDir {
+            path: config.specs_dir.clone(),
+        });
+    }
+    let specs_dir =
+        std::path::absolute(&config.specs_dir).map_err(|source| AppError::ResolvePath {
+            path: config.specs_dir.clone(),
+            source,
+        })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = Arc::new(Store::open(&config.data_dir.join("store"))?);
+    let launcher_id = match &config.launcher_id {
+        Some(id) => id.clone(),
+        None => store.launcher_id_or_insert(&new_launcher_id())?,
+    };
+    let problems = SourceProblems::default();
+    let catalog = SharedCatalog::default();
+    reload_catalog(&config.patterns_dir, &catalog, &problems);
+
+    let grpc_address = local_address(&listeners.grpc, "gRPC")?;
+    let address_file = config.data_dir.join(ADDRESS_FILE);
+    write_address(&address_file, grpc_address)?;
+    tracing::info!(address = %grpc_address, %launcher_id, data_dir = %config.data_dir.display(),
+        specs_dir = %specs_dir.display(), "prism-launcher serving");
+    let metrics_address = local_address(&listeners.metrics, "metrics")?;
+    write_address(&config.data_dir.join(METRICS_ADDRESS_FILE), metrics_address)?;
+    tracing::info!(%metrics_address, "metrics served at /metrics, /metrics.json, /healthz, /readyz");
+
+    let (stop, stopped) = watch::channel(false);
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    let usage = UsageBoard::default();
+    let started_at = now();
+    let context = Arc::new(ApiContext {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        problems: problems.clone(),
+        clock: system_clock(),
+        stopping: stopped.clone(),
+        launcher_id: launcher_id.clone(),
+        started_at,
+        launch_wait: config.launch_timeout,
+        default_isolation: config.default_isolation,
+        policy: AssignmentPolicy {
+            launcher_id: launcher_id.clone(),
+            capabilities: config.capabilities.clone(),
+            max_processes: config.max_processes,
+            allowed_roots: allowed_roots(&config, &specs_dir)?,
+        },
+        logs: Arc::new(ChildLogs {
+            dir: config.data_dir.join("logs"),
+        }),
+    });
+
+    // The launcher's parts run until the shutdown, or until one of them ends on its own, which
+    // is a failure: then every part is stopped too and the failure is reported.
+    let mut parts = Parts::default();
+    parts.spawn(
+        "the reconcile loop",
+        runtime::run(
+            store.clone(),
+            runtime_config(&config, &launcher_id, &metrics, &readiness, &usage),
+            stop_signal(&stopped),
+        ),
+    );
+    let (catalog_changed, catalog_changes) = watch::channel(0u64);
+    let watched = (
+        config.patterns_dir.clone(),
+        catalog.clone(),
+        problems.clone(),
+    );
+    let catalog_stop = stop_signal(&stopped);
+    parts.spawn("the catalog watcher", async move {
+        let (dir, catalog, problems) = watched;
+        watch_catalog(dir, catalog, catalog_changed, problems, catalog_stop).await;
+        Ok::<(), std::convert::Infallible>(())
+    });
+    parts.spawn(
+        "the spec watcher",
+        watch_spec_dir(
+            SpecWatch {
+                dir: specs_dir.clone(),
+                store: store.clone(),
+                catalog,
+                catalog_changes,
+                problems,
+                resync_interval: config.resync_interval,
+                readiness: readiness.clone(),
+            },
+            stop_signal(&stopped),
+        ),
+    );
+    if let Some(endpoint) = &config.admin_endpoint {
+        let settings = AdminSettings {
+            endpoint: endpoint.clone(),
+            launcher_id: launcher_id.clone(),
+            advertise_address: advertise_address(config.advertise_address.as_deref(), grpc_address),
+            region: config.region.clone(),
+            max_processes: config.max_processes,
+            heartbeat_interval: config.heartbeat_interval,
+            metadata: BTreeMap::from([("pid".to_string(), std::process::id().to_string())]),
+            metrics: metrics.clone(),
+        };
+        tracing::info!(%endpoint, advertise = %settings.advertise_address, "prism-admin configured");
+        parts.spawn(
+            "the prism-admin client",
+            run_admin_client(settings, context.clone(), usage, stop_signal(&stopped)),
+        );
+    }
+    parts.spawn(
+        "the HTTP endpoint",
+        serve_http(
+            listeners.metrics,
+            HttpState {
+                store,
+                metrics,
+                readiness: readiness.clone(),
+                clock: context.clock.clone(),
+                started_at,
+            },
+            stop_signal(&stopped),
+        ),
+    );
+    readiness.listening();
+    parts.spawn(
+        "the gRPC server",
+        crate::api::server::serve(listeners.grpc, context, stop_signal(&stopped)),
+    );
+
+    let mut failure = None;
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        Some(ended) = parts.join_next() => failure = part_failure(ended, false),
+    }
+    // Every part sees the stop; the loop stops every child with its grace period.
+    let _ = stop.send(true);
+    while let Some(ended) = parts.join_next().await {
+        if let Some(error) = part_failure(ended, true) {
+            failure.get_or_insert(error);
+        }
+    }
+    let _ = std::fs::remove_file(&address_file);
+    failure.map_or(Ok(()), Err)
+}
+
+/// The launcher's parts as tasks, each with the name its failure is reported under.
+#[derive(Default)]
+struct Parts {
+    tasks: JoinSet<(&'static str, Result<(), PartError>)>,
+}
+
+impl Parts {
+    fn spawn<E>(
+        &mut self,
+        name: &'static str,
+        part: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.tasks.spawn(async move {
+            let result = part.await.map_err(|error| Box::new(error) as PartError);
+            (name, result)
+        });
+    }
+
+    async fn join_next(
+        &mut self,
+    ) -> Option<Result<(&'static str, Result<(), PartError>), tokio::task::JoinError>> {
+        self.tasks.join_next().await
+    }
+}
+
+/// The failure a part's end means: any error, or (before shutdown) ending at all.
+fn part_failure(
+    ended: Result<(&'static str, Result<(), PartError>), tokio::task::JoinError>,
+    stopping: bool,
+) -> Option<AppError> {
+    match ended {
+        Ok((_, Ok(()))) if stopping => None,
+        Ok((part, Ok(()))) => Some(AppError::PartEnded { part }),
+        Ok((part, Err(source))) => Some(AppError::PartFailed { part, source }),
+        Err(error) => Some(AppError::PartPanicked(error.to_string())),
+    }
+}
+
+/// Completes when the launcher stops.
+fn stop_signal(stopped: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut stopped = stopped.clone();
+    async move {
+        // An error means the sender is gone, which also means stop.
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }
+}
+
+fn runtime_config(
+    config: &Config,
+    launcher_id: &str,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    usage: &UsageBoard,
+) -> RuntimeConfig {
+    RuntimeConfig {
+        data_dir: config.data_dir.clone(),
+        launcher_id: launcher_id.to_string(),
+        port_range: config.port_range.clone(),
+        resync_interval: config.resync_interval,
+        backoff: config.backoff,
+        max_processes: config.max_processes,
+        max_restarts_per_second: config.max_restarts_per_second,
+        usage: usage.clone(),
+        orphan_scan_interval: config.orphan_scan_interval,
+        keep_processes: config.keep_processes,
+        log_max_bytes: config.log_max_bytes,
+        log_max_files: config.log_max_files,
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    }
+}
+
+fn local_address(listener: &TcpListener, name: &'static str) -> Result<SocketAddr, AppError> {
+    listener
+        .local_addr()
+        .map_err(|source| AppError::ListenerAddress {
+            listener: name,
+            source,
+        })
+}
+
+fn write_address(path: &Path, address: SocketAddr) -> Result<(), AppError> {
+    std::fs::write(path, address.to_string()).map_err(|source| AppError::AddressFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Folders that executables pushed by prism-admin must be in: the configured ones, else the
+/// patterns and spec directories; canonical, so that prefixes compare safely.
+fn allowed_roots(config: &Config, specs_dir: &Path) -> Result<Vec<PathBuf>, AppError> {
+    let configured = !config.allowed_executable_roots.is_empty();
+    let roots = if configured {
+        config.allowed_executable_roots.clone()
+    } else {
+        vec![config.patterns_dir.clone(), specs_dir.to_path_buf()]
+    };
+    roots
+        .iter()
+        .filter(|root| configured || root.exists())
+        .map(|root| {
+            root.canonicalize().map_err(|source| AppError::AllowedRoot {
+                path: root.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// What prism-admin should dial: the configured address, else the listen address, with this
+/// host's name in place of an unspecified address (which admin could not dial).
+fn advertise_address(configured: Option<&str>, listening: SocketAddr) -> String {
+    if let Some(address) = configured {
+        return address.to_string();
+    }
+    if listening.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_string())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        return format!("{host}:{}", listening.port());
+    }
+    listening.to_string()
+}
+
+/// A fresh launcher id: `launcher-` and 12 random hex digits.
+fn new_launcher_id() -> String {
+    let mut bytes = [0u8; 6];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes));
+    if random.is_err() {
+        // No /dev/urandom: the pid and the time still make a collision on one host unlikely.
+        let seed = now().0 ^ (u64::from(std::process::id()) << 20);
+        bytes.copy_from_slice(&seed.to_be_bytes()[2..]);
+    }
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("launcher-{hex}")
+}
+
+/// The API's view of children's logs, read with the runtime's log functions (the gRPC side and
+/// the runtime never import each other; they meet here).
+struct ChildLogs {
+    dir: PathBuf,
+}
+
+impl LogSource for ChildLogs {
+    fn tail(&self, id: &ProcessId, lines: Option<usize>) -> std::io::Result<(Vec<u8>, u64)> {
+        runtime::logs::tail(&self.dir, id, lines)
+    }
+
+    fn read_from(&self, id: &ProcessId, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
+        runtime::logs::read_from(&self.dir, id, offset)
+    }
+}

@@ -1,0 +1,95 @@
+//! The command line: the subcommands and their flags, each beside what it runs, and the old
+//! `pattern-launcher` command line.
+
+mod client;
+mod serve;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Exit code of a command that failed (no launcher answers, I/O error...).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code of `validate` when a spec file has errors. (2 is clap's, for bad usage.)
+pub const EXIT_INVALID: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prism-launcher",
+    version,
+    about = "A declarative reconciler for the processes of one host"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the launcher: watch the spec directory, serve gRPC, reconcile processes.
+    Serve(Box<serve::ServeArgs>),
+    /// Show desired vs actual for every process of a running launcher.
+    Status(client::StatusArgs),
+    /// Clear a process's failure streak: a terminal (circuit open) or backing-off process
+    /// starts again at once.
+    Reset(client::ResetArgs),
+    /// Print a process's log (stdout and stderr), and with --follow what it writes next.
+    Logs(client::LogsArgs),
+    /// Check spec files offline and report every error.
+    Validate(validate::ValidateArgs),
+}
+
+/// Runs the command line the binary was started with.
+pub fn main() -> ExitCode {
+    let (name, result) = if invoked_as_pattern_launcher() {
+        ("pattern-launcher", legacy_main())
+    } else {
+        ("prism-launcher", run(Cli::parse().command))
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("{name}: {error:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve::serve(args.into_serve()),
+        Command::Status(args) => client::status(&args),
+        Command::Reset(args) => client::reset(&args),
+        Command::Logs(args) => client::logs(&args),
+        Command::Validate(args) => validate::validate(&args),
+    }
+}
+
+/// Whether the binary was started as `pattern-launcher` (a symlink, or the compatibility binary).
+fn invoked_as_pattern_launcher() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|path| path.file_name().map(|name| name == "pattern-launcher"))
+        .unwrap_or(false)
+}
+
+/// Runs `serve` from the old flags.
+fn legacy_main() -> anyhow::Result<ExitCode> {
+    let legacy = serve::LegacyCli::parse();
+    let health_port = legacy.health_port();
+    let serve = legacy.into_serve();
+    if let Some(port) = health_port {
+        eprintln!(
+            "pattern-launcher: --health-port {port}: /healthz is served on the metrics port {}",
+            serve.metrics_listen.port()
+        );
+    }
+    let specs_dir = &serve.config.specs_dir;
+    std::fs::create_dir_all(specs_dir)
+        .with_context(|| format!("cannot create {}", specs_dir.display()))?;
+    serve::serve(serve)
+}

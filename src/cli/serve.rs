@@ -1,0 +1,372 @@
+//! `prism-launcher serve` and the old `pattern-launcher` command line: flags into an
+//! `app::Config` (the old flags map onto it directly), listeners bound here, the launcher run
+//! until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+
+use prism_launcher::app::{self, Config, Listeners};
+use prism_launcher::reconcile::{Backoff, Isolation, ProcessType, Vocabulary};
+use prism_launcher::sources::values::{parse_duration, parse_memory};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the store and the children's logs live.
+    #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The watched directory of desired-state spec files.
+    #[arg(long, default_value = "examples/desired-state")]
+    specs_dir: PathBuf,
+    /// The pattern catalog: <dir>/<name>/manifest.yaml.
+    #[arg(long, default_value = "manifests")]
+    patterns_dir: PathBuf,
+    /// The gRPC listen address. Port 0 picks a free port (see <data-dir>/launcher.addr).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Ports handed to children as GRPC_PORT and HEALTH_PORT come from this range.
+    #[arg(long, default_value = "40000-44999", value_parser = parse_port_range)]
+    port_range: (u16, u16),
+    /// A full reconcile (and spec directory rescan) runs this often even without events.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    resync_interval: Duration,
+    /// This launcher's id, given to children as PRISM_LAUNCHER_ID. Default: the one recorded in
+    /// the store, or a new random one.
+    #[arg(long)]
+    launcher_id: Option<String>,
+    /// Delay before the second restart in a row (the first is immediate); doubles after that.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    backoff_initial: Duration,
+    /// The longest delay between restarts.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    backoff_max: Duration,
+    /// A process that ran this long before it exited starts its failure count afresh.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    backoff_reset_after: Duration,
+    /// Consecutive failures after which a process is terminal (circuit open) until its spec
+    /// changes or `prism-launcher reset` runs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    failure_threshold: u32,
+    /// Processes beyond this many are left pending (not started) with a reason.
+    #[arg(long)]
+    max_processes: Option<u32>,
+    /// Restarts allowed per second across the host, so that a host-wide failure does not become
+    /// a restart storm; 0 is no limit.
+    #[arg(long, default_value_t = 20)]
+    max_restarts_per_second: u32,
+    /// The isolation of a LaunchPattern that says UNSPECIFIED, for patterns whose manifest has
+    /// no isolation_level.
+    #[arg(long, default_value = "none", value_parser = parse_word::<Isolation>)]
+    default_isolation: Isolation,
+    /// prism-admin's address (host:port); the launcher registers there and heartbeats. Without
+    /// it the launcher runs standalone.
+    #[arg(long)]
+    admin_endpoint: Option<String>,
+    /// The address prism-admin should dial to reach this launcher. Default: the listen address
+    /// (with the host name in place of an unspecified address such as 0.0.0.0).
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// The process types this launcher runs.
+    #[arg(long, value_delimiter = ',', default_value = "pattern,proxy,backend,utility", value_parser = parse_word::<ProcessType>)]
+    capabilities: Vec<ProcessType>,
+    /// The region reported to prism-admin.
+    #[arg(long, default_value = "")]
+    region: String,
+    /// How often the launcher heartbeats to prism-admin.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    heartbeat_interval: Duration,
+    /// Executables that prism-admin pushes must be under one of these folders. Default: the
+    /// patterns and spec directories.
+    #[arg(long = "allowed-executable-root")]
+    allowed_executable_roots: Vec<PathBuf>,
+    /// How long LaunchPattern waits for a healthy process (never less than its health check
+    /// needs).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    launch_timeout: Duration,
+    /// Where `/metrics`, `/metrics.json`, `/healthz` and `/readyz` are served over HTTP.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    metrics_listen: SocketAddr,
+    /// How often /proc is scanned for orphans (processes carrying this launcher's id that it
+    /// does not track), which are terminated; they are also looked for at start.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    orphan_scan_interval: Duration,
+    /// At shutdown, leave the processes running for the next launcher to adopt (for upgrades)
+    /// instead of stopping them.
+    #[arg(long)]
+    keep_processes: bool,
+    /// A child's log file is rotated past this size (e.g. 10Mi)...
+    #[arg(long, default_value = "10Mi", value_parser = parse_memory)]
+    log_max_size: u64,
+    /// ...keeping this many rotated files (`<id>.log.1` the newest).
+    #[arg(long, default_value_t = 5)]
+    log_max_files: u32,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What `serve` runs: the launcher's configuration and what the binary itself binds and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serve {
+    pub config: Config,
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    pub fn into_serve(self) -> Serve {
+        Serve {
+            config: Config {
+                data_dir: self.data_dir,
+                specs_dir: self.specs_dir,
+                patterns_dir: self.patterns_dir,
+                port_range: self.port_range.0..=self.port_range.1,
+                resync_interval: self.resync_interval,
+                launcher_id: self.launcher_id,
+                backoff: Backoff {
+                    initial: self.backoff_initial,
+                    max: self.backoff_max,
+                    stable_after: self.backoff_reset_after,
+                    failure_threshold: self.failure_threshold,
+                },
+                max_processes: self.max_processes,
+                max_restarts_per_second: self.max_restarts_per_second,
+                default_isolation: self.default_isolation,
+                admin_endpoint: self.admin_endpoint,
+                advertise_address: self.advertise_address,
+                capabilities: self.capabilities,
+                region: self.region,
+                heartbeat_interval: self.heartbeat_interval,
+                allowed_executable_roots: self.allowed_executable_roots,
+                launch_timeout: self.launch_timeout,
+                orphan_scan_interval: self.orphan_scan_interval,
+                keep_processes: self.keep_processes,
+                log_max_bytes: self.log_max_size,
+                log_max_files: self.log_max_files,
+            },
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            log_format: self.log_format,
+        }
+    }
+}
+
+/// The old `pattern-launcher` command line (ADR-057 compatibility): no subcommand, the old flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pattern-launcher",
+    version,
+    about = "prism-launcher under its old name, with the old flags"
+)]
+pub struct LegacyCli {
+    /// The pattern catalog: <dir>/<name>/manifest.yaml.
+    #[arg(long, default_value = "manifests")]
+    patterns_dir: PathBuf,
+    /// The gRPC port, on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    grpc_port: u16,
+    /// The isolation of launches that do not say, for patterns whose manifest does not either.
+    #[arg(long, default_value = "none", value_parser = parse_word::<Isolation>)]
+    isolation: Isolation,
+    /// The metrics port (on 127.0.0.1): /metrics, /metrics.json, /healthz, /readyz.
+    #[arg(long, default_value_t = 9092)]
+    metrics_port: u16,
+    /// The old health port; its /healthz is served on the metrics port.
+    #[arg(long)]
+    health_port: Option<u16>,
+    /// Where the store and the children's logs live; spec files are watched in <data-dir>/specs.
+    #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+impl LegacyCli {
+    /// The old flags on the launcher's defaults. The spec directory is `<data-dir>/specs`.
+    pub fn into_serve(self) -> Serve {
+        let specs_dir = self.data_dir.join("specs");
+        Serve {
+            config: Config {
+                specs_dir,
+                patterns_dir: self.patterns_dir,
+                default_isolation: self.isolation,
+                data_dir: self.data_dir,
+                ..Config::default()
+            },
+            listen: SocketAddr::from(([127, 0, 0, 1], self.grpc_port)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], self.metrics_port)),
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// The old health port, which has no listener of its own any more.
+    pub fn health_port(&self) -> Option<u16> {
+        self.health_port
+    }
+}
+
+/// Runs the launcher until SIGTERM or SIGINT.
+pub fn serve(serve: Serve) -> anyhow::Result<ExitCode> {
+    init_tracing(serve.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve_async(serve))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_async(serve: Serve) -> anyhow::Result<()> {
+    // Signals are listened for before anything starts, so that an early SIGTERM is a shutdown.
+    let shutdown = shutdown_signal()?;
+    let grpc = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let metrics = tokio::net::TcpListener::bind(serve.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", serve.metrics_listen))?;
+    app::run(serve.config, Listeners { grpc, metrics }, shutdown).await?;
+    Ok(())
+}
+
+/// Completes at the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "signal received");
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// A word of one of the domain's closed sets, as `reconcile`'s vocabulary reads it.
+fn parse_word<T: Vocabulary>(text: &str) -> Result<T, String> {
+    T::parse_word(text.trim()).map_err(|error| error.to_string())
+}
+
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (start, end) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a port range; write it like 40000-44999"))?;
+    let start: u16 = start
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad start port in {text:?}"))?;
+    let end: u16 = end
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad end port in {text:?}"))?;
+    if start == 0 || end <= start {
+        return Err(format!(
+            "port range {text:?} must be START-END with 0 < START < END"
+        ));
+    }
+    Ok((start, end))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err(format!("{text:?} must be longer than zero")),
+        duration => Ok(duration),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct ServeOnly {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_flag_defaults_are_the_launchers_defaults() {
+        let serve = ServeOnly::parse_from(["serve"]).serve.into_serve();
+        assert_eq!(serve.config, Config::default());
+        assert_eq!(serve.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(serve.metrics_listen, "127.0.0.1:9092".parse().unwrap());
+    }
+
+    #[test]
+    fn the_old_flags_map_onto_the_config_directly() {
+        let legacy = LegacyCli::parse_from([
+            "pattern-launcher",
+            "--patterns-dir",
+            "/opt/patterns",
+            "--grpc-port",
+            "8181",
+            "--isolation",
+            "namespace",
+            "--metrics-port",
+            "9191",
+            "--data-dir",
+            "/var/lib/launcher",
+        ]);
+        let serve = legacy.into_serve();
+        assert_eq!(
+            serve.config,
+            Config {
+                data_dir: PathBuf::from("/var/lib/launcher"),
+                specs_dir: PathBuf::from("/var/lib/launcher/specs"),
+                patterns_dir: PathBuf::from("/opt/patterns"),
+                default_isolation: Isolation::Namespace,
+                ..Config::default()
+            }
+        );
+        assert_eq!(serve.listen, "127.0.0.1:8181".parse().unwrap());
+        assert_eq!(serve.metrics_listen, "127.0.0.1:9191".parse().unwrap());
+    }
+
+    #[test]
+    fn closed_sets_are_read_by_the_vocabulary() {
+        let serve = ServeOnly::parse_from([
+            "serve",
+            "--default-isolation",
+            "session",
+            "--capabilities",
+            "proxy,utility",
+        ])
+        .serve
+        .into_serve();
+        assert_eq!(serve.config.default_isolation, Isolation::Session);
+        assert_eq!(
+            serve.config.capabilities,
+            vec![ProcessType::Proxy, ProcessType::Utility]
+        );
+        let error = ServeOnly::try_parse_from(["serve", "--default-isolation", "Tenant"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("isolation \"Tenant\" is not one of none, namespace, session"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! `prism-launcher validate`: spec files checked offline against the catalog, every error
+//! reported.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use prism_launcher::sources::catalog::load_catalog;
+use prism_launcher::sources::spec_dir::is_spec_file_name;
+use prism_launcher::sources::spec_file::load_spec_file;
+
+use super::EXIT_INVALID;
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Spec files or directories of spec files.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The pattern catalog that `pattern:` references resolve against.
+    #[arg(long, default_value = "manifests")]
+    patterns_dir: PathBuf,
+}
+
+pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    let (catalog, catalog_errors) = load_catalog(&args.patterns_dir);
+    let mut failed = false;
+    for error in &catalog_errors {
+        eprintln!("warning: {error}");
+    }
+    let mut files = Vec::new();
+    for path in &args.paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| is_spec_file_name(path))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut processes = 0;
+    for file in &files {
+        match load_spec_file(Path::new(file), &catalog) {
+            Ok(specs) => {
+                processes += specs.len();
+                println!(
+                    "ok: {} ({} process{})",
+                    file.display(),
+                    specs.len(),
+                    if specs.len() == 1 { "" } else { "es" }
+                );
+            }
+            Err(errors) => {
+                failed = true;
+                for error in errors {
+                    println!("error: {error}");
+                }
+            }
+        }
+    }
+    if failed {
+        Ok(ExitCode::from(EXIT_INVALID))
+    } else {
+        println!(
+            "{} file(s), {processes} process(es), no errors",
+            files.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,122 @@
+//! The rules of a child's environment, in one place for the validation of specs and for the
+//! spawn that builds the environment: which variables the launcher injects (and nobody else may
+//! set), which it passes through from its own environment, and what a valid name and value are.
+
+use std::collections::BTreeMap;
+
+use super::model::{Ports, ProcessId, ProcessSpec};
+
+/// The variables the launcher sets for every child, in the order `injected_values` gives them;
+/// a spec cannot set or override them.
+pub const INJECTED_ENV: [&str; 9] = [
+    "PATTERN_NAME",
+    "NAMESPACE",
+    "SESSION_ID",
+    "GRPC_PORT",
+    "HEALTH_PORT",
+    "PROCESS_ID",
+    "PROCESS_TYPE",
+    "PRISM_LAUNCHER_ID",
+    "PRISM_INSTANCE_ID",
+];
+
+/// Variables passed from the launcher's environment to every child when set; nothing else of
+/// the launcher's environment reaches a child unless its spec names it in `inheritEnv`.
+pub const PASSED_THROUGH_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+
+/// The PATH a child gets when the launcher has none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Whether `name` can be an environment variable name: a letter or `_`, then letters, digits, `_`.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether the launcher sets `name` itself.
+pub fn is_injected(name: &str) -> bool {
+    INJECTED_ENV.contains(&name)
+}
+
+/// What is wrong with a variable a spec sets, if anything.
+pub fn env_entry_problem(name: &str, value: &str) -> Option<EnvProblem> {
+    if is_injected(name) {
+        Some(EnvProblem::Injected)
+    } else if !is_env_name(name) {
+        Some(EnvProblem::BadName)
+    } else if value.contains('\0') {
+        Some(EnvProblem::NulInValue)
+    } else {
+        None
+    }
+}
+
+/// Why a variable cannot be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvProblem {
+    Injected,
+    BadName,
+    NulInValue,
+}
+
+/// Who a child is, for the variables the launcher injects.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildIdentity<'a> {
+    pub id: &'a ProcessId,
+    pub ports: Ports,
+    pub launcher_id: &'a str,
+    /// Unique to one spawn; inherited by the child's descendants.
+    pub instance: &'a str,
+}
+
+/// The values of `INJECTED_ENV`, in its order.
+pub fn injected_values(
+    spec: &ProcessSpec,
+    child: ChildIdentity<'_>,
+) -> [(&'static str, String); 9] {
+    let values = [
+        spec.pattern.clone().unwrap_or_else(|| child.id.to_string()),
+        spec.namespace.clone().unwrap_or_default(),
+        spec.session_id.clone().unwrap_or_default(),
+        child.ports.grpc.to_string(),
+        child.ports.health.to_string(),
+        child.id.to_string(),
+        spec.process_type.as_str().to_string(),
+        child.launcher_id.to_string(),
+        child.instance.to_string(),
+    ];
+    // Both arrays have nine entries, so every name gets its value.
+    let mut values = values.into_iter();
+    INJECTED_ENV.map(|name| (name, values.next().unwrap_or_default()))
+}
+
+/// The whole environment of a child: the pass-through variables, the ones its spec inherits and
+/// sets, its type's configuration, and the injected ones, which nothing overrides.
+/// `launcher_env` reads the launcher's own environment.
+pub fn child_environment(
+    spec: &ProcessSpec,
+    child: ChildIdentity<'_>,
+    launcher_env: impl Fn(&str) -> Option<String>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for name in PASSED_THROUGH_ENV
+        .iter()
+        .copied()
+        .chain(spec.inherit_env.iter().map(String::as_str))
+    {
+        if let Some(value) = launcher_env(name) {
+            env.insert(name.to_string(), value);
+        }
+    }
+    env.entry("PATH".to_string())
+        .or_insert_with(|| DEFAULT_PATH.to_string());
+    env.extend(spec.env.clone());
+    env.extend(spec.type_config.environment());
+    for (name, value) in injected_values(spec, child) {
+        env.insert(name.to_string(), value);
+    }
+    env
+}

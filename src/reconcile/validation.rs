@@ -1,0 +1,304 @@
+//! What "a valid spec" means, once for every writer of desired state: spec files, LaunchPattern
+//! and AssignProcess all resolve their input into a `ProcessSpec` and run `ProcessSpec::problems`
+//! on it before it is stored. Each writer names the fields in its own spelling (`spec.sessionId`
+//! in a file, `session_id` on the wire), so a problem carries the field and is worded with the
+//! writer's names.
+
+use std::time::Duration;
+
+use super::environment::{env_entry_problem, is_env_name, EnvProblem};
+use super::model::{HealthCheck, Isolation, Probe, ProcessSpec};
+
+/// The longest duration accepted anywhere (grace periods, backoff, intervals, timeouts): a week.
+/// Nothing a supervisor waits for is longer, and the bound keeps time arithmetic from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The shortest health-check interval: probing faster only loads the process.
+pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A field of a resolved spec.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SpecField {
+    Executable,
+    Namespace,
+    SessionId,
+    Env,
+    InheritEnv,
+    HealthCheck(HealthCheckField),
+    GrpcPort,
+    HealthPort,
+    BackoffInitial,
+    BackoffMax,
+    BackoffResetAfter,
+    BackoffFailureThreshold,
+    TerminationGrace,
+    /// A field of the type's configuration block, relative and in snake case (`proxy.proxy_id`).
+    TypeConfig(String),
+}
+
+/// A field of a health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HealthCheckField {
+    HttpPath,
+    ExecCommand,
+    InitialDelay,
+    Interval,
+    Timeout,
+    FailureThreshold,
+    SuccessThreshold,
+}
+
+/// How one writer spells the fields of a spec, e.g. `spec.sessionId` or `session_id`.
+pub trait FieldNames {
+    fn name(&self, field: &SpecField) -> String;
+}
+
+impl<F: Fn(&SpecField) -> String> FieldNames for F {
+    fn name(&self, field: &SpecField) -> String {
+        self(field)
+    }
+}
+
+/// One thing wrong with a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    pub field: SpecField,
+    pub kind: ProblemKind,
+}
+
+/// What is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProblemKind {
+    RelativeExecutable(String),
+    MissingNamespace(Isolation),
+    MissingSession,
+    Env {
+        name: String,
+        problem: EnvProblem,
+    },
+    BadInheritName(String),
+    HttpPathNotAbsolute(String),
+    EmptyExecCommand,
+    IntervalTooShort(Duration),
+    ZeroTimeout,
+    /// A threshold (the field says which) of 0.
+    ZeroThreshold,
+    PortZero,
+    BackoffBackwards {
+        initial: Duration,
+        max: Duration,
+    },
+    TooLong(Duration),
+    /// A problem of the type's configuration, already worded.
+    TypeConfig(String),
+}
+
+impl SpecProblem {
+    fn new(field: SpecField, kind: ProblemKind) -> SpecProblem {
+        SpecProblem { field, kind }
+    }
+
+    /// The problem in a sentence, with fields spelled by `names`.
+    pub fn message(&self, names: &dyn FieldNames) -> String {
+        // A message names its own field by its last segment (`failureThreshold`), as people
+        // read it next to the field's full path.
+        let own = || last_segment(&names.name(&self.field));
+        match &self.kind {
+            ProblemKind::RelativeExecutable(path) => {
+                format!("the executable {path:?} must be an absolute path")
+            }
+            ProblemKind::MissingNamespace(isolation) => {
+                format!(
+                    "isolation {isolation} needs a {}",
+                    last_segment(&names.name(&SpecField::Namespace))
+                )
+            }
+            ProblemKind::MissingSession => format!(
+                "isolation session needs a {}",
+                last_segment(&names.name(&SpecField::SessionId))
+            ),
+            ProblemKind::Env {
+                name,
+                problem: EnvProblem::Injected,
+            } => format!("{name} is set by the launcher and cannot be overridden"),
+            ProblemKind::Env {
+                name,
+                problem: EnvProblem::BadName,
+            }
+            | ProblemKind::BadInheritName(name) => {
+                format!("{name:?} is not a valid environment variable name")
+            }
+            ProblemKind::Env {
+                name,
+                problem: EnvProblem::NulInValue,
+            } => format!("the value of {name} contains a NUL byte"),
+            ProblemKind::HttpPathNotAbsolute(path) => format!("path {path:?} must start with '/'"),
+            ProblemKind::EmptyExecCommand => "command needs at least a program to run".to_string(),
+            ProblemKind::IntervalTooShort(interval) => format!(
+                "interval {interval:?} is too short; it must be at least {MIN_PROBE_INTERVAL:?}"
+            ),
+            ProblemKind::ZeroTimeout => "timeout must be positive".to_string(),
+            ProblemKind::ZeroThreshold => format!("{} must be at least 1", own()),
+            ProblemKind::PortZero => {
+                "port 0 cannot be requested; leave it out to have one allocated".to_string()
+            }
+            ProblemKind::BackoffBackwards { initial, max } => {
+                format!("initial {initial:?} is longer than max {max:?}")
+            }
+            ProblemKind::TooLong(duration) => format!(
+                "{} {duration:?} is too long; durations may be at most 168h (a week)",
+                own()
+            ),
+            ProblemKind::TypeConfig(message) => message.clone(),
+        }
+    }
+}
+
+fn last_segment(name: &str) -> String {
+    name.rsplit('.').next().unwrap_or(name).to_string()
+}
+
+impl ProcessSpec {
+    /// Everything wrong with this spec, whoever wrote it; empty when it is valid. A spec is
+    /// stored only when this is empty.
+    pub fn problems(&self) -> Vec<SpecProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |field: SpecField, kind: ProblemKind| {
+            problems.push(SpecProblem::new(field, kind));
+        };
+        if !self.executable.is_absolute() {
+            problem(
+                SpecField::Executable,
+                ProblemKind::RelativeExecutable(self.executable.display().to_string()),
+            );
+        }
+        if self.isolation != Isolation::None && self.namespace.as_deref().is_none_or(str::is_empty)
+        {
+            problem(
+                SpecField::Namespace,
+                ProblemKind::MissingNamespace(self.isolation),
+            );
+        }
+        if self.isolation == Isolation::Session
+            && self.session_id.as_deref().is_none_or(str::is_empty)
+        {
+            problem(SpecField::SessionId, ProblemKind::MissingSession);
+        }
+        for (name, value) in &self.env {
+            if let Some(env_problem) = env_entry_problem(name, value) {
+                problem(
+                    SpecField::Env,
+                    ProblemKind::Env {
+                        name: name.clone(),
+                        problem: env_problem,
+                    },
+                );
+            }
+        }
+        for name in &self.inherit_env {
+            if !is_env_name(name) {
+                problem(
+                    SpecField::InheritEnv,
+                    ProblemKind::BadInheritName(name.clone()),
+                );
+            }
+        }
+        if let Some(check) = &self.health_check {
+            for health_problem in check.problems() {
+                problem(health_problem.field, health_problem.kind);
+            }
+        }
+        for (field, port) in [
+            (SpecField::GrpcPort, self.requested_ports.grpc),
+            (SpecField::HealthPort, self.requested_ports.health),
+        ] {
+            if port == Some(0) {
+                problem(field, ProblemKind::PortZero);
+            }
+        }
+        let backoff = &self.backoff;
+        if backoff.failure_threshold == Some(0) {
+            problem(
+                SpecField::BackoffFailureThreshold,
+                ProblemKind::ZeroThreshold,
+            );
+        }
+        if let (Some(initial), Some(max)) = (backoff.initial, backoff.max) {
+            if initial > max {
+                problem(
+                    SpecField::BackoffInitial,
+                    ProblemKind::BackoffBackwards { initial, max },
+                );
+            }
+        }
+        for (field, duration) in [
+            (SpecField::BackoffInitial, backoff.initial),
+            (SpecField::BackoffMax, backoff.max),
+            (SpecField::BackoffResetAfter, backoff.reset_after),
+            (SpecField::TerminationGrace, Some(self.termination_grace)),
+        ] {
+            if let Some(duration) = duration.filter(|duration| *duration > MAX_DURATION) {
+                problem(field, ProblemKind::TooLong(duration));
+            }
+        }
+        for (field, message) in self.type_config.problems(self.process_type) {
+            problem(
+                SpecField::TypeConfig(field),
+                ProblemKind::TypeConfig(message),
+            );
+        }
+        problems
+    }
+}
+
+impl HealthCheck {
+    /// Everything wrong with this health check; also what a catalog manifest's health check is
+    /// checked with.
+    pub fn problems(&self) -> Vec<SpecProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |field: HealthCheckField, kind: ProblemKind| {
+            problems.push(SpecProblem::new(SpecField::HealthCheck(field), kind));
+        };
+        match &self.probe {
+            Probe::Http { path, .. } if !path.starts_with('/') => problem(
+                HealthCheckField::HttpPath,
+                ProblemKind::HttpPathNotAbsolute(path.clone()),
+            ),
+            Probe::Exec { command } if command.first().is_none_or(String::is_empty) => {
+                problem(HealthCheckField::ExecCommand, ProblemKind::EmptyExecCommand)
+            }
+            Probe::Http { .. } | Probe::Tcp { .. } | Probe::Exec { .. } => {}
+        }
+        if self.interval < MIN_PROBE_INTERVAL {
+            problem(
+                HealthCheckField::Interval,
+                ProblemKind::IntervalTooShort(self.interval),
+            );
+        }
+        if self.timeout.is_zero() {
+            problem(HealthCheckField::Timeout, ProblemKind::ZeroTimeout);
+        }
+        if self.failure_threshold == 0 {
+            problem(
+                HealthCheckField::FailureThreshold,
+                ProblemKind::ZeroThreshold,
+            );
+        }
+        if self.success_threshold == 0 {
+            problem(
+                HealthCheckField::SuccessThreshold,
+                ProblemKind::ZeroThreshold,
+            );
+        }
+        for (field, duration) in [
+            (HealthCheckField::InitialDelay, self.initial_delay),
+            (HealthCheckField::Interval, self.interval),
+            (HealthCheckField::Timeout, self.timeout),
+        ] {
+            if duration > MAX_DURATION {
+                problem(field, ProblemKind::TooLong(duration));
+            }
+        }
+        problems
+    }
+}
