@@ -219,7 +219,7 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
-    let usage = UsageBoard::default();
+    let usage = UsageBoard::new(runtime::usage_sampler(), runtime::ticks_per_second());
     let started_at = now();
     let context = Arc::new(ApiContext {
         store: store.clone(),
@@ -404,6 +404,7 @@ fn runtime_config(
         log_max_files: config.log_max_files,
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        clock: system_clock(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::blocking::{store_call, BlockingStoreError};
 use super::context::ApiContext;
 use super::convert::from_proto::assignment_spec;
 use super::convert::to_proto::{capability_words, heartbeat_request};
@@ -135,49 +136,13 @@ impl Admin {
         }
         tracing::info!(endpoint = %settings.endpoint, initial = ack.initial_processes.len(),
             "registered with prism-admin");
-        if let Err(error) = self.apply_initial(&ack.initial_processes) {
+        let context = self.context.clone();
+        let initial = ack.initial_processes;
+        let applied = store_call(move || apply_initial(&context, &initial)).await;
+        if let Err(error) = applied {
             tracing::error!(error = %Chain(&error), "cannot apply prism-admin's initial processes");
         }
         true
-    }
-
-    /// Applies `initial_processes` as the admin's whole desired set. An invalid entry is logged
-    /// and leaves what runs for its id as it was.
-    fn apply_initial(&self, assignments: &[pb::ProcessAssignment]) -> Result<(), StoreError> {
-        let store = &self.context.store;
-        let mut set: Vec<(ProcessId, ProcessSpec, i64)> = Vec::new();
-        for assignment in assignments {
-            let resolved = assignment_spec(
-                assignment,
-                &self.context.policy,
-                &read_catalog(&self.context.catalog),
-            );
-            match resolved {
-                Ok((id, spec)) => set.push((id, spec, assignment.version)),
-                Err(error) => {
-                    tracing::error!(process_id = %assignment.process_id, error = %Chain(&error),
-                        "initial process refused; what runs for it is kept");
-                    if let Some(existing) = ProcessId::new(assignment.process_id.clone())
-                        .ok()
-                        .map(|id| store.desired(&id))
-                        .transpose()?
-                        .flatten()
-                    {
-                        if let Source::Admin { version } = existing.source {
-                            set.push((existing.id, existing.spec, version));
-                        }
-                    }
-                }
-            }
-        }
-        let outcome = store.apply_admin_set(&set)?;
-        for (id, owner) in &outcome.conflicts {
-            tracing::warn!(%id, %owner, "initial process skipped: stale version or owned elsewhere");
-        }
-        for id in &outcome.deleted {
-            tracing::info!(%id, "no longer in prism-admin's desired set: removed");
-        }
-        Ok(())
     }
 
     /// Heartbeats every interval until admin is unreachable or no longer knows the launcher.
@@ -189,7 +154,7 @@ impl Admin {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let request = match self.heartbeat() {
+            let request = match self.heartbeat().await {
                 Ok(request) => request,
                 Err(error) => {
                     tracing::error!(error = %Chain(&error), "cannot read the state for a heartbeat");
@@ -214,15 +179,64 @@ impl Admin {
         }
     }
 
-    fn heartbeat(&self) -> Result<pb::LauncherHeartbeatRequest, StoreError> {
-        let (desired, _) = self.context.store.all_desired()?;
-        let (observed, _) = self.context.store.all_observed()?;
-        Ok(heartbeat_request(
-            &self.settings.launcher_id,
-            &join(desired, observed),
-            &self.usage,
-            self.settings.max_processes,
-            self.context.now(),
-        ))
+    /// The heartbeat: the store read and the usage sampled (both O(processes)) on the
+    /// blocking pool.
+    async fn heartbeat(&self) -> Result<pb::LauncherHeartbeatRequest, BlockingStoreError> {
+        let context = self.context.clone();
+        let usage = self.usage.clone();
+        let launcher_id = self.settings.launcher_id.clone();
+        let max_processes = self.settings.max_processes;
+        store_call(move || {
+            let (desired, _) = context.store.all_desired()?;
+            let (observed, _) = context.store.all_observed()?;
+            let now = context.now();
+            Ok(heartbeat_request(
+                &launcher_id,
+                &join(desired, observed),
+                &usage.sample(now),
+                max_processes,
+                now,
+            ))
+        })
+        .await
     }
+}
+
+/// Applies `initial_processes` as the admin's whole desired set. An invalid entry is logged
+/// and leaves what runs for its id as it was. Blocking: it writes the store.
+fn apply_initial(
+    context: &ApiContext,
+    assignments: &[pb::ProcessAssignment],
+) -> Result<(), StoreError> {
+    let store = &context.store;
+    let mut set: Vec<(ProcessId, ProcessSpec, i64)> = Vec::new();
+    for assignment in assignments {
+        let resolved =
+            assignment_spec(assignment, &context.policy, &read_catalog(&context.catalog));
+        match resolved {
+            Ok((id, spec)) => set.push((id, spec, assignment.version)),
+            Err(error) => {
+                tracing::error!(process_id = %assignment.process_id, error = %Chain(&error),
+                    "initial process refused; what runs for it is kept");
+                if let Some(existing) = ProcessId::new(assignment.process_id.clone())
+                    .ok()
+                    .map(|id| store.desired(&id))
+                    .transpose()?
+                    .flatten()
+                {
+                    if let Source::Admin { version } = existing.source {
+                        set.push((existing.id, existing.spec, version));
+                    }
+                }
+            }
+        }
+    }
+    let outcome = store.apply_admin_set(&set)?;
+    for (id, owner) in &outcome.conflicts {
+        tracing::warn!(%id, %owner, "initial process skipped: stale version or owned elsewhere");
+    }
+    for id in &outcome.deleted {
+        tracing::info!(%id, "no longer in prism-admin's desired set: removed");
+    }
+    Ok(())
 }

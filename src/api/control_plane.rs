@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
+use super::blocking::{blocking, store_call, BlockingStoreError, Interrupted};
 use super::context::ApiContext;
 use super::convert::from_proto::assignment_spec;
 use super::convert::to_proto::exit_code;
@@ -73,6 +74,17 @@ pub enum AssignmentError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+}
+
+impl From<BlockingStoreError> for AssignmentError {
+    fn from(error: BlockingStoreError) -> AssignmentError {
+        match error {
+            BlockingStoreError::Store(error) => AssignmentError::Store(error),
+            BlockingStoreError::Interrupted(error) => AssignmentError::Interrupted(error),
+        }
+    }
 }
 
 /// What the launcher accepts from prism-admin.
@@ -113,7 +125,14 @@ impl pb::control_plane_server::ControlPlane for ControlPlaneService {
         &self,
         request: Request<pb::ProcessAssignment>,
     ) -> Result<Response<pb::ProcessAssignmentAck>, Status> {
-        self.assign(request.into_inner())
+        // Validating the binary reads the file system and the write waits for the disk: the
+        // whole assignment runs on the blocking pool.
+        let context = self.context.clone();
+        let assignment = request.into_inner();
+        blocking(move || assign(&context, assignment))
+            .await
+            .map_err(AssignmentError::from)
+            .and_then(|assigned| assigned)
             .map(Response::new)
             .map_err(assignment_status)
     }
@@ -129,43 +148,43 @@ impl pb::control_plane_server::ControlPlane for ControlPlaneService {
     }
 }
 
-impl ControlPlaneService {
-    fn assign(
-        &self,
-        assignment: pb::ProcessAssignment,
-    ) -> Result<pb::ProcessAssignmentAck, AssignmentError> {
-        let context = &self.context;
-        let policy = &context.policy;
-        let (id, spec) = assignment_spec(&assignment, policy, &read_catalog(&context.catalog))?;
-        if let Some(max) = policy.max_processes {
-            let is_new = context.store.desired(&id)?.is_none();
-            let full = context.store.desired_count() >= usize::try_from(max).unwrap_or(usize::MAX);
-            if is_new && full {
-                return Err(AssignmentError::AtCapacity {
-                    launcher_id: policy.launcher_id.clone(),
-                    max,
-                });
-            }
+/// Validates an assignment and writes it as a desired record (blocking).
+fn assign(
+    context: &ApiContext,
+    assignment: pb::ProcessAssignment,
+) -> Result<pb::ProcessAssignmentAck, AssignmentError> {
+    let policy = &context.policy;
+    let (id, spec) = assignment_spec(&assignment, policy, &read_catalog(&context.catalog))?;
+    if let Some(max) = policy.max_processes {
+        let is_new = context.store.desired(&id)?.is_none();
+        let full = context.store.desired_count() >= usize::try_from(max).unwrap_or(usize::MAX);
+        if is_new && full {
+            return Err(AssignmentError::AtCapacity {
+                launcher_id: policy.launcher_id.clone(),
+                max,
+            });
         }
-        let version = assignment.version;
-        let message = match context.store.assign_admin(&id, &spec, version)? {
-            Assigned::Created => format!("{id} assigned at version {version}"),
-            Assigned::Updated => format!("{id} updated to version {version}"),
-            Assigned::Unchanged => format!("{id} is already at version {version}; nothing changed"),
-        };
-        tracing::info!(%id, version, "{message}");
-        Ok(pb::ProcessAssignmentAck {
-            success: true,
-            message,
-        })
     }
+    let version = assignment.version;
+    let message = match context.store.assign_admin(&id, &spec, version)? {
+        Assigned::Created => format!("{id} assigned at version {version}"),
+        Assigned::Updated => format!("{id} updated to version {version}"),
+        Assigned::Unchanged => format!("{id} is already at version {version}; nothing changed"),
+    };
+    tracing::info!(%id, version, "{message}");
+    Ok(pb::ProcessAssignmentAck {
+        success: true,
+        message,
+    })
+}
 
+impl ControlPlaneService {
     async fn revoke(
         &self,
         revocation: pb::ProcessRevocation,
     ) -> Result<pb::ProcessRevocationAck, AssignmentError> {
         let context = &self.context;
-        let store = &context.store;
+        let store = context.store.clone();
         if !revocation.launcher_id.is_empty() && revocation.launcher_id != context.launcher_id {
             return Err(AssignmentError::WrongLauncher {
                 ours: context.launcher_id.clone(),
@@ -179,9 +198,12 @@ impl ControlPlaneService {
         };
         let unknown = || AssignmentError::UnknownProcess(revocation.process_id.clone());
         let id = ProcessId::new(revocation.process_id.clone()).map_err(|_| unknown())?;
-        let desired = store.desired(&id)?;
+        let (desired, observed) = {
+            let (store, id) = (store.clone(), id.clone());
+            store_call(move || Ok((store.desired(&id)?, store.observed(&id)?))).await?
+        };
         match &desired {
-            None if store.observed(&id)?.is_none() => return Err(unknown()),
+            None if observed.is_none() => return Err(unknown()),
             Some(record) if !matches!(record.source, Source::Admin { .. }) => {
                 return Err(AssignmentError::NotAssigned {
                     id,
@@ -191,13 +213,20 @@ impl ControlPlaneService {
             _ => {}
         }
         let asked_at = context.now();
-        let admin = Source::Admin { version: 0 };
-        if !store.delete_desired_with_grace(&id, &admin, Some(grace))? {
-            store.request_stop(&id, grace)?;
+        {
+            let (store, id) = (store.clone(), id.clone());
+            store_call(move || {
+                let admin = Source::Admin { version: 0 };
+                if !store.delete_desired_with_grace(&id, &admin, Some(grace))? {
+                    store.request_stop(&id, grace)?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         tracing::info!(%id, ?grace, "revoked by prism-admin");
         let observed = wait_for_observed(
-            store,
+            &store,
             &context.stopping,
             &id,
             grace.saturating_add(REVOKE_MARGIN),
@@ -206,7 +235,7 @@ impl ControlPlaneService {
         .await
         .map_err(|error| match error {
             WaitError::ShuttingDown => AssignmentError::ShuttingDown,
-            WaitError::Store(error) => AssignmentError::Store(error),
+            WaitError::Store(error) => error.into(),
         })?;
         if observed.is_some_and(|record| record.phase.has_live_process()) {
             return Ok(pb::ProcessRevocationAck {
@@ -216,9 +245,11 @@ impl ControlPlaneService {
                 exit_code: 0,
             });
         }
-        let exit = store
-            .last_exit(&id)?
-            .filter(|(_, at)| *at >= earliest(asked_at));
+        let exit = {
+            let (store, id) = (store.clone(), id.clone());
+            store_call(move || store.last_exit(&id)).await?
+        }
+        .filter(|(_, at)| *at >= earliest(asked_at));
         let (exit_code, stopped_at) = match exit {
             Some((status, at)) => (exit_code(status), at),
             // It had no running process to stop (it was backing off or pending).

@@ -2,6 +2,7 @@
 
 use tonic::Status;
 
+use super::blocking::BlockingStoreError;
 use super::control_plane::AssignmentError;
 use super::pattern_launcher::PatternError;
 use crate::error_chain::Chain;
@@ -23,6 +24,14 @@ pub fn store_status(error: StoreError) -> Status {
     }
 }
 
+/// The status of a store operation run on the blocking pool.
+pub fn blocking_status(error: BlockingStoreError) -> Status {
+    match error {
+        BlockingStoreError::Store(error) => store_status(error),
+        BlockingStoreError::Interrupted(error) => Status::unavailable(Chain(&error).to_string()),
+    }
+}
+
 /// The status a refused PatternLauncher call answers with.
 pub fn pattern_status(error: PatternError) -> Status {
     let message = Chain(&error).to_string();
@@ -40,7 +49,7 @@ pub fn pattern_status(error: PatternError) -> Status {
         PatternError::NotLaunchedHere { .. } | PatternError::OtherPattern { .. } => {
             Status::failed_precondition(message)
         }
-        PatternError::ShuttingDown => Status::unavailable(message),
+        PatternError::ShuttingDown | PatternError::Interrupted(_) => Status::unavailable(message),
         PatternError::Store(error) => store_status(error),
     }
 }
@@ -66,7 +75,9 @@ pub fn assignment_status(error: AssignmentError) -> Status {
         | AssignmentError::NotAssigned { .. } => Status::failed_precondition(message),
         AssignmentError::AtCapacity { .. } => Status::resource_exhausted(message),
         AssignmentError::UnknownProcess(_) => Status::not_found(message),
-        AssignmentError::ShuttingDown => Status::unavailable(message),
+        AssignmentError::ShuttingDown | AssignmentError::Interrupted(_) => {
+            Status::unavailable(message)
+        }
         AssignmentError::Store(error) => store_status(error),
     }
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::blocking::store_call;
 use super::context::ApiContext;
 use super::convert::to_proto::status_report;
-use super::errors::store_status;
+use super::errors::blocking_status;
 use super::logs::{stream_logs, LogStream};
 use super::proto::prism::launcher::v1 as pb;
 use crate::reconcile::{join, Phase, ProcessId};
@@ -22,15 +23,20 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         &self,
         _request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::StatusReport>, Status> {
-        let store = &self.context.store;
-        let (desired, _corrupt_desired) = store.all_desired().map_err(store_status)?;
-        let (observed, _corrupt_observed) = store.all_observed().map_err(store_status)?;
-        let report = status_report(
-            &self.context.launcher_id,
-            &join(desired, observed),
-            self.context.problems.snapshot(),
-            self.context.now(),
-        );
+        // Reading and decoding every record is O(processes): on the blocking pool.
+        let context = self.context.clone();
+        let report = store_call(move || {
+            let (desired, _corrupt_desired) = context.store.all_desired()?;
+            let (observed, _corrupt_observed) = context.store.all_observed()?;
+            Ok(status_report(
+                &context.launcher_id,
+                &join(desired, observed),
+                context.problems.snapshot(),
+                context.now(),
+            ))
+        })
+        .await
+        .map_err(blocking_status)?;
         Ok(Response::new(report))
     }
 
@@ -40,7 +46,9 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         &self,
         request: Request<pb::StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
-        stream_logs(self.context.logs.clone(), request.into_inner()).map(Response::new)
+        stream_logs(self.context.logs.clone(), request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn reset_process(
@@ -50,9 +58,12 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         let process_id = request.into_inner().process_id;
         let unknown = || Status::not_found(format!("nothing desires a process {process_id:?}"));
         let id = ProcessId::new(process_id.clone()).map_err(|_| unknown())?;
-        let store = &self.context.store;
-        let observed = store.observed(&id).map_err(store_status)?;
-        let reset = store.reset_desired(&id).map_err(store_status)?;
+        let store = self.context.store.clone();
+        let reset_id = id.clone();
+        let (observed, reset) =
+            store_call(move || Ok((store.observed(&reset_id)?, store.reset_desired(&reset_id)?)))
+                .await
+                .map_err(blocking_status)?;
         if reset.is_none() {
             return Err(unknown());
         }

@@ -25,16 +25,24 @@ pub trait LogSource: Send + Sync + 'static {
 
 pub type LogStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
-/// The stream of a `StreamLogs` call.
-pub fn stream_logs(
+/// The stream of a `StreamLogs` call. Log files are read on the blocking pool.
+pub async fn stream_logs(
     source: Arc<dyn LogSource>,
     request: pb::StreamLogsRequest,
 ) -> Result<LogStream, Status> {
     let id = ProcessId::new(request.process_id.clone())
         .map_err(|error| Status::invalid_argument(error.to_string()))?;
     let lines = (request.tail_lines > 0).then_some(request.tail_lines as usize);
-    let (first, mut offset) = source
-        .tail(&id, lines)
+    let read = move |source: &Arc<dyn LogSource>, id: &ProcessId, offset: Option<u64>| {
+        let (source, id) = (source.clone(), id.clone());
+        tokio::task::spawn_blocking(move || match offset {
+            None => source.tail(&id, lines),
+            Some(offset) => source.read_from(&id, offset),
+        })
+    };
+    let (first, mut offset) = read(&source, &id, None)
+        .await
+        .map_err(|error| Status::unavailable(format!("cannot read the log of {id}: {error}")))?
         .map_err(|error| match error.kind() {
             std::io::ErrorKind::NotFound => Status::not_found(format!("no log for process {id}")),
             _ => Status::internal(format!("cannot read the log of {id}: {error}")),
@@ -52,7 +60,11 @@ pub fn stream_logs(
                 () = sender.closed() => return,
                 () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
             }
-            match source.read_from(&id, offset) {
+            let next = match read(&source, &id, Some(offset)).await {
+                Ok(next) => next,
+                Err(_) => return,
+            };
+            match next {
                 Ok((data, next)) => {
                     offset = next;
                     if !data.is_empty() && sender.send(Ok(pb::LogChunk { data })).await.is_err() {

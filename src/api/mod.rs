@@ -4,6 +4,7 @@
 //! statuses, and the wire conversions.
 
 pub mod admin_client;
+mod blocking;
 pub mod client;
 pub mod context;
 pub mod control_plane;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
+use super::blocking::{store_call, BlockingStoreError, Interrupted};
 use super::context::ApiContext;
 use super::convert::from_proto::{grace_from_request, launch_from_request};
 use super::convert::to_proto::{health_response, pattern_info, process_state};
@@ -71,6 +72,17 @@ pub enum PatternError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+}
+
+impl From<BlockingStoreError> for PatternError {
+    fn from(error: BlockingStoreError) -> PatternError {
+        match error {
+            BlockingStoreError::Store(error) => PatternError::Store(error),
+            BlockingStoreError::Interrupted(error) => PatternError::Interrupted(error),
+        }
+    }
 }
 
 pub struct PatternLauncherService {
@@ -95,7 +107,7 @@ impl pb::pattern_launcher_server::PatternLauncher for PatternLauncherService {
     ) -> Result<Response<pb::ListPatternsResponse>, Status> {
         let request = request.into_inner();
         let now = self.context.now();
-        let rows = self.pattern_rows().map_err(pattern_status)?;
+        let rows = self.pattern_rows().await.map_err(pattern_status)?;
         let total_count = i32::try_from(rows.len()).unwrap_or(i32::MAX);
         let state_filter =
             pb::ProcessState::try_from(request.state).unwrap_or(pb::ProcessState::StateUnspecified);
@@ -131,7 +143,7 @@ impl pb::pattern_launcher_server::PatternLauncher for PatternLauncherService {
         &self,
         request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
-        let rows = self.pattern_rows().map_err(pattern_status)?;
+        let rows = self.pattern_rows().await.map_err(pattern_status)?;
         Ok(Response::new(health_response(
             &rows,
             request.into_inner().include_processes,
@@ -155,7 +167,7 @@ impl pb::pattern_launcher_server::PatternLauncher for PatternLauncherService {
         let Ok(id) = ProcessId::new(request.process_id) else {
             return Ok(not_found);
         };
-        let row = self.row(&id).map_err(pattern_status)?;
+        let row = self.row(&id).await.map_err(pattern_status)?;
         Ok(match row {
             Some(row) => Response::new(pb::GetProcessStatusResponse {
                 process: Some(pattern_info(&row, self.context.now())),
@@ -175,10 +187,11 @@ impl PatternLauncherService {
         )?;
         let pattern = spec.pattern.clone().unwrap_or_default();
         let wait = self.context.launch_wait.max(readiness_needs(&spec));
-        let (record, created) =
-            self.context
-                .store
-                .create_desired_if_absent(&id, &spec, &Source::Api)?;
+        let store = self.context.store.clone();
+        let (record, created) = {
+            let (id, spec) = (id.clone(), spec.clone());
+            store_call(move || store.create_desired_if_absent(&id, &spec, &Source::Api)).await?
+        };
         if !created && record.spec.pattern.as_deref() != Some(pattern.as_str()) {
             return Err(PatternError::OtherPattern {
                 id,
@@ -228,7 +241,7 @@ impl PatternLauncherService {
             id: request.process_id.clone(),
         };
         let id = ProcessId::new(request.process_id.clone()).map_err(|_| unknown())?;
-        let row = self.row(&id)?.ok_or_else(unknown)?;
+        let row = self.row(&id).await?.ok_or_else(unknown)?;
         if let Some(desired) = row.desired() {
             let hint = match desired.source {
                 Source::File { .. } => "remove the file to stop it",
@@ -251,13 +264,18 @@ impl PatternLauncherService {
         } else {
             None
         };
-        let store = &self.context.store;
-        let deleted = store.delete_desired_with_grace(&id, &Source::Api, grace)?;
-        if let (false, Some(grace)) = (deleted, grace) {
-            // Already being stopped (an earlier terminate): a shorter grace or `force` still
-            // applies to the stop under way.
-            store.request_stop(&id, grace)?;
-        }
+        let store = self.context.store.clone();
+        let stopped = id.clone();
+        store_call(move || {
+            let deleted = store.delete_desired_with_grace(&stopped, &Source::Api, grace)?;
+            if let (false, Some(grace)) = (deleted, grace) {
+                // Already being stopped (an earlier terminate): a shorter grace or `force`
+                // still applies to the stop under way.
+                store.request_stop(&stopped, grace)?;
+            }
+            Ok(())
+        })
+        .await?;
         tracing::info!(%id, ?grace, force = request.force, "termination requested over the API");
         let wait = grace
             .unwrap_or(row.spec().termination_grace)
@@ -295,24 +313,33 @@ impl PatternLauncherService {
         .await
         .map_err(|error| match error {
             WaitError::ShuttingDown => PatternError::ShuttingDown,
-            WaitError::Store(error) => PatternError::Store(error),
+            WaitError::Store(error) => error.into(),
         })
     }
 
-    fn row(&self, id: &ProcessId) -> Result<Option<ProcessRow>, PatternError> {
-        let desired = self.context.store.desired(id)?;
-        let observed = self.context.store.observed(id)?;
-        Ok(ProcessRow::new(id.clone(), desired, observed))
+    async fn row(&self, id: &ProcessId) -> Result<Option<ProcessRow>, PatternError> {
+        let store = self.context.store.clone();
+        let id = id.clone();
+        Ok(store_call(move || {
+            let desired = store.desired(&id)?;
+            let observed = store.observed(&id)?;
+            Ok(ProcessRow::new(id, desired, observed))
+        })
+        .await?)
     }
 
     /// Every pattern process, desired or observed, by id.
-    fn pattern_rows(&self) -> Result<Vec<ProcessRow>, PatternError> {
-        let (desired, _) = self.context.store.all_desired()?;
-        let (observed, _) = self.context.store.all_observed()?;
-        Ok(join(desired, observed)
-            .into_iter()
-            .filter(|row| row.spec().process_type == ProcessType::Pattern)
-            .collect())
+    async fn pattern_rows(&self) -> Result<Vec<ProcessRow>, PatternError> {
+        let store = self.context.store.clone();
+        Ok(store_call(move || {
+            let (desired, _) = store.all_desired()?;
+            let (observed, _) = store.all_observed()?;
+            Ok(join(desired, observed)
+                .into_iter()
+                .filter(|row| row.spec().process_type == ProcessType::Pattern)
+                .collect())
+        })
+        .await?)
     }
 }
 

@@ -2,25 +2,27 @@
 //! of observed state (never polling) until what they wait for holds, a deadline passes, or the
 //! launcher shuts down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::blocking::{store_call, BlockingStoreError};
 use crate::reconcile::{ObservedRecord, ProcessId, MAX_DURATION};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     #[error("the launcher is shutting down")]
     ShuttingDown,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] BlockingStoreError),
 }
 
 /// Waits until `done` holds for the observed record of `id`, or `timeout` passes; returns the
 /// last record seen.
 pub async fn wait_for_observed(
-    store: &Store,
+    store: &Arc<Store>,
     stopping: &watch::Receiver<bool>,
     id: &ProcessId,
     timeout: Duration,
@@ -33,7 +35,10 @@ pub async fn wait_for_observed(
     loop {
         // Marked seen before reading, so that a flush between the read and the wait wakes us.
         changes.borrow_and_update();
-        let observed = store.observed(id)?;
+        let observed = {
+            let (store, id) = (store.clone(), id.clone());
+            store_call(move || store.observed(&id)).await?
+        };
         if done(observed.as_ref()) {
             return Ok(observed);
         }

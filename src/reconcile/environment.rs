@@ -72,25 +72,29 @@ pub struct ChildIdentity<'a> {
     pub instance: &'a str,
 }
 
-/// The values of `INJECTED_ENV`, in its order.
+/// The values of `INJECTED_ENV`, in its order. A port the process was not given (0) is left
+/// out rather than set to 0, which a program would take as "any port".
 pub fn injected_values(
     spec: &ProcessSpec,
     child: ChildIdentity<'_>,
-) -> [(&'static str, String); 9] {
+) -> Vec<(&'static str, String)> {
+    let port = |port: u16| (port != 0).then(|| port.to_string());
     let values = [
-        spec.pattern.clone().unwrap_or_else(|| child.id.to_string()),
-        spec.namespace.clone().unwrap_or_default(),
-        spec.session_id.clone().unwrap_or_default(),
-        child.ports.grpc.to_string(),
-        child.ports.health.to_string(),
-        child.id.to_string(),
-        spec.process_type.as_str().to_string(),
-        child.launcher_id.to_string(),
-        child.instance.to_string(),
+        Some(spec.pattern.clone().unwrap_or_else(|| child.id.to_string())),
+        Some(spec.namespace.clone().unwrap_or_default()),
+        Some(spec.session_id.clone().unwrap_or_default()),
+        port(child.ports.grpc),
+        port(child.ports.health),
+        Some(child.id.to_string()),
+        Some(spec.process_type.as_str().to_string()),
+        Some(child.launcher_id.to_string()),
+        Some(child.instance.to_string()),
     ];
-    // Both arrays have nine entries, so every name gets its value.
-    let mut values = values.into_iter();
-    INJECTED_ENV.map(|name| (name, values.next().unwrap_or_default()))
+    INJECTED_ENV
+        .into_iter()
+        .zip(values)
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect()
 }
 
 /// The whole environment of a child: the pass-through variables, the ones its spec inherits and

@@ -10,6 +10,7 @@ mod model;
 mod plan;
 mod process_types;
 mod rows;
+mod stopping;
 #[cfg(test)]
 mod tests;
 mod validation;
@@ -20,5 +21,6 @@ pub use model::*;
 pub use plan::*;
 pub use process_types::*;
 pub use rows::*;
+pub use stopping::*;
 pub use validation::*;
 pub use vocabulary::*;

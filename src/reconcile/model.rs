@@ -349,7 +349,35 @@ pub struct RequestedPorts {
     pub health: Option<u16>,
 }
 
-/// Ports allocated to a process; they stay with the id across restarts.
+/// Which ports a process is given (`GRPC_PORT`, `HEALTH_PORT`): only the ones it uses, so that
+/// the port range is no ceiling on how many processes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PortNeeds {
+    pub grpc: bool,
+    pub health: bool,
+}
+
+impl ProcessSpec {
+    /// The ports this process uses: a pattern gets both (the seed's contract: `GRPC_PORT` and
+    /// `HEALTH_PORT`); any process gets the ones its spec asks for, and `HEALTH_PORT` when its
+    /// health check probes it (HTTP or TCP without a port of its own). Other processes get none.
+    pub fn port_needs(&self) -> PortNeeds {
+        let pattern = self.process_type == ProcessType::Pattern;
+        let probes_health_port =
+            self.health_check
+                .as_ref()
+                .is_some_and(|check| match &check.probe {
+                    Probe::Http { port, .. } | Probe::Tcp { port } => port.is_none(),
+                    Probe::Exec { .. } => false,
+                });
+        PortNeeds {
+            grpc: pattern || self.requested_ports.grpc.is_some(),
+            health: pattern || self.requested_ports.health.is_some() || probes_health_port,
+        }
+    }
+}
+
+/// Ports allocated to a process (0: none); they stay with the id across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ports {
     pub grpc: u16,

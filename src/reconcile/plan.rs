@@ -42,6 +42,11 @@ impl Action {
         }
     }
 
+    /// Whether this is a start (the runtime carries the starts of a pass out together).
+    pub fn is_start(&self) -> bool {
+        matches!(self, Action::Start { .. })
+    }
+
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -357,6 +362,18 @@ pub struct Spawned {
     pub ports: Ports,
     /// The `PRISM_INSTANCE_ID` given to it.
     pub instance: String,
+}
+
+/// A spawn about to happen, recorded durably before it happens: what the process is started
+/// for (`desired`), the instance id and ports it gets, and when. A launcher that crashes between
+/// the spawn and recording its pid finds the process by its instance id and adopts it with
+/// `record_spawned(&intent.desired, previous, spawned, intent.at)`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpawnIntent {
+    pub desired: DesiredRecord,
+    pub instance: String,
+    pub ports: Ports,
+    pub at: UnixMillis,
 }
 
 /// Counters that survive from one process of an id to the next.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, TcpListener};
 use std::ops::RangeInclusive;
 
-use crate::reconcile::{Ports, ProcessId, RequestedPorts};
+use crate::reconcile::{PortNeeds, Ports, ProcessId, RequestedPorts};
 
 #[derive(Debug, thiserror::Error)]
 #[error("no free port left in {start}-{end} for {id} ({allocated} are allocated to processes)")]
@@ -45,16 +45,26 @@ impl PortAllocator {
         }
     }
 
-    /// Ports for `id`: its previous ports when still usable, else the requested ones when free,
-    /// else fresh ones from the range.
+    /// Ports for `id`, only the ones it `needs` (0 for the others): its previous ports when
+    /// still usable, else the requested ones when free, else fresh ones from the range.
     pub fn allocate(
         &mut self,
         id: &ProcessId,
         previous: Option<Ports>,
         requested: RequestedPorts,
+        needs: PortNeeds,
     ) -> Result<Ports, PortsExhausted> {
-        let grpc = self.pick(id, requested.grpc, previous.map(|p| p.grpc), None)?;
-        let health = self.pick(id, requested.health, previous.map(|p| p.health), Some(grpc))?;
+        let grpc = if needs.grpc {
+            self.pick(id, requested.grpc, previous.map(|p| p.grpc), None)?
+        } else {
+            0
+        };
+        let health = if needs.health {
+            let sibling = (grpc != 0).then_some(grpc);
+            self.pick(id, requested.health, previous.map(|p| p.health), sibling)?
+        } else {
+            0
+        };
         // Ports this id held before and no longer uses go back to the pool.
         if let Some(previous) = previous {
             for port in [previous.grpc, previous.health] {
@@ -134,8 +144,42 @@ fn is_free(port: u16) -> bool {
 mod tests {
     use super::*;
 
+    const BOTH: PortNeeds = PortNeeds {
+        grpc: true,
+        health: true,
+    };
+
     fn id(name: &str) -> ProcessId {
         ProcessId::new(name).unwrap()
+    }
+
+    #[test]
+    fn a_process_that_needs_no_port_gets_none_and_gives_back_what_it_held() {
+        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let start = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut allocator = PortAllocator::new(start..=start.saturating_add(1));
+        let both = allocator
+            .allocate(&id("a"), None, RequestedPorts::default(), BOTH)
+            .unwrap();
+        let none = allocator
+            .allocate(
+                &id("a"),
+                Some(both),
+                RequestedPorts::default(),
+                PortNeeds::default(),
+            )
+            .unwrap();
+        assert_eq!(none, Ports { grpc: 0, health: 0 });
+        let health_only = PortNeeds {
+            grpc: false,
+            health: true,
+        };
+        let other = allocator
+            .allocate(&id("b"), None, RequestedPorts::default(), health_only)
+            .unwrap();
+        assert_eq!(other.grpc, 0);
+        assert_ne!(other.health, 0, "the ports `a` gave back are free again");
     }
 
     #[test]
@@ -145,18 +189,18 @@ mod tests {
         let start = busy_port;
         let mut allocator = PortAllocator::new(start..=start.saturating_add(20));
         let first = allocator
-            .allocate(&id("a"), None, RequestedPorts::default())
+            .allocate(&id("a"), None, RequestedPorts::default(), BOTH)
             .unwrap();
         assert_ne!(first.grpc, busy_port, "a port in use is never handed out");
         assert_ne!(first.health, busy_port);
         assert_ne!(first.grpc, first.health);
         let second = allocator
-            .allocate(&id("b"), None, RequestedPorts::default())
+            .allocate(&id("b"), None, RequestedPorts::default(), BOTH)
             .unwrap();
         assert!(![first.grpc, first.health].contains(&second.grpc));
         assert!(![first.grpc, first.health].contains(&second.health));
         let again = allocator
-            .allocate(&id("a"), Some(first), RequestedPorts::default())
+            .allocate(&id("a"), Some(first), RequestedPorts::default(), BOTH)
             .unwrap();
         assert_eq!(again, first, "a restart keeps its ports");
     }
@@ -172,9 +216,9 @@ mod tests {
             grpc: None,
             health: Some(free_port),
         };
-        let ports = allocator.allocate(&id("a"), None, requested).unwrap();
+        let ports = allocator.allocate(&id("a"), None, requested, BOTH).unwrap();
         assert_eq!(ports.health, free_port);
-        let other = allocator.allocate(&id("b"), None, requested).unwrap();
+        let other = allocator.allocate(&id("b"), None, requested, BOTH).unwrap();
         assert_ne!(
             other.health, free_port,
             "a port held by another id is not shared"
@@ -193,7 +237,9 @@ mod tests {
             grpc: Some(0),
             health: Some(0),
         };
-        let ports = allocator.allocate(&id("a"), Some(none), requested).unwrap();
+        let ports = allocator
+            .allocate(&id("a"), Some(none), requested, BOTH)
+            .unwrap();
         assert_ne!(ports.grpc, 0);
         assert_ne!(ports.health, 0);
     }
@@ -204,7 +250,7 @@ mod tests {
         let port = busy.local_addr().unwrap().port();
         let mut allocator = PortAllocator::new(port..=port);
         let error = allocator
-            .allocate(&id("a"), None, RequestedPorts::default())
+            .allocate(&id("a"), None, RequestedPorts::default(), BOTH)
             .unwrap_err();
         assert!(
             error.to_string().contains(&format!("{port}-{port}")),

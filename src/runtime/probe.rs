@@ -18,8 +18,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
+use super::event_loop::Event;
 use super::reaper::{Child, ChildTable};
-use super::supervisor::Event;
 use crate::reconcile::{ExitStatus, HealthCheck, Probe, ProcessId};
 
 /// Until a process is ready, probes run this often at first, doubling up to the interval, so

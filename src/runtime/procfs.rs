@@ -1,7 +1,8 @@
-//! What /proc says about a process: its start time (to tell it from a reused pid) and its
-//! environment (to prove it is ours).
+//! What /proc says about a process: its start time (to tell it from a reused pid), its
+//! environment (to prove it is ours), its children (to find descendants without a host scan)
+//! and what it uses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The process's start time in clock ticks after boot (field 22 of /proc/<pid>/stat), or `None`
 /// if the process does not exist.
@@ -33,6 +34,48 @@ pub fn environment_value(pid: u32, name: &str) -> Option<String> {
         let (key, value) = entry.split_once('=')?;
         (key == name).then(|| value.to_string())
     })
+}
+
+/// The whole initial environment of the process, if readable.
+pub fn environment(pid: u32) -> Option<Vec<(String, String)>> {
+    let environ = std::fs::read(PathBuf::from(format!("/proc/{pid}/environ"))).ok()?;
+    Some(
+        environ
+            .split(|byte| *byte == 0)
+            .filter_map(|entry| {
+                let entry = std::str::from_utf8(entry).ok()?;
+                let (key, value) = entry.split_once('=')?;
+                Some((key.to_string(), value.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// The children of `pid`: every thread's list (`/proc/<pid>/task/<tid>/children`), since a
+/// child belongs to the thread that forked it (or that it was reparented to).
+pub fn children(pid: u32) -> Vec<u32> {
+    children_under(&PathBuf::from(format!("/proc/{pid}/task")))
+}
+
+/// The launcher's own children (started by it, or reparented to it as a subreaper).
+pub fn own_children() -> Vec<u32> {
+    children_under(Path::new("/proc/self/task"))
+}
+
+fn children_under(tasks: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(tasks) else {
+        return Vec::new();
+    };
+    let mut children = Vec::new();
+    for task in entries.filter_map(Result::ok) {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                list.split_whitespace()
+                    .filter_map(|pid| pid.parse::<u32>().ok()),
+            );
+        }
+    }
+    children
 }
 
 /// Resident memory (bytes) and CPU time used so far (clock ticks, user + system) of `pid`.
@@ -71,21 +114,15 @@ pub fn process_group(pid: u32) -> Option<u32> {
     stat_field(&stat, 5)?.parse().ok()
 }
 
-/// Live processes whose initial environment holds every `name=value` of `wanted`. Costs one
-/// pass over /proc; used when a process stops, never per event of the loop.
-pub fn processes_with_environment(wanted: &[(&str, &str)]) -> Vec<u32> {
+/// Every pid on the host. A scan of the host: only for the periodic orphan scan and the
+/// adoption at start, never per event.
+pub fn all_pids() -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            wanted
-                .iter()
-                .all(|(name, value)| environment_value(*pid, name).as_deref() == Some(*value))
-        })
-        .filter(|pid| is_alive(*pid))
         .collect()
 }
 
@@ -108,6 +145,8 @@ mod tests {
         assert!(start_ticks(pid).is_some());
         assert!(environment_value(pid, "PATH").is_some() || std::env::var("PATH").is_err());
         assert_eq!(start_ticks(u32::MAX), None);
+        assert!(all_pids().contains(&pid));
+        assert!(environment(pid).is_some());
         let (memory, _cpu) = usage(pid).expect("our own usage");
         assert!(memory > 0);
         assert!(ticks_per_second() > 0);

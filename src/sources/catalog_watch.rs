@@ -35,8 +35,16 @@ pub async fn watch_catalog(
             () = &mut shutdown => return,
             Some(first) = changes.recv() => {
                 debounce(first, &mut changes).await;
-                if reload_catalog(&dir, &catalog, &problems) {
-                    changed.send_modify(|version| *version += 1);
+                // Reading and parsing manifests runs on the blocking pool.
+                let (dir, catalog, problems) = (dir.clone(), catalog.clone(), problems.clone());
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    reload_catalog(&dir, &catalog, &problems)
+                })
+                .await;
+                match reloaded {
+                    Ok(true) => changed.send_modify(|version| *version += 1),
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(%error, "the catalog reload did not finish"),
                 }
             }
         }

@@ -73,6 +73,17 @@ impl SourceProblems {
         self.lock().conflicts.keys().cloned().collect()
     }
 
+    /// Files with any problem recorded, so a rescan can forget those of files that are gone.
+    pub fn files_with_problems(&self) -> Vec<PathBuf> {
+        let problems = self.lock();
+        problems
+            .invalid
+            .keys()
+            .chain(problems.conflicts.keys())
+            .cloned()
+            .collect()
+    }
+
     /// Every problem by source, each conflict reported on both files.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<String>> {
         let problems = self.lock();

@@ -5,10 +5,10 @@
 //! change). A file is applied whole or not at all: a file with an error changes nothing, and what
 //! it declared before keeps running.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -18,8 +18,8 @@ use super::problems::SourceProblems;
 use super::spec_file::load_spec_file;
 use super::watch::{debounce, watch_directory};
 use crate::error_chain::Chain;
-use crate::reconcile::Source;
-use crate::store::Store;
+use crate::reconcile::{ProcessId, ProcessSpec, Source};
+use crate::store::{SourceSet, Store};
 use crate::telemetry::Readiness;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,8 @@ pub enum SpecWatchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the first scan of the spec directory did not finish")]
+    Interrupted(#[from] tokio::task::JoinError),
 }
 
 /// Whether a path in the spec directory is a spec file (not hidden, not an editor's temporary).
@@ -62,7 +64,8 @@ pub struct SpecWatch {
 }
 
 /// Keeps the store's file-sourced desired records equal to the spec files in `dir` until
-/// `shutdown` completes. Every spec file is read again when the catalog changes.
+/// `shutdown` completes. Every spec file is read again when the catalog changes. Reading files,
+/// parsing them and writing the store run on the blocking pool, one batch at a time.
 pub async fn watch_spec_dir(
     settings: SpecWatch,
     shutdown: impl Future<Output = ()>,
@@ -81,28 +84,74 @@ pub async fn watch_spec_dir(
             dir: dir.clone(),
             source,
         })?;
-    let specs = SpecDir {
+    let specs = Arc::new(SpecDir {
         dir,
         store,
         catalog,
         problems,
-    };
-    specs.full_scan()?;
+        stamps: Mutex::default(),
+    });
+    off_the_workers(&specs, |specs| specs.full_scan(Rescan::All)).await??;
     readiness.specs_synced();
     let mut resync = tokio::time::interval(resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let done = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            _ = resync.tick() => specs.rescan(),
-            Ok(()) = catalog_changes.changed() => specs.rescan(),
+            _ = resync.tick() => off_the_workers(&specs, |specs| specs.rescan(Rescan::Changed)).await,
+            Ok(()) = catalog_changes.changed() => {
+                off_the_workers(&specs, |specs| specs.rescan(Rescan::All)).await
+            }
             Some(first) = changes.recv() => {
                 let changed = debounce(first, &mut changes).await;
-                specs.apply_changed(changed);
+                off_the_workers(&specs, move |specs| specs.apply_changed(changed)).await
             }
+        };
+        if let Err(error) = done {
+            tracing::error!(%error, "the spec directory work did not finish");
         }
+    }
+}
+
+/// Runs `work` on the blocking pool: file reads and parsing may be slow, and the store's writes
+/// wait for the disk.
+async fn off_the_workers<T: Send + 'static>(
+    specs: &Arc<SpecDir>,
+    work: impl FnOnce(&SpecDir) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let specs = specs.clone();
+    tokio::task::spawn_blocking(move || work(&specs)).await
+}
+
+/// Which files a scan reads again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rescan {
+    /// Every file (at start, and when the catalog changed).
+    All,
+    /// Files whose size, modification time or inode changed since they were read (the resync,
+    /// which catches what the watch missed without reading a thousand unchanged files).
+    Changed,
+}
+
+/// What a file looked like when it was last read: if it still looks so, it need not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            inode: metadata.ino(),
+        })
     }
 }
 
@@ -111,17 +160,41 @@ struct SpecDir {
     store: Arc<Store>,
     catalog: SharedCatalog,
     problems: SourceProblems,
+    /// The stamp of each file as it was when last read.
+    stamps: Mutex<HashMap<PathBuf, FileStamp>>,
+}
+
+/// A file's whole desired set, for one transaction with others.
+struct FileSet<'a> {
+    path: PathBuf,
+    declared: Vec<(ProcessId, ProcessSpec)>,
+    /// Files removed in the same change whose names this one may take over.
+    released: &'a [Source],
+}
+
+/// One file's content, read and parsed, ready to be applied.
+enum Read {
+    Declares(Vec<(ProcessId, ProcessSpec)>),
+    /// An existing file that declares nothing (see `SpecDir::read`).
+    Empty,
+    Invalid,
 }
 
 impl SpecDir {
-    fn rescan(&self) {
-        if let Err(error) = self.full_scan() {
+    fn rescan(&self, which: Rescan) {
+        if let Err(error) = self.full_scan(which) {
             tracing::error!(error = %Chain(&error), "spec directory rescan failed");
         }
     }
 
-    /// Applies every spec file in the directory and removes what files that are gone declared.
-    fn full_scan(&self) -> Result<(), SpecWatchError> {
+    fn stamps(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, FileStamp>> {
+        // Every update is one insert or remove, so a panic elsewhere cannot leave it half-made.
+        self.stamps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies the spec files in the directory (every one, or the ones that changed since they
+    /// were read) and removes what files that are gone declared.
+    fn full_scan(&self, which: Rescan) -> Result<(), SpecWatchError> {
         let read_error = |source| SpecWatchError::ReadDir {
             dir: self.dir.clone(),
             source,
@@ -133,7 +206,17 @@ impl SpecDir {
                 present.insert(path);
             }
         }
-        let mut touched: BTreeSet<PathBuf> = present.clone();
+        let mut touched: BTreeSet<PathBuf> = match which {
+            Rescan::All => present.clone(),
+            Rescan::Changed => {
+                let stamps = self.stamps();
+                present
+                    .iter()
+                    .filter(|path| stamps.get(*path).copied() != FileStamp::of(path))
+                    .cloned()
+                    .collect()
+            }
+        };
         match self.store.all_desired() {
             Ok((records, _corrupt)) => {
                 for record in records {
@@ -148,109 +231,163 @@ impl SpecDir {
                 tracing::error!(error = %Chain(&error), "cannot list desired records to find removed spec files")
             }
         }
-        self.apply_changed(touched);
+        // Problems of files that are gone are forgotten with them.
+        touched.extend(
+            self.problems
+                .files_with_problems()
+                .into_iter()
+                .filter(|path| !present.contains(path)),
+        );
+        if !touched.is_empty() {
+            self.apply_changed(touched);
+        }
         Ok(())
     }
 
-    /// Reads each changed spec file again (a missing one declares nothing), then retries files
-    /// whose names were owned by another file, in case the owner let go.
+    /// Reads each changed spec file again (a missing one declares nothing) and applies them all
+    /// in one transaction of the store, then retries files whose names were owned by another
+    /// file, in case the owner let go.
     fn apply_changed(&self, changed: BTreeSet<PathBuf>) {
-        // Removed files first, so that a name moved from one file to another (a rename) is let
-        // go before the new file claims it.
-        let (present, removed): (Vec<&PathBuf>, Vec<&PathBuf>) = changed
-            .iter()
+        // Removed files after present ones, so that a name moved from one file to another (a
+        // rename) is taken over by the new file in the same transaction, never undesired in
+        // between.
+        let (present, removed): (Vec<PathBuf>, Vec<PathBuf>) = changed
+            .into_iter()
             .filter(|path| is_spec_file_name(path))
             .partition(|path| path.exists());
-        // Files present now may take over names of files removed in the same burst (a rename,
-        // a move between files) without the process ever being undesired in between.
-        let gone: Vec<Source> = removed
-            .iter()
-            .map(|path| Source::File {
-                path: (*path).clone(),
-            })
-            .collect();
-        let mut released = false;
+        let gone: Vec<Source> = removed.iter().map(|path| file_source(path)).collect();
+        let mut files: Vec<FileSet<'_>> = Vec::new();
         for path in present {
-            released |= self.apply_file(path, &gone);
+            match self.read(&path) {
+                Read::Declares(declared) => files.push(FileSet {
+                    path,
+                    declared,
+                    released: &gone,
+                }),
+                Read::Empty | Read::Invalid => {}
+            }
         }
         for path in removed {
-            released |= self.apply_file(path, &[]);
+            self.stamps().remove(&path);
+            files.push(FileSet {
+                path,
+                declared: Vec::new(),
+                released: &[],
+            });
         }
-        if released {
-            for path in self.problems.files_with_conflicts() {
-                self.apply_file(&path, &[]);
+        if self.apply(&files) {
+            let waiting: Vec<FileSet<'_>> = self
+                .problems
+                .files_with_conflicts()
+                .into_iter()
+                .filter_map(|path| match self.read(&path) {
+                    Read::Declares(declared) => Some(FileSet {
+                        path,
+                        declared,
+                        released: &[],
+                    }),
+                    Read::Empty | Read::Invalid => None,
+                })
+                .collect();
+            self.apply(&waiting);
+        }
+    }
+
+    /// Reads and parses one file that exists, recording its problems when it is invalid.
+    fn read(&self, path: &Path) -> Read {
+        let stamp = FileStamp::of(path);
+        let loaded = load_spec_file(path, &read_catalog(&self.catalog));
+        if let Some(stamp) = stamp {
+            self.stamps().insert(path.to_path_buf(), stamp);
+        }
+        match loaded {
+            // An editor truncates a file before writing it again: an existing file that
+            // declares nothing is taken for one caught mid-write, not as a wish to stop
+            // everything it declared. Deleting the file is how that is said.
+            Ok(specs) if specs.is_empty() => {
+                tracing::warn!(file = %path.display(), "spec file declares no process; what it declared before keeps running (delete the file to stop it)");
+                self.problems.set_invalid(
+                    path,
+                    vec![format!(
+                        "{}: the file declares no process; what it declared before keeps running (delete the file to stop it)",
+                        path.display()
+                    )],
+                );
+                Read::Empty
+            }
+            Ok(specs) => {
+                Read::Declares(specs.into_iter().map(|spec| (spec.id, spec.spec)).collect())
+            }
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!(%error, "spec file rejected; what it declared before keeps running");
+                }
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                self.problems.set_invalid(path, errors.clone());
+                Read::Invalid
             }
         }
     }
 
-    /// Applies one file, which may take over the names of `gone` sources. Returns whether it
-    /// gave up any name (so waiting files can take it).
-    fn apply_file(&self, path: &Path, gone: &[Source]) -> bool {
-        let source = Source::File {
-            path: path.to_path_buf(),
-        };
-        let specs = if path.exists() {
-            let loaded = load_spec_file(path, &read_catalog(&self.catalog));
-            match loaded {
-                // An editor truncates a file before writing it again: an existing file that
-                // declares nothing is taken for one caught mid-write, not as a wish to stop
-                // everything it declared. Deleting the file is how that is said.
-                Ok(specs) if specs.is_empty() => {
-                    tracing::warn!(file = %path.display(), "spec file declares no process; what it declared before keeps running (delete the file to stop it)");
-                    self.problems.set_invalid(
-                        path,
-                        vec![format!(
-                            "{}: the file declares no process; what it declared before keeps running (delete the file to stop it)",
-                            path.display()
-                        )],
-                    );
-                    return false;
-                }
-                Ok(specs) => specs,
-                Err(errors) => {
-                    for error in &errors {
-                        tracing::error!(%error, "spec file rejected; what it declared before keeps running");
-                    }
-                    self.problems
-                        .set_invalid(path, errors.iter().map(ToString::to_string).collect());
-                    return false;
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        let declared: Vec<_> = specs.into_iter().map(|spec| (spec.id, spec.spec)).collect();
-        match self
-            .store
-            .apply_source_taking_over(&source, &declared, gone)
-        {
-            Ok(outcome) => {
-                for id in &outcome.created {
-                    tracing::info!(%id, %source, "desired: created");
-                }
-                for id in &outcome.updated {
-                    tracing::info!(%id, %source, "desired: updated");
-                }
-                for id in &outcome.deleted {
-                    tracing::info!(%id, %source, "desired: deleted");
-                }
-                for (id, owner) in &outcome.conflicts {
-                    tracing::error!(%id, %source, %owner, "name already owned by another source; the first owner keeps it");
-                }
-                if declared.is_empty() && !path.exists() {
-                    self.problems.clear(path);
-                } else {
-                    self.problems.clear_invalid(path);
-                    self.problems.set_conflicts(path, outcome.conflicts);
-                }
-                !outcome.deleted.is_empty()
-            }
-            Err(error) => {
-                tracing::error!(%source, error = %Chain(&error), "cannot record the spec file's desired state");
-                self.problems
-                    .set_invalid(path, vec![Chain(&error).to_string()]);
-                false
-            }
+    /// Writes the desired sets of `files` (each may take over the names of the `released`
+    /// sources) in one transaction. Returns whether any name was given up, so that files
+    /// waiting for a name can take it.
+    fn apply(&self, files: &[FileSet<'_>]) -> bool {
+        if files.is_empty() {
+            return false;
         }
+        let sources: Vec<Source> = files.iter().map(|file| file_source(&file.path)).collect();
+        let sets: Vec<SourceSet<'_>> = files
+            .iter()
+            .zip(&sources)
+            .map(|(file, source)| SourceSet {
+                source,
+                specs: &file.declared,
+                released: file.released,
+            })
+            .collect();
+        let outcomes = match self.store.apply_sources(&sets) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                let message = Chain(&error).to_string();
+                for file in files {
+                    tracing::error!(file = %file.path.display(), error = %message, "cannot record the spec file's desired state");
+                    self.problems.set_invalid(&file.path, vec![message.clone()]);
+                    // Read again at the next resync.
+                    self.stamps().remove(&file.path);
+                }
+                return false;
+            }
+        };
+        let mut released = false;
+        for ((file, source), outcome) in files.iter().zip(&sources).zip(outcomes) {
+            let path = &file.path;
+            for id in &outcome.created {
+                tracing::info!(%id, %source, "desired: created");
+            }
+            for id in &outcome.updated {
+                tracing::info!(%id, %source, "desired: updated");
+            }
+            for id in &outcome.deleted {
+                tracing::info!(%id, %source, "desired: deleted");
+            }
+            for (id, owner) in &outcome.conflicts {
+                tracing::error!(%id, %source, %owner, "name already owned by another source; the first owner keeps it");
+            }
+            if file.declared.is_empty() && !path.exists() {
+                self.problems.clear(path);
+            } else {
+                self.problems.clear_invalid(path);
+                self.problems.set_conflicts(path, outcome.conflicts);
+            }
+            released |= !outcome.deleted.is_empty();
+        }
+        released
+    }
+}
+
+fn file_source(path: &Path) -> Source {
+    Source::File {
+        path: path.to_path_buf(),
     }
 }

@@ -54,9 +54,16 @@ pub async fn serve_http(
     Ok(())
 }
 
-/// Refreshes the state gauges from the store and gathers every family; the error is the body
-/// of a 500 answer.
-fn gather(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
+/// Refreshes the state gauges from the store and gathers every family, on the blocking pool
+/// (reading every record is O(processes)); the error is the body of a 500 answer.
+async fn gather(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || gather_now(&state))
+        .await
+        .map_err(|error| format!("cannot gather the metrics: {error}\n"))?
+}
+
+fn gather_now(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
     let desired = state.store.all_desired().map(|(records, _)| records);
     let observed = state.store.all_observed().map(|(records, _)| records);
     match (desired, observed) {
@@ -75,7 +82,7 @@ fn server_error(body: String) -> Response {
 }
 
 async fn metrics_text(State(state): State<HttpState>) -> Response {
-    let families = match gather(&state) {
+    let families = match gather(&state).await {
         Ok(families) => families,
         Err(body) => return server_error(body),
     };
@@ -92,7 +99,7 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics_json(State(state): State<HttpState>) -> Response {
-    match gather(&state) {
+    match gather(&state).await {
         Ok(families) => {
             let uptime = (state.clock)()
                 .saturating_duration_since(state.started_at)

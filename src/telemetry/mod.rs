@@ -8,7 +8,7 @@
 pub mod http;
 mod usage;
 
-pub use usage::{ResourceUsage, UsageBoard};
+pub use usage::{ResourceUsage, Sampler, UsageBoard};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,39 +1,140 @@
-//! The latest memory and CPU use of every live process: written by the runtime, read by the
-//! admin heartbeat. Plain shared data, so that neither needs the other.
+//! The memory and CPU use of live processes, sampled on demand (a heartbeat, a scrape) rather
+//! than on a timer, so that an idle launcher does nothing. The runtime tells the board which pid
+//! each live process has (on spawn and exit only) and provides the sampler that reads /proc;
+//! readers sample. Plain shared data, so that the gRPC side and the runtime never import each
+//! other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::reconcile::ProcessId;
+use crate::reconcile::{ProcessId, UnixMillis};
 
-/// What a process uses, as last sampled by the runtime.
+/// What a process uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ResourceUsage {
     pub memory_bytes: u64,
-    /// Of one CPU, over the last sampling interval.
+    /// Of one CPU, since the previous sample of the same process (0 for the first).
     pub cpu_percent: f32,
 }
 
-/// The latest usage of every live process: written by the runtime, read by the admin
-/// heartbeat. Plain shared data, so that neither needs the other.
-#[derive(Debug, Clone, Default)]
+/// Reads a pid's resident memory (bytes) and the CPU time it used so far (clock ticks).
+pub type Sampler = Arc<dyn Fn(u32) -> Option<(u64, u64)> + Send + Sync>;
+
+#[derive(Clone)]
 pub struct UsageBoard {
-    usage: std::sync::Arc<std::sync::Mutex<BTreeMap<ProcessId, ResourceUsage>>>,
+    state: Arc<Mutex<BoardState>>,
+    sampler: Sampler,
+    ticks_per_second: u64,
+}
+
+#[derive(Debug, Default)]
+struct BoardState {
+    live: BTreeMap<ProcessId, u32>,
+    /// CPU ticks of each pid at its previous sample, and when.
+    previous: HashMap<u32, (u64, UnixMillis)>,
+}
+
+impl std::fmt::Debug for UsageBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageBoard").finish_non_exhaustive()
+    }
+}
+
+impl Default for UsageBoard {
+    /// A board that knows no usage (a sampler that reads nothing).
+    fn default() -> UsageBoard {
+        UsageBoard::new(Arc::new(|_| None), 100)
+    }
 }
 
 impl UsageBoard {
-    /// Replaces the whole board with a new sample.
-    pub fn publish(&self, sample: BTreeMap<ProcessId, ResourceUsage>) {
-        *self.lock() = sample;
+    pub fn new(sampler: Sampler, ticks_per_second: u64) -> UsageBoard {
+        UsageBoard {
+            state: Arc::default(),
+            sampler,
+            ticks_per_second: ticks_per_second.max(1),
+        }
     }
 
-    pub fn get(&self, id: &ProcessId) -> Option<ResourceUsage> {
-        self.lock().get(id).copied()
+    /// `id` now runs as `pid`.
+    pub fn track(&self, id: &ProcessId, pid: u32) {
+        self.lock().live.insert(id.clone(), pid);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ProcessId, ResourceUsage>> {
-        // Replaced whole under the lock, so a poisoned board is still a consistent sample.
-        self.usage
+    /// `id` runs no process any more.
+    pub fn untrack(&self, id: &ProcessId) {
+        let mut state = self.lock();
+        if let Some(pid) = state.live.remove(id) {
+            state.previous.remove(&pid);
+        }
+    }
+
+    /// The usage of every live process now: O(live processes) reads of /proc, so call it off
+    /// the async workers (a blocking task).
+    pub fn sample(&self, now: UnixMillis) -> BTreeMap<ProcessId, ResourceUsage> {
+        let live: Vec<(ProcessId, u32)> = self
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live
+            .iter()
+            .map(|(id, pid)| (id.clone(), *pid))
+            .collect();
+        let readings: Vec<(ProcessId, u32, u64, u64)> = live
+            .into_iter()
+            .filter_map(|(id, pid)| {
+                let (memory, ticks) = (self.sampler)(pid)?;
+                Some((id, pid, memory, ticks))
+            })
+            .collect();
+        let mut state = self.lock();
+        let mut sample = BTreeMap::new();
+        for (id, pid, memory_bytes, ticks) in readings {
+            let cpu_percent = match state.previous.get(&pid) {
+                Some((before, at)) if now > *at => {
+                    let seconds = now.saturating_duration_since(*at).as_secs_f64();
+                    let used = ticks.saturating_sub(*before) as f64 / self.ticks_per_second as f64;
+                    (used / seconds * 100.0) as f32
+                }
+                _ => 0.0,
+            };
+            state.previous.insert(pid, (ticks, now));
+            sample.insert(
+                id,
+                ResourceUsage {
+                    memory_bytes,
+                    cpu_percent,
+                },
+            );
+        }
+        sample
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BoardState> {
+        // Every update is one insert or remove, so a panic elsewhere cannot leave it half-made.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_sampled_on_demand_with_cpu_since_the_previous_sample() {
+        let ticks = Arc::new(Mutex::new(0u64));
+        let reading = ticks.clone();
+        let board = UsageBoard::new(
+            Arc::new(move |pid| (pid == 7).then(|| (4096, *reading.lock().unwrap()))),
+            100,
+        );
+        let id = ProcessId::new("a").unwrap();
+        assert!(board.sample(UnixMillis(0)).is_empty());
+        board.track(&id, 7);
+        assert_eq!(board.sample(UnixMillis(1_000))[&id].cpu_percent, 0.0);
+        *ticks.lock().unwrap() = 50;
+        let sample = board.sample(UnixMillis(2_000));
+        assert_eq!(sample[&id].memory_bytes, 4096);
+        assert_eq!(sample[&id].cpu_percent, 50.0, "50 ticks of 100 in a second");
+        board.untrack(&id);
+        assert!(board.sample(UnixMillis(3_000)).is_empty());
     }
 }

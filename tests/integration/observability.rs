@@ -206,10 +206,14 @@ fn status_json_shows_every_kind_of_diff_and_the_table_summarises_it() {
         .into_iter()
         .map(|(id, diff)| (id.to_string(), diff.to_string()))
         .collect();
-        let pending = status["processes"]
-            .as_array()?
-            .iter()
-            .any(|row| row["id"] == "waiting" && row["actual"] == "pending");
+        let acted = |id: &str, actual: &str| {
+            status["processes"].as_array().is_some_and(|rows| {
+                rows.iter()
+                    .any(|row| row["id"] == id && row["actual"] == actual)
+            })
+        };
+        // The loop has acted on the removal too (not only the store on the file).
+        let pending = acted("waiting", "pending") && acted("leaving", "stopping");
         (diffs == expected && pending).then_some(status)
     });
     let summary = &status["summary"];

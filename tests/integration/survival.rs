@@ -249,7 +249,15 @@ fn chaos_kills_during_churn_leave_exactly_the_desired_processes() {
 
 #[test]
 fn logs_tail_and_follow_through_the_cli_and_rotate_by_size() {
-    let mut launcher = TestLauncher::start_with(&["--log-max-size", "4Ki", "--log-max-files", "2"]);
+    // Logs are checked for rotation at each resync (no O(processes) timer runs more often).
+    let mut launcher = TestLauncher::start_with(&[
+        "--log-max-size",
+        "4Ki",
+        "--log-max-files",
+        "2",
+        "--resync-interval",
+        "1s",
+    ]);
     launcher.write_spec(
         "counter.yaml",
         "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: counter}\nspec:\n  binary: /bin/sh\n  args: [\"-c\", \"n=0; while true; do n=$((n+1)); echo \\\"line $n\\\"; sleep 0.01; done\"]\n",

@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use crate::api::proto::prism as admin_pb;
 use crate::api::proto::prism::launcher as launcher_pb;
 use crate::api::proto::prism::launcher::v1 as status_pb;
+use crate::reconcile::ProcessId;
 use crate::reconcile::{
     ClientState, Diff, DiffSummary, ExitStatus, Health, Phase, ProcessRow, ProcessType, Source,
     UnixMillis,
 };
-use crate::telemetry::UsageBoard;
+use crate::telemetry::ResourceUsage;
 
 /// PatternLauncher's state of a process.
 pub fn process_state(state: ClientState) -> launcher_pb::ProcessState {
@@ -201,7 +202,7 @@ fn process_status(row: &ProcessRow, diff: Diff) -> status_pb::ProcessStatus {
 pub fn heartbeat_request(
     launcher_id: &str,
     rows: &[ProcessRow],
-    usage: &UsageBoard,
+    usage: &BTreeMap<ProcessId, ResourceUsage>,
     max_processes: Option<u32>,
     now: UnixMillis,
 ) -> admin_pb::LauncherHeartbeatRequest {
@@ -215,7 +216,7 @@ pub fn heartbeat_request(
         let Some(record) = row.observed() else {
             continue;
         };
-        let usage = usage.get(&record.id).unwrap_or_default();
+        let usage = usage.get(&record.id).copied().unwrap_or_default();
         let memory_mb = i64::try_from(usage.memory_bytes / (1024 * 1024)).unwrap_or(i64::MAX);
         if record.phase.has_live_process() {
             live += 1;

@@ -1,0 +1,181 @@
+//! The reconcile loop on its own thread: a closed `Event` enum in, one pass of `plan` over the
+//! ids the events touched, actions out. The loop runs on a thread (and a single-threaded async
+//! runtime) of its own, so that a slow disk, a big stop or a burst of RPCs on the shared
+//! workers never delays a restart, and its own work never delays an RPC.
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+
+use super::reaper::become_subreaper;
+use super::supervisor::Supervisor;
+use crate::clock::Clock;
+use crate::error_chain::Chain;
+use crate::reconcile::{Backoff, ProcessId};
+use crate::store::{Store, StoreError};
+use crate::telemetry::{Metrics, Readiness, UsageBoard};
+
+/// Everything that wakes the loop besides SIGCHLD, timers, the resync tick and shutdown.
+#[derive(Debug)]
+pub enum Event {
+    /// A health probe of `pid` answered.
+    ProbeResult {
+        id: ProcessId,
+        pid: u32,
+        result: Result<(), String>,
+    },
+    /// An adopted process (not our child) has exited; its status is unknown.
+    AdoptedExited { pid: u32 },
+    /// An orphan was terminated (or found gone).
+    OrphanGone { pid: u32 },
+    /// The processes of this launcher found by an orphan scan (off the loop's thread).
+    OrphanScan(Vec<(u32, super::signals::Identity)>),
+}
+
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// Children's log files go to `<data_dir>/logs`.
+    pub data_dir: PathBuf,
+    pub launcher_id: String,
+    pub port_range: RangeInclusive<u16>,
+    /// A full reconcile of every id runs this often even without events.
+    pub resync_interval: Duration,
+    pub backoff: Backoff,
+    /// New processes beyond this many are left pending; `None` is no limit.
+    pub max_processes: Option<u32>,
+    /// Restarts allowed per second across the host; 0 is no limit.
+    pub max_restarts_per_second: u32,
+    /// Told which pid each live process has, for usage sampled on demand.
+    pub usage: UsageBoard,
+    /// How often /proc is scanned for orphans (processes with this launcher's id that it does
+    /// not track); they are also looked for at start.
+    pub orphan_scan_interval: Duration,
+    /// Leave the processes running at shutdown, for the next launcher to adopt.
+    pub keep_processes: bool,
+    /// A child's log is rotated past this size...
+    pub log_max_bytes: u64,
+    /// ...keeping this many rotated files.
+    pub log_max_files: u32,
+    pub metrics: Metrics,
+    /// Told when the first reconcile is done.
+    pub readiness: Readiness,
+    /// The loop's clock; tests may fix it.
+    pub clock: Clock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the log directory {path}")]
+    LogDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for SIGCHLD, so exits could not be detected")]
+    ChildSignal(#[source] std::io::Error),
+    #[error("cannot start the reconcile loop's thread")]
+    LoopThread(#[source] std::io::Error),
+    #[error("the reconcile loop's thread ended without an answer (it panicked)")]
+    LoopPanicked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs the reconcile loop on a thread of its own until `shutdown` completes, then stops every
+/// child (each with its grace period) and returns. Side work that waits (health probes, orphan
+/// terminations) and blocking work that is not the loop's (log rotation, orphan scans) runs on
+/// the runtime `run` is called from.
+pub async fn run(
+    store: Arc<Store>,
+    config: RuntimeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RuntimeError> {
+    let side = tokio::runtime::Handle::current();
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("reconcile-loop".to_string())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(RuntimeError::LoopThread)
+                .and_then(|runtime| runtime.block_on(run_loop(store, config, side, shutdown)));
+            let _ = done.send(result);
+        })
+        .map_err(RuntimeError::LoopThread)?;
+    finished.await.unwrap_or(Err(RuntimeError::LoopPanicked))
+}
+
+async fn run_loop(
+    store: Arc<Store>,
+    config: RuntimeConfig,
+    side: tokio::runtime::Handle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    let log_dir = config.data_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(|source| RuntimeError::LogDir {
+        path: log_dir.clone(),
+        source,
+    })?;
+    if let Err(error) = become_subreaper() {
+        tracing::warn!(%error, "cannot become a child subreaper; orphaned grandchildren will be reaped by init instead");
+    }
+    // Listening for SIGCHLD before anything is spawned, so no exit can go unnoticed.
+    let mut sigchld = signal(SignalKind::child()).map_err(RuntimeError::ChildSignal)?;
+    let mut desired_changes = store.subscribe();
+    let (events, mut receiver) = mpsc::unbounded_channel();
+    let mut supervisor = Supervisor::new(store, config, log_dir, events, side);
+    let now = supervisor.now();
+    supervisor.recover_previous_run(now)?;
+    supervisor.resync()?;
+    supervisor.reconcile(supervisor.now());
+    supervisor.config.readiness.loop_synced();
+    supervisor.request_orphan_scan();
+
+    let mut orphan_scan = tokio::time::interval(supervisor.config.orphan_scan_interval);
+    orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    orphan_scan.tick().await;
+    let mut resync = tokio::time::interval(supervisor.config.resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        let timer = supervisor.next_timer();
+        tokio::select! {
+            // Shutdown, then exits: a restart is the most urgent thing the loop does.
+            biased;
+            () = &mut shutdown => break,
+            Some(()) = sigchld.recv() => supervisor.reap(),
+            Some(id) = desired_changes.recv() => {
+                supervisor.desired_changed(id);
+                while let Ok(id) = desired_changes.try_recv() {
+                    supervisor.desired_changed(id);
+                }
+            }
+            Some(event) = receiver.recv() => {
+                supervisor.handle(event);
+                while let Ok(event) = receiver.try_recv() {
+                    supervisor.handle(event);
+                }
+            }
+            () = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
+                supervisor.timers_due();
+            }
+            _ = resync.tick() => {
+                if let Err(error) = supervisor.resync() {
+                    tracing::error!(error = %Chain(&error), "resync could not read the desired state; keeping the last known state");
+                }
+                supervisor.rotate_logs();
+            }
+            _ = orphan_scan.tick() => supervisor.request_orphan_scan(),
+        }
+        supervisor.reconcile(supervisor.now());
+    }
+    supervisor.shut_down(&mut sigchld, &mut receiver).await;
+    Ok(())
+}

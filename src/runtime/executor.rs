@@ -1,0 +1,376 @@
+//! Carrying out `plan`'s actions: starts (all the starts of a round with one durable record of
+//! the spawns about to happen, then the spawns), stops, kills, forgets, and the health probes of
+//! what runs.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::probe::{start_probing, ExecContext};
+use super::procfs;
+use super::signals::{signal_escaped, signal_group, Identity};
+use super::spawn::{spawn_child, working_dir, SpawnContext};
+use super::supervisor::{log_if_tripped, Progress, Supervisor};
+use crate::error_chain::Chain;
+use crate::reconcile::{
+    self, child_environment, stop_grace, Action, ChildIdentity, Phase, Ports, ProcessId,
+    ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
+};
+
+/// A start that passed the budget and capacity checks, with what its spawn gets.
+struct Prepared {
+    id: ProcessId,
+    restart: bool,
+    intent: Option<SpawnIntent>,
+    /// Why it cannot be spawned (its ports), when it cannot.
+    failure: Option<(Ports, String)>,
+}
+
+impl Supervisor {
+    /// Carries out one action (the starts of a round go together through `start_all`).
+    pub(super) fn execute(&mut self, action: Action, now: UnixMillis) -> Progress {
+        if action.is_start() {
+            return match self.start_all(vec![action], now).is_empty() {
+                true => Progress::Deferred,
+                false => Progress::Made,
+            };
+        }
+        let span = tracing::info_span!("action", id = %action.id(), kind = action.kind());
+        let _entered = span.enter();
+        self.count_action(&action);
+        match action {
+            Action::Start { .. } => {}
+            Action::Stop { id, reason, grace } => {
+                let requested = match reason {
+                    StopReason::Undesired => self.stop_grace.remove(&id),
+                    _ => None,
+                };
+                self.stop(&id, reason, stop_grace(reason, grace, requested), now);
+            }
+            Action::Kill { id } => self.kill(&id),
+            Action::Forget { id } => {
+                self.forget_observed(&id);
+                self.capacity.forget_pending(&id);
+                self.stop_grace.remove(&id);
+                self.ports.release(&id);
+            }
+            Action::RecordGeneration { id, .. } => {
+                if let (Some(observed), Some(desired)) =
+                    (self.observed.get(&id), self.desired.get(&id))
+                {
+                    let next = reconcile::record_generation(observed, desired);
+                    self.set_observed(next);
+                }
+            }
+        }
+        Progress::Made
+    }
+
+    fn count_action(&self, action: &Action) {
+        self.config
+            .metrics
+            .actions
+            .with_label_values(&[action.kind()])
+            .inc();
+    }
+
+    /// Starts processes: the ones the restart budget and capacity allow are prepared (an
+    /// instance id and ports each), recorded durably as spawns about to happen with ONE flush,
+    /// then spawned. A launcher that crashes after a spawn and before the pass's own flush
+    /// finds the process by its instance id and adopts it, so no process is ever started
+    /// twice, at O(1) flushes per pass. Returns the ids that made progress.
+    pub(super) fn start_all(&mut self, starts: Vec<Action>, now: UnixMillis) -> Vec<ProcessId> {
+        let mut prepared = Vec::new();
+        for action in starts {
+            self.count_action(&action);
+            let Action::Start { id, restart } = action else {
+                continue;
+            };
+            if restart {
+                if let Err(retry_at) = self.restart_budget.take(now) {
+                    tracing::debug!(%id, "host-wide restart limit reached; restart deferred");
+                    self.timers.insert(retry_at, id);
+                    continue;
+                }
+            }
+            if self.capacity.full_for(self.observed.get(&id)) {
+                self.leave_pending(&id);
+                continue;
+            }
+            self.capacity.forget_pending(&id);
+            if let Some(start) = self.prepare(id, restart, now) {
+                prepared.push(start);
+            }
+        }
+        let intents: Vec<SpawnIntent> = prepared
+            .iter()
+            .filter_map(|start| start.intent.clone())
+            .collect();
+        if let Err(error) = self.store.record_spawn_intents(&intents) {
+            // Spawning without a durable intent could start a process twice after a crash.
+            tracing::error!(error = %Chain(&error), "cannot record the spawns about to happen; they are retried");
+            for start in prepared {
+                self.timers
+                    .insert(now.saturating_add(Duration::from_secs(1)), start.id);
+            }
+            return Vec::new();
+        }
+        prepared
+            .into_iter()
+            .map(|start| {
+                let id = start.id.clone();
+                self.spawn_prepared(start, now);
+                id
+            })
+            .collect()
+    }
+
+    /// An instance id and ports for the start of `id`; `None` when it is not desired any more.
+    fn prepare(&mut self, id: ProcessId, restart: bool, now: UnixMillis) -> Option<Prepared> {
+        let desired = self.desired.get(&id)?;
+        let previous_ports = self.observed.get(&id).map(|observed| observed.ports);
+        let instance = format!("{:016x}", self.jitter.next_u64());
+        match self.ports.allocate(
+            &id,
+            previous_ports,
+            desired.spec.requested_ports,
+            desired.spec.port_needs(),
+        ) {
+            Ok(ports) => Some(Prepared {
+                intent: Some(SpawnIntent {
+                    desired: desired.clone(),
+                    instance,
+                    ports,
+                    at: now,
+                }),
+                id,
+                restart,
+                failure: None,
+            }),
+            Err(error) => Some(Prepared {
+                failure: Some((
+                    previous_ports.unwrap_or(Ports { grpc: 0, health: 0 }),
+                    Chain(&error).to_string(),
+                )),
+                id,
+                restart,
+                intent: None,
+            }),
+        }
+    }
+
+    fn spawn_prepared(&mut self, start: Prepared, now: UnixMillis) {
+        let Prepared {
+            id,
+            restart,
+            intent,
+            failure,
+        } = start;
+        let span =
+            tracing::info_span!("action", %id, kind = if restart { "restart" } else { "start" });
+        let _entered = span.enter();
+        let spawn_started = std::time::Instant::now();
+        let spawned = match (intent, failure) {
+            (Some(intent), _) => {
+                let context = SpawnContext {
+                    launcher_id: &self.config.launcher_id,
+                    log_dir: &self.log_dir,
+                    instance: &intent.instance,
+                };
+                let spawned = spawn_child(
+                    &id,
+                    &intent.desired.spec,
+                    intent.ports,
+                    context,
+                    &self.children,
+                )
+                .map_err(|error| (intent.ports, Chain(&error).to_string()));
+                if let Err(error) = self.store.clear_spawn_intent(&id) {
+                    tracing::warn!(%id, error = %Chain(&error), "cannot forget the spawn intent; a restarted launcher looks for its process");
+                }
+                spawned.map(|pid| (pid, intent))
+            }
+            (None, Some(failure)) => Err(failure),
+            (None, None) => return,
+        };
+        let Some(desired) = self.desired.get(&id) else {
+            return;
+        };
+        let previous = self.observed.get(&id);
+        match spawned {
+            Ok((pid, intent)) => {
+                let spawned = Spawned {
+                    pid,
+                    start_ticks: procfs::start_ticks(pid),
+                    ports: intent.ports,
+                    instance: intent.instance,
+                };
+                let ports = spawned.ports;
+                let next = reconcile::record_spawned(desired, previous, spawned, now);
+                let metrics = &self.config.metrics;
+                let pattern = desired
+                    .spec
+                    .pattern
+                    .as_deref()
+                    .unwrap_or(desired.spec.process_type.as_str());
+                metrics
+                    .starts
+                    .with_label_values(&[&format!(
+                        "{pattern}:{}",
+                        desired.spec.isolation.distribution_key()
+                    )])
+                    .inc();
+                if restart {
+                    metrics.restarts.inc();
+                }
+                if desired.spec.health_check.is_none() {
+                    // Ready as soon as it runs: its launch took the spawn.
+                    metrics
+                        .launch_duration
+                        .observe(spawn_started.elapsed().as_secs_f64());
+                }
+                tracing::info!(%id, pid, generation = desired.generation, restart,
+                    executable = %desired.spec.executable.display(), "launched process");
+                let spec = desired.spec.clone();
+                self.start_probing(&id, pid, &spec, ports);
+                self.pids.insert(pid, id.clone());
+                self.config.usage.track(&id, pid);
+                self.set_observed(next);
+            }
+            Err((ports, error)) => {
+                tracing::error!(%id, %error, "cannot start process");
+                let next = reconcile::record_spawn_failed(
+                    desired,
+                    previous,
+                    ports,
+                    error,
+                    &self.config.backoff,
+                    self.jitter.sample(),
+                    now,
+                );
+                self.config
+                    .metrics
+                    .failures
+                    .with_label_values(&["spawn"])
+                    .inc();
+                log_if_tripped(&next);
+                self.set_observed(next);
+            }
+        }
+    }
+
+    /// Records `id` as pending for capacity, logging it once.
+    fn leave_pending(&mut self, id: &ProcessId) {
+        let Some(desired) = self.desired.get(id) else {
+            return;
+        };
+        let max = self.capacity.max().unwrap_or_default();
+        let previous = self.observed.get(id);
+        if previous.is_none_or(|record| record.phase != Phase::Pending) {
+            tracing::warn!(%id, max, "not started: the launcher is at --max-processes; it stays pending until a slot frees");
+        }
+        let ports = previous.map_or(Ports { grpc: 0, health: 0 }, |record| record.ports);
+        let reason = format!("the launcher runs its limit of {max} processes (--max-processes)");
+        let next = reconcile::record_pending(desired, previous, ports, reason);
+        self.capacity.leave_pending(id);
+        if previous != Some(&next) {
+            self.set_observed(next);
+        }
+    }
+
+    /// SIGTERM to the process group and to the descendants that left it.
+    pub(super) fn stop(
+        &mut self,
+        id: &ProcessId,
+        reason: StopReason,
+        grace: Duration,
+        now: UnixMillis,
+    ) {
+        let Some(observed) = self.observed.get(id) else {
+            return;
+        };
+        if let Some(pid) = observed.pid {
+            tracing::info!(%id, pid, ?reason, ?grace, "stopping process: SIGTERM to its process group");
+            signal_group(&self.children, &self.adopted, pid, Signal::SIGTERM);
+            if let Some(identity) = identity(observed.instance.as_deref(), id) {
+                signal_escaped(pid, &self.config.launcher_id, &identity, Signal::SIGTERM);
+            }
+        }
+        let next = reconcile::record_stop_started(observed, reason, grace, now);
+        self.set_observed(next);
+    }
+
+    /// The grace period is over: SIGKILL to the process group and to the descendants that left
+    /// it.
+    pub(super) fn kill(&mut self, id: &ProcessId) {
+        let Some(observed) = self.observed.get(id) else {
+            return;
+        };
+        if let Some(pid) = observed.pid {
+            tracing::warn!(%id, pid, "grace period over; sending SIGKILL to the process group");
+            signal_group(&self.children, &self.adopted, pid, Signal::SIGKILL);
+            if let Some(identity) = identity(observed.instance.as_deref(), id) {
+                signal_escaped(pid, &self.config.launcher_id, &identity, Signal::SIGKILL);
+            }
+        }
+        let next = reconcile::record_killed(observed);
+        self.set_observed(next);
+    }
+
+    /// Starts the health probes of `pid` when its spec has a health check.
+    pub(super) fn start_probing(
+        &mut self,
+        id: &ProcessId,
+        pid: u32,
+        spec: &ProcessSpec,
+        ports: Ports,
+    ) {
+        let Some(check) = spec.health_check.clone() else {
+            return;
+        };
+        // A probe is not a process of this launcher's: without the launcher id, an orphan scan
+        // never mistakes it for one, and it is never adopted.
+        let identity = ChildIdentity {
+            id,
+            ports,
+            launcher_id: "",
+            instance: "",
+        };
+        let mut env = child_environment(spec, identity, |name| std::env::var(name).ok());
+        env.remove("PRISM_LAUNCHER_ID");
+        env.remove("PRISM_INSTANCE_ID");
+        let exec = ExecContext {
+            env,
+            working_dir: working_dir(spec),
+            children: self.children.clone(),
+        };
+        // Probes wait on the network and on timers: they run on the shared runtime, and only
+        // their results come to the loop.
+        let _guard = self.side.enter();
+        let handle = start_probing(
+            id.clone(),
+            pid,
+            check,
+            ports.health,
+            exec,
+            self.events.clone(),
+        );
+        if let Some(old) = self.probes.insert(id.clone(), handle) {
+            old.abort();
+        }
+    }
+
+    pub(super) fn stop_probing(&mut self, id: &ProcessId) {
+        if let Some(handle) = self.probes.remove(id) {
+            handle.abort();
+        }
+    }
+}
+
+/// The identity the descendants of a process of `id` started as `instance` carry.
+fn identity(instance: Option<&str>, id: &ProcessId) -> Option<Identity> {
+    Some(Identity {
+        process_id: id.to_string(),
+        instance: instance?.to_string(),
+    })
+}

@@ -1,0 +1,103 @@
+//! The launcher's shutdown: every live process is stopped with its grace period (or left
+//! running with `--keep-processes`), exits are awaited as they come (children through SIGCHLD,
+//! adopted processes through their pidfds), and the wait is bounded by the schedule `reconcile`
+//! decides.
+
+use std::time::Duration;
+
+use tokio::signal::unix::Signal as SignalStream;
+use tokio::sync::mpsc;
+
+use super::event_loop::Event;
+use super::supervisor::Supervisor;
+use crate::reconcile::{Action, ProcessId, ShutdownSchedule, StopReason};
+
+/// Extra time given after the longest grace period before shutdown gives up on a child.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+impl Supervisor {
+    /// Stops every child with its grace period, waiting at most for the longest grace plus a
+    /// margin.
+    pub async fn shut_down(
+        &mut self,
+        sigchld: &mut SignalStream,
+        receiver: &mut mpsc::UnboundedReceiver<Event>,
+    ) {
+        let started = self.now();
+        if self.config.keep_processes {
+            let running = self.live_ids().len();
+            tracing::info!(processes = running, "shutting down with --keep-processes: leaving every process running for the next launcher to adopt");
+            self.persist();
+            return;
+        }
+        let live = self.live_ids();
+        tracing::info!(
+            processes = live.len(),
+            "shutting down: stopping every process"
+        );
+        let schedule = ShutdownSchedule::new(self.observed.values(), started, SHUTDOWN_MARGIN);
+        for id in &live {
+            let Some(observed) = self.observed.get(id) else {
+                continue;
+            };
+            if observed.phase != crate::reconcile::Phase::Stopping {
+                let grace = observed.spec.termination_grace;
+                self.stop(id, StopReason::Shutdown, grace, started);
+            }
+        }
+        self.persist();
+        loop {
+            // Exits that already happened first, so that a shutdown never waits for a timer
+            // while the processes are gone.
+            self.reap();
+            self.kill_inherited_now();
+            let alive = self.live_ids();
+            if alive.is_empty() {
+                break;
+            }
+            let now = self.now();
+            if now >= schedule.give_up_at {
+                tracing::error!(
+                    remaining = alive.len(),
+                    "shutdown timed out: SIGKILLed processes have not exited; leaving them"
+                );
+                break;
+            }
+            for id in &alive {
+                let due = self
+                    .observed
+                    .get(id)
+                    .is_some_and(|record| schedule.kill_due(record, now));
+                if due {
+                    self.execute(Action::Kill { id: id.clone() }, now);
+                }
+            }
+            self.persist();
+            let wake = schedule.next_wake(alive.iter().filter_map(|id| self.observed.get(id)));
+            let wait = wake
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            tokio::select! {
+                Some(()) = sigchld.recv() => {}
+                Some(event) = receiver.recv() => {
+                    // Adopted processes end through their pidfds; probes and scans no longer
+                    // matter.
+                    if let Event::AdoptedExited { .. } = event {
+                        self.handle(event);
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.persist();
+    }
+
+    /// The ids whose process may still be alive.
+    fn live_ids(&self) -> Vec<ProcessId> {
+        self.observed
+            .values()
+            .filter(|record| record.phase.has_live_process())
+            .map(|record| record.id.clone())
+            .collect()
+    }
+}
