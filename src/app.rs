@@ -177,13 +177,34 @@ pub enum AppError {
 /// The error a part of the launcher ended with.
 pub type PartError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Runs a launcher until `shutdown` completes (then stops every child, unless
-/// `keep_processes`) or until one of its parts fails, which stops the others and is returned.
-pub async fn run(
+/// A launcher ready to run: its store open, its catalog loaded, everything checked that can be
+/// checked before any listener is bound (so that a launcher that cannot start says why, not that
+/// its port is taken).
+pub struct Prepared {
     config: Config,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), AppError> {
+    specs_dir: PathBuf,
+    store: Arc<Store>,
+    launcher_id: String,
+    catalog: SharedCatalog,
+    problems: SourceProblems,
+    allowed_roots: Vec<PathBuf>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("launcher_id", &self.launcher_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a store lock left by a launcher that died is waited for: a child it was starting
+/// holds the lock from its fork until its exec, a moment after the launcher itself is gone.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Checks the configuration, opens the store and loads the catalog (blocking: file I/O).
+pub fn prepare(config: Config) -> Result<Prepared, AppError> {
     if !config.specs_dir.is_dir() {
         return Err(AppError::NoSpecsDir {
             path: config.specs_dir.clone(),
@@ -198,26 +219,83 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    let store = Arc::new(Store::open(&config.data_dir.join("store"))?);
+    let store = Arc::new(open_store(&config.data_dir.join("store"))?);
     let launcher_id = match &config.launcher_id {
         Some(id) => id.clone(),
         None => store.launcher_id_or_insert(&new_launcher_id())?,
     };
+    let allowed_roots = allowed_roots(&config, &specs_dir)?;
+    let metrics = Metrics::new()?;
     let problems = SourceProblems::default();
     let catalog = SharedCatalog::default();
     reload_catalog(&config.patterns_dir, &catalog, &problems);
+    Ok(Prepared {
+        config,
+        specs_dir,
+        store,
+        launcher_id,
+        catalog,
+        problems,
+        allowed_roots,
+        metrics,
+    })
+}
 
+/// Opens the store, waiting a moment for a lock that a dead launcher's half-started child may
+/// still hold (a lock held by a live launcher is still refused within `LOCK_WAIT`).
+fn open_store(dir: &Path) -> Result<Store, StoreError> {
+    let give_up = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match Store::open(dir) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// Removes the address files when the launcher stops, however it stops, so that no client
+/// dials a launcher that is gone.
+struct AddressFiles(Vec<PathBuf>);
+
+impl Drop for AddressFiles {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// Runs a prepared launcher until `shutdown` completes (then stops every child, unless
+/// `keep_processes`) or until one of its parts fails, which stops the others and is returned.
+pub async fn run(
+    prepared: Prepared,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let Prepared {
+        config,
+        specs_dir,
+        store,
+        launcher_id,
+        catalog,
+        problems,
+        allowed_roots,
+        metrics,
+    } = prepared;
     let grpc_address = local_address(&listeners.grpc, "gRPC")?;
+    let metrics_address = local_address(&listeners.metrics, "metrics")?;
     let address_file = config.data_dir.join(ADDRESS_FILE);
+    let metrics_address_file = config.data_dir.join(METRICS_ADDRESS_FILE);
+    let _address_files = AddressFiles(vec![address_file.clone(), metrics_address_file.clone()]);
     write_address(&address_file, grpc_address)?;
     tracing::info!(address = %grpc_address, %launcher_id, data_dir = %config.data_dir.display(),
         specs_dir = %specs_dir.display(), "prism-launcher serving");
-    let metrics_address = local_address(&listeners.metrics, "metrics")?;
-    write_address(&config.data_dir.join(METRICS_ADDRESS_FILE), metrics_address)?;
+    write_address(&metrics_address_file, metrics_address)?;
     tracing::info!(%metrics_address, "metrics served at /metrics, /metrics.json, /healthz, /readyz");
 
     let (stop, stopped) = watch::channel(false);
-    let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let usage = UsageBoard::new(runtime::usage_sampler(), runtime::ticks_per_second());
     let started_at = now();
@@ -235,7 +313,7 @@ pub async fn run(
             launcher_id: launcher_id.clone(),
             capabilities: config.capabilities.clone(),
             max_processes: config.max_processes,
-            allowed_roots: allowed_roots(&config, &specs_dir)?,
+            allowed_roots,
         },
         logs: Arc::new(ChildLogs {
             dir: config.data_dir.join("logs"),
@@ -246,7 +324,7 @@ pub async fn run(
     // is a failure: then every part is stopped too and the failure is reported.
     let mut parts = Parts::default();
     parts.spawn(
-        "the reconcile loop",
+        LOOP_PART,
         runtime::run(
             store.clone(),
             runtime_config(&config, &launcher_id, &metrics, &readiness, &usage),
@@ -324,14 +402,39 @@ pub async fn run(
     }
     // Every part sees the stop; the loop stops every child with its grace period.
     let _ = stop.send(true);
-    while let Some(ended) = parts.join_next().await {
+    // The loop's own shutdown is bounded by the longest grace period; once it is over, the
+    // servers get `DRAIN_MARGIN` to finish the calls under way, and are cut off after that.
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match drain_until {
+            Some(deadline) => match tokio::time::timeout_at(deadline, parts.join_next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!("calls still under way at shutdown were cut off");
+                    parts.abort_all();
+                    break;
+                }
+            },
+            None => parts.join_next().await,
+        };
+        let Some(ended) = next else {
+            break;
+        };
+        if matches!(&ended, Ok((part, _)) if *part == LOOP_PART) {
+            drain_until = Some(tokio::time::Instant::now() + DRAIN_MARGIN);
+        }
         if let Some(error) = part_failure(ended, true) {
             failure.get_or_insert(error);
         }
     }
-    let _ = std::fs::remove_file(&address_file);
     failure.map_or(Ok(()), Err)
 }
+
+/// The name of the part that runs the reconcile loop.
+const LOOP_PART: &str = "the reconcile loop";
+
+/// How long the servers may take to finish their calls once the loop has stopped every process.
+const DRAIN_MARGIN: Duration = Duration::from_secs(3);
 
 /// The launcher's parts as tasks, each with the name its failure is reported under.
 #[derive(Default)]
@@ -351,6 +454,10 @@ impl Parts {
             let result = part.await.map_err(|error| Box::new(error) as PartError);
             (name, result)
         });
+    }
+
+    fn abort_all(&mut self) {
+        self.tasks.abort_all();
     }
 
     async fn join_next(

@@ -101,7 +101,8 @@ async fn a_launcher_runs_in_process_restarts_a_killed_child_and_shuts_down() {
     let address = grpc.local_addr().unwrap().to_string();
     let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let launcher = tokio::spawn(app::run(config, Listeners { grpc, metrics }, async {
+    let prepared = app::prepare(config).unwrap();
+    let launcher = tokio::spawn(app::run(prepared, Listeners { grpc, metrics }, async {
         let _ = stopped.await;
     }));
 

@@ -11,81 +11,22 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::blocking::{blocking, store_call, BlockingStoreError, Interrupted};
+use super::blocking::{blocking, store_call};
 use super::context::ApiContext;
 use super::convert::from_proto::assignment_spec;
 use super::convert::to_proto::exit_code;
-use super::errors::assignment_status;
+use super::errors::{assignment_status, AssignmentError};
 use super::proto::prism as pb;
 use super::waiting::{wait_for_observed, WaitError};
-use crate::reconcile::{InvalidProcessId, ProcessId, ProcessType, Source, UnixMillis, UnknownWord};
+use crate::reconcile::{ProcessId, ProcessType, Source, UnixMillis};
 use crate::sources::catalog::read_catalog;
-use crate::store::{Assigned, StoreError};
+use crate::store::Assigned;
 
 /// What RevokeProcess waits for when `graceful_timeout_seconds` is 0.
 pub const DEFAULT_REVOKE_GRACE: Duration = Duration::from_secs(30);
 
 /// What RevokeProcess waits beyond the grace period for the exit to be recorded.
 const REVOKE_MARGIN: Duration = Duration::from_secs(5);
-
-/// Why an assignment or revocation was refused; `errors::assignment_status` maps each to a code.
-#[derive(Debug, thiserror::Error)]
-pub enum AssignmentError {
-    #[error("process_id is required")]
-    MissingId,
-    #[error("process_id is not valid")]
-    InvalidId(#[source] InvalidProcessId),
-    #[error("process_type: {0}")]
-    UnknownType(UnknownWord),
-    #[error("launcher {launcher_id} does not run {process_type} processes (capabilities: {capabilities})")]
-    NotCapable {
-        launcher_id: String,
-        process_type: ProcessType,
-        capabilities: String,
-    },
-    #[error("launcher {launcher_id} is full: it runs at most {max} processes")]
-    AtCapacity { launcher_id: String, max: u32 },
-    #[error("config is required")]
-    MissingConfig,
-    #[error("config.binary is required (or a pattern whose pattern_type is in the catalog)")]
-    MissingBinary,
-    #[error("config.binary {0:?} must be an absolute path")]
-    RelativeBinary(String),
-    #[error("config.binary {binary} cannot be used: {reason}")]
-    UnusableBinary { binary: String, reason: String },
-    #[error("config.binary {binary} is outside the allowed executable roots ({roots})")]
-    OutsideRoots { binary: String, roots: String },
-    #[error("{field} {value} is not a port (1-65535)")]
-    BadPort { field: &'static str, value: i32 },
-    #[error("config.pattern.isolation_level: {0}")]
-    BadIsolation(UnknownWord),
-    /// The spec the assignment makes is not valid (`ProcessSpec::problems`, worded for the wire).
-    #[error("invalid assignment: {}", .0.join("; "))]
-    InvalidSpec(Vec<String>),
-    #[error("this is launcher {ours}, not {asked}")]
-    WrongLauncher { ours: String, asked: String },
-    #[error("graceful_timeout_seconds {0} is negative")]
-    NegativeTimeout(i32),
-    #[error("no process {0:?} is assigned to this launcher")]
-    UnknownProcess(String),
-    #[error("process {id} is declared by {owner}, not assigned by prism-admin")]
-    NotAssigned { id: ProcessId, owner: Source },
-    #[error("the launcher is shutting down")]
-    ShuttingDown,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Interrupted(#[from] Interrupted),
-}
-
-impl From<BlockingStoreError> for AssignmentError {
-    fn from(error: BlockingStoreError) -> AssignmentError {
-        match error {
-            BlockingStoreError::Store(error) => AssignmentError::Store(error),
-            BlockingStoreError::Interrupted(error) => AssignmentError::Interrupted(error),
-        }
-    }
-}
 
 /// What the launcher accepts from prism-admin.
 #[derive(Debug, Clone)]

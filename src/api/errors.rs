@@ -1,11 +1,13 @@
-//! The one place where errors become gRPC statuses.
+//! The errors of the gRPC services and the one place where errors become gRPC statuses.
 
 use tonic::Status;
 
-use super::blocking::BlockingStoreError;
-use super::control_plane::AssignmentError;
-use super::pattern_launcher::PatternError;
+use super::blocking::{BlockingStoreError, Interrupted};
+use super::convert::from_proto::{MAX_CONFIG_ENTRIES, MAX_NAME_PART};
 use crate::error_chain::Chain;
+use crate::reconcile::{
+    InvalidProcessId, ProcessId, ProcessType, Source, UnknownWord, MAX_DURATION,
+};
 use crate::store::StoreError;
 
 /// The status a store failure answers with.
@@ -79,5 +81,115 @@ pub fn assignment_status(error: AssignmentError) -> Status {
             Status::unavailable(message)
         }
         AssignmentError::Store(error) => store_status(error),
+    }
+}
+
+/// Why a PatternLauncher call was refused; `errors::pattern_status` maps each to a gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("pattern_name is required")]
+    MissingPatternName,
+    #[error("pattern {name:?} is not in the catalog (known: {known})")]
+    UnknownPattern { name: String, known: String },
+    #[error("{field} is {len} characters long; at most {MAX_NAME_PART} are allowed")]
+    TooLong { field: &'static str, len: usize },
+    #[error("the launch maps to an invalid process id")]
+    InvalidId(#[source] InvalidProcessId),
+    /// The spec the launch makes is not valid (`ProcessSpec::problems`, worded for the wire).
+    #[error("invalid launch: {}", .0.join("; "))]
+    InvalidSpec(Vec<String>),
+    #[error("config has {count} entries; at most {MAX_CONFIG_ENTRIES} are allowed")]
+    TooMuchConfig { count: usize },
+    #[error("grace_period_secs {0} is out of range: it must be between 0 and {max}", max = MAX_DURATION.as_secs())]
+    BadGrace(i64),
+    #[error("process_id is required")]
+    MissingProcessId,
+    #[error("no process {id:?} is known to this launcher")]
+    UnknownProcess { id: String },
+    #[error("process {id} is declared by {owner}, not launched over the API; {hint}")]
+    NotLaunchedHere {
+        id: ProcessId,
+        owner: Source,
+        hint: &'static str,
+    },
+    #[error("process {id} runs pattern {running:?}, not {requested:?}")]
+    OtherPattern {
+        id: ProcessId,
+        running: String,
+        requested: String,
+    },
+    #[error("the launcher is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+}
+
+impl From<BlockingStoreError> for PatternError {
+    fn from(error: BlockingStoreError) -> PatternError {
+        match error {
+            BlockingStoreError::Store(error) => PatternError::Store(error),
+            BlockingStoreError::Interrupted(error) => PatternError::Interrupted(error),
+        }
+    }
+}
+
+/// Why an assignment or revocation was refused; `errors::assignment_status` maps each to a code.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("process_id is required")]
+    MissingId,
+    #[error("process_id is not valid")]
+    InvalidId(#[source] InvalidProcessId),
+    #[error("process_type: {0}")]
+    UnknownType(UnknownWord),
+    #[error("launcher {launcher_id} does not run {process_type} processes (capabilities: {capabilities})")]
+    NotCapable {
+        launcher_id: String,
+        process_type: ProcessType,
+        capabilities: String,
+    },
+    #[error("launcher {launcher_id} is full: it runs at most {max} processes")]
+    AtCapacity { launcher_id: String, max: u32 },
+    #[error("config is required")]
+    MissingConfig,
+    #[error("config.binary is required (or a pattern whose pattern_type is in the catalog)")]
+    MissingBinary,
+    #[error("config.binary {0:?} must be an absolute path")]
+    RelativeBinary(String),
+    #[error("config.binary {binary} cannot be used: {reason}")]
+    UnusableBinary { binary: String, reason: String },
+    #[error("config.binary {binary} is outside the allowed executable roots ({roots})")]
+    OutsideRoots { binary: String, roots: String },
+    #[error("{field} {value} is not a port (1-65535)")]
+    BadPort { field: &'static str, value: i32 },
+    #[error("config.pattern.isolation_level: {0}")]
+    BadIsolation(UnknownWord),
+    /// The spec the assignment makes is not valid (`ProcessSpec::problems`, worded for the wire).
+    #[error("invalid assignment: {}", .0.join("; "))]
+    InvalidSpec(Vec<String>),
+    #[error("this is launcher {ours}, not {asked}")]
+    WrongLauncher { ours: String, asked: String },
+    #[error("graceful_timeout_seconds {0} is negative")]
+    NegativeTimeout(i32),
+    #[error("no process {0:?} is assigned to this launcher")]
+    UnknownProcess(String),
+    #[error("process {id} is declared by {owner}, not assigned by prism-admin")]
+    NotAssigned { id: ProcessId, owner: Source },
+    #[error("the launcher is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+}
+
+impl From<BlockingStoreError> for AssignmentError {
+    fn from(error: BlockingStoreError) -> AssignmentError {
+        match error {
+            BlockingStoreError::Store(error) => AssignmentError::Store(error),
+            BlockingStoreError::Interrupted(error) => AssignmentError::Interrupted(error),
+        }
     }
 }

@@ -46,9 +46,13 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         &self,
         request: Request<pb::StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
-        stream_logs(self.context.logs.clone(), request.into_inner())
-            .await
-            .map(Response::new)
+        stream_logs(
+            self.context.logs.clone(),
+            request.into_inner(),
+            self.context.stopping.clone(),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn reset_process(

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -29,6 +29,7 @@ pub type LogStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LogChunk
 pub async fn stream_logs(
     source: Arc<dyn LogSource>,
     request: pb::StreamLogsRequest,
+    mut stopping: watch::Receiver<bool>,
 ) -> Result<LogStream, Status> {
     let id = ProcessId::new(request.process_id.clone())
         .map_err(|error| Status::invalid_argument(error.to_string()))?;
@@ -58,6 +59,8 @@ pub async fn stream_logs(
         loop {
             tokio::select! {
                 () = sender.closed() => return,
+                // A followed log ends with the launcher, so that shutdown never waits for it.
+                _ = stopping.wait_for(|stop| *stop) => return,
                 () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
             }
             let next = match read(&source, &id, Some(offset)).await {

@@ -9,7 +9,7 @@ pub mod client;
 pub mod context;
 pub mod control_plane;
 pub mod convert;
-mod errors;
+pub mod errors;
 pub mod launcher_admin;
 pub mod logs;
 pub mod pattern_launcher;

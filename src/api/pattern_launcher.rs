@@ -8,82 +8,23 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::blocking::{store_call, BlockingStoreError, Interrupted};
+use super::blocking::store_call;
 use super::context::ApiContext;
 use super::convert::from_proto::{grace_from_request, launch_from_request};
 use super::convert::to_proto::{health_response, pattern_info, process_state};
-use super::errors::pattern_status;
+use super::errors::{pattern_status, PatternError};
 use super::proto::prism::launcher as pb;
 use super::waiting::{wait_for_observed, WaitError};
 use crate::reconcile::{
-    join, InvalidProcessId, ObservedRecord, Phase, ProcessId, ProcessRow, ProcessSpec, ProcessType,
-    Source, MAX_DURATION,
+    join, ObservedRecord, Phase, ProcessId, ProcessRow, ProcessSpec, ProcessType, Source,
 };
 use crate::sources::catalog::read_catalog;
-use crate::store::StoreError;
 
 /// How long LaunchPattern waits for a healthy process by default.
 pub const DEFAULT_LAUNCH_WAIT: Duration = Duration::from_secs(30);
 
 /// What TerminatePattern waits beyond the grace period for the exit to be recorded.
 const TERMINATE_MARGIN: Duration = Duration::from_secs(5);
-
-/// Longest namespace or session id accepted.
-pub const MAX_NAME_PART: usize = 63;
-
-/// Most `config` entries accepted in one launch.
-pub const MAX_CONFIG_ENTRIES: usize = 256;
-
-/// Why a PatternLauncher call was refused; `errors::pattern_status` maps each to a gRPC code.
-#[derive(Debug, thiserror::Error)]
-pub enum PatternError {
-    #[error("pattern_name is required")]
-    MissingPatternName,
-    #[error("pattern {name:?} is not in the catalog (known: {known})")]
-    UnknownPattern { name: String, known: String },
-    #[error("{field} is {len} characters long; at most {MAX_NAME_PART} are allowed")]
-    TooLong { field: &'static str, len: usize },
-    #[error("the launch maps to an invalid process id")]
-    InvalidId(#[source] InvalidProcessId),
-    /// The spec the launch makes is not valid (`ProcessSpec::problems`, worded for the wire).
-    #[error("invalid launch: {}", .0.join("; "))]
-    InvalidSpec(Vec<String>),
-    #[error("config has {count} entries; at most {MAX_CONFIG_ENTRIES} are allowed")]
-    TooMuchConfig { count: usize },
-    #[error("grace_period_secs {0} is out of range: it must be between 0 and {max}", max = MAX_DURATION.as_secs())]
-    BadGrace(i64),
-    #[error("process_id is required")]
-    MissingProcessId,
-    #[error("no process {id:?} is known to this launcher")]
-    UnknownProcess { id: String },
-    #[error("process {id} is declared by {owner}, not launched over the API; {hint}")]
-    NotLaunchedHere {
-        id: ProcessId,
-        owner: Source,
-        hint: &'static str,
-    },
-    #[error("process {id} runs pattern {running:?}, not {requested:?}")]
-    OtherPattern {
-        id: ProcessId,
-        running: String,
-        requested: String,
-    },
-    #[error("the launcher is shutting down")]
-    ShuttingDown,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Interrupted(#[from] Interrupted),
-}
-
-impl From<BlockingStoreError> for PatternError {
-    fn from(error: BlockingStoreError) -> PatternError {
-        match error {
-            BlockingStoreError::Store(error) => PatternError::Store(error),
-            BlockingStoreError::Interrupted(error) => PatternError::Interrupted(error),
-        }
-    }
-}
 
 pub struct PatternLauncherService {
     pub context: Arc<ApiContext>,

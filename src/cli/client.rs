@@ -13,7 +13,8 @@ use prism_launcher::api::client::{
     fetch_status, reset_process, stream_logs, ClientError, ProcessView, StatusView,
 };
 use prism_launcher::app::ADDRESS_FILE;
-use prism_launcher::sources::values::parse_duration;
+use prism_launcher::reconcile::{Phase, Vocabulary};
+use prism_launcher::sources::values::{parse_duration, parse_positive_duration};
 
 /// How client commands find a running launcher.
 #[derive(Debug, clap::Args)]
@@ -37,19 +38,24 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
-    /// Only processes from this source: file, api or admin.
-    #[arg(long)]
+    /// Only processes from this source.
+    #[arg(long, value_parser = ["file", "api", "admin"])]
     source: Option<String>,
     /// Only processes in this state (pending, starting, running, stopping, backing-off, tripped,
     /// exited, stopped).
-    #[arg(long)]
-    state: Option<String>,
+    #[arg(long, value_parser = parse_phase)]
+    state: Option<Phase>,
     /// Refresh every --interval until interrupted (in place on a terminal).
     #[arg(short, long)]
     watch: bool,
     /// How often --watch refreshes.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
     interval: Duration,
+}
+
+/// A state word, as the vocabulary spells it (a bad one is a usage error).
+fn parse_phase(text: &str) -> Result<Phase, String> {
+    Phase::parse_word(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,13 +80,6 @@ pub struct ResetArgs {
     connect: ConnectArgs,
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        duration if duration.is_zero() => Err(format!("{text:?} must be longer than zero")),
-        duration => Ok(duration),
-    }
-}
-
 /// The address `status` uses when neither a flag nor an address file says otherwise.
 const DEFAULT_ADDRESS: &str = "127.0.0.1:7070";
 
@@ -102,8 +101,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 .is_none_or(|source| process.source.split(':').next() == Some(source))
                 && args
                     .state
-                    .as_deref()
-                    .is_none_or(|state| process.actual == state)
+                    .is_none_or(|state| process.actual == state.as_str())
         });
         let shown = match args.output {
             OutputFormat::Json => {

@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 
 use prism_launcher::app::{self, Config, Listeners};
 use prism_launcher::reconcile::{Backoff, Isolation, ProcessType, Vocabulary};
-use prism_launcher::sources::values::{parse_duration, parse_memory};
+use prism_launcher::sources::values::{parse_duration, parse_memory, parse_positive_duration};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -228,13 +228,19 @@ pub fn serve(serve: Serve) -> anyhow::Result<ExitCode> {
 async fn serve_async(serve: Serve) -> anyhow::Result<()> {
     // Signals are listened for before anything starts, so that an early SIGTERM is a shutdown.
     let shutdown = shutdown_signal()?;
+    // Everything that can fail before the listeners are bound is checked first, so a launcher
+    // that cannot start says why rather than that its port is taken.
+    let config = serve.config;
+    let prepared = tokio::task::spawn_blocking(move || app::prepare(config))
+        .await
+        .context("the launcher's preparation did not finish")??;
     let grpc = tokio::net::TcpListener::bind(serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let metrics = tokio::net::TcpListener::bind(serve.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {} for metrics", serve.metrics_listen))?;
-    app::run(serve.config, Listeners { grpc, metrics }, shutdown).await?;
+    app::run(prepared, Listeners { grpc, metrics }, shutdown).await?;
     Ok(())
 }
 
@@ -288,13 +294,6 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
         ));
     }
     Ok((start, end))
-}
-
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        duration if duration.is_zero() => Err(format!("{text:?} must be longer than zero")),
-        duration => Ok(duration),
-    }
 }
 
 #[cfg(test)]

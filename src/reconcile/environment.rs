@@ -20,6 +20,11 @@ pub const INJECTED_ENV: [&str; 9] = [
     "PRISM_INSTANCE_ID",
 ];
 
+/// Carried by exec probes instead of `PRISM_LAUNCHER_ID` (a probe is not a process of the
+/// launcher's, and must never be taken for one), so that a probe a crashed launcher left behind
+/// is still found and ended. A spec cannot set it.
+pub const PROBE_OF_ENV: &str = "PRISM_PROBE_OF";
+
 /// Variables passed from the launcher's environment to every child when set; nothing else of
 /// the launcher's environment reaches a child unless its spec names it in `inheritEnv`.
 pub const PASSED_THROUGH_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
@@ -36,9 +41,9 @@ pub fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Whether the launcher sets `name` itself.
+/// Whether the launcher sets `name` itself (for a process or its probes).
 pub fn is_injected(name: &str) -> bool {
-    INJECTED_ENV.contains(&name)
+    INJECTED_ENV.contains(&name) || name == PROBE_OF_ENV
 }
 
 /// What is wrong with a variable a spec sets, if anything.

@@ -2943,3 +2943,179 @@ fn one_projection_gives_every_client_its_words() {
         assert_eq!(state.metric_label(), state.as_str());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stopping: the grace a stop gets, shortening a stop under way, the shutdown schedule
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn stop_grace_table() {
+    let spec_grace = Duration::from_secs(10);
+    let asked = Some(Duration::from_secs(2));
+    let cases = [
+        (StopReason::Undesired, asked, Duration::from_secs(2)),
+        (StopReason::Undesired, Some(Duration::ZERO), Duration::ZERO),
+        (StopReason::Undesired, None, spec_grace),
+        (StopReason::Replace, asked, spec_grace),
+        (StopReason::Unhealthy, asked, spec_grace),
+        (StopReason::Shutdown, asked, spec_grace),
+    ];
+    for (reason, requested, expected) in cases {
+        assert_eq!(
+            stop_grace(reason, spec_grace, requested),
+            expected,
+            "{reason:?} {requested:?}"
+        );
+    }
+}
+
+#[test]
+fn shorten_stop_table() {
+    let stopping = |deadline: Option<UnixMillis>, killed: bool| ObservedRecord {
+        stop_deadline: deadline,
+        killed,
+        stop_reason: Some(StopReason::Undesired),
+        ..observed(Phase::Stopping, spec())
+    };
+    let grace = Duration::from_secs(1);
+    // (record, whether the request shortens it, and to what)
+    let cases = [
+        (stopping(Some(after(5_000)), false), Some(after(1_000))),
+        (stopping(Some(after(500)), false), None),
+        (stopping(Some(after(1_000)), false), None),
+        (stopping(None, false), Some(after(1_000))),
+        (stopping(Some(after(5_000)), true), None),
+        (observed(Phase::Running, spec()), None),
+    ];
+    for (record, expected) in cases {
+        let shortened = shorten_stop(&record, grace, NOW);
+        assert_eq!(
+            shortened.as_ref().and_then(|next| next.stop_deadline),
+            expected,
+            "{:?} deadline {:?}",
+            record.phase,
+            record.stop_deadline
+        );
+        if let Some(next) = shortened {
+            assert_eq!(
+                ObservedRecord {
+                    stop_deadline: record.stop_deadline,
+                    ..next
+                },
+                record,
+                "only the deadline changes"
+            );
+        }
+    }
+}
+
+#[test]
+fn shutdown_schedule_kills_by_the_longest_grace_and_gives_up_after_a_margin() {
+    let with_grace = |name: &str, grace: u64, phase: Phase| ObservedRecord {
+        spec: ProcessSpec {
+            termination_grace: Duration::from_secs(grace),
+            ..spec()
+        },
+        ..observed_for(name, phase, spec())
+    };
+    let quick = ObservedRecord {
+        stop_deadline: Some(after(2_000)),
+        ..with_grace("quick", 2, Phase::Stopping)
+    };
+    let slow = ObservedRecord {
+        // A TerminatePattern asked for longer than its spec's grace before the shutdown.
+        stop_deadline: Some(after(60_000)),
+        ..with_grace("slow", 5, Phase::Stopping)
+    };
+    let gone = with_grace("gone", 30, Phase::Stopped);
+    let margin = Duration::from_secs(2);
+    let schedule = ShutdownSchedule::new([&quick, &slow, &gone], NOW, margin);
+    assert_eq!(
+        schedule,
+        ShutdownSchedule {
+            kill_all_at: after(5_000),
+            give_up_at: after(7_000),
+        },
+        "the longest grace of what lives, not of what stopped"
+    );
+    assert!(!schedule.kill_due(&quick, after(1_999)));
+    assert!(schedule.kill_due(&quick, after(2_000)));
+    assert!(!schedule.kill_due(&slow, after(4_999)));
+    assert!(
+        schedule.kill_due(&slow, after(5_000)),
+        "everyone is killed by the longest grace"
+    );
+    assert!(!schedule.kill_due(&gone, after(10_000)), "nothing to kill");
+    let killed = ObservedRecord {
+        killed: true,
+        ..quick.clone()
+    };
+    assert!(!schedule.kill_due(&killed, after(3_000)), "killed once");
+    assert_eq!(schedule.next_wake([&quick, &slow]), after(2_000));
+    assert_eq!(schedule.next_wake([&slow]), after(5_000));
+    assert_eq!(schedule.next_wake([&killed]), after(7_000));
+    assert_eq!(
+        ShutdownSchedule::new([], NOW, margin),
+        ShutdownSchedule {
+            kill_all_at: NOW,
+            give_up_at: after(2_000),
+        }
+    );
+}
+
+#[test]
+fn port_needs_follow_the_seed_contract_and_what_a_spec_asks() {
+    let needs = |spec: ProcessSpec| spec.port_needs();
+    assert_eq!(
+        needs(spec()),
+        PortNeeds {
+            grpc: true,
+            health: true
+        },
+        "a pattern gets GRPC_PORT and HEALTH_PORT"
+    );
+    let utility = ProcessSpec {
+        process_type: ProcessType::Utility,
+        ..spec()
+    };
+    assert_eq!(
+        needs(utility.clone()),
+        PortNeeds::default(),
+        "nothing to bind"
+    );
+    assert_eq!(
+        needs(ProcessSpec {
+            health_check: Some(health_check()),
+            ..utility.clone()
+        }),
+        PortNeeds {
+            grpc: false,
+            health: true
+        },
+        "a TCP probe of HEALTH_PORT"
+    );
+    assert_eq!(
+        needs(ProcessSpec {
+            health_check: Some(HealthCheck {
+                probe: Probe::Tcp { port: Some(9000) },
+                ..health_check()
+            }),
+            ..utility.clone()
+        }),
+        PortNeeds::default(),
+        "a probe of its own port"
+    );
+    assert_eq!(
+        needs(ProcessSpec {
+            requested_ports: RequestedPorts {
+                grpc: Some(7000),
+                health: None
+            },
+            ..utility
+        }),
+        PortNeeds {
+            grpc: true,
+            health: false
+        }
+    );
+}

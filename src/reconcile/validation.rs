@@ -20,6 +20,8 @@ pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SpecField {
     Executable,
+    Args,
+    WorkingDir,
     Namespace,
     SessionId,
     Env,
@@ -70,6 +72,8 @@ pub struct SpecProblem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProblemKind {
     RelativeExecutable(String),
+    /// A NUL byte, which no argument, path or name handed to a process can hold.
+    NulByte,
     MissingNamespace(Isolation),
     MissingSession,
     Env {
@@ -107,6 +111,7 @@ impl SpecProblem {
             ProblemKind::RelativeExecutable(path) => {
                 format!("the executable {path:?} must be an absolute path")
             }
+            ProblemKind::NulByte => format!("{} holds a NUL byte", own()),
             ProblemKind::MissingNamespace(isolation) => {
                 format!(
                     "isolation {isolation} needs a {}",
@@ -171,6 +176,25 @@ impl ProcessSpec {
                 SpecField::Executable,
                 ProblemKind::RelativeExecutable(self.executable.display().to_string()),
             );
+        }
+        let has_nul = |text: &str| text.contains('\0');
+        if self.args.iter().any(|arg| has_nul(arg)) {
+            problem(SpecField::Args, ProblemKind::NulByte);
+        }
+        if self
+            .working_dir
+            .as_ref()
+            .is_some_and(|dir| has_nul(&dir.to_string_lossy()))
+        {
+            problem(SpecField::WorkingDir, ProblemKind::NulByte);
+        }
+        for (field, text) in [
+            (SpecField::Namespace, &self.namespace),
+            (SpecField::SessionId, &self.session_id),
+        ] {
+            if text.as_deref().is_some_and(has_nul) {
+                problem(field, ProblemKind::NulByte);
+            }
         }
         if self.isolation != Isolation::None && self.namespace.as_deref().is_none_or(str::is_empty)
         {

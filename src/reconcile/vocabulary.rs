@@ -139,7 +139,7 @@ vocabulary!(DiffKind, "difference", [
     DiffKind::Failing => "failing",
 ]);
 
-vocabulary!(ClientState, "state", [
+vocabulary!(ClientState, "process state", [
     ClientState::Pending => "pending",
     ClientState::Starting => "starting",
     ClientState::Running => "running",

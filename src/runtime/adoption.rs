@@ -96,6 +96,14 @@ impl Supervisor {
         for intent in intents {
             let id = intent.desired.id.clone();
             self.store.clear_spawn_intent(&id)?;
+            let recorded = self
+                .observed
+                .get(&id)
+                .is_some_and(|record| record.instance.as_deref() == Some(intent.instance.as_str()));
+            if recorded {
+                // Its outcome was written before the launcher stopped; the record was recovered.
+                continue;
+            }
             let leader = by_instance.get(&intent.instance).and_then(|found| {
                 found.iter().find(|(pid, identity)| {
                     identity.process_id == id.as_str() && procfs::process_group(*pid) == Some(*pid)

@@ -14,7 +14,7 @@ use super::supervisor::{log_if_tripped, Progress, Supervisor};
 use crate::error_chain::Chain;
 use crate::reconcile::{
     self, child_environment, stop_grace, Action, ChildIdentity, Phase, Ports, ProcessId,
-    ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
+    ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis, PROBE_OF_ENV,
 };
 
 /// A start that passed the budget and capacity checks, with what its spawn gets.
@@ -185,9 +185,9 @@ impl Supervisor {
                     &self.children,
                 )
                 .map_err(|error| (intent.ports, Chain(&error).to_string()));
-                if let Err(error) = self.store.clear_spawn_intent(&id) {
-                    tracing::warn!(%id, error = %Chain(&error), "cannot forget the spawn intent; a restarted launcher looks for its process");
-                }
+                // Forgotten only after the outcome is written (see `persist`): were the intent
+                // removed first, a launcher killed in between would find neither.
+                self.settled_intents.push(id.clone());
                 spawned.map(|pid| (pid, intent))
             }
             (None, Some(failure)) => Err(failure),
@@ -339,6 +339,7 @@ impl Supervisor {
         let mut env = child_environment(spec, identity, |name| std::env::var(name).ok());
         env.remove("PRISM_LAUNCHER_ID");
         env.remove("PRISM_INSTANCE_ID");
+        env.insert(PROBE_OF_ENV.to_string(), self.config.launcher_id.clone());
         let exec = ExecContext {
             env,
             working_dir: working_dir(spec),

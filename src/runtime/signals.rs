@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use super::pidfd::Pidfd;
 use super::procfs;
 use super::reaper::ChildTable;
+use crate::reconcile::PROBE_OF_ENV;
 
 /// Most processes looked at in one subtree walk, so that a fork bomb cannot stall the loop.
 const MAX_SUBTREE: usize = 4096;
@@ -126,8 +127,15 @@ pub fn identity_of(pid: u32, launcher_id: &str) -> Option<Identity> {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.clone())
     };
-    if value("PRISM_LAUNCHER_ID").as_deref() != Some(launcher_id) {
-        return None;
+    let launchers = value("PRISM_LAUNCHER_ID");
+    let probe_of = value(PROBE_OF_ENV);
+    if launchers.as_deref() != Some(launcher_id) {
+        // An exec probe of ours (left by a crashed launcher, or running now: the caller tells
+        // them apart by the child table): an identity no process instance ever has.
+        return (probe_of.as_deref() == Some(launcher_id)).then(|| Identity {
+            process_id: value("PROCESS_ID").unwrap_or_default(),
+            instance: String::new(),
+        });
     }
     // A process with this launcher's id is ours even without the other two (it is then an
     // orphan by definition: no tracked instance matches an empty one).

@@ -69,6 +69,8 @@ pub struct Supervisor {
     pub(super) ended: HashSet<Identity>,
     /// Whether an orphan scan is under way (they are never run two at a time).
     pub(super) orphan_scan_running: bool,
+    /// Spawn intents whose outcome is recorded in `observed`, to forget once it is written.
+    pub(super) settled_intents: Vec<ProcessId>,
 }
 
 impl Supervisor {
@@ -106,6 +108,7 @@ impl Supervisor {
             orphans: HashSet::new(),
             ended: HashSet::new(),
             orphan_scan_running: false,
+            settled_intents: Vec::new(),
         }
     }
 
@@ -413,7 +416,7 @@ impl Supervisor {
     /// Writes the observed records changed since the last call, with one flush for all (which
     /// also makes the removal of the intents of recorded spawns durable).
     pub(super) fn persist(&mut self) {
-        if self.unsaved.is_empty() {
+        if self.unsaved.is_empty() && self.settled_intents.is_empty() {
             return;
         }
         for id in std::mem::take(&mut self.unsaved) {
@@ -423,6 +426,14 @@ impl Supervisor {
             };
             if let Err(error) = written {
                 tracing::error!(%id, error = %Chain(&error), "cannot record the observed state");
+            }
+        }
+        // After the records: the store may reach the disk part way through these writes (a
+        // full buffer), and a record without its intent removed is safe (recovery sees the same
+        // instance twice and adopts it once), an intent removed without its record is not.
+        for id in std::mem::take(&mut self.settled_intents) {
+            if let Err(error) = self.store.clear_spawn_intent(&id) {
+                tracing::warn!(%id, error = %Chain(&error), "cannot forget a spawn intent; a restarted launcher looks for its process");
             }
         }
         if let Err(error) = self.store.flush() {

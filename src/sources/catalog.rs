@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, Word};
 use crate::reconcile::{
-    HealthCheck, HealthCheckField, Isolation, Probe, ProcessSpec, ProcessType, RequestedPorts,
-    Resources, RestartPolicy, SpecField, TypeConfig,
+    env_entry_problem, HealthCheck, HealthCheckField, Isolation, Probe, ProblemKind, ProcessSpec,
+    ProcessType, RequestedPorts, Resources, RestartPolicy, SpecField, SpecProblem, TypeConfig,
 };
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
@@ -136,7 +136,7 @@ pub struct Launch {
     pub isolation: Isolation,
     pub namespace: Option<String>,
     pub session_id: Option<String>,
-    /// Variables for the child's environment (already validated).
+    /// Variables for the child's environment (validated with the whole spec it makes).
     pub config: BTreeMap<String, String>,
     pub grace: Option<Duration>,
 }
@@ -282,6 +282,20 @@ impl Manifest {
                 ..defaults
             }
         });
+        // Variables the launcher injects, or that no environment can hold, are refused here,
+        // where the manifest is to blame, rather than in every launch of it.
+        for (name, value) in &self.environment {
+            if let Some(problem) = env_entry_problem(name, value) {
+                let found = SpecProblem {
+                    field: SpecField::Env,
+                    kind: ProblemKind::Env {
+                        name: name.clone(),
+                        problem,
+                    },
+                };
+                problems.push(format!("environment: {}", found.message(&manifest_field)));
+            }
+        }
         for found in health_check.iter().flat_map(HealthCheck::problems) {
             let field = manifest_field(&found.field);
             problems.push(format!("{field}: {}", found.message(&manifest_field)));

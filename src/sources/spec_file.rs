@@ -643,6 +643,8 @@ pub fn spec_file_field(field: &SpecField) -> String {
     let health = |name: &str| format!("spec.healthCheck.{name}");
     match field {
         SpecField::Executable => "spec.binary".to_string(),
+        SpecField::Args => "spec.args".to_string(),
+        SpecField::WorkingDir => "spec.workingDir".to_string(),
         SpecField::Namespace => "spec.namespace".to_string(),
         SpecField::SessionId => "spec.sessionId".to_string(),
         SpecField::Env => "spec.env".to_string(),

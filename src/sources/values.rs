@@ -80,6 +80,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A duration as `parse_duration` reads it, refused when zero (an interval, a timeout).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err(format!("{text:?} must be longer than zero")),
+        duration => Ok(duration),
+    }
+}
+
 fn parse_unbounded_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration; write it like 500ms, 10s, 5m or 1h");
     let text_trimmed = text.trim();

@@ -233,7 +233,11 @@ impl Store {
             .map_err(|source| io("reading the schema version", source))?;
         let Some(bytes) = found else {
             // Every launcher records the version when it creates a store, so a store without
-            // one is a new, empty store.
+            // one is new. Should it hold records anyway, they are of a shape no later than
+            // version 1 (whose migration leaves complete records alone), never assumed current.
+            if !self.desired.is_empty() || !self.observed.is_empty() {
+                return migrate::from_v1(self);
+            }
             self.meta
                 .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string().as_bytes())
                 .map_err(|source| io("writing the schema version", source))?;

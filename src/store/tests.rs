@@ -1665,3 +1665,174 @@ fn the_admin_set_replaces_what_admin_owns_and_nothing_else() {
         "and not deleted"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The stored shape is pinned to the schema version
+// ---------------------------------------------------------------------------------------------
+
+/// The key paths of a JSON value (`spec.health_check.probe.Http.path`), arrays as `[]`.
+fn key_paths(
+    value: &serde_json::Value,
+    prefix: &str,
+    paths: &mut std::collections::BTreeSet<String>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                paths.insert(path.clone());
+                key_paths(inner, &path, paths);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                key_paths(item, &format!("{prefix}[]"), paths);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Records that between them hold every field and every enum variant with fields.
+fn shape_samples() -> Vec<(&'static str, serde_json::Value)> {
+    use crate::reconcile::{
+        BackendConfig, BackoffOverrides, PatternConfig, ProxyConfig, Secret, SpawnIntent,
+        TypeConfig, UtilityConfig,
+    };
+    let backend = BackendConfig {
+        backend_type: "redis".to_string(),
+        connection_string: Secret::new("redis://x"),
+        credentials: BTreeMap::from([("password".to_string(), Secret::new("p"))]),
+        options: BTreeMap::from([("pool".to_string(), "4".to_string())]),
+    };
+    let type_configs = [
+        TypeConfig::Pattern(PatternConfig {
+            pattern_type: "keyvalue".to_string(),
+            slots: BTreeMap::from([("store".to_string(), backend.clone())]),
+            settings: BTreeMap::from([("a".to_string(), "b".to_string())]),
+        }),
+        TypeConfig::Proxy(ProxyConfig {
+            proxy_id: "p".to_string(),
+            admin_endpoint: "admin:1".to_string(),
+            control_port: 1,
+            data_port: 2,
+            partition_ranges: vec![1, 2],
+        }),
+        TypeConfig::Backend(backend),
+        TypeConfig::Utility(UtilityConfig {
+            utility_type: "u".to_string(),
+            settings: BTreeMap::from([("a".to_string(), "b".to_string())]),
+            target_processes: vec!["x".to_string()],
+        }),
+    ];
+    let probes = [
+        Probe::Http {
+            path: "/".to_string(),
+            port: Some(1),
+        },
+        Probe::Tcp { port: Some(1) },
+        Probe::Exec {
+            command: vec!["true".to_string()],
+        },
+    ];
+    let full_spec = |type_config: TypeConfig, probe: Probe| ProcessSpec {
+        success_exit_codes: vec![0, 3],
+        backoff: BackoffOverrides {
+            initial: Some(Duration::from_secs(1)),
+            max: Some(Duration::from_secs(2)),
+            reset_after: Some(Duration::from_secs(3)),
+            failure_threshold: Some(4),
+        },
+        requested_ports: RequestedPorts {
+            grpc: Some(1),
+            health: Some(2),
+        },
+        type_config,
+        health_check: Some(HealthCheck {
+            probe,
+            ..spec("/x").health_check.unwrap()
+        }),
+        ..spec("/x")
+    };
+    let mut samples = Vec::new();
+    let sources = [
+        file("/specs/a.yaml"),
+        Source::Api,
+        Source::Admin { version: 1 },
+    ];
+    for ((type_config, probe), source) in type_configs
+        .into_iter()
+        .zip(probes.into_iter().cycle())
+        .zip(sources.into_iter().cycle())
+    {
+        let desired = DesiredRecord {
+            id: id("shape"),
+            spec: full_spec(type_config, probe),
+            generation: 1,
+            source,
+            resets: 1,
+        };
+        samples.push(("desired", serde_json::to_value(&desired).unwrap()));
+        let intent = SpawnIntent {
+            desired: desired.clone(),
+            instance: "0123".to_string(),
+            ports: Ports { grpc: 1, health: 2 },
+            at: UnixMillis(1),
+        };
+        samples.push(("intents", serde_json::to_value(&intent).unwrap()));
+        for exit in [
+            ExitStatus::Code(1),
+            ExitStatus::Signal(9),
+            ExitStatus::OomKilled,
+            ExitStatus::Unknown,
+        ] {
+            let observed = ObservedRecord {
+                instance: Some("0123".to_string()),
+                spec: desired.spec.clone(),
+                last_exit: Some(exit),
+                tripped_at: Some(UnixMillis(1)),
+                exited_at: Some(UnixMillis(1)),
+                resets_seen: 1,
+                ..observed("shape", Phase::Running)
+            };
+            samples.push(("observed", serde_json::to_value(&observed).unwrap()));
+            samples.push((
+                "exits",
+                serde_json::to_value((exit, UnixMillis(1))).unwrap(),
+            ));
+        }
+    }
+    samples
+}
+
+/// The key paths of the records of schema version 2, by tree. A change of what the store
+/// writes changes this list: then bump `SCHEMA_VERSION`, add the migration from the current
+/// version in `migrate.rs`, and write the new list here.
+const SHAPE_OF_VERSION_2: &str = include_str!("shape_v2.txt");
+
+#[test]
+fn the_stored_shape_is_the_one_of_the_schema_version() {
+    assert_eq!(
+        SCHEMA_VERSION, 2,
+        "write shape_v{SCHEMA_VERSION}.txt for a new version"
+    );
+    let mut shape = String::new();
+    let mut by_tree: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for (tree, value) in shape_samples() {
+        key_paths(&value, "", by_tree.entry(tree).or_default());
+    }
+    for (tree, paths) in by_tree {
+        for path in paths {
+            shape.push_str(&format!("{tree}: {path}\n"));
+        }
+    }
+    assert!(
+        shape == SHAPE_OF_VERSION_2,
+        "the records the store writes changed shape: bump SCHEMA_VERSION, add a migration in \
+         migrate.rs, and record the new shape in a new shape_v<N>.txt. The shape now:\n{shape}"
+    );
+}

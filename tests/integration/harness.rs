@@ -253,7 +253,8 @@ impl Drop for TestLauncher {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for pid in self.our_processes() {
+        let probes = processes_with_env("PRISM_PROBE_OF", &self.launcher_id);
+        for pid in self.our_processes().into_iter().chain(probes) {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }

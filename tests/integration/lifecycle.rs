@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::harness::*;
@@ -475,4 +477,65 @@ fn a_label_change_records_a_new_generation_without_a_restart() {
     );
     assert_eq!(row["labels"]["team"], "search", "{row}");
     assert_eq!(row["diff"], "in-sync", "{row}");
+}
+
+#[test]
+fn a_sigterm_ignoring_escaped_descendant_is_killed_on_stop_and_on_the_leaders_exit() {
+    let mut launcher = TestLauncher::start();
+    let work = launcher.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // The leader starts a descendant in a session of its own that ignores SIGTERM, and stays
+    // its parent: the descendant is in no process group the launcher signals.
+    launcher.write_spec(
+        "escaper.yaml",
+        &spec(
+            "escaper",
+            &format!(
+                "  binary: /bin/sh\n  args: [\"-c\", \"setsid sh -c 'trap \\\"\\\" TERM; echo $$ > escaped.pid; while true; do sleep 0.2; done' & exec sleep 600\"]\n  workingDir: {}\n  terminationGracePeriod: 1s\n",
+                work.display()
+            ),
+        ),
+    );
+    let escaped_pid = |not: Option<u32>| {
+        eventually(TIMEOUT, "the escaped descendant's pid", || {
+            let pid: u32 = std::fs::read_to_string(work.join("escaped.pid"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            (Some(pid) != not && is_alive(pid)).then_some(pid)
+        })
+    };
+    let leader = launcher.wait_running("escaper", None, TIMEOUT);
+    let escaped = escaped_pid(None);
+    assert!(
+        !group_members(leader).contains(&escaped),
+        "it left the group"
+    );
+
+    // The leader's exit (a crash): the descendant goes with it, whatever it ignores.
+    kill(Pid::from_raw(leader as i32), Signal::SIGKILL).unwrap();
+    eventually(TIMEOUT, "the descendant to go with its leader", || {
+        process_state(escaped).is_none().then_some(())
+    });
+    let leader = launcher.wait_running("escaper", Some(leader), TIMEOUT);
+    let escaped = escaped_pid(Some(escaped));
+
+    // A stop: SIGTERM reaches it too (it ignores it), and it is killed with its leader.
+    launcher.remove_spec("escaper.yaml");
+    eventually(TIMEOUT, "the whole tree to be gone", || {
+        (process_state(leader).is_none() && process_state(escaped).is_none()).then_some(())
+    });
+    assert!(
+        launcher.our_processes().is_empty(),
+        "no survivor: {:?}",
+        launcher.our_processes()
+    );
+    let log = launcher.log();
+    assert!(
+        !log.lines()
+            .any(|line| line.contains("left the process group")
+                && line.contains(&format!(" pid={leader} "))),
+        "the leader itself is never taken for an escaped descendant:\n{log}"
+    );
 }

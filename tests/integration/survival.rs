@@ -336,3 +336,167 @@ fn a_second_launcher_on_the_same_data_dir_fails_at_once_with_a_clear_message() {
         "{stderr}"
     );
 }
+
+/// A utility that needs no port (so hundreds fit any port range), ending at SIGTERM.
+fn worker_spec(name: &str) -> String {
+    format!("apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {{name: {name}}}\nspec:\n  type: utility\n  binary: /bin/sleep\n  args: [\"600\"]\n  terminationGracePeriod: 20s\n")
+}
+
+/// Writes the spec files of `ids` into a staging folder, then renames them all into the spec
+/// directory, as a deployment tool does.
+fn drop_specs(launcher: &TestLauncher, ids: &[String]) {
+    let staging = launcher.dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    for id in ids {
+        std::fs::write(staging.join(format!("{id}.yaml")), worker_spec(id)).unwrap();
+    }
+    for id in ids {
+        let file = format!("{id}.yaml");
+        std::fs::rename(staging.join(&file), launcher.specs_dir().join(&file)).unwrap();
+    }
+}
+
+/// Group leaders carrying the launcher's id, by the process id they carry.
+fn leaders_by_id(launcher: &TestLauncher) -> BTreeMap<String, Vec<u32>> {
+    let mut leaders: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for pid in launcher.our_processes() {
+        let env = environment(pid);
+        let leads_its_group = group_members(pid).contains(&pid);
+        if let (Some(id), true) = (env.get("PROCESS_ID"), leads_its_group) {
+            leaders.entry(id.clone()).or_default().push(pid);
+        }
+    }
+    leaders
+}
+
+#[test]
+fn a_launcher_killed_during_a_burst_of_starts_never_leaves_two_processes_for_one_id() {
+    let mut launcher = TestLauncher::start();
+    let mut random = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(std::process::id());
+    let mut next = move |bound: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % bound
+    };
+    let mut ids: Vec<String> = Vec::new();
+    for round in 0..4 {
+        let burst: Vec<String> = (0..50).map(|n| format!("burst-{round}-{n}")).collect();
+        drop_specs(&launcher, &burst);
+        ids.extend(burst);
+        // Chaos, not synchronisation: the kill lands at a random point of the burst (the
+        // watcher's debounce is 50 ms, 50 spawns take a few more).
+        std::thread::sleep(Duration::from_millis(40 + next(120)));
+        launcher.stop(Signal::SIGKILL, TIMEOUT);
+        let seen = leaders_by_id(&launcher);
+        let doubled: Vec<&String> = seen
+            .iter()
+            .filter(|(_, pids)| pids.len() > 1)
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            doubled.is_empty(),
+            "two processes for one id while the launcher is down: {doubled:?}"
+        );
+        launcher.spawn();
+    }
+    let desired: BTreeSet<String> = ids.iter().cloned().collect();
+    let leaders = eventually(Duration::from_secs(60), "every id to run", || {
+        let leaders = leaders_by_id(&launcher);
+        (leaders.keys().cloned().collect::<BTreeSet<_>>() == desired).then_some(leaders)
+    });
+    let doubled: Vec<(&String, &Vec<u32>)> =
+        leaders.iter().filter(|(_, pids)| pids.len() > 1).collect();
+    assert!(doubled.is_empty(), "two processes for one id: {doubled:?}");
+    let log = launcher.log();
+    assert!(
+        !log.contains("found orphaned processes"),
+        "every process a killed launcher started was adopted, none left as an orphan:\n{log}"
+    );
+}
+
+#[test]
+fn shutdown_after_adoption_takes_as_long_as_the_children_need() {
+    let mut launcher = TestLauncher::start();
+    let ids: Vec<String> = (0..4).map(|n| format!("adoptee-{n}")).collect();
+    drop_specs(&launcher, &ids);
+    let pids: Vec<u32> = ids
+        .iter()
+        .map(|id| launcher.wait_running(id, None, TIMEOUT))
+        .collect();
+    launcher.stop(Signal::SIGKILL, TIMEOUT);
+    launcher.spawn();
+    for (id, pid) in ids.iter().zip(&pids) {
+        assert_eq!(launcher.wait_running(id, None, TIMEOUT), *pid, "adopted");
+    }
+    // Their grace is 20 s; `sleep` ends at the first SIGTERM.
+    let took = launcher.stop(Signal::SIGTERM, TIMEOUT);
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown waited for adopted children's exits, not their grace ({took:?})"
+    );
+    assert!(pids.iter().all(|pid| !is_alive(*pid)));
+    let log = launcher.log();
+    assert!(!log.contains("shutdown timed out"), "{log}");
+    assert!(!log.contains(" ERROR "), "no error logged:\n{log}");
+}
+
+#[test]
+fn a_thousand_spec_files_removed_at_once_leave_no_process_and_no_zombie() {
+    let mut launcher = TestLauncher::start();
+    let steady = "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: steady}\nspec:\n  type: utility\n  binary: /bin/sleep\n  args: [\"600\"]\n";
+    launcher.write_spec("steady.yaml", steady);
+    let ids: Vec<String> = (0..1000).map(|n| format!("many-{n}")).collect();
+    drop_specs(&launcher, &ids);
+    eventually(Duration::from_secs(60), "a thousand processes", || {
+        (leaders_by_id(&launcher).len() == 1001).then_some(())
+    });
+    let steady_pid = launcher.wait_running("steady", None, TIMEOUT);
+
+    let away = launcher.dir.path().join("away");
+    std::fs::create_dir_all(&away).unwrap();
+    for id in &ids {
+        let file = format!("{id}.yaml");
+        std::fs::rename(launcher.specs_dir().join(&file), away.join(&file)).unwrap();
+    }
+    // While a thousand stop, the launcher answers and restarts what crashes.
+    let status = launcher.cli(&["status", "-o", "json", "--timeout", "5s"]);
+    assert!(status.status.success(), "status answers during the stop");
+    kill(Pid::from_raw(steady_pid as i32), Signal::SIGKILL).unwrap();
+    let restarted = launcher.wait_running("steady", Some(steady_pid), TIMEOUT);
+
+    eventually(
+        Duration::from_secs(60),
+        "every removed process to be gone",
+        || (launcher.our_processes() == vec![restarted]).then_some(()),
+    );
+    // Exits are reaped as the launcher gets to them (a thousand SIGCHLDs under a loaded test
+    // machine take a moment); none stays a zombie.
+    let launcher_pid = launcher.launcher_pid();
+    eventually(TIMEOUT, "every exited child to be reaped", || {
+        launcher_children(launcher_pid)
+            .into_iter()
+            .all(|pid| process_state(pid) != Some('Z'))
+            .then_some(())
+    });
+    eventually(TIMEOUT, "only steady to be left in status", || {
+        let status = launcher.status();
+        (status["processes"].as_array()?.len() == 1).then_some(())
+    });
+}
+
+/// The children of the launcher (all its threads'), zombies included.
+fn launcher_children(launcher: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{launcher}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}

@@ -1,22 +1,55 @@
 //! Architecture rules, checked on the source text under `src/` so that a crossing fails the
-//! build: only `store` names sled; only `api` names gRPC (tonic, prost) and our generated proto
-//! types; `reconcile` is pure (no I/O, clock, async runtime or shared state) and imports nothing
-//! else of the crate; every other area imports only what the layout allows it; every file opens
-//! with a `//!` line; and production code has no `.unwrap()` or `.expect(`.
+//! build. What is checked, in production code only (see "test code" below):
 //!
-//! Each rule is a plain function from one file (its path relative to `src/` and its text) to the
-//! violations in it. A `#[test]` per rule applies it to the real tree, and
-//! `every_rule_fires_on_planted_violations` shows, on a small in-memory file set, that each rule
-//! finds every violation planted for it and flags nothing else.
+//! - only `store` names `sled` (the word, anywhere in the code);
+//! - only `api` names gRPC: the words `tonic`, `prost`, `tonic_*`, `prost_*`, and paths through
+//!   `api::proto` or `proto::prism` (prometheus's own `prometheus::proto` is fine);
+//! - `reconcile` is pure: it names none of `tokio`, `sled`, `tonic`, `SystemTime`, `Instant`,
+//!   the shared-state types (`Mutex`, `RwLock`, `Arc`, `Rc`, the `Cell`s, `OnceLock`,
+//!   `LazyLock`, `thread_local`, `atomic`, `Atomic*`, `static mut`), no path into `std::fs`,
+//!   `std::io` (all of it), `std::process`, `std::net`, `std::env` or `std::thread`, calls none
+//!   of the macros `println!`, `eprintln!`, `print!`, `eprint!`, `dbg!`, starts no path with the
+//!   crates `tracing`, `log` (logging is output: reconcile returns data), `rand`, `getrandom` or
+//!   `fastrand`, and imports nothing else of the crate;
+//! - `store`, `runtime`, `api`, `sources` and `telemetry` import of the crate only what
+//!   `IMPORT_LAYOUT` lists for them (the glue `app`, `clock`, `error_chain`, `lib` and the
+//!   binaries may import anything);
+//! - every file, test files included, opens with a `//!` line;
+//! - there is no `.unwrap()` or `.expect(` call.
 //!
-//! How a file is read: comments, string literals and char literals are blanked first, so that a
-//! mention of `crate::runtime` in a doc comment or in an error message is not a dependency (a
-//! string that happens to spell a path is deliberately not flagged). The rest is split into
-//! tokens. Test code is left out: files whose name ends in `tests.rs`, and each item that a
-//! `#[cfg(test)]` attribute annotates (only that item: code after a test module is still checked).
-//! `use` declarations are parsed, their brace groups expanded into full paths, and `crate::`,
-//! `super::`, `self::` and `prism_launcher::` paths resolved to the module of the library they
-//! name; paths written in the code itself (`crate::runtime::now()`) count as well.
+//! Each rule is a plain function from one file read as code to the violations in it. A `#[test]`
+//! per rule applies it to the real tree, and `every_rule_fires_on_planted_violations` shows, on a
+//! small in-memory file set, that each rule finds every violation planted for it and flags
+//! nothing else.
+//!
+//! How a file is read: comments, string literals and char literals are blanked first, so the
+//! contents of a comment or a literal are never code: `crate::runtime` in a doc comment,
+//! `"println!"` in an error message, a string that happens to spell a path are deliberately not
+//! flagged. The rest is split into tokens. `use` declarations are parsed, their brace groups
+//! expanded into full paths, and `crate::`, `super::`, `self::` and `prism_launcher::` paths
+//! resolved to the module of the library they name; paths written in the code itself
+//! (`crate::runtime::now()`) count as well.
+//!
+//! Test code is left out: each item that a `#[cfg(test)]` attribute annotates (only that item:
+//! code after a test module is still checked; an inner `#![cfg(test)]` leaves out the whole
+//! file), and each file named `tests.rs` or `*_tests.rs` that some file of the tree declares as a
+//! module under `#[cfg(test)]` (`#[cfg(test)] mod tests;`, `#[cfg(test)] mod writers_tests;`,
+//! `#[cfg(test)] #[path = "spec_file_tests.rs"] mod tests;`), the declaration resolved to a file
+//! as rustc does. A file named like a test file that nothing declares so (`api/contests.rs`, a
+//! `mod stray_tests;` without the cfg) is production code. Only the exact `cfg(test)` counts:
+//! `cfg(all(test, ...))` is checked as production code, and so are the files of a test module's
+//! own submodules.
+//!
+//! What is not checked: the text of comments and literals (above); what macros expand to (a
+//! macro from another crate that prints or locks is not seen, only its name); what a path leads
+//! to beyond its name: an area's import is judged by the module path written, not by where a
+//! re-exported item is defined, a `use x as y` rename is judged by `x`, a crate renamed in
+//! `Cargo.toml` is seen under its new name, and a bare `log::` or `rand::` is taken to be the
+//! crate even where it is a child module (write `self::log::` for that); a method that does I/O
+//! on a value `reconcile` was handed; `Option::unwrap(x)` written as a function call, and
+//! `unwrap_or`, `unwrap_err` and the like; `#[path]` on a production module (a file's module is
+//! taken from its place under `src/`); and anything outside `src/` (`tests/`, `benches/`,
+//! `build.rs`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -27,67 +60,52 @@ use std::path::Path;
 // The layout
 // =================================================================================================
 
-/// What each area with a fixed place in the layout may import of the library, besides itself.
-/// Where the layout lists what an area may import (`store`, `runtime`, `api`) the list is the
-/// rule, so `runtime` importing `app` is a crossing as much as `runtime` importing `api`; where it
-/// only says what an area must not import (`sources`, `telemetry`) that is the rule. `reconcile`
-/// (which may import nothing else) is checked by `reconcile_is_pure`. The glue (`app`, `clock`,
-/// `error_chain`, `lib`) and the binaries may import anything.
-const IMPORT_LAYOUT: &[(&str, Imports)] = &[
-    ("store", Imports::Only(&["reconcile", "error_chain"])),
+/// What each area with a fixed place in the layout may import of the library, besides itself:
+/// the list is the rule, so `runtime` importing `app` is a crossing as much as `runtime`
+/// importing `api`. `reconcile` (which may import nothing else) is checked by
+/// `reconcile_is_pure`. The glue (`app`, `clock`, `error_chain`, `lib`) and the binaries may
+/// import anything.
+const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
+    ("store", &["reconcile", "error_chain"]),
     (
         "runtime",
-        Imports::Only(&["reconcile", "store", "telemetry", "clock", "error_chain"]),
+        &["reconcile", "store", "telemetry", "clock", "error_chain"],
     ),
     (
         "api",
-        Imports::Only(&[
+        &[
             "reconcile",
             "store",
             "sources",
             "telemetry",
             "clock",
             "error_chain",
-        ]),
+        ],
     ),
-    ("sources", Imports::Never(&["api", "runtime"])),
-    ("telemetry", Imports::Never(&["api", "runtime", "sources"])),
+    (
+        "sources",
+        &["reconcile", "store", "telemetry", "clock", "error_chain"],
+    ),
+    ("telemetry", &["reconcile", "store", "clock", "error_chain"]),
 ];
 
-#[derive(Clone, Copy, Debug)]
-enum Imports {
-    /// The only other top-level modules of the library the area may import.
-    Only(&'static [&'static str]),
-    /// The top-level modules of the library the area must never import; any other is fine.
-    Never(&'static [&'static str]),
+/// How a violation names what an area may import.
+fn describe_allowed(allowed: &[&str]) -> String {
+    if allowed.is_empty() {
+        return "which may import nothing else of the crate".to_string();
+    }
+    let list = allowed
+        .iter()
+        .map(|area| format!("`{area}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("which may import only {list} of the crate")
 }
 
-impl Imports {
-    fn allows(self, area: &str) -> bool {
-        match self {
-            Imports::Only(areas) => areas.contains(&area),
-            Imports::Never(areas) => !areas.contains(&area),
-        }
-    }
-
-    fn describe(self) -> String {
-        let list = |areas: &[&str]| {
-            areas
-                .iter()
-                .map(|area| format!("`{area}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match self {
-            Imports::Only([]) => "which may import nothing else of the crate".to_string(),
-            Imports::Only(areas) => format!("which may import only {} of the crate", list(areas)),
-            Imports::Never(areas) => format!("which must never import {}", list(areas)),
-        }
-    }
-}
-
-/// The names that make `reconcile` impure, and why. (Any `Atomic*` type and `static mut` count as
-/// shared state too; `std::fs`, `std::process`, ... are in `IMPURE_STD_MODULES`.)
+/// The names that make `reconcile` impure wherever they appear as a word of the code, and why.
+/// (Any `Atomic*` type and `static mut` count as shared state too; `std::fs`, `std::io`, ... are
+/// in `IMPURE_STD_MODULES`, the output macros in `OUTPUT_MACROS`, and the logging and randomness
+/// crates in `IMPURE_CRATES`.)
 const IMPURE_IN_RECONCILE: &[(&str, &str)] = &[
     ("tokio", "the async runtime"),
     ("sled", "storage"),
@@ -108,16 +126,39 @@ const IMPURE_IN_RECONCILE: &[(&str, &str)] = &[
     ("atomic", "shared state"),
 ];
 
-/// The modules of `std` that do I/O or touch processes, the environment or threads.
-const IMPURE_STD_MODULES: &[&str] = &["fs", "process", "net", "env", "thread"];
+/// The modules of `std` that do I/O (`io` whole: stdin, stdout, files, `Write`) or touch
+/// processes, the environment or threads. `reconcile` may name none of them (`std::fmt` is fine).
+const IMPURE_STD_MODULES: &[&str] = &["fs", "io", "process", "net", "env", "thread"];
+
+/// The macros that write to stdout or stderr: output, which `reconcile` leaves to its callers.
+/// Flagged as a macro call (`println!(`, `dbg![`, `print!{`), not as a bare word, so that a
+/// variable named `print` is fine.
+const OUTPUT_MACROS: &[&str] = &["println", "eprintln", "print", "eprint", "dbg"];
+
+/// The crates `reconcile` must not use, and why. Flagged where a path starts with the crate
+/// (`tracing::info!`, `use log::warn`, `rand::random()`, `use getrandom;`), so that a variable
+/// or a method named `log` is fine; a child module that shares a name with one of these must be
+/// written `self::log::...`.
+const IMPURE_CRATES: &[(&str, &str)] = &[
+    (
+        "tracing",
+        "logging, which is output (reconcile returns what it decided as data)",
+    ),
+    (
+        "log",
+        "logging, which is output (reconcile returns what it decided as data)",
+    ),
+    ("rand", "randomness (a random draw is an argument)"),
+    ("getrandom", "randomness (a random draw is an argument)"),
+    ("fastrand", "randomness (a random draw is an argument)"),
+];
 
 // =================================================================================================
 // The rules: each one file (path relative to `src/`, text) to its violations
 // =================================================================================================
 
-/// A rule: one file (its path relative to `src/` with `/` separators, and its text) to the
-/// violations in it.
-type Rule = fn(&str, &str) -> Vec<Violation>;
+/// A rule: one file of the tree, read as code (`Code::read`), to the violations in it.
+type Rule = fn(&Code) -> Vec<Violation>;
 
 /// Every rule, with the name of the test that applies it to the real tree.
 const RULES: &[(&str, Rule)] = &[
@@ -136,8 +177,7 @@ const RULES: &[(&str, Rule)] = &[
 ];
 
 /// Rule 1: sled is the store's business; anywhere else it would be a second way to the data.
-fn sled_outside_store(relative_path: &str, text: &str) -> Vec<Violation> {
-    let code = Code::read(relative_path, text);
+fn sled_outside_store(code: &Code) -> Vec<Violation> {
     if code.area == "store" {
         return Vec::new();
     }
@@ -155,8 +195,7 @@ fn sled_outside_store(relative_path: &str, text: &str) -> Vec<Violation> {
 /// (`api::proto`, `proto::prism`). `prometheus::proto` is prometheus's own model, not ours, and is
 /// fine (telemetry uses it). The binaries are held to this too: they reach a launcher through
 /// `prism_launcher::api::client`.
-fn grpc_outside_api(relative_path: &str, text: &str) -> Vec<Violation> {
-    let code = Code::read(relative_path, text);
+fn grpc_outside_api(code: &Code) -> Vec<Violation> {
     if code.area == "api" {
         return Vec::new();
     }
@@ -188,32 +227,52 @@ fn grpc_outside_api(relative_path: &str, text: &str) -> Vec<Violation> {
     sorted_and_unique(found)
 }
 
-/// Rule 3: `reconcile` only decides. It does no I/O, reads no clock, runs on no async runtime,
-/// holds no shared state (a decision is a function of its arguments), and imports nothing else
-/// of the crate.
-fn impurities_in_reconcile(relative_path: &str, text: &str) -> Vec<Violation> {
-    let code = Code::read(relative_path, text);
+/// Rule 3: `reconcile` only decides. It does no I/O and writes no output (no `std::io`, no
+/// `println!` or `dbg!`, no logging: what it decided is its return value), reads no clock, draws
+/// no random numbers, runs on no async runtime, holds no shared state (a decision is a function
+/// of its arguments), and imports nothing else of the crate.
+fn impurities_in_reconcile(code: &Code) -> Vec<Violation> {
     if code.area != "reconcile" {
         return Vec::new();
     }
+    let word_at = |index: usize| code.tokens.get(index).map(|token| token.text.as_str());
     let mut found = Vec::new();
     for (index, token) in code.tokens.iter().enumerate() {
         let word = token.text.as_str();
-        let next_word = code.tokens.get(index + 1).map(|next| next.text.as_str());
+        let is_macro_call =
+            word_at(index + 1) == Some("!") && matches!(word_at(index + 2), Some("(" | "[" | "{"));
         let why = if let Some((_, why)) = IMPURE_IN_RECONCILE.iter().find(|(name, _)| *name == word)
         {
             *why
-        } else if word.starts_with("Atomic") || (word == "static" && next_word == Some("mut")) {
+        } else if word.starts_with("Atomic")
+            || (word == "static" && word_at(index + 1) == Some("mut"))
+        {
             "shared state"
+        } else if is_macro_call && OUTPUT_MACROS.contains(&word) {
+            "output (reconcile returns what it decided as data)"
         } else {
             continue;
         };
+        let shown = if is_macro_call && OUTPUT_MACROS.contains(&word) {
+            format!("{word}!")
+        } else {
+            word.to_string()
+        };
         found.push(code.violation(
             token.line,
-            format!("names `{word}`, {why}: `reconcile` must stay pure"),
+            format!("names `{shown}`, {why}: `reconcile` must stay pure"),
         ));
     }
     for path in &code.paths {
+        let Some(first) = path.segments.first() else {
+            continue;
+        };
+        if let Some((name, why)) = IMPURE_CRATES.iter().find(|(name, _)| name == first) {
+            found.push(code.violation(
+                path.line,
+                format!("names `{name}`, {why}: `reconcile` must stay pure"),
+            ));
+        }
         if let [first, second, ..] = path.segments.as_slice() {
             if first == "std" && IMPURE_STD_MODULES.contains(&second.as_str()) {
                 found.push(code.violation(
@@ -223,37 +282,31 @@ fn impurities_in_reconcile(relative_path: &str, text: &str) -> Vec<Violation> {
             }
         }
     }
-    found.extend(code.imports_outside(Imports::Only(&[])));
+    found.extend(code.imports_outside(&[]));
     sorted_and_unique(found)
 }
 
 /// Rule 4: the areas import each other only as the layout says (`IMPORT_LAYOUT`): `api` and
-/// `runtime` never import each other, `runtime` never imports `sources`, `sources` never imports
-/// `api` or `runtime`, `telemetry` none of the three, and `store` only `reconcile` and
-/// `error_chain`.
-fn imports_outside_the_layout(relative_path: &str, text: &str) -> Vec<Violation> {
-    let code = Code::read(relative_path, text);
+/// `runtime` never import each other, neither `runtime` nor `telemetry` imports `sources`,
+/// `sources` and `telemetry` import neither `api` nor `runtime`, `store` imports only
+/// `reconcile` and `error_chain`, and none of them imports `app`.
+fn imports_outside_the_layout(code: &Code) -> Vec<Violation> {
     match IMPORT_LAYOUT.iter().find(|(area, _)| *area == code.area) {
-        Some((_, imports)) => sorted_and_unique(code.imports_outside(*imports)),
+        Some((_, allowed)) => sorted_and_unique(code.imports_outside(allowed)),
         None => Vec::new(),
     }
 }
 
-/// Rule 5: every file opens with a `//!` line saying what it is for.
-fn missing_doc_line(relative_path: &str, text: &str) -> Vec<Violation> {
-    if text.trim_start().starts_with("//!") {
+/// Rule 5: every file, test files included, opens with a `//!` line saying what it is for.
+fn missing_doc_line(code: &Code) -> Vec<Violation> {
+    if code.opens_with_doc_line {
         return Vec::new();
     }
-    vec![Violation {
-        path: relative_path.to_string(),
-        line: 1,
-        message: "does not open with a `//!` line saying what it is for".to_string(),
-    }]
+    vec![code.violation(1, "does not open with a `//!` line saying what it is for")]
 }
 
 /// Rule 6: production code handles its errors; `.unwrap()` and `.expect(` are for tests.
-fn unwrap_or_expect_in_production_code(relative_path: &str, text: &str) -> Vec<Violation> {
-    let code = Code::read(relative_path, text);
+fn unwrap_or_expect_in_production_code(code: &Code) -> Vec<Violation> {
     let word_at = |index: usize| code.tokens.get(index).map(|token| token.text.as_str());
     let mut found = Vec::new();
     for (index, token) in code.tokens.iter().enumerate() {
@@ -306,9 +359,9 @@ fn source_files() -> Vec<(String, String)> {
 }
 
 fn assert_tree_obeys(rule: Rule) {
-    let violations: Vec<String> = source_files()
+    let violations: Vec<String> = read_tree(&source_files())
         .iter()
-        .flat_map(|(relative_path, text)| rule(relative_path, text))
+        .flat_map(rule)
         .map(|violation| format!("src/{violation}"))
         .collect();
     assert!(
@@ -381,6 +434,8 @@ fn sorted_and_unique(mut violations: Vec<Violation>) -> Vec<Violation> {
 /// One source file read as code: where it sits in the crate, and what its production code says.
 struct Code {
     relative_path: String,
+    /// Whether the file's first non-blank line is a `//!` line.
+    opens_with_doc_line: bool,
     /// The top-level module of the library the file is in (`api`, `store`, `app`, ...), `lib`
     /// for the crate root, or `binary` for `main.rs`, `cli/` and `bin/`.
     area: String,
@@ -405,11 +460,28 @@ struct NamedPath {
 struct Token {
     text: String,
     line: usize,
+    /// Where the token starts in the file, in chars (blanking keeps every char in its place, so
+    /// this is also where it starts in the original text).
+    offset: usize,
+}
+
+/// Every file of a tree (path relative to `src/`, text) read as code; the files that
+/// `#[cfg(test)]` declarations make test code (`test_files`) have no production code.
+fn read_tree(files: &[(String, String)]) -> Vec<Code> {
+    let test_files = test_files(files);
+    files
+        .iter()
+        .map(|(relative_path, text)| {
+            Code::read(relative_path, text, test_files.contains(relative_path))
+        })
+        .collect()
 }
 
 impl Code {
-    fn read(relative_path: &str, text: &str) -> Code {
-        let tokens = if is_test_file(relative_path) {
+    /// Reads one file; a test file (`is_test_file`) is test code throughout, so none of it is
+    /// production code.
+    fn read(relative_path: &str, text: &str, is_test_file: bool) -> Code {
+        let tokens = if is_test_file {
             Vec::new()
         } else {
             without_test_code(tokenize(&blank_comments_and_literals(text)))
@@ -417,6 +489,7 @@ impl Code {
         let paths = named_paths(&tokens, &module_of(relative_path));
         Code {
             relative_path: relative_path.to_string(),
+            opens_with_doc_line: text.trim_start().starts_with("//!"),
             area: area_of(relative_path),
             tokens,
             paths,
@@ -431,8 +504,8 @@ impl Code {
         }
     }
 
-    /// The paths naming a module of the library in another area that `imports` does not allow.
-    fn imports_outside(&self, imports: Imports) -> Vec<Violation> {
+    /// The paths naming a module of the library in another area than `allowed` (or this one).
+    fn imports_outside(&self, allowed: &[&str]) -> Vec<Violation> {
         let mut found = Vec::new();
         for path in &self.paths {
             let Some(target) = self.library_path(path) else {
@@ -441,7 +514,7 @@ impl Code {
             let Some(target_area) = target.first() else {
                 continue;
             };
-            if *target_area == self.area || imports.allows(target_area) {
+            if *target_area == self.area || allowed.contains(&target_area.as_str()) {
                 continue;
             }
             found.push(self.violation(
@@ -450,7 +523,7 @@ impl Code {
                     "names `crate::{}`, but this is `{}`, {}",
                     target.join("::"),
                     self.area,
-                    imports.describe()
+                    describe_allowed(allowed)
                 ),
             ));
         }
@@ -490,9 +563,169 @@ impl Code {
     }
 }
 
-/// Files named `*tests.rs` are test code throughout (`tests.rs`, `spec_file_tests.rs`).
-fn is_test_file(relative_path: &str) -> bool {
-    relative_path.ends_with("tests.rs")
+/// The files that are test code throughout: each file named `tests.rs` or `*_tests.rs` (or
+/// `tests/mod.rs`, `*_tests/mod.rs`) that a file of the tree declares as a module under
+/// `#[cfg(test)]`: `#[cfg(test)] mod tests;`, `#[cfg(test)] mod writers_tests;`, or
+/// `#[cfg(test)] #[path = "spec_file_tests.rs"] mod tests;` (the attributes in any order). A file
+/// named like a test file that nothing declares so (`api/contests.rs`, or a `*_tests.rs` declared
+/// without `#[cfg(test)]`) is production code. The files of a test module's own submodules are
+/// not followed: they are checked as production code.
+fn test_files(files: &[(String, String)]) -> BTreeSet<String> {
+    let declared: BTreeSet<String> = files
+        .iter()
+        .flat_map(|(relative_path, text)| cfg_test_module_files(relative_path, text))
+        .collect();
+    files
+        .iter()
+        .map(|(relative_path, _)| relative_path)
+        .filter(|relative_path| {
+            declared.contains(*relative_path) && is_named_as_tests(relative_path)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether a file is named as test code: `tests.rs`, `*_tests.rs`, or `mod.rs` in a folder so
+/// named.
+fn is_named_as_tests(relative_path: &str) -> bool {
+    let mut parts = relative_path.rsplit('/');
+    let file = parts.next().unwrap_or_default();
+    let name = match file.strip_suffix(".rs") {
+        Some("mod") => parts.next().unwrap_or_default(),
+        Some(stem) => stem,
+        None => return false,
+    };
+    name == "tests" || name.ends_with("_tests")
+}
+
+/// The files (relative to `src/`) where the modules this file declares under `#[cfg(test)]`
+/// without a body (`mod name;`) may be: `name.rs` and `name/mod.rs` in the file's module folder,
+/// or the file a `#[path = "..."]` attribute names.
+fn cfg_test_module_files(relative_path: &str, text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let tokens = tokenize(&blank_comments_and_literals(text));
+    let inline_modules = inline_modules(&tokens);
+    let word_at = |index: usize| tokens.get(index).map(|token| token.text.as_str());
+    let mut files = Vec::new();
+    let mut index = 0;
+    while index < tokens.len() {
+        // A run of outer attributes, then the item they annotate.
+        let mut attributes = Vec::new();
+        let mut item = index;
+        while let Some(after) = attribute_end(&tokens, item) {
+            if word_at(item + 1) == Some("!") {
+                break;
+            }
+            attributes.push(&tokens[item..after]);
+            item = after;
+        }
+        if attributes.is_empty() {
+            index += 1;
+            continue;
+        }
+        index = item;
+        // `pub`, `pub(crate)`, `pub(in path)`.
+        if word_at(item) == Some("pub") {
+            item += 1;
+            if word_at(item) == Some("(") {
+                item = matching_close(&tokens, item) + 1;
+            }
+        }
+        let declares_file = word_at(item) == Some("mod")
+            && word_at(item + 1).is_some_and(is_identifier)
+            && word_at(item + 2) == Some(";");
+        if !declares_file || !attributes.iter().any(|attribute| is_cfg_test(attribute)) {
+            continue;
+        }
+        let name = &tokens[item + 1].text;
+        let inline_path: Vec<&str> = inline_modules
+            .iter()
+            .filter(|(body, _)| body.contains(&item))
+            .map(|(_, name)| name.as_str())
+            .collect();
+        let path_attribute = attributes
+            .iter()
+            .find_map(|attribute| path_attribute(attribute, &chars));
+        files.extend(module_files(
+            relative_path,
+            &inline_path,
+            name,
+            path_attribute.as_deref(),
+        ));
+    }
+    files
+}
+
+/// The file a `#[path = "..."]` attribute names, read from the original text (the literal is
+/// blank in the tokens).
+fn path_attribute(attribute: &[Token], chars: &[char]) -> Option<String> {
+    let [hash, open, path, equals, literal, close] = attribute else {
+        return None;
+    };
+    let shape = [
+        &hash.text,
+        &open.text,
+        &path.text,
+        &equals.text,
+        &close.text,
+    ];
+    if shape != ["#", "[", "path", "=", "]"] || !literal.text.starts_with('"') {
+        return None;
+    }
+    let written: String = chars
+        .get(literal.offset..literal.offset + literal.text.chars().count())?
+        .iter()
+        .collect();
+    let (_, after_open) = written.split_once('"')?;
+    let (contents, _) = after_open.rsplit_once('"')?;
+    Some(contents.to_string())
+}
+
+/// Where the module `name`, declared without a body in `relative_path` (inside the inline
+/// modules `inline_path`), may be, as rustc looks for it: `name.rs` or `name/mod.rs` in the
+/// declaring module's folder (the file's own folder for `mod.rs` and crate roots, a folder named
+/// after the file otherwise, then a folder per inline module); with `#[path]`, that path taken
+/// from the file's own folder (or, inside inline modules, from the module folder).
+fn module_files(
+    relative_path: &str,
+    inline_path: &[&str],
+    name: &str,
+    path_attribute: Option<&str>,
+) -> Vec<String> {
+    let (folder, file) = relative_path
+        .rsplit_once('/')
+        .unwrap_or(("", relative_path));
+    let stem = file.strip_suffix(".rs").unwrap_or(file);
+    let is_mod_rs = stem == "mod" || module_of(relative_path).is_empty();
+    let mut module_folder: Vec<&str> = folder.split('/').filter(|part| !part.is_empty()).collect();
+    if !is_mod_rs {
+        module_folder.push(stem);
+    }
+    module_folder.extend_from_slice(inline_path);
+    let candidates = match path_attribute {
+        Some(path) if inline_path.is_empty() => vec![format!("{folder}/{path}")],
+        Some(path) => vec![format!("{}/{path}", module_folder.join("/"))],
+        None => vec![
+            format!("{}/{name}.rs", module_folder.join("/")),
+            format!("{}/{name}/mod.rs", module_folder.join("/")),
+        ],
+    };
+    candidates.iter().map(|path| normalized(path)).collect()
+}
+
+/// A relative path with its empty and `.` parts dropped and each `..` applied.
+fn normalized(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
 }
 
 /// The files of the binaries: `main.rs`, `cli/` and `bin/`. In them `crate::` is the binary,
@@ -704,6 +937,7 @@ fn tokenize(code: &str) -> Vec<Token> {
                 tokens.push(Token {
                     text: chars[name_start..index].iter().collect(),
                     line,
+                    offset: name_start,
                 });
                 continue;
             }
@@ -730,6 +964,7 @@ fn tokenize(code: &str) -> Vec<Token> {
         tokens.push(Token {
             text: chars[start..index.min(chars.len())].iter().collect(),
             line: start_line,
+            offset: start,
         });
     }
     tokens
@@ -1073,6 +1308,30 @@ mod helpers {
         r#"//! The module `api::convert`: `super` is `api`, so `super::super` is the crate root.
 use super::super::runtime::Supervisor; // planted: modules_import_only_what_the_layout_allows
 use super::proto::prism::v1::ProcessStatus;
+
+#[cfg(test)]
+mod writers_tests;
+"#,
+    ),
+    (
+        "api/convert/writers_tests.rs",
+        r#"//! Declared by `#[cfg(test)] mod writers_tests;` in `api/convert/mod.rs`: test code.
+use crate::runtime::Supervisor;
+
+#[test]
+fn writes() {
+    let written = "1".parse::<u32>().unwrap();
+}
+"#,
+    ),
+    (
+        "api/contests.rs",
+        r#"//! A production module whose name merely ends in `tests.rs`: checked like any other.
+use crate::runtime::Supervisor; // planted: modules_import_only_what_the_layout_allows
+
+pub fn count() -> u32 {
+    "1".parse().unwrap() // planted: no_unwrap_or_expect_outside_tests
+}
 "#,
     ),
     (
@@ -1111,6 +1370,8 @@ mod tests {
 
     #[test]
     fn decides() {
+        println!("test output is fine");
+        tracing::info!("so is logging in a test");
         let brace = '}';
         let started = Instant::now();
         let text = std::fs::read_to_string("x").unwrap();
@@ -1127,6 +1388,45 @@ pub fn now() -> std::time::SystemTime { // planted: reconcile_is_pure
 }
 
 pub static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0); // planted: reconcile_is_pure
+
+use std::io::{self, Write}; // planted: reconcile_is_pure
+use ::std::io::stdout; // planted: reconcile_is_pure
+use tracing::{debug, info}; // planted: reconcile_is_pure
+use log; // planted: reconcile_is_pure
+use rand::Rng; // planted: reconcile_is_pure
+
+pub fn report(plan: &Plan) -> Plan {
+    println!("{plan:?}"); // planted: reconcile_is_pure
+    eprintln!("{plan:?}"); // planted: reconcile_is_pure
+    print!("{plan:?}"); // planted: reconcile_is_pure
+    eprint!["{plan:?}"]; // planted: reconcile_is_pure
+    std::println!("{plan:?}"); // planted: reconcile_is_pure
+    let shown = dbg!(plan.clone()); // planted: reconcile_is_pure
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line); // planted: reconcile_is_pure
+    tracing::info!(?plan, "decided"); // planted: reconcile_is_pure
+    #[tracing::instrument] // planted: reconcile_is_pure
+    fn traced() {}
+    log::warn!("decided"); // planted: reconcile_is_pure
+    let draw: f64 = rand::random(); // planted: reconcile_is_pure
+    let mut seed = [0u8; 8];
+    let filled = getrandom::fill(&mut seed); // planted: reconcile_is_pure
+    let quick = fastrand::u64(..); // planted: reconcile_is_pure
+    shown
+}
+
+/// Clean: the same words as data, as names of our own, or in comments and literals.
+pub fn explain(log: &mut Vec<String>, print: bool, random_draw: f64) -> bool {
+    use std::fmt::Write as _;
+    let message = "println!(\"x\") tracing::info! std::io::stdin() rand::random()"; // contents are not code
+    // Nor are comments: println!("x"); dbg!(x); log::warn!("x"); std::io::stdout()
+    let mut text = String::new();
+    let written = write!(text, "{random_draw}"); // `write!` into a String is formatting
+    log.push(format!("{random_draw} {}", random_draw.log(2.0))); // `log`, the argument and the method
+    let logged = self::log::Entry::new(); // a child module of ours named `log`
+    let base = f64::log(random_draw, 10.0);
+    print != (random_draw > 0.5) // a comparison, not the `print!` macro
+}
 "##,
     ),
     (
@@ -1155,6 +1455,9 @@ pub fn spawn() -> u32 {
 #[path = "spawn_tests.rs"]
 mod tests;
 
+#[cfg(test)]
+mod helpers_tests; // the file is `runtime/spawn/helpers_tests.rs`
+
 pub fn after_the_test_module() -> u32 {
     "1".parse().unwrap() // planted: no_unwrap_or_expect_outside_tests
 }
@@ -1173,13 +1476,80 @@ fn spawns() {
 "#,
     ),
     (
+        "runtime/spawn/helpers_tests.rs",
+        r#"//! Declared by `#[cfg(test)] mod helpers_tests;` in `runtime/spawn.rs`: test code.
+use crate::api::client::Client;
+
+pub fn helper() -> u32 {
+    "1".parse().unwrap()
+}
+"#,
+    ),
+    (
+        "runtime/helpers_tests.rs",
+        r#"//! Named like a test file, but no `#[cfg(test)]` declaration leads here: production code.
+use crate::api::client::Client; // planted: modules_import_only_what_the_layout_allows
+
+pub fn helper() -> u32 {
+    "1".parse().unwrap() // planted: no_unwrap_or_expect_outside_tests
+}
+"#,
+    ),
+    (
+        "runtime/mod.rs",
+        r#"//! A fake runtime root: a module declared without `#[cfg(test)]` is production code.
+pub mod spawn;
+mod stray_tests;
+#[cfg(not(test))]
+mod other_tests;
+"#,
+    ),
+    (
+        "runtime/stray_tests.rs",
+        r#"//! Declared by a plain `mod stray_tests;`: compiled into the launcher, so checked.
+pub fn helper() -> u32 {
+    "1".parse().unwrap() // planted: no_unwrap_or_expect_outside_tests
+}
+"#,
+    ),
+    (
+        "runtime/other_tests.rs",
+        r#"//! Declared under `#[cfg(not(test))]`: production code, so checked.
+pub fn helper() -> u32 {
+    "1".parse().expect("a number") // planted: no_unwrap_or_expect_outside_tests
+}
+"#,
+    ),
+    (
         "sources/spec_file.rs",
         r#"//! A fake spec file source.
 use crate::{api::client, reconcile::ProcessSpec}; // planted: modules_import_only_what_the_layout_allows
-use crate::{store::Store, telemetry::Metrics};
+use crate::{store::Store, telemetry::Metrics, clock::Clock, error_chain::Chain};
+use crate::app::Config; // planted: modules_import_only_what_the_layout_allows
+use super::values::MAX_DURATION;
 
 pub fn refuse() -> tonic::Status { // planted: only_api_names_grpc_and_proto_types
     tonic::Status::invalid_argument("bad spec") // planted: only_api_names_grpc_and_proto_types
+}
+
+pub fn supervise() {
+    crate::runtime::start(); // planted: modules_import_only_what_the_layout_allows
+}
+
+#[cfg(test)]
+#[path = "spec_file_tests.rs"]
+mod tests;
+"#,
+    ),
+    (
+        "sources/spec_file_tests.rs",
+        r#"//! Declared by `#[cfg(test)] #[path = "spec_file_tests.rs"] mod tests;`: test code.
+use crate::{api::client, app::Config, runtime::Supervisor};
+
+#[test]
+fn parses() {
+    let spec = crate::sources::spec_file::parse("x").unwrap();
+    let status = tonic::Status::ok("fine");
 }
 "#,
     ),
@@ -1192,7 +1562,10 @@ pub fn refuse() -> tonic::Status { // planted: only_api_names_grpc_and_proto_typ
         "telemetry/http.rs",
         r#"//! A fake metrics endpoint.
 use crate::api; // planted: modules_import_only_what_the_layout_allows
-use crate::{reconcile::UsageBoard, store::Store};
+use crate::{reconcile::UnixMillis, store::Store, clock::Clock, error_chain::Chain};
+use super::usage::UsageBoard;
+use crate::sources::catalog::Catalog; // planted: modules_import_only_what_the_layout_allows
+use crate::app::Handles; // planted: modules_import_only_what_the_layout_allows
 use prometheus::proto::MetricFamily; // prometheus's own `proto`, not ours
 
 pub fn kind() -> prometheus::proto::MetricType {
@@ -1210,6 +1583,18 @@ use crate::telemetry::Metrics; // planted: modules_import_only_what_the_layout_a
 
 #[cfg(test)]
 mod tests;
+"#,
+    ),
+    (
+        "store/tests.rs",
+        r#"//! Declared by `#[cfg(test)] mod tests;` in `store/mod.rs`: test code throughout.
+use crate::runtime::Supervisor;
+
+#[test]
+fn stores() {
+    let db = sled::open("state").unwrap();
+    let message = "x".parse::<u32>().expect("a number");
+}
 "#,
     ),
     (
@@ -1250,18 +1635,22 @@ fn planted_rules(line: &str) -> Vec<&str> {
 
 #[test]
 fn every_rule_fires_on_planted_violations() {
+    let files: Vec<(String, String)> = PLANTED_FILES
+        .iter()
+        .map(|(relative_path, text)| (relative_path.to_string(), text.to_string()))
+        .collect();
+    let tree = read_tree(&files);
     let mut problems = Vec::new();
     for (rule_name, rule) in RULES {
         let mut planted = BTreeSet::new();
-        let mut flagged = Vec::new();
         for (relative_path, text) in PLANTED_FILES {
             for (index, line) in text.lines().enumerate() {
                 if planted_rules(line).contains(rule_name) {
                     planted.insert((relative_path.to_string(), index + 1));
                 }
             }
-            flagged.extend(rule(relative_path, text));
         }
+        let flagged: Vec<Violation> = tree.iter().flat_map(rule).collect();
         assert!(
             !planted.is_empty(),
             "no violation of {rule_name} is planted"
@@ -1291,6 +1680,7 @@ fn use_declarations_expand_into_full_paths() {
         "//! Groups, nesting, renames, `self`, globs, a leading `::` and several lines.\n\
          pub(crate) use crate::{a::{b, c as d}, e::{self, f::*}, g};\n\
          use ::std::{\n    fs,\n    io::{self, Read},\n};\n",
+        false,
     );
     let paths: Vec<(String, usize)> = code
         .paths
@@ -1329,6 +1719,7 @@ fn paths_resolve_from_the_module_of_the_file() {
         "api/convert/to_proto.rs",
         "use super::super::runtime::A;\nuse super::super::super::runtime::B;\nuse self::c::D;\n\
          fn f() { crate::runtime::now(); super::super::super::super::E; }\n",
+        false,
     );
     let resolved: Vec<Option<String>> = code
         .paths
@@ -1354,6 +1745,7 @@ fn test_code_is_only_the_item_cfg_test_annotates() {
         "//! x\nfn a() {}\n#[cfg(test)]\n#[path = \"t.rs\"]\nmod tests;\nfn b() {}\n\
          #[cfg(test)]\nmod more { fn c() { let s = \"}\"; let t = '}'; /* } */ } // }\n}\n\
          fn d() {}\n#[cfg(test)]\nimpl<A, B> Helper<A, B> { fn e() {} }\nfn f() {}\n",
+        false,
     );
     let functions: Vec<&str> = code
         .tokens
@@ -1362,4 +1754,70 @@ fn test_code_is_only_the_item_cfg_test_annotates() {
         .map(|pair| pair[1].text.as_str())
         .collect();
     assert_eq!(functions, ["a", "b", "d", "f"]);
+}
+
+#[test]
+fn cfg_test_modules_resolve_to_their_files() {
+    let declared = |relative_path: &str, text: &str| cfg_test_module_files(relative_path, text);
+    // In `mod.rs` and crate roots a module's file is beside the declaring file.
+    assert_eq!(
+        declared("store/mod.rs", "//! x\n#[cfg(test)]\nmod tests;\n"),
+        ["store/tests.rs", "store/tests/mod.rs"]
+    );
+    assert_eq!(
+        declared("lib.rs", "#[cfg(test)] pub(crate) mod lib_tests;"),
+        ["lib_tests.rs", "lib_tests/mod.rs"]
+    );
+    // Elsewhere it is in a folder named after the declaring file ...
+    assert_eq!(
+        declared("runtime/spawn.rs", "#[cfg(test)]\nmod tests;"),
+        ["runtime/spawn/tests.rs", "runtime/spawn/tests/mod.rs"]
+    );
+    // ... unless `#[path]` names it, from the declaring file's folder, before or after the cfg.
+    assert_eq!(
+        declared(
+            "sources/spec_file.rs",
+            "#[cfg(test)]\n#[path = \"spec_file_tests.rs\"]\nmod tests;"
+        ),
+        ["sources/spec_file_tests.rs"]
+    );
+    assert_eq!(
+        declared(
+            "sources/spec_file.rs",
+            "#[path = r\"../shared/x_tests.rs\"] #[cfg(test)] mod tests;"
+        ),
+        ["shared/x_tests.rs"]
+    );
+    // Inside an inline module, from the module's folder.
+    assert_eq!(
+        declared("api/mod.rs", "mod outer {\n #[cfg(test)]\n mod tests;\n}"),
+        ["api/outer/tests.rs", "api/outer/tests/mod.rs"]
+    );
+    // Without `#[cfg(test)]`, with a body, in a comment or under another cfg: nothing.
+    assert!(declared(
+        "store/mod.rs",
+        "mod tests;\n#[cfg(test)]\nmod inline {}\n// #[cfg(test)] mod a_tests;\n\
+         #[cfg(all(test, unix))]\nmod b_tests;\n#[cfg(not(test))]\nmod c_tests;\n"
+    )
+    .is_empty());
+
+    // Only a file both declared so and named as tests is test code.
+    let files: Vec<(String, String)> = [
+        (
+            "store/mod.rs",
+            "#[cfg(test)]\nmod tests;\n#[cfg(test)]\n#[path = \"contests.rs\"]\nmod x;",
+        ),
+        ("store/tests.rs", ""),
+        ("store/contests.rs", ""),
+        ("api/mod.rs", "mod writers_tests;"),
+        ("api/writers_tests.rs", ""),
+        ("api/orphan_tests.rs", ""),
+    ]
+    .iter()
+    .map(|(path, text)| (path.to_string(), text.to_string()))
+    .collect();
+    assert_eq!(
+        test_files(&files).into_iter().collect::<Vec<_>>(),
+        ["store/tests.rs"]
+    );
 }

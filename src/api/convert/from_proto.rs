@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::control_plane::{AssignmentError, AssignmentPolicy};
-use crate::api::pattern_launcher::{PatternError, MAX_CONFIG_ENTRIES, MAX_NAME_PART};
+use crate::api::control_plane::AssignmentPolicy;
+use crate::api::errors::{AssignmentError, PatternError};
 use crate::api::proto::prism as admin_pb;
 use crate::api::proto::prism::launcher as launcher_pb;
 use crate::reconcile::{
@@ -16,6 +16,12 @@ use crate::reconcile::{
     SpecProblem, TypeConfig, UtilityConfig, Vocabulary, MAX_DURATION,
 };
 use crate::sources::catalog::{Catalog, Launch};
+
+/// Longest namespace or session id accepted.
+pub const MAX_NAME_PART: usize = 63;
+
+/// Most `config` entries accepted in one launch.
+pub const MAX_CONFIG_ENTRIES: usize = 256;
 
 /// The isolation a launch asks for; `None` when it leaves it to the manifest or the launcher.
 pub fn requested_isolation(isolation: i32) -> Option<Isolation> {
@@ -106,7 +112,7 @@ fn launch_field(field: &SpecField) -> String {
         SpecField::SessionId => "session_id".to_string(),
         SpecField::Env => "config".to_string(),
         SpecField::TerminationGrace => "grace_period_secs".to_string(),
-        other => format!("the pattern's manifest ({})", wire_field(other)),
+        other => format!("manifest {}", wire_field(other)),
     }
 }
 
@@ -206,7 +212,16 @@ pub fn assignment_spec(
             assignment.version.to_string(),
         )]),
     };
-    check_spec(&spec, &assignment_field).map_err(AssignmentError::InvalidSpec)?;
+    check_spec(&spec, &assignment_field).map_err(|mut problems| {
+        if isolation == Isolation::Session {
+            problems.push(
+                "config.pattern.isolation_level: an assignment carries no session id, so \
+                 session isolation cannot be assigned; use none or namespace"
+                    .to_string(),
+            );
+        }
+        AssignmentError::InvalidSpec(problems)
+    })?;
     Ok((id, spec))
 }
 
@@ -219,8 +234,9 @@ fn assignment_field(field: &SpecField) -> String {
         SpecField::Env => "config.env".to_string(),
         SpecField::GrpcPort => "config.port".to_string(),
         SpecField::HealthPort => "config.health_port".to_string(),
+        SpecField::Args => "config.args".to_string(),
         SpecField::TypeConfig(field) => format!("config.{field}"),
-        other => format!("the pattern's manifest ({})", wire_field(other)),
+        other => format!("manifest {}", wire_field(other)),
     }
 }
 
@@ -241,6 +257,8 @@ fn wire_field(field: &SpecField) -> &'static str {
         SpecField::Env => "environment",
         SpecField::GrpcPort | SpecField::HealthPort => "healthcheck.port",
         SpecField::TypeConfig(_) => "config",
+        SpecField::Args => "args",
+        SpecField::WorkingDir => "working_dir",
     }
 }
 
