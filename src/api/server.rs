@@ -58,9 +58,24 @@ pub async fn serve(
             context: context.clone(),
         }))
         .add_service(ControlPlaneServer::new(ControlPlaneService { context }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(without_delay(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// The listener's connections with Nagle's algorithm off: an answer's last frame (the gRPC
+/// trailers) goes out at once instead of waiting up to 40 ms for the client's delayed ACK.
+fn without_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot turn Nagle's algorithm off for a connection");
+            }
+        })
+    })
 }
 
 /// A reflection builder that knows every served descriptor and lists only the served services.

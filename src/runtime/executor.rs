@@ -2,12 +2,14 @@
 //! the spawns about to happen, then the spawns), stops, kills, forgets, and the health probes of
 //! what runs.
 
+use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use super::probe::{start_probing, ExecContext};
 use super::procfs;
+use super::reaper::ChildTable;
 use super::signals::{signal_escaped, signal_group, Identity};
 use super::spawn::{spawn_child, working_dir, SpawnContext};
 use super::supervisor::{log_if_tripped, Progress, Supervisor};
@@ -16,6 +18,88 @@ use crate::reconcile::{
     self, child_environment, stop_grace, Action, ChildIdentity, Phase, Ports, ProcessId,
     ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis, PROBE_OF_ENV,
 };
+
+/// Spawns run in parallel threads from this many starts in one round on (a single restart runs
+/// on the loop's own thread, with no thread to start).
+const PARALLEL_FROM: usize = 8;
+
+/// A spawn's outcome, before it is recorded.
+struct Launched {
+    id: ProcessId,
+    restart: bool,
+    intent: Option<SpawnIntent>,
+    /// The pid and its start time, or the ports and the reason of the failure.
+    outcome: Result<(u32, Option<u64>), (Ports, String)>,
+    took: Duration,
+}
+
+/// Spawns every prepared start: on the loop's thread for a few, else in parallel threads (an
+/// exec takes a while, and the cores are better used spawning than waiting), in order.
+fn launch_all(
+    prepared: Vec<Prepared>,
+    launcher_id: &str,
+    log_dir: &Path,
+    children: &ChildTable,
+) -> Vec<Launched> {
+    let launch = |start: Prepared| -> Launched {
+        let started = std::time::Instant::now();
+        let outcome = match (&start.intent, start.failure) {
+            (Some(intent), _) => {
+                let context = SpawnContext {
+                    launcher_id,
+                    log_dir,
+                    instance: &intent.instance,
+                };
+                spawn_child(
+                    &start.id,
+                    &intent.desired.spec,
+                    intent.ports,
+                    context,
+                    children,
+                )
+                // Read here, in parallel, rather than on the loop's thread after.
+                .map(|pid| (pid, procfs::start_ticks(pid)))
+                .map_err(|error| (intent.ports, Chain(&error).to_string()))
+            }
+            (None, Some(failure)) => Err(failure),
+            (None, None) => Err((Ports { grpc: 0, health: 0 }, "nothing to start".to_string())),
+        };
+        Launched {
+            id: start.id,
+            restart: start.restart,
+            intent: start.intent,
+            outcome,
+            took: started.elapsed(),
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get().min(4));
+    if prepared.len() < PARALLEL_FROM || threads < 2 {
+        return prepared.into_iter().map(launch).collect();
+    }
+    let chunk = prepared.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<Prepared>> = Vec::new();
+    let mut rest = prepared.into_iter();
+    loop {
+        let next: Vec<Prepared> = rest.by_ref().take(chunk).collect();
+        if next.is_empty() {
+            break;
+        }
+        chunks.push(next);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(launch).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            // A spawning thread only panics on a bug; its starts are then left as they were
+            // (their intents kept, so a restarted launcher looks for them) and the resync
+            // plans them again.
+            .flat_map(|handle| handle.join().unwrap_or_default())
+            .collect()
+    })
+}
 
 /// A start that passed the budget and capacity checks, with what its spawn gets.
 struct Prepared {
@@ -115,11 +199,17 @@ impl Supervisor {
             }
             return Vec::new();
         }
-        prepared
+        let launched = launch_all(
+            prepared,
+            &self.config.launcher_id,
+            &self.log_dir,
+            &self.children,
+        );
+        launched
             .into_iter()
-            .map(|start| {
-                let id = start.id.clone();
-                self.spawn_prepared(start, now);
+            .map(|launched| {
+                let id = launched.id.clone();
+                self.record_launch(launched, now);
                 id
             })
             .collect()
@@ -159,49 +249,37 @@ impl Supervisor {
         }
     }
 
-    fn spawn_prepared(&mut self, start: Prepared, now: UnixMillis) {
-        let Prepared {
+    /// Records what a spawn gave: a process, or the reason there is none.
+    fn record_launch(&mut self, launched: Launched, now: UnixMillis) {
+        let Launched {
             id,
             restart,
             intent,
-            failure,
-        } = start;
+            outcome,
+            took,
+        } = launched;
         let span =
             tracing::info_span!("action", %id, kind = if restart { "restart" } else { "start" });
         let _entered = span.enter();
-        let spawn_started = std::time::Instant::now();
-        let spawned = match (intent, failure) {
-            (Some(intent), _) => {
-                let context = SpawnContext {
-                    launcher_id: &self.config.launcher_id,
-                    log_dir: &self.log_dir,
-                    instance: &intent.instance,
-                };
-                let spawned = spawn_child(
-                    &id,
-                    &intent.desired.spec,
-                    intent.ports,
-                    context,
-                    &self.children,
-                )
-                .map_err(|error| (intent.ports, Chain(&error).to_string()));
-                // Forgotten only after the outcome is written (see `persist`): were the intent
-                // removed first, a launcher killed in between would find neither.
-                self.settled_intents.push(id.clone());
-                spawned.map(|pid| (pid, intent))
-            }
-            (None, Some(failure)) => Err(failure),
-            (None, None) => return,
+        if intent.is_some() {
+            // Forgotten only after the outcome is written (see `persist`): were the intent
+            // removed first, a launcher killed in between would find neither.
+            self.settled_intents.push(id.clone());
+        }
+        let spawned = match (outcome, intent) {
+            (Ok((pid, start_ticks)), Some(intent)) => Ok((pid, start_ticks, intent)),
+            (Err(failure), _) => Err(failure),
+            (Ok(_), None) => return,
         };
         let Some(desired) = self.desired.get(&id) else {
             return;
         };
         let previous = self.observed.get(&id);
         match spawned {
-            Ok((pid, intent)) => {
+            Ok((pid, start_ticks, intent)) => {
                 let spawned = Spawned {
                     pid,
-                    start_ticks: procfs::start_ticks(pid),
+                    start_ticks,
                     ports: intent.ports,
                     instance: intent.instance,
                 };
@@ -225,9 +303,7 @@ impl Supervisor {
                 }
                 if desired.spec.health_check.is_none() {
                     // Ready as soon as it runs: its launch took the spawn.
-                    metrics
-                        .launch_duration
-                        .observe(spawn_started.elapsed().as_secs_f64());
+                    metrics.launch_duration.observe(took.as_secs_f64());
                 }
                 tracing::info!(%id, pid, generation = desired.generation, restart,
                     executable = %desired.spec.executable.display(), "launched process");

@@ -92,7 +92,7 @@ async fn exec_probe(
     };
     let (sender, exited) = oneshot::channel();
     let pid = {
-        let mut tracked = exec.children.lock();
+        let spawning = exec.children.begin_spawn();
         let child = Command::new(program)
             .args(args)
             .env_clear()
@@ -105,7 +105,7 @@ async fn exec_probe(
             .spawn()
             .map_err(|error| format!("exec probe {program:?} cannot start: {error}"))?;
         let pid = child.id();
-        tracked.insert(pid, Child::Probe(sender));
+        spawning.record(pid, Child::Probe(sender));
         // The reaper owns the exit status; dropping `child` neither waits for nor kills it.
         drop(child);
         pid

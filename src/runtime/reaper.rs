@@ -7,7 +7,7 @@
 //! unreaped zombie, so that its pid (and so the group id) cannot have been reused.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
@@ -26,11 +26,27 @@ pub enum Child {
     Probe(oneshot::Sender<ExitStatus>),
 }
 
-/// The pids the launcher started and has not reaped yet. Spawning holds the lock from fork to
-/// insert, and reaping holds it from lookup to reap, so an exit can never be reaped unrecorded.
+/// The pids the launcher started and has not reaped yet. A spawn holds `spawning` (shared, so
+/// spawns run in parallel) from its fork until its pid is recorded; the reaper, before it
+/// reaps a pid it does not know, takes `spawning` exclusively (waiting for the spawns under way
+/// to record their pids) and looks again, so an exit can never be reaped unrecorded.
 #[derive(Debug, Default, Clone)]
 pub struct ChildTable {
     pids: Arc<Mutex<HashMap<u32, Child>>>,
+    spawning: Arc<RwLock<()>>,
+}
+
+/// Held by a spawn from before its fork until its pid is recorded.
+pub struct SpawnGuard<'a> {
+    _spawning: RwLockReadGuard<'a, ()>,
+    table: &'a ChildTable,
+}
+
+impl SpawnGuard<'_> {
+    /// Records the pid just spawned.
+    pub fn record(&self, pid: u32, child: Child) {
+        self.table.lock().insert(pid, child);
+    }
 }
 
 impl ChildTable {
@@ -39,6 +55,25 @@ impl ChildTable {
         // the lock cannot leave it inconsistent; a poisoned lock is still safe to use.
         self.pids
             .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Begins a spawn: hold the guard until the pid is recorded with it.
+    pub fn begin_spawn(&self) -> SpawnGuard<'_> {
+        SpawnGuard {
+            // Only a panic while holding the lock poisons it; the guarded value is `()`.
+            _spawning: self
+                .spawning
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            table: self,
+        }
+    }
+
+    /// Waits until no spawn is under way.
+    fn wait_for_spawns(&self) -> RwLockWriteGuard<'_, ()> {
+        self.spawning
+            .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -73,6 +108,14 @@ pub fn reap_ready(table: &ChildTable) -> Vec<ChildExit> {
         };
         let raw_pid = pid.as_raw().unsigned_abs();
         let mut tracked = table.lock();
+        let _no_spawn_under_way;
+        if !tracked.contains_key(&raw_pid) {
+            // Maybe a child whose spawn has not recorded it yet: wait for the spawns under way,
+            // then look again (the map's lock is released meanwhile, as spawns need it).
+            drop(tracked);
+            _no_spawn_under_way = table.wait_for_spawns();
+            tracked = table.lock();
+        }
         let is_tracked = tracked.contains_key(&raw_pid);
         if is_tracked {
             // The leader is an unreaped zombie, so the group id still names its group.

@@ -72,13 +72,13 @@ pub fn spawn_child(
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_for_stderr))
         .process_group(0);
-    let mut tracked = children.lock();
+    let spawning = children.begin_spawn();
     let child = command.spawn().map_err(|source| SpawnError::Exec {
         executable: spec.executable.clone(),
         source,
     })?;
     let pid = child.id();
-    tracked.insert(pid, Child::Process);
+    spawning.record(pid, Child::Process);
     // The reaper owns the exit status; dropping `child` neither waits for nor kills the process.
     drop(child);
     Ok(pid)

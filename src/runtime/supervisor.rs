@@ -29,6 +29,10 @@ use crate::store::{Store, StoreError};
 /// How many plan/execute rounds one pass runs; later rounds see the outcome of earlier actions.
 const ROUNDS_PER_PASS: usize = 4;
 
+/// A pass over this many ids is a burst (a deployment, a mass stop): the memory it used is
+/// handed back to the system after it, so that the launcher returns to its idle size.
+const BURST: usize = 64;
+
 /// When a pass is still acting after its rounds, the ids it did not finish are looked at again
 /// after this long rather than at once, so the loop never spins.
 const UNFINISHED_RETRY: Duration = Duration::from_millis(100);
@@ -350,6 +354,7 @@ impl Supervisor {
             let _entered = span.enter();
             let timer = self.config.metrics.reconcile_duration.start_timer();
             let mut ids: BTreeSet<ProcessId> = std::mem::take(&mut self.dirty);
+            let planned = ids.len();
             for _ in 0..ROUNDS_PER_PASS {
                 if ids.is_empty() {
                     break;
@@ -375,6 +380,9 @@ impl Supervisor {
             }
             self.persist();
             timer.observe_duration();
+            if planned >= BURST {
+                release_freed_memory();
+            }
         }
         self.kill_inherited_now();
     }
@@ -457,6 +465,18 @@ impl Supervisor {
     }
 }
 
+/// Returns the heap memory freed by a burst to the system. The allocator keeps freed memory
+/// for reuse (in every thread's arena), which after a burst of a thousand starts or stops is
+/// tens of megabytes that an idle launcher never needs again.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists and returns unused pages to
+    // the kernel; it takes no pointer of ours and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Random samples in `[0, 1)` for restart jitter and instance ids (xorshift64*: statistical
 /// quality is all they need).
 pub struct Jitter {
@@ -514,5 +534,200 @@ impl Supervisor {
         }
         progressed.extend(self.start_all(starts, now));
         progressed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::reconcile::{
+        Health, Isolation, Ports, ProcessSpec, ProcessType, RestartPolicy, Source,
+    };
+    use crate::telemetry::{Metrics, Readiness, UsageBoard};
+
+    const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    fn id(name: &str) -> ProcessId {
+        ProcessId::new(name).unwrap()
+    }
+
+    fn sleeper() -> ProcessSpec {
+        ProcessSpec {
+            process_type: ProcessType::Utility,
+            executable: PathBuf::from("/bin/sleep"),
+            args: vec!["60".to_string()],
+            env: BTreeMap::new(),
+            inherit_env: Vec::new(),
+            working_dir: Some(PathBuf::from("/")),
+            pattern: None,
+            isolation: Isolation::None,
+            namespace: None,
+            session_id: None,
+            health_check: None,
+            restart_policy: RestartPolicy::Always,
+            success_exit_codes: Vec::new(),
+            backoff: Default::default(),
+            termination_grace: Duration::from_secs(1),
+            resources: None,
+            requested_ports: Default::default(),
+            type_config: Default::default(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn record(name: &str, phase: Phase) -> ObservedRecord {
+        ObservedRecord {
+            id: id(name),
+            phase,
+            pid: None,
+            pid_start_ticks: None,
+            instance: None,
+            generation: 1,
+            spec: sleeper(),
+            ports: Ports { grpc: 0, health: 0 },
+            started_at: None,
+            health: Health::NotChecked,
+            probe_successes: 0,
+            probe_failures: 0,
+            restart_count: 0,
+            consecutive_failures: 1,
+            error_count: 1,
+            last_exit: None,
+            last_error: None,
+            next_restart_at: Some(NOW.saturating_add(Duration::from_secs(60))),
+            stop_reason: None,
+            stop_deadline: None,
+            killed: false,
+            resets_seen: 0,
+            tripped_at: None,
+            exited_at: None,
+        }
+    }
+
+    /// A supervisor on a temporary store, whose clock always reads `NOW`.
+    fn supervisor(dir: &std::path::Path, max_processes: Option<u32>) -> Supervisor {
+        let store = Arc::new(Store::open(&dir.join("store")).unwrap());
+        let config = RuntimeConfig {
+            data_dir: dir.to_path_buf(),
+            launcher_id: "launcher-unit".to_string(),
+            port_range: 41000..=41010,
+            resync_interval: Duration::from_secs(30),
+            backoff: Default::default(),
+            max_processes,
+            max_restarts_per_second: 0,
+            usage: UsageBoard::default(),
+            orphan_scan_interval: Duration::from_secs(60),
+            keep_processes: false,
+            log_max_bytes: 1 << 20,
+            log_max_files: 1,
+            metrics: Metrics::new().unwrap(),
+            readiness: Readiness::default(),
+            clock: Arc::new(|| NOW),
+        };
+        let log_dir = dir.join("logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let (events, _receiver) = mpsc::unbounded_channel();
+        Supervisor::new(
+            store,
+            config,
+            log_dir,
+            events,
+            tokio::runtime::Handle::current(),
+        )
+    }
+
+    /// Kills and reaps what a test spawned.
+    struct Spawned(Vec<u32>);
+
+    impl Drop for Spawned {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                let pid = nix::unistd::Pid::from_raw(*pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slot_freed_in_one_round_starts_a_pending_process_in_the_next_round_of_the_same_pass()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), Some(1));
+        // `leaving` holds the only slot (backing off) and is no longer desired; `waiting` is
+        // desired and pending for want of a slot.
+        let waiting = DesiredRecord {
+            id: id("waiting"),
+            spec: sleeper(),
+            generation: 1,
+            source: Source::Api,
+            resets: 0,
+        };
+        supervisor.desired.insert(id("waiting"), waiting);
+        for observed in [
+            record("leaving", Phase::BackingOff),
+            record("waiting", Phase::Pending),
+        ] {
+            supervisor.observed.insert(observed.id.clone(), observed);
+        }
+        supervisor.capacity.recount(supervisor.observed.values());
+        assert_eq!(supervisor.capacity.slots_in_use(), 1);
+        supervisor.dirty.extend([id("leaving"), id("waiting")]);
+
+        supervisor.reconcile(NOW);
+
+        assert!(
+            !supervisor.observed.contains_key(&id("leaving")),
+            "forgotten"
+        );
+        let started = supervisor.observed[&id("waiting")].clone();
+        let _cleanup = Spawned(started.pid.into_iter().collect());
+        assert_eq!(started.phase, Phase::Running, "started in the same pass");
+        assert_eq!(started.started_at, Some(NOW), "at the injected time");
+        assert!(supervisor.dirty.is_empty() && supervisor.unsaved.is_empty());
+        assert_eq!(
+            supervisor.store.observed(&id("waiting")).unwrap(),
+            Some(started),
+            "written with the pass's flush"
+        );
+        assert!(
+            supervisor.store.spawn_intents().unwrap().0.is_empty(),
+            "the spawn's intent is forgotten once its record is written"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delete_that_asks_for_a_shorter_grace_shortens_the_stop_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let stopping = ObservedRecord {
+            stop_reason: Some(StopReason::Undesired),
+            stop_deadline: Some(NOW.saturating_add(Duration::from_secs(30))),
+            pid: None,
+            ..record("slow", Phase::Stopping)
+        };
+        supervisor.observed.insert(id("slow"), stopping);
+        supervisor
+            .store
+            .request_stop(&id("slow"), Duration::from_secs(2))
+            .unwrap();
+        supervisor.desired_changed(id("slow"));
+        assert_eq!(
+            supervisor.observed[&id("slow")].stop_deadline,
+            Some(NOW.saturating_add(Duration::from_secs(2)))
+        );
+        // A later, longer request changes nothing.
+        supervisor
+            .store
+            .request_stop(&id("slow"), Duration::from_secs(10))
+            .unwrap();
+        supervisor.desired_changed(id("slow"));
+        assert_eq!(
+            supervisor.observed[&id("slow")].stop_deadline,
+            Some(NOW.saturating_add(Duration::from_secs(2)))
+        );
     }
 }
