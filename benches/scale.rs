@@ -3,6 +3,16 @@
 //! W1 cold start, W1b hot drop, W3 idle, W2 restart, `status` latency, W4 stop all and W4b shutdown
 //! of a real `prism-launcher serve` running N `prism-bench-child` processes, one spec file each.
 //!
+//! Every launcher of a run also runs one more child, the sentinel (`sentinel.yaml`, tag
+//! `sentinel`), which no workload removes and which counts toward none of the N children the
+//! figures wait for. During W4, once the stop has begun (the first child's SIGTERM report; the
+//! launcher's directory watch waits for 50 ms of quiet before it reads the renames), three more
+//! figures are taken together while the main thread keeps timing the stop: one
+//! `status -o json` (W4 during: status -o json), one `GET /healthz` on the metrics address
+//! (W4 during: /healthz), and a kill -9 of the sentinel to its replacement's start stamp
+//! (W4 during: kill -9 -> replacement). A note says when one of them ended only after the last
+//! child was gone (a stop shorter than the call, as at small N).
+//!
 //! Every child stamps CLOCK_MONOTONIC at the top of its `main` and reports it as a datagram to a
 //! unix socket the harness binds; the harness reads the same clock, so stamps compare directly and
 //! no polling delay of the harness enters the start and stop figures. Process exits and reaping are
@@ -356,11 +366,22 @@ struct Events {
 
 impl Events {
     fn summary(&self) -> String {
+        let children = |reports: &HashMap<String, Vec<Stamp>>| {
+            reports.keys().filter(|tag| *tag != SENTINEL).count()
+        };
         format!(
-            "{} processes reported a start, {} a term",
-            self.starts.len(),
-            self.terms.len()
+            "{} processes reported a start, {} a term (the sentinel not counted)",
+            children(&self.starts),
+            children(&self.terms)
         )
+    }
+
+    /// The `term` reports of the N children (every tag but the sentinel's).
+    fn child_terms(&self) -> impl Iterator<Item = &Vec<Stamp>> {
+        self.terms
+            .iter()
+            .filter(|(tag, _)| *tag != SENTINEL)
+            .map(|(_, stamps)| stamps)
     }
 }
 
@@ -545,8 +566,8 @@ impl Launcher {
         }
     }
 
-    /// Waits for `GET /readyz` = 200; returns the gRPC address.
-    fn wait_ready(&mut self, deadline: Instant) -> Result<String> {
+    /// Waits for `GET /readyz` = 200; returns the gRPC address and the metrics address.
+    fn wait_ready(&mut self, deadline: Instant) -> Result<(String, String)> {
         let metrics = self.read_address("metrics.addr", deadline)?;
         loop {
             if http_status(&metrics, "/readyz").is_ok_and(|status| status == 200) {
@@ -566,7 +587,7 @@ impl Launcher {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.read_address("launcher.addr", deadline)
+        Ok((self.read_address("launcher.addr", deadline)?, metrics))
     }
 
     /// SIGKILLs the launcher and then every process carrying its id, and waits until they are
@@ -659,10 +680,15 @@ fn tag(i: usize) -> String {
     format!("p-{i}")
 }
 
-fn spec_text(i: usize, child: &Path, socket: &Path) -> String {
+/// The tag (and process id) of the sentinel: one more child in every launcher, never removed,
+/// never one of the N.
+const SENTINEL: &str = "sentinel";
+
+/// The spec of the process `name`, whose child reports with the tag `name`.
+fn spec_text(name: &str, child: &Path, socket: &Path) -> String {
     format!(
-        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {{name: p-{i}}}\nspec:\n  type: utility\n  \
-         binary: {child:?}\n  args: [{socket:?}, \"p-{i}\"]\n  terminationGracePeriod: 5s\n",
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {{name: {name}}}\nspec:\n  type: utility\n  \
+         binary: {child:?}\n  args: [{socket:?}, \"{name}\"]\n  terminationGracePeriod: 5s\n",
         child = child.display().to_string(),
         socket = socket.display().to_string(),
     )
@@ -670,9 +696,40 @@ fn spec_text(i: usize, child: &Path, socket: &Path) -> String {
 
 fn write_specs(dir: &Path, n: usize, child: &Path, socket: &Path) -> Result<()> {
     for i in 0..n {
-        fs::write(dir.join(format!("p-{i}.yaml")), spec_text(i, child, socket))?;
+        fs::write(
+            dir.join(format!("p-{i}.yaml")),
+            spec_text(&tag(i), child, socket),
+        )?;
     }
     Ok(())
+}
+
+/// Writes `sentinel.yaml`, which stays in `dir` for the launcher's whole life.
+fn write_sentinel(dir: &Path, child: &Path, socket: &Path) -> Result<()> {
+    let path = dir.join(format!("{SENTINEL}.yaml"));
+    fs::write(&path, spec_text(SENTINEL, child, socket))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Waits until the sentinel has reported a start since the last clear; returns its latest.
+fn wait_sentinel_started(collector: &Collector, deadline: Instant) -> Result<Stamp> {
+    collector.wait(deadline, "the sentinel to start", |events| {
+        events
+            .starts
+            .get(SENTINEL)
+            .and_then(|stamps| stamps.last().copied())
+    })
+}
+
+/// The sentinel's current pid: its latest start.
+fn sentinel_pid(collector: &Collector) -> Result<i32> {
+    collector
+        .lock()
+        .starts
+        .get(SENTINEL)
+        .and_then(|stamps| stamps.last())
+        .map(|stamp| stamp.pid)
+        .ok_or_else(|| anyhow!("the sentinel never started"))
 }
 
 fn rename_all(from: &Path, to: &Path, n: usize) -> Result<()> {
@@ -728,6 +785,9 @@ struct RunResult {
     status_json_ms: f64,
     w4_term_ms: f64,
     w4_gone_ms: f64,
+    w4_during_status_ms: f64,
+    w4_during_healthz_ms: f64,
+    w4_during_restart_ms: f64,
     w4b_term_ms: f64,
     w4b_children_gone_ms: f64,
     w4b_launcher_exit_ms: f64,
@@ -766,9 +826,10 @@ fn run_once(
         fs::create_dir_all(dir)?;
     }
 
-    // W1 cold start: the files are there before the launcher is exec'd.
+    // W1 cold start: the files (and the sentinel's) are there before the launcher is exec'd.
     collector.clear();
     write_specs(&specs_w1, n, &options.child, socket)?;
+    write_sentinel(&specs_w1, &options.child, socket)?;
     let (mut cold, t0) = Launcher::spawn(options, root, "w1", &specs_w1)?;
     let firsts = match wait_all_started(collector, n, deadline_for(n)) {
         Ok(firsts) => firsts,
@@ -792,13 +853,23 @@ fn run_once(
         "    W1 cold start {:.1} ms ({n} distinct live children)",
         result.w1_ms
     );
+    // The sentinel runs too (it is no part of the figure).
+    match wait_sentinel_started(collector, deadline_for(1)) {
+        Ok(sentinel) => pids.push(sentinel.pid),
+        Err(error) => return Err(cold.failed(error)),
+    }
     cold.kill_all(&pids);
     drop(cold);
 
-    // W1b hot drop: a ready launcher with an empty spec directory; the files are renamed in.
+    // W1b hot drop: a ready launcher whose spec directory holds only the sentinel's file (the
+    // sentinel started); the N files are renamed in.
     collector.clear();
+    write_sentinel(&specs, &options.child, socket)?;
     let (mut launcher, _) = Launcher::spawn(options, root, "w1b", &specs)?;
-    let address = launcher.wait_ready(deadline_for(0))?;
+    let (address, metrics) = launcher.wait_ready(deadline_for(0))?;
+    if let Err(error) = wait_sentinel_started(collector, deadline_for(1)) {
+        return Err(launcher.failed(error));
+    }
     write_specs(&staging, n, &options.child, socket)?;
     let t0 = monotonic_ns();
     rename_all(&staging, &specs, n)?;
@@ -875,8 +946,18 @@ fn run_once(
     let mut table = Vec::new();
     let mut json = Vec::new();
     for _ in 0..options.status_calls {
-        table.push(time_status(options, &address, false, n)?);
-        json.push(time_status(options, &address, true, n)?);
+        table.push(time_status(
+            options,
+            &address,
+            false,
+            Listing::Exactly(n + 1),
+        )?);
+        json.push(time_status(
+            options,
+            &address,
+            true,
+            Listing::Exactly(n + 1),
+        )?);
     }
     result.status_table_ms = median(&table);
     result.status_json_ms = median(&json);
@@ -885,12 +966,39 @@ fn run_once(
         result.status_table_ms, result.status_json_ms
     );
 
-    // W4 stop all: every file renamed out at once.
+    // W4 stop all: every file renamed out at once (the sentinel's stays). While the main thread
+    // times the stop, three threads wait for it to begin and then take the "during" figures.
     let pids = current_pids(collector, n)?;
+    let sentinel = sentinel_pid(collector)?;
+    let id = launcher.id.clone();
     collector.clear();
     let t0 = monotonic_ns();
     rename_all(&specs, &staging, n)?;
-    let stopped = match wait_stopped(collector, &mut launcher, &pids, false) {
+    let during = During {
+        collector,
+        over: AtomicBool::new(false),
+        abandon: AtomicBool::new(false),
+        deadline: deadline_for(n),
+    };
+    let (stopped, [status, healthz, restart]) = std::thread::scope(|scope| {
+        let status = scope.spawn(|| {
+            during.measure(|| {
+                let listing = Listing::Sentinel { at_most: n + 1 };
+                time_status(options, &address, true, listing)
+            })
+        });
+        let healthz = scope.spawn(|| during.measure(|| time_healthz(&metrics)));
+        let restart = scope.spawn(|| during.restart_sentinel(sentinel, &id));
+        let stopped = wait_stopped(collector, &mut launcher, &pids, false);
+        during.finish(stopped.is_ok());
+        let joined = [status, healthz, restart].map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("a W4 during thread panicked")))
+        });
+        (stopped, joined)
+    });
+    let stopped = match stopped {
         Ok(stopped) => stopped,
         Err(error) => return Err(launcher.failed(error)),
     };
@@ -908,6 +1016,44 @@ fn run_once(
         "    W4 stop all: last term {:.1} ms, all reaped {:.1} ms",
         result.w4_term_ms, result.w4_gone_ms
     );
+    // The sentinel now runs as the replacement (the W4b collector.clear() forgets its stamps).
+    let sentinel = restart.as_ref().ok().and_then(|measured| measured.pid);
+    let mut spans = Vec::new();
+    for (what, measured, figure) in [
+        ("status -o json", status, &mut result.w4_during_status_ms),
+        ("/healthz", healthz, &mut result.w4_during_healthz_ms),
+        (
+            "kill -9 -> replacement",
+            restart,
+            &mut result.w4_during_restart_ms,
+        ),
+    ] {
+        let measured = match measured {
+            Ok(measured) => measured,
+            Err(error) => {
+                let error = error.context(format!("W4 during: {what}"));
+                return Err(launcher.failed(error));
+            }
+        };
+        *figure = measured.ms;
+        if !measured.stop_begun {
+            result.notes.push(format!(
+                "W4 during: {what} was taken after the stop, no child having reported SIGTERM"
+            ));
+        } else if measured.ended > stopped.gone {
+            result.notes.push(format!(
+                "W4 during: {what} ended {:.1} ms after the last child was gone",
+                ms_between(stopped.gone, measured.ended)
+            ));
+        }
+        spans.push(format!(
+            "{what} {:.2} ms (at {:.1}–{:.1} ms)",
+            measured.ms,
+            ms_between(t0, measured.began),
+            ms_between(t0, measured.ended)
+        ));
+    }
+    eprintln!("    W4 during: {}", spans.join(", "));
 
     // W4b shutdown: the files back in, all started, then SIGTERM to the launcher.
     collector.clear();
@@ -956,7 +1102,9 @@ fn run_once(
             leftovers.len()
         ));
     }
-    launcher.kill_all(&pids);
+    let mut known = pids;
+    known.extend(sentinel);
+    launcher.kill_all(&known);
     Ok(result)
 }
 
@@ -1009,13 +1157,13 @@ fn wait_stopped(
                 let all_terms = collector.wait(
                     Instant::now() + Duration::from_secs(1),
                     "the SIGTERM reports",
-                    |events| (events.terms.len() >= n).then_some(()),
+                    |events| (events.child_terms().count() >= n).then_some(()),
                 );
                 let events = collector.lock();
-                let stamps = events.terms.values().filter_map(|stamps| stamps.first());
+                let stamps = events.child_terms().filter_map(|stamps| stamps.first());
                 return Ok(Stopped {
                     last_term: all_terms.ok().and(stamps.map(|stamp| stamp.ns).max()),
-                    terms: events.terms.len(),
+                    terms: events.child_terms().count(),
                     gone,
                     exited,
                 });
@@ -1033,8 +1181,17 @@ fn wait_stopped(
     }
 }
 
+/// What a `status -o json` must list.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    /// Exactly this many processes (the N children and the sentinel).
+    Exactly(usize),
+    /// The sentinel among at most this many (during a stop, the count is on its way down).
+    Sentinel { at_most: usize },
+}
+
 /// Wall time of one `prism-launcher status` (table or `-o json`), in ms.
-fn time_status(options: &Options, address: &str, json: bool, n: usize) -> Result<f64> {
+fn time_status(options: &Options, address: &str, json: bool, listing: Listing) -> Result<f64> {
     let mut command = Command::new(&options.launcher);
     command.args(["status", "--addr", address]);
     if json {
@@ -1087,15 +1244,145 @@ fn time_status(options: &Options, address: &str, json: bool, n: usize) -> Result
     if json {
         let value: serde_json::Value =
             serde_json::from_slice(&output.stdout).context("status -o json is not JSON")?;
-        let count = value
-            .get("processes")
-            .and_then(|list| list.as_array())
-            .map(|list| list.len());
-        if count != Some(n) {
-            bail!("status -o json lists {count:?} processes, {n} expected");
+        let processes = value.get("processes").and_then(|list| list.as_array());
+        let count = processes.map(|list| list.len());
+        match listing {
+            Listing::Exactly(n) if count != Some(n) => {
+                bail!("status -o json lists {count:?} processes, {n} expected")
+            }
+            Listing::Sentinel { at_most } => {
+                let lists_sentinel = processes.is_some_and(|list| {
+                    list.iter().any(|process| {
+                        process.get("id").and_then(|id| id.as_str()) == Some(SENTINEL)
+                    })
+                });
+                if !lists_sentinel || count.is_none_or(|count| count > at_most) {
+                    bail!(
+                        "status -o json lists {count:?} processes (at most {at_most} expected), \
+                         the sentinel {}",
+                        if lists_sentinel {
+                            "among them"
+                        } else {
+                            "not among them"
+                        }
+                    );
+                }
+            }
+            Listing::Exactly(_) => {}
         }
     }
     Ok(elapsed.as_secs_f64() * 1000.0)
+}
+
+/// Wall time of one `GET /healthz` on the metrics address, in ms; it must answer 200.
+fn time_healthz(metrics: &str) -> Result<f64> {
+    let started = Instant::now();
+    let status = http_status(metrics, "/healthz")?;
+    let elapsed = started.elapsed();
+    if status != 200 {
+        bail!("GET /healthz at {metrics} answered {status}");
+    }
+    Ok(elapsed.as_secs_f64() * 1000.0)
+}
+
+/// One "W4 during" figure, with when it was taken (CLOCK_MONOTONIC).
+struct Measured {
+    ms: f64,
+    began: u64,
+    ended: u64,
+    /// Whether a child had reported its SIGTERM when it began (else W4 was over).
+    stop_begun: bool,
+    /// The sentinel's replacement, for the restart.
+    pid: Option<i32>,
+}
+
+/// What the threads of the "W4 during" figures share with the one timing the stop.
+struct During<'a> {
+    collector: &'a Collector,
+    /// Set when the stop is over (every child gone).
+    over: AtomicBool,
+    /// Set when the stop failed: the figures are not taken.
+    abandon: AtomicBool,
+    deadline: Instant,
+}
+
+impl During<'_> {
+    /// Waits until a child reported its SIGTERM (the stop has begun) or the stop is over;
+    /// returns whether it had begun.
+    fn wait_for_stop(&self) -> Result<bool> {
+        let answer = self
+            .collector
+            .wait(self.deadline, "W4 to begin", |events| {
+                if self.abandon.load(Ordering::Relaxed) {
+                    Some(None)
+                } else if events.child_terms().next().is_some() {
+                    Some(Some(true))
+                } else {
+                    self.over.load(Ordering::Relaxed).then_some(Some(false))
+                }
+            })?;
+        answer.ok_or_else(|| anyhow!("abandoned: W4 failed"))
+    }
+
+    /// Once the stop has begun, times `call`.
+    fn measure(&self, call: impl FnOnce() -> Result<f64>) -> Result<Measured> {
+        let stop_begun = self.wait_for_stop()?;
+        let began = monotonic_ns();
+        let ms = call()?;
+        Ok(Measured {
+            ms,
+            began,
+            ended: monotonic_ns(),
+            stop_begun,
+            pid: None,
+        })
+    }
+
+    /// Once the stop has begun, kill -9s the sentinel (as W2 does its victims) and waits for its
+    /// replacement's start stamp.
+    fn restart_sentinel(&self, victim: i32, id: &str) -> Result<Measured> {
+        let stop_begun = self.wait_for_stop()?;
+        let seen = self
+            .collector
+            .lock()
+            .starts
+            .get(SENTINEL)
+            .map_or(0, Vec::len);
+        let Some(t_kill) = signal_if_ours(victim, id, libc::SIGKILL) else {
+            bail!("the sentinel (pid {victim}) is not a live process of this launcher");
+        };
+        let replacement =
+            self.collector
+                .wait(deadline_for(0), "the sentinel's replacement", |events| {
+                    if self.abandon.load(Ordering::Relaxed) {
+                        return Some(None);
+                    }
+                    events
+                        .starts
+                        .get(SENTINEL)
+                        .filter(|stamps| stamps.len() > seen)
+                        .and_then(|stamps| stamps.last().copied())
+                        .map(Some)
+                })?;
+        let replacement = replacement.ok_or_else(|| anyhow!("abandoned: W4 failed"))?;
+        Ok(Measured {
+            ms: ms_between(t_kill, replacement.ns),
+            began: t_kill,
+            ended: replacement.ns,
+            stop_begun,
+            pid: Some(replacement.pid),
+        })
+    }
+
+    /// Tells the threads the stop is over (or failed), under the collector's lock so that none
+    /// misses the wake-up.
+    fn finish(&self, succeeded: bool) {
+        let events = self.collector.lock();
+        let flag = if succeeded { &self.over } else { &self.abandon };
+        flag.store(true, Ordering::Relaxed);
+        drop(events);
+        self.collector.changed.notify_all();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1179,6 +1466,9 @@ const FIGURES: &[Figure] = &[
     ("status_json", "status -o json", "ms", |r| r.status_json_ms),
     ("w4_stop_all_term", "W4 stop all: last SIGTERM stamp", "ms", |r| r.w4_term_ms),
     ("w4_stop_all_reaped", "W4 stop all: all reaped", "ms", |r| r.w4_gone_ms),
+    ("w4_during_status_json", "W4 during: status -o json", "ms", |r| r.w4_during_status_ms),
+    ("w4_during_healthz", "W4 during: /healthz", "ms", |r| r.w4_during_healthz_ms),
+    ("w4_during_restart", "W4 during: kill -9 -> replacement", "ms", |r| r.w4_during_restart_ms),
     ("w4b_shutdown_term", "W4b shutdown: last SIGTERM stamp", "ms", |r| r.w4b_term_ms),
     ("w4b_shutdown_children", "W4b shutdown: children gone", "ms", |r| r.w4b_children_gone_ms),
     ("w4b_shutdown_launcher", "W4b shutdown: launcher exited", "ms", |r| r.w4b_launcher_exit_ms),

@@ -173,6 +173,8 @@ async fn run_loop(
                 supervisor.rotate_logs();
             }
             _ = orphan_scan.tick() => supervisor.request_orphan_scan(),
+            // Work left by the last pass: taken up again once nothing above is ready.
+            () = std::future::ready(()), if supervisor.has_work() => {}
         }
         supervisor.reconcile(supervisor.now());
     }

@@ -29,9 +29,16 @@ use crate::store::{Store, StoreError};
 /// How many plan/execute rounds one pass runs; later rounds see the outcome of earlier actions.
 const ROUNDS_PER_PASS: usize = 4;
 
-/// A pass over this many ids is a burst (a deployment, a mass stop): the memory it used is
-/// handed back to the system after it, so that the launcher returns to its idle size.
+/// A pass that carried out this many actions was a burst (a deployment, a mass stop): the
+/// memory it used is handed back to the system after it, so the launcher returns to its idle
+/// size.
 const BURST: usize = 64;
+
+/// How many ids that are not urgent one step of a pass plans.
+const BULK_STEP: usize = 16;
+
+/// How long a pass goes on taking steps before the loop looks at its events again.
+const PASS_BUDGET: Duration = Duration::from_millis(5);
 
 /// When a pass is still acting after its rounds, the ids it did not finish are looked at again
 /// after this long rather than at once, so the loop never spins.
@@ -56,8 +63,10 @@ pub struct Supervisor {
     /// Grace periods that deletes asked for, used by the next stop of the id.
     pub(super) stop_grace: HashMap<ProcessId, Duration>,
     pub(super) timers: Timers,
-    /// Ids to plan in the next pass.
+    /// Ids to plan, in steps (a deployment, a mass stop, a resync).
     pub(super) dirty: BTreeSet<ProcessId>,
+    /// Ids to plan first, all at once: an exit, a probe result, a timer that is due.
+    pub(super) urgent: BTreeSet<ProcessId>,
     /// Ids whose observed record changed since the last write to the store.
     pub(super) unsaved: BTreeSet<ProcessId>,
     pub(super) jitter: Jitter,
@@ -75,6 +84,8 @@ pub struct Supervisor {
     pub(super) orphan_scan_running: bool,
     /// Spawn intents whose outcome is recorded in `observed`, to forget once it is written.
     pub(super) settled_intents: Vec<ProcessId>,
+    /// Actions carried out since the loop last had nothing left to plan.
+    pub(super) burst: usize,
 }
 
 impl Supervisor {
@@ -106,6 +117,7 @@ impl Supervisor {
             stop_grace: HashMap::new(),
             timers: Timers::default(),
             dirty: BTreeSet::new(),
+            urgent: BTreeSet::new(),
             unsaved: BTreeSet::new(),
             kernel_log: KernelLog::open(),
             adopted: HashMap::new(),
@@ -113,6 +125,7 @@ impl Supervisor {
             ended: HashSet::new(),
             orphan_scan_running: false,
             settled_intents: Vec::new(),
+            burst: 0,
         }
     }
 
@@ -228,7 +241,7 @@ impl Supervisor {
             }
         }
         self.set_observed(next);
-        self.dirty.insert(id);
+        self.urgent.insert(id);
     }
 
     /// Applies a grace period that the delete of `id` asked for: to the coming stop, or to a stop
@@ -333,7 +346,7 @@ impl Supervisor {
             }
         }
         self.set_observed(next);
-        self.dirty.insert(id);
+        self.urgent.insert(id);
     }
 
     /// The time until the earliest timer, if any.
@@ -343,48 +356,90 @@ impl Supervisor {
 
     pub fn timers_due(&mut self) {
         let now = self.now();
-        self.dirty.extend(self.timers.take_due(now));
+        self.urgent.extend(self.timers.take_due(now));
     }
 
-    /// Plans the dirty ids and carries the plan out, then writes what changed to the store with
-    /// one flush, and kills what ended processes left behind.
+    /// Whether ids wait to be planned (the loop then comes back at once, after any event).
+    pub fn has_work(&self) -> bool {
+        !self.urgent.is_empty() || !self.dirty.is_empty()
+    }
+
+    /// Plans ids and carries the plans out, then writes what changed to the store with one
+    /// flush, and kills what ended processes left behind. Urgent ids (exits, probe results,
+    /// timers) go first and all at once; the others (a deployment, a mass stop, a resync) in
+    /// steps of `BULK_STEP` until `PASS_BUDGET` is spent, so that the loop gets back to the exits
+    /// between steps: a crash is restarted within milliseconds even while ten thousand stop.
     pub fn reconcile(&mut self, now: UnixMillis) {
-        if !self.dirty.is_empty() || !self.unsaved.is_empty() {
-            let span = tracing::debug_span!("reconcile", ids = self.dirty.len());
+        if self.has_work() || !self.unsaved.is_empty() {
+            let span = tracing::debug_span!(
+                "reconcile",
+                urgent = self.urgent.len(),
+                bulk = self.dirty.len()
+            );
             let _entered = span.enter();
             let timer = self.config.metrics.reconcile_duration.start_timer();
-            let mut ids: BTreeSet<ProcessId> = std::mem::take(&mut self.dirty);
-            let planned = ids.len();
-            for _ in 0..ROUNDS_PER_PASS {
+            let started = std::time::Instant::now();
+            let mut acted = 0;
+            loop {
+                let mut ids = std::mem::take(&mut self.urgent);
+                for _ in 0..BULK_STEP {
+                    match self.dirty.pop_first() {
+                        Some(id) => {
+                            ids.insert(id);
+                        }
+                        None => break,
+                    }
+                }
                 if ids.is_empty() {
                     break;
                 }
-                let plan = reconcile::plan(
-                    ids.iter()
-                        .map(|id| (self.desired.get(id), self.observed.get(id))),
-                    now,
-                );
-                for (id, at) in plan.wake_at {
-                    self.timers.insert(at, id);
+                acted += self.step(ids, now);
+                if started.elapsed() >= PASS_BUDGET {
+                    break;
                 }
-                // Only an action that changed something is worth a second look in this pass; a
-                // deferred one already has its timer or waits for a free slot.
-                ids = self.execute_all(plan.actions, now);
-                // Ids that the actions made dirty (a freed slot wakes pending ones) join the next
-                // round rather than waiting for the next event.
-                ids.append(&mut self.dirty);
-            }
-            // Still acting after several rounds: look again on the next pass rather than spin.
-            for id in ids {
-                self.timers.insert(now.saturating_add(UNFINISHED_RETRY), id);
             }
             self.persist();
             timer.observe_duration();
-            if planned >= BURST {
+            self.burst += acted;
+        }
+        if !self.has_work() {
+            // A burst is over when the work it brought is done, however many passes it took.
+            if self.burst >= BURST {
                 release_freed_memory();
             }
+            self.burst = 0;
         }
         self.kill_inherited_now();
+    }
+
+    /// Plans `ids` and carries the plan out, in rounds: a later round sees the outcome of the
+    /// earlier ones. Returns how many actions were carried out.
+    fn step(&mut self, mut ids: BTreeSet<ProcessId>, now: UnixMillis) -> usize {
+        let mut acted = 0;
+        for _ in 0..ROUNDS_PER_PASS {
+            if ids.is_empty() {
+                break;
+            }
+            let plan = reconcile::plan(
+                ids.iter()
+                    .map(|id| (self.desired.get(id), self.observed.get(id))),
+                now,
+            );
+            for (id, at) in plan.wake_at {
+                self.timers.insert(at, id);
+            }
+            acted += plan.actions.len();
+            // Only an action that changed something is worth a second look in this step; a
+            // deferred one already has its timer or waits for a free slot.
+            ids = self.execute_all(plan.actions, now);
+            // Exits and other urgent ids that the actions caused join the next round.
+            ids.append(&mut self.urgent);
+        }
+        // Still acting after several rounds: look again later rather than spin.
+        for id in ids {
+            self.timers.insert(now.saturating_add(UNFINISHED_RETRY), id);
+        }
+        acted
     }
 
     /// Kills what the processes that ended left behind (see `signals::kill_inherited`).

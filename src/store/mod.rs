@@ -33,8 +33,11 @@ use crate::reconcile::{
 ///
 /// Version 1 let records omit fields added over time (with serde defaults): `success_exit_codes`,
 /// `backoff` and `type_config` of a spec, `resets` of a desired record, and `instance`,
-/// `resets_seen`, `tripped_at` and `exited_at` of an observed record. Version 2 requires them;
-/// `migrate::from_v1` fills them in.
+/// `resets_seen`, `tripped_at` and `exited_at` of an observed record. Version 2 writes every one
+/// (and requires all but the three optional ones, which serde reads as absent anyway);
+/// `migrate::from_v1` fills them in. Version 2 also adds the `intents` tree (spawns about to
+/// happen). `tests::the_stored_shape_is_the_one_of_the_schema_version` pins the shape, so a
+/// change of it cannot go unnoticed.
 pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
