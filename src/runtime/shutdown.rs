@@ -50,6 +50,7 @@ impl Supervisor {
             // Exits that already happened first, so that a shutdown never waits for a timer
             // while the processes are gone.
             self.reap();
+            self.record_planned_exits(usize::MAX);
             self.kill_inherited_now();
             let alive = self.live_ids();
             if alive.is_empty() {

@@ -37,6 +37,9 @@ const BURST: usize = 64;
 /// How many ids that are not urgent one step of a pass plans.
 const BULK_STEP: usize = 16;
 
+/// How many exits that the launcher asked for one step of a pass records.
+const PLANNED_EXITS_STEP: usize = 64;
+
 /// How long a pass goes on taking steps before the loop looks at its events again.
 const PASS_BUDGET: Duration = Duration::from_millis(5);
 
@@ -86,6 +89,8 @@ pub struct Supervisor {
     pub(super) settled_intents: Vec<ProcessId>,
     /// Actions carried out since the loop last had nothing left to plan.
     pub(super) burst: usize,
+    /// Exits of stopping processes, reaped and not recorded yet (see `reap`).
+    pub(super) planned_exits: std::collections::VecDeque<ChildExit>,
 }
 
 impl Supervisor {
@@ -126,6 +131,7 @@ impl Supervisor {
             orphan_scan_running: false,
             settled_intents: Vec::new(),
             burst: 0,
+            planned_exits: std::collections::VecDeque::new(),
         }
     }
 
@@ -195,10 +201,33 @@ impl Supervisor {
     }
 
     /// Reaps every exited child and records the exits.
+    /// Reaps every exited child. An exit the launcher asked for (the process was stopping) is
+    /// recorded later, in the steps of a pass (see `reconcile`); any other exit, a crash, is
+    /// recorded at once, so that its restart never waits behind a thousand planned stops.
     pub fn reap(&mut self) {
         let exits = reap_ready(&self.children);
         let now = self.now();
         for exit in exits {
+            let planned = self
+                .pids
+                .get(&exit.pid)
+                .and_then(|id| self.observed.get(id))
+                .is_some_and(|observed| observed.phase == Phase::Stopping);
+            if planned {
+                self.planned_exits.push_back(exit);
+            } else {
+                self.child_exited(exit, now);
+            }
+        }
+    }
+
+    /// Records up to `at_most` of the planned exits reaped so far.
+    pub(super) fn record_planned_exits(&mut self, at_most: usize) {
+        let now = self.now();
+        for _ in 0..at_most {
+            let Some(exit) = self.planned_exits.pop_front() else {
+                return;
+            };
             self.child_exited(exit, now);
         }
     }
@@ -359,9 +388,10 @@ impl Supervisor {
         self.urgent.extend(self.timers.take_due(now));
     }
 
-    /// Whether ids wait to be planned (the loop then comes back at once, after any event).
+    /// Whether ids wait to be planned or exits to be recorded (the loop then comes back at
+    /// once, after any event).
     pub fn has_work(&self) -> bool {
-        !self.urgent.is_empty() || !self.dirty.is_empty()
+        !self.urgent.is_empty() || !self.dirty.is_empty() || !self.planned_exits.is_empty()
     }
 
     /// Plans ids and carries the plans out, then writes what changed to the store with one
@@ -381,6 +411,7 @@ impl Supervisor {
             let started = std::time::Instant::now();
             let mut acted = 0;
             loop {
+                self.record_planned_exits(PLANNED_EXITS_STEP);
                 let mut ids = std::mem::take(&mut self.urgent);
                 for _ in 0..BULK_STEP {
                     match self.dirty.pop_first() {
