@@ -1,6 +1,7 @@
-//! Measures the hot paths (run with `cargo bench --bench hot_paths`): `plan` per changed id, and
-//! applying one spec file to stores of growing size, which must cost O(that file's records), not
-//! O(all records). Plain timing with `Instant` (no harness), printed per operation.
+//! Measures the hot paths (run with `cargo bench --bench hot_paths`): `plan` per changed id and
+//! over a whole pass of 10,000 records, a resync at 10,000 (read back and plan), and applying one
+//! spec file to stores of growing size, which must cost O(that file's records), not O(all
+//! records). Plain timing with `Instant` (no harness), printed per operation.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,8 +108,35 @@ fn bench_plan() {
         );
         actions += result.actions.len();
     }
-    let per_id = started.elapsed() / (rounds as u32 * count as u32);
+    let elapsed = started.elapsed();
+    let per_id = elapsed / (rounds as u32 * count as u32);
     println!("plan: {per_id:?} per id ({count} ids x {rounds} rounds, {actions} actions)");
+    println!(
+        "plan: {:?} for a full pass over {count} records",
+        elapsed / rounds as u32
+    );
+}
+
+/// A resync at 10,000 processes: every desired record read back from the store and decoded,
+/// then planned (what the loop does every `--resync-interval`, off the event path).
+fn bench_resync() {
+    let count = 10_000;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(dir.path()).expect("open store");
+    let source = Source::Api;
+    let specs: Vec<_> = (0..count).map(|n| (id(n), spec(n))).collect();
+    store.apply_source(&source, &specs).expect("apply");
+    let rounds = 10;
+    let started = Instant::now();
+    for round in 0..rounds {
+        let (desired, _) = store.all_desired().expect("read");
+        let result = plan(desired.iter().map(|d| (Some(d), None)), UnixMillis(round));
+        assert_eq!(result.actions.len(), count);
+    }
+    println!(
+        "resync: {:?} to read and plan {count} desired records",
+        started.elapsed() / rounds as u32
+    );
 }
 
 fn bench_apply_source() {
@@ -143,5 +171,6 @@ fn bench_apply_source() {
 
 fn main() {
     bench_plan();
+    bench_resync();
     bench_apply_source();
 }
