@@ -363,10 +363,12 @@ fn max_processes_leaves_the_excess_pending_and_disturbs_nothing() {
     let a = launcher.wait_running("a", None, TIMEOUT);
     let b = launcher.wait_running("b", None, TIMEOUT);
     launcher.write_spec("c.yaml", &sleeper("c"));
+    // A desired record the loop has not looked at yet also reads "pending" ("not started yet"):
+    // wait for the loop's own verdict on it.
     let pending = eventually(TIMEOUT, "c to be pending", || {
-        launcher
-            .process("c")
-            .filter(|row| row["actual"] == "pending")
+        launcher.process("c").filter(|row| {
+            row["actual"] == "pending" && row["diff_detail"] != "desired; not started yet"
+        })
     });
     assert!(
         pending["diff_detail"]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -380,13 +380,30 @@ fn a_launcher_killed_during_a_burst_of_starts_never_leaves_two_processes_for_one
         random % bound
     };
     let mut ids: Vec<String> = Vec::new();
-    for round in 0..4 {
-        let burst: Vec<String> = (0..50).map(|n| format!("burst-{round}-{n}")).collect();
+    // One burst of 200 starts, then smaller ones that land on a launcher busy adopting.
+    for (round, size) in [200u64, 50, 50, 50].into_iter().enumerate() {
+        let burst: Vec<String> = (0..size).map(|n| format!("burst-{round}-{n}")).collect();
         drop_specs(&launcher, &burst);
         ids.extend(burst);
-        // Chaos, not synchronisation: the kill lands at a random point of the burst (the
-        // watcher's debounce is 50 ms, 50 spawns take a few more).
-        std::thread::sleep(Duration::from_millis(40 + next(120)));
+        // Chaos, not synchronisation: once the burst has begun, the kill lands at a random
+        // point of it (its spawns take a few milliseconds each, intents flushed before them).
+        // A child's log file is opened just before its spawn: the first one marks the start.
+        let prefix = format!("burst-{round}-");
+        let logs = launcher.data_dir().join("logs");
+        let deadline = Instant::now() + TIMEOUT;
+        while !std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the burst of round {round} never began"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(next(size / 2)));
         launcher.stop(Signal::SIGKILL, TIMEOUT);
         let seen = leaders_by_id(&launcher);
         let doubled: Vec<&String> = seen
