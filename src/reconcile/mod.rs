@@ -6,6 +6,9 @@
 //! environment and the projection of a lifecycle into client words are defined here once.
 
 mod environment;
+#[cfg(test)]
+#[path = "fixtures_tests.rs"]
+pub(crate) mod fixtures;
 mod model;
 mod plan;
 mod process_types;

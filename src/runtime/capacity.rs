@@ -94,62 +94,12 @@ impl Capacity {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::path::PathBuf;
-    use std::time::Duration;
-
     use super::*;
-    use crate::reconcile::{
-        Health, Isolation, Phase, Ports, ProcessSpec, ProcessType, RestartPolicy,
-    };
+    use crate::reconcile::fixtures::{observed_for, spec};
+    use crate::reconcile::Phase;
 
     fn record(name: &str, phase: Phase) -> ObservedRecord {
-        ObservedRecord {
-            id: ProcessId::new(name).unwrap(),
-            phase,
-            pid: phase.has_live_process().then_some(42),
-            pid_start_ticks: None,
-            instance: None,
-            generation: 1,
-            spec: ProcessSpec {
-                process_type: ProcessType::Utility,
-                executable: PathBuf::from("/bin/true"),
-                args: Vec::new(),
-                env: BTreeMap::new(),
-                inherit_env: Vec::new(),
-                working_dir: None,
-                pattern: None,
-                isolation: Isolation::None,
-                namespace: None,
-                session_id: None,
-                health_check: None,
-                restart_policy: RestartPolicy::Always,
-                success_exit_codes: Vec::new(),
-                backoff: Default::default(),
-                termination_grace: Duration::from_secs(1),
-                resources: None,
-                requested_ports: Default::default(),
-                type_config: Default::default(),
-                labels: BTreeMap::new(),
-            },
-            ports: Ports { grpc: 0, health: 0 },
-            started_at: None,
-            health: Health::NotChecked,
-            probe_successes: 0,
-            probe_failures: 0,
-            restart_count: 0,
-            consecutive_failures: 0,
-            error_count: 0,
-            last_exit: None,
-            last_error: None,
-            next_restart_at: None,
-            stop_reason: None,
-            stop_deadline: None,
-            killed: false,
-            resets_seen: 0,
-            tripped_at: None,
-            exited_at: None,
-        }
+        observed_for(name, phase, spec())
     }
 
     #[test]

@@ -625,71 +625,35 @@ impl Supervisor {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::PathBuf;
 
     use super::*;
-    use crate::reconcile::{
-        Health, Isolation, Ports, ProcessSpec, ProcessType, RestartPolicy, Source,
-    };
+    use crate::reconcile::fixtures::{self, id};
+    use crate::reconcile::{Ports, ProcessSpec, ProcessType, Source};
     use crate::telemetry::{Metrics, Readiness, UsageBoard};
 
     const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
 
-    fn id(name: &str) -> ProcessId {
-        ProcessId::new(name).unwrap()
-    }
-
     fn sleeper() -> ProcessSpec {
         ProcessSpec {
             process_type: ProcessType::Utility,
-            executable: PathBuf::from("/bin/sleep"),
-            args: vec!["60".to_string()],
-            env: BTreeMap::new(),
-            inherit_env: Vec::new(),
             working_dir: Some(PathBuf::from("/")),
-            pattern: None,
-            isolation: Isolation::None,
-            namespace: None,
-            session_id: None,
-            health_check: None,
-            restart_policy: RestartPolicy::Always,
-            success_exit_codes: Vec::new(),
-            backoff: Default::default(),
             termination_grace: Duration::from_secs(1),
-            resources: None,
-            requested_ports: Default::default(),
-            type_config: Default::default(),
-            labels: BTreeMap::new(),
+            ..fixtures::spec()
         }
     }
 
+    /// A record of `phase` with no process, a failure behind it and its restart a minute away.
     fn record(name: &str, phase: Phase) -> ObservedRecord {
         ObservedRecord {
-            id: id(name),
-            phase,
             pid: None,
             pid_start_ticks: None,
-            instance: None,
-            generation: 1,
-            spec: sleeper(),
-            ports: Ports { grpc: 0, health: 0 },
             started_at: None,
-            health: Health::NotChecked,
-            probe_successes: 0,
-            probe_failures: 0,
-            restart_count: 0,
+            ports: Ports { grpc: 0, health: 0 },
             consecutive_failures: 1,
             error_count: 1,
-            last_exit: None,
-            last_error: None,
             next_restart_at: Some(NOW.saturating_add(Duration::from_secs(60))),
-            stop_reason: None,
-            stop_deadline: None,
-            killed: false,
-            resets_seen: 0,
-            tripped_at: None,
-            exited_at: None,
+            ..fixtures::observed_for(name, phase, sleeper())
         }
     }
 
