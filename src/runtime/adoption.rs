@@ -95,7 +95,8 @@ impl Supervisor {
         }
         for intent in intents {
             let id = intent.desired.id.clone();
-            self.store.clear_spawn_intent(&id)?;
+            // Forgotten with the next flush, after the record of whatever is decided here.
+            self.settled_intents.push(id.clone());
             let recorded = self
                 .observed
                 .get(&id)
@@ -246,12 +247,16 @@ impl Supervisor {
 /// Terminates an orphan through a pidfd, after checking (with the pidfd open, so the check and
 /// the signals concern one process) that it still carries the identity it was found with.
 async fn terminate_orphan(pid: u32, launcher_id: &str, identity: &Identity) {
-    let Ok(pidfd) = Pidfd::open(pid) else {
+    let (launcher_id, wanted) = (launcher_id.to_owned(), identity.clone());
+    // Reading its environment is file I/O: not on the async workers.
+    let opened = tokio::task::spawn_blocking(move || {
+        let pidfd = Pidfd::open(pid).ok()?;
+        (identity_of(pid, &launcher_id).as_ref() == Some(&wanted)).then_some(pidfd)
+    })
+    .await;
+    let Ok(Some(pidfd)) = opened else {
         return;
     };
-    if identity_of(pid, launcher_id).as_ref() != Some(identity) {
-        return;
-    }
     if let Err(error) = pidfd.send_signal(Signal::SIGTERM) {
         tracing::debug!(pid, %error, "cannot signal an orphan");
         return;

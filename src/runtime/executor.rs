@@ -15,8 +15,8 @@ use super::spawn::{spawn_child, working_dir, SpawnContext};
 use super::supervisor::{log_if_tripped, Progress, Supervisor};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, child_environment, stop_grace, Action, ChildIdentity, Phase, Ports, ProcessId,
-    ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis, PROBE_OF_ENV,
+    self, child_environment, stop_grace, Action, ChildIdentity, ObservedRecord, Phase, Ports,
+    ProcessId, ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis, PROBE_OF_ENV,
 };
 
 /// Spawns run in parallel threads from this many starts in one round on (a single restart runs
@@ -365,7 +365,7 @@ impl Supervisor {
         let Some(observed) = self.observed.get(id) else {
             return;
         };
-        if let Some(pid) = observed.pid {
+        if let Some(pid) = self.live_pid(id, observed) {
             tracing::info!(%id, pid, ?reason, ?grace, "stopping process: SIGTERM to its process group");
             signal_group(&self.children, &self.adopted, pid, Signal::SIGTERM);
             if let Some(identity) = identity(observed.instance.as_deref(), id) {
@@ -376,13 +376,19 @@ impl Supervisor {
         self.set_observed(next);
     }
 
+    /// The pid of `id`'s process while it is still `id`'s: once reaped (its exit perhaps not
+    /// recorded yet) the pid is detached, and may already be another process's.
+    fn live_pid(&self, id: &ProcessId, observed: &ObservedRecord) -> Option<u32> {
+        observed.pid.filter(|pid| self.pids.get(pid) == Some(id))
+    }
+
     /// The grace period is over: SIGKILL to the process group and to the descendants that left
     /// it.
     pub(super) fn kill(&mut self, id: &ProcessId) {
         let Some(observed) = self.observed.get(id) else {
             return;
         };
-        if let Some(pid) = observed.pid {
+        if let Some(pid) = self.live_pid(id, observed) {
             tracing::warn!(%id, pid, "grace period over; sending SIGKILL to the process group");
             signal_group(&self.children, &self.adopted, pid, Signal::SIGKILL);
             if let Some(identity) = identity(observed.instance.as_deref(), id) {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::event_loop::Event;
 use super::supervisor::Supervisor;
-use crate::reconcile::{Action, ProcessId, ShutdownSchedule, StopReason};
+use crate::reconcile::{stop_grace, Action, ProcessId, ShutdownSchedule, StopReason};
 
 /// Extra time given after the longest grace period before shutdown gives up on a child.
 const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
@@ -41,7 +41,7 @@ impl Supervisor {
                 continue;
             };
             if observed.phase != crate::reconcile::Phase::Stopping {
-                let grace = observed.spec.termination_grace;
+                let grace = stop_grace(StopReason::Shutdown, observed.spec.termination_grace, None);
                 self.stop(id, StopReason::Shutdown, grace, started);
             }
         }

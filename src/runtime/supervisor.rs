@@ -90,7 +90,7 @@ pub struct Supervisor {
     /// Actions carried out since the loop last had nothing left to plan.
     pub(super) burst: usize,
     /// Exits of stopping processes, reaped and not recorded yet (see `reap`).
-    pub(super) planned_exits: std::collections::VecDeque<ChildExit>,
+    pub(super) planned_exits: std::collections::VecDeque<(ProcessId, ChildExit)>,
 }
 
 impl Supervisor {
@@ -179,13 +179,13 @@ impl Supervisor {
         match event {
             Event::AdoptedExited { pid } => {
                 if self.adopted.remove(&pid).is_some() {
-                    self.child_exited(
-                        ChildExit {
+                    if let Some(id) = self.forget_pid(pid) {
+                        let exit = ChildExit {
                             pid,
                             status: ExitStatus::Unknown,
-                        },
-                        now,
-                    );
+                        };
+                        self.record_exit(id, exit, now);
+                    }
                     // Its escaped descendants were reparented to its own ancestors, not to us:
                     // only a scan finds them.
                     self.request_orphan_scan();
@@ -200,23 +200,27 @@ impl Supervisor {
         }
     }
 
-    /// Reaps every exited child and records the exits.
     /// Reaps every exited child. An exit the launcher asked for (the process was stopping) is
     /// recorded later, in the steps of a pass (see `reconcile`); any other exit, a crash, is
     /// recorded at once, so that its restart never waits behind a thousand planned stops.
+    /// Either way its pid stops being the id's at once: a reaped pid may be reused by the next
+    /// spawn, and only a pid that `pids` maps to an id is ever signalled for it.
     pub fn reap(&mut self) {
         let exits = reap_ready(&self.children);
         let now = self.now();
         for exit in exits {
+            let Some(id) = self.forget_pid(exit.pid) else {
+                tracing::debug!(pid = exit.pid, status = %exit.status, "an untracked child exited");
+                continue;
+            };
             let planned = self
-                .pids
-                .get(&exit.pid)
-                .and_then(|id| self.observed.get(id))
+                .observed
+                .get(&id)
                 .is_some_and(|observed| observed.phase == Phase::Stopping);
             if planned {
-                self.planned_exits.push_back(exit);
+                self.planned_exits.push_back((id, exit));
             } else {
-                self.child_exited(exit, now);
+                self.record_exit(id, exit, now);
             }
         }
     }
@@ -225,11 +229,19 @@ impl Supervisor {
     pub(super) fn record_planned_exits(&mut self, at_most: usize) {
         let now = self.now();
         for _ in 0..at_most {
-            let Some(exit) = self.planned_exits.pop_front() else {
+            let Some((id, exit)) = self.planned_exits.pop_front() else {
                 return;
             };
-            self.child_exited(exit, now);
+            self.record_exit(id, exit, now);
         }
+    }
+
+    /// Detaches `pid` from its id (no more signals, probes or usage for it); returns the id.
+    fn forget_pid(&mut self, pid: u32) -> Option<ProcessId> {
+        let id = self.pids.remove(&pid)?;
+        self.stop_probing(&id);
+        self.config.usage.untrack(&id);
+        Some(id)
     }
 
     fn probe_result(
@@ -297,13 +309,8 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn child_exited(&mut self, exit: ChildExit, now: UnixMillis) {
-        let Some(id) = self.pids.remove(&exit.pid) else {
-            tracing::debug!(pid = exit.pid, status = %exit.status, "an untracked child exited");
-            return;
-        };
-        self.stop_probing(&id);
-        self.config.usage.untrack(&id);
+    /// Records the exit of `id`'s process `exit.pid` (already detached by `forget_pid`).
+    fn record_exit(&mut self, id: ProcessId, exit: ChildExit, now: UnixMillis) {
         let Some(observed) = self.observed.get(&id) else {
             return;
         };
@@ -440,7 +447,7 @@ impl Supervisor {
             }
             self.burst = 0;
         }
-        self.kill_inherited_now();
+        self.kill_inherited_soon();
     }
 
     /// Plans `ids` and carries the plan out, in rounds: a later round sees the outcome of the
@@ -473,7 +480,24 @@ impl Supervisor {
         acted
     }
 
-    /// Kills what the processes that ended left behind (see `signals::kill_inherited`).
+    /// Kills what the processes that ended left behind (see `signals::kill_inherited`), on a
+    /// blocking thread of the shared runtime: finding them reads the list of all the launcher's
+    /// children, which the loop must not pay for on every exit. Each is signalled only once
+    /// proven ours through its pidfd, so doing it later is as safe as doing it now.
+    fn kill_inherited_soon(&mut self) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let ended = std::mem::take(&mut self.ended);
+        let children = self.children.clone();
+        let launcher_id = self.config.launcher_id.clone();
+        self.side.spawn_blocking(move || {
+            kill_inherited(&children, &launcher_id, &ended);
+        });
+    }
+
+    /// Kills what the processes that ended left behind, before returning (for the shutdown,
+    /// which must not end before they are gone).
     pub(super) fn kill_inherited_now(&mut self) {
         if !self.ended.is_empty() {
             let ended = std::mem::take(&mut self.ended);
@@ -778,6 +802,52 @@ mod tests {
         assert_eq!(
             supervisor.observed[&id("slow")].stop_deadline,
             Some(NOW.saturating_add(Duration::from_secs(2)))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reaped_pid_reused_by_another_process_is_never_signalled_for_its_old_id() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let cleanup = Spawned(vec![pid]);
+        // `leaving` was stopping; its process was reaped and its exit is queued, not yet
+        // recorded, and `newcomer`'s spawn got the same pid.
+        supervisor
+            .children
+            .lock()
+            .insert(pid, super::super::reaper::Child::Process);
+        supervisor.pids.insert(pid, id("newcomer"));
+        for (name, phase) in [("leaving", Phase::Stopping), ("newcomer", Phase::Running)] {
+            let observed = ObservedRecord {
+                pid: Some(pid),
+                ..record(name, phase)
+            };
+            supervisor.observed.insert(id(name), observed);
+        }
+
+        supervisor.stop(
+            &id("leaving"),
+            StopReason::Undesired,
+            Duration::from_secs(1),
+            NOW,
+        );
+        supervisor.kill(&id("newcomer"));
+
+        let status = child.wait().unwrap();
+        // Reaped: the guard must not signal a pid that is no longer ours.
+        std::mem::forget(cleanup);
+        assert_eq!(
+            status.signal(),
+            Some(nix::sys::signal::Signal::SIGKILL as i32),
+            "only the newcomer's SIGKILL reached the process, not the SIGTERM meant for the old one"
         );
     }
 }
