@@ -6,6 +6,16 @@ use std::collections::BTreeMap;
 
 use super::model::{Ports, ProcessId, ProcessSpec};
 
+/// The id of the process a child is (an instance of).
+pub const PROCESS_ID_ENV: &str = "PROCESS_ID";
+
+/// The launcher a child belongs to: what makes a process provably ours.
+pub const LAUNCHER_ID_ENV: &str = "PRISM_LAUNCHER_ID";
+
+/// Unique to one spawn, and inherited by the child's descendants: what tells a process's
+/// instance from the one before it.
+pub const INSTANCE_ID_ENV: &str = "PRISM_INSTANCE_ID";
+
 /// The variables the launcher sets for every child, in the order `injected_values` gives them;
 /// a spec cannot set or override them.
 pub const INJECTED_ENV: [&str; 9] = [
@@ -14,10 +24,10 @@ pub const INJECTED_ENV: [&str; 9] = [
     "SESSION_ID",
     "GRPC_PORT",
     "HEALTH_PORT",
-    "PROCESS_ID",
+    PROCESS_ID_ENV,
     "PROCESS_TYPE",
-    "PRISM_LAUNCHER_ID",
-    "PRISM_INSTANCE_ID",
+    LAUNCHER_ID_ENV,
+    INSTANCE_ID_ENV,
 ];
 
 /// Carried by exec probes instead of `PRISM_LAUNCHER_ID` (a probe is not a process of the
@@ -127,5 +137,29 @@ pub fn child_environment(
     for (name, value) in injected_values(spec, child) {
         env.insert(name.to_string(), value);
     }
+    env
+}
+
+/// The environment of an exec probe of a process of `launcher_id`: the process's own, except
+/// that it carries `PROBE_OF_ENV` instead of the launcher id and no instance, so that it is
+/// never taken for a process of the launcher's (nor adopted), yet is found and ended when a
+/// crashed launcher left it behind.
+pub fn probe_environment(
+    spec: &ProcessSpec,
+    id: &ProcessId,
+    ports: Ports,
+    launcher_id: &str,
+    launcher_env: impl Fn(&str) -> Option<String>,
+) -> BTreeMap<String, String> {
+    let identity = ChildIdentity {
+        id,
+        ports,
+        launcher_id: "",
+        instance: "",
+    };
+    let mut env = child_environment(spec, identity, launcher_env);
+    env.remove(LAUNCHER_ID_ENV);
+    env.remove(INSTANCE_ID_ENV);
+    env.insert(PROBE_OF_ENV.to_string(), launcher_id.to_string());
     env
 }

@@ -152,10 +152,7 @@ impl Supervisor {
     /// one and the same process.
     fn open_if_ours(&self, record: &ObservedRecord, pid: u32) -> Option<Arc<Pidfd>> {
         let pidfd = Pidfd::open(pid).ok()?;
-        let expected = Identity {
-            process_id: record.id.to_string(),
-            instance: record.instance.clone()?,
-        };
+        let expected = Identity::of(&record.id, record.instance.as_deref()?);
         let proven = record.pid_start_ticks.is_some()
             && procfs::start_ticks(pid) == record.pid_start_ticks
             && identity_of(pid, &self.config.launcher_id) == Some(expected)

@@ -12,11 +12,11 @@ use super::procfs;
 use super::reaper::ChildTable;
 use super::signals::{signal_escaped, signal_group, Identity};
 use super::spawn::{spawn_child, working_dir, SpawnContext};
-use super::supervisor::{log_if_tripped, Progress, Supervisor};
+use super::supervisor::{log_if_tripped, Supervisor};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, child_environment, stop_grace, Action, ChildIdentity, ObservedRecord, Phase, Ports,
-    ProcessId, ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis, PROBE_OF_ENV,
+    self, probe_environment, stop_grace, Action, ObservedRecord, Phase, Ports, ProcessId,
+    ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
 };
 
 /// Spawns run in parallel threads from this many starts in one round on (a single restart runs
@@ -27,10 +27,23 @@ const PARALLEL_FROM: usize = 8;
 struct Launched {
     id: ProcessId,
     restart: bool,
-    intent: Option<SpawnIntent>,
-    /// The pid and its start time, or the ports and the reason of the failure.
-    outcome: Result<(u32, Option<u64>), (Ports, String)>,
+    outcome: Outcome,
     took: Duration,
+}
+
+enum Outcome {
+    Spawned {
+        intent: SpawnIntent,
+        pid: u32,
+        start_ticks: Option<u64>,
+    },
+    /// No process: the ports it had (or got) and why. `intent` when the spawn itself failed
+    /// (its intent was recorded), `None` when it never got that far (no ports).
+    Failed {
+        intent: Option<SpawnIntent>,
+        ports: Ports,
+        error: String,
+    },
 }
 
 /// Spawns every prepared start: on the loop's thread for a few, else in parallel threads (an
@@ -43,37 +56,51 @@ fn launch_all(
 ) -> Vec<Launched> {
     let launch = |start: Prepared| -> Launched {
         let started = std::time::Instant::now();
-        let outcome = match (&start.intent, start.failure) {
-            (Some(intent), _) => {
+        let outcome = match start.intent {
+            Ok(intent) => {
                 let context = SpawnContext {
                     launcher_id,
                     log_dir,
                     instance: &intent.instance,
                 };
-                spawn_child(
+                match spawn_child(
                     &start.id,
                     &intent.desired.spec,
                     intent.ports,
                     context,
                     children,
-                )
-                // Read here, in parallel, rather than on the loop's thread after.
-                .map(|pid| (pid, procfs::start_ticks(pid)))
-                .map_err(|error| (intent.ports, Chain(&error).to_string()))
+                ) {
+                    Ok(pid) => Outcome::Spawned {
+                        // Read here, in parallel, rather than on the loop's thread after.
+                        start_ticks: procfs::start_ticks(pid),
+                        pid,
+                        intent,
+                    },
+                    Err(error) => Outcome::Failed {
+                        ports: intent.ports,
+                        error: Chain(&error).to_string(),
+                        intent: Some(intent),
+                    },
+                }
             }
-            (None, Some(failure)) => Err(failure),
-            (None, None) => Err((Ports { grpc: 0, health: 0 }, "nothing to start".to_string())),
+            Err((ports, error)) => Outcome::Failed {
+                intent: None,
+                ports,
+                error,
+            },
         };
         Launched {
             id: start.id,
             restart: start.restart,
-            intent: start.intent,
             outcome,
             took: started.elapsed(),
         }
     };
+    if prepared.len() < PARALLEL_FROM {
+        return prepared.into_iter().map(launch).collect();
+    }
     let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get().min(4));
-    if prepared.len() < PARALLEL_FROM || threads < 2 {
+    if threads < 2 {
         return prepared.into_iter().map(launch).collect();
     }
     let chunk = prepared.len().div_ceil(threads);
@@ -101,28 +128,26 @@ fn launch_all(
     })
 }
 
-/// A start that passed the budget and capacity checks, with what its spawn gets.
+/// A start that passed the budget and capacity checks, with what its spawn gets, or the ports
+/// it had and why it cannot be spawned.
 struct Prepared {
     id: ProcessId,
     restart: bool,
-    intent: Option<SpawnIntent>,
-    /// Why it cannot be spawned (its ports), when it cannot.
-    failure: Option<(Ports, String)>,
+    intent: Result<SpawnIntent, (Ports, String)>,
 }
 
 impl Supervisor {
     /// Carries out one action (the starts of a round go together through `start_all`).
-    pub(super) fn execute(&mut self, action: Action, now: UnixMillis) -> Progress {
+    pub(super) fn execute(&mut self, action: Action, now: UnixMillis) {
         if action.is_start() {
-            return match self.start_all(vec![action], now).is_empty() {
-                true => Progress::Deferred,
-                false => Progress::Made,
-            };
+            self.start_all(vec![action], now);
+            return;
         }
         let span = tracing::info_span!("action", id = %action.id(), kind = action.kind());
         let _entered = span.enter();
         self.count_action(&action);
         match action {
+            // Handed to `start_all` above.
             Action::Start { .. } => {}
             Action::Stop { id, reason, grace } => {
                 let requested = match reason {
@@ -147,7 +172,6 @@ impl Supervisor {
                 }
             }
         }
-        Progress::Made
     }
 
     fn count_action(&self, action: &Action) {
@@ -188,7 +212,7 @@ impl Supervisor {
         }
         let intents: Vec<SpawnIntent> = prepared
             .iter()
-            .filter_map(|start| start.intent.clone())
+            .filter_map(|start| start.intent.clone().ok())
             .collect();
         if let Err(error) = self.store.record_spawn_intents(&intents) {
             // Spawning without a durable intent could start a process twice after a crash.
@@ -227,7 +251,7 @@ impl Supervisor {
             desired.spec.port_needs(),
         ) {
             Ok(ports) => Some(Prepared {
-                intent: Some(SpawnIntent {
+                intent: Ok(SpawnIntent {
                     desired: desired.clone(),
                     instance,
                     ports,
@@ -235,16 +259,14 @@ impl Supervisor {
                 }),
                 id,
                 restart,
-                failure: None,
             }),
             Err(error) => Some(Prepared {
-                failure: Some((
+                intent: Err((
                     previous_ports.unwrap_or(Ports { grpc: 0, health: 0 }),
                     Chain(&error).to_string(),
                 )),
                 id,
                 restart,
-                intent: None,
             }),
         }
     }
@@ -254,29 +276,31 @@ impl Supervisor {
         let Launched {
             id,
             restart,
-            intent,
             outcome,
             took,
         } = launched;
         let span =
             tracing::info_span!("action", %id, kind = if restart { "restart" } else { "start" });
         let _entered = span.enter();
-        if intent.is_some() {
+        if let Outcome::Spawned { .. }
+        | Outcome::Failed {
+            intent: Some(_), ..
+        } = &outcome
+        {
             // Forgotten only after the outcome is written (see `persist`): were the intent
             // removed first, a launcher killed in between would find neither.
             self.settled_intents.push(id.clone());
         }
-        let spawned = match (outcome, intent) {
-            (Ok((pid, start_ticks)), Some(intent)) => Ok((pid, start_ticks, intent)),
-            (Err(failure), _) => Err(failure),
-            (Ok(_), None) => return,
-        };
         let Some(desired) = self.desired.get(&id) else {
             return;
         };
         let previous = self.observed.get(&id);
-        match spawned {
-            Ok((pid, start_ticks, intent)) => {
+        match outcome {
+            Outcome::Spawned {
+                intent,
+                pid,
+                start_ticks,
+            } => {
                 let spawned = Spawned {
                     pid,
                     start_ticks,
@@ -313,7 +337,7 @@ impl Supervisor {
                 self.config.usage.track(&id, pid);
                 self.set_observed(next);
             }
-            Err((ports, error)) => {
+            Outcome::Failed { ports, error, .. } => {
                 tracing::error!(%id, %error, "cannot start process");
                 let next = reconcile::record_spawn_failed(
                     desired,
@@ -368,7 +392,8 @@ impl Supervisor {
         if let Some(pid) = self.live_pid(id, observed) {
             tracing::info!(%id, pid, ?reason, ?grace, "stopping process: SIGTERM to its process group");
             signal_group(&self.children, &self.adopted, pid, Signal::SIGTERM);
-            if let Some(identity) = identity(observed.instance.as_deref(), id) {
+            if let Some(instance) = &observed.instance {
+                let identity = Identity::of(id, instance);
                 signal_escaped(pid, &self.config.launcher_id, &identity, Signal::SIGTERM);
             }
         }
@@ -391,7 +416,8 @@ impl Supervisor {
         if let Some(pid) = self.live_pid(id, observed) {
             tracing::warn!(%id, pid, "grace period over; sending SIGKILL to the process group");
             signal_group(&self.children, &self.adopted, pid, Signal::SIGKILL);
-            if let Some(identity) = identity(observed.instance.as_deref(), id) {
+            if let Some(instance) = &observed.instance {
+                let identity = Identity::of(id, instance);
                 signal_escaped(pid, &self.config.launcher_id, &identity, Signal::SIGKILL);
             }
         }
@@ -410,18 +436,9 @@ impl Supervisor {
         let Some(check) = spec.health_check.clone() else {
             return;
         };
-        // A probe is not a process of this launcher's: without the launcher id, an orphan scan
-        // never mistakes it for one, and it is never adopted.
-        let identity = ChildIdentity {
-            id,
-            ports,
-            launcher_id: "",
-            instance: "",
-        };
-        let mut env = child_environment(spec, identity, |name| std::env::var(name).ok());
-        env.remove("PRISM_LAUNCHER_ID");
-        env.remove("PRISM_INSTANCE_ID");
-        env.insert(PROBE_OF_ENV.to_string(), self.config.launcher_id.clone());
+        let env = probe_environment(spec, id, ports, &self.config.launcher_id, |name| {
+            std::env::var(name).ok()
+        });
         let exec = ExecContext {
             env,
             working_dir: working_dir(spec),
@@ -448,12 +465,4 @@ impl Supervisor {
             handle.abort();
         }
     }
-}
-
-/// The identity the descendants of a process of `id` started as `instance` carry.
-fn identity(instance: Option<&str>, id: &ProcessId) -> Option<Identity> {
-    Some(Identity {
-        process_id: id.to_string(),
-        instance: instance?.to_string(),
-    })
 }

@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use super::pidfd::Pidfd;
 use super::procfs;
 use super::reaper::ChildTable;
-use crate::reconcile::PROBE_OF_ENV;
+use crate::reconcile::{ProcessId, INSTANCE_ID_ENV, LAUNCHER_ID_ENV, PROBE_OF_ENV, PROCESS_ID_ENV};
 
 /// Most processes looked at in one subtree walk, so that a fork bomb cannot stall the loop.
 const MAX_SUBTREE: usize = 4096;
@@ -32,6 +32,16 @@ const MAX_SUBTREE: usize = 4096;
 pub struct Identity {
     pub process_id: String,
     pub instance: String,
+}
+
+impl Identity {
+    /// What the process `id` started as `instance` (and its descendants) carries.
+    pub fn of(id: &ProcessId, instance: &str) -> Identity {
+        Identity {
+            process_id: id.to_string(),
+            instance: instance.to_string(),
+        }
+    }
 }
 
 /// Signals the process group led by `leader`: our unreaped child (checked under the table's
@@ -67,12 +77,12 @@ pub fn signal_group(
     }
 }
 
-/// The live descendants of `root` that are not in the process group `group`, found by walking
-/// the subtree from `root` (O(its size), bounded by `MAX_SUBTREE`).
-pub fn escaped_descendants(root: u32, group: u32) -> Vec<u32> {
-    subtree(root)
+/// The live descendants of the group leader `leader` that left its process group, found by
+/// walking its subtree (O(its size), bounded by `MAX_SUBTREE`).
+pub fn escaped_descendants(leader: u32) -> Vec<u32> {
+    subtree(leader)
         .into_iter()
-        .filter(|pid| procfs::process_group(*pid) != Some(group))
+        .filter(|pid| procfs::process_group(*pid) != Some(leader))
         .collect()
 }
 
@@ -127,28 +137,28 @@ pub fn identity_of(pid: u32, launcher_id: &str) -> Option<Identity> {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.clone())
     };
-    let launchers = value("PRISM_LAUNCHER_ID");
+    let launchers = value(LAUNCHER_ID_ENV);
     let probe_of = value(PROBE_OF_ENV);
     if launchers.as_deref() != Some(launcher_id) {
         // An exec probe of ours (left by a crashed launcher, or running now: the caller tells
         // them apart by the child table): an identity no process instance ever has.
         return (probe_of.as_deref() == Some(launcher_id)).then(|| Identity {
-            process_id: value("PROCESS_ID").unwrap_or_default(),
+            process_id: value(PROCESS_ID_ENV).unwrap_or_default(),
             instance: String::new(),
         });
     }
     // A process with this launcher's id is ours even without the other two (it is then an
     // orphan by definition: no tracked instance matches an empty one).
     Some(Identity {
-        process_id: value("PROCESS_ID").unwrap_or_default(),
-        instance: value("PRISM_INSTANCE_ID").unwrap_or_default(),
+        process_id: value(PROCESS_ID_ENV).unwrap_or_default(),
+        instance: value(INSTANCE_ID_ENV).unwrap_or_default(),
     })
 }
 
 /// Signals the descendants of the live leader `leader` that left its group and carry
 /// `identity` (a stop's SIGTERM, a kill's SIGKILL). O(the leader's subtree).
 pub fn signal_escaped(leader: u32, launcher_id: &str, identity: &Identity, signal: Signal) {
-    for pid in escaped_descendants(leader, leader) {
+    for pid in escaped_descendants(leader) {
         if signal_if_ours(pid, launcher_id, identity, signal) {
             tracing::warn!(id = %identity.process_id, pid, %signal, "signalled a descendant that left the process group");
         }

@@ -18,7 +18,6 @@ use super::ports::PortAllocator;
 use super::reaper::{reap_ready, ChildExit, ChildTable};
 use super::signals::{kill_inherited, Identity};
 use super::timers::Timers;
-use crate::clock::Clock;
 use crate::error_chain::Chain;
 use crate::reconcile::{
     self, shorten_stop, Action, DesiredRecord, ExitStatus, Health, ObservedRecord, Phase,
@@ -50,7 +49,6 @@ const UNFINISHED_RETRY: Duration = Duration::from_millis(100);
 pub struct Supervisor {
     pub(super) store: Arc<Store>,
     pub(super) config: RuntimeConfig,
-    pub(super) clock: Clock,
     pub(super) log_dir: PathBuf,
     pub(super) children: ChildTable,
     pub(super) ports: PortAllocator,
@@ -101,8 +99,7 @@ impl Supervisor {
         events: mpsc::UnboundedSender<Event>,
         side: tokio::runtime::Handle,
     ) -> Supervisor {
-        let clock = config.clock.clone();
-        let now = clock();
+        let now = (config.clock)();
         Supervisor {
             store,
             ports: PortAllocator::new(config.port_range.clone()),
@@ -110,7 +107,6 @@ impl Supervisor {
             capacity: Capacity::new(config.max_processes),
             jitter: Jitter::seeded(now.0 ^ (u64::from(std::process::id()) << 32)),
             config,
-            clock,
             log_dir,
             children: ChildTable::default(),
             events,
@@ -136,7 +132,7 @@ impl Supervisor {
     }
 
     pub fn now(&self) -> UnixMillis {
-        (self.clock)()
+        (self.config.clock)()
     }
 
     /// Reads every desired record and marks every known id for planning.
@@ -321,10 +317,7 @@ impl Supervisor {
         // left the group were reparented to the launcher and are killed after this pass, so
         // that nothing of the old process outlives it.
         if let Some(instance) = &observed.instance {
-            self.ended.insert(Identity {
-                process_id: id.to_string(),
-                instance: instance.clone(),
-            });
+            self.ended.insert(Identity::of(&id, instance));
         }
         // A SIGKILL the launcher did not send may be the kernel's OOM killer: its log tells.
         let status = match exit.status {
@@ -620,14 +613,6 @@ pub(super) fn log_if_tripped(record: &ObservedRecord) {
     }
 }
 
-/// Whether an action changed something that the same pass should plan again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Progress {
-    Made,
-    /// Nothing changed: it waits for a timer or a free slot.
-    Deferred,
-}
-
 impl Supervisor {
     /// Carries out one round's actions: every start of the round together (one durable record
     /// of the spawns about to happen, then the spawns), every other action at once. Returns the
@@ -637,10 +622,8 @@ impl Supervisor {
             actions.into_iter().partition(Action::is_start);
         let mut progressed = BTreeSet::new();
         for action in others {
-            let id = action.id().clone();
-            if self.execute(action, now) == Progress::Made {
-                progressed.insert(id);
-            }
+            progressed.insert(action.id().clone());
+            self.execute(action, now);
         }
         progressed.extend(self.start_all(starts, now));
         progressed
