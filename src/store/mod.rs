@@ -10,6 +10,7 @@
 //! `migrate`, run once when an older store is opened. A store written by a newer launcher, or
 //! with a version no launcher writes, is refused with a message, never misread.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -373,38 +374,14 @@ impl Store {
         Ok(())
     }
 
-    /// Makes `specs` the whole desired set of `source`: new ids are created, changed specs get a
-    /// new generation, ids of the source missing from `specs` are deleted. Ids owned by another
-    /// source are left alone and reported as conflicts. Atomic and durable. Costs O(the records
-    /// of this source), not O(all records).
-    pub fn apply_source(
-        &self,
-        source: &Source,
-        specs: &[(ProcessId, ProcessSpec)],
-    ) -> Result<ApplyOutcome, StoreError> {
-        self.apply_source_taking_over(source, specs, &[])
-    }
-
-    /// Like `apply_source`, and ids owned by one of `released` (sources that are going away,
-    /// such as a spec file renamed to `source`) are taken over in the same transaction instead
-    /// of being conflicts, so that the record never goes missing in between.
-    pub fn apply_source_taking_over(
-        &self,
-        source: &Source,
-        specs: &[(ProcessId, ProcessSpec)],
-        released: &[Source],
-    ) -> Result<ApplyOutcome, StoreError> {
-        let mut outcomes = self.apply_sources(&[SourceSet {
-            source,
-            specs,
-            released,
-        }])?;
-        Ok(outcomes.pop().unwrap_or_default())
-    }
-
-    /// Applies the whole sets of several sources, in order, as `apply_source_taking_over` does
-    /// for one, in ONE transaction and with one flush: a burst of a thousand spec files costs one
-    /// fsync, not a thousand. Returns the outcome of each set, in order.
+    /// Makes each set's `specs` the whole desired set of its `source`, in order: new ids are
+    /// created, changed specs get a new generation, ids of the source missing from `specs` are
+    /// deleted. Ids owned by another source are left alone and reported as conflicts, except
+    /// those owned by one of the set's `released` sources (going away, such as a spec file
+    /// renamed to `source`), which are taken over in the same transaction so that the record
+    /// never goes missing in between. ONE transaction and one flush for all the sets: a burst of
+    /// a thousand spec files costs one fsync, not a thousand. Costs O(the records of these
+    /// sources), not O(all records). Returns the outcome of each set, in order.
     pub fn apply_sources(&self, sets: &[SourceSet<'_>]) -> Result<Vec<ApplyOutcome>, StoreError> {
         let previously_owned = sets
             .iter()
@@ -586,8 +563,9 @@ impl Store {
                     Err(error) => return Err(error),
                 }
             }
+            let assigned: HashSet<&ProcessId> = assignments.iter().map(|(id, _, _)| id).collect();
             delete_unlisted(tx, &previously_owned, &admin, &mut outcome, |id| {
-                assignments.iter().any(|(assigned, _, _)| assigned == id)
+                assigned.contains(id)
             })?;
             Ok(outcome)
         })?;
@@ -755,8 +733,9 @@ fn apply_set(
             }
         }
     }
+    let declared: HashSet<&ProcessId> = specs.iter().map(|(id, _)| id).collect();
     delete_unlisted(tx, previously_owned, source, &mut outcome, |id| {
-        specs.iter().any(|(declared, _)| declared == id)
+        declared.contains(id)
     })?;
     Ok(outcome)
 }

@@ -26,6 +26,49 @@ fn file(path: &str) -> Source {
     }
 }
 
+/// One source's set at a time, as most of these tests apply them (the launcher applies batches
+/// of sets through `apply_sources`, which this calls).
+trait ApplyOne {
+    fn apply_source(
+        &self,
+        source: &Source,
+        specs: &[(ProcessId, ProcessSpec)],
+    ) -> Result<ApplyOutcome, StoreError>;
+
+    fn apply_source_taking_over(
+        &self,
+        source: &Source,
+        specs: &[(ProcessId, ProcessSpec)],
+        released: &[Source],
+    ) -> Result<ApplyOutcome, StoreError>;
+}
+
+impl ApplyOne for Store {
+    fn apply_source(
+        &self,
+        source: &Source,
+        specs: &[(ProcessId, ProcessSpec)],
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.apply_source_taking_over(source, specs, &[])
+    }
+
+    fn apply_source_taking_over(
+        &self,
+        source: &Source,
+        specs: &[(ProcessId, ProcessSpec)],
+        released: &[Source],
+    ) -> Result<ApplyOutcome, StoreError> {
+        let set = SourceSet {
+            source,
+            specs,
+            released,
+        };
+        let mut outcomes = self.apply_sources(&[set])?;
+        assert_eq!(outcomes.len(), 1, "one outcome per set");
+        Ok(outcomes.remove(0))
+    }
+}
+
 /// A spec with every field filled, so that encoding and decoding cover all of them.
 fn spec(executable: &str) -> ProcessSpec {
     ProcessSpec {
