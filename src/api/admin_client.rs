@@ -14,7 +14,7 @@ use super::convert::from_proto::assignment_spec;
 use super::convert::to_proto::{capability_words, heartbeat_request};
 use super::proto::prism as pb;
 use crate::error_chain::Chain;
-use crate::reconcile::{join, ProcessId, ProcessSpec, Source};
+use crate::reconcile::{ProcessId, ProcessSpec, Source};
 use crate::sources::catalog::read_catalog;
 use crate::store::StoreError;
 use crate::telemetry::{Metrics, UsageBoard};
@@ -187,12 +187,10 @@ impl Admin {
         let launcher_id = self.settings.launcher_id.clone();
         let max_processes = self.settings.max_processes;
         store_call(move || {
-            let (desired, _) = context.store.all_desired()?;
-            let (observed, _) = context.store.all_observed()?;
             let now = context.now();
             Ok(heartbeat_request(
                 &launcher_id,
-                &join(desired, observed),
+                &context.store.rows()?,
                 &usage.sample(now),
                 max_processes,
                 now,

@@ -199,7 +199,7 @@ impl ControlPlaneService {
         Ok(pb::ProcessRevocationAck {
             success: true,
             message: format!("{id} stopped"),
-            stopped_at: i64::try_from(stopped_at.0 / 1000).unwrap_or(i64::MAX),
+            stopped_at: stopped_at.whole_seconds(),
             exit_code,
         })
     }

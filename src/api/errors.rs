@@ -84,6 +84,39 @@ pub fn assignment_status(error: AssignmentError) -> Status {
     }
 }
 
+/// The status a refused LauncherAdmin call answers with.
+pub fn admin_status(error: AdminError) -> Status {
+    let message = Chain(&error).to_string();
+    match error {
+        AdminError::InvalidId(_) => Status::invalid_argument(message),
+        AdminError::UnknownProcess(_) | AdminError::NoLog(_) => Status::not_found(message),
+        AdminError::UnreadableLog { .. } => Status::internal(message),
+        AdminError::Interrupted { .. } => Status::unavailable(message),
+        AdminError::Store(error) => blocking_status(error),
+    }
+}
+
+/// Why a LauncherAdmin call (reset, logs) was refused; `errors::admin_status` maps each to a
+/// gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    InvalidId(InvalidProcessId),
+    #[error("nothing desires a process {0:?}")]
+    UnknownProcess(String),
+    #[error("no log for process {0}")]
+    NoLog(ProcessId),
+    #[error("cannot read the log of {id}: {error}")]
+    UnreadableLog {
+        id: ProcessId,
+        error: std::io::Error,
+    },
+    #[error("cannot read the log of {id}: {error}")]
+    Interrupted { id: ProcessId, error: Interrupted },
+    #[error(transparent)]
+    Store(#[from] BlockingStoreError),
+}
+
 /// Why a PatternLauncher call was refused; `errors::pattern_status` maps each to a gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum PatternError {

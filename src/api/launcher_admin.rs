@@ -8,10 +8,10 @@ use tonic::{Request, Response, Status};
 use super::blocking::store_call;
 use super::context::ApiContext;
 use super::convert::to_proto::status_report;
-use super::errors::blocking_status;
+use super::errors::{admin_status, blocking_status, AdminError};
 use super::logs::{stream_logs, LogStream};
 use super::proto::prism::launcher::v1 as pb;
-use crate::reconcile::{join, Phase, ProcessId};
+use crate::reconcile::{Phase, ProcessId};
 
 pub struct LauncherAdminService {
     pub context: Arc<ApiContext>,
@@ -26,11 +26,9 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         // Reading and decoding every record is O(processes): on the blocking pool.
         let context = self.context.clone();
         let report = store_call(move || {
-            let (desired, _corrupt_desired) = context.store.all_desired()?;
-            let (observed, _corrupt_observed) = context.store.all_observed()?;
             Ok(status_report(
                 &context.launcher_id,
-                &join(desired, observed),
+                &context.store.rows()?,
                 context.problems.snapshot(),
                 context.now(),
             ))
@@ -53,6 +51,7 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         )
         .await
         .map(Response::new)
+        .map_err(admin_status)
     }
 
     async fn reset_process(
@@ -60,7 +59,7 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         request: Request<pb::ResetProcessRequest>,
     ) -> Result<Response<pb::ResetProcessResponse>, Status> {
         let process_id = request.into_inner().process_id;
-        let unknown = || Status::not_found(format!("nothing desires a process {process_id:?}"));
+        let unknown = || admin_status(AdminError::UnknownProcess(process_id.clone()));
         let id = ProcessId::new(process_id.clone()).map_err(|_| unknown())?;
         let store = self.context.store.clone();
         let reset_id = id.clone();

@@ -9,6 +9,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::blocking::blocking;
+use super::errors::{admin_status, AdminError};
 use super::proto::prism::launcher::v1 as pb;
 use crate::reconcile::ProcessId;
 
@@ -30,23 +32,28 @@ pub async fn stream_logs(
     source: Arc<dyn LogSource>,
     request: pb::StreamLogsRequest,
     mut stopping: watch::Receiver<bool>,
-) -> Result<LogStream, Status> {
-    let id = ProcessId::new(request.process_id.clone())
-        .map_err(|error| Status::invalid_argument(error.to_string()))?;
+) -> Result<LogStream, AdminError> {
+    let id = ProcessId::new(request.process_id.clone()).map_err(AdminError::InvalidId)?;
     let lines = (request.tail_lines > 0).then_some(request.tail_lines as usize);
     let read = move |source: &Arc<dyn LogSource>, id: &ProcessId, offset: Option<u64>| {
         let (source, id) = (source.clone(), id.clone());
-        tokio::task::spawn_blocking(move || match offset {
+        blocking(move || match offset {
             None => source.tail(&id, lines),
             Some(offset) => source.read_from(&id, offset),
         })
     };
     let (first, mut offset) = read(&source, &id, None)
         .await
-        .map_err(|error| Status::unavailable(format!("cannot read the log of {id}: {error}")))?
+        .map_err(|error| AdminError::Interrupted {
+            id: id.clone(),
+            error,
+        })?
         .map_err(|error| match error.kind() {
-            std::io::ErrorKind::NotFound => Status::not_found(format!("no log for process {id}")),
-            _ => Status::internal(format!("cannot read the log of {id}: {error}")),
+            std::io::ErrorKind::NotFound => AdminError::NoLog(id.clone()),
+            _ => AdminError::UnreadableLog {
+                id: id.clone(),
+                error,
+            },
         })?;
     let (sender, receiver) = mpsc::channel(16);
     tokio::spawn(async move {
@@ -75,11 +82,8 @@ pub async fn stream_logs(
                     }
                 }
                 Err(error) => {
-                    let _ = sender
-                        .send(Err(Status::internal(format!(
-                            "cannot read the log of {id}: {error}"
-                        ))))
-                        .await;
+                    let error = AdminError::UnreadableLog { id, error };
+                    let _ = sender.send(Err(admin_status(error))).await;
                     return;
                 }
             }

@@ -16,12 +16,9 @@ use super::errors::{pattern_status, PatternError};
 use super::proto::prism::launcher as pb;
 use super::waiting::{wait_for_observed, WaitError};
 use crate::reconcile::{
-    join, ObservedRecord, Phase, ProcessId, ProcessRow, ProcessSpec, ProcessType, Source,
+    ObservedRecord, Phase, ProcessId, ProcessRow, ProcessSpec, ProcessType, Source,
 };
 use crate::sources::catalog::read_catalog;
-
-/// How long LaunchPattern waits for a healthy process by default.
-pub const DEFAULT_LAUNCH_WAIT: Duration = Duration::from_secs(30);
 
 /// What TerminatePattern waits beyond the grace period for the exit to be recorded.
 const TERMINATE_MARGIN: Duration = Duration::from_secs(5);
@@ -261,24 +258,16 @@ impl PatternLauncherService {
     async fn row(&self, id: &ProcessId) -> Result<Option<ProcessRow>, PatternError> {
         let store = self.context.store.clone();
         let id = id.clone();
-        Ok(store_call(move || {
-            let desired = store.desired(&id)?;
-            let observed = store.observed(&id)?;
-            Ok(ProcessRow::new(id, desired, observed))
-        })
-        .await?)
+        Ok(store_call(move || store.row(&id)).await?)
     }
 
     /// Every pattern process, desired or observed, by id.
     async fn pattern_rows(&self) -> Result<Vec<ProcessRow>, PatternError> {
         let store = self.context.store.clone();
         Ok(store_call(move || {
-            let (desired, _) = store.all_desired()?;
-            let (observed, _) = store.all_observed()?;
-            Ok(join(desired, observed)
-                .into_iter()
-                .filter(|row| row.spec().process_type == ProcessType::Pattern)
-                .collect())
+            let mut rows = store.rows()?;
+            rows.retain(|row| row.spec().process_type == ProcessType::Pattern);
+            Ok(rows)
         })
         .await?)
     }
@@ -287,10 +276,7 @@ impl PatternLauncherService {
 /// Whether a launch can answer: the process is ready, or it has stopped for good.
 fn launch_settled(observed: &ObservedRecord) -> bool {
     match observed.phase {
-        Phase::Running => matches!(
-            observed.health,
-            crate::reconcile::Health::Healthy | crate::reconcile::Health::NotChecked
-        ),
+        Phase::Running => observed.is_ready(),
         Phase::Exited | Phase::Tripped => true,
         Phase::Starting | Phase::Stopping | Phase::BackingOff | Phase::Stopped | Phase::Pending => {
             false

@@ -1,6 +1,7 @@
 //! The commands that talk to a running launcher (`status`, `reset`, `logs`), their flags, and
 //! what they print: the `status` table and its JSON and YAML forms.
 
+use super::parse_word;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use prism_launcher::api::client::{
     fetch_status, reset_process, stream_logs, ClientError, ProcessView, StatusView,
 };
 use prism_launcher::app::ADDRESS_FILE;
-use prism_launcher::reconcile::{Phase, Vocabulary};
+use prism_launcher::reconcile::{DiffKind, Phase, SourceKind};
 use prism_launcher::sources::values::{parse_duration, parse_positive_duration};
 
 /// How client commands find a running launcher.
@@ -38,12 +39,12 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
-    /// Only processes from this source.
-    #[arg(long, value_parser = ["file", "api", "admin"])]
-    source: Option<String>,
+    /// Only processes from this source (file, api, admin).
+    #[arg(long, value_parser = parse_word::<SourceKind>)]
+    source: Option<SourceKind>,
     /// Only processes in this state (pending, starting, running, stopping, backing-off, tripped,
     /// exited, stopped).
-    #[arg(long, value_parser = parse_phase)]
+    #[arg(long, value_parser = parse_word::<Phase>)]
     state: Option<Phase>,
     /// Refresh every --interval until interrupted (in place on a terminal).
     #[arg(short, long)]
@@ -51,11 +52,6 @@ pub struct StatusArgs {
     /// How often --watch refreshes.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
     interval: Duration,
-}
-
-/// A state word, as the vocabulary spells it (a bad one is a usage error).
-fn parse_phase(text: &str) -> Result<Phase, String> {
-    Phase::parse_word(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,8 +93,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         let mut view = block_on(fetch_status(&address, args.connect.timeout))?;
         view.processes.retain(|process| {
             args.source
-                .as_deref()
-                .is_none_or(|source| process.source.split(':').next() == Some(source))
+                .is_none_or(|kind| SourceKind::of_label(&process.source) == Some(kind))
                 && args
                     .state
                     .is_none_or(|state| process.actual == state.as_str())
@@ -258,15 +253,15 @@ fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
     let differing: Vec<&ProcessView> = view
         .processes
         .iter()
-        .filter(|process| process.diff != "in-sync")
+        .filter(|process| process.diff != DiffKind::InSync.as_str())
         .collect();
     if !differing.is_empty() {
         out.push('\n');
         for process in differing {
-            let (marker, ansi) = match process.diff.as_str() {
-                "start" => ('+', "32"),
-                "replace" => ('~', "33"),
-                "stop" => ('-', "35"),
+            let (marker, ansi) = match process.diff.parse() {
+                Ok(DiffKind::Start) => ('+', "32"),
+                Ok(DiffKind::Replace) => ('~', "33"),
+                Ok(DiffKind::Stop) => ('-', "35"),
                 _ => ('!', "31"),
             };
             let detail = humane_times(&process.diff_detail, view.generated_at_unix_ms);
@@ -338,16 +333,17 @@ fn actual_column(process: &ProcessView) -> String {
 
 /// `file:<path>` shortened to a path relative to the current directory when it is inside it.
 fn short_source(process: &ProcessView, cwd: &str) -> String {
-    match process.source.strip_prefix("file:") {
-        Some(path) => {
+    match SourceKind::of_label(&process.source) {
+        Some(SourceKind::File) => {
+            let path = process.source.split_once(':').map_or("", |(_, path)| path);
             let relative = path
                 .strip_prefix(cwd)
                 .and_then(|rest| rest.strip_prefix('/'))
                 .unwrap_or(path);
-            format!("file:{relative}")
+            format!("{}:{relative}", SourceKind::File)
         }
-        None if process.source == "admin" => format!("admin v{}", process.admin_version),
-        None => dash_if_empty(&process.source),
+        Some(SourceKind::Admin) => format!("{} v{}", SourceKind::Admin, process.admin_version),
+        Some(SourceKind::Api) | None => dash_if_empty(&process.source),
     }
 }
 

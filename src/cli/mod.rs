@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use prism_launcher::reconcile::Vocabulary;
+
 /// Exit code of a command that failed (no launcher answers, I/O error...).
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code of `validate` when a spec file has errors. (2 is clap's, for bad usage.)
@@ -40,6 +42,12 @@ enum Command {
     Logs(client::LogsArgs),
     /// Check spec files offline and report every error.
     Validate(validate::ValidateArgs),
+}
+
+/// A word of one of the domain's closed sets, as `reconcile`'s vocabulary reads it (a bad one
+/// is a usage error that lists the words).
+fn parse_word<T: Vocabulary>(text: &str) -> Result<T, String> {
+    T::parse_word(text.trim()).map_err(|error| error.to_string())
 }
 
 /// Runs the command line the binary was started with.

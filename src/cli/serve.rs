@@ -2,6 +2,7 @@
 //! `app::Config` (the old flags map onto it directly), listeners bound here, the launcher run
 //! until SIGTERM or SIGINT.
 
+use super::parse_word;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
 use prism_launcher::app::{self, Config, Listeners};
-use prism_launcher::reconcile::{Backoff, Isolation, ProcessType, Vocabulary};
+use prism_launcher::reconcile::{Backoff, Isolation, ProcessType};
 use prism_launcher::sources::values::{parse_duration, parse_memory, parse_positive_duration};
 
 #[derive(Debug, clap::Args)]
@@ -269,11 +270,6 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-/// A word of one of the domain's closed sets, as `reconcile`'s vocabulary reads it.
-fn parse_word<T: Vocabulary>(text: &str) -> Result<T, String> {
-    T::parse_word(text.trim()).map_err(|error| error.to_string())
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use prism_launcher::sources::catalog::load_catalog;
-use prism_launcher::sources::spec_dir::is_spec_file_name;
+use prism_launcher::sources::spec_dir::spec_files_in;
 use prism_launcher::sources::spec_file::load_spec_file;
 
 use super::EXIT_INVALID;
@@ -31,14 +31,8 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     for path in &args.paths {
         if path.is_dir() {
-            let entries = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|path| is_spec_file_name(path))
-                .collect();
-            found.sort();
+            let found =
+                spec_files_in(path).with_context(|| format!("cannot read {}", path.display()))?;
             files.extend(found);
         } else {
             files.push(path.clone());

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,11 @@ use super::process_types::TypeConfig;
 pub struct UnixMillis(pub u64);
 
 impl UnixMillis {
+    /// Whole seconds since the epoch, as the wire's `int64` timestamps carry them.
+    pub fn whole_seconds(self) -> i64 {
+        i64::try_from(self.0 / 1000).unwrap_or(i64::MAX)
+    }
+
     pub fn saturating_add(self, duration: Duration) -> UnixMillis {
         let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         UnixMillis(self.0.saturating_add(millis))
@@ -157,17 +162,48 @@ pub enum Source {
     Admin { version: i64 },
 }
 
+/// What kind of source a `Source` is: the word `status`, `--source` and the metrics' `source`
+/// label use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    File,
+    Api,
+    Admin,
+}
+
+impl SourceKind {
+    /// The kind of a source as `Source`'s `Display` writes it (`file:<path>`, `api`, `admin`).
+    pub fn of_label(label: &str) -> Option<SourceKind> {
+        let word = label.split_once(':').map_or(label, |(word, _)| word);
+        word.parse().ok()
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::File { path } => write!(f, "file:{}", path.display()),
-            Source::Api => f.write_str("api"),
-            Source::Admin { .. } => f.write_str("admin"),
+            Source::File { path } => write!(f, "{}:{}", SourceKind::File, path.display()),
+            Source::Api | Source::Admin { .. } => f.write_str(self.kind().as_str()),
         }
     }
 }
 
 impl Source {
+    /// The spec file at `path`.
+    pub fn file(path: &Path) -> Source {
+        Source::File {
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Source::File { .. } => SourceKind::File,
+            Source::Api => SourceKind::Api,
+            Source::Admin { .. } => SourceKind::Admin,
+        }
+    }
+
     /// Whether two sources are the same owner (an admin's version does not change who owns an id).
     pub fn same_owner(&self, other: &Source) -> bool {
         match (self, other) {
@@ -529,4 +565,11 @@ pub struct ObservedRecord {
     pub tripped_at: Option<UnixMillis>,
     /// When the last process of this id exited (or failed to spawn).
     pub exited_at: Option<UnixMillis>,
+}
+
+impl ObservedRecord {
+    /// Whether its process is ready: running and healthy (or without a health check).
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Running && matches!(self.health, Health::Healthy | Health::NotChecked)
+    }
 }

@@ -73,13 +73,7 @@ impl ProcessRow {
 
     /// Whether a live process is ready: running and healthy (or without a health check).
     pub fn is_healthy(&self) -> bool {
-        self.state() == ClientState::Running
-            && self.observed.as_ref().is_some_and(|observed| {
-                matches!(
-                    observed.health,
-                    super::model::Health::Healthy | super::model::Health::NotChecked
-                )
-            })
+        self.observed.as_ref().is_some_and(ObservedRecord::is_ready)
     }
 }
 

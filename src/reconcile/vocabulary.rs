@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::model::{Health, Isolation, Phase, ProcessType, RestartPolicy};
+use super::model::{Health, Isolation, Phase, ProcessType, RestartPolicy, SourceKind};
 use super::plan::DiffKind;
 use super::rows::ClientState;
 
@@ -129,6 +129,12 @@ vocabulary!(Health, "health", [
     Health::Unknown => "unknown",
     Health::Healthy => "healthy",
     Health::Unhealthy => "unhealthy",
+]);
+
+vocabulary!(SourceKind, "source", [
+    SourceKind::File => "file",
+    SourceKind::Api => "api",
+    SourceKind::Admin => "admin",
 ]);
 
 vocabulary!(DiffKind, "difference", [

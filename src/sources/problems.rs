@@ -118,8 +118,5 @@ impl SourceProblems {
 }
 
 fn file_source(path: &Path) -> String {
-    Source::File {
-        path: path.to_path_buf(),
-    }
-    .to_string()
+    Source::file(path).to_string()
 }

@@ -50,6 +50,20 @@ pub fn is_spec_file_name(path: &Path) -> bool {
         && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
+/// The spec files of `dir`: regular files with a spec file's name, in name order. What the
+/// launcher applies and what `validate` checks of a directory.
+pub fn spec_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if is_spec_file_name(&path) && path.is_file() {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// What the spec watcher works with.
 pub struct SpecWatch {
     pub dir: PathBuf,
@@ -195,17 +209,13 @@ impl SpecDir {
     /// Applies the spec files in the directory (every one, or the ones that changed since they
     /// were read) and removes what files that are gone declared.
     fn full_scan(&self, which: Rescan) -> Result<(), SpecWatchError> {
-        let read_error = |source| SpecWatchError::ReadDir {
-            dir: self.dir.clone(),
-            source,
-        };
-        let mut present: BTreeSet<PathBuf> = BTreeSet::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(read_error)? {
-            let path = entry.map_err(read_error)?.path();
-            if is_spec_file_name(&path) && path.is_file() {
-                present.insert(path);
-            }
-        }
+        let present: BTreeSet<PathBuf> = spec_files_in(&self.dir)
+            .map_err(|source| SpecWatchError::ReadDir {
+                dir: self.dir.clone(),
+                source,
+            })?
+            .into_iter()
+            .collect();
         let mut touched: BTreeSet<PathBuf> = match which {
             Rescan::All => present.clone(),
             Rescan::Changed => {
@@ -255,7 +265,7 @@ impl SpecDir {
             .into_iter()
             .filter(|path| is_spec_file_name(path))
             .partition(|path| path.exists());
-        let gone: Vec<Source> = removed.iter().map(|path| file_source(path)).collect();
+        let gone: Vec<Source> = removed.iter().map(|path| Source::file(path)).collect();
         let mut files: Vec<FileSet<'_>> = Vec::new();
         for path in present {
             match self.read(&path) {
@@ -336,7 +346,7 @@ impl SpecDir {
         if files.is_empty() {
             return false;
         }
-        let sources: Vec<Source> = files.iter().map(|file| file_source(&file.path)).collect();
+        let sources: Vec<Source> = files.iter().map(|file| Source::file(&file.path)).collect();
         let sets: Vec<SourceSet<'_>> = files
             .iter()
             .zip(&sources)
@@ -383,11 +393,5 @@ impl SpecDir {
             released |= !outcome.deleted.is_empty();
         }
         released
-    }
-}
-
-fn file_source(path: &Path) -> Source {
-    Source::File {
-        path: path.to_path_buf(),
     }
 }

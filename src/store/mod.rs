@@ -24,8 +24,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::reconcile::{
-    DesiredRecord, ExitStatus, ObservedRecord, ProcessId, ProcessSpec, Source, SpawnIntent,
-    UnixMillis,
+    join, DesiredRecord, ExitStatus, ObservedRecord, ProcessId, ProcessRow, ProcessSpec, Source,
+    SpawnIntent, UnixMillis,
 };
 
 /// The shape of the records this build reads and writes: serde JSON of the domain types as they
@@ -353,6 +353,23 @@ impl Store {
     /// Every observed record that decodes, plus an error for each one that does not.
     pub fn all_observed(&self) -> Result<(Vec<ObservedRecord>, Vec<StoreError>), StoreError> {
         scan(&self.observed, "observed")
+    }
+
+    /// Every process desired or observed, desired and observed records joined by id, in id
+    /// order. Records that do not decode are left out (the loop logs them at its resync).
+    pub fn rows(&self) -> Result<Vec<ProcessRow>, StoreError> {
+        let (desired, _corrupt) = self.all_desired()?;
+        let (observed, _corrupt) = self.all_observed()?;
+        Ok(join(desired, observed))
+    }
+
+    /// The desired and observed records of `id`, if it has either.
+    pub fn row(&self, id: &ProcessId) -> Result<Option<ProcessRow>, StoreError> {
+        Ok(ProcessRow::new(
+            id.clone(),
+            self.desired(id)?,
+            self.observed(id)?,
+        ))
     }
 
     /// Records what runs. Not flushed: the loop flushes once per pass with `flush`.

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use super::{Metrics, Readiness};
 use crate::clock::Clock;
 use crate::error_chain::Chain;
-use crate::reconcile::{join, UnixMillis};
+use crate::reconcile::UnixMillis;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,17 +64,12 @@ async fn gather(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
 }
 
 fn gather_now(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
-    let desired = state.store.all_desired().map(|(records, _)| records);
-    let observed = state.store.all_observed().map(|(records, _)| records);
-    match (desired, observed) {
-        (Ok(desired), Ok(observed)) => {
-            state.metrics.refresh_state(&join(desired, observed));
-            Ok(state.metrics.gather())
-        }
-        (Err(error), _) | (_, Err(error)) => {
-            Err(format!("cannot read the store: {}\n", Chain(&error)))
-        }
-    }
+    let rows = state
+        .store
+        .rows()
+        .map_err(|error| format!("cannot read the store: {}\n", Chain(&error)))?;
+    state.metrics.refresh_state(&rows);
+    Ok(state.metrics.gather())
 }
 
 fn server_error(body: String) -> Response {

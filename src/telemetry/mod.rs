@@ -19,7 +19,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::reconcile::{ClientState, Phase, ProcessRow, Source, Vocabulary};
+use crate::reconcile::{ClientState, Phase, ProcessRow, SourceKind, Vocabulary};
 
 /// The quantiles of the launch-duration summary, as the seed shows them.
 pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
@@ -189,16 +189,15 @@ impl Metrics {
             .iter()
             .map(|state| (state.metric_label(), 0))
             .collect();
-        let mut desired_by: BTreeMap<&str, i64> =
-            SOURCES.iter().map(|source| (*source, 0)).collect();
+        let mut desired_by: BTreeMap<&str, i64> = source_labels().map(|label| (label, 0)).collect();
         let mut observed_by: BTreeMap<&str, i64> =
-            SOURCES.iter().map(|source| (*source, 0)).collect();
+            source_labels().map(|label| (label, 0)).collect();
         let mut tripped = 0i64;
         for row in rows {
             *states.entry(row.state().metric_label()).or_default() += 1;
             let source = row
                 .desired()
-                .map_or("none", |desired| source_label(&desired.source));
+                .map_or(NO_SOURCE, |desired| desired.source.kind().as_str());
             if row.desired().is_some() {
                 *desired_by.entry(source).or_default() += 1;
             }
@@ -227,14 +226,12 @@ impl Metrics {
     }
 }
 
-const SOURCES: [&str; 4] = ["file", "api", "admin", "none"];
+/// The `source` label of a process nothing desires any more.
+const NO_SOURCE: &str = "none";
 
-fn source_label(source: &Source) -> &'static str {
-    match source {
-        Source::File { .. } => "file",
-        Source::Api => "api",
-        Source::Admin { .. } => "admin",
-    }
+/// Every `source` label, each reported even at 0.
+fn source_labels() -> impl Iterator<Item = &'static str> {
+    SourceKind::WORDS.iter().copied().chain([NO_SOURCE])
 }
 
 /// A summary of launch durations (the seed's `pattern_launcher_launch_duration_seconds`, with

@@ -258,7 +258,7 @@ pub fn heartbeat_request(
             cpu_percent,
             available_slots: available_slots.max(0),
         }),
-        timestamp: i64::try_from(now.0 / 1000).unwrap_or(i64::MAX),
+        timestamp: now.whole_seconds(),
     }
 }
 
