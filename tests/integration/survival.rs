@@ -372,7 +372,8 @@ fn leaders_by_id(launcher: &TestLauncher) -> BTreeMap<String, Vec<u32>> {
 #[test]
 fn a_launcher_killed_during_a_burst_of_starts_never_leaves_two_processes_for_one_id() {
     let mut launcher = TestLauncher::start();
-    let mut random = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(std::process::id());
+    let seed = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(std::process::id());
+    let mut random = seed;
     let mut next = move |bound: u64| {
         random ^= random << 13;
         random ^= random >> 7;
@@ -413,7 +414,7 @@ fn a_launcher_killed_during_a_burst_of_starts_never_leaves_two_processes_for_one
             .collect();
         assert!(
             doubled.is_empty(),
-            "two processes for one id while the launcher is down: {doubled:?}"
+            "two processes for one id while the launcher is down: {doubled:?} (seed {seed:#x})"
         );
         launcher.spawn();
     }
@@ -424,7 +425,10 @@ fn a_launcher_killed_during_a_burst_of_starts_never_leaves_two_processes_for_one
     });
     let doubled: Vec<(&String, &Vec<u32>)> =
         leaders.iter().filter(|(_, pids)| pids.len() > 1).collect();
-    assert!(doubled.is_empty(), "two processes for one id: {doubled:?}");
+    assert!(
+        doubled.is_empty(),
+        "two processes for one id: {doubled:?} (seed {seed:#x})"
+    );
     let log = launcher.log();
     assert!(
         !log.contains("found orphaned processes"),
