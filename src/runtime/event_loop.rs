@@ -35,6 +35,8 @@ pub enum Event {
     OrphanGone { pid: u32 },
     /// The processes of this launcher found by an orphan scan (off the loop's thread).
     OrphanScan(Vec<(u32, super::signals::Identity)>),
+    /// A sweep for what ended processes left behind is done (the next may start).
+    InheritedSwept,
 }
 
 #[derive(Clone)]

@@ -83,6 +83,8 @@ pub struct Supervisor {
     pub(super) ended: HashSet<Identity>,
     /// Whether an orphan scan is under way (they are never run two at a time).
     pub(super) orphan_scan_running: bool,
+    /// A sweep for inherited descendants runs; `ended` waits for the next.
+    inherited_sweep_running: bool,
     /// Spawn intents whose outcome is recorded in `observed`, to forget once it is written.
     pub(super) settled_intents: Vec<ProcessId>,
     /// Actions carried out since the loop last had nothing left to plan.
@@ -125,6 +127,7 @@ impl Supervisor {
             orphans: HashSet::new(),
             ended: HashSet::new(),
             orphan_scan_running: false,
+            inherited_sweep_running: false,
             settled_intents: Vec::new(),
             burst: 0,
             planned_exits: std::collections::VecDeque::new(),
@@ -192,6 +195,8 @@ impl Supervisor {
                 self.config.metrics.orphans_reaped.inc();
             }
             Event::OrphanScan(found) => self.orphans_found(found),
+            // The pass that follows every event sweeps for what ended since.
+            Event::InheritedSwept => self.inherited_sweep_running = false,
             Event::ProbeResult { id, pid, result } => self.probe_result(id, pid, result, now),
         }
     }
@@ -475,17 +480,21 @@ impl Supervisor {
 
     /// Kills what the processes that ended left behind (see `signals::kill_inherited`), on a
     /// blocking thread of the shared runtime: finding them reads the list of all the launcher's
-    /// children, which the loop must not pay for on every exit. Each is signalled only once
-    /// proven ours through its pidfd, so doing it later is as safe as doing it now.
+    /// children, which the loop must not pay for on every exit. One sweep at a time, for all
+    /// that ended since the last (a mass stop costs a few sweeps, not one per pass). Each is
+    /// signalled only once proven ours through its pidfd, so doing it later is as safe as now.
     fn kill_inherited_soon(&mut self) {
-        if self.ended.is_empty() {
+        if self.ended.is_empty() || self.inherited_sweep_running {
             return;
         }
+        self.inherited_sweep_running = true;
         let ended = std::mem::take(&mut self.ended);
         let children = self.children.clone();
         let launcher_id = self.config.launcher_id.clone();
+        let events = self.events.clone();
         self.side.spawn_blocking(move || {
             kill_inherited(&children, &launcher_id, &ended);
+            let _ = events.send(Event::InheritedSwept);
         });
     }
 
