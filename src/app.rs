@@ -12,15 +12,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::admin_client::{run_admin_client, AdminSettings};
+use crate::api::auth::{listener_auth, AuthError, BearerToken, ListenerAuth};
 use crate::api::context::ApiContext;
 use crate::api::control_plane::AssignmentPolicy;
 use crate::api::logs::LogSource;
+use crate::api::server::GrpcListeners;
+use crate::api::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};
 use crate::clock::{now, system_clock};
+use crate::private_fs::{self, DirState, PrivateFsError};
 use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, Vocabulary};
 use crate::runtime::{self, RuntimeConfig};
 use crate::sources::catalog::SharedCatalog;
@@ -34,6 +40,9 @@ use crate::telemetry::{Metrics, MetricsError, Readiness, UsageBoard};
 /// The file in the data directory where a running launcher writes its gRPC address, so that
 /// client commands (and tests that bind port 0) find it.
 pub const ADDRESS_FILE: &str = "launcher.addr";
+
+/// The Unix socket in the data directory, which client commands use by default.
+pub const SOCKET_FILE: &str = "launcher.sock";
 
 /// The file beside `ADDRESS_FILE` with the HTTP endpoint's address.
 pub const METRICS_ADDRESS_FILE: &str = "metrics.addr";
@@ -83,6 +92,26 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// ...keeping this many rotated files.
     pub log_max_files: u32,
+    /// Who may call what over the network, and the Unix socket's group.
+    pub security: Security,
+}
+
+/// How callers are authenticated (see `api::auth`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Security {
+    /// A file holding the bearer token that privileged calls over TCP must present.
+    pub auth_token_file: Option<PathBuf>,
+    /// TLS on the gRPC listener (mutual with a client CA).
+    pub tls: Option<ServerTlsFiles>,
+    /// Members of this group may use the Unix socket too (which is then 0660, and the data
+    /// directory 0710).
+    pub socket_group: Option<u32>,
+    /// Serve a non-loopback address with no authentication.
+    pub insecure: bool,
+    /// TLS to prism-admin.
+    pub admin_tls: ClientTlsFiles,
+    /// A file holding the bearer token sent to prism-admin.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -110,6 +139,7 @@ impl Default for Config {
             keep_processes: false,
             log_max_bytes: 10 << 20,
             log_max_files: 5,
+            security: Security::default(),
         }
     }
 }
@@ -121,6 +151,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// `/metrics`, `/metrics.json`, `/healthz`, `/readyz`.
     pub metrics: TcpListener,
+    /// The Unix socket in the data directory (`bind_socket`), if any.
+    pub unix: Option<UnixListener>,
 }
 
 /// A part of the launcher failed, or could not start.
@@ -134,8 +166,10 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create the data directory {}", path.display())]
-    DataDir {
+    #[error("the data directory")]
+    DataDir(#[from] PrivateFsError),
+    #[error("cannot make the store in {} private", path.display())]
+    PrivateStore {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -158,6 +192,16 @@ pub enum AppError {
     },
     #[error("allowed executable root {}", path.display())]
     AllowedRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot serve the Unix socket {}", path.display())]
+    Socket {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -189,6 +233,10 @@ pub struct Prepared {
     problems: SourceProblems,
     allowed_roots: Vec<PathBuf>,
     metrics: Metrics,
+    token: Option<Arc<BearerToken>>,
+    tls: Option<ServerTls>,
+    admin_tls: Option<ClientTls>,
+    admin_token: Option<Arc<BearerToken>>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -215,16 +263,58 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
             path: config.specs_dir.clone(),
             source,
         })?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
-        path: config.data_dir.clone(),
+    let data_dir_mode = match config.security.socket_group {
+        Some(_) => private_fs::GROUP_TRAVERSE_DIR_MODE,
+        None => private_fs::PRIVATE_DIR_MODE,
+    };
+    if let DirState::Tightened { was } =
+        private_fs::ensure_private_dir(&config.data_dir, data_dir_mode)?
+    {
+        tracing::warn!(data_dir = %config.data_dir.display(), was = %format!("{was:o}"),
+            now = %format!("{data_dir_mode:o}"), "the data directory was open to other users; made it private");
+    }
+    let store_dir = config.data_dir.join("store");
+    let store = Arc::new(open_store(&store_dir)?);
+    private_fs::tighten_tree(&store_dir).map_err(|source| AppError::PrivateStore {
+        path: store_dir.clone(),
         source,
     })?;
-    let store = Arc::new(open_store(&config.data_dir.join("store"))?);
     let launcher_id = match &config.launcher_id {
         Some(id) => id.clone(),
         None => store.launcher_id_or_insert(&new_launcher_id())?,
     };
     let allowed_roots = allowed_roots(&config, &specs_dir)?;
+    let token = config
+        .security
+        .auth_token_file
+        .as_deref()
+        .map(BearerToken::from_file)
+        .transpose()?
+        .map(Arc::new);
+    let tls = config
+        .security
+        .tls
+        .as_ref()
+        .map(ServerTlsFiles::load)
+        .transpose()?;
+    let admin_tls = config
+        .security
+        .admin_tls
+        .is_set()
+        .then(|| {
+            config
+                .security
+                .admin_tls
+                .load(["--admin-ca", "--admin-cert", "--admin-key"])
+        })
+        .transpose()?;
+    let admin_token = config
+        .security
+        .admin_token_file
+        .as_deref()
+        .map(BearerToken::from_file)
+        .transpose()?
+        .map(Arc::new);
     let metrics = Metrics::new()?;
     let problems = SourceProblems::default();
     let catalog = SharedCatalog::default();
@@ -238,7 +328,63 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         problems,
         allowed_roots,
         metrics,
+        token,
+        tls,
+        admin_tls,
+        admin_token,
     })
+}
+
+impl Prepared {
+    /// How a gRPC listener at `address` authenticates, or why it must not be served (a
+    /// non-loopback address with no authentication); checked before binding and again with the
+    /// address bound.
+    pub fn listener_auth(&self, address: SocketAddr) -> Result<ListenerAuth, AppError> {
+        let security = &self.config.security;
+        let client_certificates = security
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some());
+        Ok(listener_auth(
+            address,
+            self.token.clone(),
+            client_certificates,
+            security.insecure,
+        )?)
+    }
+
+    /// Binds the Unix socket `<data-dir>/launcher.sock`, 0600 (0660 with a socket group). A
+    /// socket file already there is a dead launcher's: this one holds the store's lock.
+    pub fn bind_socket(&self) -> Result<UnixListener, AppError> {
+        let path = self.config.data_dir.join(SOCKET_FILE);
+        let socket_error = |source| AppError::Socket {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::symlink_metadata(&path) {
+            Ok(metadata) if metadata.file_type().is_socket() => {
+                std::fs::remove_file(&path).map_err(socket_error)?;
+            }
+            Ok(_) => {
+                return Err(socket_error(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is in the way",
+                )))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(socket_error(error)),
+        }
+        let listener = UnixListener::bind(&path).map_err(socket_error)?;
+        let group = self.config.security.socket_group;
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(socket_error)?;
+        if let Some(gid) = group {
+            nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .map_err(|errno| socket_error(errno.into()))?;
+        }
+        Ok(listener)
+    }
 }
 
 /// Opens the store, waiting a moment for a lock that a dead launcher's half-started child may
@@ -255,8 +401,8 @@ fn open_store(dir: &Path) -> Result<Store, StoreError> {
     }
 }
 
-/// Removes the address files when the launcher stops, however it stops, so that no client
-/// dials a launcher that is gone.
+/// Removes the address files and the socket when the launcher stops, however it stops, so that
+/// no client dials a launcher that is gone.
 struct AddressFiles(Vec<PathBuf>);
 
 impl Drop for AddressFiles {
@@ -274,6 +420,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    let tcp_auth = prepared.listener_auth(local_address(&listeners.grpc, "gRPC")?)?;
     let Prepared {
         config,
         specs_dir,
@@ -283,12 +430,20 @@ pub async fn run(
         problems,
         allowed_roots,
         metrics,
+        token: _,
+        tls,
+        admin_tls,
+        admin_token,
     } = prepared;
     let grpc_address = local_address(&listeners.grpc, "gRPC")?;
     let metrics_address = local_address(&listeners.metrics, "metrics")?;
     let address_file = config.data_dir.join(ADDRESS_FILE);
     let metrics_address_file = config.data_dir.join(METRICS_ADDRESS_FILE);
-    let _address_files = AddressFiles(vec![address_file.clone(), metrics_address_file.clone()]);
+    let mut served_files = vec![address_file.clone(), metrics_address_file.clone()];
+    if listeners.unix.is_some() {
+        served_files.push(config.data_dir.join(SOCKET_FILE));
+    }
+    let _served_files = AddressFiles(served_files);
     write_address(&address_file, grpc_address)?;
     tracing::info!(address = %grpc_address, %launcher_id, data_dir = %config.data_dir.display(),
         specs_dir = %specs_dir.display(), "prism-launcher serving");
@@ -368,6 +523,8 @@ pub async fn run(
             heartbeat_interval: config.heartbeat_interval,
             metadata: BTreeMap::from([("pid".to_string(), std::process::id().to_string())]),
             metrics: metrics.clone(),
+            tls: admin_tls,
+            token: admin_token,
         };
         tracing::info!(%endpoint, advertise = %settings.advertise_address, "prism-admin configured");
         parts.spawn(
@@ -392,7 +549,20 @@ pub async fn run(
     readiness.listening();
     parts.spawn(
         "the gRPC server",
-        crate::api::server::serve(listeners.grpc, context, stop_signal(&stopped)),
+        crate::api::server::serve(
+            GrpcListeners {
+                tcp: listeners.grpc,
+                tcp_auth,
+                tls,
+                unix: listeners.unix,
+                unix_auth: ListenerAuth::Unix {
+                    own_uid: nix::unistd::geteuid().as_raw(),
+                    group: config.security.socket_group,
+                },
+            },
+            context,
+            stop_signal(&stopped),
+        ),
     );
 
     let mut failure = None;
@@ -525,9 +695,11 @@ fn local_address(listener: &TcpListener, name: &'static str) -> Result<SocketAdd
 }
 
 fn write_address(path: &Path, address: SocketAddr) -> Result<(), AppError> {
-    std::fs::write(path, address.to_string()).map_err(|source| AppError::AddressFile {
-        path: path.to_path_buf(),
-        source,
+    private_fs::write_private(path, address.to_string().as_bytes()).map_err(|source| {
+        AppError::AddressFile {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

@@ -2,12 +2,13 @@
 //!
 //! See ARCHITECTURE.md for the codemap. `reconcile` decides, `store` remembers, `runtime` acts on
 //! processes, `sources` read what people write, `api` speaks gRPC, `telemetry` counts; `app`
-//! wires them together.
+//! wires them together; `private_fs` keeps the data directory private.
 
 pub mod api;
 pub mod app;
 pub mod clock;
 pub mod error_chain;
+pub mod private_fs;
 pub mod reconcile;
 pub mod runtime;
 pub mod sources;

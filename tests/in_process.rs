@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use prism_launcher::api::client::{fetch_status, ProcessView};
+use prism_launcher::api::client::{fetch_status, ProcessView, Target};
 use prism_launcher::app::{self, Config, Listeners};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -67,7 +67,9 @@ impl Drop for KillOnDrop {
 }
 
 async fn process(address: &str, id: &str) -> Option<ProcessView> {
-    let status = fetch_status(address, Duration::from_secs(2)).await.ok()?;
+    let status = fetch_status(&Target::tcp(address), Duration::from_secs(2))
+        .await
+        .ok()?;
     status
         .processes
         .into_iter()
@@ -102,9 +104,18 @@ async fn a_launcher_runs_in_process_restarts_a_killed_child_and_shuts_down() {
     let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let prepared = app::prepare(config).unwrap();
-    let launcher = tokio::spawn(app::run(prepared, Listeners { grpc, metrics }, async {
-        let _ = stopped.await;
-    }));
+    let unix = Some(prepared.bind_socket().unwrap());
+    let launcher = tokio::spawn(app::run(
+        prepared,
+        Listeners {
+            grpc,
+            metrics,
+            unix,
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     write_spec(&specs, "sleeper", "/bin/sleep", "600");
     let first = eventually("the sleeper to run", || async {

@@ -19,6 +19,11 @@ use crate::sources::catalog::read_catalog;
 use crate::store::StoreError;
 use crate::telemetry::{Metrics, UsageBoard};
 use pb::control_plane_client::ControlPlaneClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::auth::{BearerToken, WithToken};
+use super::tls::ClientTls;
 
 /// The first wait before registering again; it doubles up to `REGISTER_RETRY_MAX`.
 const REGISTER_RETRY_INITIAL: Duration = Duration::from_millis(250);
@@ -49,7 +54,13 @@ pub struct AdminSettings {
     pub heartbeat_interval: Duration,
     pub metadata: BTreeMap<String, String>,
     pub metrics: Metrics,
+    /// TLS to admin (its CA, and this launcher's certificate when admin asks for one).
+    pub tls: Option<ClientTls>,
+    /// Sent to admin as `authorization: Bearer <token>`.
+    pub token: Option<Arc<BearerToken>>,
 }
+
+type AdminClient = ControlPlaneClient<InterceptedService<Channel, WithToken>>;
 
 /// Registers with admin and heartbeats until `shutdown` completes.
 pub async fn run_admin_client(
@@ -58,20 +69,31 @@ pub async fn run_admin_client(
     usage: UsageBoard,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AdminClientError> {
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = if settings.endpoint.contains("://") {
         settings.endpoint.clone()
     } else {
-        format!("http://{}", settings.endpoint)
+        format!("{scheme}://{}", settings.endpoint)
     };
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|source| AdminClientError::BadEndpoint {
-            endpoint: settings.endpoint.clone(),
-            source,
-        })?
+    let bad_endpoint = |source| AdminClientError::BadEndpoint {
+        endpoint: settings.endpoint.clone(),
+        source,
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url)
+        .map_err(bad_endpoint)?
         .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
-        .connect_lazy();
-    let client = ControlPlaneClient::new(channel);
+        .timeout(CALL_TIMEOUT);
+    if let Some(tls) = &settings.tls {
+        endpoint = endpoint.tls_config(tls.0.clone()).map_err(bad_endpoint)?;
+    }
+    let client = ControlPlaneClient::with_interceptor(
+        endpoint.connect_lazy(),
+        WithToken::new(settings.token.as_deref()),
+    );
     let admin = Admin {
         settings,
         context,
@@ -106,7 +128,7 @@ struct Admin {
 
 impl Admin {
     /// One registration attempt; applies the admin's desired set when it succeeds.
-    async fn register(&self, mut client: ControlPlaneClient<tonic::transport::Channel>) -> bool {
+    async fn register(&self, mut client: AdminClient) -> bool {
         let settings = &self.settings;
         let capabilities = capability_words(&self.context.policy.capabilities);
         let registration = pb::LauncherRegistration {
@@ -146,10 +168,7 @@ impl Admin {
     }
 
     /// Heartbeats every interval until admin is unreachable or no longer knows the launcher.
-    async fn heartbeat_until_lost(
-        &self,
-        mut client: ControlPlaneClient<tonic::transport::Channel>,
-    ) {
+    async fn heartbeat_until_lost(&self, mut client: AdminClient) {
         let mut ticker = tokio::time::interval(self.settings.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -6,7 +6,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::auth::{BearerToken, WithToken};
 use super::proto::prism::launcher::v1 as pb;
+use super::tls::ClientTls;
 use pb::launcher_admin_client::LauncherAdminClient;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,23 +103,73 @@ pub struct ResetView {
     pub consecutive_failures: u32,
 }
 
-/// Asks the launcher at `address` (`host:port`) for its status.
-pub async fn fetch_status(address: &str, timeout: Duration) -> Result<StatusView, ClientError> {
-    let report = call(address, timeout, |mut client| async move {
+/// Where a launcher listens, as a client reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// The Unix socket in its data directory.
+    Unix(PathBuf),
+    /// `host:port`.
+    Tcp(String),
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+            Address::Tcp(address) => f.write_str(address),
+        }
+    }
+}
+
+/// A launcher to call, and the credentials to call it with.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub address: Address,
+    /// Sent as `authorization: Bearer <token>`.
+    pub token: Option<Arc<BearerToken>>,
+    /// TLS for a TCP address.
+    pub tls: Option<ClientTls>,
+}
+
+impl Target {
+    /// A launcher at `host:port`, with no credentials.
+    pub fn tcp(address: impl Into<String>) -> Target {
+        Target {
+            address: Address::Tcp(address.into()),
+            token: None,
+            tls: None,
+        }
+    }
+
+    /// A launcher on its Unix socket.
+    pub fn unix(path: impl Into<PathBuf>) -> Target {
+        Target {
+            address: Address::Unix(path.into()),
+            token: None,
+            tls: None,
+        }
+    }
+}
+
+type Client = LauncherAdminClient<InterceptedService<Channel, WithToken>>;
+
+/// Asks the launcher at `target` for its status.
+pub async fn fetch_status(target: &Target, timeout: Duration) -> Result<StatusView, ClientError> {
+    let report = call(target, timeout, |mut client| async move {
         client.get_status(pb::GetStatusRequest {}).await
     })
     .await?;
     Ok(StatusView::from(report))
 }
 
-/// Asks the launcher at `address` to reset the process `id`.
+/// Asks the launcher at `target` to reset the process `id`.
 pub async fn reset_process(
-    address: &str,
+    target: &Target,
     id: &str,
     timeout: Duration,
 ) -> Result<ResetView, ClientError> {
     let process_id = id.to_string();
-    let answer = call(address, timeout, |mut client| async move {
+    let answer = call(target, timeout, |mut client| async move {
         client
             .reset_process(pb::ResetProcessRequest { process_id })
             .await
@@ -124,10 +182,10 @@ pub async fn reset_process(
     })
 }
 
-/// Streams the log of `id` from the launcher at `address` into `out`: the last `tail` lines (0:
+/// Streams the log of `id` from the launcher at `target` into `out`: the last `tail` lines (0:
 /// all), then, with `follow`, what comes next until the launcher goes away.
 pub async fn stream_logs(
-    address: &str,
+    target: &Target,
     id: &str,
     tail: u32,
     follow: bool,
@@ -140,9 +198,9 @@ pub async fn stream_logs(
         follow,
     };
     // The timeout bounds connecting only: a followed stream has no end.
-    let mut client = connect(address, timeout).await?;
+    let mut client = connect(target, timeout).await?;
     let refused = |status| ClientError::Refused {
-        address: address.to_string(),
+        address: target.address.to_string(),
         status,
     };
     let mut stream = client
@@ -163,44 +221,56 @@ pub async fn stream_logs(
     Ok(())
 }
 
-/// A client of the launcher at `address`, connected within `timeout`.
-async fn connect(
-    address: &str,
-    timeout: Duration,
-) -> Result<LauncherAdminClient<tonic::transport::Channel>, ClientError> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|source| ClientError::BadAddress {
-            address: address.to_string(),
-            source,
-        })?
-        .connect_timeout(timeout)
+/// A client of the launcher at `target`, connected within `timeout`.
+async fn connect(target: &Target, timeout: Duration) -> Result<Client, ClientError> {
+    let address = target.address.to_string();
+    let bad_address = |source| ClientError::BadAddress {
+        address: address.clone(),
+        source,
+    };
+    let uri = match (&target.address, &target.tls) {
+        (Address::Unix(_), _) => address.clone(),
+        (Address::Tcp(host_port), None) => format!("http://{host_port}"),
+        (Address::Tcp(host_port), Some(_)) => format!("https://{host_port}"),
+    };
+    let mut endpoint = Endpoint::from_shared(uri)
+        .map_err(bad_address)?
+        .connect_timeout(timeout);
+    if let (Address::Tcp(_), Some(tls)) = (&target.address, &target.tls) {
+        endpoint = endpoint.tls_config(tls.0.clone()).map_err(bad_address)?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|source| ClientError::Unreachable {
-            address: address.to_string(),
+            address: address.clone(),
             source,
         })?;
-    Ok(LauncherAdminClient::new(channel))
+    Ok(LauncherAdminClient::with_interceptor(
+        channel,
+        WithToken::new(target.token.as_deref()),
+    ))
 }
 
-/// Connects to `address` and makes one call, all within `timeout`.
-async fn call<T, F, Fut>(address: &str, timeout: Duration, request: F) -> Result<T, ClientError>
+/// Connects to `target` and makes one call, all within `timeout`.
+async fn call<T, F, Fut>(target: &Target, timeout: Duration, request: F) -> Result<T, ClientError>
 where
-    F: FnOnce(LauncherAdminClient<tonic::transport::Channel>) -> Fut,
+    F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
+    let address = target.address.to_string();
     let ask = async {
-        request(connect(address, timeout).await?)
+        request(connect(target, timeout).await?)
             .await
             .map_err(|status| ClientError::Refused {
-                address: address.to_string(),
+                address: address.clone(),
                 status,
             })
     };
     let answer = tokio::time::timeout(timeout, ask)
         .await
         .map_err(|_| ClientError::Timeout {
-            address: address.to_string(),
+            address: address.clone(),
             timeout,
         })??;
     Ok(answer.into_inner())

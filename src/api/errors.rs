@@ -2,6 +2,7 @@
 
 use tonic::Status;
 
+use super::auth::Denial;
 use super::blocking::{BlockingStoreError, Interrupted};
 use super::convert::from_proto::{MAX_CONFIG_ENTRIES, MAX_NAME_PART};
 use crate::error_chain::Chain;
@@ -23,6 +24,16 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::Io { .. }
         | StoreError::Corrupt { .. }
         | StoreError::Encode { .. } => Status::internal(message),
+    }
+}
+
+/// The status of a call the authentication layer refused: UNAUTHENTICATED when credentials are
+/// missing or wrong, PERMISSION_DENIED when the caller is known and not allowed.
+pub fn denial_status(denial: Denial) -> Status {
+    let message = denial.to_string();
+    match denial {
+        Denial::NoToken { .. } | Denial::WrongToken { .. } => Status::unauthenticated(message),
+        Denial::NoPeer { .. } | Denial::Peer { .. } => Status::permission_denied(message),
     }
 }
 

@@ -1,12 +1,17 @@
-//! The gRPC listener: every service on one socket, bound by the caller. Reflection (v1 and
+//! The gRPC listeners: every service on the TCP listener (TLS when configured) and on the Unix
+//! socket, each behind the authentication of its kind (`auth`), bound by the caller. Reflection (v1 and
 //! v1alpha) lists exactly the services served, so `grpcurl list` never shows one that answers
 //! UNIMPLEMENTED.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::Routes;
+
+use super::auth::{AuthLayer, ListenerAuth};
+use super::tls::ServerTls;
 
 use super::context::ApiContext;
 use super::control_plane::ControlPlaneService;
@@ -35,20 +40,69 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves every service on `listener` until `shutdown` completes.
+/// Where the gRPC services are served, and how each listener authenticates its callers.
+pub struct GrpcListeners {
+    pub tcp: TcpListener,
+    pub tcp_auth: ListenerAuth,
+    /// TLS on the TCP listener (mutual when it names a client CA).
+    pub tls: Option<ServerTls>,
+    /// The Unix socket in the data directory, where the peer's uid decides.
+    pub unix: Option<UnixListener>,
+    pub unix_auth: ListenerAuth,
+}
+
+/// Serves every service on every listener until `shutdown` completes.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: GrpcListeners,
     context: Arc<ApiContext>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let routes = routes(context).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_when = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let mut tcp_server = tonic::transport::Server::builder();
+    if let Some(tls) = listeners.tls {
+        tcp_server = tcp_server.tls_config(tls.0)?;
+    }
+    let tcp = tcp_server
+        .layer(AuthLayer::new(listeners.tcp_auth))
+        .add_routes(routes.clone())
+        .serve_with_incoming_shutdown(without_delay(listeners.tcp), stop_when(stopped.clone()));
+    let unix = async {
+        match listeners.unix {
+            Some(listener) => {
+                tonic::transport::Server::builder()
+                    .layer(AuthLayer::new(listeners.unix_auth))
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(
+                        UnixListenerStream::new(listener),
+                        stop_when(stopped),
+                    )
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let shutdown = async {
+        shutdown.await;
+        let _ = stop.send(true);
+        Ok(())
+    };
+    tokio::try_join!(tcp, unix, shutdown)?;
+    Ok(())
+}
+
+/// Every service, once, for every listener.
+async fn routes(context: Arc<ApiContext>) -> Result<Routes, ServeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     for service in &SERVED_SERVICES[..3] {
         health_reporter
             .set_service_status(service, tonic_health::ServingStatus::Serving)
             .await;
     }
-    tonic::transport::Server::builder()
-        .add_service(health)
+    Ok(Routes::new(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(PatternLauncherServer::new(PatternLauncherService {
@@ -57,10 +111,7 @@ pub async fn serve(
         .add_service(LauncherAdminServer::new(LauncherAdminService {
             context: context.clone(),
         }))
-        .add_service(ControlPlaneServer::new(ControlPlaneService { context }))
-        .serve_with_incoming_shutdown(without_delay(listener), shutdown)
-        .await?;
-    Ok(())
+        .add_service(ControlPlaneServer::new(ControlPlaneService { context })))
 }
 
 /// The listener's connections with Nagle's algorithm off: an answer's last frame (the gRPC

@@ -10,20 +10,38 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::ValueEnum;
 
+use std::sync::Arc;
+
+use prism_launcher::api::auth::BearerToken;
 use prism_launcher::api::client::{
-    fetch_status, reset_process, stream_logs, ClientError, ProcessView, StatusView,
+    fetch_status, reset_process, stream_logs, Address, ClientError, ProcessView, StatusView, Target,
 };
-use prism_launcher::app::ADDRESS_FILE;
+use prism_launcher::api::tls::ClientTlsFiles;
+use prism_launcher::app::{ADDRESS_FILE, SOCKET_FILE};
 use prism_launcher::reconcile::{DiffKind, Phase, SourceKind};
 use prism_launcher::sources::values::{parse_duration, parse_positive_duration};
 
 /// How client commands find a running launcher.
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
-    /// The launcher's gRPC address. Default: the address in <data-dir>/launcher.addr, else
+    /// The launcher's gRPC address: host:port, or unix:PATH for a Unix socket. Default: the
+    /// socket <data-dir>/launcher.sock, else the address in <data-dir>/launcher.addr, else
     /// 127.0.0.1:7070.
     #[arg(long, env = "PRISM_LAUNCHER_ADDR")]
     addr: Option<String>,
+    /// A file holding the launcher's bearer token (its --auth-token-file), for privileged calls
+    /// over TCP.
+    #[arg(long, env = "PRISM_LAUNCHER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// TLS: the CA certificate (PEM) that signed the launcher's certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Mutual TLS: this client's certificate (PEM), with --key.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// The data directory of the launcher to ask, used to find its address.
     #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
     data_dir: PathBuf,
@@ -87,10 +105,10 @@ pub enum OutputFormat {
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let address = launcher_address(&args.connect);
+    let target = launcher_target(&args.connect)?;
     let terminal = std::io::stdout().is_terminal();
     loop {
-        let mut view = block_on(fetch_status(&address, args.connect.timeout))?;
+        let mut view = block_on(fetch_status(&target, args.connect.timeout))?;
         view.processes.retain(|process| {
             args.source
                 .is_none_or(|kind| SourceKind::of_label(&process.source) == Some(kind))
@@ -125,10 +143,10 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
-    let address = launcher_address(&args.connect);
+    let target = launcher_target(&args.connect)?;
     let stdout = std::io::stdout();
     block_on(stream_logs(
-        &address,
+        &target,
         &args.id,
         args.tail,
         args.follow,
@@ -139,8 +157,8 @@ pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn reset(args: &ResetArgs) -> anyhow::Result<ExitCode> {
-    let address = launcher_address(&args.connect);
-    let reset = block_on(reset_process(&address, &args.id, args.connect.timeout))?;
+    let target = launcher_target(&args.connect)?;
+    let reset = block_on(reset_process(&target, &args.id, args.connect.timeout))?;
     println!(
         "reset {}: was {}, {} consecutive failure{} cleared",
         reset.process_id,
@@ -172,15 +190,52 @@ fn block_on<T>(
     })
 }
 
-/// Where client commands find the launcher: `--addr`, else the data directory's address file,
-/// else the default.
-fn launcher_address(connect: &ConnectArgs) -> String {
-    match &connect.addr {
-        Some(address) => address.clone(),
+/// Where client commands find the launcher (`--addr`, else the data directory's socket, else
+/// its address file, else the default) and the credentials they call it with.
+fn launcher_target(connect: &ConnectArgs) -> anyhow::Result<Target> {
+    let address = match &connect.addr {
+        Some(address) => match address.strip_prefix("unix:") {
+            Some(path) => Address::Unix(PathBuf::from(path)),
+            None => Address::Tcp(address.clone()),
+        },
         None => {
-            address_from_data_dir(&connect.data_dir).unwrap_or_else(|| DEFAULT_ADDRESS.to_string())
+            let socket = connect.data_dir.join(SOCKET_FILE);
+            let tls_asked = connect.ca.is_some() || connect.cert.is_some();
+            if !tls_asked && socket_exists(&socket) {
+                Address::Unix(socket)
+            } else {
+                Address::Tcp(
+                    address_from_data_dir(&connect.data_dir)
+                        .unwrap_or_else(|| DEFAULT_ADDRESS.to_string()),
+                )
+            }
         }
-    }
+    };
+    let token = connect
+        .token_file
+        .as_deref()
+        .map(BearerToken::from_file)
+        .transpose()?
+        .map(Arc::new);
+    let tls_files = ClientTlsFiles {
+        ca: connect.ca.clone(),
+        cert: connect.cert.clone(),
+        key: connect.key.clone(),
+    };
+    let tls = tls_files
+        .is_set()
+        .then(|| tls_files.load(["--ca", "--cert", "--key"]))
+        .transpose()?;
+    Ok(Target {
+        address,
+        token,
+        tls,
+    })
+}
+
+fn socket_exists(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.file_type().is_socket())
 }
 
 fn address_from_data_dir(data_dir: &Path) -> Option<String> {

@@ -68,7 +68,7 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve::serve(args.into_serve()),
+        Command::Serve(args) => serve::serve(args.into_serve()?),
         Command::Status(args) => client::status(&args),
         Command::Reset(args) => client::reset(&args),
         Command::Logs(args) => client::logs(&args),

@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
-use prism_launcher::app::{self, Config, Listeners};
+use prism_launcher::api::tls::{ClientTlsFiles, ServerTlsFiles};
+use prism_launcher::app::{self, Config, Listeners, Security};
 use prism_launcher::reconcile::{Backoff, Isolation, ProcessType};
 use prism_launcher::sources::values::{parse_duration, parse_memory, parse_positive_duration};
 
@@ -108,6 +109,75 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// Who may call the launcher (README, "Security").
+#[derive(Debug, clap::Args)]
+pub struct SecurityArgs {
+    /// A file (mode 0600) holding the bearer token that privileged calls over TCP must send as
+    /// `authorization: Bearer <token>` (and every call, when not listening on loopback).
+    #[arg(long, env = "PRISM_LAUNCHER_AUTH_TOKEN_FILE")]
+    auth_token_file: Option<PathBuf>,
+    /// The gRPC listener's TLS certificate (PEM); with --tls-key.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate this CA (PEM) signed.
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// Members of this group (name or gid) may use the Unix socket <data-dir>/launcher.sock as
+    /// well as root and the launcher's user.
+    #[arg(long, value_parser = parse_group)]
+    socket_group: Option<u32>,
+    /// Serve a non-loopback --listen address with no token and no mutual TLS: anyone who can
+    /// reach it can launch processes.
+    #[arg(long)]
+    insecure: bool,
+    /// TLS to prism-admin: the CA certificate (PEM) that signed admin's certificate.
+    #[arg(long)]
+    admin_ca: Option<PathBuf>,
+    /// Mutual TLS to prism-admin: this launcher's certificate (PEM), with --admin-key.
+    #[arg(long)]
+    admin_cert: Option<PathBuf>,
+    /// The private key of --admin-cert (PEM).
+    #[arg(long)]
+    admin_key: Option<PathBuf>,
+    /// A file (mode 0600) holding a bearer token sent to prism-admin on every call.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    fn into_security(self) -> anyhow::Result<Security> {
+        Ok(Security {
+            auth_token_file: self.auth_token_file,
+            tls: ServerTlsFiles::from_flags(self.tls_cert, self.tls_key, self.tls_client_ca)?,
+            socket_group: self.socket_group,
+            insecure: self.insecure,
+            admin_tls: ClientTlsFiles {
+                ca: self.admin_ca,
+                cert: self.admin_cert,
+                key: self.admin_key,
+            },
+            admin_token_file: self.admin_token_file,
+        })
+    }
+}
+
+/// A group by name or number.
+fn parse_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no group is named {text:?}")),
+        Err(errno) => Err(format!("cannot look group {text:?} up: {errno}")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,8 +196,8 @@ pub struct Serve {
 }
 
 impl ServeArgs {
-    pub fn into_serve(self) -> Serve {
-        Serve {
+    pub fn into_serve(self) -> anyhow::Result<Serve> {
+        Ok(Serve {
             config: Config {
                 data_dir: self.data_dir,
                 specs_dir: self.specs_dir,
@@ -155,11 +225,12 @@ impl ServeArgs {
                 keep_processes: self.keep_processes,
                 log_max_bytes: self.log_max_size,
                 log_max_files: self.log_max_files,
+                security: self.security.into_security()?,
             },
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             log_format: self.log_format,
-        }
+        })
     }
 }
 
@@ -235,13 +306,24 @@ async fn serve_async(serve: Serve) -> anyhow::Result<()> {
     let prepared = tokio::task::spawn_blocking(move || app::prepare(config))
         .await
         .context("the launcher's preparation did not finish")??;
+    prepared.listener_auth(serve.listen)?;
     let grpc = tokio::net::TcpListener::bind(serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let metrics = tokio::net::TcpListener::bind(serve.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {} for metrics", serve.metrics_listen))?;
-    app::run(prepared, Listeners { grpc, metrics }, shutdown).await?;
+    let unix = Some(prepared.bind_socket()?);
+    app::run(
+        prepared,
+        Listeners {
+            grpc,
+            metrics,
+            unix,
+        },
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 
@@ -304,7 +386,7 @@ mod tests {
 
     #[test]
     fn the_flag_defaults_are_the_launchers_defaults() {
-        let serve = ServeOnly::parse_from(["serve"]).serve.into_serve();
+        let serve = ServeOnly::parse_from(["serve"]).serve.into_serve().unwrap();
         assert_eq!(serve.config, Config::default());
         assert_eq!(serve.listen, "127.0.0.1:7070".parse().unwrap());
         assert_eq!(serve.metrics_listen, "127.0.0.1:9092".parse().unwrap());
@@ -350,7 +432,8 @@ mod tests {
             "proxy,utility",
         ])
         .serve
-        .into_serve();
+        .into_serve()
+        .unwrap();
         assert_eq!(serve.config.default_isolation, Isolation::Session);
         assert_eq!(
             serve.config.capabilities,

@@ -72,12 +72,8 @@ pub struct RuntimeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("cannot create the log directory {path}")]
-    LogDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the children's log directory")]
+    LogDir(#[from] crate::private_fs::PrivateFsError),
     #[error("cannot listen for SIGCHLD, so exits could not be detected")]
     ChildSignal(#[source] std::io::Error),
     #[error("cannot start the reconcile loop's thread")]
@@ -120,10 +116,7 @@ async fn run_loop(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let log_dir = config.data_dir.join("logs");
-    std::fs::create_dir_all(&log_dir).map_err(|source| RuntimeError::LogDir {
-        path: log_dir.clone(),
-        source,
-    })?;
+    crate::private_fs::ensure_private_dir(&log_dir, crate::private_fs::PRIVATE_DIR_MODE)?;
     if let Err(error) = become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned grandchildren will be reaped by init instead");
     }

@@ -1,7 +1,7 @@
 //! Starting a child: its own process group, an explicit environment and working directory, and
 //! stdout/stderr appended to its log file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -94,12 +94,8 @@ pub fn working_dir(spec: &ProcessSpec) -> PathBuf {
 }
 
 fn open_log(path: &Path) -> Result<File, SpawnError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| SpawnError::OpenLog {
-            path: path.to_path_buf(),
-            source,
-        })
+    crate::private_fs::open_private_append(path).map_err(|source| SpawnError::OpenLog {
+        path: path.to_path_buf(),
+        source,
+    })
 }

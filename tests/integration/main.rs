@@ -7,5 +7,6 @@ mod lifecycle;
 mod observability;
 mod pattern_api;
 mod reflection;
+mod security;
 mod survival;
 mod tidy;
