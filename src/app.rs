@@ -35,6 +35,7 @@ use crate::sources::spec_dir::{watch_spec_dir, SpecWatch};
 use crate::sources::SourceProblems;
 use crate::store::{Store, StoreError};
 use crate::telemetry::http::{serve_http, HttpState};
+use crate::telemetry::https::{HttpsConfig, HttpsError};
 use crate::telemetry::{Metrics, MetricsError, Readiness, UsageBoard};
 
 /// The file in the data directory where a running launcher writes its gRPC address, so that
@@ -200,6 +201,8 @@ pub enum AppError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Https(#[from] HttpsError),
     #[error("cannot serve the Unix socket {}", path.display())]
     Socket {
         path: PathBuf,
@@ -235,6 +238,7 @@ pub struct Prepared {
     metrics: Metrics,
     token: Option<Arc<BearerToken>>,
     tls: Option<ServerTls>,
+    https: Option<HttpsConfig>,
     admin_tls: Option<ClientTls>,
     admin_token: Option<Arc<BearerToken>>,
 }
@@ -291,11 +295,16 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         .map(BearerToken::from_file)
         .transpose()?
         .map(Arc::new);
-    let tls = config
+    let tls_pem = config
         .security
         .tls
         .as_ref()
-        .map(ServerTlsFiles::load)
+        .map(ServerTlsFiles::read)
+        .transpose()?;
+    let tls = tls_pem.as_ref().map(ServerTls::new);
+    let https = tls_pem
+        .as_ref()
+        .map(|pem| HttpsConfig::from_pem(&pem.cert, &pem.key))
         .transpose()?;
     let admin_tls = config
         .security
@@ -330,6 +339,7 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         metrics,
         token,
         tls,
+        https,
         admin_tls,
         admin_token,
     })
@@ -432,6 +442,7 @@ pub async fn run(
         metrics,
         token: _,
         tls,
+        https,
         admin_tls,
         admin_token,
     } = prepared;
@@ -536,6 +547,7 @@ pub async fn run(
         "the HTTP endpoint",
         serve_http(
             listeners.metrics,
+            https,
             HttpState {
                 store,
                 metrics,

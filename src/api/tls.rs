@@ -84,17 +84,35 @@ impl ServerTlsFiles {
         }
     }
 
-    /// The server's TLS configuration, with the files read (blocking).
-    pub fn load(&self) -> Result<ServerTls, TlsError> {
-        let identity = Identity::from_pem(
-            read_pem("certificate", &self.cert)?,
-            read_pem("private key", &self.key)?,
-        );
-        let config = ServerTlsConfig::new().identity(identity);
-        Ok(ServerTls(match &self.client_ca {
-            Some(ca) => config.client_ca_root(Certificate::from_pem(read_pem("client CA", ca)?)),
+    /// The files' contents (blocking), checked to be PEM.
+    pub fn read(&self) -> Result<ServerTlsPem, TlsError> {
+        Ok(ServerTlsPem {
+            cert: read_pem("certificate", &self.cert)?,
+            key: read_pem("private key", &self.key)?,
+            client_ca: self
+                .client_ca
+                .as_deref()
+                .map(|ca| read_pem("client CA", ca))
+                .transpose()?,
+        })
+    }
+}
+
+/// What `ServerTlsFiles` hold, read: PEM text.
+pub struct ServerTlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl ServerTls {
+    /// The gRPC listener's TLS, mutual when the PEM has a client CA.
+    pub fn new(pem: &ServerTlsPem) -> ServerTls {
+        let config = ServerTlsConfig::new().identity(Identity::from_pem(&pem.cert, &pem.key));
+        ServerTls(match &pem.client_ca {
+            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
             None => config,
-        }))
+        })
     }
 }
 
@@ -199,7 +217,7 @@ mod tests {
             key: cert.clone(),
             client_ca: None,
         };
-        let error = files.load().unwrap_err();
+        let error = files.read().err().unwrap();
         assert!(
             error.to_string().contains("certificate") && error.to_string().contains("not PEM"),
             "{error}"
@@ -210,8 +228,9 @@ mod tests {
             client_ca: None,
         };
         assert!(missing
-            .load()
-            .unwrap_err()
+            .read()
+            .err()
+            .unwrap()
             .to_string()
             .contains("cannot read"));
     }

@@ -1,6 +1,6 @@
 //! The HTTP endpoint (`--metrics-listen`): `/metrics` in the Prometheus text format,
 //! `/metrics.json` with the same numbers, `/healthz` (the launcher lives) and `/readyz` (store
-//! open, first sync done, listeners up).
+//! open, first sync done, listeners up); over TLS when the launcher has a certificate.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,6 +16,7 @@ use prometheus::Encoder;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
+use super::https::{HttpsConfig, HttpsListener};
 use super::{Metrics, Readiness};
 use crate::clock::Clock;
 use crate::error_chain::Chain;
@@ -36,9 +37,10 @@ pub struct HttpState {
     pub started_at: UnixMillis,
 }
 
-/// Serves the endpoint on `listener` until `shutdown` completes.
+/// Serves the endpoint on `listener` (over TLS with `tls`) until `shutdown` completes.
 pub async fn serve_http(
     listener: TcpListener,
+    tls: Option<HttpsConfig>,
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
@@ -48,9 +50,18 @@ pub async fn serve_http(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    match tls {
+        Some(tls) => {
+            axum::serve(HttpsListener::new(listener, tls)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     Ok(())
 }
 

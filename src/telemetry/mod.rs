@@ -6,6 +6,7 @@
 //! seed's `pattern_isolation` (catalog pattern × isolation level). No series per pid.
 
 pub mod http;
+pub mod https;
 mod usage;
 
 pub use usage::{ResourceUsage, Sampler, UsageBoard};

@@ -580,6 +580,16 @@ async fn with_mutual_tls_only_clients_with_a_certificate_of_the_ca_get_in() {
         String::from_utf8_lossy(&status.stderr)
     );
     assert!(String::from_utf8_lossy(&status.stdout).contains("tenant-m"));
+    // The metrics endpoint speaks TLS with the same certificate.
+    let metrics = launcher.metrics_address();
+    let (code, body) = https_get(&metrics, "/healthz", &pki.read("ca.pem")).await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let plain = std::panic::catch_unwind(|| http_get(&metrics, "/healthz"));
+    assert!(
+        plain.map_or(true, |(code, _)| code != 200),
+        "plain HTTP was served"
+    );
+
     let no_cert = cli(&[
         "status",
         "--addr",
@@ -695,4 +705,49 @@ async fn the_launcher_registers_with_admin_over_mutual_tls_sending_its_token() {
     drop(launcher);
     let _ = stop.send(());
     let _ = server.await;
+}
+
+/// An HTTP/1.0 GET over TLS to `address`, trusting `ca` for the name localhost: the status
+/// code and the body.
+async fn https_get(address: &str, path: &str, ca: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("TLS handshake with the metrics endpoint");
+    tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
 }
