@@ -12,7 +12,7 @@ use super::model::{ProcessId, ProcessType};
 /// redacted and it has no `Display`, so it cannot reach a log line, `status`, a metric or an
 /// error message by accident. It is handed to the child's environment, and it is stored with its
 /// desired record in the launcher's store, in clear: the store is protected only by the
-/// permissions of the data directory (see ARCHITECTURE.md).
+/// permissions of the data directory (ARCHITECTURE.md, "Secrets at rest", says why).
 #[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
