@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use prism_launcher::reconcile::{
     plan, DesiredRecord, Health, Isolation, ObservedRecord, Phase, Ports, ProcessId, ProcessSpec,
-    ProcessType, RestartPolicy, Source, UnixMillis,
+    ProcessType, RestartPolicy, Source, SourcesRead, UnixMillis,
 };
 use prism_launcher::store::{SourceSet, Store};
 
@@ -105,6 +105,7 @@ fn bench_plan() {
                 .zip(&observed)
                 .map(|(d, o)| (Some(d), Some(o))),
             UnixMillis(round),
+            SourcesRead::ALL,
         );
         actions += result.actions.len();
     }
@@ -139,6 +140,7 @@ fn bench_resync() {
         let result = plan(
             desired.iter().map(|d| (Some(d), running.get(&d.id))),
             UnixMillis(round),
+            SourcesRead::ALL,
         );
         assert!(result.actions.is_empty(), "in sync: nothing to do");
     }

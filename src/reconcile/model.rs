@@ -171,6 +171,32 @@ pub enum SourceKind {
     Admin,
 }
 
+/// Which sources of desired state have been read in full in this run (kubelet's
+/// `sourcesReady`). Until the spec directory has been, the records files own are the last run's
+/// word, which may be stale (a file deleted while the launcher was down), so nothing is started,
+/// replaced or stopped for them. The API's records are written by the calls themselves, and
+/// prism-admin's by its assignments, so the store is their whole truth from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcesRead {
+    pub files: bool,
+}
+
+impl SourcesRead {
+    /// Every source read: what a running launcher has once its spec directory was scanned.
+    pub const ALL: SourcesRead = SourcesRead { files: true };
+
+    /// Where a launcher starts: only what the store holds by itself.
+    pub const NONE: SourcesRead = SourcesRead { files: false };
+
+    /// Whether records of `source` may be acted on.
+    pub fn has_read(&self, source: &Source) -> bool {
+        match source.kind() {
+            SourceKind::File => self.files,
+            SourceKind::Api | SourceKind::Admin => true,
+        }
+    }
+}
+
 impl SourceKind {
     /// The kind of a source as `Source`'s `Display` writes it (`file:<path>`, `api`, `admin`).
     pub fn of_label(label: &str) -> Option<SourceKind> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::model::{
     DesiredRecord, ExitStatus, Health, ObservedRecord, Phase, Ports, ProcessId, ProcessSpec,
-    RestartPolicy, StopReason, UnixMillis,
+    RestartPolicy, SourcesRead, StopReason, UnixMillis,
 };
 
 /// Something the runtime must do for one process.
@@ -77,13 +77,18 @@ pub struct Decision {
 
 /// Decides, for each `(desired, observed)` pair of one id, what must happen now.
 ///
-/// Pairs with neither record are ignored. The order of actions follows the order of the pairs.
-pub fn plan<'a, I>(pairs: I, now: UnixMillis) -> Plan
+/// Pairs with neither record are ignored, and so are ids whose source has not been `read` in
+/// this run (they are planned again once it has). The order of actions follows the order of the
+/// pairs.
+pub fn plan<'a, I>(pairs: I, now: UnixMillis, read: SourcesRead) -> Plan
 where
     I: IntoIterator<Item = (Option<&'a DesiredRecord>, Option<&'a ObservedRecord>)>,
 {
     let mut plan = Plan::default();
     for (desired, observed) in pairs {
+        if desired.is_some_and(|desired| !read.has_read(&desired.source)) {
+            continue;
+        }
         let decision = decide(desired, observed, now);
         if let Some(action) = decision.action {
             plan.actions.push(action);

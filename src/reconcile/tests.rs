@@ -1,7 +1,7 @@
 //! Table tests of `plan` and of the state transitions, with time passed in.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::fixtures::*;
@@ -596,9 +596,69 @@ fn plan_table() {
         let got = plan(
             case.pairs.iter().map(|(d, o)| (d.as_ref(), o.as_ref())),
             NOW,
+            SourcesRead::ALL,
         );
         assert_eq!(got, case.want, "case: {}", case.name);
     }
+}
+
+#[test]
+fn nothing_moves_for_files_until_the_spec_directory_has_been_read() {
+    let from_file = |name: &str, spec: ProcessSpec| DesiredRecord {
+        source: Source::file(Path::new("/specs/a.yaml")),
+        ..desired_for(name, 2, spec)
+    };
+    let edited = ProcessSpec {
+        args: vec!["edited".to_string()],
+        ..spec()
+    };
+    let running_old = observed_for("replaced", Phase::Running, spec());
+    let crashed = backing_off(Some(before(1)));
+    let pairs = [
+        (Some(from_file("new", spec())), None),
+        (Some(from_file("replaced", edited)), Some(running_old)),
+        (
+            Some(from_file("crashed", spec())),
+            Some(ObservedRecord {
+                id: id("crashed"),
+                ..crashed.clone()
+            }),
+        ),
+        (Some(desired_for("launched", 1, spec())), None),
+        (
+            None,
+            Some(observed_for("undesired", Phase::Running, spec())),
+        ),
+    ];
+    let ids = |plan: &Plan| -> Vec<(String, &'static str)> {
+        plan.actions
+            .iter()
+            .map(|action| (action.id().to_string(), action.kind()))
+            .collect()
+    };
+    let pairs_iter = || pairs.iter().map(|(d, o)| (d.as_ref(), o.as_ref()));
+    // Before: what the API and admin own moves, what no source wants is stopped; files wait.
+    let before_read = plan(pairs_iter(), NOW, SourcesRead::NONE);
+    assert_eq!(
+        ids(&before_read),
+        vec![
+            ("launched".to_string(), "start"),
+            ("undesired".to_string(), "stop")
+        ]
+    );
+    assert!(before_read.wake_at.is_empty(), "{before_read:?}");
+    // After: everything the files declare moves too.
+    let after_read = plan(pairs_iter(), NOW, SourcesRead::ALL);
+    assert_eq!(
+        ids(&after_read),
+        vec![
+            ("new".to_string(), "start"),
+            ("replaced".to_string(), "stop"),
+            ("crashed".to_string(), "restart"),
+            ("launched".to_string(), "start"),
+            ("undesired".to_string(), "stop")
+        ]
+    );
 }
 
 #[test]

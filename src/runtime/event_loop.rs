@@ -132,6 +132,7 @@ async fn run_loop(
     supervisor.config.readiness.loop_synced();
     supervisor.request_orphan_scan();
 
+    let mut specs_read = supervisor.config.readiness.specs_read();
     let mut orphan_scan = tokio::time::interval(supervisor.config.orphan_scan_interval);
     orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     orphan_scan.tick().await;
@@ -157,6 +158,10 @@ async fn run_loop(
                 while let Ok(event) = receiver.try_recv() {
                     supervisor.handle(event);
                 }
+            }
+            Ok(read) = specs_read.wait_for(|read| *read), if !supervisor.spec_files_are_read() => {
+                drop(read);
+                supervisor.spec_files_read();
             }
             () = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
                 supervisor.timers_due();

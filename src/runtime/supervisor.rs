@@ -21,7 +21,7 @@ use super::timers::Timers;
 use crate::error_chain::Chain;
 use crate::reconcile::{
     self, shorten_stop, Action, DesiredRecord, ExitStatus, Health, ObservedRecord, Phase,
-    ProcessId, RestartBudget, StopReason, UnixMillis,
+    ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -91,6 +91,8 @@ pub struct Supervisor {
     pub(super) burst: usize,
     /// Exits of stopping processes, reaped and not recorded yet (see `reap`).
     pub(super) planned_exits: std::collections::VecDeque<(ProcessId, ChildExit)>,
+    /// Which sources have been read in full in this run; ids of the others wait.
+    sources_read: SourcesRead,
 }
 
 impl Supervisor {
@@ -131,6 +133,25 @@ impl Supervisor {
             settled_intents: Vec::new(),
             burst: 0,
             planned_exits: std::collections::VecDeque::new(),
+            sources_read: SourcesRead::NONE,
+        }
+    }
+
+    pub fn spec_files_are_read(&self) -> bool {
+        self.sources_read.files
+    }
+
+    /// The spec directory has been read in full: what files declare can move now. The desired
+    /// state is read again first, so that no notice of the scan's writes still on its way can
+    /// leave a record the scan removed to be acted on.
+    pub fn spec_files_read(&mut self) {
+        if !self.sources_read.files {
+            self.sources_read = SourcesRead::ALL;
+            tracing::debug!("spec directory read; planning what files declare");
+            if let Err(error) = self.resync() {
+                tracing::error!(error = %Chain(&error), "cannot read the desired state after the spec directory scan; planning the last known one");
+                self.dirty.extend(self.desired.keys().cloned());
+            }
         }
     }
 
@@ -460,6 +481,7 @@ impl Supervisor {
                 ids.iter()
                     .map(|id| (self.desired.get(id), self.observed.get(id))),
                 now,
+                self.sources_read,
             );
             for (id, at) in plan.wake_at {
                 self.timers.insert(at, id);

@@ -264,7 +264,14 @@ impl SpecDir {
         let (present, removed): (Vec<PathBuf>, Vec<PathBuf>) = changed
             .into_iter()
             .filter(|path| is_spec_file_name(path))
-            .partition(|path| path.exists());
+            .partition(|path| path.starts_with(&self.dir) && path.exists());
+        for outside in removed.iter().filter(|path| !path.starts_with(&self.dir)) {
+            // The directory is the one truth for what files declare: a record of a file
+            // elsewhere (the launcher ran with another --specs-dir) is not wanted any more,
+            // even if that file is still there.
+            tracing::warn!(file = %outside.display(), specs_dir = %self.dir.display(),
+                "a spec file outside the spec directory declared processes in an earlier run; they are removed");
+        }
         let gone: Vec<Source> = removed.iter().map(|path| Source::file(path)).collect();
         let mut files: Vec<FileSet<'_>> = Vec::new();
         for path in present {

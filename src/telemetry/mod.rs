@@ -333,22 +333,37 @@ impl Collector for LaunchDuration {
 
 /// What `/readyz` checks: the store is open (it is, once this exists), the first reconcile and
 /// the first spec-directory scan are done, and the gRPC listener is up.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Readiness {
     loop_synced: Arc<std::sync::atomic::AtomicBool>,
-    specs_synced: Arc<std::sync::atomic::AtomicBool>,
+    /// Watched by the loop, which acts on what files declare only once they have been read.
+    specs_synced: Arc<tokio::sync::watch::Sender<bool>>,
     listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
+impl Default for Readiness {
+    fn default() -> Readiness {
+        Readiness {
+            loop_synced: Arc::default(),
+            specs_synced: Arc::new(tokio::sync::watch::Sender::new(false)),
+            listening: Arc::default(),
+        }
+    }
+}
+
 impl Readiness {
+    /// Changes to true once the spec directory has been read in full.
+    pub fn specs_read(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.specs_synced.subscribe()
+    }
+
     pub fn loop_synced(&self) {
         self.loop_synced
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn specs_synced(&self) {
-        self.specs_synced
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.specs_synced.send_replace(true);
     }
 
     pub fn listening(&self) {
@@ -364,7 +379,7 @@ impl Readiness {
         if !load(&self.loop_synced) {
             missing.push("the first reconcile");
         }
-        if !load(&self.specs_synced) {
+        if !*self.specs_synced.borrow() {
             missing.push("the first scan of the spec directory");
         }
         if !load(&self.listening) {

@@ -48,6 +48,7 @@ pub struct TestLauncher {
     ports: (u16, u16),
     extra_args: Vec<String>,
     child: Option<Child>,
+    specs: PathBuf,
 }
 
 impl TestLauncher {
@@ -67,7 +68,9 @@ impl TestLauncher {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let specs = dir.path().join("specs");
         let mut launcher = TestLauncher {
+            specs,
             dir,
             launcher_id,
             ports: port_range(),
@@ -124,7 +127,12 @@ impl TestLauncher {
     }
 
     pub fn specs_dir(&self) -> PathBuf {
-        self.dir.path().join("specs")
+        self.specs.clone()
+    }
+
+    /// Watches another spec directory from the next `spawn` on.
+    pub fn use_specs_dir(&mut self, dir: PathBuf) {
+        self.specs = dir;
     }
 
     pub fn patterns_dir(&self) -> PathBuf {

@@ -8,5 +8,6 @@ mod observability;
 mod pattern_api;
 mod reflection;
 mod security;
+mod sources;
 mod survival;
 mod tidy;
