@@ -270,6 +270,21 @@ impl HealthCheck {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
     pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 
+    /// The least time a process is given to pass its first probe.
+    pub const MIN_READY_DEADLINE: Duration = Duration::from_secs(1);
+
+    /// How long a started process has to pass its health check before that counts as a failure
+    /// (it is stopped, restarted with the backoff, and trips the breaker like any failure): its
+    /// initial delay plus `failureThreshold` periods of the longer of interval and timeout, as
+    /// a liveness failure of a ready process would take, and at least `MIN_READY_DEADLINE`. A
+    /// program that is slow to start says so with its `initialDelay`.
+    pub fn ready_deadline(&self) -> Duration {
+        let period = self.interval.max(self.timeout);
+        self.initial_delay
+            .saturating_add(period.saturating_mul(self.failure_threshold))
+            .max(HealthCheck::MIN_READY_DEADLINE)
+    }
+
     /// A check with `probe` and the default timing and thresholds, which a spec file or a
     /// manifest then overrides with what it states.
     pub fn new(probe: Probe) -> HealthCheck {
@@ -535,6 +550,8 @@ pub enum StopReason {
     Replace,
     /// Its liveness probe failed too many times in a row; counted as a failure.
     Unhealthy,
+    /// Its health check did not pass within its ready deadline; counted as a failure.
+    NotReady,
     /// The launcher is shutting down.
     Shutdown,
 }

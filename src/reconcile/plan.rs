@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use super::model::{
-    DesiredRecord, ExitStatus, Health, ObservedRecord, Phase, Ports, ProcessId, ProcessSpec,
-    RestartPolicy, SourcesRead, StopReason, UnixMillis,
+    DesiredRecord, ExitStatus, Health, HealthCheck, ObservedRecord, Phase, Ports, ProcessId,
+    ProcessSpec, RestartPolicy, SourcesRead, StopReason, UnixMillis,
 };
 
 /// Something the runtime must do for one process.
@@ -188,6 +188,16 @@ fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixM
                     generation: desired.generation,
                 });
             }
+            if let Some(deadline) = ready_deadline_at(observed) {
+                if now >= deadline {
+                    return act(Action::Stop {
+                        id,
+                        reason: StopReason::NotReady,
+                        grace: observed.spec.termination_grace,
+                    });
+                }
+                return wait_until(deadline);
+            }
             Decision::default()
         }
         Phase::Stopping => decide_stopping(observed, now),
@@ -233,6 +243,14 @@ fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixM
 /// Whether an operator reset the process since this record last acted on a reset.
 fn reset_requested(desired: &DesiredRecord, observed: &ObservedRecord) -> bool {
     desired.resets > observed.resets_seen
+}
+
+/// When a starting process that has not passed its health check yet runs out of time; `None`
+/// for a ready process or one without a health check.
+pub fn ready_deadline_at(observed: &ObservedRecord) -> Option<UnixMillis> {
+    let check = observed.spec.health_check.as_ref()?;
+    let started = observed.started_at?;
+    (observed.phase == Phase::Starting).then(|| started.saturating_add(check.ready_deadline()))
 }
 
 fn liveness_exhausted(observed: &ObservedRecord) -> bool {
@@ -566,8 +584,10 @@ pub fn record_exit(
         return next;
     }
 
-    let unhealthy = observed.stop_reason == Some(StopReason::Unhealthy);
-    let failed = unhealthy || !observed.spec.is_success(status);
+    let failure_stop = observed
+        .stop_reason
+        .filter(|reason| matches!(reason, StopReason::Unhealthy | StopReason::NotReady));
+    let failed = failure_stop.is_some() || !observed.spec.is_success(status);
     next.stop_reason = None;
     let ran_stably = observed
         .started_at
@@ -575,13 +595,23 @@ pub fn record_exit(
     if ran_stably {
         next.consecutive_failures = 0;
     }
+    let failure = match failure_stop {
+        Some(StopReason::Unhealthy) => {
+            format!("restarted after failing its liveness probe ({status})")
+        }
+        Some(_) => format!(
+            "not ready within {:?}: its health check never passed ({status})",
+            observed
+                .spec
+                .health_check
+                .as_ref()
+                .map_or(Duration::ZERO, HealthCheck::ready_deadline)
+        ),
+        None => format!("exited with {status}"),
+    };
     if failed {
         next.error_count += 1;
-        next.last_error = Some(if unhealthy {
-            format!("restarted after failing its liveness probe ({status})")
-        } else {
-            format!("exited with {status}")
-        });
+        next.last_error = Some(failure.clone());
     }
     let restarts = match observed.spec.restart_policy {
         RestartPolicy::Always => true,
@@ -597,7 +627,7 @@ pub fn record_exit(
             next.tripped_at = Some(now);
             next.next_restart_at = None;
             next.last_error = Some(format!(
-                "circuit open after {} consecutive failures; last: exited with {status}",
+                "circuit open after {} consecutive failures; last: {failure}",
                 next.consecutive_failures
             ));
         } else {
@@ -682,8 +712,12 @@ fn diff_of(kind: DiffKind, detail: impl Into<String>) -> Diff {
     }
 }
 
-/// How the desired and observed records of one id differ.
-pub fn diff(desired: Option<&DesiredRecord>, observed: Option<&ObservedRecord>) -> Diff {
+/// How the desired and observed records of one id differ at `now`.
+pub fn diff(
+    desired: Option<&DesiredRecord>,
+    observed: Option<&ObservedRecord>,
+    now: UnixMillis,
+) -> Diff {
     match (desired, observed) {
         (None, None) => diff_of(DiffKind::InSync, ""),
         (Some(_), None) => diff_of(DiffKind::Start, "desired; not started yet"),
@@ -694,11 +728,11 @@ pub fn diff(desired: Option<&DesiredRecord>, observed: Option<&ObservedRecord>) 
             }
             _ => diff_of(DiffKind::Stop, "no longer desired; record will be removed"),
         },
-        (Some(desired), Some(observed)) => diff_desired(desired, observed),
+        (Some(desired), Some(observed)) => diff_desired(desired, observed, now),
     }
 }
 
-fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
+fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixMillis) -> Diff {
     let spec_changed = desired.spec.requires_restart_from(&observed.spec);
     let generations = format!(
         "generation {} runs, {} desired",
@@ -712,10 +746,23 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
         Phase::Starting | Phase::Running if spec_changed => {
             diff_of(DiffKind::Replace, format!("spec changed: {generations}"))
         }
-        Phase::Starting => diff_of(
-            DiffKind::InSync,
-            "started; waiting for its first passing probe",
-        ),
+        Phase::Starting => match ready_deadline_at(observed) {
+            Some(deadline) if now < deadline => diff_of(
+                DiffKind::InSync,
+                format!(
+                    "started; waiting for its first passing probe ({}s left before that counts as a failure)",
+                    deadline.saturating_duration_since(now).as_secs_f64().ceil()
+                ),
+            ),
+            Some(_) => diff_of(
+                DiffKind::Failing,
+                "not ready in time: its health check has not passed; it will be restarted",
+            ),
+            None => diff_of(
+                DiffKind::InSync,
+                "started; waiting for its first passing probe",
+            ),
+        },
         Phase::Running if observed.health == Health::Unhealthy => diff_of(
             DiffKind::Failing,
             format!(
@@ -732,6 +779,10 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord) -> Diff {
             Some(StopReason::Unhealthy) => diff_of(
                 DiffKind::Failing,
                 format!("stopping after failed liveness probes: {last_error}"),
+            ),
+            Some(StopReason::NotReady) => diff_of(
+                DiffKind::Failing,
+                "stopping: its health check did not pass in time",
             ),
             _ => diff_of(DiffKind::Stop, "stopping"),
         },

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{DesiredRecord, ObservedRecord, Phase, ProcessId, ProcessSpec};
+use super::model::{DesiredRecord, ObservedRecord, Phase, ProcessId, ProcessSpec, UnixMillis};
 use super::plan::{diff, Diff};
 
 /// The desired and observed records of one id; at least one is present (the fields are private
@@ -57,9 +57,9 @@ impl ProcessRow {
         client_state(self.desired.is_some(), self.observed.as_ref())
     }
 
-    /// How desired and actual differ, for `status`.
-    pub fn diff(&self) -> Diff {
-        diff(self.desired.as_ref(), self.observed.as_ref())
+    /// How desired and actual differ at `now`, for `status`.
+    pub fn diff(&self, now: UnixMillis) -> Diff {
+        diff(self.desired.as_ref(), self.observed.as_ref(), now)
     }
 
     /// The phase word `status` shows as the actual state: the observed phase, or `pending`

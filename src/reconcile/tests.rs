@@ -336,15 +336,55 @@ fn decide_table() {
             now: NOW,
             want: nothing(),
         },
+        // Ready deadline: started 5 s before NOW, 3 periods of 10 s to pass a probe.
         DecideCase {
-            name:
-                "starting, probe failures above the threshold: nothing (readiness is not liveness)",
+            name: "starting, probe failures above the threshold: wait for the ready deadline \
+                   (readiness is not liveness)",
             desired: Some(desired(1, checked_spec())),
             observed: Some(ObservedRecord {
                 probe_failures: 10,
                 ..observed(Phase::Starting, checked_spec())
             }),
             now: NOW,
+            want: wait_until(after(25_000)),
+        },
+        DecideCase {
+            name: "starting at its ready deadline: stop (not ready), a failure",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(observed(Phase::Starting, checked_spec())),
+            now: after(25_000),
+            want: stop(StopReason::NotReady, grace),
+        },
+        DecideCase {
+            name: "starting with an initial delay: the deadline moves by it",
+            desired: Some(desired(
+                1,
+                ProcessSpec {
+                    health_check: Some(HealthCheck {
+                        initial_delay: Duration::from_secs(60),
+                        ..health_check()
+                    }),
+                    ..spec()
+                },
+            )),
+            observed: Some(observed(
+                Phase::Starting,
+                ProcessSpec {
+                    health_check: Some(HealthCheck {
+                        initial_delay: Duration::from_secs(60),
+                        ..health_check()
+                    }),
+                    ..spec()
+                },
+            )),
+            now: after(25_000),
+            want: wait_until(after(85_000)),
+        },
+        DecideCase {
+            name: "running (ready) long after the deadline: nothing",
+            desired: Some(desired(1, checked_spec())),
+            observed: Some(observed(Phase::Running, checked_spec())),
+            now: after(3_600_000),
             want: nothing(),
         },
         DecideCase {
@@ -467,11 +507,11 @@ fn decide_table() {
             want: nothing(),
         },
         DecideCase {
-            name: "starting, in sync: nothing",
+            name: "starting, in sync: wait for its ready deadline",
             desired: Some(desired(1, checked_spec())),
             observed: Some(observed(Phase::Starting, checked_spec())),
             now: NOW,
-            want: nothing(),
+            want: wait_until(after(25_000)),
         },
         DecideCase {
             name: "running healthy with a health check, in sync: nothing",
@@ -1008,6 +1048,18 @@ fn record_exit_table() {
             want_error_count: 6,
             want_next_restart_at: third_failure_at,
             want_last_error: Some("restarted after failing its liveness probe (exit code 0)"),
+        },
+        ExitCase {
+            name: "stopped for not getting ready in time: counted as a failure",
+            observed: stopping_with_history(StopReason::NotReady, checked_spec()),
+            status: ExitStatus::Signal(15),
+            want_phase: Phase::BackingOff,
+            want_consecutive_failures: 3,
+            want_error_count: 6,
+            want_next_restart_at: third_failure_at,
+            want_last_error: Some(
+                "not ready within 30s: its health check never passed (signal SIGTERM)",
+            ),
         },
         // Stable runs
         ExitCase {
@@ -1908,7 +1960,7 @@ fn diff_table() {
     ];
 
     for case in cases {
-        let got = diff(case.desired.as_ref(), case.observed.as_ref());
+        let got = diff(case.desired.as_ref(), case.observed.as_ref(), NOW);
         assert_eq!(got.kind, case.want_kind, "kind, case: {}", case.name);
         assert!(
             got.detail.contains(case.want_detail),
@@ -2178,8 +2230,11 @@ fn the_circuit_opens_after_the_threshold_and_a_reset_or_a_new_spec_closes_it() {
         Decision::default(),
         "terminal: never restarted by time alone"
     );
-    assert_eq!(diff(Some(&wanted), Some(&record)).kind, DiffKind::Failing);
-    assert!(diff(Some(&wanted), Some(&record))
+    assert_eq!(
+        diff(Some(&wanted), Some(&record), NOW).kind,
+        DiffKind::Failing
+    );
+    assert!(diff(Some(&wanted), Some(&record), NOW)
         .detail
         .contains("prism-launcher reset"));
 
@@ -2347,7 +2402,7 @@ fn pending_processes_start_when_room_frees_and_are_forgotten_when_undesired() {
             id: wanted.id.clone()
         })
     );
-    let shown = diff(Some(&wanted), Some(&pending));
+    let shown = diff(Some(&wanted), Some(&pending), NOW);
     assert_eq!(
         (shown.kind, shown.detail.as_str()),
         (DiffKind::Start, "pending: full")
@@ -3088,4 +3143,35 @@ fn port_needs_follow_the_seed_contract_and_what_a_spec_asks() {
             health: false
         }
     );
+}
+
+#[test]
+fn the_ready_deadline_is_the_initial_delay_plus_threshold_periods_and_at_least_a_second() {
+    let check = |initial_ms: u64, interval_ms: u64, timeout_ms: u64, threshold: u32| HealthCheck {
+        initial_delay: Duration::from_millis(initial_ms),
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(timeout_ms),
+        failure_threshold: threshold,
+        ..health_check()
+    };
+    for (name, check, want_ms) in [
+        ("defaults: 3 × 10 s", check(0, 10_000, 1_000, 3), 30_000),
+        (
+            "an initial delay adds",
+            check(5_000, 10_000, 1_000, 3),
+            35_000,
+        ),
+        (
+            "a timeout longer than the interval is the period",
+            check(0, 500, 2_000, 2),
+            4_000,
+        ),
+        ("never under a second", check(0, 200, 200, 1), 1_000),
+    ] {
+        assert_eq!(
+            check.ready_deadline(),
+            Duration::from_millis(want_ms),
+            "{name}"
+        );
+    }
 }

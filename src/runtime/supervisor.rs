@@ -363,15 +363,13 @@ impl Supervisor {
             now,
         );
         if next.error_count > observed.error_count {
-            let reason = if observed.stop_reason == Some(StopReason::Unhealthy) {
-                "liveness"
-            } else {
-                match status {
-                    ExitStatus::Code(_) => "exit_code",
-                    ExitStatus::Signal(_) => "signal",
-                    ExitStatus::OomKilled => "oom",
-                    ExitStatus::Unknown => "unknown",
-                }
+            let reason = match (observed.stop_reason, status) {
+                (Some(StopReason::Unhealthy), _) => "liveness",
+                (Some(StopReason::NotReady), _) => "not_ready",
+                (_, ExitStatus::Code(_)) => "exit_code",
+                (_, ExitStatus::Signal(_)) => "signal",
+                (_, ExitStatus::OomKilled) => "oom",
+                (_, ExitStatus::Unknown) => "unknown",
             };
             self.config
                 .metrics
@@ -775,7 +773,25 @@ mod tests {
         let _cleanup = Spawned(started.pid.into_iter().collect());
         assert_eq!(started.phase, Phase::Running, "started in the same pass");
         assert_eq!(started.started_at, Some(NOW), "at the injected time");
-        assert!(supervisor.dirty.is_empty() && supervisor.unsaved.is_empty());
+        // The freed slot marks `waiting` again; a pass over its time budget (a slow spawn on a
+        // loaded machine) leaves that look for the next pass, which finds nothing to do.
+        for _ in 0..10 {
+            if !supervisor.has_work() {
+                break;
+            }
+            supervisor.reconcile(NOW);
+        }
+        assert!(
+            supervisor.dirty.is_empty() && supervisor.unsaved.is_empty(),
+            "dirty {:?}, unsaved {:?}",
+            supervisor.dirty,
+            supervisor.unsaved
+        );
+        assert_eq!(
+            supervisor.observed[&id("waiting")],
+            started,
+            "started once, not again"
+        );
         assert_eq!(
             supervisor.store.observed(&id("waiting")).unwrap(),
             Some(started),

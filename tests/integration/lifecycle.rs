@@ -541,3 +541,59 @@ fn a_sigterm_ignoring_escaped_descendant_is_killed_on_stop_and_on_the_leaders_ex
         "the leader itself is never taken for an escaped descendant:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_never_gets_ready_is_restarted_at_its_deadline_and_trips_the_breaker() {
+    use prism_launcher::api::proto::prism::launcher::HealthRequest;
+    // One failure period of 200 ms: the deadline is the 1 s floor. Two failures trip it.
+    let mut launcher =
+        TestLauncher::start_with(&["--failure-threshold", "2", "--backoff-initial", "100ms"]);
+    launcher.write_spec(
+        "never-ready.yaml",
+        &spec(
+            "never-ready",
+            &format!(
+                "  binary: {HELLO_PATTERN}\n  env: {{HELLO_FAIL_HEALTH: \"1\"}}\n  healthCheck:\n    \
+                 http: {{path: /health}}\n    interval: 200ms\n    timeout: 200ms\n    \
+                 failureThreshold: 1\n"
+            ),
+        ),
+    );
+    // Until the deadline it is starting, in sync, with the time it has left.
+    let detail = eventually(TIMEOUT, "never-ready to be starting", || {
+        let row = launcher.process("never-ready")?;
+        (row["actual"] == "starting").then(|| row["diff_detail"].as_str().unwrap_or("").to_string())
+    });
+    assert!(
+        detail.contains("left before that counts as a failure"),
+        "{detail}"
+    );
+
+    let tripped = eventually(TIMEOUT, "never-ready to trip", || {
+        launcher
+            .process("never-ready")
+            .filter(|row| row["actual"] == "tripped")
+    });
+    assert_eq!(u64_field(&tripped, "restart_count"), 1, "{tripped}");
+    assert_eq!(tripped["diff"], "failing", "{tripped}");
+    let last_error = tripped["last_error"].as_str().unwrap_or("");
+    assert!(
+        last_error.contains("not ready within 1s: its health check never passed"),
+        "{tripped}"
+    );
+    let health = launcher
+        .pattern_client()
+        .await
+        .health(HealthRequest {
+            include_processes: false,
+        })
+        .await
+        .expect("Health")
+        .into_inner();
+    assert!(!health.healthy, "{health:?}");
+    let metrics = launcher.http_get("/metrics").1;
+    assert!(
+        metrics.contains("pattern_launcher_failures_total{reason=\"not_ready\"} 2"),
+        "{metrics}"
+    );
+}

@@ -106,7 +106,7 @@ pub fn status_report(
     let processes = rows
         .iter()
         .map(|row| {
-            let diff = row.diff();
+            let diff = row.diff(now);
             summary.add(diff.kind);
             process_status(row, diff)
         })
