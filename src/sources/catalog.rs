@@ -9,8 +9,9 @@ use serde::Deserialize;
 
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, Word};
 use crate::reconcile::{
-    env_entry_problem, HealthCheck, HealthCheckField, Isolation, Probe, ProblemKind, ProcessSpec,
-    ProcessType, RequestedPorts, Resources, RestartPolicy, SpecField, SpecProblem, TypeConfig,
+    echo, env_entry_problem, is_env_name, is_loader_variable, EnvWriter, HealthCheck,
+    HealthCheckField, Isolation, Probe, ProblemKind, ProcessSpec, ProcessType, RequestedPorts,
+    Resources, RestartPolicy, SpecField, SpecProblem, TypeConfig, MAX_ENTRIES,
 };
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
@@ -29,6 +30,9 @@ pub struct CatalogEntry {
     pub health_port: Option<u16>,
     pub resources: Option<Resources>,
     pub environment: BTreeMap<String, String>,
+    /// The only `config` keys a launch of this pattern may set (`allowed_config_keys`); `None`
+    /// when the manifest does not narrow them (a request still never sets a loader variable).
+    pub allowed_config_keys: Option<Vec<String>>,
     pub manifest: PathBuf,
 }
 
@@ -208,6 +212,7 @@ struct Manifest {
     resources: Option<ManifestResources>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
+    allowed_config_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,7 +290,7 @@ impl Manifest {
         // Variables the launcher injects, or that no environment can hold, are refused here,
         // where the manifest is to blame, rather than in every launch of it.
         for (name, value) in &self.environment {
-            if let Some(problem) = env_entry_problem(name, value) {
+            if let Some(problem) = env_entry_problem(name, value, EnvWriter::Operator) {
                 let found = SpecProblem {
                     field: SpecField::Env,
                     kind: ProblemKind::Env {
@@ -295,6 +300,32 @@ impl Manifest {
                 };
                 problems.push(format!("environment: {}", found.message(&manifest_field)));
             }
+        }
+        // The list narrows what requests may set; it cannot widen it, so a loader variable in
+        // it is a mistake worth refusing rather than a key silently never allowed.
+        for key in self.allowed_config_keys.iter().flatten() {
+            if !is_env_name(key) {
+                problems.push(format!(
+                    "allowed_config_keys: {} is not a valid environment variable name",
+                    echo(key)
+                ));
+            } else if is_loader_variable(key) {
+                problems.push(format!(
+                    "allowed_config_keys: {} changes how programs are loaded or interpreted; \
+                     a request may never set it (set it in environment instead)",
+                    echo(key)
+                ));
+            }
+        }
+        if let Some(count) = self
+            .allowed_config_keys
+            .as_ref()
+            .map(Vec::len)
+            .filter(|count| *count > MAX_ENTRIES)
+        {
+            problems.push(format!(
+                "allowed_config_keys has {count} entries; at most {MAX_ENTRIES} are allowed"
+            ));
         }
         for found in health_check.iter().flat_map(HealthCheck::problems) {
             let field = manifest_field(&found.field);
@@ -324,6 +355,7 @@ impl Manifest {
             health_port,
             resources,
             environment: self.environment,
+            allowed_config_keys: self.allowed_config_keys,
             manifest: folder.join(MANIFEST_FILE),
         })
     }

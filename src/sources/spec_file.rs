@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::catalog::Catalog;
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor, Word};
 use crate::reconcile::{
-    BackendConfig, BackoffOverrides, HealthCheck, HealthCheckField, Isolation, PatternConfig,
+    echo, BackendConfig, BackoffOverrides, HealthCheck, HealthCheckField, Isolation, PatternConfig,
     Probe, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, Resources,
     RestartPolicy, Secret, SpecField, TypeConfig, UtilityConfig,
 };
@@ -450,15 +450,15 @@ impl SpecDocument {
             problems.push(problem(
                 "apiVersion",
                 format!(
-                    "apiVersion {:?} is not supported; use {API_VERSION:?}",
-                    self.api_version
+                    "apiVersion {} is not supported; use {API_VERSION:?}",
+                    echo(&self.api_version)
                 ),
             ));
         }
         if self.kind != KIND {
             problems.push(problem(
                 "kind",
-                format!("kind {:?} is not supported; use {KIND:?}", self.kind),
+                format!("kind {} is not supported; use {KIND:?}", echo(&self.kind)),
             ));
         }
         let spec = self
@@ -490,7 +490,8 @@ impl SpecBody {
                     problems.push(problem(
                         "spec.pattern",
                         format!(
-                            "pattern {name:?} is not in the catalog (known: {})",
+                            "pattern {} is not in the catalog (known: {})",
+                            echo(name),
                             catalog.names_for_message()
                         ),
                     ));
@@ -644,6 +645,11 @@ pub fn spec_file_field(field: &SpecField) -> String {
     match field {
         SpecField::Executable => "spec.binary".to_string(),
         SpecField::Args => "spec.args".to_string(),
+        // The whole of what the child's exec takes: located on the spec itself.
+        SpecField::ArgsAndEnv => "spec".to_string(),
+        SpecField::Pattern => "spec.pattern".to_string(),
+        SpecField::SuccessExitCodes => "spec.successExitCodes".to_string(),
+        SpecField::Labels => "metadata.labels".to_string(),
         SpecField::WorkingDir => "spec.workingDir".to_string(),
         SpecField::Namespace => "spec.namespace".to_string(),
         SpecField::SessionId => "spec.sessionId".to_string(),

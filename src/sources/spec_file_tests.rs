@@ -94,6 +94,7 @@ fn hello_entry() -> CatalogEntry {
             ("LOG_LEVEL".to_string(), "info".to_string()),
             ("REGION".to_string(), "eu-west".to_string()),
         ]),
+        allowed_config_keys: None,
         manifest: PathBuf::from("/opt/patterns/hello-pattern/manifest.yaml"),
     }
 }
