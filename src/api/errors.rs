@@ -33,6 +33,18 @@ pub fn blocking_status(error: BlockingStoreError) -> Status {
     }
 }
 
+/// The status of a message that could not be decoded (`api::codec`): prost reports it as
+/// INTERNAL, but a request that is not valid protobuf (a string that is not UTF-8, a truncated
+/// field) is the caller's error. prost's message names the message and field, e.g.
+/// `failed to decode Protobuf message: LaunchRequest.pattern_name: invalid string value: data
+/// is not UTF-8 encoded`.
+pub fn decode_status(error: Status) -> Status {
+    match error.code() {
+        tonic::Code::Internal => Status::invalid_argument(error.message()),
+        _ => error,
+    }
+}
+
 /// The status a refused PatternLauncher call answers with.
 pub fn pattern_status(error: PatternError) -> Status {
     let message = Chain(&error).to_string();

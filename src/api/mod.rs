@@ -6,6 +6,7 @@
 pub mod admin_client;
 mod blocking;
 pub mod client;
+pub mod codec;
 pub mod context;
 pub mod control_plane;
 pub mod convert;
