@@ -147,7 +147,8 @@ pub enum PatternError {
     },
     #[error("{field} {value} is not one of the values the enum defines")]
     BadEnum { field: &'static str, value: i32 },
-    #[error("the launch maps to an invalid process id")]
+    /// The id made of `namespace`, `session_id` and the pattern's name is not a valid id.
+    #[error("namespace, session_id and pattern_name make an invalid process id")]
     InvalidId(#[source] InvalidProcessId),
     /// The spec the launch makes is not valid (`ProcessSpec::problems`, worded for the wire).
     #[error("invalid launch: {}", .0.join("; "))]

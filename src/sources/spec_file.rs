@@ -780,3 +780,7 @@ fn absolute_from(base_dir: &Path, path: &str) -> PathBuf {
 #[cfg(test)]
 #[path = "spec_file_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "spec_file_proptests.rs"]
+mod proptests;

@@ -389,7 +389,7 @@ fn every_bad_document_is_reported_not_just_the_first() {
         errors[0]
     );
     assert!(
-        errors[1].message.contains("unknown variant `Sometimes`"),
+        errors[1].message.contains("\"Sometimes\" is not one of"),
         "{}",
         errors[1]
     );
@@ -488,21 +488,21 @@ fn bad_values_are_reported_on_their_own_line() {
             binary_doc("x", "  restartPolicy: Sometimes\n"),
             "spec.restartPolicy",
             "restartPolicy",
-            "unknown variant `Sometimes`",
+            "\"Sometimes\" is not one of",
         ),
         (
             "isolation",
             binary_doc("x", "  isolation: Namespace\n"),
             "spec.isolation",
             "isolation",
-            "unknown variant `Namespace`",
+            "\"Namespace\" is not one of",
         ),
         (
             "type",
             binary_doc("x", "  type: daemon\n"),
             "spec.type",
             "daemon",
-            "unknown variant `daemon`",
+            "\"daemon\" is not one of",
         ),
         (
             "args as a string",

@@ -27,9 +27,8 @@ impl<'de, T: Vocabulary> Deserialize<'de> for Word<T> {
             }
 
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Word<T>, E> {
-                T::parse_word(value)
-                    .map(Word)
-                    .map_err(|_| E::unknown_variant(value, T::WORDS))
+                // The vocabulary's own message, which echoes the word truncated.
+                T::parse_word(value).map(Word).map_err(E::custom)
             }
         }
         deserializer.deserialize_str(WordVisitor(PhantomData))

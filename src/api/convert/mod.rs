@@ -7,4 +7,6 @@ pub mod to_proto;
 #[cfg(test)]
 mod inputs_tests;
 #[cfg(test)]
+mod request_proptests;
+#[cfg(test)]
 mod writers_tests;
