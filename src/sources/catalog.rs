@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::spec_file::{read_bounded_text, MAX_SPEC_FILE_BYTES};
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, Word};
 use crate::reconcile::{
     echo, env_entry_problem, is_env_name, is_loader_variable, EnvWriter, HealthCheck,
@@ -15,6 +16,9 @@ use crate::reconcile::{
 };
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
+
+/// Largest manifest read (as large as a spec file may be); bigger ones are refused unparsed.
+pub const MAX_MANIFEST_BYTES: u64 = MAX_SPEC_FILE_BYTES;
 
 /// A pattern as its manifest declares it, with its executable made absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,8 +185,8 @@ pub fn load_manifest(path: &Path) -> Result<CatalogEntry, CatalogError> {
         manifest: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|io| error(format!("cannot read the manifest: {io}")))?;
+    let text = read_bounded_text(path, MAX_MANIFEST_BYTES)
+        .map_err(|problem| error(format!("cannot use the manifest: {problem}")))?;
     let manifest: Manifest = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
         &text,
     ))

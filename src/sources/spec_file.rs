@@ -73,18 +73,48 @@ pub fn load_spec_file(path: &Path, catalog: &Catalog) -> Result<Vec<FileSpec>, V
             message,
         }]
     };
-    let size = std::fs::metadata(path)
-        .map_err(|error| file_error(format!("cannot read the file: {error}")))?
-        .len();
-    if size > MAX_SPEC_FILE_BYTES {
-        return Err(file_error(format!(
-            "the file is {size} bytes; spec files may be at most {MAX_SPEC_FILE_BYTES} bytes"
-        )));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| file_error(format!("cannot read the file: {error}")))?;
+    let text = read_bounded_text(path, MAX_SPEC_FILE_BYTES).map_err(file_error)?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     parse_spec_text(path, &text, base_dir, catalog)
+}
+
+/// The text of the regular file at `path`, refused (with the message) when it is something else
+/// (a FIFO, whose open would block; a device such as `/dev/zero`, which never ends), larger than
+/// `max_bytes`, or not UTF-8. At most `max_bytes + 1` bytes are ever read, even from a file
+/// that grows while it is read. Spec files and catalog manifests are read through it.
+pub fn read_bounded_text(path: &Path, max_bytes: u64) -> Result<String, String> {
+    use std::io::Read;
+
+    let cannot = |error: std::io::Error| format!("cannot read the file: {error}");
+    let metadata = std::fs::metadata(path).map_err(cannot)?;
+    if !metadata.is_file() {
+        return Err("it is not a regular file".to_string());
+    }
+    if metadata.len() > max_bytes {
+        return Err(format!(
+            "the file is {} bytes; it may be at most {max_bytes} bytes",
+            metadata.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(max_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+        })
+        .map_err(cannot)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "the file grew past {max_bytes} bytes while it was read; it may be at most \
+             {max_bytes} bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        format!(
+            "cannot read the file: it is not UTF-8 (at byte {})",
+            error.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Parses and resolves the text of a spec file; `base_dir` anchors relative paths.

@@ -1307,7 +1307,7 @@ fn load_spec_file_refuses_files_that_are_too_big() {
             field: String::new(),
             line: None,
             message: format!(
-                "the file is {size} bytes; spec files may be at most {MAX_SPEC_FILE_BYTES} bytes"
+                "the file is {size} bytes; it may be at most {MAX_SPEC_FILE_BYTES} bytes"
             ),
         }]
     );
@@ -1315,6 +1315,27 @@ fn load_spec_file_refuses_files_that_are_too_big() {
     let at_limit = dir.path().join("limit.yaml");
     std::fs::write(&at_limit, "#".repeat(MAX_SPEC_FILE_BYTES as usize)).unwrap();
     assert_eq!(load_spec_file(&at_limit, &Catalog::default()), Ok(vec![]));
+}
+
+#[test]
+fn load_spec_file_never_reads_a_device_or_waits_on_a_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let zero = dir.path().join("zero.yaml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for path in [fifo, zero] {
+        let errors = load_spec_file(&path, &Catalog::default()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].message, "it is not a regular file");
+    }
+    let latin1 = dir.path().join("latin1.yaml");
+    std::fs::write(&latin1, b"name: caf\xe9\n").unwrap();
+    let errors = load_spec_file(&latin1, &Catalog::default()).unwrap_err();
+    assert_eq!(
+        errors[0].message,
+        "cannot read the file: it is not UTF-8 (at byte 9)"
+    );
 }
 
 #[test]
