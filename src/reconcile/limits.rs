@@ -60,6 +60,16 @@ impl fmt::Display for Echo<'_> {
     }
 }
 
+/// A sentence that may embed input it was not written by us (serde's and YAML's messages, which
+/// quote the offending value whole), kept to its first `max_chars` characters and its length.
+/// Values we quote ourselves go through `echo`.
+pub fn shortened(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
 /// The same for an owned value kept in an error (so the error holds the short form only, never
 /// a copy of a megabyte).
 pub fn echoed(text: &str) -> String {

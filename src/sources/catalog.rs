@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::spec_file::{read_bounded_text, MAX_SPEC_FILE_BYTES};
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, Word};
 use crate::reconcile::{
-    echo, env_entry_problem, is_env_name, is_loader_variable, EnvWriter, HealthCheck,
+    echo, env_entry_problem, is_env_name, is_loader_variable, shortened, EnvWriter, HealthCheck,
     HealthCheckField, Isolation, Probe, ProblemKind, ProcessSpec, ProcessType, RequestedPorts,
     Resources, RestartPolicy, SpecField, SpecProblem, TypeConfig, MAX_ENTRIES,
 };
@@ -196,7 +196,8 @@ pub fn load_manifest(path: &Path) -> Result<CatalogEntry, CatalogError> {
         let line = inner.location().map_or_else(String::new, |location| {
             format!("line {}: ", location.line())
         });
-        error(format!("{line}field {field}: {inner}"))
+        // serde quotes a value it refuses whole: kept short, as spec files' errors are.
+        error(shortened(&format!("{line}field {field}: {inner}"), 512))
     })?;
     let folder = path.parent().unwrap_or(Path::new("."));
     manifest

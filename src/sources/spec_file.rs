@@ -12,13 +12,17 @@ use serde::Deserialize;
 use super::catalog::Catalog;
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor, Word};
 use crate::reconcile::{
-    echo, BackendConfig, BackoffOverrides, HealthCheck, HealthCheckField, Isolation, PatternConfig,
-    Probe, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, Resources,
-    RestartPolicy, Secret, SpecField, TypeConfig, UtilityConfig,
+    echo, shortened, BackendConfig, BackoffOverrides, HealthCheck, HealthCheckField, Isolation,
+    PatternConfig, Probe, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts,
+    Resources, RestartPolicy, Secret, SpecField, TypeConfig, UtilityConfig,
 };
 
 pub const API_VERSION: &str = "prism.launcher/v1";
 pub const KIND: &str = "Process";
+
+/// How much of serde's and YAML's own messages (and of a field path, which holds map keys) an
+/// error keeps: they quote the value they refuse whole.
+const MAX_QUOTED_CHARS: usize = 256;
 
 /// Largest spec file read; bigger files are refused rather than parsed.
 pub const MAX_SPEC_FILE_BYTES: u64 = 1024 * 1024;
@@ -147,7 +151,13 @@ pub fn parse_spec_text(
                     .location()
                     .map(|location| document.first_line + location.line() - 1);
                 let field = if field == "." { String::new() } else { field };
-                error_at(&field, line, clean_yaml_message(&inner.to_string(), &field));
+                let message = clean_yaml_message(&inner.to_string(), &field);
+                // serde quotes a value it refuses whole, and a map key can be any length.
+                error_at(
+                    &shortened(&field, MAX_QUOTED_CHARS),
+                    line,
+                    shortened(&message, MAX_QUOTED_CHARS),
+                );
                 continue;
             }
         };

@@ -103,6 +103,8 @@ struct Document {
     grace: String,
     interval: String,
     memory: String,
+    /// A string where a port number goes, sometimes: serde's message quotes it.
+    port: Option<String>,
 }
 
 fn document() -> impl Strategy<Value = Document> {
@@ -135,6 +137,7 @@ fn document() -> impl Strategy<Value = Document> {
         prop::collection::vec(value(), 0..6),
         prop::collection::vec((env_name, value()), 0..6),
         prop::collection::vec((value(), value()), 0..3),
+        prop::option::weighted(0.1, value()),
         (
             duration.clone(),
             duration,
@@ -146,18 +149,21 @@ fn document() -> impl Strategy<Value = Document> {
         ),
     )
         .prop_map(
-            |((name, binary, isolation, namespace, session), args, env, labels, times)| Document {
-                name,
-                binary,
-                isolation,
-                namespace,
-                session,
-                args,
-                env,
-                labels,
-                grace: times.0,
-                interval: times.1,
-                memory: times.2,
+            |((name, binary, isolation, namespace, session), args, env, labels, port, times)| {
+                Document {
+                    name,
+                    binary,
+                    isolation,
+                    namespace,
+                    session,
+                    args,
+                    env,
+                    labels,
+                    grace: times.0,
+                    interval: times.1,
+                    memory: times.2,
+                    port,
+                }
             },
         )
 }
@@ -172,11 +178,14 @@ impl Document {
                 .join(", ")
         };
         let args: Vec<String> = self.args.iter().map(|arg| scalar(arg)).collect();
+        let ports = self.port.as_ref().map_or_else(String::new, |port| {
+            format!("  ports: {{grpc: {}}}\n", scalar(port))
+        });
         format!(
             "apiVersion: prism.launcher/v1\nkind: Process\nmetadata:\n  name: {}\n  labels: {{{}}}\n\
              spec:\n  binary: {}\n  isolation: {}\n  namespace: {}\n  sessionId: {}\n  \
              args: [{}]\n  env: {{{}}}\n  terminationGracePeriod: {}\n  healthCheck:\n    \
-             tcp: {{}}\n    interval: {}\n  resources:\n    memoryLimit: {}\n",
+             tcp: {{}}\n    interval: {}\n  resources:\n    memoryLimit: {}\n{ports}",
             scalar(&self.name),
             map(&self.labels),
             scalar(&self.binary),

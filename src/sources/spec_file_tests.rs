@@ -1318,6 +1318,25 @@ fn load_spec_file_refuses_files_that_are_too_big() {
 }
 
 #[test]
+fn a_refused_value_is_quoted_short_even_in_serdes_own_messages() {
+    let long = "9".repeat(5000);
+    let errors = errors_with(
+        &binary_doc(
+            "x",
+            &format!("  ports: {{grpc: \"{long}\"}}\n  env: {{{long}: [1]}}\n"),
+        ),
+        &Catalog::default(),
+    );
+    assert!(!errors.is_empty());
+    for error in &errors {
+        assert!(error.message.len() < 600, "{} bytes", error.message.len());
+        assert!(error.field.len() < 600, "{} bytes", error.field.len());
+        assert_eq!(error.line, Some(7), "{error}");
+    }
+    assert!(errors[0].message.contains("(5"), "{}", errors[0].message);
+}
+
+#[test]
 fn load_spec_file_never_reads_a_device_or_waits_on_a_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo.yaml");
@@ -1510,6 +1529,46 @@ fn bad_manifests_are_reported_and_the_good_ones_kept() {
     assert!(by_path[misnamed.as_path()]
         .to_string()
         .starts_with(&misnamed.display().to_string()));
+}
+
+#[test]
+fn a_manifest_may_narrow_config_keys_but_never_allow_a_loader_variable() {
+    let root = tempfile::tempdir().unwrap();
+    write_manifest(
+        root.path(),
+        "narrow",
+        "name: narrow\nexecutable: ./x\nenvironment: {PATH: /opt/narrow/bin}\n\
+         allowed_config_keys: [LOG_LEVEL, FOO]\n",
+    );
+    let widening = write_manifest(
+        root.path(),
+        "widening",
+        "name: widening\nexecutable: ./x\nallowed_config_keys: [LOG_LEVEL, LD_PRELOAD, 1BAD]\n",
+    );
+    let (catalog, errors) = load_catalog(root.path());
+    let narrow = catalog.get("narrow").unwrap();
+    assert_eq!(
+        narrow.allowed_config_keys,
+        Some(vec!["LOG_LEVEL".to_string(), "FOO".to_string()])
+    );
+    // The manifest's own environment is the operator's: PATH is fine there.
+    assert_eq!(narrow.environment["PATH"], "/opt/narrow/bin");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].manifest, widening);
+    assert!(
+        errors[0].message.contains(
+            "allowed_config_keys: \"LD_PRELOAD\" changes how programs are loaded or interpreted"
+        ),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[0]
+            .message
+            .contains("allowed_config_keys: \"1BAD\" is not a valid environment variable name"),
+        "{}",
+        errors[0].message
+    );
 }
 
 #[test]
