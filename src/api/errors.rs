@@ -85,7 +85,7 @@ pub fn assignment_status(error: AssignmentError) -> Status {
         | AssignmentError::TooLong { .. }
         | AssignmentError::NegativeVersion(_)
         | AssignmentError::MissingLauncherId
-        | AssignmentError::NegativeTimeout(_) => Status::invalid_argument(message),
+        | AssignmentError::BadTimeout(_) => Status::invalid_argument(message),
         AssignmentError::OutsideRoots { .. } => Status::permission_denied(message),
         AssignmentError::NotCapable { .. }
         | AssignmentError::WrongLauncher { .. }
@@ -236,8 +236,8 @@ pub enum AssignmentError {
     InvalidSpec(Vec<String>),
     #[error("this is launcher {ours}, not {}", echo(.asked))]
     WrongLauncher { ours: String, asked: String },
-    #[error("graceful_timeout_seconds {0} is negative")]
-    NegativeTimeout(i32),
+    #[error("graceful_timeout_seconds {0} is out of range: it must be between 0 and {max}", max = MAX_DURATION.as_secs())]
+    BadTimeout(i32),
     #[error("no process {} is assigned to this launcher", echo(.0))]
     UnknownProcess(String),
     #[error("process {id} is declared by {owner}, not assigned by prism-admin")]

@@ -264,6 +264,23 @@ async fn a_megabyte_name_or_an_undefined_enum_is_invalid_argument_with_a_short_m
         Code::InvalidArgument,
         &["launcher_id is 1048576 bytes long"],
     );
+    for timeout in [-1, i32::MAX] {
+        let refused = admin
+            .revoke_process(ProcessRevocation {
+                launcher_id: launcher.launcher_id.clone(),
+                process_id: "anything".to_string(),
+                graceful_timeout_seconds: timeout,
+            })
+            .await
+            .expect_err("out of range");
+        assert_status(
+            &refused,
+            Code::InvalidArgument,
+            &[&format!(
+                "graceful_timeout_seconds {timeout} is out of range"
+            )],
+        );
+    }
     assert!(launcher.status()["processes"]
         .as_array()
         .is_some_and(Vec::is_empty));
