@@ -174,9 +174,13 @@ impl TypeConfig {
     /// The sizes of this configuration held to the bounds of `limits`: every text, map and list.
     fn bound_problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
+        // Each of these reaches the child's environment, where a NUL byte would fail every spawn.
         let mut text = |field: &str, value: &str| {
             if value.len() > MAX_VALUE_BYTES {
                 problems.push((field.to_string(), too_long(field, value.len())));
+            } else if value.contains('\0') {
+                let name = field.rsplit('.').next().unwrap_or(field);
+                problems.push((field.to_string(), format!("{name} holds a NUL byte")));
             }
         };
         match self {
@@ -325,12 +329,14 @@ fn slot_field(slot: &str) -> String {
 /// The sizes of a backend's configuration (its secrets' lengths only: they are never echoed).
 fn backend_bound_problems(config: &BackendConfig) -> Vec<(String, String)> {
     let mut problems = Vec::new();
-    for (field, len) in [
-        ("backend_type", config.backend_type.len()),
-        ("connection_string", config.connection_string.expose().len()),
+    for (field, value) in [
+        ("backend_type", config.backend_type.as_str()),
+        ("connection_string", config.connection_string.expose()),
     ] {
-        if len > MAX_VALUE_BYTES {
-            problems.push((field.to_string(), too_long(field, len)));
+        if value.len() > MAX_VALUE_BYTES {
+            problems.push((field.to_string(), too_long(field, value.len())));
+        } else if value.contains('\0') {
+            problems.push((field.to_string(), format!("{field} holds a NUL byte")));
         }
     }
     for (field, count) in [

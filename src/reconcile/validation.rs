@@ -250,6 +250,9 @@ impl ProcessSpec {
             );
         }
         let has_nul = |text: &str| text.contains('\0');
+        if has_nul(&self.executable.to_string_lossy()) {
+            problem(SpecField::Executable, ProblemKind::NulByte);
+        }
         if self.args.iter().any(|arg| has_nul(arg)) {
             problem(SpecField::Args, ProblemKind::NulByte);
         }
@@ -539,6 +542,9 @@ impl HealthCheck {
             ),
             Probe::Exec { command } if command.first().is_none_or(String::is_empty) => {
                 problem(HealthCheckField::ExecCommand, ProblemKind::EmptyExecCommand)
+            }
+            Probe::Exec { command } if command.iter().any(|part| part.contains('\0')) => {
+                problem(HealthCheckField::ExecCommand, ProblemKind::NulByte)
             }
             Probe::Http { .. } | Probe::Tcp { .. } | Probe::Exec { .. } => {}
         }

@@ -432,6 +432,47 @@ fn nul_bytes_are_refused_when_written() {
         Code::InvalidArgument,
         &["config: the value of \"MODE\" contains a NUL byte"],
     );
+    let proxy = admin_pb::ProcessAssignment {
+        process_id: "proxy-1".to_string(),
+        process_type: "proxy".to_string(),
+        namespace: String::new(),
+        config: Some(admin_pb::ProcessConfig {
+            binary: "/bin/sh".to_string(),
+            proxy: Some(admin_pb::ProxyProcessConfig {
+                proxy_id: "p\0x".to_string(),
+                control_port: 9001,
+                data_port: 9002,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        version: 1,
+    };
+    assert_refused(
+        assign_with(&proxy, &policy(&[Path::new("/")])),
+        Code::InvalidArgument,
+        &["config.proxy.proxy_id: proxy_id holds a NUL byte"],
+    );
+    let text = "apiVersion: prism.launcher/v1\nkind: Process\nmetadata:\n  name: x\nspec:\n  \
+                binary: \"/bin/t\\0rue\"\n  healthCheck:\n    exec: {command: [\"te\\0st\"]}\n";
+    let errors = parse_spec_text(
+        Path::new("/specs/x.yaml"),
+        text,
+        Path::new("/specs"),
+        &catalog(),
+    )
+    .expect_err("NUL bytes");
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|error| (error.field.as_str(), error.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("spec.binary", "binary holds a NUL byte"),
+            ("spec.healthCheck.exec.command", "command holds a NUL byte"),
+        ]
+    );
 }
 
 #[test]
