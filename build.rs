@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // prost's codec, with a message that cannot be decoded answered as INVALID_ARGUMENT.
+        .codec_path("crate::api::codec::ProtoCodec")
         .file_descriptor_set_path(out_dir.join("prism_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {

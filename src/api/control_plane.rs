@@ -18,7 +18,7 @@ use super::convert::to_proto::exit_code;
 use super::errors::{assignment_status, AssignmentError};
 use super::proto::prism as pb;
 use super::waiting::{wait_for_observed, WaitError};
-use crate::reconcile::{ProcessId, ProcessType, Source, UnixMillis};
+use crate::reconcile::{ProcessId, ProcessType, Source, UnixMillis, MAX_DURATION, MAX_NAME_BYTES};
 use crate::sources::catalog::read_catalog;
 use crate::store::Assigned;
 
@@ -126,7 +126,19 @@ impl ControlPlaneService {
     ) -> Result<pb::ProcessRevocationAck, AssignmentError> {
         let context = &self.context;
         let store = context.store.clone();
-        if !revocation.launcher_id.is_empty() && revocation.launcher_id != context.launcher_id {
+        // Empty is refused rather than taken for "this launcher": prism-admin always names the
+        // launcher, and a revocation that names none may have been meant for another.
+        if revocation.launcher_id.is_empty() {
+            return Err(AssignmentError::MissingLauncherId);
+        }
+        if revocation.launcher_id.len() > MAX_NAME_BYTES {
+            return Err(AssignmentError::TooLong {
+                field: "launcher_id",
+                len: revocation.launcher_id.len(),
+                max: MAX_NAME_BYTES,
+            });
+        }
+        if revocation.launcher_id != context.launcher_id {
             return Err(AssignmentError::WrongLauncher {
                 ours: context.launcher_id.clone(),
                 asked: revocation.launcher_id,
@@ -134,8 +146,11 @@ impl ControlPlaneService {
         }
         let grace = match revocation.graceful_timeout_seconds {
             0 => DEFAULT_REVOKE_GRACE,
-            seconds if seconds < 0 => return Err(AssignmentError::NegativeTimeout(seconds)),
-            seconds => Duration::from_secs(seconds.unsigned_abs().into()),
+            seconds => u64::try_from(seconds)
+                .ok()
+                .map(Duration::from_secs)
+                .filter(|grace| *grace <= MAX_DURATION)
+                .ok_or(AssignmentError::BadTimeout(seconds))?,
         };
         let unknown = || AssignmentError::UnknownProcess(revocation.process_id.clone());
         let id = ProcessId::new(revocation.process_id.clone()).map_err(|_| unknown())?;

@@ -4,10 +4,9 @@ use tonic::Status;
 
 use super::auth::Denial;
 use super::blocking::{BlockingStoreError, Interrupted};
-use super::convert::from_proto::{MAX_CONFIG_ENTRIES, MAX_NAME_PART};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    InvalidProcessId, ProcessId, ProcessType, Source, UnknownWord, MAX_DURATION,
+    echo, InvalidProcessId, ProcessId, ProcessType, Source, UnknownWord, MAX_DURATION, MAX_ENTRIES,
 };
 use crate::store::StoreError;
 
@@ -45,6 +44,18 @@ pub fn blocking_status(error: BlockingStoreError) -> Status {
     }
 }
 
+/// The status of a message that could not be decoded (`api::codec`): prost reports it as
+/// INTERNAL, but a request that is not valid protobuf (a string that is not UTF-8, a truncated
+/// field) is the caller's error. prost's message names the message and field, e.g.
+/// `failed to decode Protobuf message: LaunchRequest.pattern_name: invalid string value: data
+/// is not UTF-8 encoded`.
+pub fn decode_status(error: Status) -> Status {
+    match error.code() {
+        tonic::Code::Internal => Status::invalid_argument(error.message()),
+        _ => error,
+    }
+}
+
 /// The status a refused PatternLauncher call answers with.
 pub fn pattern_status(error: PatternError) -> Status {
     let message = Chain(&error).to_string();
@@ -55,6 +66,7 @@ pub fn pattern_status(error: PatternError) -> Status {
         | PatternError::InvalidSpec(_)
         | PatternError::TooMuchConfig { .. }
         | PatternError::BadGrace(_)
+        | PatternError::BadEnum { .. }
         | PatternError::MissingProcessId => Status::invalid_argument(message),
         PatternError::UnknownPattern { .. } | PatternError::UnknownProcess { .. } => {
             Status::not_found(message)
@@ -81,7 +93,10 @@ pub fn assignment_status(error: AssignmentError) -> Status {
         | AssignmentError::BadPort { .. }
         | AssignmentError::BadIsolation(_)
         | AssignmentError::InvalidSpec(_)
-        | AssignmentError::NegativeTimeout(_) => Status::invalid_argument(message),
+        | AssignmentError::TooLong { .. }
+        | AssignmentError::NegativeVersion(_)
+        | AssignmentError::MissingLauncherId
+        | AssignmentError::BadTimeout(_) => Status::invalid_argument(message),
         AssignmentError::OutsideRoots { .. } => Status::permission_denied(message),
         AssignmentError::NotCapable { .. }
         | AssignmentError::WrongLauncher { .. }
@@ -113,7 +128,7 @@ pub fn admin_status(error: AdminError) -> Status {
 pub enum AdminError {
     #[error("{0}")]
     InvalidId(InvalidProcessId),
-    #[error("nothing desires a process {0:?}")]
+    #[error("nothing desires a process {}", echo(.0))]
     UnknownProcess(String),
     #[error("no log for process {0}")]
     NoLog(ProcessId),
@@ -133,22 +148,29 @@ pub enum AdminError {
 pub enum PatternError {
     #[error("pattern_name is required")]
     MissingPatternName,
-    #[error("pattern {name:?} is not in the catalog (known: {known})")]
+    #[error("pattern {} is not in the catalog (known: {known})", echo(.name))]
     UnknownPattern { name: String, known: String },
-    #[error("{field} is {len} characters long; at most {MAX_NAME_PART} are allowed")]
-    TooLong { field: &'static str, len: usize },
-    #[error("the launch maps to an invalid process id")]
+    #[error("{field} is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} {value} is not one of the values the enum defines")]
+    BadEnum { field: &'static str, value: i32 },
+    /// The id made of `namespace`, `session_id` and the pattern's name is not a valid id.
+    #[error("namespace, session_id and pattern_name make an invalid process id")]
     InvalidId(#[source] InvalidProcessId),
     /// The spec the launch makes is not valid (`ProcessSpec::problems`, worded for the wire).
     #[error("invalid launch: {}", .0.join("; "))]
     InvalidSpec(Vec<String>),
-    #[error("config has {count} entries; at most {MAX_CONFIG_ENTRIES} are allowed")]
+    #[error("config has {count} entries; at most {MAX_ENTRIES} are allowed")]
     TooMuchConfig { count: usize },
     #[error("grace_period_secs {0} is out of range: it must be between 0 and {max}", max = MAX_DURATION.as_secs())]
     BadGrace(i64),
     #[error("process_id is required")]
     MissingProcessId,
-    #[error("no process {id:?} is known to this launcher")]
+    #[error("no process {} is known to this launcher", echo(.id))]
     UnknownProcess { id: String },
     #[error("process {id} is declared by {owner}, not launched over the API; {hint}")]
     NotLaunchedHere {
@@ -156,7 +178,7 @@ pub enum PatternError {
         owner: Source,
         hint: &'static str,
     },
-    #[error("process {id} runs pattern {running:?}, not {requested:?}")]
+    #[error("process {id} runs pattern {running:?}, not {}", echo(.requested))]
     OtherPattern {
         id: ProcessId,
         running: String,
@@ -200,12 +222,22 @@ pub enum AssignmentError {
     MissingConfig,
     #[error("config.binary is required (or a pattern whose pattern_type is in the catalog)")]
     MissingBinary,
-    #[error("config.binary {0:?} must be an absolute path")]
+    #[error("config.binary {} must be an absolute path", echo(.0))]
     RelativeBinary(String),
-    #[error("config.binary {binary} cannot be used: {reason}")]
+    #[error("config.binary {} cannot be used: {reason}", echo(.binary))]
     UnusableBinary { binary: String, reason: String },
-    #[error("config.binary {binary} is outside the allowed executable roots ({roots})")]
+    #[error("config.binary {} is outside the allowed executable roots ({roots})", echo(.binary))]
     OutsideRoots { binary: String, roots: String },
+    #[error("{field} is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("version {0} is negative; assignment versions start at 0")]
+    NegativeVersion(i64),
+    #[error("launcher_id is required: a revocation names the launcher it is meant for")]
+    MissingLauncherId,
     #[error("{field} {value} is not a port (1-65535)")]
     BadPort { field: &'static str, value: i32 },
     #[error("config.pattern.isolation_level: {0}")]
@@ -213,11 +245,11 @@ pub enum AssignmentError {
     /// The spec the assignment makes is not valid (`ProcessSpec::problems`, worded for the wire).
     #[error("invalid assignment: {}", .0.join("; "))]
     InvalidSpec(Vec<String>),
-    #[error("this is launcher {ours}, not {asked}")]
+    #[error("this is launcher {ours}, not {}", echo(.asked))]
     WrongLauncher { ours: String, asked: String },
-    #[error("graceful_timeout_seconds {0} is negative")]
-    NegativeTimeout(i32),
-    #[error("no process {0:?} is assigned to this launcher")]
+    #[error("graceful_timeout_seconds {0} is out of range: it must be between 0 and {max}", max = MAX_DURATION.as_secs())]
+    BadTimeout(i32),
+    #[error("no process {} is assigned to this launcher", echo(.0))]
     UnknownProcess(String),
     #[error("process {id} is declared by {owner}, not assigned by prism-admin")]
     NotAssigned { id: ProcessId, owner: Source },

@@ -8,6 +8,7 @@ pub mod admin_client;
 pub mod auth;
 mod blocking;
 pub mod client;
+pub mod codec;
 pub mod context;
 pub mod control_plane;
 pub mod convert;

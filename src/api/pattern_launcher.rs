@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::blocking::store_call;
 use super::context::ApiContext;
-use super::convert::from_proto::{grace_from_request, launch_from_request};
+use super::convert::from_proto::{
+    grace_from_request, launch_from_request, list_filters, requested_process_id,
+};
 use super::convert::to_proto::{health_response, pattern_info, process_state};
 use super::errors::{pattern_status, PatternError};
 use super::proto::prism::launcher as pb;
@@ -44,17 +46,13 @@ impl pb::pattern_launcher_server::PatternLauncher for PatternLauncherService {
         request: Request<pb::ListPatternsRequest>,
     ) -> Result<Response<pb::ListPatternsResponse>, Status> {
         let request = request.into_inner();
+        let state_filter = list_filters(&request).map_err(pattern_status)?;
         let now = self.context.now();
         let rows = self.pattern_rows().await.map_err(pattern_status)?;
         let total_count = i32::try_from(rows.len()).unwrap_or(i32::MAX);
-        let state_filter =
-            pb::ProcessState::try_from(request.state).unwrap_or(pb::ProcessState::StateUnspecified);
         let patterns = rows
             .iter()
-            .filter(|row| {
-                state_filter == pb::ProcessState::StateUnspecified
-                    || process_state(row.state()) == state_filter
-            })
+            .filter(|row| state_filter.is_none_or(|state| process_state(row.state()) == state))
             .map(|row| pattern_info(row, now))
             .filter(|info| {
                 request.pattern_name.is_empty() || info.pattern_name == request.pattern_name
@@ -95,14 +93,12 @@ impl pb::pattern_launcher_server::PatternLauncher for PatternLauncherService {
         request: Request<pb::GetProcessStatusRequest>,
     ) -> Result<Response<pb::GetProcessStatusResponse>, Status> {
         let request = request.into_inner();
-        if request.process_id.is_empty() {
-            return Err(pattern_status(PatternError::MissingProcessId));
-        }
+        let id = requested_process_id(&request.process_id).map_err(pattern_status)?;
         let not_found = Response::new(pb::GetProcessStatusResponse {
             process: None,
             not_found: true,
         });
-        let Ok(id) = ProcessId::new(request.process_id) else {
+        let Some(id) = id else {
             return Ok(not_found);
         };
         let row = self.row(&id).await.map_err(pattern_status)?;
@@ -172,13 +168,10 @@ impl PatternLauncherService {
         &self,
         request: pb::TerminateRequest,
     ) -> Result<pb::TerminateResponse, PatternError> {
-        if request.process_id.is_empty() {
-            return Err(PatternError::MissingProcessId);
-        }
         let unknown = || PatternError::UnknownProcess {
             id: request.process_id.clone(),
         };
-        let id = ProcessId::new(request.process_id.clone()).map_err(|_| unknown())?;
+        let id = requested_process_id(&request.process_id)?.ok_or_else(unknown)?;
         let row = self.row(&id).await?.ok_or_else(unknown)?;
         if let Some(desired) = row.desired() {
             let hint = match desired.source {

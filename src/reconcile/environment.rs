@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::limits::{MAX_NAME_BYTES, MAX_VALUE_BYTES};
 use super::model::{Ports, ProcessId, ProcessSpec};
 
 /// The id of the process a child is (an instance of).
@@ -56,14 +57,121 @@ pub fn is_injected(name: &str) -> bool {
     INJECTED_ENV.contains(&name) || name == PROBE_OF_ENV
 }
 
-/// What is wrong with a variable a spec sets, if anything.
-pub fn env_entry_problem(name: &str, value: &str) -> Option<EnvProblem> {
-    if is_injected(name) {
+/// Who wrote a variable of a child's environment, which decides what it may set. The operator
+/// (spec files, catalog manifests) is trusted with the whole environment, `PATH` included;
+/// a request (LaunchPattern's `config`, AssignProcess's `env` and `log_level`) comes over the
+/// network and may never set a variable that changes how a program is loaded or interpreted
+/// (`is_loader_variable`), or it could run code of its choice as the launcher's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvWriter {
+    Operator,
+    Request,
+}
+
+/// Variables that change how a program is loaded or interpreted, which a request may never set:
+/// the dynamic loader's and glibc's (glibc's `UNSECURE_ENVVARS`, `sysdeps/generic/unsecvars.h`,
+/// the list it removes for setuid programs), the shells' and interpreters' (sudo's default
+/// `env_delete` list, `initial_badenv_table` in `plugins/sudoers/env.c`), and the language
+/// runtimes' option and path variables that load code (Node, the JVM, Lua, OpenSSL's
+/// configuration, which can load engines). `PATH` is here too: the programs a wrapper script
+/// runs are found through it (kubelet and systemd give children a PATH of their own; a request
+/// never chooses it).
+pub const LOADER_ENV: [&str; 47] = [
+    "PATH",
+    // Shells.
+    "IFS",
+    "CDPATH",
+    "ENV",
+    "BASH_ENV",
+    "BASHOPTS",
+    "SHELLOPTS",
+    "GLOBIGNORE",
+    "PS4",
+    "FPATH",
+    "ZDOTDIR",
+    "NULLCMD",
+    "READNULLCMD",
+    "TMPPREFIX",
+    // glibc (UNSECURE_ENVVARS, beside the LD_ and MALLOC_ prefixes).
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "NIS_PATH",
+    "NLSPATH",
+    "PATH_LOCALE",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TMPDIR",
+    "TZDIR",
+    // Terminal databases (sudo).
+    "TERMINFO",
+    "TERMINFO_DIRS",
+    "TERMPATH",
+    "TERMCAP",
+    // Interpreters and runtimes.
+    "PERLLIB",
+    "PERLIO_DEBUG",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "GEM_HOME",
+    "GEM_PATH",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "OPENSSL_MODULES",
+    "KRB5_KTNAME",
+];
+
+/// Prefixes of variables a request may never set, for the same reasons as `LOADER_ENV`: the
+/// dynamic loader's (`LD_`, and other systems' `DYLD_`, `_RLD`, `LDR_`), malloc's tuning,
+/// exported bash functions, Python's, Perl 5's, Ruby's and Lua's variables, Kerberos'
+/// configuration.
+pub const LOADER_ENV_PREFIXES: [&str; 12] = [
+    "LD_",
+    "DYLD_",
+    "_RLD",
+    "LDR_",
+    "MALLOC_",
+    "BASH_FUNC_",
+    "PYTHON",
+    "PERL5",
+    "RUBY",
+    "LUA_",
+    "KRB5_CONFIG",
+    "GCONV_",
+];
+
+/// Whether `name` changes how a program is loaded or interpreted (`LOADER_ENV`,
+/// `LOADER_ENV_PREFIXES`).
+pub fn is_loader_variable(name: &str) -> bool {
+    LOADER_ENV.contains(&name)
+        || LOADER_ENV_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
+/// What is wrong with a variable that `writer` sets, if anything.
+pub fn env_entry_problem(name: &str, value: &str, writer: EnvWriter) -> Option<EnvProblem> {
+    if name.len() > MAX_NAME_BYTES {
+        Some(EnvProblem::NameTooLong)
+    } else if is_injected(name) {
         Some(EnvProblem::Injected)
     } else if !is_env_name(name) {
         Some(EnvProblem::BadName)
+    } else if writer == EnvWriter::Request && is_loader_variable(name) {
+        Some(EnvProblem::Loader)
     } else if value.contains('\0') {
         Some(EnvProblem::NulInValue)
+    } else if value.len() > MAX_VALUE_BYTES {
+        Some(EnvProblem::ValueTooLong(value.len()))
     } else {
         None
     }
@@ -74,7 +182,12 @@ pub fn env_entry_problem(name: &str, value: &str) -> Option<EnvProblem> {
 pub enum EnvProblem {
     Injected,
     BadName,
+    NameTooLong,
+    /// A loader or interpreter variable, set by a request.
+    Loader,
     NulInValue,
+    /// A value of this many bytes, over `MAX_VALUE_BYTES`.
+    ValueTooLong(usize),
 }
 
 /// Who a child is, for the variables the launcher injects.

@@ -3,12 +3,13 @@
 //! `plan(desired, observed, now)` says what must happen; the `record_*` transitions say what the
 //! observed record becomes once it happened. Time is always an argument. The vocabulary of the
 //! domain (its closed sets and their spellings), what a valid spec is, the rules of a child's
-//! environment and the projection of a lifecycle into client words are defined here once.
+//! environment, the bounds of every input and the projection of a lifecycle into client words are defined here once.
 
 mod environment;
 #[cfg(test)]
 #[path = "fixtures_tests.rs"]
 pub(crate) mod fixtures;
+mod limits;
 mod model;
 mod plan;
 mod process_types;
@@ -20,6 +21,7 @@ mod validation;
 mod vocabulary;
 
 pub use environment::*;
+pub use limits::*;
 pub use model::*;
 pub use plan::*;
 pub use process_types::*;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::echo;
 use super::process_types::TypeConfig;
 
 /// Unix time in milliseconds. The reconcile module never reads a clock: callers pass `now` in.
@@ -42,13 +43,14 @@ pub struct ProcessId(String);
 pub enum InvalidProcessId {
     #[error("process id is empty")]
     Empty,
-    #[error("process id {id:?} is {len} bytes long; at most {MAX_PROCESS_ID_LEN} are allowed")]
+    #[error("process id {} is {len} bytes long; at most {MAX_PROCESS_ID_LEN} are allowed", echo(.id))]
     TooLong { id: String, len: usize },
     #[error(
-        "process id {id:?} contains {character:?}; only letters, digits and . _ - : @ are allowed"
+        "process id {} contains {character:?}; only letters, digits and . _ - : @ are allowed",
+        echo(.id)
     )]
     BadCharacter { id: String, character: char },
-    #[error("process id {id:?} starts with '.'; ids become file names and must not be hidden or relative")]
+    #[error("process id {} starts with '.'; ids become file names and must not be hidden or relative", echo(.id))]
     LeadingDot { id: String },
 }
 

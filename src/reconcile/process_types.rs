@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{echo, MAX_ENTRIES, MAX_VALUE_BYTES};
 use super::model::{ProcessId, ProcessType};
 
 /// A value that must never be shown: credentials and connection strings. Its `Debug` is
@@ -87,9 +88,6 @@ pub struct UtilityConfig {
     pub target_processes: Vec<String>,
 }
 
-/// Longest type name, setting key or value accepted in a type config.
-pub const MAX_CONFIG_TEXT: usize = 4096;
-
 impl TypeConfig {
     /// What is wrong with this configuration for a process of `process_type`, as (field,
     /// message) pairs; the fields are relative to the config block.
@@ -109,14 +107,15 @@ impl TypeConfig {
             (TypeConfig::None, _) => {}
             (TypeConfig::Pattern(config), ProcessType::Pattern) => {
                 for (slot, backend) in &config.slots {
+                    let slot_field = slot_field(slot);
                     if !is_config_key(slot) {
                         problem(
                             "pattern.slots",
-                            format!("slot name {slot:?} must be letters, digits, - and _"),
+                            format!("slot name {} must be letters, digits, - and _", echo(slot)),
                         );
                     }
                     for (field, message) in backend_problems(backend) {
-                        problem(&format!("pattern.slots.{slot}.{field}"), message);
+                        problem(&format!("{slot_field}.{field}"), message);
                     }
                 }
                 check_keys(&config.settings, "pattern.settings", &mut problem);
@@ -167,6 +166,62 @@ impl TypeConfig {
                     process_type.as_str()
                 ),
             ),
+        }
+        problems.extend(self.bound_problems());
+        problems
+    }
+
+    /// The sizes of this configuration held to the bounds of `limits`: every text, map and list.
+    fn bound_problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        // Each of these reaches the child's environment, where a NUL byte would fail every spawn.
+        let mut text = |field: &str, value: &str| {
+            if value.len() > MAX_VALUE_BYTES {
+                problems.push((field.to_string(), too_long(field, value.len())));
+            } else if value.contains('\0') {
+                let name = field.rsplit('.').next().unwrap_or(field);
+                problems.push((field.to_string(), format!("{name} holds a NUL byte")));
+            }
+        };
+        match self {
+            TypeConfig::None => {}
+            TypeConfig::Pattern(config) => {
+                text("pattern.pattern_type", &config.pattern_type);
+                for (slot, backend) in &config.slots {
+                    for (field, message) in backend_bound_problems(backend) {
+                        problems.push((format!("{}.{field}", slot_field(slot)), message));
+                    }
+                }
+            }
+            TypeConfig::Proxy(config) => {
+                text("proxy.proxy_id", &config.proxy_id);
+                text("proxy.admin_endpoint", &config.admin_endpoint);
+            }
+            TypeConfig::Backend(config) => {
+                for (field, message) in backend_bound_problems(config) {
+                    problems.push((format!("backend.{field}"), message));
+                }
+            }
+            TypeConfig::Utility(config) => text("utility.utility_type", &config.utility_type),
+        }
+        let counts = match self {
+            TypeConfig::None | TypeConfig::Backend(_) => vec![],
+            TypeConfig::Pattern(config) => vec![
+                ("pattern.slots", config.slots.len()),
+                ("pattern.settings", config.settings.len()),
+            ],
+            TypeConfig::Proxy(config) => {
+                vec![("proxy.partition_ranges", config.partition_ranges.len())]
+            }
+            TypeConfig::Utility(config) => vec![
+                ("utility.settings", config.settings.len()),
+                ("utility.target_processes", config.target_processes.len()),
+            ],
+        };
+        for (field, count) in counts {
+            if count > MAX_ENTRIES {
+                problems.push((field.to_string(), too_many(field, count)));
+            }
         }
         problems
     }
@@ -254,11 +309,78 @@ fn backend_problems(config: &BackendConfig) -> Vec<(String, String)> {
         if !is_config_key(key) {
             problems.push((
                 "credentials".to_string(),
-                format!("key {key:?} must be letters, digits, - and _"),
+                format!("key {} must be letters, digits, - and _", echo(key)),
             ));
         }
     }
     problems
+}
+
+/// The field of a slot: its name is part of the path only when it is a valid one (a bad name
+/// is reported, and echoed truncated, on `pattern.slots` itself).
+fn slot_field(slot: &str) -> String {
+    if is_config_key(slot) {
+        format!("pattern.slots.{slot}")
+    } else {
+        "pattern.slots".to_string()
+    }
+}
+
+/// The sizes of a backend's configuration (its secrets' lengths only: they are never echoed).
+fn backend_bound_problems(config: &BackendConfig) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    for (field, value) in [
+        ("backend_type", config.backend_type.as_str()),
+        ("connection_string", config.connection_string.expose()),
+    ] {
+        if value.len() > MAX_VALUE_BYTES {
+            problems.push((field.to_string(), too_long(field, value.len())));
+        } else if value.contains('\0') {
+            problems.push((field.to_string(), format!("{field} holds a NUL byte")));
+        }
+    }
+    for (field, count) in [
+        ("credentials", config.credentials.len()),
+        ("options", config.options.len()),
+    ] {
+        if count > MAX_ENTRIES {
+            problems.push((field.to_string(), too_many(field, count)));
+        }
+    }
+    let values = config
+        .credentials
+        .iter()
+        .map(|(key, value)| ("credentials", key, value.expose()))
+        .chain(
+            config
+                .options
+                .iter()
+                .map(|(key, value)| ("options", key, value.as_str())),
+        );
+    for (field, key, value) in values {
+        if value.len() > MAX_VALUE_BYTES || value.contains('\0') {
+            problems.push((
+                field.to_string(),
+                format!(
+                    "the value of {} is too long (over {MAX_VALUE_BYTES} bytes) or holds a NUL byte",
+                    echo(key)
+                ),
+            ));
+        }
+    }
+    problems
+}
+
+/// The message of a text of `len` bytes over `MAX_VALUE_BYTES`, naming its field by its last
+/// segment as the writers' messages do.
+fn too_long(field: &str, len: usize) -> String {
+    let name = field.rsplit('.').next().unwrap_or(field);
+    format!("{name} is {len} bytes long; at most {MAX_VALUE_BYTES} are allowed")
+}
+
+fn too_many(field: &str, count: usize) -> String {
+    let name = field.rsplit('.').next().unwrap_or(field);
+    format!("{name} has {count} entries; at most {MAX_ENTRIES} are allowed")
 }
 
 fn check_keys(map: &BTreeMap<String, String>, field: &str, problem: &mut impl FnMut(&str, String)) {
@@ -266,13 +388,16 @@ fn check_keys(map: &BTreeMap<String, String>, field: &str, problem: &mut impl Fn
         if !is_config_key(key) {
             problem(
                 field,
-                format!("key {key:?} must be letters, digits, - and _"),
+                format!("key {} must be letters, digits, - and _", echo(key)),
             );
         }
-        if value.len() > MAX_CONFIG_TEXT || value.contains('\0') {
+        if value.len() > MAX_VALUE_BYTES || value.contains('\0') {
             problem(
                 field,
-                format!("the value of {key:?} is too long or holds a NUL byte"),
+                format!(
+                    "the value of {} is too long (over {MAX_VALUE_BYTES} bytes) or holds a NUL byte",
+                    echo(key)
+                ),
             );
         }
     }

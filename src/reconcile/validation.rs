@@ -6,7 +6,11 @@
 
 use std::time::Duration;
 
-use super::environment::{env_entry_problem, is_env_name, EnvProblem};
+use super::environment::{env_entry_problem, is_env_name, EnvProblem, EnvWriter};
+use super::limits::{
+    echo, MAX_ARGS_ENV_BYTES, MAX_ENTRIES, MAX_NAME_BYTES, MAX_NAME_PART, MAX_PATH_BYTES,
+    MAX_VALUE_BYTES,
+};
 use super::model::{HealthCheck, Isolation, Probe, ProcessSpec};
 
 /// The longest duration accepted anywhere (grace periods, backoff, intervals, timeouts): a week.
@@ -21,7 +25,11 @@ pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 pub enum SpecField {
     Executable,
     Args,
+    /// The arguments and the environment together, as `execve` takes them.
+    ArgsAndEnv,
     WorkingDir,
+    /// The catalog entry the spec names.
+    Pattern,
     Namespace,
     SessionId,
     Env,
@@ -34,6 +42,8 @@ pub enum SpecField {
     BackoffResetAfter,
     BackoffFailureThreshold,
     TerminationGrace,
+    SuccessExitCodes,
+    Labels,
     /// A field of the type's configuration block, relative and in snake case (`proxy.proxy_id`).
     TypeConfig(String),
 }
@@ -81,6 +91,25 @@ pub enum ProblemKind {
         problem: EnvProblem,
     },
     BadInheritName(String),
+    /// A request set a variable outside its pattern's `allowed_config_keys`.
+    KeyNotAllowed {
+        name: String,
+        allowed: Vec<String>,
+    },
+    /// A text (the field says which) of `len` bytes, over `max`.
+    TextTooLong {
+        len: usize,
+        max: usize,
+    },
+    /// A map or list (the field says which) of `count` entries, over `max`.
+    TooMany {
+        count: usize,
+        max: usize,
+    },
+    /// Arguments and environment that take `bytes` bytes, over `MAX_ARGS_ENV_BYTES`.
+    ArgsAndEnvTooLarge {
+        bytes: usize,
+    },
     HttpPathNotAbsolute(String),
     EmptyExecCommand,
     IntervalTooShort(Duration),
@@ -109,7 +138,7 @@ impl SpecProblem {
         let own = || last_segment(&names.name(&self.field));
         match &self.kind {
             ProblemKind::RelativeExecutable(path) => {
-                format!("the executable {path:?} must be an absolute path")
+                format!("the executable {} must be an absolute path", echo(path))
             }
             ProblemKind::NulByte => format!("{} holds a NUL byte", own()),
             ProblemKind::MissingNamespace(isolation) => {
@@ -131,13 +160,56 @@ impl SpecProblem {
                 problem: EnvProblem::BadName,
             }
             | ProblemKind::BadInheritName(name) => {
-                format!("{name:?} is not a valid environment variable name")
+                format!("{} is not a valid environment variable name", echo(name))
             }
             ProblemKind::Env {
                 name,
+                problem: EnvProblem::NameTooLong,
+            } => format!(
+                "the variable name {} is too long; names may be at most {MAX_NAME_BYTES} bytes",
+                echo(name)
+            ),
+            ProblemKind::Env {
+                name,
+                problem: EnvProblem::Loader,
+            } => format!(
+                "{} changes how programs are loaded or interpreted; a request may not set it \
+                 (only the operator's spec files and pattern manifests may)",
+                echo(name)
+            ),
+            ProblemKind::Env {
+                name,
                 problem: EnvProblem::NulInValue,
-            } => format!("the value of {name} contains a NUL byte"),
-            ProblemKind::HttpPathNotAbsolute(path) => format!("path {path:?} must start with '/'"),
+            } => format!("the value of {} contains a NUL byte", echo(name)),
+            ProblemKind::Env {
+                name,
+                problem: EnvProblem::ValueTooLong(len),
+            } => format!(
+                "the value of {} is {len} bytes long; at most {MAX_VALUE_BYTES} are allowed",
+                echo(name)
+            ),
+            ProblemKind::KeyNotAllowed { name, allowed } => format!(
+                "{} is not among the config keys the pattern's manifest allows (allowed: {})",
+                echo(name),
+                if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            ),
+            ProblemKind::TextTooLong { len, max } => {
+                format!("{} is {len} bytes long; at most {max} are allowed", own())
+            }
+            ProblemKind::TooMany { count, max } => {
+                format!("{} has {count} entries; at most {max} are allowed", own())
+            }
+            ProblemKind::ArgsAndEnvTooLarge { bytes } => format!(
+                "the arguments and environment take {bytes} bytes; at most \
+                 {MAX_ARGS_ENV_BYTES} are allowed"
+            ),
+            ProblemKind::HttpPathNotAbsolute(path) => {
+                format!("path {} must start with '/'", echo(path))
+            }
             ProblemKind::EmptyExecCommand => "command needs at least a program to run".to_string(),
             ProblemKind::IntervalTooShort(interval) => format!(
                 "interval {interval:?} is too short; it must be at least {MIN_PROBE_INTERVAL:?}"
@@ -178,6 +250,9 @@ impl ProcessSpec {
             );
         }
         let has_nul = |text: &str| text.contains('\0');
+        if has_nul(&self.executable.to_string_lossy()) {
+            problem(SpecField::Executable, ProblemKind::NulByte);
+        }
         if self.args.iter().any(|arg| has_nul(arg)) {
             problem(SpecField::Args, ProblemKind::NulByte);
         }
@@ -209,7 +284,10 @@ impl ProcessSpec {
             problem(SpecField::SessionId, ProblemKind::MissingSession);
         }
         for (name, value) in &self.env {
-            if let Some(env_problem) = env_entry_problem(name, value) {
+            // Whoever wrote it, the spec as a whole is checked as the operator's: the variables
+            // a request set itself were checked as a request's before they were merged with
+            // its pattern's (`request_env_problems`).
+            if let Some(env_problem) = env_entry_problem(name, value, EnvWriter::Operator) {
                 problem(
                     SpecField::Env,
                     ProblemKind::Env {
@@ -220,7 +298,15 @@ impl ProcessSpec {
             }
         }
         for name in &self.inherit_env {
-            if !is_env_name(name) {
+            if name.len() > MAX_NAME_BYTES {
+                problem(
+                    SpecField::InheritEnv,
+                    ProblemKind::TextTooLong {
+                        len: name.len(),
+                        max: MAX_NAME_BYTES,
+                    },
+                );
+            } else if !is_env_name(name) {
                 problem(
                     SpecField::InheritEnv,
                     ProblemKind::BadInheritName(name.clone()),
@@ -271,8 +357,174 @@ impl ProcessSpec {
                 ProblemKind::TypeConfig(message),
             );
         }
+        for (field, kind) in self.bound_problems() {
+            problem(field, kind);
+        }
         problems
     }
+
+    /// The sizes of the spec held to the bounds of `limits`: every text, map and list, and the
+    /// arguments and environment together (what the child's `execve` will take).
+    fn bound_problems(&self) -> Vec<(SpecField, ProblemKind)> {
+        let mut problems = Vec::new();
+        let mut text = |field: SpecField, text: &str, max: usize| {
+            if text.len() > max {
+                problems.push((
+                    field,
+                    ProblemKind::TextTooLong {
+                        len: text.len(),
+                        max,
+                    },
+                ));
+            }
+        };
+        text(
+            SpecField::Executable,
+            &self.executable.to_string_lossy(),
+            MAX_PATH_BYTES,
+        );
+        if let Some(dir) = &self.working_dir {
+            text(
+                SpecField::WorkingDir,
+                &dir.to_string_lossy(),
+                MAX_PATH_BYTES,
+            );
+        }
+        if let Some(longest) = self.args.iter().max_by_key(|arg| arg.len()) {
+            text(SpecField::Args, longest, MAX_VALUE_BYTES);
+        }
+        text(
+            SpecField::Namespace,
+            self.namespace.as_deref().unwrap_or_default(),
+            MAX_NAME_PART,
+        );
+        text(
+            SpecField::SessionId,
+            self.session_id.as_deref().unwrap_or_default(),
+            MAX_NAME_PART,
+        );
+        text(
+            SpecField::Pattern,
+            self.pattern.as_deref().unwrap_or_default(),
+            MAX_NAME_BYTES,
+        );
+        if let Some(check) = &self.health_check {
+            let field = |field| SpecField::HealthCheck(field);
+            match &check.probe {
+                Probe::Http { path, .. } => {
+                    text(field(HealthCheckField::HttpPath), path, MAX_VALUE_BYTES)
+                }
+                Probe::Exec { command } => {
+                    if let Some(longest) = command.iter().max_by_key(|part| part.len()) {
+                        text(
+                            field(HealthCheckField::ExecCommand),
+                            longest,
+                            MAX_VALUE_BYTES,
+                        );
+                    }
+                }
+                Probe::Tcp { .. } => {}
+            }
+        }
+        for (key, value) in &self.labels {
+            text(SpecField::Labels, key, MAX_NAME_BYTES);
+            text(SpecField::Labels, value, MAX_VALUE_BYTES);
+        }
+        let exec_command = self
+            .health_check
+            .as_ref()
+            .map_or(0, |check| match &check.probe {
+                Probe::Exec { command } => command.len(),
+                Probe::Http { .. } | Probe::Tcp { .. } => 0,
+            });
+        for (field, count) in [
+            (SpecField::Args, self.args.len()),
+            (SpecField::Env, self.env.len()),
+            (SpecField::InheritEnv, self.inherit_env.len()),
+            (SpecField::SuccessExitCodes, self.success_exit_codes.len()),
+            (SpecField::Labels, self.labels.len()),
+            (
+                SpecField::HealthCheck(HealthCheckField::ExecCommand),
+                exec_command,
+            ),
+        ] {
+            if count > MAX_ENTRIES {
+                problems.push((
+                    field,
+                    ProblemKind::TooMany {
+                        count,
+                        max: MAX_ENTRIES,
+                    },
+                ));
+            }
+        }
+        let bytes = self.args_and_env_bytes();
+        if bytes > MAX_ARGS_ENV_BYTES {
+            problems.push((
+                SpecField::ArgsAndEnv,
+                ProblemKind::ArgsAndEnvTooLarge { bytes },
+            ));
+        }
+        problems
+    }
+
+    /// The bytes the executable, the arguments and the variables of the spec and of its type's
+    /// configuration take in an `execve` (each string with its NUL; `NAME=value`). The few the
+    /// launcher injects or passes through are not counted: they are small, and the bound leaves
+    /// room for them.
+    pub fn args_and_env_bytes(&self) -> usize {
+        let executable = self.executable.as_os_str().len() + 1;
+        let args: usize = self.args.iter().map(|arg| arg.len() + 1).sum();
+        let variable = |name: &str, value: &str| name.len() + 1 + value.len() + 1;
+        let env: usize = self
+            .env
+            .iter()
+            .map(|(name, value)| variable(name, value))
+            .sum();
+        let type_env: usize = self
+            .type_config
+            .environment()
+            .iter()
+            .map(|(name, value)| variable(name, value))
+            .sum();
+        executable
+            .saturating_add(args)
+            .saturating_add(env)
+            .saturating_add(type_env)
+    }
+}
+
+/// What the variables a request sets itself (LaunchPattern's `config`, an assignment's `env`
+/// and `log_level`; not what its pattern's manifest sets, which the operator wrote) add to the
+/// problems of the spec it makes: a request may not set a loader or interpreter variable
+/// (`EnvWriter::Request`), nor, when the pattern's manifest lists `allowed_config_keys`, a key
+/// outside that list. The rest of each variable's rules are the spec's (`ProcessSpec::problems`).
+pub fn request_env_problems<'a>(
+    request_env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    allowed_keys: Option<&[String]>,
+) -> Vec<SpecProblem> {
+    let mut problems = Vec::new();
+    for (name, value) in request_env {
+        let kind = match env_entry_problem(name, value, EnvWriter::Request) {
+            Some(EnvProblem::Loader) => ProblemKind::Env {
+                name: name.to_string(),
+                problem: EnvProblem::Loader,
+            },
+            // Found again, and reported, by the spec's own check.
+            Some(_) => continue,
+            None => match allowed_keys {
+                Some(allowed) if !allowed.iter().any(|key| key == name) => {
+                    ProblemKind::KeyNotAllowed {
+                        name: name.to_string(),
+                        allowed: allowed.to_vec(),
+                    }
+                }
+                Some(_) | None => continue,
+            },
+        };
+        problems.push(SpecProblem::new(SpecField::Env, kind));
+    }
+    problems
 }
 
 impl HealthCheck {
@@ -290,6 +542,9 @@ impl HealthCheck {
             ),
             Probe::Exec { command } if command.first().is_none_or(String::is_empty) => {
                 problem(HealthCheckField::ExecCommand, ProblemKind::EmptyExecCommand)
+            }
+            Probe::Exec { command } if command.iter().any(|part| part.contains('\0')) => {
+                problem(HealthCheckField::ExecCommand, ProblemKind::NulByte)
             }
             Probe::Http { .. } | Probe::Tcp { .. } | Probe::Exec { .. } => {}
         }

@@ -5,13 +5,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::limits::echo;
 use super::model::{Health, Isolation, Phase, ProcessType, RestartPolicy, SourceKind};
 use super::plan::DiffKind;
 use super::rows::ClientState;
 
 /// A word that is not one of a closed set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} {given:?} is not one of {expected}")]
+#[error("{kind} {} is not one of {expected}", echo(.given))]
 pub struct UnknownWord {
     /// What the set is called, e.g. "isolation".
     pub kind: &'static str,

@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::spec_file::{read_bounded_text, MAX_SPEC_FILE_BYTES};
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, Word};
 use crate::reconcile::{
-    env_entry_problem, HealthCheck, HealthCheckField, Isolation, Probe, ProblemKind, ProcessSpec,
-    ProcessType, RequestedPorts, Resources, RestartPolicy, SpecField, SpecProblem, TypeConfig,
+    echo, env_entry_problem, is_env_name, is_loader_variable, shortened, EnvWriter, HealthCheck,
+    HealthCheckField, Isolation, Probe, ProblemKind, ProcessSpec, ProcessType, RequestedPorts,
+    Resources, RestartPolicy, SpecField, SpecProblem, TypeConfig, MAX_ENTRIES,
 };
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
+
+/// Largest manifest read (as large as a spec file may be); bigger ones are refused unparsed.
+pub const MAX_MANIFEST_BYTES: u64 = MAX_SPEC_FILE_BYTES;
 
 /// A pattern as its manifest declares it, with its executable made absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +34,9 @@ pub struct CatalogEntry {
     pub health_port: Option<u16>,
     pub resources: Option<Resources>,
     pub environment: BTreeMap<String, String>,
+    /// The only `config` keys a launch of this pattern may set (`allowed_config_keys`); `None`
+    /// when the manifest does not narrow them (a request still never sets a loader variable).
+    pub allowed_config_keys: Option<Vec<String>>,
     pub manifest: PathBuf,
 }
 
@@ -177,8 +185,8 @@ pub fn load_manifest(path: &Path) -> Result<CatalogEntry, CatalogError> {
         manifest: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|io| error(format!("cannot read the manifest: {io}")))?;
+    let text = read_bounded_text(path, MAX_MANIFEST_BYTES)
+        .map_err(|problem| error(format!("cannot use the manifest: {problem}")))?;
     let manifest: Manifest = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
         &text,
     ))
@@ -188,7 +196,8 @@ pub fn load_manifest(path: &Path) -> Result<CatalogEntry, CatalogError> {
         let line = inner.location().map_or_else(String::new, |location| {
             format!("line {}: ", location.line())
         });
-        error(format!("{line}field {field}: {inner}"))
+        // serde quotes a value it refuses whole: kept short, as spec files' errors are.
+        error(shortened(&format!("{line}field {field}: {inner}"), 512))
     })?;
     let folder = path.parent().unwrap_or(Path::new("."));
     manifest
@@ -208,6 +217,7 @@ struct Manifest {
     resources: Option<ManifestResources>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
+    allowed_config_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,7 +295,7 @@ impl Manifest {
         // Variables the launcher injects, or that no environment can hold, are refused here,
         // where the manifest is to blame, rather than in every launch of it.
         for (name, value) in &self.environment {
-            if let Some(problem) = env_entry_problem(name, value) {
+            if let Some(problem) = env_entry_problem(name, value, EnvWriter::Operator) {
                 let found = SpecProblem {
                     field: SpecField::Env,
                     kind: ProblemKind::Env {
@@ -295,6 +305,32 @@ impl Manifest {
                 };
                 problems.push(format!("environment: {}", found.message(&manifest_field)));
             }
+        }
+        // The list narrows what requests may set; it cannot widen it, so a loader variable in
+        // it is a mistake worth refusing rather than a key silently never allowed.
+        for key in self.allowed_config_keys.iter().flatten() {
+            if !is_env_name(key) {
+                problems.push(format!(
+                    "allowed_config_keys: {} is not a valid environment variable name",
+                    echo(key)
+                ));
+            } else if is_loader_variable(key) {
+                problems.push(format!(
+                    "allowed_config_keys: {} changes how programs are loaded or interpreted; \
+                     a request may never set it (set it in environment instead)",
+                    echo(key)
+                ));
+            }
+        }
+        if let Some(count) = self
+            .allowed_config_keys
+            .as_ref()
+            .map(Vec::len)
+            .filter(|count| *count > MAX_ENTRIES)
+        {
+            problems.push(format!(
+                "allowed_config_keys has {count} entries; at most {MAX_ENTRIES} are allowed"
+            ));
         }
         for found in health_check.iter().flat_map(HealthCheck::problems) {
             let field = manifest_field(&found.field);
@@ -324,6 +360,7 @@ impl Manifest {
             health_port,
             resources,
             environment: self.environment,
+            allowed_config_keys: self.allowed_config_keys,
             manifest: folder.join(MANIFEST_FILE),
         })
     }

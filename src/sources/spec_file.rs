@@ -12,13 +12,17 @@ use serde::Deserialize;
 use super::catalog::Catalog;
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor, Word};
 use crate::reconcile::{
-    BackendConfig, BackoffOverrides, HealthCheck, HealthCheckField, Isolation, PatternConfig,
-    Probe, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, Resources,
-    RestartPolicy, Secret, SpecField, TypeConfig, UtilityConfig,
+    echo, shortened, BackendConfig, BackoffOverrides, HealthCheck, HealthCheckField, Isolation,
+    PatternConfig, Probe, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts,
+    Resources, RestartPolicy, Secret, SpecField, TypeConfig, UtilityConfig,
 };
 
 pub const API_VERSION: &str = "prism.launcher/v1";
 pub const KIND: &str = "Process";
+
+/// How much of serde's and YAML's own messages (and of a field path, which holds map keys) an
+/// error keeps: they quote the value they refuse whole.
+const MAX_QUOTED_CHARS: usize = 256;
 
 /// Largest spec file read; bigger files are refused rather than parsed.
 pub const MAX_SPEC_FILE_BYTES: u64 = 1024 * 1024;
@@ -73,18 +77,48 @@ pub fn load_spec_file(path: &Path, catalog: &Catalog) -> Result<Vec<FileSpec>, V
             message,
         }]
     };
-    let size = std::fs::metadata(path)
-        .map_err(|error| file_error(format!("cannot read the file: {error}")))?
-        .len();
-    if size > MAX_SPEC_FILE_BYTES {
-        return Err(file_error(format!(
-            "the file is {size} bytes; spec files may be at most {MAX_SPEC_FILE_BYTES} bytes"
-        )));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| file_error(format!("cannot read the file: {error}")))?;
+    let text = read_bounded_text(path, MAX_SPEC_FILE_BYTES).map_err(file_error)?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     parse_spec_text(path, &text, base_dir, catalog)
+}
+
+/// The text of the regular file at `path`, refused (with the message) when it is something else
+/// (a FIFO, whose open would block; a device such as `/dev/zero`, which never ends), larger than
+/// `max_bytes`, or not UTF-8. At most `max_bytes + 1` bytes are ever read, even from a file
+/// that grows while it is read. Spec files and catalog manifests are read through it.
+pub fn read_bounded_text(path: &Path, max_bytes: u64) -> Result<String, String> {
+    use std::io::Read;
+
+    let cannot = |error: std::io::Error| format!("cannot read the file: {error}");
+    let metadata = std::fs::metadata(path).map_err(cannot)?;
+    if !metadata.is_file() {
+        return Err("it is not a regular file".to_string());
+    }
+    if metadata.len() > max_bytes {
+        return Err(format!(
+            "the file is {} bytes; it may be at most {max_bytes} bytes",
+            metadata.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(max_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+        })
+        .map_err(cannot)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "the file grew past {max_bytes} bytes while it was read; it may be at most \
+             {max_bytes} bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        format!(
+            "cannot read the file: it is not UTF-8 (at byte {})",
+            error.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Parses and resolves the text of a spec file; `base_dir` anchors relative paths.
@@ -117,7 +151,13 @@ pub fn parse_spec_text(
                     .location()
                     .map(|location| document.first_line + location.line() - 1);
                 let field = if field == "." { String::new() } else { field };
-                error_at(&field, line, clean_yaml_message(&inner.to_string(), &field));
+                let message = clean_yaml_message(&inner.to_string(), &field);
+                // serde quotes a value it refuses whole, and a map key can be any length.
+                error_at(
+                    &shortened(&field, MAX_QUOTED_CHARS),
+                    line,
+                    shortened(&message, MAX_QUOTED_CHARS),
+                );
                 continue;
             }
         };
@@ -450,15 +490,15 @@ impl SpecDocument {
             problems.push(problem(
                 "apiVersion",
                 format!(
-                    "apiVersion {:?} is not supported; use {API_VERSION:?}",
-                    self.api_version
+                    "apiVersion {} is not supported; use {API_VERSION:?}",
+                    echo(&self.api_version)
                 ),
             ));
         }
         if self.kind != KIND {
             problems.push(problem(
                 "kind",
-                format!("kind {:?} is not supported; use {KIND:?}", self.kind),
+                format!("kind {} is not supported; use {KIND:?}", echo(&self.kind)),
             ));
         }
         let spec = self
@@ -490,7 +530,8 @@ impl SpecBody {
                     problems.push(problem(
                         "spec.pattern",
                         format!(
-                            "pattern {name:?} is not in the catalog (known: {})",
+                            "pattern {} is not in the catalog (known: {})",
+                            echo(name),
                             catalog.names_for_message()
                         ),
                     ));
@@ -644,6 +685,11 @@ pub fn spec_file_field(field: &SpecField) -> String {
     match field {
         SpecField::Executable => "spec.binary".to_string(),
         SpecField::Args => "spec.args".to_string(),
+        // The whole of what the child's exec takes: located on the spec itself.
+        SpecField::ArgsAndEnv => "spec".to_string(),
+        SpecField::Pattern => "spec.pattern".to_string(),
+        SpecField::SuccessExitCodes => "spec.successExitCodes".to_string(),
+        SpecField::Labels => "metadata.labels".to_string(),
         SpecField::WorkingDir => "spec.workingDir".to_string(),
         SpecField::Namespace => "spec.namespace".to_string(),
         SpecField::SessionId => "spec.sessionId".to_string(),
@@ -774,3 +820,7 @@ fn absolute_from(base_dir: &Path, path: &str) -> PathBuf {
 #[cfg(test)]
 #[path = "spec_file_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "spec_file_proptests.rs"]
+mod proptests;

@@ -94,6 +94,7 @@ fn hello_entry() -> CatalogEntry {
             ("LOG_LEVEL".to_string(), "info".to_string()),
             ("REGION".to_string(), "eu-west".to_string()),
         ]),
+        allowed_config_keys: None,
         manifest: PathBuf::from("/opt/patterns/hello-pattern/manifest.yaml"),
     }
 }
@@ -388,7 +389,7 @@ fn every_bad_document_is_reported_not_just_the_first() {
         errors[0]
     );
     assert!(
-        errors[1].message.contains("unknown variant `Sometimes`"),
+        errors[1].message.contains("\"Sometimes\" is not one of"),
         "{}",
         errors[1]
     );
@@ -487,21 +488,21 @@ fn bad_values_are_reported_on_their_own_line() {
             binary_doc("x", "  restartPolicy: Sometimes\n"),
             "spec.restartPolicy",
             "restartPolicy",
-            "unknown variant `Sometimes`",
+            "\"Sometimes\" is not one of",
         ),
         (
             "isolation",
             binary_doc("x", "  isolation: Namespace\n"),
             "spec.isolation",
             "isolation",
-            "unknown variant `Namespace`",
+            "\"Namespace\" is not one of",
         ),
         (
             "type",
             binary_doc("x", "  type: daemon\n"),
             "spec.type",
             "daemon",
-            "unknown variant `daemon`",
+            "\"daemon\" is not one of",
         ),
         (
             "args as a string",
@@ -1306,7 +1307,7 @@ fn load_spec_file_refuses_files_that_are_too_big() {
             field: String::new(),
             line: None,
             message: format!(
-                "the file is {size} bytes; spec files may be at most {MAX_SPEC_FILE_BYTES} bytes"
+                "the file is {size} bytes; it may be at most {MAX_SPEC_FILE_BYTES} bytes"
             ),
         }]
     );
@@ -1314,6 +1315,46 @@ fn load_spec_file_refuses_files_that_are_too_big() {
     let at_limit = dir.path().join("limit.yaml");
     std::fs::write(&at_limit, "#".repeat(MAX_SPEC_FILE_BYTES as usize)).unwrap();
     assert_eq!(load_spec_file(&at_limit, &Catalog::default()), Ok(vec![]));
+}
+
+#[test]
+fn a_refused_value_is_quoted_short_even_in_serdes_own_messages() {
+    let long = "9".repeat(5000);
+    let errors = errors_with(
+        &binary_doc(
+            "x",
+            &format!("  ports: {{grpc: \"{long}\"}}\n  env: {{{long}: [1]}}\n"),
+        ),
+        &Catalog::default(),
+    );
+    assert!(!errors.is_empty());
+    for error in &errors {
+        assert!(error.message.len() < 600, "{} bytes", error.message.len());
+        assert!(error.field.len() < 600, "{} bytes", error.field.len());
+        assert_eq!(error.line, Some(7), "{error}");
+    }
+    assert!(errors[0].message.contains("(5"), "{}", errors[0].message);
+}
+
+#[test]
+fn load_spec_file_never_reads_a_device_or_waits_on_a_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let zero = dir.path().join("zero.yaml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for path in [fifo, zero] {
+        let errors = load_spec_file(&path, &Catalog::default()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].message, "it is not a regular file");
+    }
+    let latin1 = dir.path().join("latin1.yaml");
+    std::fs::write(&latin1, b"name: caf\xe9\n").unwrap();
+    let errors = load_spec_file(&latin1, &Catalog::default()).unwrap_err();
+    assert_eq!(
+        errors[0].message,
+        "cannot read the file: it is not UTF-8 (at byte 9)"
+    );
 }
 
 #[test]
@@ -1488,6 +1529,46 @@ fn bad_manifests_are_reported_and_the_good_ones_kept() {
     assert!(by_path[misnamed.as_path()]
         .to_string()
         .starts_with(&misnamed.display().to_string()));
+}
+
+#[test]
+fn a_manifest_may_narrow_config_keys_but_never_allow_a_loader_variable() {
+    let root = tempfile::tempdir().unwrap();
+    write_manifest(
+        root.path(),
+        "narrow",
+        "name: narrow\nexecutable: ./x\nenvironment: {PATH: /opt/narrow/bin}\n\
+         allowed_config_keys: [LOG_LEVEL, FOO]\n",
+    );
+    let widening = write_manifest(
+        root.path(),
+        "widening",
+        "name: widening\nexecutable: ./x\nallowed_config_keys: [LOG_LEVEL, LD_PRELOAD, 1BAD]\n",
+    );
+    let (catalog, errors) = load_catalog(root.path());
+    let narrow = catalog.get("narrow").unwrap();
+    assert_eq!(
+        narrow.allowed_config_keys,
+        Some(vec!["LOG_LEVEL".to_string(), "FOO".to_string()])
+    );
+    // The manifest's own environment is the operator's: PATH is fine there.
+    assert_eq!(narrow.environment["PATH"], "/opt/narrow/bin");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].manifest, widening);
+    assert!(
+        errors[0].message.contains(
+            "allowed_config_keys: \"LD_PRELOAD\" changes how programs are loaded or interpreted"
+        ),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[0]
+            .message
+            .contains("allowed_config_keys: \"1BAD\" is not a valid environment variable name"),
+        "{}",
+        errors[0].message
+    );
 }
 
 #[test]

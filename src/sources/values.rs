@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::reconcile::Vocabulary;
 pub use crate::reconcile::MAX_DURATION;
+use crate::reconcile::{echo, Vocabulary};
 
 /// A word of one of the domain's closed sets (`isolation: namespace`, `type: proxy`), parsed by
 /// its vocabulary; an unknown word is refused on its own line with the words accepted.
@@ -27,9 +27,8 @@ impl<'de, T: Vocabulary> Deserialize<'de> for Word<T> {
             }
 
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Word<T>, E> {
-                T::parse_word(value)
-                    .map(Word)
-                    .map_err(|_| E::unknown_variant(value, T::WORDS))
+                // The vocabulary's own message, which echoes the word truncated.
+                T::parse_word(value).map(Word).map_err(E::custom)
             }
         }
         deserializer.deserialize_str(WordVisitor(PhantomData))
@@ -74,7 +73,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_unbounded_duration(text)?;
     if duration > MAX_DURATION {
         return Err(format!(
-            "{text:?} is too long; durations may be at most 168h (a week)"
+            "{} is too long; durations may be at most 168h (a week)",
+            echo(text)
         ));
     }
     Ok(duration)
@@ -83,13 +83,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// A duration as `parse_duration` reads it, refused when zero (an interval, a timeout).
 pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
-        duration if duration.is_zero() => Err(format!("{text:?} must be longer than zero")),
+        duration if duration.is_zero() => Err(format!("{} must be longer than zero", echo(text))),
         duration => Ok(duration),
     }
 }
 
 fn parse_unbounded_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("{text:?} is not a duration; write it like 500ms, 10s, 5m or 1h");
+    let invalid = || {
+        format!(
+            "{} is not a duration; write it like 500ms, 10s, 5m or 1h",
+            echo(text)
+        )
+    };
     let text_trimmed = text.trim();
     if text_trimmed.is_empty() {
         return Err(invalid());
@@ -154,7 +159,12 @@ impl<'de> Deserialize<'de> for QuantityValue {
 
 /// CPU in millicores: `0.5` or `500m` is 500.
 pub fn parse_cpu(text: &str) -> Result<u32, String> {
-    let invalid = || format!("{text:?} is not a CPU quantity; write it like 0.5, 2 or 500m");
+    let invalid = || {
+        format!(
+            "{} is not a CPU quantity; write it like 0.5, 2 or 500m",
+            echo(text)
+        )
+    };
     let text = text.trim();
     let millis = if let Some(millis) = text.strip_suffix('m') {
         millis.parse::<u32>().map_err(|_| invalid())?
@@ -167,7 +177,8 @@ pub fn parse_cpu(text: &str) -> Result<u32, String> {
     };
     if millis == 0 {
         return Err(format!(
-            "CPU limit {text:?} is zero; leave it out for no limit"
+            "CPU limit {} is zero; leave it out for no limit",
+            echo(text)
         ));
     }
     Ok(millis)
@@ -176,7 +187,10 @@ pub fn parse_cpu(text: &str) -> Result<u32, String> {
 /// Memory in bytes: `256Mi`, `1Gi`, `512M`, `1000000`.
 pub fn parse_memory(text: &str) -> Result<u64, String> {
     let invalid = || {
-        format!("{text:?} is not a memory quantity; write it like 256Mi, 1Gi, 512M or a number of bytes")
+        format!(
+            "{} is not a memory quantity; write it like 256Mi, 1Gi, 512M or a number of bytes",
+            echo(text)
+        )
     };
     let text = text.trim();
     let split = text
@@ -199,7 +213,8 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
     let bytes = number.checked_mul(multiplier).ok_or_else(invalid)?;
     if bytes == 0 {
         return Err(format!(
-            "memory limit {text:?} is zero; leave it out for no limit"
+            "memory limit {} is zero; leave it out for no limit",
+            echo(text)
         ));
     }
     Ok(bytes)

@@ -59,9 +59,19 @@ impl TestLauncher {
 
     /// Starts a launcher on a fresh temporary directory with extra `serve` flags.
     pub fn start_with(extra_args: &[&str]) -> TestLauncher {
+        TestLauncher::start_with_catalog(extra_args, |_| {})
+    }
+
+    /// Starts a launcher with extra `serve` flags, after `prepare` has changed the test catalog
+    /// (the patterns directory, in the launcher's temporary directory).
+    pub fn start_with_catalog(
+        extra_args: &[&str],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> TestLauncher {
         let dir = tempfile::tempdir().expect("temporary directory");
         std::fs::create_dir_all(dir.path().join("specs")).expect("spec directory");
         write_test_patterns(&dir.path().join("patterns"));
+        prepare(&dir.path().join("patterns"));
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let launcher_id = format!(
             "test-{}-{}",

@@ -3,6 +3,7 @@
 mod admin;
 mod declarative;
 mod harness;
+mod inputs;
 mod lifecycle;
 mod observability;
 mod pattern_api;

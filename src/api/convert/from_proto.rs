@@ -11,26 +11,71 @@ use crate::api::errors::{AssignmentError, PatternError};
 use crate::api::proto::prism as admin_pb;
 use crate::api::proto::prism::launcher as launcher_pb;
 use crate::reconcile::{
-    pattern_process_id, BackendConfig, HealthCheckField, Isolation, PatternConfig, ProcessId,
-    ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, RestartPolicy, Secret, SpecField,
-    SpecProblem, TypeConfig, UtilityConfig, Vocabulary, MAX_DURATION,
+    pattern_process_id, request_env_problems, BackendConfig, HealthCheckField, Isolation,
+    PatternConfig, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, RestartPolicy,
+    Secret, SpecField, SpecProblem, TypeConfig, UtilityConfig, Vocabulary, MAX_DURATION,
+    MAX_ENTRIES, MAX_NAME_BYTES, MAX_NAME_PART, MAX_PATH_BYTES, MAX_PROCESS_ID_LEN,
 };
 use crate::sources::catalog::{Catalog, Launch};
 
-/// Longest namespace or session id accepted.
-pub const MAX_NAME_PART: usize = 63;
-
-/// Most `config` entries accepted in one launch.
-pub const MAX_CONFIG_ENTRIES: usize = 256;
-
 /// The isolation a launch asks for; `None` when it leaves it to the manifest or the launcher.
-pub fn requested_isolation(isolation: i32) -> Option<Isolation> {
+/// A number outside the enum is refused: proto3 keeps unknown enum values as they were sent,
+/// and taking one for "unspecified" would launch with an isolation nobody asked for.
+pub fn requested_isolation(isolation: i32) -> Result<Option<Isolation>, PatternError> {
     match launcher_pb::IsolationLevel::try_from(isolation) {
-        Ok(launcher_pb::IsolationLevel::IsolationNone) => Some(Isolation::None),
-        Ok(launcher_pb::IsolationLevel::IsolationNamespace) => Some(Isolation::Namespace),
-        Ok(launcher_pb::IsolationLevel::IsolationSession) => Some(Isolation::Session),
-        Ok(launcher_pb::IsolationLevel::Unspecified) | Err(_) => None,
+        Ok(launcher_pb::IsolationLevel::IsolationNone) => Ok(Some(Isolation::None)),
+        Ok(launcher_pb::IsolationLevel::IsolationNamespace) => Ok(Some(Isolation::Namespace)),
+        Ok(launcher_pb::IsolationLevel::IsolationSession) => Ok(Some(Isolation::Session)),
+        Ok(launcher_pb::IsolationLevel::Unspecified) => Ok(None),
+        Err(_) => Err(PatternError::BadEnum {
+            field: "isolation",
+            value: isolation,
+        }),
     }
+}
+
+/// The state a ListPatterns request filters on; `None` for all. A number outside the enum is
+/// refused, as for `requested_isolation`.
+pub fn requested_state(state: i32) -> Result<Option<launcher_pb::ProcessState>, PatternError> {
+    match launcher_pb::ProcessState::try_from(state) {
+        Ok(launcher_pb::ProcessState::StateUnspecified) => Ok(None),
+        Ok(state) => Ok(Some(state)),
+        Err(_) => Err(PatternError::BadEnum {
+            field: "state",
+            value: state,
+        }),
+    }
+}
+
+/// `text`, refused when longer than `max` bytes; `field` is how the request names it.
+pub fn bounded(field: &'static str, text: &str, max: usize) -> Result<(), PatternError> {
+    if text.len() > max {
+        return Err(PatternError::TooLong {
+            field,
+            len: text.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// A request's `process_id` (TerminatePattern, GetProcessStatus), refused when empty or longer
+/// than any id can be; `Ok(None)` when it is no valid id (so no process has it).
+pub fn requested_process_id(process_id: &str) -> Result<Option<ProcessId>, PatternError> {
+    if process_id.is_empty() {
+        return Err(PatternError::MissingProcessId);
+    }
+    bounded("process_id", process_id, MAX_PROCESS_ID_LEN)?;
+    Ok(ProcessId::new(process_id).ok())
+}
+
+/// The filters of a ListPatterns request, bounded: a pattern name, a namespace, a state.
+pub fn list_filters(
+    request: &launcher_pb::ListPatternsRequest,
+) -> Result<Option<launcher_pb::ProcessState>, PatternError> {
+    bounded("pattern_name", &request.pattern_name, MAX_NAME_BYTES)?;
+    bounded("namespace", &request.namespace, MAX_NAME_PART)?;
+    requested_state(request.state)
 }
 
 /// A `grace_period_secs` of a request, refused when negative or longer than `MAX_DURATION`.
@@ -51,31 +96,22 @@ pub fn launch_from_request(
     if request.pattern_name.is_empty() {
         return Err(PatternError::MissingPatternName);
     }
+    bounded("pattern_name", &request.pattern_name, MAX_NAME_BYTES)?;
+    let requested = requested_isolation(request.isolation)?;
+    bounded("namespace", &request.namespace, MAX_NAME_PART)?;
+    bounded("session_id", &request.session_id, MAX_NAME_PART)?;
+    if request.config.len() > MAX_ENTRIES {
+        return Err(PatternError::TooMuchConfig {
+            count: request.config.len(),
+        });
+    }
     let entry = catalog
         .get(&request.pattern_name)
         .ok_or_else(|| PatternError::UnknownPattern {
             name: request.pattern_name.clone(),
             known: catalog.names_for_message(),
         })?;
-    let isolation = requested_isolation(request.isolation)
-        .or(entry.isolation)
-        .unwrap_or(default_isolation);
-    for (field, value) in [
-        ("namespace", &request.namespace),
-        ("session_id", &request.session_id),
-    ] {
-        if value.len() > MAX_NAME_PART {
-            return Err(PatternError::TooLong {
-                field,
-                len: value.len(),
-            });
-        }
-    }
-    if request.config.len() > MAX_CONFIG_ENTRIES {
-        return Err(PatternError::TooMuchConfig {
-            count: request.config.len(),
-        });
-    }
+    let isolation = requested.or(entry.isolation).unwrap_or(default_isolation);
     // Only the parts the isolation uses name the process: a namespace sent with a shared
     // launch is not part of it.
     let (namespace, session_id) = match isolation {
@@ -87,18 +123,26 @@ pub fn launch_from_request(
         grace if grace.is_zero() => None,
         grace => Some(grace),
     };
+    // Sorted, so that the problems are reported in one order whatever the wire's.
+    let config: BTreeMap<String, String> = request
+        .config
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let request_problems = request_env_problems(
+        config
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+        entry.allowed_config_keys.as_deref(),
+    );
     let spec = entry.launch_spec(Launch {
         isolation,
         namespace: Some(namespace.to_string()).filter(|value| !value.is_empty()),
         session_id: Some(session_id.to_string()).filter(|value| !value.is_empty()),
-        config: request
-            .config
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect(),
+        config,
         grace,
     });
-    check_spec(&spec, &launch_field).map_err(PatternError::InvalidSpec)?;
+    check_spec(&spec, request_problems, &launch_field).map_err(PatternError::InvalidSpec)?;
     let id = pattern_process_id(isolation, namespace, session_id, &entry.name)
         .map_err(PatternError::InvalidId)?;
     Ok((id, spec))
@@ -110,7 +154,8 @@ fn launch_field(field: &SpecField) -> String {
     match field {
         SpecField::Namespace => "namespace".to_string(),
         SpecField::SessionId => "session_id".to_string(),
-        SpecField::Env => "config".to_string(),
+        SpecField::Env | SpecField::ArgsAndEnv => "config".to_string(),
+        SpecField::Pattern => "pattern_name".to_string(),
         SpecField::TerminationGrace => "grace_period_secs".to_string(),
         other => format!("manifest {}", wire_field(other)),
     }
@@ -126,6 +171,9 @@ pub fn assignment_spec(
         return Err(AssignmentError::MissingId);
     }
     let id = ProcessId::new(assignment.process_id.clone()).map_err(AssignmentError::InvalidId)?;
+    if assignment.version < 0 {
+        return Err(AssignmentError::NegativeVersion(assignment.version));
+    }
     let process_type = match assignment.process_type.as_str() {
         "" => ProcessType::Pattern,
         word => ProcessType::parse_word(word).map_err(AssignmentError::UnknownType)?,
@@ -163,18 +211,25 @@ pub fn assignment_spec(
         None if config.binary.is_empty() => return Err(AssignmentError::MissingBinary),
         None => allowed_binary(&config.binary, &policy.allowed_roots)?,
     };
+    // What the assignment itself sets, sorted so that problems come in one order.
+    let mut request_env: BTreeMap<String, String> = config
+        .env
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    if !config.log_level.is_empty() {
+        request_env.insert("LOG_LEVEL".to_string(), config.log_level.clone());
+    }
+    let request_problems = request_env_problems(
+        request_env
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+        catalog_entry.and_then(|entry| entry.allowed_config_keys.as_deref()),
+    );
     let mut env = catalog_entry
         .map(|entry| entry.environment.clone())
         .unwrap_or_default();
-    env.extend(
-        config
-            .env
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone())),
-    );
-    if !config.log_level.is_empty() {
-        env.insert("LOG_LEVEL".to_string(), config.log_level.clone());
-    }
+    env.extend(request_env);
     let isolation = match config
         .pattern
         .as_ref()
@@ -212,7 +267,7 @@ pub fn assignment_spec(
             assignment.version.to_string(),
         )]),
     };
-    check_spec(&spec, &assignment_field).map_err(|mut problems| {
+    check_spec(&spec, request_problems, &assignment_field).map_err(|mut problems| {
         if isolation == Isolation::Session {
             problems.push(
                 "config.pattern.isolation_level: an assignment carries no session id, so \
@@ -232,6 +287,8 @@ fn assignment_field(field: &SpecField) -> String {
         SpecField::Namespace => "namespace".to_string(),
         SpecField::SessionId => "session_id".to_string(),
         SpecField::Env => "config.env".to_string(),
+        SpecField::ArgsAndEnv => "config.args+config.env".to_string(),
+        SpecField::Pattern => "config.pattern.pattern_type".to_string(),
         SpecField::GrpcPort => "config.port".to_string(),
         SpecField::HealthPort => "config.health_port".to_string(),
         SpecField::Args => "config.args".to_string(),
@@ -258,13 +315,23 @@ fn wire_field(field: &SpecField) -> &'static str {
         SpecField::GrpcPort | SpecField::HealthPort => "healthcheck.port",
         SpecField::TypeConfig(_) => "config",
         SpecField::Args => "args",
+        SpecField::ArgsAndEnv => "args+environment",
         SpecField::WorkingDir => "working_dir",
+        SpecField::Pattern => "name",
+        SpecField::SuccessExitCodes => "success_exit_codes",
+        SpecField::Labels => "labels",
     }
 }
 
-/// Every problem of `spec`, worded with `names`, as one message per problem.
-fn check_spec(spec: &ProcessSpec, names: &dyn Fn(&SpecField) -> String) -> Result<(), Vec<String>> {
-    let problems: Vec<SpecProblem> = spec.problems();
+/// Every problem of `spec` (after those of the variables the request set itself, see
+/// `request_env_problems`), worded with `names`, as one message per problem.
+fn check_spec(
+    spec: &ProcessSpec,
+    request_problems: Vec<SpecProblem>,
+    names: &dyn Fn(&SpecField) -> String,
+) -> Result<(), Vec<String>> {
+    let mut problems = request_problems;
+    problems.extend(spec.problems());
     if problems.is_empty() {
         return Ok(());
     }
@@ -370,19 +437,29 @@ fn port(field: &'static str, value: i32) -> Result<u16, AssignmentError> {
         .ok_or(AssignmentError::BadPort { field, value })
 }
 
-/// The binary, if it is an existing file under one of `roots` (both canonicalized, so that
-/// `..` and symlinks cannot escape).
+/// The binary, if it is an executable regular file under one of `roots` (both canonicalized,
+/// so that `..` and symlinks cannot escape).
 fn allowed_binary(binary: &str, roots: &[PathBuf]) -> Result<PathBuf, AssignmentError> {
+    use std::os::unix::fs::PermissionsExt;
+
+    if binary.len() > MAX_PATH_BYTES {
+        return Err(AssignmentError::TooLong {
+            field: "config.binary",
+            len: binary.len(),
+            max: MAX_PATH_BYTES,
+        });
+    }
     let path = Path::new(binary);
     if !path.is_absolute() {
         return Err(AssignmentError::RelativeBinary(binary.to_string()));
     }
+    let unusable = |reason: String| AssignmentError::UnusableBinary {
+        binary: binary.to_string(),
+        reason,
+    };
     let canonical = path
         .canonicalize()
-        .map_err(|error| AssignmentError::UnusableBinary {
-            binary: binary.to_string(),
-            reason: error.to_string(),
-        })?;
+        .map_err(|error| unusable(error.to_string()))?;
     if !roots.iter().any(|root| canonical.starts_with(root)) {
         return Err(AssignmentError::OutsideRoots {
             binary: binary.to_string(),
@@ -392,6 +469,24 @@ fn allowed_binary(binary: &str, roots: &[PathBuf]) -> Result<PathBuf, Assignment
                 .collect::<Vec<_>>()
                 .join(", "),
         });
+    }
+    // Refused here rather than at every spawn until the breaker trips.
+    let metadata = canonical
+        .metadata()
+        .map_err(|error| unusable(error.to_string()))?;
+    if !metadata.is_file() {
+        return Err(unusable(format!(
+            "{} is not a regular file",
+            canonical.display()
+        )));
+    }
+    let mode = metadata.permissions().mode();
+    if mode & 0o111 == 0 {
+        return Err(unusable(format!(
+            "{} is not executable (mode {:o})",
+            canonical.display(),
+            mode & 0o7777
+        )));
     }
     Ok(canonical)
 }

@@ -5,4 +5,8 @@ pub mod from_proto;
 pub mod to_proto;
 
 #[cfg(test)]
+mod inputs_tests;
+#[cfg(test)]
+mod request_proptests;
+#[cfg(test)]
 mod writers_tests;

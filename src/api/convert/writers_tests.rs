@@ -125,6 +125,7 @@ fn catalog() -> Catalog {
         health_port: None,
         resources: None,
         environment: BTreeMap::new(),
+        allowed_config_keys: None,
         manifest: PathBuf::from("/opt/patterns/echo/manifest.yaml"),
     });
     catalog
