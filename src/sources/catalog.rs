@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::spec_file::{read_bounded_text, MAX_SPEC_FILE_BYTES};
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, Word};
+use super::yaml_shape::check_shape;
 use crate::reconcile::{
     echo, env_entry_problem, is_env_name, is_loader_variable, shortened, EnvWriter, HealthCheck,
     HealthCheckField, Isolation, Probe, ProblemKind, ProcessSpec, ProcessType, RequestedPorts,
@@ -187,6 +188,7 @@ pub fn load_manifest(path: &Path) -> Result<CatalogEntry, CatalogError> {
     };
     let text = read_bounded_text(path, MAX_MANIFEST_BYTES)
         .map_err(|problem| error(format!("cannot use the manifest: {problem}")))?;
+    check_shape(&text).map_err(|problem| error(format!("cannot use the manifest: {problem}")))?;
     let manifest: Manifest = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
         &text,
     ))

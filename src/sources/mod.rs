@@ -11,5 +11,6 @@ pub mod spec_dir;
 pub mod spec_file;
 pub mod values;
 mod watch;
+pub mod yaml_shape;
 
 pub use problems::SourceProblems;

@@ -40,28 +40,39 @@ pub enum SpecWatchError {
     Interrupted(#[from] tokio::task::JoinError),
 }
 
-/// Whether a path in the spec directory is a spec file (not hidden, not an editor's temporary).
+/// Whether a path in the spec directory has a spec file's name (not hidden, not an editor's
+/// temporary), whether or not the name is UTF-8 (one that is not is reported, not skipped).
 pub fn is_spec_file_name(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(name) = path.file_name().map(OsStrExt::as_bytes) else {
         return false;
     };
-    !name.starts_with('.')
-        && !name.ends_with('~')
-        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+    !name.starts_with(b".")
+        && !name.ends_with(b"~")
+        && (name.ends_with(b".yaml") || name.ends_with(b".yml"))
 }
 
-/// The spec files of `dir`: regular files with a spec file's name, in name order. What the
-/// launcher applies and what `validate` checks of a directory.
+/// The entries of `dir` with a spec file's name, in name order, whatever they are: the reader
+/// refuses what is not a readable regular file (a FIFO, a socket, a directory, a dangling or
+/// looping symlink, a name that is not UTF-8) with a problem that `status` shows, rather than
+/// have it skipped without a word. What the launcher applies and what `validate` checks of a
+/// directory.
 pub fn spec_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if is_spec_file_name(&path) && path.is_file() {
+        if is_spec_file_name(&path) {
             found.push(path);
         }
     }
     found.sort();
     Ok(found)
+}
+
+/// Whether the directory still has an entry at `path` (a dangling symlink is one: it is read,
+/// and its problem reported, rather than taken for a deleted file).
+fn has_entry(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
 }
 
 /// What the spec watcher works with.
@@ -264,7 +275,7 @@ impl SpecDir {
         let (present, removed): (Vec<PathBuf>, Vec<PathBuf>) = changed
             .into_iter()
             .filter(|path| is_spec_file_name(path))
-            .partition(|path| path.starts_with(&self.dir) && path.exists());
+            .partition(|path| path.starts_with(&self.dir) && has_entry(path));
         for outside in removed.iter().filter(|path| !path.starts_with(&self.dir)) {
             // The directory is the one truth for what files declare: a record of a file
             // elsewhere (the launcher ran with another --specs-dir) is not wanted any more,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::catalog::Catalog;
 use super::values::{parse_cpu, parse_memory, DurationValue, QuantityValue, TextVisitor, Word};
+use super::yaml_shape::check_shape;
 use crate::reconcile::{
     echo, shortened, BackendConfig, BackoffOverrides, HealthCheck, HealthCheckField, Isolation,
     PatternConfig, Probe, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts,
@@ -77,6 +78,13 @@ pub fn load_spec_file(path: &Path, catalog: &Catalog) -> Result<Vec<FileSpec>, V
             message,
         }]
     };
+    if path.file_name().and_then(|name| name.to_str()).is_none() {
+        return Err(file_error(
+            "the file name is not UTF-8, which status, logs and the store cannot name; rename \
+             the file"
+                .to_string(),
+        ));
+    }
     let text = read_bounded_text(path, MAX_SPEC_FILE_BYTES).map_err(file_error)?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     parse_spec_text(path, &text, base_dir, catalog)
@@ -89,10 +97,41 @@ pub fn load_spec_file(path: &Path, catalog: &Catalog) -> Result<Vec<FileSpec>, V
 pub fn read_bounded_text(path: &Path, max_bytes: u64) -> Result<String, String> {
     use std::io::Read;
 
+    use std::os::unix::fs::OpenOptionsExt;
+
     let cannot = |error: std::io::Error| format!("cannot read the file: {error}");
+    let not_regular = |metadata: &std::fs::Metadata| {
+        let kind = metadata.file_type();
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
+            "a FIFO"
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&kind) {
+            "a socket"
+        } else if std::os::unix::fs::FileTypeExt::is_char_device(&kind)
+            || std::os::unix::fs::FileTypeExt::is_block_device(&kind)
+        {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        format!("it is {what}, not a regular file; only regular files are read")
+    };
+    // Looked at before it is opened (opening some devices does something), and again through
+    // the opened descriptor, in case it was swapped in between. Opened without blocking, so a
+    // FIFO put there at that moment cannot hold the reader.
     let metadata = std::fs::metadata(path).map_err(cannot)?;
     if !metadata.is_file() {
-        return Err("it is not a regular file".to_string());
+        return Err(not_regular(&metadata));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot)?;
+    let metadata = file.metadata().map_err(cannot)?;
+    if !metadata.is_file() {
+        return Err(not_regular(&metadata));
     }
     if metadata.len() > max_bytes {
         return Err(format!(
@@ -101,11 +140,8 @@ pub fn read_bounded_text(path: &Path, max_bytes: u64) -> Result<String, String> 
         ));
     }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| {
-            file.take(max_bytes.saturating_add(1))
-                .read_to_end(&mut bytes)
-        })
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() as u64 > max_bytes {
         return Err(format!(
@@ -113,12 +149,17 @@ pub fn read_bounded_text(path: &Path, max_bytes: u64) -> Result<String, String> 
              {max_bytes} bytes"
         ));
     }
-    String::from_utf8(bytes).map_err(|error| {
+    let mut text = String::from_utf8(bytes).map_err(|error| {
         format!(
             "cannot read the file: it is not UTF-8 (at byte {})",
             error.utf8_error().valid_up_to()
         )
-    })
+    })?;
+    // Some editors on Windows start a UTF-8 file with a byte-order mark, which YAML allows.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// Parses and resolves the text of a spec file; `base_dir` anchors relative paths.
@@ -128,6 +169,15 @@ pub fn parse_spec_text(
     base_dir: &Path,
     catalog: &Catalog,
 ) -> Result<Vec<FileSpec>, Vec<SpecError>> {
+    if let Err(problem) = check_shape(text) {
+        return Err(vec![SpecError {
+            file: path.to_path_buf(),
+            document: 0,
+            field: String::new(),
+            line: Some(problem.line()),
+            message: problem.to_string(),
+        }]);
+    }
     let mut specs = Vec::new();
     let mut errors = Vec::new();
     for document in split_documents(text) {

@@ -1337,16 +1337,59 @@ fn a_refused_value_is_quoted_short_even_in_serdes_own_messages() {
 }
 
 #[test]
+fn a_byte_order_mark_is_accepted_and_deep_nesting_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_bom = dir.path().join("bom.yaml");
+    std::fs::write(
+        &with_bom,
+        "\u{feff}apiVersion: prism.launcher/v1\nkind: Process\nmetadata:\n  name: bom\nspec:\n  binary: /bin/true\n",
+    )
+    .unwrap();
+    let specs = load_spec_file(&with_bom, &Catalog::default()).unwrap();
+    assert_eq!(specs[0].id.as_str(), "bom");
+
+    let nested = dir.path().join("nested.yaml");
+    std::fs::write(
+        &nested,
+        format!(
+            "kind: Process\napiVersion: {}{}\n",
+            "[".repeat(500_000),
+            "]".repeat(500_000)
+        ),
+    )
+    .unwrap();
+    let errors = load_spec_file(&nested, &Catalog::default()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, Some(2));
+    assert!(
+        errors[0]
+            .message
+            .contains("nested more than 64 levels deep"),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
 fn load_spec_file_never_reads_a_device_or_waits_on_a_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo.yaml");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let zero = dir.path().join("zero.yaml");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
-    for path in [fifo, zero] {
+    let folder = dir.path().join("folder.yaml");
+    std::fs::create_dir(&folder).unwrap();
+    for (path, what) in [
+        (fifo, "a FIFO"),
+        (zero, "a device"),
+        (folder, "a directory"),
+    ] {
         let errors = load_spec_file(&path, &Catalog::default()).unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!(errors[0].message, "it is not a regular file");
+        assert_eq!(
+            errors[0].message,
+            format!("it is {what}, not a regular file; only regular files are read")
+        );
     }
     let latin1 = dir.path().join("latin1.yaml");
     std::fs::write(&latin1, b"name: caf\xe9\n").unwrap();

@@ -3,6 +3,7 @@
 mod admin;
 mod declarative;
 mod harness;
+mod hostile_specs;
 mod inputs;
 mod lifecycle;
 mod observability;

@@ -1,0 +1,226 @@
+//! A look at YAML text before the parser sees it: the YAML parser's work grows with the square of
+//! the nesting depth (a 100 KB `[[[[…]]]]` took seconds), and aliases can multiply a small text
+//! into a huge value, so a file nested deeper than any spec needs, with more nodes or more
+//! aliases than any spec has, is refused here, in one linear pass, with the line where it went
+//! too far. The scan is deliberately simple (it knows quotes, comments, flow brackets, block
+//! indentation, `- ` entries and block scalars, not the whole grammar): it errs towards counting
+//! too little, and the parser's own limits stay behind it.
+
+/// The deepest nesting accepted. A spec is about five levels deep.
+pub const MAX_DEPTH: usize = 64;
+
+/// The most nodes (lines with content, flow entries) accepted in one text.
+pub const MAX_NODES: usize = 100_000;
+
+/// The most alias uses (`*name`) accepted in one text.
+pub const MAX_ALIASES: usize = 256;
+
+/// Why a text is refused before parsing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeProblem {
+    #[error("nested more than {MAX_DEPTH} levels deep at line {line}; no spec needs that")]
+    TooDeep { line: usize },
+    #[error("more than {MAX_NODES} nodes (at line {line}); no spec needs that")]
+    TooManyNodes { line: usize },
+    #[error("more than {MAX_ALIASES} aliases (at line {line}); no spec needs that")]
+    TooManyAliases { line: usize },
+}
+
+impl ShapeProblem {
+    /// The 1-based line where the limit was passed.
+    pub fn line(&self) -> usize {
+        match self {
+            ShapeProblem::TooDeep { line }
+            | ShapeProblem::TooManyNodes { line }
+            | ShapeProblem::TooManyAliases { line } => *line,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Checks the nesting depth, node count and alias count of `text`.
+pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
+    let mut quote = Quote::None;
+    let mut flow_depth = 0usize;
+    // Indentations of the enclosing block collections.
+    let mut indents: Vec<usize> = Vec::new();
+    // The indentation of the line that opened a block scalar (`|`, `>`), whose lines are text.
+    let mut block_scalar_of: Option<usize> = None;
+    let mut nodes = 0usize;
+    let mut aliases = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let content = &line[indent..];
+        if let Some(opener) = block_scalar_of {
+            if content.trim().is_empty() || indent > opener {
+                continue;
+            }
+            block_scalar_of = None;
+        }
+        if quote == Quote::None && flow_depth == 0 {
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            while indents.last().is_some_and(|&open| open >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        nodes += 1;
+        // `- - - x` nests a sequence per dash on one line.
+        let mut dashes = 0usize;
+        let mut rest = content;
+        while let Some(after) = rest.strip_prefix("- ") {
+            dashes += 1;
+            rest = after.trim_start_matches(' ');
+        }
+        let block_depth = indents.len() + dashes;
+        if block_depth + flow_depth > MAX_DEPTH {
+            return Err(ShapeProblem::TooDeep { line: number });
+        }
+        let mut previous = ' ';
+        let mut chars = content.chars().peekable();
+        let mut last_significant = ' ';
+        while let Some(c) = chars.next() {
+            match quote {
+                Quote::Single => {
+                    if c == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            quote = Quote::None;
+                        }
+                    }
+                }
+                Quote::Double => match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => quote = Quote::None,
+                    _ => {}
+                },
+                Quote::None => {
+                    let at_token_start = matches!(previous, ' ' | '\t' | '[' | '{' | ',');
+                    match c {
+                        '#' if previous == ' ' || previous == '\t' => break,
+                        '\'' if at_token_start => quote = Quote::Single,
+                        '"' if at_token_start => quote = Quote::Double,
+                        '[' | '{' if at_token_start || previous == ':' => {
+                            flow_depth += 1;
+                            nodes += 1;
+                            if block_depth + flow_depth > MAX_DEPTH {
+                                return Err(ShapeProblem::TooDeep { line: number });
+                            }
+                        }
+                        ']' | '}' => flow_depth = flow_depth.saturating_sub(1),
+                        ',' if flow_depth > 0 => nodes += 1,
+                        '*' if at_token_start
+                            && chars
+                                .peek()
+                                .is_some_and(|next| next.is_alphanumeric() || *next == '_') =>
+                        {
+                            aliases += 1;
+                            if aliases > MAX_ALIASES {
+                                return Err(ShapeProblem::TooManyAliases { line: number });
+                            }
+                        }
+                        _ => {}
+                    }
+                    if !c.is_whitespace() {
+                        last_significant = c;
+                    }
+                }
+            }
+            previous = c;
+        }
+        if nodes > MAX_NODES {
+            return Err(ShapeProblem::TooManyNodes { line: number });
+        }
+        let opens_block_scalar = quote == Quote::None
+            && flow_depth == 0
+            && (matches!(last_significant, '|' | '>')
+                || block_scalar_header(content.split(" #").next().unwrap_or(content)));
+        if opens_block_scalar {
+            block_scalar_of = Some(indent);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `content` ends with a block scalar header with indicators (`|-`, `>+`, `|2`).
+fn block_scalar_header(content: &str) -> bool {
+    let trimmed = content.trim_end();
+    let header = trimmed.rsplit(' ').next().unwrap_or(trimmed);
+    let mut chars = header.chars();
+    matches!(chars.next(), Some('|' | '>'))
+        && !header.is_empty()
+        && chars.all(|c| matches!(c, '-' | '+' | '1'..='9'))
+        && (trimmed.len() == header.len() || trimmed.ends_with(&format!(" {header}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_specs_pass() {
+        for text in [
+            "apiVersion: prism.launcher/v1\nkind: Process\nmetadata:\n  name: a\nspec:\n  binary: /bin/sh\n  args: [\"-c\", \"echo '[[[['\"]\n",
+            "spec:\n  args:\n    - |\n      if [ -f x ]; then\n        echo [[[[[[[[\n      fi\n    - done\n",
+            "a: 'it''s [ not ] a flow'\nb: \"also [[[ \\\" not\"\nc: a[1] # [[[[ a comment\n",
+            "env: &common {A: \"1\"}\nother: *common\n",
+        ] {
+            assert_eq!(check_shape(text), Ok(()), "{text}");
+        }
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_with_its_line() {
+        let deep = format!(
+            "apiVersion: v1\nkind: {}{}\n",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert_eq!(check_shape(&deep), Err(ShapeProblem::TooDeep { line: 2 }));
+        let just_fits = format!("a: {}{}\n", "[".repeat(60), "]".repeat(60));
+        assert_eq!(check_shape(&just_fits), Ok(()));
+    }
+
+    #[test]
+    fn deep_block_nesting_and_dash_chains_are_refused() {
+        let mut block = String::new();
+        for level in 0..70 {
+            block.push_str(&format!("{}k{level}:\n", " ".repeat(level)));
+        }
+        assert_eq!(check_shape(&block), Err(ShapeProblem::TooDeep { line: 65 }));
+        let dashes = format!("{}x\n", "- ".repeat(80));
+        assert_eq!(check_shape(&dashes), Err(ShapeProblem::TooDeep { line: 1 }));
+    }
+
+    #[test]
+    fn too_many_nodes_or_aliases_are_refused() {
+        let wide = format!("a: [{}]\n", "1,".repeat(MAX_NODES + 1));
+        assert!(matches!(
+            check_shape(&wide),
+            Err(ShapeProblem::TooManyNodes { line: 1 })
+        ));
+        let laughs = format!("a: &a [x]\nb: [{}]\n", "*a, ".repeat(MAX_ALIASES + 1));
+        assert_eq!(
+            check_shape(&laughs),
+            Err(ShapeProblem::TooManyAliases { line: 2 })
+        );
+    }
+
+    #[test]
+    fn a_megabyte_of_nesting_on_one_line_is_refused() {
+        let text = format!("apiVersion: {}", "[".repeat(1 << 20));
+        assert_eq!(check_shape(&text), Err(ShapeProblem::TooDeep { line: 1 }));
+    }
+}
