@@ -11,7 +11,9 @@
 //! `status -o json` (W4 during: status -o json), one `GET /healthz` on the metrics address
 //! (W4 during: /healthz), and a kill -9 of the sentinel to its replacement's start stamp
 //! (W4 during: kill -9 -> replacement). A note says when one of them ended only after the last
-//! child was gone (a stop shorter than the call, as at small N).
+//! child was gone (a stop shorter than the call, as at small N). After the settle time the
+//! launcher's RSS is read again (W4 after: launcher RSS, all stopped): what a burst of N stops
+//! leaves behind.
 //!
 //! Every child stamps CLOCK_MONOTONIC at the top of its `main` and reports it as a datagram to a
 //! unix socket the harness binds; the harness reads the same clock, so stamps compare directly and
@@ -788,6 +790,7 @@ struct RunResult {
     w4_during_status_ms: f64,
     w4_during_healthz_ms: f64,
     w4_during_restart_ms: f64,
+    w4_after_rss_mib: f64,
     w4b_term_ms: f64,
     w4b_children_gone_ms: f64,
     w4b_launcher_exit_ms: f64,
@@ -1054,6 +1057,15 @@ fn run_once(
         ));
     }
     eprintln!("    W4 during: {}", spans.join(", "));
+
+    // W4 after: what the launcher keeps once the burst of stops is over (only the sentinel runs).
+    std::thread::sleep(options.settle);
+    let pid = launcher.pid();
+    result.w4_after_rss_mib = proc_kib(&format!("/proc/{pid}/status"), "VmRSS")? as f64 / 1024.0;
+    eprintln!(
+        "    W4 after: RSS {:.1} MiB with only the sentinel left",
+        result.w4_after_rss_mib
+    );
 
     // W4b shutdown: the files back in, all started, then SIGTERM to the launcher.
     collector.clear();
@@ -1469,6 +1481,7 @@ const FIGURES: &[Figure] = &[
     ("w4_during_status_json", "W4 during: status -o json", "ms", |r| r.w4_during_status_ms),
     ("w4_during_healthz", "W4 during: /healthz", "ms", |r| r.w4_during_healthz_ms),
     ("w4_during_restart", "W4 during: kill -9 -> replacement", "ms", |r| r.w4_during_restart_ms),
+    ("w4_after_rss", "W4 after: launcher RSS, all stopped", "MiB", |r| r.w4_after_rss_mib),
     ("w4b_shutdown_term", "W4b shutdown: last SIGTERM stamp", "ms", |r| r.w4b_term_ms),
     ("w4b_shutdown_children", "W4b shutdown: children gone", "ms", |r| r.w4b_children_gone_ms),
     ("w4b_shutdown_launcher", "W4b shutdown: launcher exited", "ms", |r| r.w4b_launcher_exit_ms),

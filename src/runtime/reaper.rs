@@ -50,6 +50,11 @@ impl SpawnGuard<'_> {
 }
 
 impl ChildTable {
+    /// Gives back the room a burst of children grew the table to.
+    pub fn shrink_to_fit(&self) {
+        self.lock().shrink_to_fit();
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, HashMap<u32, Child>> {
         // The set is updated with single inserts and removes, so a panic elsewhere while holding
         // the lock cannot leave it inconsistent; a poisoned lock is still safe to use.

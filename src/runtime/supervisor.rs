@@ -460,11 +460,29 @@ impl Supervisor {
         if !self.has_work() {
             // A burst is over when the work it brought is done, however many passes it took.
             if self.burst >= BURST {
+                self.shrink_after_burst();
                 release_freed_memory();
             }
             self.burst = 0;
         }
         self.kill_inherited_soon();
+    }
+
+    /// Gives back the room the tables grew to in a burst: a map keeps the capacity of the most
+    /// entries it ever held (ten thousand records inline after a mass start), which the allocator
+    /// cannot return while the table holds it. O(entries), once per burst.
+    fn shrink_after_burst(&mut self) {
+        self.desired.shrink_to_fit();
+        self.observed.shrink_to_fit();
+        self.pids.shrink_to_fit();
+        self.probes.shrink_to_fit();
+        self.stop_grace.shrink_to_fit();
+        self.adopted.shrink_to_fit();
+        self.orphans.shrink_to_fit();
+        self.ended.shrink_to_fit();
+        self.planned_exits.shrink_to_fit();
+        self.settled_intents.shrink_to_fit();
+        self.children.shrink_to_fit();
     }
 
     /// Plans `ids` and carries the plan out, in rounds: a later round sees the outcome of the
