@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         allowed_roots: vec![PathBuf::from("/bin"), PathBuf::from("/usr/bin")],
     };
     if let Ok((_, spec)) = assignment_spec(&assignment, &policy, common::catalog()) {
-        assert!(spec.problems().is_empty(), "an accepted assignment with problems");
+        assert!(
+            spec.problems().is_empty(),
+            "an accepted assignment with problems"
+        );
     }
 });

@@ -16,6 +16,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok((_, spec)) = launch_from_request(&request, common::catalog(), Isolation::None) {
-        assert!(spec.problems().is_empty(), "an accepted launch with problems");
+        assert!(
+            spec.problems().is_empty(),
+            "an accepted launch with problems"
+        );
     }
 });
