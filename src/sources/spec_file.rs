@@ -208,6 +208,22 @@ pub fn parse_spec_text(
                     line,
                     shortened(&message, MAX_QUOTED_CHARS),
                 );
+                // The typed parse stops at the first value of the wrong type, which may come
+                // before a syntax error (`apiVersion: [unclosed` is "a sequence, expected a
+                // string"): the syntax error, which the author must fix first, is named too.
+                if let Err(syntax) = serde_yaml::from_str::<serde_yaml::Value>(document.text) {
+                    if let Some(location) = syntax.location() {
+                        let line = document.first_line + location.line() - 1;
+                        let message = clean_yaml_message(&syntax.to_string(), "");
+                        if message != clean_yaml_message(&inner.to_string(), "") {
+                            error_at(
+                                "",
+                                Some(line),
+                                format!("YAML syntax: {}", shortened(&message, MAX_QUOTED_CHARS)),
+                            );
+                        }
+                    }
+                }
                 continue;
             }
         };

@@ -1331,9 +1331,16 @@ fn a_refused_value_is_quoted_short_even_in_serdes_own_messages() {
     for error in &errors {
         assert!(error.message.len() < 600, "{} bytes", error.message.len());
         assert!(error.field.len() < 600, "{} bytes", error.field.len());
-        assert_eq!(error.line, Some(7), "{error}");
     }
+    assert_eq!(errors[0].line, Some(7), "{}", errors[0]);
     assert!(errors[0].message.contains("(5"), "{}", errors[0].message);
+    // A 5000-character plain key is also a syntax error (keys are at most 1024), named after.
+    assert!(
+        errors[1..]
+            .iter()
+            .all(|error| error.message.starts_with("YAML syntax")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -1689,5 +1696,24 @@ fn every_process_type_can_be_declared_and_is_validated() {
             .iter()
             .any(|error| error.message.contains("at most one of")),
         "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_syntax_error_after_a_type_error_is_named_with_its_line() {
+    let errors = errors_with(
+        "apiVersion: [unclosed\nkind: Process\n",
+        &Catalog::default(),
+    );
+    let lines: Vec<(Option<usize>, &str)> = errors
+        .iter()
+        .map(|error| (error.line, error.message.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (Some(1), "invalid type: sequence, expected a string"),
+            (Some(2), "YAML syntax: did not find expected ',' or ']'"),
+        ]
     );
 }
