@@ -203,6 +203,13 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Https(#[from] HttpsError),
+    #[error("cannot give the data directory {} to the socket group {gid}", path.display())]
+    SocketGroup {
+        path: PathBuf,
+        gid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot serve the Unix socket {}", path.display())]
     Socket {
         path: PathBuf,
@@ -276,6 +283,20 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
     {
         tracing::warn!(data_dir = %config.data_dir.display(), was = %format!("{was:o}"),
             now = %format!("{data_dir_mode:o}"), "the data directory was open to other users; made it private");
+    }
+    if let Some(gid) = config.security.socket_group {
+        // The group's members reach the socket through the data directory, which must be theirs
+        // to traverse (0710); nothing else in it is theirs.
+        nix::unistd::chown(
+            &config.data_dir,
+            None,
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|errno| AppError::SocketGroup {
+            path: config.data_dir.clone(),
+            gid,
+            source: errno.into(),
+        })?;
     }
     let store_dir = config.data_dir.join("store");
     let store = Arc::new(open_store(&store_dir)?);

@@ -751,3 +751,45 @@ async fn https_get(address: &str, path: &str, ca: &[u8]) -> (u16, String) {
         .to_string();
     (code, body)
 }
+
+#[test]
+fn members_of_the_socket_group_may_call_through_the_socket_and_others_cannot_reach_it() {
+    if !is_root() {
+        return;
+    }
+    let mut launcher = TestLauncher::start_with(&["--socket-group", "nogroup"]);
+    launcher.address();
+    let data = launcher.data_dir();
+    // The test's own folder must let the group through to the data directory; the launcher
+    // made that 0710 and the socket 0660, both of the group.
+    std::fs::set_permissions(launcher.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap();
+    assert_eq!(mode(&data).mode() & 0o777, 0o710);
+    assert_eq!(mode(&data).gid(), 65534);
+    let socket = data.join("launcher.sock");
+    assert_eq!(mode(&socket).mode() & 0o777, 0o660);
+    assert_eq!(mode(&socket).gid(), 65534);
+    assert_eq!(mode(&data.join("store")).mode() & 0o777, 0o700);
+
+    // nobody, whose group is nogroup, may call; a uid outside the group cannot even connect.
+    let address = format!("unix:{}", socket.display());
+    let member = as_nobody(LAUNCHER, &["status", "-o", "json", "--addr", &address]);
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    let outsider = Command::new("setpriv")
+        .args([
+            "--reuid=65533",
+            "--regid=65533",
+            "--clear-groups",
+            "--",
+            LAUNCHER,
+        ])
+        .args(["status", "--addr", &address])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv");
+    assert!(!outsider.status.success(), "a uid outside the group got in");
+}
