@@ -203,6 +203,11 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Https(#[from] HttpsError),
+    #[error(
+        "--admin-endpoint {endpoint} is not https:// but --admin-ca/--admin-cert ask for TLS; \
+         write it as host:port or https://host:port"
+    )]
+    AdminScheme { endpoint: String },
     #[error("cannot give the data directory {} to the socket group {gid}", path.display())]
     SocketGroup {
         path: PathBuf,
@@ -299,6 +304,9 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         })?;
     }
     let store_dir = config.data_dir.join("store");
+    // Private before sled creates its files in it (with the process's umask), so that no group
+    // member of a 0710 data directory can open one in between.
+    private_fs::ensure_private_dir(&store_dir, private_fs::PRIVATE_DIR_MODE)?;
     let store = Arc::new(open_store(&store_dir)?);
     private_fs::tighten_tree(&store_dir).map_err(|source| AppError::PrivateStore {
         path: store_dir.clone(),
@@ -338,6 +346,15 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
                 .load(["--admin-ca", "--admin-cert", "--admin-key"])
         })
         .transpose()?;
+    if let Some(endpoint) = &config.admin_endpoint {
+        let tls_asked = config.security.admin_tls.is_set();
+        let scheme = endpoint.split_once("://").map(|(scheme, _)| scheme);
+        if tls_asked && scheme.is_some_and(|scheme| scheme != "https") {
+            return Err(AppError::AdminScheme {
+                endpoint: endpoint.clone(),
+            });
+        }
+    }
     let admin_token = config
         .security
         .admin_token_file
@@ -376,6 +393,10 @@ impl Prepared {
             .tls
             .as_ref()
             .is_some_and(|tls| tls.client_ca.is_some());
+        if self.token.is_some() && self.tls.is_none() && !address.ip().is_loopback() {
+            tracing::warn!(%address, "a bearer token is required but the listener has no TLS: \
+                the token crosses the network in clear text; give --tls-cert and --tls-key");
+        }
         Ok(listener_auth(
             address,
             self.token.clone(),

@@ -39,6 +39,15 @@ const OPEN_METHODS: [&str; 9] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/// Privileged methods that are the launcher's own (not in the wire contract existing clients
+/// speak): they need a proven caller (the socket's uid, a token, a client certificate) on every
+/// listener, loopback included, token configured or not. StreamLogs hands out what children
+/// print, which the data directory's permissions keep from other users.
+const PROVEN_CALLER_METHODS: [&str; 2] = [
+    "/prism.launcher.v1.LauncherAdmin/StreamLogs",
+    "/prism.launcher.v1.LauncherAdmin/ResetProcess",
+];
+
 /// The shortest token accepted: anything shorter can be guessed.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
@@ -243,6 +252,11 @@ pub enum Denial {
          --auth-token-file), or call through the Unix socket in the launcher's data directory"
     )]
     NoToken { method: String },
+    #[error(
+        "{method} needs a proven caller: call through the Unix socket in the launcher's data \
+         directory (the CLI's default), or configure --auth-token-file and send the token"
+    )]
+    NotProven { method: String },
     #[error("{method}: the bearer token is not this launcher's")]
     WrongToken { method: String },
     #[error("{method}: the caller's credentials on the Unix socket cannot be read")]
@@ -292,8 +306,15 @@ pub fn authorize(
         } => {
             let Some(token) = token else {
                 // Without a token, the listener's own guard decides: mutual TLS, or loopback
-                // (`listener_auth` refuses anything else).
-                return Ok(());
+                // (`listener_auth` refuses anything else), where the wire contract's calls stay
+                // open to the clients that always made them, and the launcher's own privileged
+                // calls need the socket.
+                if *client_certificates || !PROVEN_CALLER_METHODS.contains(&method) {
+                    return Ok(());
+                }
+                return Err(Denial::NotProven {
+                    method: method_name(),
+                });
             };
             let needs_token = match access_of(method) {
                 Access::Privileged => true,
@@ -557,6 +578,19 @@ mod tests {
             authorize(&tcp(None, false, true), LAUNCH, Caller::default(), never),
             Ok(())
         );
+        // The launcher's own privileged calls need a proven caller even on loopback.
+        for method in PROVEN_CALLER_METHODS {
+            assert_eq!(
+                authorize(&tcp(None, true, false), method, Caller::default(), never),
+                Err(Denial::NotProven {
+                    method: method.to_string()
+                })
+            );
+            assert_eq!(
+                authorize(&tcp(None, false, true), method, Caller::default(), never),
+                Ok(())
+            );
+        }
         let anywhere: SocketAddr = "0.0.0.0:7070".parse().unwrap();
         let error = listener_auth(anywhere, None, false, false).unwrap_err();
         assert!(error.to_string().contains("--auth-token-file"), "{error}");

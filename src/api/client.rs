@@ -248,7 +248,12 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, ClientErr
         })?;
     Ok(LauncherAdminClient::with_interceptor(
         channel,
-        WithToken::new(target.token.as_deref()),
+        // The socket authenticates by the caller's uid; a token sent there would go to whoever
+        // owns that socket file, which need not be the launcher.
+        WithToken::new(match target.address {
+            Address::Unix(_) => None,
+            Address::Tcp(_) => target.token.as_deref(),
+        }),
     ))
 }
 

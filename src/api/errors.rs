@@ -31,7 +31,9 @@ pub fn store_status(error: StoreError) -> Status {
 pub fn denial_status(denial: Denial) -> Status {
     let message = denial.to_string();
     match denial {
-        Denial::NoToken { .. } | Denial::WrongToken { .. } => Status::unauthenticated(message),
+        Denial::NoToken { .. } | Denial::WrongToken { .. } | Denial::NotProven { .. } => {
+            Status::unauthenticated(message)
+        }
         Denial::NoPeer { .. } | Denial::Peer { .. } => Status::permission_denied(message),
     }
 }

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+/// A TLS handshake that takes longer than this is given up.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The most bytes read from a PEM file: certificates chains are a few KiB.
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
@@ -108,7 +111,10 @@ pub struct ServerTlsPem {
 impl ServerTls {
     /// The gRPC listener's TLS, mutual when the PEM has a client CA.
     pub fn new(pem: &ServerTlsPem) -> ServerTls {
-        let config = ServerTlsConfig::new().identity(Identity::from_pem(&pem.cert, &pem.key));
+        let config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&pem.cert, &pem.key))
+            // A client that never finishes its handshake holds a connection, not the listener.
+            .timeout(HANDSHAKE_TIMEOUT);
         ServerTls(match &pem.client_ca {
             Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
             None => config,

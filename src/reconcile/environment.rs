@@ -76,8 +76,16 @@ pub enum EnvWriter {
 /// configuration, which can load engines). `PATH` is here too: the programs a wrapper script
 /// runs are found through it (kubelet and systemd give children a PATH of their own; a request
 /// never chooses it).
-pub const LOADER_ENV: [&str; 47] = [
+pub const LOADER_ENV: [&str; 55] = [
     "PATH",
+    // Where programs look for their own configuration and per-user code: Python's user
+    // site-packages (`$HOME/.local/...` `.pth` files run at start), shells' rc files, git's and
+    // other tools' configuration (`XDG_*`).
+    "HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_CONFIG_DIRS",
+    "XDG_DATA_HOME",
+    "XDG_DATA_DIRS",
     // Shells.
     "IFS",
     "CDPATH",
@@ -128,13 +136,18 @@ pub const LOADER_ENV: [&str; 47] = [
     "OPENSSL_ENGINES",
     "OPENSSL_MODULES",
     "KRB5_KTNAME",
+    // Wrappers run `$JAVA_HOME/bin/java`; .NET loads startup hooks.
+    "JAVA_HOME",
+    "DOTNET_STARTUP_HOOKS",
+    "DOTNET_ROOT",
 ];
 
 /// Prefixes of variables a request may never set, for the same reasons as `LOADER_ENV`: the
 /// dynamic loader's (`LD_`, and other systems' `DYLD_`, `_RLD`, `LDR_`), malloc's tuning,
 /// exported bash functions, Python's, Perl 5's, Ruby's and Lua's variables, Kerberos'
-/// configuration.
-pub const LOADER_ENV_PREFIXES: [&str; 12] = [
+/// configuration, the .NET runtime's (`CORECLR_` loads profilers, `COREHOST_` traces to files),
+/// git's (`GIT_SSH_COMMAND`, `GIT_EXEC_PATH`, `GIT_CONFIG_*` run or configure commands).
+pub const LOADER_ENV_PREFIXES: [&str; 15] = [
     "LD_",
     "DYLD_",
     "_RLD",
@@ -147,6 +160,9 @@ pub const LOADER_ENV_PREFIXES: [&str; 12] = [
     "LUA_",
     "KRB5_CONFIG",
     "GCONV_",
+    "CORECLR_",
+    "COREHOST_",
+    "GIT_",
 ];
 
 /// Whether `name` changes how a program is loaded or interpreted (`LOADER_ENV`,

@@ -643,6 +643,20 @@ pub fn record_exit(
     next
 }
 
+/// The record of a process adopted from a previous launcher run at `now`. One that was still
+/// starting gets its whole ready deadline again from `now`: the deadline is the time this run
+/// gives it to pass a probe, and this run has not probed it yet (a launcher down for longer than
+/// the deadline must not stop, unprobed, a process that became ready meanwhile).
+pub fn record_adopted(observed: &ObservedRecord, now: UnixMillis) -> ObservedRecord {
+    match observed.phase {
+        Phase::Starting => ObservedRecord {
+            started_at: Some(now),
+            ..observed.clone()
+        },
+        _ => observed.clone(),
+    }
+}
+
 /// The record after a health probe answered. Probes of a process that is not alive are ignored.
 pub fn record_probe(observed: &ObservedRecord, result: Result<(), String>) -> ObservedRecord {
     let Some(check) = &observed.spec.health_check else {

@@ -3175,3 +3175,31 @@ fn the_ready_deadline_is_the_initial_delay_plus_threshold_periods_and_at_least_a
         );
     }
 }
+
+#[test]
+fn an_adopted_starting_process_gets_its_whole_ready_deadline_from_the_adoption() {
+    let long_ago = ObservedRecord {
+        started_at: Some(before(600_000)),
+        ..observed(Phase::Starting, checked_spec())
+    };
+    // Unprobed by this run, it would be stopped at once...
+    assert_eq!(
+        decide(Some(&desired(1, checked_spec())), Some(&long_ago), NOW),
+        stop(StopReason::NotReady, spec().termination_grace)
+    );
+    // ...adopted, it has 30 s from now to pass a probe.
+    let adopted = record_adopted(&long_ago, NOW);
+    assert_eq!(
+        decide(Some(&desired(1, checked_spec())), Some(&adopted), NOW),
+        wait_until(after(30_000))
+    );
+    let running = ObservedRecord {
+        started_at: Some(before(600_000)),
+        ..observed(Phase::Running, checked_spec())
+    };
+    assert_eq!(
+        record_adopted(&running, NOW),
+        running,
+        "a ready process keeps its start"
+    );
+}

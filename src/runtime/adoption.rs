@@ -46,6 +46,7 @@ impl Supervisor {
             let record = match adopted {
                 Some((pid, pidfd)) => {
                     tracing::info!(%id, pid, phase = %record.phase, "adopted a process of a previous launcher run");
+                    let record = reconcile::record_adopted(&record, now);
                     self.adopt(&record, pid, pidfd);
                     record
                 }
@@ -64,7 +65,7 @@ impl Supervisor {
             self.unsaved.insert(id.clone());
             self.observed.insert(id, record);
         }
-        self.adopt_intents()?;
+        self.adopt_intents(now)?;
         self.capacity.recount(self.observed.values());
         self.persist();
         Ok(())
@@ -75,7 +76,7 @@ impl Supervisor {
     /// group and is provably ours is adopted as the spawn's process; an intent whose process
     /// never started (or is gone) is forgotten, and `plan` starts the id as usual. One scan of
     /// the host, at start, and only when there are intents.
-    fn adopt_intents(&mut self) -> Result<(), StoreError> {
+    fn adopt_intents(&mut self, now: UnixMillis) -> Result<(), StoreError> {
         let (intents, corrupt) = self.store.spawn_intents()?;
         for error in corrupt {
             tracing::error!(error = %Chain(&error), "skipping a corrupt spawn intent");
@@ -127,7 +128,10 @@ impl Supervisor {
                 instance: intent.instance.clone(),
             };
             let previous = self.observed.get(&id);
-            let record = reconcile::record_spawned(&intent.desired, previous, spawned, intent.at);
+            let record = reconcile::record_adopted(
+                &reconcile::record_spawned(&intent.desired, previous, spawned, intent.at),
+                now,
+            );
             tracing::info!(%id, pid, "adopted a process the previous launcher run started and did not record");
             self.ports.claim(&id, intent.ports);
             self.adopt(&record, pid, Arc::new(pidfd));

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::catalog::{read_catalog, SharedCatalog};
 use super::problems::SourceProblems;
-use super::spec_file::load_spec_file;
+use super::spec_file::{load_spec_file, FileSpec, SpecError};
 use super::watch::{debounce, watch_directory};
 use crate::error_chain::Chain;
 use crate::reconcile::{ProcessId, ProcessSpec, Source};
@@ -38,6 +38,13 @@ pub enum SpecWatchError {
     },
     #[error("the first scan of the spec directory did not finish")]
     Interrupted(#[from] tokio::task::JoinError),
+    #[error("cannot list the desired records to find removed spec files")]
+    Store(#[source] crate::store::StoreError),
+    #[error(
+        "the store refused the first scan of the spec directory (see the errors above); \
+         nothing a spec file declares would be safe to act on"
+    )]
+    FirstScanUnrecorded,
 }
 
 /// Whether a path in the spec directory has a spec file's name (not hidden, not an editor's
@@ -74,6 +81,13 @@ pub fn spec_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn has_entry(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
+
+/// Files larger than this are parsed under `PARSE_BUDGET`; smaller ones cannot be slow to parse
+/// once `yaml_shape` has bounded their nesting.
+const BUDGETED_FROM_BYTES: u64 = 64 * 1024;
+
+/// The longest a spec file's parse may take before the file is reported and skipped.
+const PARSE_BUDGET: Duration = Duration::from_secs(2);
 
 /// What the spec watcher works with.
 pub struct SpecWatch {
@@ -115,8 +129,19 @@ pub async fn watch_spec_dir(
         catalog,
         problems,
         stamps: Mutex::default(),
+        unrecorded: std::sync::atomic::AtomicUsize::new(0),
     });
-    off_the_workers(&specs, |specs| specs.full_scan(Rescan::All)).await??;
+    // What files declare moves only once this scan is recorded in full (`SourcesRead`): a scan
+    // the store could not record would let the last run's records (a spec deleted while the
+    // launcher was down) act, so the launcher stops with the store's error instead.
+    off_the_workers(&specs, |specs| {
+        specs.full_scan(Rescan::All)?;
+        match specs.unrecorded.load(std::sync::atomic::Ordering::Acquire) {
+            0 => Ok(()),
+            _ => Err(SpecWatchError::FirstScanUnrecorded),
+        }
+    })
+    .await??;
     readiness.specs_synced();
     let mut resync = tokio::time::interval(resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -187,6 +212,9 @@ struct SpecDir {
     problems: SourceProblems,
     /// The stamp of each file as it was when last read.
     stamps: Mutex<HashMap<PathBuf, FileStamp>>,
+    /// Writes of files' desired sets the store refused, ever: the first scan counts as done only
+    /// if it added none.
+    unrecorded: std::sync::atomic::AtomicUsize,
 }
 
 /// A file's whole desired set, for one transaction with others.
@@ -238,18 +266,12 @@ impl SpecDir {
                     .collect()
             }
         };
-        match self.store.all_desired() {
-            Ok((records, _corrupt)) => {
-                for record in records {
-                    if let Source::File { path } = record.source {
-                        if !present.contains(&path) {
-                            touched.insert(path);
-                        }
-                    }
+        let (records, _corrupt) = self.store.all_desired().map_err(SpecWatchError::Store)?;
+        for record in records {
+            if let Source::File { path } = record.source {
+                if !present.contains(&path) {
+                    touched.insert(path);
                 }
-            }
-            Err(error) => {
-                tracing::error!(error = %Chain(&error), "cannot list desired records to find removed spec files")
             }
         }
         // Problems of files that are gone are forgotten with them.
@@ -324,7 +346,7 @@ impl SpecDir {
     /// Reads and parses one file that exists, recording its problems when it is invalid.
     fn read(&self, path: &Path) -> Read {
         let stamp = FileStamp::of(path);
-        let loaded = load_spec_file(path, &read_catalog(&self.catalog));
+        let loaded = self.load_within_budget(path);
         if let Some(stamp) = stamp {
             self.stamps().insert(path.to_path_buf(), stamp);
         }
@@ -357,6 +379,46 @@ impl SpecDir {
         }
     }
 
+    /// Reads and parses one file; one larger than `BUDGETED_FROM_BYTES` is parsed on a thread of
+    /// its own and given up after `PARSE_BUDGET` (reported as the file's problem), so that a
+    /// text that is slow to parse in some way the shape scan did not foresee costs that file,
+    /// not the directory's other files or the start of what they declare. A given-up parse
+    /// runs on to its end on its thread, bounded by the file's size.
+    fn load_within_budget(&self, path: &Path) -> Result<Vec<FileSpec>, Vec<SpecError>> {
+        let small = std::fs::metadata(path).is_ok_and(|meta| meta.len() <= BUDGETED_FROM_BYTES);
+        if small {
+            return load_spec_file(path, &read_catalog(&self.catalog));
+        }
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let catalog = self.catalog.clone();
+        let owned = path.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("spec-parse".to_string())
+            .spawn(move || {
+                let _ = sender.send(load_spec_file(&owned, &read_catalog(&catalog)));
+            });
+        let unreadable = |message: String| {
+            vec![SpecError {
+                file: path.to_path_buf(),
+                document: 0,
+                field: String::new(),
+                line: None,
+                message,
+            }]
+        };
+        if let Err(error) = spawned {
+            return Err(unreadable(format!(
+                "cannot start a thread to parse it: {error}"
+            )));
+        }
+        match receiver.recv_timeout(PARSE_BUDGET) {
+            Ok(loaded) => loaded,
+            Err(_) => Err(unreadable(format!(
+                "parsing it took longer than {PARSE_BUDGET:?}; the file is skipped"
+            ))),
+        }
+    }
+
     /// Writes the desired sets of `files` (each may take over the names of the `released`
     /// sources) in one transaction. Returns whether any name was given up, so that files
     /// waiting for a name can take it.
@@ -377,6 +439,8 @@ impl SpecDir {
         let outcomes = match self.store.apply_sources(&sets) {
             Ok(outcomes) => outcomes,
             Err(error) => {
+                self.unrecorded
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 let message = Chain(&error).to_string();
                 for file in files {
                     tracing::error!(file = %file.path.display(), error = %message, "cannot record the spec file's desired state");

@@ -44,7 +44,33 @@ enum Quote {
     Double,
 }
 
-/// Checks the nesting depth, node count and alias count of `text`.
+/// The lines of `text` as YAML breaks them: at `\n`, `\r\n` and a lone `\r` alike (a scan
+/// that missed a lone `\r` would read a comment as running to the end of the file).
+fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.find(['\n', '\r']) {
+            Some(at) => {
+                let next = if current[at..].starts_with("\r\n") {
+                    at + 2
+                } else {
+                    at + 1
+                };
+                rest = Some(&current[next..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
+/// Checks the nesting depth, node count and alias count of `text`. Where the scan cannot be
+/// sure (a bracket in what may be a plain scalar), it counts: a false refusal costs a spec
+/// nobody would write, a miss costs the parser minutes.
 pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
     let mut quote = Quote::None;
     let mut flow_depth = 0usize;
@@ -54,7 +80,7 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
     let mut block_scalar_of: Option<usize> = None;
     let mut nodes = 0usize;
     let mut aliases = 0usize;
-    for (index, line) in text.lines().enumerate() {
+    for (index, line) in yaml_lines(text).enumerate() {
         let number = index + 1;
         let indent = line.len() - line.trim_start_matches(' ').len();
         let content = &line[indent..];
@@ -86,13 +112,17 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
             return Err(ShapeProblem::TooDeep { line: number });
         }
         let mut previous = ' ';
-        let mut chars = content.chars().peekable();
-        let mut last_significant = ' ';
-        while let Some(c) = chars.next() {
+        // The last character outside quotes that is not a space: a quote opens a quoted scalar
+        // only where a scalar can start (after `:`, `-`, `?`, `[`, `{`, `,`, or first on the
+        // line); elsewhere it is part of a plain scalar, as it is for the parser.
+        let mut last_significant: Option<char> = None;
+        let mut comment_at = content.len();
+        let mut chars = content.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
             match quote {
                 Quote::Single => {
                     if c == '\'' {
-                        if chars.peek() == Some(&'\'') {
+                        if chars.peek().map(|(_, next)| *next) == Some('\'') {
                             chars.next();
                         } else {
                             quote = Quote::None;
@@ -107,11 +137,24 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
                     _ => {}
                 },
                 Quote::None => {
-                    let at_token_start = matches!(previous, ' ' | '\t' | '[' | '{' | ',');
+                    let after_space = matches!(previous, ' ' | '\t');
+                    let at_token_start = after_space || matches!(previous, '[' | '{' | ',');
+                    let scalar_can_start = matches!(
+                        last_significant,
+                        None | Some(':' | '-' | '?' | '[' | '{' | ',')
+                    );
                     match c {
-                        '#' if previous == ' ' || previous == '\t' => break,
-                        '\'' if at_token_start => quote = Quote::Single,
-                        '"' if at_token_start => quote = Quote::Double,
+                        '#' if after_space || at == 0 => {
+                            comment_at = at;
+                            break;
+                        }
+                        '\'' | '"' if at_token_start && scalar_can_start => {
+                            quote = if c == '"' {
+                                Quote::Double
+                            } else {
+                                Quote::Single
+                            };
+                        }
                         '[' | '{' if at_token_start || previous == ':' => {
                             flow_depth += 1;
                             nodes += 1;
@@ -122,9 +165,9 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
                         ']' | '}' => flow_depth = flow_depth.saturating_sub(1),
                         ',' if flow_depth > 0 => nodes += 1,
                         '*' if at_token_start
-                            && chars
-                                .peek()
-                                .is_some_and(|next| next.is_alphanumeric() || *next == '_') =>
+                            && chars.peek().is_some_and(|(_, next)| {
+                                next.is_alphanumeric() || *next == '_'
+                            }) =>
                         {
                             aliases += 1;
                             if aliases > MAX_ALIASES {
@@ -134,7 +177,7 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
                         _ => {}
                     }
                     if !c.is_whitespace() {
-                        last_significant = c;
+                        last_significant = Some(c);
                     }
                 }
             }
@@ -143,26 +186,26 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
         if nodes > MAX_NODES {
             return Err(ShapeProblem::TooManyNodes { line: number });
         }
-        let opens_block_scalar = quote == Quote::None
-            && flow_depth == 0
-            && (matches!(last_significant, '|' | '>')
-                || block_scalar_header(content.split(" #").next().unwrap_or(content)));
-        if opens_block_scalar {
+        if quote == Quote::None && flow_depth == 0 && block_scalar_header(&content[..comment_at]) {
             block_scalar_of = Some(indent);
         }
     }
     Ok(())
 }
 
-/// Whether `content` ends with a block scalar header with indicators (`|-`, `>+`, `|2`).
+/// Whether `content` (without its comment) ends with a block scalar header standing where a
+/// value can start: `key: |`, `- >-`, `|2` alone. Anything else (`a |`, the end of a plain
+/// scalar) is not one, and the lines after it are scanned.
 fn block_scalar_header(content: &str) -> bool {
     let trimmed = content.trim_end();
-    let header = trimmed.rsplit(' ').next().unwrap_or(trimmed);
+    let (before, header) = match trimmed.rsplit_once(' ') {
+        Some((before, header)) => (before.trim_end(), header),
+        None => ("", trimmed),
+    };
     let mut chars = header.chars();
     matches!(chars.next(), Some('|' | '>'))
-        && !header.is_empty()
         && chars.all(|c| matches!(c, '-' | '+' | '1'..='9'))
-        && (trimmed.len() == header.len() || trimmed.ends_with(&format!(" {header}")))
+        && (before.is_empty() || before.ends_with(':') || before.ends_with('-'))
 }
 
 #[cfg(test)]
@@ -215,6 +258,28 @@ mod tests {
         assert_eq!(
             check_shape(&laughs),
             Err(ShapeProblem::TooManyAliases { line: 2 })
+        );
+    }
+
+    #[test]
+    fn a_quote_inside_a_plain_scalar_or_a_lone_carriage_return_hides_nothing() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        // The quote is part of the plain scalar `a "b`, not the start of a string.
+        let quoted = format!("apiVersion: v1\nmetadata2: a \"b\nx: {deep}\n");
+        assert_eq!(check_shape(&quoted), Err(ShapeProblem::TooDeep { line: 3 }));
+        // A lone CR ends a line (and the comment on it) for the parser.
+        let carriage = format!("apiVersion: v1\rkind: Process # c\rx: {deep}\r");
+        assert_eq!(
+            check_shape(&carriage),
+            Err(ShapeProblem::TooDeep { line: 3 })
+        );
+        let crlf = format!("a: 1\r\nb: 2\r\nx: {deep}\r\n");
+        assert_eq!(check_shape(&crlf), Err(ShapeProblem::TooDeep { line: 3 }));
+        // Not a block scalar: `a |` is a plain scalar, and what follows is scanned.
+        let fake_block = format!("x: a |\n  y: {deep}\n");
+        assert_eq!(
+            check_shape(&fake_block),
+            Err(ShapeProblem::TooDeep { line: 2 })
         );
     }
 

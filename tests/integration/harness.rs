@@ -176,6 +176,18 @@ impl TestLauncher {
             .expect("connect to the launcher")
     }
 
+    /// A channel to this launcher through its Unix socket (where the launcher's own privileged
+    /// calls are open to the launcher's user).
+    pub async fn socket_channel(&mut self) -> tonic::transport::Channel {
+        self.address();
+        let socket = self.data_dir().join("launcher.sock");
+        tonic::transport::Endpoint::from_shared(format!("unix:{}", socket.display()))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the launcher's socket")
+    }
+
     /// The gRPC address, once the launcher has written it.
     pub fn address(&mut self) -> String {
         let file = self.data_dir().join("launcher.addr");
@@ -212,10 +224,13 @@ impl TestLauncher {
 
     /// Runs a client subcommand of the binary against this launcher.
     pub fn cli(&mut self, args: &[&str]) -> Output {
-        let address = self.address();
+        // Through the data directory's socket, as an operator's CLI does by default.
+        self.address();
+        let data_dir = self.data_dir();
         Command::new(LAUNCHER)
             .args(args)
-            .args(["--addr", &address])
+            .arg("--data-dir")
+            .arg(data_dir)
             .output()
             .expect("run prism-launcher")
     }

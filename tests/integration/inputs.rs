@@ -40,7 +40,13 @@ async fn raw_call<Answer>(
 where
     Answer: prost::Message + Default + Send + 'static,
 {
-    let mut grpc = tonic::client::Grpc::new(launcher.channel().await);
+    // The launcher's own calls (LauncherAdmin) are answered through the socket only.
+    let channel = if path.starts_with("/prism.launcher.v1.") {
+        launcher.socket_channel().await
+    } else {
+        launcher.channel().await
+    };
+    let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|error| Status::unavailable(error.to_string()))?;

@@ -793,3 +793,47 @@ fn members_of_the_socket_group_may_call_through_the_socket_and_others_cannot_rea
         .expect("run setpriv");
     assert!(!outsider.status.success(), "a uid outside the group got in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_launchers_own_privileged_calls_need_the_socket_even_on_loopback() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec(
+        "talker.yaml",
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata:\n  name: talker\nspec:\n  \
+         binary: /bin/sh\n  args: [\"-c\", \"echo DB_PASSWORD=hunter2; exec sleep 600\"]\n",
+    );
+    launcher.wait_running("talker", None, Duration::from_secs(20));
+    let tcp = channel_to(format!("http://{}", launcher.address())).await;
+    let mut admin = LauncherAdminClient::new(tcp);
+    for code in [
+        admin
+            .stream_logs(StreamLogsRequest {
+                process_id: "talker".into(),
+                tail_lines: 10,
+                follow: false,
+            })
+            .await
+            .err()
+            .map(|status| status.code()),
+        admin
+            .reset_process(ResetProcessRequest {
+                process_id: "talker".into(),
+            })
+            .await
+            .err()
+            .map(|status| status.code()),
+    ] {
+        assert_eq!(code, Some(Code::Unauthenticated));
+    }
+    // Through the socket (the CLI's default) the log is there.
+    let logs = eventually(
+        Duration::from_secs(20),
+        "the log through the socket",
+        || {
+            let output = launcher.cli(&["logs", "talker", "-n", "10"]);
+            let text = String::from_utf8_lossy(&output.stdout).to_string();
+            text.contains("DB_PASSWORD").then_some(text)
+        },
+    );
+    assert!(logs.contains("hunter2"));
+}

@@ -273,12 +273,12 @@ fn logs_tail_and_follow_through_the_cli_and_rotate_by_size() {
         "{tail:?}"
     );
 
-    let address = launcher.address();
+    launcher.address();
+    let data_dir = launcher.data_dir();
     let mut follower = OwnChild(
         Command::new(LAUNCHER)
-            .args([
-                "logs", "counter", "--follow", "--tail", "1", "--addr", &address,
-            ])
+            .args(["logs", "counter", "--follow", "--tail", "1", "--data-dir"])
+            .arg(&data_dir)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),

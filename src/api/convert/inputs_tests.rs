@@ -23,9 +23,13 @@ use crate::sources::catalog::{Catalog, CatalogEntry};
 use crate::sources::spec_file::parse_spec_text;
 
 /// Variables that change how a program is loaded or interpreted, one of each family.
-const LOADER_VARIABLES: [&str; 10] = [
+const LOADER_VARIABLES: [&str; 14] = [
     "PATH",
     "LD_PRELOAD",
+    "HOME",
+    "GIT_SSH_COMMAND",
+    "DOTNET_STARTUP_HOOKS",
+    "CORECLR_PROFILER_PATH",
     "LD_LIBRARY_PATH",
     "BASH_ENV",
     "ENV",
