@@ -27,7 +27,8 @@ use crate::api::server::GrpcListeners;
 use crate::api::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};
 use crate::clock::{now, system_clock};
 use crate::private_fs::{self, DirState, PrivateFsError};
-use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, Vocabulary};
+use crate::reconcile::{Backoff, Isolation, LimitMode, ProcessId, ProcessType, Vocabulary};
+use crate::runtime::cgroup::HostLimits;
 use crate::runtime::{self, RuntimeConfig};
 use crate::sources::catalog::SharedCatalog;
 use crate::sources::catalog_watch::{reload_catalog, watch_catalog};
@@ -253,6 +254,7 @@ pub struct Prepared {
     https: Option<HttpsConfig>,
     admin_tls: Option<ClientTls>,
     admin_token: Option<Arc<BearerToken>>,
+    host_limits: HostLimits,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -362,6 +364,8 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         .map(BearerToken::from_file)
         .transpose()?
         .map(Arc::new);
+    let host_limits = runtime::cgroup::detect_host_limits();
+    tracing::info!(mode = ?host_limits.mode, "resource limits: {}", host_limits.reason);
     let metrics = Metrics::new()?;
     let problems = SourceProblems::default();
     let catalog = SharedCatalog::default();
@@ -380,6 +384,7 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         https,
         admin_tls,
         admin_token,
+        host_limits,
     })
 }
 
@@ -487,6 +492,7 @@ pub async fn run(
         https,
         admin_tls,
         admin_token,
+        host_limits,
     } = prepared;
     let grpc_address = local_address(&listeners.grpc, "gRPC")?;
     let metrics_address = local_address(&listeners.metrics, "metrics")?;
@@ -526,6 +532,7 @@ pub async fn run(
         logs: Arc::new(ChildLogs {
             dir: config.data_dir.join("logs"),
         }),
+        limit_mode: host_limits.mode,
     });
 
     // The launcher's parts run until the shutdown, or until one of them ends on its own, which
@@ -535,7 +542,14 @@ pub async fn run(
         LOOP_PART,
         runtime::run(
             store.clone(),
-            runtime_config(&config, &launcher_id, &metrics, &readiness, &usage),
+            runtime_config(
+                &config,
+                host_limits.mode,
+                &launcher_id,
+                &metrics,
+                &readiness,
+                &usage,
+            ),
             stop_signal(&stopped),
         ),
     );
@@ -715,6 +729,7 @@ fn stop_signal(stopped: &watch::Receiver<bool>) -> impl Future<Output = ()> + Se
 
 fn runtime_config(
     config: &Config,
+    limit_mode: LimitMode,
     launcher_id: &str,
     metrics: &Metrics,
     readiness: &Readiness,
@@ -722,6 +737,7 @@ fn runtime_config(
 ) -> RuntimeConfig {
     RuntimeConfig {
         data_dir: config.data_dir.clone(),
+        limit_mode,
         launcher_id: launcher_id.to_string(),
         port_range: config.port_range.clone(),
         resync_interval: config.resync_interval,

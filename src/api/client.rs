@@ -85,14 +85,17 @@ pub struct ProcessView {
     pub labels: BTreeMap<String, String>,
     pub grpc_port: u32,
     pub health_port: u32,
-    /// Declared limits, recorded but not enforced yet.
+    /// Declared limits and how the host enforces them.
     pub resources: Option<ResourcesView>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ResourcesView {
     pub cpu_limit_millis: Option<u32>,
     pub memory_limit_bytes: Option<u64>,
+    /// How the limits are enforced on the launcher's host: cgroup, rlimit or none.
+    pub memory_enforcement: String,
+    pub cpu_enforcement: String,
 }
 
 /// What a reset did.
@@ -341,6 +344,8 @@ impl From<pb::ProcessStatus> for ProcessView {
                         .then_some(process.cpu_limit_millis),
                     memory_limit_bytes: (process.memory_limit_bytes > 0)
                         .then_some(process.memory_limit_bytes),
+                    memory_enforcement: process.memory_enforcement,
+                    cpu_enforcement: process.cpu_enforcement,
                 },
             ),
         }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::control_plane::AssignmentPolicy;
 use super::logs::LogSource;
 use crate::clock::Clock;
-use crate::reconcile::{Isolation, UnixMillis};
+use crate::reconcile::{Isolation, LimitMode, UnixMillis};
 use crate::sources::catalog::SharedCatalog;
 use crate::sources::SourceProblems;
 use crate::store::Store;
@@ -33,6 +33,8 @@ pub struct ApiContext {
     pub policy: AssignmentPolicy,
     /// Children's logs, for StreamLogs.
     pub logs: Arc<dyn LogSource>,
+    /// What the host enforces resource limits with, for status.
+    pub limit_mode: LimitMode,
 }
 
 impl ApiContext {

@@ -30,6 +30,7 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
                 &context.launcher_id,
                 &context.store.rows()?,
                 context.problems.snapshot(),
+                context.limit_mode,
                 context.now(),
             ))
         })

@@ -244,6 +244,35 @@ fn address_from_data_dir(data_dir: &Path) -> Option<String> {
     (!address.is_empty()).then(|| address.to_string())
 }
 
+/// The declared limits and how each is enforced: `mem 64Mi rlimit, cpu 500m none`, or `-`.
+fn limits_column(process: &ProcessView) -> String {
+    let Some(resources) = &process.resources else {
+        return "-".to_string();
+    };
+    let mut parts = Vec::new();
+    if let Some(bytes) = resources.memory_limit_bytes {
+        parts.push(format!(
+            "mem {} {}",
+            human_bytes(bytes),
+            resources.memory_enforcement
+        ));
+    }
+    if let Some(millis) = resources.cpu_limit_millis {
+        parts.push(format!("cpu {millis}m {}", resources.cpu_enforcement));
+    }
+    parts.join(", ")
+}
+
+/// Bytes in the largest binary unit that divides them (`64Mi`), else in bytes.
+fn human_bytes(bytes: u64) -> String {
+    for (shift, unit) in [(30, "Gi"), (20, "Mi"), (10, "Ki")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 fn current_dir() -> String {
     std::env::current_dir()
         .map(|dir| dir.display().to_string())
@@ -254,9 +283,9 @@ fn current_dir() -> String {
 /// when `colour` (stdout is a terminal).
 fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
     let header = [
-        "ID", "TYPE", "SOURCE", "DESIRED", "ACTUAL", "PID", "HEALTH", "RESTARTS", "AGE",
+        "ID", "TYPE", "SOURCE", "DESIRED", "ACTUAL", "PID", "HEALTH", "RESTARTS", "AGE", "LIMITS",
     ];
-    let rows: Vec<[String; 9]> = view
+    let rows: Vec<[String; 10]> = view
         .processes
         .iter()
         .map(|process| {
@@ -279,6 +308,7 @@ fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
                     || "-".to_string(),
                     |started| human_age(view.generated_at_unix_ms.saturating_sub(started)),
                 ),
+                limits_column(process),
             ]
         })
         .collect();
@@ -474,7 +504,10 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
-            ["ID", "TYPE", "SOURCE", "DESIRED", "ACTUAL", "PID", "HEALTH", "RESTARTS", "AGE"]
+            [
+                "ID", "TYPE", "SOURCE", "DESIRED", "ACTUAL", "PID", "HEALTH", "RESTARTS", "AGE",
+                "LIMITS"
+            ]
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
@@ -490,7 +523,8 @@ mod tests {
                 "4242",
                 "healthy",
                 "3",
-                "2m"
+                "2m",
+                "-"
             ]
         );
         assert!(

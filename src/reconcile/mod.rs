@@ -5,6 +5,7 @@
 //! domain (its closed sets and their spellings), what a valid spec is, the rules of a child's
 //! environment, the bounds of every input and the projection of a lifecycle into client words are defined here once.
 
+mod enforcement;
 mod environment;
 #[cfg(test)]
 #[path = "fixtures_tests.rs"]
@@ -20,6 +21,7 @@ mod tests;
 mod validation;
 mod vocabulary;
 
+pub use enforcement::*;
 pub use environment::*;
 pub use limits::*;
 pub use model::*;

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::enforcement::Enforcement;
 use super::limits::echo;
 use super::model::{Health, Isolation, Phase, ProcessType, RestartPolicy, SourceKind};
 use super::plan::DiffKind;
@@ -130,6 +131,12 @@ vocabulary!(Health, "health", [
     Health::Unknown => "unknown",
     Health::Healthy => "healthy",
     Health::Unhealthy => "unhealthy",
+]);
+
+vocabulary!(Enforcement, "enforcement", [
+    Enforcement::Cgroup => "cgroup",
+    Enforcement::Rlimit => "rlimit",
+    Enforcement::None => "none",
 ]);
 
 vocabulary!(SourceKind, "source", [

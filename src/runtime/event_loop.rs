@@ -16,7 +16,7 @@ use super::reaper::become_subreaper;
 use super::supervisor::Supervisor;
 use crate::clock::Clock;
 use crate::error_chain::Chain;
-use crate::reconcile::{Backoff, ProcessId};
+use crate::reconcile::{Backoff, LimitMode, ProcessId};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Metrics, Readiness, UsageBoard};
 
@@ -43,6 +43,8 @@ pub enum Event {
 pub struct RuntimeConfig {
     /// Children's log files go to `<data_dir>/logs`.
     pub data_dir: PathBuf,
+    /// What the host enforces resource limits with (`cgroup::detect_host_limits`).
+    pub limit_mode: LimitMode,
     pub launcher_id: String,
     pub port_range: RangeInclusive<u16>,
     /// A full reconcile of every id runs this often even without events.

@@ -15,8 +15,8 @@ use super::spawn::{spawn_child, working_dir, SpawnContext};
 use super::supervisor::{log_if_tripped, Supervisor};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, probe_environment, stop_grace, Action, ObservedRecord, Phase, Ports, ProcessId,
-    ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
+    self, probe_environment, stop_grace, Action, LimitMode, ObservedRecord, Phase, Ports,
+    ProcessId, ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
 };
 
 /// Spawns run in parallel threads from this many starts in one round on (a single restart runs
@@ -52,6 +52,7 @@ fn launch_all(
     prepared: Vec<Prepared>,
     launcher_id: &str,
     log_dir: &Path,
+    limit_mode: LimitMode,
     children: &ChildTable,
 ) -> Vec<Launched> {
     let launch = |start: Prepared| -> Launched {
@@ -62,6 +63,7 @@ fn launch_all(
                     launcher_id,
                     log_dir,
                     instance: &intent.instance,
+                    limit_mode,
                 };
                 match spawn_child(
                     &start.id,
@@ -227,6 +229,7 @@ impl Supervisor {
             prepared,
             &self.config.launcher_id,
             &self.log_dir,
+            self.config.limit_mode,
             &self.children,
         );
         launched

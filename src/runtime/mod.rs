@@ -3,6 +3,7 @@
 
 mod adoption;
 mod capacity;
+pub mod cgroup;
 mod event_loop;
 mod executor;
 pub mod logs;

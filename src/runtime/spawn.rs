@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::reaper::{Child, ChildTable};
-use crate::reconcile::{child_environment, ChildIdentity, Ports, ProcessId, ProcessSpec};
+use crate::reconcile::{
+    child_environment, ChildIdentity, LimitEnforcement, LimitMode, Ports, ProcessId, ProcessSpec,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -32,6 +34,8 @@ pub struct SpawnContext<'a> {
     pub log_dir: &'a Path,
     /// Unique to this spawn; given as `PRISM_INSTANCE_ID`.
     pub instance: &'a str,
+    /// What the host enforces limits with.
+    pub limit_mode: LimitMode,
 }
 
 /// Where a process's stdout and stderr go.
@@ -72,6 +76,25 @@ pub fn spawn_child(
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_for_stderr))
         .process_group(0);
+    if let Some(bytes) = LimitEnforcement::data_rlimit(spec.resources.as_ref(), context.limit_mode)
+    {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls
+        // are allowed: setrlimit is a plain system call, and `limit` was built before the fork.
+        // (A spawn with a hook forks instead of using posix_spawn: only limited processes pay.)
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_DATA, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
     let spawning = children.begin_spawn();
     let child = command.spawn().map_err(|source| SpawnError::Exec {
         executable: spec.executable.clone(),

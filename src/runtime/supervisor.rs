@@ -716,6 +716,7 @@ mod tests {
         let store = Arc::new(Store::open(&dir.join("store")).unwrap());
         let config = RuntimeConfig {
             data_dir: dir.to_path_buf(),
+            limit_mode: crate::reconcile::LimitMode::Rlimit,
             launcher_id: "launcher-unit".to_string(),
             port_range: 41000..=41010,
             resync_interval: Duration::from_secs(30),

@@ -597,3 +597,51 @@ async fn a_process_that_never_gets_ready_is_restarted_at_its_deadline_and_trips_
         "{metrics}"
     );
 }
+
+#[test]
+fn a_memory_limit_is_enforced_with_an_rlimit_on_a_host_without_cgroup_v2() {
+    let python = "/usr/bin/python3";
+    if !std::path::Path::new(python).exists() {
+        // The hog is a Python program; this check needs an interpreter to run it.
+        eprintln!("skipped: no {python}");
+        return;
+    }
+    let mut launcher = TestLauncher::start();
+    let work = launcher.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // Holds 512 MiB if it can, and says how far it got.
+    launcher.write_spec(
+        "hog.yaml",
+        &spec(
+            "hog",
+            &format!(
+                "  type: utility\n  binary: {python}\n  args: [\"-c\", \"import sys, time\\n\
+                 try:\\n    a = bytearray(512 * 1024 * 1024)\\nexcept MemoryError:\\n    \
+                 print('refused'); sys.exit(3)\\nprint('held'); time.sleep(600)\"]\n  \
+                 workingDir: {}\n  restartPolicy: Never\n  resources: {{memoryLimit: 64Mi, cpuLimit: 0.5}}\n",
+                work.display()
+            ),
+        ),
+    );
+    let row = eventually(TIMEOUT, "the hog to end", || {
+        launcher
+            .process("hog")
+            .filter(|row| row["actual"] == "exited")
+    });
+    assert_eq!(row["last_exit"], "exit code 3", "{row}");
+    assert_eq!(row["resources"]["memory_enforcement"], "rlimit", "{row}");
+    assert_eq!(row["resources"]["cpu_enforcement"], "none", "{row}");
+    let log = std::fs::read_to_string(launcher.data_dir().join("logs/hog.log")).unwrap();
+    assert!(log.contains("refused") && !log.contains("held"), "{log}");
+    let table = launcher.cli(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("mem 64Mi rlimit, cpu 500m none"), "{table}");
+    assert!(
+        launcher
+            .log()
+            .contains("resource limits: a hybrid cgroup v1/v2 host")
+            || launcher.log().contains("resource limits: a cgroup v1 host")
+            || launcher.log().contains("resource limits: cgroup v2"),
+        "the mode is logged at start"
+    );
+}

@@ -9,8 +9,8 @@ use crate::api::proto::prism::launcher as launcher_pb;
 use crate::api::proto::prism::launcher::v1 as status_pb;
 use crate::reconcile::ProcessId;
 use crate::reconcile::{
-    ClientState, Diff, DiffSummary, ExitStatus, Health, Phase, ProcessRow, ProcessType, Source,
-    UnixMillis,
+    ClientState, Diff, DiffSummary, ExitStatus, Health, LimitEnforcement, LimitMode, Phase,
+    ProcessRow, ProcessType, Source, UnixMillis,
 };
 use crate::telemetry::ResourceUsage;
 
@@ -100,6 +100,7 @@ pub fn status_report(
     launcher_id: &str,
     rows: &[ProcessRow],
     problems: BTreeMap<String, Vec<String>>,
+    limit_mode: LimitMode,
     now: UnixMillis,
 ) -> status_pb::StatusReport {
     let mut summary = DiffSummary::default();
@@ -108,7 +109,7 @@ pub fn status_report(
         .map(|row| {
             let diff = row.diff(now);
             summary.add(diff.kind);
-            process_status(row, diff)
+            process_status(row, diff, limit_mode)
         })
         .collect();
     status_pb::StatusReport {
@@ -129,11 +130,12 @@ pub fn status_report(
     }
 }
 
-fn process_status(row: &ProcessRow, diff: Diff) -> status_pb::ProcessStatus {
+fn process_status(row: &ProcessRow, diff: Diff, limit_mode: LimitMode) -> status_pb::ProcessStatus {
     let spec = row.spec();
     let desired = row.desired();
     let observed = row.observed();
     let resources = spec.resources.as_ref();
+    let enforcement = LimitEnforcement::of(resources, limit_mode);
     status_pb::ProcessStatus {
         id: row.id().to_string(),
         process_type: spec.process_type.to_string(),
@@ -195,6 +197,8 @@ fn process_status(row: &ProcessRow, diff: Diff) -> status_pb::ProcessStatus {
             .unwrap_or(0),
         grpc_port: observed.map_or(0, |record| u32::from(record.ports.grpc)),
         health_port: observed.map_or(0, |record| u32::from(record.ports.health)),
+        memory_enforcement: enforcement.memory.to_string(),
+        cpu_enforcement: enforcement.cpu.to_string(),
     }
 }
 
