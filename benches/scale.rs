@@ -43,7 +43,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 const USAGE: &str =
     "usage: cargo bench --bench scale -- [--n 100,1000] [--runs 3] [--binary PATH] \
-[--child PATH] [--w3-seconds 30] [--kills 20] [--port-range 20000-44999] [--keep] [--smoke]";
+[--child PATH] [--w3-seconds 30] [--kills 20] [--port-range 20000-44999] [--memory-limit 64Mi] [--keep] \
+[--smoke]";
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -129,6 +130,12 @@ fn parse_options() -> Result<Options> {
             }
             "--kills" => kills = Some(value("--kills")?.parse::<usize>().context("--kills")?),
             "--port-range" => options.port_range = value("--port-range")?,
+            "--memory-limit" => {
+                let limit = value("--memory-limit")?;
+                if MEMORY_LIMIT.set(limit).is_err() {
+                    bail!("--memory-limit given twice");
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -686,11 +693,18 @@ fn tag(i: usize) -> String {
 /// never one of the N.
 const SENTINEL: &str = "sentinel";
 
+/// `--memory-limit`: every child declares it (`resources.memoryLimit`), to measure what
+/// enforcing it costs.
+static MEMORY_LIMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// The spec of the process `name`, whose child reports with the tag `name`.
 fn spec_text(name: &str, child: &Path, socket: &Path) -> String {
+    let resources = MEMORY_LIMIT.get().map_or_else(String::new, |limit| {
+        format!("  resources: {{memoryLimit: {limit}}}\n")
+    });
     format!(
         "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {{name: {name}}}\nspec:\n  type: utility\n  \
-         binary: {child:?}\n  args: [{socket:?}, \"{name}\"]\n  terminationGracePeriod: 5s\n",
+         binary: {child:?}\n  args: [{socket:?}, \"{name}\"]\n  terminationGracePeriod: 5s\n{resources}",
         child = child.display().to_string(),
         socket = socket.display().to_string(),
     )
