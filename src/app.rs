@@ -533,6 +533,7 @@ pub async fn run(
             dir: config.data_dir.join("logs"),
         }),
         limit_mode: host_limits.mode,
+        usage: usage.clone(),
     });
 
     // The launcher's parts run until the shutdown, or until one of them ends on its own, which

@@ -96,6 +96,9 @@ pub struct ResourcesView {
     /// How the limits are enforced on the launcher's host: cgroup, rlimit or none.
     pub memory_enforcement: String,
     pub cpu_enforcement: String,
+    /// What the process uses now (resident bytes, percent of a core), when it runs.
+    pub memory_bytes: Option<u64>,
+    pub cpu_percent: Option<f32>,
 }
 
 /// What a reset did.
@@ -346,6 +349,8 @@ impl From<pb::ProcessStatus> for ProcessView {
                         .then_some(process.memory_limit_bytes),
                     memory_enforcement: process.memory_enforcement,
                     cpu_enforcement: process.cpu_enforcement,
+                    memory_bytes: (process.memory_bytes > 0).then_some(process.memory_bytes),
+                    cpu_percent: (process.memory_bytes > 0).then_some(process.cpu_percent),
                 },
             ),
         }

@@ -13,6 +13,7 @@ use crate::reconcile::{Isolation, LimitMode, UnixMillis};
 use crate::sources::catalog::SharedCatalog;
 use crate::sources::SourceProblems;
 use crate::store::Store;
+use crate::telemetry::UsageBoard;
 
 pub struct ApiContext {
     pub store: Arc<Store>,
@@ -35,6 +36,8 @@ pub struct ApiContext {
     pub logs: Arc<dyn LogSource>,
     /// What the host enforces resource limits with, for status.
     pub limit_mode: LimitMode,
+    /// What processes use, sampled on demand.
+    pub usage: UsageBoard,
 }
 
 impl ApiContext {

@@ -26,12 +26,23 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         // Reading and decoding every record is O(processes): on the blocking pool.
         let context = self.context.clone();
         let report = store_call(move || {
+            let rows = context.store.rows()?;
+            let now = context.now();
+            // Only processes with a limit: their use is what the limit is read against, and
+            // sampling every process would make status O(processes) reads of /proc.
+            let limited: std::collections::HashSet<&ProcessId> = rows
+                .iter()
+                .filter(|row| row.spec().resources.is_some())
+                .map(|row| row.id())
+                .collect();
+            let usage = context.usage.sample_where(now, |id| limited.contains(id));
             Ok(status_report(
                 &context.launcher_id,
-                &context.store.rows()?,
+                &rows,
                 context.problems.snapshot(),
                 context.limit_mode,
-                context.now(),
+                &usage,
+                now,
             ))
         })
         .await

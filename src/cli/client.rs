@@ -244,23 +244,40 @@ fn address_from_data_dir(data_dir: &Path) -> Option<String> {
     (!address.is_empty()).then(|| address.to_string())
 }
 
-/// The declared limits and how each is enforced: `mem 64Mi rlimit, cpu 500m none`, or `-`.
+/// The declared limits, what the process uses against them when it runs, and how each is
+/// enforced: `mem 12.5Mi/64Mi rlimit, cpu 3%/500m none`, or `-`.
 fn limits_column(process: &ProcessView) -> String {
     let Some(resources) = &process.resources else {
         return "-".to_string();
     };
     let mut parts = Vec::new();
     if let Some(bytes) = resources.memory_limit_bytes {
+        let used = resources
+            .memory_bytes
+            .map_or_else(String::new, |used| format!("{}/", approx_bytes(used)));
         parts.push(format!(
-            "mem {} {}",
+            "mem {used}{} {}",
             human_bytes(bytes),
             resources.memory_enforcement
         ));
     }
     if let Some(millis) = resources.cpu_limit_millis {
-        parts.push(format!("cpu {millis}m {}", resources.cpu_enforcement));
+        let used = resources
+            .cpu_percent
+            .map_or_else(String::new, |percent| format!("{percent:.0}%/"));
+        parts.push(format!("cpu {used}{millis}m {}", resources.cpu_enforcement));
     }
     parts.join(", ")
+}
+
+/// Bytes to one decimal in the largest binary unit they reach (`12.5Mi`).
+fn approx_bytes(bytes: u64) -> String {
+    for (shift, unit) in [(30, "Gi"), (20, "Mi"), (10, "Ki")] {
+        if bytes >= 1 << shift {
+            return format!("{:.1}{unit}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{bytes}B")
 }
 
 /// Bytes in the largest binary unit that divides them (`64Mi`), else in bytes.
@@ -474,6 +491,24 @@ mod tests {
             health_port: 40001,
             resources: None,
         }
+    }
+
+    #[test]
+    fn the_limits_column_shows_use_against_each_limit_and_its_enforcement() {
+        let mut limited = process("hog", "in-sync", "");
+        assert_eq!(limits_column(&limited), "-");
+        limited.resources = Some(prism_launcher::api::client::ResourcesView {
+            cpu_limit_millis: Some(500),
+            memory_limit_bytes: Some(64 << 20),
+            memory_enforcement: "rlimit".to_string(),
+            cpu_enforcement: "none".to_string(),
+            memory_bytes: Some(13 << 20 | 1 << 19),
+            cpu_percent: Some(2.6),
+        });
+        assert_eq!(
+            limits_column(&limited),
+            "mem 13.5Mi/64Mi rlimit, cpu 3%/500m none"
+        );
     }
 
     #[test]

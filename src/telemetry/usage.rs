@@ -72,10 +72,20 @@ impl UsageBoard {
     /// The usage of every live process now: O(live processes) reads of /proc, so call it off
     /// the async workers (a blocking task).
     pub fn sample(&self, now: UnixMillis) -> BTreeMap<ProcessId, ResourceUsage> {
+        self.sample_where(now, |_| true)
+    }
+
+    /// The usage of the live processes `wanted` picks (status samples only those with limits).
+    pub fn sample_where(
+        &self,
+        now: UnixMillis,
+        wanted: impl Fn(&ProcessId) -> bool,
+    ) -> BTreeMap<ProcessId, ResourceUsage> {
         let live: Vec<(ProcessId, u32)> = self
             .lock()
             .live
             .iter()
+            .filter(|(id, _)| wanted(id))
             .map(|(id, pid)| (id.clone(), *pid))
             .collect();
         let readings: Vec<(ProcessId, u32, u64, u64)> = live

@@ -636,6 +636,27 @@ fn a_memory_limit_is_enforced_with_an_rlimit_on_a_host_without_cgroup_v2() {
     let table = launcher.cli(&["status"]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("mem 64Mi rlimit, cpu 500m none"), "{table}");
+
+    // A limited process that runs shows what it uses against its limit.
+    launcher.write_spec(
+        "sipper.yaml",
+        &spec(
+            "sipper",
+            "  type: utility\n  binary: /bin/sleep\n  args: [\"600\"]\n  resources: {memoryLimit: 64Mi}\n",
+        ),
+    );
+    launcher.wait_running("sipper", None, TIMEOUT);
+    let row = launcher.process("sipper").unwrap();
+    let used = row["resources"]["memory_bytes"].as_u64().unwrap_or(0);
+    assert!(used > 0 && used < 64 << 20, "{row}");
+    let table = launcher.cli(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|line| line.starts_with("sipper") && line.contains("/64Mi rlimit")),
+        "{table}"
+    );
     assert!(
         launcher
             .log()

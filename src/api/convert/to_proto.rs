@@ -101,6 +101,7 @@ pub fn status_report(
     rows: &[ProcessRow],
     problems: BTreeMap<String, Vec<String>>,
     limit_mode: LimitMode,
+    usage: &BTreeMap<ProcessId, ResourceUsage>,
     now: UnixMillis,
 ) -> status_pb::StatusReport {
     let mut summary = DiffSummary::default();
@@ -109,7 +110,7 @@ pub fn status_report(
         .map(|row| {
             let diff = row.diff(now);
             summary.add(diff.kind);
-            process_status(row, diff, limit_mode)
+            process_status(row, diff, limit_mode, usage.get(row.id()))
         })
         .collect();
     status_pb::StatusReport {
@@ -130,7 +131,12 @@ pub fn status_report(
     }
 }
 
-fn process_status(row: &ProcessRow, diff: Diff, limit_mode: LimitMode) -> status_pb::ProcessStatus {
+fn process_status(
+    row: &ProcessRow,
+    diff: Diff,
+    limit_mode: LimitMode,
+    usage: Option<&ResourceUsage>,
+) -> status_pb::ProcessStatus {
     let spec = row.spec();
     let desired = row.desired();
     let observed = row.observed();
@@ -199,6 +205,8 @@ fn process_status(row: &ProcessRow, diff: Diff, limit_mode: LimitMode) -> status
         health_port: observed.map_or(0, |record| u32::from(record.ports.health)),
         memory_enforcement: enforcement.memory.to_string(),
         cpu_enforcement: enforcement.cpu.to_string(),
+        memory_bytes: usage.map_or(0, |usage| usage.memory_bytes),
+        cpu_percent: usage.map_or(0.0, |usage| usage.cpu_percent),
     }
 }
 
