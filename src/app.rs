@@ -597,7 +597,12 @@ pub async fn run(
         tracing::info!(%endpoint, advertise = %settings.advertise_address, "prism-admin configured");
         parts.spawn(
             "the prism-admin client",
-            run_admin_client(settings, context.clone(), usage, stop_signal(&stopped)),
+            run_admin_client(
+                settings,
+                context.clone(),
+                usage.clone(),
+                stop_signal(&stopped),
+            ),
         );
     }
     parts.spawn(
@@ -607,6 +612,7 @@ pub async fn run(
             https,
             HttpState {
                 store,
+                usage: usage.clone(),
                 metrics,
                 readiness: readiness.clone(),
                 clock: context.clock.clone(),

@@ -31,6 +31,8 @@ pub struct HttpError(#[from] std::io::Error);
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Arc<Store>,
+    /// What processes use, sampled at each scrape for those with limits.
+    pub usage: super::UsageBoard,
     pub metrics: Metrics,
     pub readiness: Readiness,
     pub clock: Clock,
@@ -80,6 +82,15 @@ fn gather_now(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
         .rows()
         .map_err(|error| format!("cannot read the store: {}\n", Chain(&error)))?;
     state.metrics.refresh_state(&rows);
+    let limited: std::collections::HashSet<&crate::reconcile::ProcessId> = rows
+        .iter()
+        .filter(|row| row.spec().resources.is_some())
+        .map(|row| row.id())
+        .collect();
+    let usage = state
+        .usage
+        .sample_where((state.clock)(), |id| limited.contains(id));
+    state.metrics.refresh_usage(&rows, &usage);
     Ok(state.metrics.gather())
 }
 

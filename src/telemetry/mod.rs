@@ -20,7 +20,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::reconcile::{ClientState, Phase, ProcessRow, SourceKind, Vocabulary};
+use crate::reconcile::{ClientState, Phase, ProcessId, ProcessRow, SourceKind, Vocabulary};
 
 /// The quantiles of the launch-duration summary, as the seed shows them.
 pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
@@ -63,6 +63,11 @@ pub struct Metrics {
     pub heartbeat_failures: IntCounter,
     /// `pattern_launcher_launch_duration_seconds`: from spawn to ready.
     pub launch_duration: LaunchDuration,
+    /// Per process with a declared limit (`process_id`): resident memory, its memory limit and
+    /// CPU in percent of a core, set at each scrape.
+    pub process_memory: IntGaugeVec,
+    pub process_memory_limit: IntGaugeVec,
+    pub process_cpu: prometheus::GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,7 +115,29 @@ impl Metrics {
                 name: "pattern_launcher_launch_duration_seconds",
                 source,
             })?;
+        let process_cpu = register(
+            &registry,
+            "pattern_launcher_process_cpu_percent",
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "pattern_launcher_process_cpu_percent",
+                    "CPU of a process with a declared limit, in percent of one core since the previous sample",
+                ),
+                &["process_id"],
+            ),
+        )?;
         Ok(Metrics {
+            process_memory: gauge_vec(
+                "pattern_launcher_process_memory_bytes",
+                "Resident memory of a process with a declared limit",
+                "process_id",
+            )?,
+            process_memory_limit: gauge_vec(
+                "pattern_launcher_process_memory_limit_bytes",
+                "The declared memory limit of a process",
+                "process_id",
+            )?,
+            process_cpu,
             processes: gauge_vec(
                 "pattern_launcher_processes_total",
                 "Total number of processes",
@@ -218,6 +245,33 @@ impl Metrics {
         }
         for (source, count) in observed_by {
             self.observed.with_label_values(&[source]).set(count);
+        }
+    }
+
+    /// Sets the per-process gauges of the processes with a declared limit, and only those (a
+    /// process gone or without limits leaves no series behind).
+    pub fn refresh_usage(&self, rows: &[ProcessRow], usage: &BTreeMap<ProcessId, ResourceUsage>) {
+        self.process_memory.reset();
+        self.process_memory_limit.reset();
+        self.process_cpu.reset();
+        for row in rows {
+            let Some(resources) = &row.spec().resources else {
+                continue;
+            };
+            let id = row.id().as_str();
+            if let Some(limit) = resources.memory_bytes {
+                self.process_memory_limit
+                    .with_label_values(&[id])
+                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
+            }
+            if let Some(used) = usage.get(row.id()) {
+                self.process_memory
+                    .with_label_values(&[id])
+                    .set(i64::try_from(used.memory_bytes).unwrap_or(i64::MAX));
+                self.process_cpu
+                    .with_label_values(&[id])
+                    .set(f64::from(used.cpu_percent));
+            }
         }
     }
 

@@ -657,6 +657,17 @@ fn a_memory_limit_is_enforced_with_an_rlimit_on_a_host_without_cgroup_v2() {
             .any(|line| line.starts_with("sipper") && line.contains("/64Mi rlimit")),
         "{table}"
     );
+    let metrics = launcher.http_get("/metrics").1;
+    assert!(
+        metrics.contains(
+            "pattern_launcher_process_memory_limit_bytes{process_id=\"sipper\"} 67108864"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pattern_launcher_process_memory_bytes{process_id=\"sipper\"}"),
+        "{metrics}"
+    );
     assert!(
         launcher
             .log()
