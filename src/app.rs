@@ -613,6 +613,7 @@ pub async fn run(
             HttpState {
                 store,
                 usage: usage.clone(),
+                scrape: Arc::default(),
                 metrics,
                 readiness: readiness.clone(),
                 clock: context.clock.clone(),

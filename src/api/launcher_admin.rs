@@ -12,6 +12,7 @@ use super::errors::{admin_status, blocking_status, AdminError};
 use super::logs::{stream_logs, LogStream};
 use super::proto::prism::launcher::v1 as pb;
 use crate::reconcile::{Phase, ProcessId};
+use crate::telemetry::Reader;
 
 pub struct LauncherAdminService {
     pub context: Arc<ApiContext>,
@@ -35,7 +36,9 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
                 .filter(|row| row.spec().resources.is_some())
                 .map(|row| row.id())
                 .collect();
-            let usage = context.usage.sample_where(now, |id| limited.contains(id));
+            let usage = context
+                .usage
+                .sample_where(Reader::Status, now, |id| limited.contains(id));
             Ok(status_report(
                 &context.launcher_id,
                 &rows,

@@ -17,6 +17,10 @@ use super::model::{HealthCheck, Isolation, Probe, ProcessSpec};
 /// Nothing a supervisor waits for is longer, and the bound keeps time arithmetic from overflowing.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The smallest memory limit accepted: under it a program fails somewhere in its dynamic loader
+/// (a different error each time), which says nothing about the limit.
+pub const MIN_MEMORY_LIMIT_BYTES: u64 = 4 << 20;
+
 /// The shortest health-check interval: probing faster only loads the process.
 pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -42,6 +46,7 @@ pub enum SpecField {
     BackoffResetAfter,
     BackoffFailureThreshold,
     TerminationGrace,
+    MemoryLimit,
     SuccessExitCodes,
     Labels,
     /// A field of the type's configuration block, relative and in snake case (`proxy.proxy_id`).
@@ -122,6 +127,8 @@ pub enum ProblemKind {
         max: Duration,
     },
     TooLong(Duration),
+    /// A memory limit no program can start under.
+    MemoryLimitTooSmall(u64),
     /// A problem of the type's configuration, already worded.
     TypeConfig(String),
 }
@@ -224,6 +231,11 @@ impl SpecProblem {
             }
             ProblemKind::TooLong(duration) => format!(
                 "{} {duration:?} is too long; durations may be at most 168h (a week)",
+                own()
+            ),
+            ProblemKind::MemoryLimitTooSmall(bytes) => format!(
+                "{} of {bytes} bytes is too small for any program to start; it must be at least \
+                 {MIN_MEMORY_LIMIT_BYTES} bytes (4Mi)",
                 own()
             ),
             ProblemKind::TypeConfig(message) => message.clone(),
@@ -350,6 +362,17 @@ impl ProcessSpec {
             if let Some(duration) = duration.filter(|duration| *duration > MAX_DURATION) {
                 problem(field, ProblemKind::TooLong(duration));
             }
+        }
+        if let Some(bytes) = self
+            .resources
+            .as_ref()
+            .and_then(|resources| resources.memory_bytes)
+            .filter(|bytes| *bytes < MIN_MEMORY_LIMIT_BYTES)
+        {
+            problem(
+                SpecField::MemoryLimit,
+                ProblemKind::MemoryLimitTooSmall(bytes),
+            );
         }
         for (field, message) in self.type_config.problems(self.process_type) {
             problem(

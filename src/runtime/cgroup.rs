@@ -68,17 +68,43 @@ pub fn detect_in(root: &Path, own_cgroups: &str, unified: bool) -> CgroupHost {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok()
-        && nix::unistd::access(
-            &dir.join("cgroup.subtree_control"),
-            nix::unistd::AccessFlags::W_OK,
-        )
-        .is_ok();
+    let writable = is_delegated(&dir);
     CgroupHost::V2 {
         dir,
         controllers,
         writable,
     }
+}
+
+/// Whether the cgroup `dir` is delegated to the launcher: marked so by systemd (the
+/// `trusted.delegate` extended attribute, systemd 251 and later), or, for a launcher that is not
+/// root, owned by it. Root can write to any cgroup, so write access proves nothing for it.
+fn is_delegated(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let marked = std::ffi::CString::new(dir.as_os_str().as_bytes()).is_ok_and(|path| {
+        let mut value = [0u8; 8];
+        // SAFETY: both strings are NUL-terminated and `value` is a writable buffer of the
+        // length given; getxattr writes at most that many bytes.
+        let read = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"trusted.delegate".as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        read > 0 && value.first() == Some(&b'1')
+    });
+    let own = nix::unistd::geteuid().as_raw();
+    let owned = own != 0
+        && std::fs::metadata(dir.join("cgroup.procs")).is_ok_and(|meta| meta.uid() == own)
+        && nix::unistd::access(
+            &dir.join("cgroup.subtree_control"),
+            nix::unistd::AccessFlags::W_OK,
+        )
+        .is_ok();
+    marked || owned
 }
 
 /// The limit mode `host` gives, and why.
@@ -158,6 +184,38 @@ mod tests {
         )
         .unwrap();
         std::fs::write(own.join("cgroup.subtree_control"), "").unwrap();
+        std::fs::write(own.join("cgroup.procs"), "").unwrap();
+        // Unmarked, it is not delegated, even to root (who may write anywhere).
+        let unmarked = detect_in(root.path(), "0::/system.slice/launcher.service\n", true);
+        assert!(
+            matches!(
+                unmarked,
+                CgroupHost::V2 {
+                    writable: false,
+                    ..
+                }
+            ) || !nix::unistd::geteuid().is_root(),
+            "{unmarked:?}"
+        );
+        // Marked as systemd marks a delegated cgroup.
+        let path = std::ffi::CString::new(own.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a one-byte value, as setxattr expects.
+        let set = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                c"trusted.delegate".as_ptr(),
+                b"1".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        if set != 0 {
+            eprintln!(
+                "skipped: this file system or user cannot set trusted.delegate ({})",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
         let host = detect_in(root.path(), "0::/system.slice/launcher.service\n", true);
         assert_eq!(
             host,

@@ -25,33 +25,6 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "cannot limit the memory of {executable} to {bytes} bytes (RLIMIT_DATA); it was stopped"
-    )]
-    Limit {
-        executable: PathBuf,
-        bytes: u64,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Sets the `RLIMIT_DATA` of the process `pid` (soft and hard) to `bytes`.
-fn set_data_rlimit(pid: u32, bytes: u64) -> std::io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
-    };
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
-    // SAFETY: prlimit reads `limit`, a valid rlimit for the call's duration, and writes nothing
-    // (the old-limit pointer is null).
-    let result = unsafe { libc::prlimit(pid, libc::RLIMIT_DATA, &limit, std::ptr::null_mut()) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// What a child needs besides its spec.
@@ -103,6 +76,28 @@ pub fn spawn_child(
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_for_stderr))
         .process_group(0);
+    if let Some(bytes) = LimitEnforcement::data_rlimit(spec.resources.as_ref(), context.limit_mode)
+    {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // Set in the child before its program starts, so that nothing it maps escapes the limit
+        // (set from the parent after posix_spawn, a program that allocates at once beat it). The
+        // price: a spawn with a hook forks instead of using posix_spawn, about 1.6 ms more per
+        // start of a limited process (BENCHMARKS.md, "Memory limits").
+        // SAFETY: the hook runs between fork and exec, where only async-signal-safe calls are
+        // allowed: setrlimit is a plain system call, and `limit` was built before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_DATA, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
     let spawning = children.begin_spawn();
     let child = command.spawn().map_err(|source| SpawnError::Exec {
         executable: spec.executable.clone(),
@@ -110,27 +105,6 @@ pub fn spawn_child(
     })?;
     let pid = child.id();
     spawning.record(pid, Child::Process);
-    if let Some(bytes) = LimitEnforcement::data_rlimit(spec.resources.as_ref(), context.limit_mode)
-    {
-        // Set from here, on the child that posix_spawn has just exec'd, rather than in the child
-        // before exec: a hook between fork and exec would make every limited spawn a full fork
-        // of the launcher (measured: a restart 1.6 ms slower, a cold start of 1000 twice as
-        // long). The program is still in its dynamic loader when this lands, microseconds after
-        // its exec; memory it took before then is not taken back.
-        if let Err(source) = set_data_rlimit(pid, bytes) {
-            // Ours and unreaped: the pid cannot be anyone else's. Its exit reaches the reaper,
-            // which finds no id for it.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            return Err(SpawnError::Limit {
-                executable: spec.executable.clone(),
-                bytes,
-                source,
-            });
-        }
-    }
     // The reaper owns the exit status; dropping `child` neither waits for nor kills the process.
     drop(child);
     Ok(pid)

@@ -89,6 +89,11 @@ const BUDGETED_FROM_BYTES: u64 = 64 * 1024;
 /// The longest a spec file's parse may take before the file is reported and skipped.
 const PARSE_BUDGET: Duration = Duration::from_secs(2);
 
+/// The first pause before the first scan of the spec directory is tried again; it doubles up to
+/// `FIRST_SCAN_RETRY_MAX`.
+const FIRST_SCAN_RETRY_INITIAL: Duration = Duration::from_millis(500);
+const FIRST_SCAN_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// What the spec watcher works with.
 pub struct SpecWatch {
     pub dir: PathBuf,
@@ -130,23 +135,40 @@ pub async fn watch_spec_dir(
         problems,
         stamps: Mutex::default(),
         unrecorded: std::sync::atomic::AtomicUsize::new(0),
+        parsing: Arc::default(),
     });
-    // What files declare moves only once this scan is recorded in full (`SourcesRead`): a scan
-    // the store could not record would let the last run's records (a spec deleted while the
-    // launcher was down) act, so the launcher stops with the store's error instead.
-    off_the_workers(&specs, |specs| {
-        specs.full_scan(Rescan::All)?;
-        match specs.unrecorded.load(std::sync::atomic::Ordering::Acquire) {
-            0 => Ok(()),
-            _ => Err(SpecWatchError::FirstScanUnrecorded),
+    // What files declare moves only once a scan is recorded in full (`SourcesRead`): a scan the
+    // store could not record would let the last run's records (a spec deleted while the
+    // launcher was down) act. It is tried again, with a growing pause, until one is; meanwhile
+    // what runs keeps running and nothing a file declares moves.
+    tokio::pin!(shutdown);
+    let mut retry = FIRST_SCAN_RETRY_INITIAL;
+    loop {
+        let scanned = off_the_workers(&specs, |specs| {
+            let before = specs.unrecorded.load(std::sync::atomic::Ordering::Acquire);
+            specs.full_scan(Rescan::All)?;
+            match specs.unrecorded.load(std::sync::atomic::Ordering::Acquire) {
+                after if after == before => Ok(()),
+                _ => Err(SpecWatchError::FirstScanUnrecorded),
+            }
+        })
+        .await?;
+        match scanned {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::error!(error = %Chain(&error), retry_in = ?retry, "the first scan of the spec directory could not be recorded; nothing a spec file declares moves until one is");
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(retry) => {}
+                }
+                retry = (retry * 2).min(FIRST_SCAN_RETRY_MAX);
+            }
         }
-    })
-    .await??;
+    }
     readiness.specs_synced();
     let mut resync = tokio::time::interval(resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
-    tokio::pin!(shutdown);
     loop {
         let done = tokio::select! {
             () = &mut shutdown => return Ok(()),
@@ -215,6 +237,9 @@ struct SpecDir {
     /// Writes of files' desired sets the store refused, ever: the first scan counts as done only
     /// if it added none.
     unrecorded: std::sync::atomic::AtomicUsize,
+    /// Files whose parse runs on a thread of its own: one at a time per file, so that a file
+    /// that is slow to parse and touched again never piles up threads.
+    parsing: Arc<Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 /// A file's whole desired set, for one transaction with others.
@@ -389,14 +414,6 @@ impl SpecDir {
         if small {
             return load_spec_file(path, &read_catalog(&self.catalog));
         }
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let catalog = self.catalog.clone();
-        let owned = path.to_path_buf();
-        let spawned = std::thread::Builder::new()
-            .name("spec-parse".to_string())
-            .spawn(move || {
-                let _ = sender.send(load_spec_file(&owned, &read_catalog(&catalog)));
-            });
         let unreadable = |message: String| {
             vec![SpecError {
                 file: path.to_path_buf(),
@@ -406,7 +423,37 @@ impl SpecDir {
                 message,
             }]
         };
+        // Single inserts and removes: a panic elsewhere cannot leave the set half-made.
+        let newly = self
+            .parsing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_path_buf());
+        if !newly {
+            return Err(unreadable(format!(
+                "an earlier parse of it, over {PARSE_BUDGET:?}, is still running; the file is \
+                 skipped"
+            )));
+        }
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let catalog = self.catalog.clone();
+        let owned = path.to_path_buf();
+        let in_flight = self.parsing.clone();
+        let spawned = std::thread::Builder::new()
+            .name("spec-parse".to_string())
+            .spawn(move || {
+                let loaded = load_spec_file(&owned, &read_catalog(&catalog));
+                in_flight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&owned);
+                let _ = sender.send(loaded);
+            });
         if let Err(error) = spawned {
+            self.parsing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(path);
             return Err(unreadable(format!(
                 "cannot start a thread to parse it: {error}"
             )));

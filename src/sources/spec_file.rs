@@ -775,6 +775,7 @@ pub fn spec_file_field(field: &SpecField) -> String {
         SpecField::BackoffResetAfter => "spec.backoff.resetAfter".to_string(),
         SpecField::BackoffFailureThreshold => "spec.backoff.failureThreshold".to_string(),
         SpecField::TerminationGrace => "spec.terminationGracePeriod".to_string(),
+        SpecField::MemoryLimit => "spec.resources.memoryLimit".to_string(),
         SpecField::TypeConfig(field) => spec_field_of(field),
     }
 }

@@ -1051,13 +1051,13 @@ fn bad_resource_quantities_are_located() {
     );
     let numbers = binary_doc(
         "x",
-        "  resources:\n    cpuLimit: 2\n    memoryLimit: 4096\n",
+        "  resources:\n    cpuLimit: 2\n    memoryLimit: 4194304\n",
     );
     assert_eq!(
         specs(&numbers)[0].spec.resources,
         Some(Resources {
             cpu_millis: Some(2000),
-            memory_bytes: Some(4096),
+            memory_bytes: Some(4194304),
         })
     );
 }
@@ -1716,4 +1716,26 @@ fn a_syntax_error_after_a_type_error_is_named_with_its_line() {
             (Some(2), "YAML syntax: did not find expected ',' or ']'"),
         ]
     );
+}
+
+#[test]
+fn a_memory_limit_no_program_can_start_under_is_refused_with_its_field() {
+    let errors = errors_with(
+        &binary_doc("tiny", "  resources: {memoryLimit: 1Mi}\n"),
+        &Catalog::default(),
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field, "spec.resources.memoryLimit");
+    assert!(
+        errors[0]
+            .message
+            .contains("memoryLimit of 1048576 bytes is too small for any program to start"),
+        "{}",
+        errors[0].message
+    );
+    assert!(parse_with(
+        &binary_doc("enough", "  resources: {memoryLimit: 4Mi}\n"),
+        &Catalog::default()
+    )
+    .is_ok());
 }

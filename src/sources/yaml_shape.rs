@@ -15,6 +15,11 @@ pub const MAX_NODES: usize = 100_000;
 /// The most alias uses (`*name`) accepted in one text.
 pub const MAX_ALIASES: usize = 256;
 
+/// The most brackets (`[`, `{`) open at once, counted everywhere, quotes or not: the backstop
+/// for a quote the scan takes for the start of a string where the parser does not, which would
+/// otherwise hide everything after it.
+pub const MAX_RAW_BRACKETS: usize = 256;
+
 /// Why a text is refused before parsing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShapeProblem {
@@ -80,10 +85,31 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
     let mut block_scalar_of: Option<usize> = None;
     let mut nodes = 0usize;
     let mut aliases = 0usize;
+    let mut raw_brackets = 0usize;
     for (index, line) in yaml_lines(text).enumerate() {
         let number = index + 1;
         let indent = line.len() - line.trim_start_matches(' ').len();
         let content = &line[indent..];
+        for c in content.chars() {
+            match c {
+                '[' | '{' => raw_brackets += 1,
+                ']' | '}' => raw_brackets = raw_brackets.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if raw_brackets > MAX_RAW_BRACKETS {
+            return Err(ShapeProblem::TooDeep { line: number });
+        }
+        // A document marker starts a new document, which the parser reads on its own (the
+        // spec reader splits documents first): nothing of the scan's state carries over.
+        if line.starts_with("---") || line.starts_with("...") {
+            quote = Quote::None;
+            flow_depth = 0;
+            indents.clear();
+            block_scalar_of = None;
+            raw_brackets = 0;
+            continue;
+        }
         if let Some(opener) = block_scalar_of {
             if content.trim().is_empty() || indent > opener {
                 continue;
@@ -113,9 +139,12 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
         }
         let mut previous = ' ';
         // The last character outside quotes that is not a space: a quote opens a quoted scalar
-        // only where a scalar can start (after `:`, `-`, `?`, `[`, `{`, `,`, or first on the
-        // line); elsewhere it is part of a plain scalar, as it is for the parser.
+        // only where a scalar can start (first on the line or after the line's leading `- `
+        // entries, after `: `, after `[`, `{` or, in a flow collection, `,`); elsewhere it is
+        // part of a plain scalar, as it is for the parser.
         let mut last_significant: Option<char> = None;
+        // Whether everything significant on the line so far is `- ` entries and `? ` keys.
+        let mut only_indicators = true;
         let mut comment_at = content.len();
         let mut chars = content.char_indices().peekable();
         while let Some((at, c)) = chars.next() {
@@ -139,10 +168,12 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
                 Quote::None => {
                     let after_space = matches!(previous, ' ' | '\t');
                     let at_token_start = after_space || matches!(previous, '[' | '{' | ',');
-                    let scalar_can_start = matches!(
-                        last_significant,
-                        None | Some(':' | '-' | '?' | '[' | '{' | ',')
-                    );
+                    let scalar_can_start = match last_significant {
+                        None | Some(':' | '[' | '{') => true,
+                        Some('-' | '?') => only_indicators,
+                        Some(',') => flow_depth > 0,
+                        Some(_) => false,
+                    };
                     match c {
                         '#' if after_space || at == 0 => {
                             comment_at = at;
@@ -177,6 +208,9 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
                         _ => {}
                     }
                     if !c.is_whitespace() {
+                        if !(matches!(c, '-' | '?') && after_space) {
+                            only_indicators = false;
+                        }
                         last_significant = Some(c);
                     }
                 }
@@ -198,10 +232,21 @@ pub fn check_shape(text: &str) -> Result<(), ShapeProblem> {
 /// scalar) is not one, and the lines after it are scanned.
 fn block_scalar_header(content: &str) -> bool {
     let trimmed = content.trim_end();
-    let (before, header) = match trimmed.rsplit_once(' ') {
+    let (mut before, header) = match trimmed.rsplit_once(' ') {
         Some((before, header)) => (before.trim_end(), header),
         None => ("", trimmed),
     };
+    // An anchor or a tag may stand between the key (or dash) and the header: `- &s |`.
+    while let Some((rest, token)) = before.rsplit_once(' ') {
+        if token.starts_with('&') || token.starts_with('!') {
+            before = rest.trim_end();
+        } else {
+            break;
+        }
+    }
+    if before.starts_with('&') || before.starts_with('!') {
+        before = "";
+    }
     let mut chars = header.chars();
     matches!(chars.next(), Some('|' | '>'))
         && chars.all(|c| matches!(c, '-' | '+' | '1'..='9'))
@@ -281,6 +326,36 @@ mod tests {
             check_shape(&fake_block),
             Err(ShapeProblem::TooDeep { line: 2 })
         );
+    }
+
+    #[test]
+    fn a_quote_left_open_by_another_document_or_a_plain_scalar_hides_nothing() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        for text in [
+            format!("a: \"open\n---\nb: {deep}\n"),
+            format!("a: 'open\n---\nb: {deep}\n"),
+            format!("a: \"x\n...\n---\nb: {deep}\n"),
+            format!("x: b - \"\ny: {deep}\n"),
+            format!("x: b , \"\ny: {deep}\n"),
+            format!("x: b ? \"\ny: {deep}\n"),
+        ] {
+            assert!(check_shape(&text).is_err(), "{text:?}");
+        }
+        // Whatever the quotes, 300 open brackets are too many.
+        let hidden = format!("a: \"{}\"\n", "[".repeat(300));
+        assert_eq!(check_shape(&hidden), Err(ShapeProblem::TooDeep { line: 1 }));
+    }
+
+    #[test]
+    fn anchored_or_tagged_block_scalars_are_text() {
+        let brackets = "[".repeat(65);
+        for header in ["- &s |", "key: !!str |", "key: &a !!str >-", "- !!str |"] {
+            let text = format!("{header}\n  {brackets}\n  it's fine\nnext: 1\n");
+            assert_eq!(check_shape(&text), Ok(()), "{text}");
+        }
+        // Quotes after an entry's dash still open strings.
+        assert_eq!(check_shape("- \"[[[[\"\n- '[[['\n"), Ok(()));
+        assert_eq!(check_shape("k: [\"a\", \"[[\"]\n"), Ok(()));
     }
 
     #[test]

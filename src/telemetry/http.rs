@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
 use super::https::{HttpsConfig, HttpsListener};
+use super::Reader;
 use super::{Metrics, Readiness};
 use crate::clock::Clock;
 use crate::error_chain::Chain;
@@ -33,6 +34,9 @@ pub struct HttpState {
     pub store: Arc<Store>,
     /// What processes use, sampled at each scrape for those with limits.
     pub usage: super::UsageBoard,
+    /// Held by a scrape from refreshing the gauges to gathering them, so that two scrapes at
+    /// once never gather the other's half-refreshed per-process series.
+    pub scrape: Arc<std::sync::Mutex<()>>,
     pub metrics: Metrics,
     pub readiness: Readiness,
     pub clock: Clock,
@@ -77,6 +81,11 @@ async fn gather(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
 }
 
 fn gather_now(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
+    // Only ever held around the refresh and gather below, which cannot leave it inconsistent.
+    let _one_scrape_at_a_time = state
+        .scrape
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let rows = state
         .store
         .rows()
@@ -89,7 +98,7 @@ fn gather_now(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
         .collect();
     let usage = state
         .usage
-        .sample_where((state.clock)(), |id| limited.contains(id));
+        .sample_where(Reader::Metrics, (state.clock)(), |id| limited.contains(id));
     state.metrics.refresh_usage(&rows, &usage);
     Ok(state.metrics.gather())
 }

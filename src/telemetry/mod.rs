@@ -9,7 +9,7 @@ pub mod http;
 pub mod https;
 mod usage;
 
-pub use usage::{ResourceUsage, Sampler, UsageBoard};
+pub use usage::{Reader, ResourceUsage, Sampler, UsageBoard};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -30,9 +30,24 @@ pub struct UsageBoard {
 #[derive(Debug, Default)]
 struct BoardState {
     live: BTreeMap<ProcessId, u32>,
-    /// CPU ticks of each pid at its previous sample, and when.
-    previous: HashMap<u32, (u64, UnixMillis)>,
+    /// For each reader and pid: the CPU ticks at the reader's previous sample, when it was taken,
+    /// and the percentage it gave. Each reader has its own, so that one reader's samples do not
+    /// shorten another's window to nothing.
+    previous: HashMap<(Reader, u32), (u64, UnixMillis, f32)>,
 }
+
+/// Who samples: each keeps its own window for CPU percentages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reader {
+    Heartbeat,
+    Status,
+    Metrics,
+}
+
+/// The shortest window a CPU percentage is measured over: a sample closer than this to the
+/// reader's previous one repeats that one's figure (the CPU time is counted in 10 ms ticks, so a
+/// short window gives figures from 0 to several hundred percent for a steady load).
+const MIN_CPU_WINDOW_MS: u64 = 1_000;
 
 impl std::fmt::Debug for UsageBoard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,19 +80,20 @@ impl UsageBoard {
     pub fn untrack(&self, id: &ProcessId) {
         let mut state = self.lock();
         if let Some(pid) = state.live.remove(id) {
-            state.previous.remove(&pid);
+            state.previous.retain(|(_, sampled), _| *sampled != pid);
         }
     }
 
     /// The usage of every live process now: O(live processes) reads of /proc, so call it off
     /// the async workers (a blocking task).
     pub fn sample(&self, now: UnixMillis) -> BTreeMap<ProcessId, ResourceUsage> {
-        self.sample_where(now, |_| true)
+        self.sample_where(Reader::Heartbeat, now, |_| true)
     }
 
     /// The usage of the live processes `wanted` picks (status samples only those with limits).
     pub fn sample_where(
         &self,
+        reader: Reader,
         now: UnixMillis,
         wanted: impl Fn(&ProcessId) -> bool,
     ) -> BTreeMap<ProcessId, ResourceUsage> {
@@ -98,15 +114,28 @@ impl UsageBoard {
         let mut state = self.lock();
         let mut sample = BTreeMap::new();
         for (id, pid, memory_bytes, ticks) in readings {
-            let cpu_percent = match state.previous.get(&pid) {
-                Some((before, at)) if now > *at => {
+            let key = (reader, pid);
+            let cpu_percent = match state.previous.get(&key) {
+                // Too soon after this reader's previous sample: its figure stands, and its window
+                // keeps its start.
+                Some((_, at, percent)) if now.0.saturating_sub(at.0) < MIN_CPU_WINDOW_MS => {
+                    sample.insert(
+                        id,
+                        ResourceUsage {
+                            memory_bytes,
+                            cpu_percent: *percent,
+                        },
+                    );
+                    continue;
+                }
+                Some((before, at, _)) => {
                     let seconds = now.saturating_duration_since(*at).as_secs_f64();
                     let used = ticks.saturating_sub(*before) as f64 / self.ticks_per_second as f64;
                     (used / seconds * 100.0) as f32
                 }
-                _ => 0.0,
+                None => 0.0,
             };
-            state.previous.insert(pid, (ticks, now));
+            state.previous.insert(key, (ticks, now, cpu_percent));
             sample.insert(
                 id,
                 ResourceUsage {
@@ -127,6 +156,29 @@ impl UsageBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_reader_has_its_own_cpu_window_of_at_least_a_second() {
+        let ticks = Arc::new(Mutex::new(0u64));
+        let reading = ticks.clone();
+        let board = UsageBoard::new(
+            Arc::new(move |pid| (pid == 7).then(|| (4096, *reading.lock().unwrap()))),
+            100,
+        );
+        let id = ProcessId::new("a").unwrap();
+        board.track(&id, 7);
+        let cpu =
+            |reader, at| board.sample_where(reader, UnixMillis(at), |_| true)[&id].cpu_percent;
+        assert_eq!(cpu(Reader::Metrics, 0), 0.0);
+        assert_eq!(cpu(Reader::Status, 0), 0.0);
+        *ticks.lock().unwrap() = 100;
+        // A full busy second for both readers, though the metrics sampled in between.
+        assert_eq!(cpu(Reader::Metrics, 1_000), 100.0);
+        // Too soon after its previous sample: the metrics repeat their figure, not 0 or 1000 %.
+        *ticks.lock().unwrap() = 101;
+        assert_eq!(cpu(Reader::Metrics, 1_010), 100.0);
+        assert_eq!(cpu(Reader::Status, 1_010), 101.0 / 1.01);
+    }
 
     #[test]
     fn usage_is_sampled_on_demand_with_cpu_since_the_previous_sample() {

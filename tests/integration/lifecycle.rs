@@ -677,3 +677,55 @@ fn a_memory_limit_is_enforced_with_an_rlimit_on_a_host_without_cgroup_v2() {
         "the mode is logged at start"
     );
 }
+
+#[test]
+fn a_memory_limit_holds_from_the_programs_first_instruction() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("early.c");
+    // Allocates before main, in a constructor: a limit set after the program started would be
+    // too late for it.
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n\
+         static int held;\n\
+         __attribute__((constructor)) static void early(void) {\n\
+           char *block = malloc(512u << 20);\n\
+           if (block) { memset(block, 1, 512u << 20); held = 1; }\n\
+         }\n\
+         int main(void) { puts(held ? \"held\" : \"refused\"); fflush(stdout); return held ? 0 : 3; }\n",
+    )
+    .unwrap();
+    let binary = work.path().join("early");
+    let compiled = std::process::Command::new("cc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .output();
+    match compiled {
+        Ok(output) if output.status.success() => {}
+        other => {
+            eprintln!("skipped: no C compiler to build the early allocator ({other:?})");
+            return;
+        }
+    }
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec(
+        "early.yaml",
+        &spec(
+            "early",
+            &format!(
+                "  type: utility\n  binary: {}\n  restartPolicy: Never\n  resources: {{memoryLimit: 64Mi}}\n",
+                binary.display()
+            ),
+        ),
+    );
+    let row = eventually(TIMEOUT, "the early allocator to end", || {
+        launcher
+            .process("early")
+            .filter(|row| row["actual"] == "exited")
+    });
+    assert_eq!(row["last_exit"], "exit code 3", "{row}");
+    let log = std::fs::read_to_string(launcher.data_dir().join("logs/early.log")).unwrap();
+    assert_eq!(log.trim(), "refused");
+}

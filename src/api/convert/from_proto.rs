@@ -308,6 +308,7 @@ fn wire_field(field: &SpecField) -> &'static str {
         | SpecField::BackoffResetAfter
         | SpecField::BackoffFailureThreshold => "backoff",
         SpecField::TerminationGrace => "termination_grace",
+        SpecField::MemoryLimit => "resources.memory_limit",
         SpecField::Executable => "executable",
         SpecField::Namespace => "namespace",
         SpecField::SessionId => "session_id",
