@@ -89,6 +89,67 @@ const BUDGETED_FROM_BYTES: u64 = 64 * 1024;
 /// The longest a spec file's parse may take before the file is reported and skipped.
 const PARSE_BUDGET: Duration = Duration::from_secs(2);
 
+/// Files being parsed on a thread of their own.
+type InFlight = Arc<Mutex<std::collections::HashSet<PathBuf>>>;
+
+/// Runs `load` on `path` on a thread of its own and gives up waiting after `budget` (reported
+/// as the file's problem); the thread runs on to its end. While it does, `path` stays in
+/// `in_flight`, and a second load of it is refused at once rather than started beside it.
+fn within_budget(
+    path: &Path,
+    budget: Duration,
+    in_flight: &InFlight,
+    load: impl FnOnce(&Path) -> Result<Vec<FileSpec>, Vec<SpecError>> + Send + 'static,
+) -> Result<Vec<FileSpec>, Vec<SpecError>> {
+    let unreadable = |message: String| {
+        vec![SpecError {
+            file: path.to_path_buf(),
+            document: 0,
+            field: String::new(),
+            line: None,
+            message,
+        }]
+    };
+    // Single inserts and removes: a panic elsewhere cannot leave the set half-made.
+    let lock = |set: &InFlight| {
+        set.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_path_buf())
+    };
+    if !lock(in_flight) {
+        return Err(unreadable(format!(
+            "an earlier parse of it, over {budget:?}, is still running; the file is skipped"
+        )));
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    let done = in_flight.clone();
+    let spawned = std::thread::Builder::new()
+        .name("spec-parse".to_string())
+        .spawn(move || {
+            let loaded = load(&owned);
+            done.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&owned);
+            let _ = sender.send(loaded);
+        });
+    if let Err(error) = spawned {
+        in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(path);
+        return Err(unreadable(format!(
+            "cannot start a thread to parse it: {error}"
+        )));
+    }
+    match receiver.recv_timeout(budget) {
+        Ok(loaded) => loaded,
+        Err(_) => Err(unreadable(format!(
+            "parsing it took longer than {budget:?}; the file is skipped"
+        ))),
+    }
+}
+
 /// The first pause before the first scan of the spec directory is tried again; it doubles up to
 /// `FIRST_SCAN_RETRY_MAX`.
 const FIRST_SCAN_RETRY_INITIAL: Duration = Duration::from_millis(500);
@@ -239,7 +300,7 @@ struct SpecDir {
     unrecorded: std::sync::atomic::AtomicUsize,
     /// Files whose parse runs on a thread of its own: one at a time per file, so that a file
     /// that is slow to parse and touched again never piles up threads.
-    parsing: Arc<Mutex<std::collections::HashSet<PathBuf>>>,
+    parsing: InFlight,
 }
 
 /// A file's whole desired set, for one transaction with others.
@@ -414,56 +475,10 @@ impl SpecDir {
         if small {
             return load_spec_file(path, &read_catalog(&self.catalog));
         }
-        let unreadable = |message: String| {
-            vec![SpecError {
-                file: path.to_path_buf(),
-                document: 0,
-                field: String::new(),
-                line: None,
-                message,
-            }]
-        };
-        // Single inserts and removes: a panic elsewhere cannot leave the set half-made.
-        let newly = self
-            .parsing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(path.to_path_buf());
-        if !newly {
-            return Err(unreadable(format!(
-                "an earlier parse of it, over {PARSE_BUDGET:?}, is still running; the file is \
-                 skipped"
-            )));
-        }
-        let (sender, receiver) = std::sync::mpsc::channel();
         let catalog = self.catalog.clone();
-        let owned = path.to_path_buf();
-        let in_flight = self.parsing.clone();
-        let spawned = std::thread::Builder::new()
-            .name("spec-parse".to_string())
-            .spawn(move || {
-                let loaded = load_spec_file(&owned, &read_catalog(&catalog));
-                in_flight
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&owned);
-                let _ = sender.send(loaded);
-            });
-        if let Err(error) = spawned {
-            self.parsing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(path);
-            return Err(unreadable(format!(
-                "cannot start a thread to parse it: {error}"
-            )));
-        }
-        match receiver.recv_timeout(PARSE_BUDGET) {
-            Ok(loaded) => loaded,
-            Err(_) => Err(unreadable(format!(
-                "parsing it took longer than {PARSE_BUDGET:?}; the file is skipped"
-            ))),
-        }
+        within_budget(path, PARSE_BUDGET, &self.parsing, move |path| {
+            load_spec_file(path, &read_catalog(&catalog))
+        })
     }
 
     /// Writes the desired sets of `files` (each may take over the names of the `released`
@@ -522,5 +537,65 @@ impl SpecDir {
             released |= !outcome.deleted.is_empty();
         }
         released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_parse_is_given_up_at_its_budget_and_never_run_twice_at_once() {
+        let in_flight = InFlight::default();
+        let path = Path::new("/specs/slow.yaml");
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        // A parse that ends only when the test says so.
+        let slow = move |_: &Path| {
+            let _ = released.recv();
+            Ok(Vec::new())
+        };
+        let first = within_budget(path, Duration::from_millis(20), &in_flight, slow).unwrap_err();
+        assert!(
+            first[0].message.contains("took longer than 20ms"),
+            "{first:?}"
+        );
+        // Still running: a second parse of the same file is refused at once.
+        let second = within_budget(
+            path,
+            Duration::from_secs(60),
+            &in_flight,
+            |_| Ok(Vec::new()),
+        )
+        .unwrap_err();
+        assert!(second[0].message.contains("still running"), "{second:?}");
+        // Another file is not held up by it.
+        assert_eq!(
+            within_budget(
+                Path::new("/specs/other.yaml"),
+                Duration::from_secs(60),
+                &in_flight,
+                |_| Ok(Vec::new())
+            ),
+            Ok(Vec::new())
+        );
+        // Once the slow parse ends, the file can be parsed again.
+        release.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while in_flight.lock().unwrap().contains(path) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow parse never ended"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            within_budget(
+                path,
+                Duration::from_secs(60),
+                &in_flight,
+                |_| Ok(Vec::new())
+            ),
+            Ok(Vec::new())
+        );
     }
 }
