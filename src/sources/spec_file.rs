@@ -311,8 +311,16 @@ fn split_documents<'a>(text: &'a str) -> Vec<Document<'a>> {
         let marker = line.trim_end();
         if marker == "---" || marker.starts_with("--- ") {
             push(&mut documents, start_byte, byte, start_line);
-            start_byte = byte + line.len();
-            start_line = line_number + 1;
+            // What follows the marker on its line (`--- {kind: Process, ...}`) is the new
+            // document's start, not something to drop.
+            let rest = marker.strip_prefix("---").unwrap_or("").trim();
+            if rest.is_empty() || rest.starts_with('#') {
+                start_byte = byte + line.len();
+                start_line = line_number + 1;
+            } else {
+                start_byte = byte + "--- ".len();
+                start_line = line_number;
+            }
         }
         byte += line.len();
     }

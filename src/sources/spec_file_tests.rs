@@ -1739,3 +1739,15 @@ fn a_memory_limit_no_program_can_start_under_is_refused_with_its_field() {
     )
     .is_ok());
 }
+
+#[test]
+fn a_document_written_on_its_marker_line_is_read_not_dropped() {
+    let text = format!(
+        "{HEAD}metadata: {{name: first}}\nspec: {{binary: /bin/true}}\n--- {{apiVersion: prism.launcher/v1, kind: Process, metadata: {{name: second}}, spec: {{binary: /bin/true}}}}\n"
+    );
+    let ids: Vec<String> = specs(&text)
+        .iter()
+        .map(|spec| spec.id.to_string())
+        .collect();
+    assert_eq!(ids, ["first", "second"]);
+}
