@@ -29,16 +29,7 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         let report = store_call(move || {
             let rows = context.store.rows()?;
             let now = context.now();
-            // Only processes with a limit: their use is what the limit is read against, and
-            // sampling every process would make status O(processes) reads of /proc.
-            let limited: std::collections::HashSet<&ProcessId> = rows
-                .iter()
-                .filter(|row| row.spec().resources.is_some())
-                .map(|row| row.id())
-                .collect();
-            let usage = context
-                .usage
-                .sample_where(Reader::Status, now, |id| limited.contains(id));
+            let usage = context.usage.sample_limited(Reader::Status, now, &rows);
             Ok(status_report(
                 &context.launcher_id,
                 &rows,

@@ -91,14 +91,9 @@ fn gather_now(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
         .rows()
         .map_err(|error| format!("cannot read the store: {}\n", Chain(&error)))?;
     state.metrics.refresh_state(&rows);
-    let limited: std::collections::HashSet<&crate::reconcile::ProcessId> = rows
-        .iter()
-        .filter(|row| row.spec().resources.is_some())
-        .map(|row| row.id())
-        .collect();
     let usage = state
         .usage
-        .sample_where(Reader::Metrics, (state.clock)(), |id| limited.contains(id));
+        .sample_limited(Reader::Metrics, (state.clock)(), &rows);
     state.metrics.refresh_usage(&rows, &usage);
     Ok(state.metrics.gather())
 }

@@ -4,10 +4,10 @@
 //! readers sample. Plain shared data, so that the gRPC side and the runtime never import each
 //! other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::reconcile::{ProcessId, UnixMillis};
+use crate::reconcile::{ProcessId, ProcessRow, UnixMillis};
 
 /// What a process uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -90,7 +90,24 @@ impl UsageBoard {
         self.sample_where(Reader::Heartbeat, now, |_| true)
     }
 
-    /// The usage of the live processes `wanted` picks (status samples only those with limits).
+    /// The usage of the live processes among `rows` that declare a limit: their use is what the
+    /// limit is read against (status, metrics), and sampling every process would make each call
+    /// O(processes) reads of /proc.
+    pub fn sample_limited(
+        &self,
+        reader: Reader,
+        now: UnixMillis,
+        rows: &[ProcessRow],
+    ) -> BTreeMap<ProcessId, ResourceUsage> {
+        let limited: HashSet<&ProcessId> = rows
+            .iter()
+            .filter(|row| row.spec().resources.is_some())
+            .map(ProcessRow::id)
+            .collect();
+        self.sample_where(reader, now, |id| limited.contains(id))
+    }
+
+    /// The usage of the live processes `wanted` picks.
     pub fn sample_where(
         &self,
         reader: Reader,
