@@ -22,19 +22,21 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the fake admin saw, and the desired set it hands out at registration.
 #[derive(Default)]
-struct AdminState {
-    registrations: Vec<LauncherRegistration>,
+pub struct AdminState {
+    pub registrations: Vec<LauncherRegistration>,
+    /// The `authorization` header of each registration (empty when none was sent).
+    pub authorizations: Vec<String>,
     heartbeats: Vec<LauncherHeartbeatRequest>,
     initial: Vec<ProcessAssignment>,
 }
 
 #[derive(Clone, Default)]
-struct FakeAdmin {
+pub struct FakeAdmin {
     state: Arc<Mutex<AdminState>>,
 }
 
 impl FakeAdmin {
-    fn state(&self) -> std::sync::MutexGuard<'_, AdminState> {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, AdminState> {
         self.state.lock().unwrap()
     }
 }
@@ -45,7 +47,14 @@ impl ControlPlane for FakeAdmin {
         &self,
         request: Request<LauncherRegistration>,
     ) -> Result<Response<LauncherRegistrationAck>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let mut state = self.state();
+        state.authorizations.push(authorization);
         state.registrations.push(request.into_inner());
         Ok(Response::new(LauncherRegistrationAck {
             success: true,
@@ -84,13 +93,26 @@ impl ControlPlane for FakeAdmin {
 
 /// Serves the fake admin on `address` (port 0 for a fresh one) until the sender fires.
 async fn serve_admin(admin: FakeAdmin, address: SocketAddr) -> (SocketAddr, oneshot::Sender<()>) {
+    serve_admin_with(admin, address, None).await
+}
+
+/// Serves the fake admin, over TLS when `tls` is given, until the sender fires.
+pub async fn serve_admin_with(
+    admin: FakeAdmin,
+    address: SocketAddr,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = TcpListener::bind(address)
         .await
         .expect("bind the fake admin");
     let bound = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("the fake admin's TLS");
+        }
+        server
             .add_service(ControlPlaneServer::new(admin))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -9,21 +9,17 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use prism_launcher::api::proto::prism::control_plane_client::ControlPlaneClient;
-use prism_launcher::api::proto::prism::control_plane_server::{ControlPlane, ControlPlaneServer};
 use prism_launcher::api::proto::prism::launcher::pattern_launcher_client::PatternLauncherClient;
 use prism_launcher::api::proto::prism::launcher::v1::launcher_admin_client::LauncherAdminClient;
 use prism_launcher::api::proto::prism::launcher::v1::{ResetProcessRequest, StreamLogsRequest};
 use prism_launcher::api::proto::prism::launcher::{
     HealthRequest, IsolationLevel, LaunchRequest, TerminateRequest,
 };
-use prism_launcher::api::proto::prism::{
-    HeartbeatAck, LauncherHeartbeatRequest, LauncherRegistration, LauncherRegistrationAck,
-    ProcessAssignment, ProcessAssignmentAck, ProcessConfig, ProcessRevocation,
-    ProcessRevocationAck,
-};
+use prism_launcher::api::proto::prism::{ProcessAssignment, ProcessConfig, ProcessRevocation};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
+use crate::admin::{serve_admin_with, FakeAdmin};
 use crate::harness::*;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -604,86 +600,19 @@ fn sleeper_spec() -> String {
     "apiVersion: prism.launcher/v1\nkind: Process\nmetadata:\n  name: sleeper\nspec:\n  binary: /bin/sleep\n  args: [\"600\"]\n".to_string()
 }
 
-/// A prism-admin that only registers, and remembers the `authorization` header it was sent.
-#[derive(Clone, Default)]
-struct RecordingAdmin {
-    authorizations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-#[tonic::async_trait]
-impl ControlPlane for RecordingAdmin {
-    async fn register_launcher(
-        &self,
-        request: tonic::Request<LauncherRegistration>,
-    ) -> Result<tonic::Response<LauncherRegistrationAck>, tonic::Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        self.authorizations.lock().unwrap().push(authorization);
-        Ok(tonic::Response::new(LauncherRegistrationAck {
-            success: true,
-            message: "welcome".into(),
-            initial_processes: Vec::new(),
-            assigned_capacity: 10,
-        }))
-    }
-
-    async fn launcher_heartbeat(
-        &self,
-        _request: tonic::Request<LauncherHeartbeatRequest>,
-    ) -> Result<tonic::Response<HeartbeatAck>, tonic::Status> {
-        Ok(tonic::Response::new(HeartbeatAck {
-            success: true,
-            message: String::new(),
-            server_timestamp: 0,
-        }))
-    }
-
-    async fn assign_process(
-        &self,
-        _request: tonic::Request<ProcessAssignment>,
-    ) -> Result<tonic::Response<ProcessAssignmentAck>, tonic::Status> {
-        Err(tonic::Status::unimplemented("admin side"))
-    }
-
-    async fn revoke_process(
-        &self,
-        _request: tonic::Request<ProcessRevocation>,
-    ) -> Result<tonic::Response<ProcessRevocationAck>, tonic::Status> {
-        Err(tonic::Status::unimplemented("admin side"))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_launcher_registers_with_admin_over_mutual_tls_sending_its_token() {
     let pki = Pki::new();
-    let admin = RecordingAdmin::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = FakeAdmin::default();
     let tls = tonic::transport::ServerTlsConfig::new()
         .identity(Identity::from_pem(
             pki.read("server.pem"),
             pki.read("server.key"),
         ))
         .client_ca_root(Certificate::from_pem(pki.read("ca.pem")));
-    let served = admin.clone();
-    let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(ControlPlaneServer::new(served))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-    });
+    let (bound, stop) =
+        serve_admin_with(admin.clone(), "127.0.0.1:0".parse().unwrap(), Some(tls)).await;
+    let port = bound.port();
     let token = token_file(pki.dir.path());
     let endpoint = format!("localhost:{port}");
     let launcher = TestLauncher::start_with(&[
@@ -699,12 +628,11 @@ async fn the_launcher_registers_with_admin_over_mutual_tls_sending_its_token() {
         token.to_str().unwrap(),
     ]);
     let authorization = eventually(Duration::from_secs(20), "a registration", || {
-        admin.authorizations.lock().unwrap().first().cloned()
+        admin.state().authorizations.first().cloned()
     });
     assert_eq!(authorization, format!("Bearer {TOKEN}"));
     drop(launcher);
     let _ = stop.send(());
-    let _ = server.await;
 }
 
 /// An HTTP/1.0 GET over TLS to `address`, trusting `ca` for the name localhost: the status
