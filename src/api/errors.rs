@@ -21,6 +21,7 @@ pub fn store_status(error: StoreError) -> Status {
         StoreError::Open { .. }
         | StoreError::Locked { .. }
         | StoreError::Io { .. }
+        | StoreError::Journal { .. }
         | StoreError::Corrupt { .. }
         | StoreError::Encode { .. } => Status::internal(message),
     }

@@ -15,7 +15,7 @@ use super::event_loop::{Event, RuntimeConfig};
 use super::oom::KernelLog;
 use super::pidfd::Pidfd;
 use super::ports::PortAllocator;
-use super::reaper::{reap_ready, ChildExit, ChildTable};
+use super::reaper::{reap_ready, reap_watched, ChildExit, ChildTable, ExitWatch};
 use super::signals::{kill_inherited, Identity};
 use super::timers::Timers;
 use crate::error_chain::Chain;
@@ -35,6 +35,9 @@ const BURST: usize = 64;
 
 /// How many ids that are not urgent one step of a pass plans.
 const BULK_STEP: usize = 16;
+
+/// How many steps of urgent ids alone a pass may take after its budget is spent.
+const URGENT_STEPS_OVER_BUDGET: usize = 4;
 
 /// How many exits that the launcher asked for one step of a pass records.
 const PLANNED_EXITS_STEP: usize = 64;
@@ -229,6 +232,29 @@ impl Supervisor {
     /// spawn, and only a pid that `pids` maps to an id is ever signalled for it.
     pub fn reap(&mut self) {
         let exits = reap_ready(&self.children);
+        self.exits_reaped(exits);
+    }
+
+    /// Reaps the children whose pidfds in `watch` say they exited (see `reap`); returns whether
+    /// more may be ready.
+    pub fn reap_watched(&mut self, watch: &ExitWatch) -> bool {
+        let (exits, more) = reap_watched(&self.children, watch);
+        self.exits_reaped(exits);
+        more
+    }
+
+    /// Reaps what the exit watch says exited, without waiting. Called before a pass and
+    /// between its steps, whatever woke the loop: the watch's readiness reaches the loop's
+    /// runtime only when it polls its I/O driver, which it does not while some other event is
+    /// always ready (SIGCHLD in a mass stop comes through the shared runtime), and a crash must
+    /// never wait for the end of a mass stop. One `epoll_wait` that returns at once.
+    fn look_for_exits(&mut self) {
+        if let Some(watch) = self.children.exit_watch() {
+            while self.reap_watched(&watch) {}
+        }
+    }
+
+    fn exits_reaped(&mut self, exits: Vec<ChildExit>) {
         let now = self.now();
         for exit in exits {
             let Some(id) = self.forget_pid(exit.pid) else {
@@ -421,9 +447,11 @@ impl Supervisor {
     /// Plans ids and carries the plans out, then writes what changed to the store with one
     /// flush, and kills what ended processes left behind. Urgent ids (exits, probe results,
     /// timers) go first and all at once; the others (a deployment, a mass stop, a resync) in
-    /// steps of `BULK_STEP` until `PASS_BUDGET` is spent, so that the loop gets back to the exits
-    /// between steps: a crash is restarted within milliseconds even while ten thousand stop.
+    /// steps of `BULK_STEP` until `PASS_BUDGET` is spent. Between steps, exits and due timers
+    /// are looked at and join the next step (which comes even past the budget, for them alone):
+    /// a crash is restarted within milliseconds even while ten thousand stop.
     pub fn reconcile(&mut self, now: UnixMillis) {
+        self.look_for_exits();
         if self.has_work() || !self.unsaved.is_empty() {
             let span = tracing::debug_span!(
                 "reconcile",
@@ -434,24 +462,40 @@ impl Supervisor {
             let timer = self.config.metrics.reconcile_duration.start_timer();
             let started = std::time::Instant::now();
             let mut acted = 0;
+            let mut now = now;
+            let mut steps_over_budget = 0;
             loop {
-                self.record_planned_exits(PLANNED_EXITS_STEP);
+                // Once the budget is spent, only what is urgent gets another step (a few at
+                // most: what keeps coming waits for the next pass, after the loop's events).
+                let within_budget = started.elapsed() < PASS_BUDGET;
+                if !within_budget {
+                    steps_over_budget += 1;
+                    if steps_over_budget > URGENT_STEPS_OVER_BUDGET {
+                        break;
+                    }
+                }
                 let mut ids = std::mem::take(&mut self.urgent);
-                for _ in 0..BULK_STEP {
-                    match self.dirty.pop_first() {
-                        Some(id) => {
-                            ids.insert(id);
+                if within_budget {
+                    self.record_planned_exits(PLANNED_EXITS_STEP);
+                    for _ in 0..BULK_STEP {
+                        match self.dirty.pop_first() {
+                            Some(id) => {
+                                ids.insert(id);
+                            }
+                            None => break,
                         }
-                        None => break,
                     }
                 }
                 if ids.is_empty() {
                     break;
                 }
                 acted += self.step(ids, now);
-                if started.elapsed() >= PASS_BUDGET {
-                    break;
-                }
+                // Between steps, what became urgent meanwhile joins the next one: the loop's
+                // events may wait for the end of the pass, a crash and a due restart may not
+                // (the time moves on with the pass, or a restart due now would look early).
+                now = self.now();
+                self.look_for_exits();
+                self.urgent.extend(self.timers.take_due(now));
             }
             self.persist();
             timer.observe_duration();
@@ -571,31 +615,35 @@ impl Supervisor {
         self.dirty.extend(self.capacity.pending().cloned());
     }
 
-    /// Writes the observed records changed since the last call, with one flush for all (which
-    /// also makes the removal of the intents of recorded spawns durable).
+    /// Writes the observed records changed since the last call, with one flush for all, then
+    /// forgets the spawn intents whose outcomes that flush made durable.
     pub(super) fn persist(&mut self) {
         if self.unsaved.is_empty() && self.settled_intents.is_empty() {
             return;
         }
+        let mut all_written = true;
         for id in std::mem::take(&mut self.unsaved) {
             let written = match self.observed.get(&id) {
                 Some(record) => self.store.put_observed(record),
                 None => self.store.delete_observed(&id),
             };
             if let Err(error) = written {
+                all_written = false;
                 tracing::error!(%id, error = %Chain(&error), "cannot record the observed state");
             }
         }
-        // After the records: the store may reach the disk part way through these writes (a
-        // full buffer), and a record without its intent removed is safe (recovery sees the same
-        // instance twice and adopts it once), an intent removed without its record is not.
-        for id in std::mem::take(&mut self.settled_intents) {
-            if let Err(error) = self.store.clear_spawn_intent(&id) {
-                tracing::warn!(%id, error = %Chain(&error), "cannot forget a spawn intent; a restarted launcher looks for its process");
-            }
-        }
         if let Err(error) = self.store.flush() {
+            all_written = false;
             tracing::error!(error = %Chain(&error), "cannot flush the observed state");
+        }
+        if !all_written {
+            // The intents stay until their outcomes are on disk: forgotten before, a crash could
+            // start their processes twice (a restarted launcher adopts them instead).
+            return;
+        }
+        let settled = std::mem::take(&mut self.settled_intents);
+        if let Err(error) = self.store.settle_spawn_intents(settled) {
+            tracing::warn!(error = %Chain(&error), "cannot forget the spawn intents whose processes are recorded; a restarted launcher looks for their processes");
         }
     }
 
@@ -871,8 +919,7 @@ mod tests {
         // recorded, and `newcomer`'s spawn got the same pid.
         supervisor
             .children
-            .lock()
-            .insert(pid, super::super::reaper::Child::Process);
+            .track_unwatched(pid, super::super::reaper::Child::Process);
         supervisor.pids.insert(pid, id("newcomer"));
         for (name, phase) in [("leaving", Phase::Stopping), ("newcomer", Phase::Running)] {
             let observed = ObservedRecord {

@@ -76,6 +76,12 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    #[error("cannot keep the journal of spawns about to happen: {action}")]
+    Journal {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("record {key:?} in the {tree} tree is corrupt")]
     Corrupt {
         tree: &'static str,
@@ -166,10 +172,13 @@ pub struct Store {
     subscribers: Mutex<Vec<mpsc::UnboundedSender<ProcessId>>>,
     /// Grace periods asked for with a delete, for the loop to use when it stops the process.
     stop_requests: sled::Tree,
-    /// Spawns under way: durable from just before a spawn until its process is recorded in
+    /// Spawns under way, as written by launchers before this journal existed: read and emptied
+    /// at start.
+    intents: sled::Tree,
+    /// Spawns under way: written before a spawn, kept until its process is recorded in
     /// `observed`, so that a launcher that crashes in between adopts that process rather than
     /// starting another.
-    intents: sled::Tree,
+    journal: intent_journal::IntentJournal,
     /// Bumped after each flush that made observed writes durable, so that callers can wait for
     /// the loop's outcome without polling.
     observed_epoch: watch::Sender<u64>,
@@ -225,6 +234,7 @@ impl Store {
             meta: tree("meta")?,
             stop_requests: tree("stop_requests")?,
             intents: tree("intents")?,
+            journal: intent_journal::IntentJournal::open(dir)?,
             observed_epoch: watch::Sender::new(0),
             observed_unflushed: AtomicBool::new(false),
             db,
@@ -628,35 +638,39 @@ impl Store {
             .transpose()
     }
 
-    /// Makes the spawns about to happen durable, with one flush for all of them, before any of
-    /// them starts.
+    /// Records the spawns about to happen, with one write for all of them, before any of them
+    /// starts; see `intent_journal` for why a write that reached the kernel is enough.
     pub fn record_spawn_intents(&self, intents: &[SpawnIntent]) -> Result<(), StoreError> {
         if intents.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for intent in intents {
-            let id = intent.desired.id.as_str();
-            batch.insert(id, encode("intents", id, intent)?);
-        }
-        self.intents
-            .apply_batch(batch)
-            .map_err(|source| io("recording spawns about to happen", source))?;
-        self.flush()
+        self.journal.append(intents)
     }
 
-    /// Forgets the intent of `id` once its outcome (a process, or a failed spawn) is recorded in
-    /// `observed`. Not flushed: it goes with the flush of that observed record.
-    pub fn clear_spawn_intent(&self, id: &ProcessId) -> Result<(), StoreError> {
-        self.intents
-            .remove(id.as_str())
-            .map_err(|source| io(format!("forgetting the spawn intent of {id}"), source))?;
+    /// Forgets the intents of `ids`, whose outcomes (a process, or a failed spawn) are recorded
+    /// in `observed`. Call it only after the flush that made those records durable: an intent
+    /// forgotten before its outcome is written could let a crash start the process twice.
+    pub fn settle_spawn_intents(
+        &self,
+        ids: impl IntoIterator<Item = ProcessId>,
+    ) -> Result<(), StoreError> {
+        self.journal.settle(ids)?;
+        if !self.intents.is_empty() {
+            self.intents.clear().map_err(|source| {
+                io("forgetting the spawn intents of an older launcher", source)
+            })?;
+        }
         Ok(())
     }
 
-    /// The spawns a previous run of the launcher began and did not record the outcome of.
+    /// The spawns a previous run of the launcher began and did not record the outcome of (in
+    /// the journal, and in the tree where launchers before it kept them).
     pub fn spawn_intents(&self) -> Result<(Vec<SpawnIntent>, Vec<StoreError>), StoreError> {
-        scan(&self.intents, "intents")
+        let (mut intents, mut corrupt) = scan(&self.intents, "intents")?;
+        let (journaled, unreadable) = self.journal.read()?;
+        intents.extend(journaled);
+        corrupt.extend(unreadable);
+        Ok((intents, corrupt))
     }
 
     /// How many desired records there are (a scan of keys; for admission checks, not loops).
@@ -964,6 +978,7 @@ fn io(action: impl Into<String>, source: sled::Error) -> StoreError {
     }
 }
 
+mod intent_journal;
 mod migrate;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,293 @@
+//! Spawns about to happen, appended to a plain file with one `write` before the spawns and no
+//! `fsync`: what this record must survive is the launcher, not the host.
+//!
+//! The promise it keeps is that a launcher killed at any instant never leads to two processes
+//! for one id: a restarted launcher looks for the process of every intent whose outcome it did
+//! not record, by its instance id, and adopts it. For that, the intent must be readable by the
+//! next run of the launcher once the spawn has happened, which a completed `write(2)` gives (the
+//! kernel's page cache outlives the process that wrote to it). A crash of the host takes the
+//! processes down with it, so an intent lost with the host names no process. A sled flush here
+//! (what the intents had before) cost an `fsync` on the restart path of every crash: about half
+//! a millisecond of the two that a restart may take.
+//!
+//! The file holds one JSON line per intent. It is emptied once every intent in it has its outcome
+//! flushed to the store; a torn last line (the launcher killed in the middle of a `write`) is
+//! ignored, as its spawn never began.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{encode, StoreError};
+use crate::reconcile::{ProcessId, SpawnIntent};
+
+/// The journal's file name, in the store's directory.
+pub(super) const JOURNAL_FILE: &str = "spawn-intents.jsonl";
+
+/// A journal of intents is emptied after every pass that spawned, so anything near this size
+/// is not one the launcher wrote; reading stops there rather than loading it all.
+const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+
+#[derive(Debug)]
+pub(super) struct IntentJournal {
+    path: PathBuf,
+    state: Mutex<JournalState>,
+}
+
+#[derive(Debug)]
+struct JournalState {
+    file: File,
+    /// The intents written in this run whose outcome is not flushed yet, by id.
+    outstanding: HashMap<ProcessId, SpawnIntent>,
+    /// Whether the file may hold lines (so an empty journal costs no `ftruncate` per pass).
+    written: bool,
+}
+
+impl IntentJournal {
+    pub(super) fn open(dir: &Path) -> Result<IntentJournal, StoreError> {
+        let path = dir.join(JOURNAL_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|source| journal_error("opening", &path, source))?;
+        let written = file
+            .metadata()
+            .map_err(|source| journal_error("reading the size of", &path, source))?
+            .len()
+            > 0;
+        Ok(IntentJournal {
+            path,
+            state: Mutex::new(JournalState {
+                file,
+                outstanding: HashMap::new(),
+                written,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, JournalState> {
+        // Every change under the lock is a single assignment or one system call, so a panic
+        // elsewhere cannot leave the state half-updated; a poisoned lock is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends `intents` with one `write`; returns once the kernel has them.
+    pub(super) fn append(&self, intents: &[SpawnIntent]) -> Result<(), StoreError> {
+        let mut lines = Vec::with_capacity(intents.len() * 1024);
+        for intent in intents {
+            lines.extend(encode("intents", intent.desired.id.as_str(), intent)?);
+            lines.push(b'\n');
+        }
+        let mut state = self.lock();
+        state.written = true;
+        state
+            .file
+            .write_all(&lines)
+            .map_err(|source| journal_error("writing", &self.path, source))?;
+        for intent in intents {
+            state
+                .outstanding
+                .insert(intent.desired.id.clone(), intent.clone());
+        }
+        Ok(())
+    }
+
+    /// The intents in the file (of this run or a previous one), with the lines that could not
+    /// be read as errors. A last line without its newline is a write the launcher did not
+    /// finish: its spawn never began, so it is left out without an error.
+    pub(super) fn read(&self) -> Result<(Vec<SpawnIntent>, Vec<StoreError>), StoreError> {
+        let mut text = Vec::new();
+        File::open(&self.path)
+            .and_then(|file| file.take(MAX_JOURNAL_BYTES).read_to_end(&mut text))
+            .map_err(|source| journal_error("reading", &self.path, source))?;
+        let mut intents = Vec::new();
+        let mut corrupt = Vec::new();
+        let complete = match text.iter().rposition(|byte| *byte == b'\n') {
+            Some(last_newline) => &text[..=last_newline],
+            None => &[],
+        };
+        for (index, line) in complete.split(|byte| *byte == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice(line) {
+                Ok(intent) => intents.push(intent),
+                Err(source) => corrupt.push(StoreError::Corrupt {
+                    tree: "intents",
+                    key: format!("{}:{}", self.path.display(), index + 1),
+                    source,
+                }),
+            }
+        }
+        Ok((intents, corrupt))
+    }
+
+    /// Forgets the intents of `ids`, whose outcomes (or whose records after a recovery) were
+    /// just flushed to the store. The file is emptied when no intent of this run is left;
+    /// otherwise it is replaced (write and rename, so that a crash leaves the old file or the
+    /// new one) by the ones left.
+    pub(super) fn settle(
+        &self,
+        ids: impl IntoIterator<Item = ProcessId>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for id in ids {
+            state.outstanding.remove(&id);
+        }
+        if !state.written {
+            return Ok(());
+        }
+        if state.outstanding.is_empty() {
+            state
+                .file
+                .set_len(0)
+                .map_err(|source| journal_error("emptying", &self.path, source))?;
+            state.written = false;
+            return Ok(());
+        }
+        // Only reached when a spawn's outcome was lost (a spawning thread panicked): rare, so
+        // the cost of a rewrite does not matter, its atomicity does.
+        let left: Vec<SpawnIntent> = state.outstanding.values().cloned().collect();
+        let mut lines = Vec::new();
+        for intent in &left {
+            lines.extend(encode("intents", intent.desired.id.as_str(), intent)?);
+            lines.push(b'\n');
+        }
+        let staged = self.path.with_extension("jsonl.new");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&staged)
+            .map_err(|source| journal_error("creating", &staged, source))?;
+        file.write_all(&lines)
+            .map_err(|source| journal_error("writing", &staged, source))?;
+        std::fs::rename(&staged, &self.path)
+            .map_err(|source| journal_error("replacing", &self.path, source))?;
+        state.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|source| journal_error("opening", &self.path, source))?;
+        Ok(())
+    }
+}
+
+fn journal_error(action: &str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Journal {
+        action: format!("{action} {}", path.display()),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::fixtures::{id, ports, spec};
+    use crate::reconcile::{DesiredRecord, Source, UnixMillis};
+
+    fn intent(name: &str, instance: &str) -> SpawnIntent {
+        SpawnIntent {
+            desired: DesiredRecord {
+                id: id(name),
+                spec: spec(),
+                generation: 1,
+                source: Source::Api,
+                resets: 0,
+            },
+            instance: instance.to_string(),
+            ports: ports(),
+            at: UnixMillis(1),
+        }
+    }
+
+    fn instances(journal: &IntentJournal) -> Vec<String> {
+        let (intents, corrupt) = journal.read().unwrap();
+        assert!(corrupt.is_empty(), "{corrupt:?}");
+        let mut instances: Vec<String> = intents.into_iter().map(|i| i.instance).collect();
+        instances.sort();
+        instances
+    }
+
+    #[test]
+    fn intents_written_are_read_by_the_next_run_and_emptied_once_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = IntentJournal::open(dir.path()).unwrap();
+        journal
+            .append(&[intent("a", "1"), intent("b", "2")])
+            .unwrap();
+        journal.append(&[intent("c", "3")]).unwrap();
+        // A launcher killed here: the next one reads what the kernel was given.
+        let next_run = IntentJournal::open(dir.path()).unwrap();
+        assert_eq!(instances(&next_run), ["1", "2", "3"]);
+
+        journal.settle([id("a"), id("b"), id("c")]).unwrap();
+        assert!(instances(&journal).is_empty());
+        let path = dir.path().join(JOURNAL_FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "spawn intents carry the environment: private");
+    }
+
+    #[test]
+    fn a_recovered_journal_is_emptied_by_the_settle_after_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        IntentJournal::open(dir.path())
+            .unwrap()
+            .append(&[intent("a", "1")])
+            .unwrap();
+        let next_run = IntentJournal::open(dir.path()).unwrap();
+        next_run.settle([id("a")]).unwrap();
+        assert!(instances(&next_run).is_empty());
+    }
+
+    #[test]
+    fn intents_whose_outcome_is_not_recorded_survive_the_settle_of_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = IntentJournal::open(dir.path()).unwrap();
+        journal
+            .append(&[intent("a", "1"), intent("lost", "2")])
+            .unwrap();
+        journal.settle([id("a")]).unwrap();
+        assert_eq!(instances(&journal), ["2"]);
+        // The journal is usable after the rewrite.
+        journal.append(&[intent("b", "3")]).unwrap();
+        assert_eq!(instances(&journal), ["2", "3"]);
+        journal.settle([id("lost"), id("b")]).unwrap();
+        assert!(instances(&journal).is_empty());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_a_spawn_that_never_began_and_a_bad_line_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = IntentJournal::open(dir.path()).unwrap();
+        journal.append(&[intent("a", "1")]).unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"not json\n").unwrap();
+        let whole = serde_json::to_vec(&intent("b", "2")).unwrap();
+        file.write_all(&whole[..whole.len() / 2]).unwrap();
+        let (intents, corrupt) = journal.read().unwrap();
+        assert_eq!(intents.len(), 1);
+        assert_eq!(intents[0].instance, "1");
+        assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+        assert!(
+            corrupt[0].to_string().contains(":2"),
+            "names the line: {}",
+            corrupt[0]
+        );
+    }
+}
