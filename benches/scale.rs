@@ -1,7 +1,9 @@
 //! The scale benchmark of BENCHMARKS-METHOD.md (run with
 //! `cargo bench --bench scale -- --n 100,1000 [--runs 3] [--binary PATH] [--w3-seconds 30] [--smoke]`):
 //! W1 cold start, W1b hot drop, W3 idle, W2 restart, `status` latency, W4 stop all and W4b shutdown
-//! of a real `prism-launcher serve` running N `prism-bench-child` processes, one spec file each.
+//! of a real `prism-launcher serve` running N tiny children, one spec file each: by default the C
+//! program `benches/bench_child.c` built with `cc` (`--child rust` runs `prism-bench-child`, the
+//! same in Rust).
 //!
 //! Every launcher of a run also runs one more child, the sentinel (`sentinel.yaml`, tag
 //! `sentinel`), which no workload removes and which counts toward none of the N children the
@@ -43,7 +45,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 const USAGE: &str =
     "usage: cargo bench --bench scale -- [--n 100,1000] [--runs 3] [--binary PATH] \
-[--child PATH] [--w3-seconds 30] [--kills 20] [--port-range 20000-44999] [--memory-limit 64Mi] [--keep] \
+[--child c|rust|PATH] [--w3-seconds 30] [--kills 20] [--port-range 20000-44999] [--memory-limit 64Mi] [--keep] \
 [--smoke]";
 
 // ---------------------------------------------------------------------------------------------
@@ -55,6 +57,8 @@ struct Options {
     runs: usize,
     launcher: PathBuf,
     child: PathBuf,
+    /// Which child `child` is, for the report: `c`, `rust` or the path given.
+    child_kind: String,
     w3: Duration,
     settle: Duration,
     kills: usize,
@@ -72,7 +76,8 @@ fn parse_options() -> Result<Options> {
         ns: vec![100, 1000],
         runs: 3,
         launcher: PathBuf::from(env!("CARGO_BIN_EXE_prism-launcher")),
-        child: PathBuf::from(env!("CARGO_BIN_EXE_prism-bench-child")),
+        child: PathBuf::new(),
+        child_kind: "c".to_string(),
         w3: Duration::from_secs(30),
         settle: Duration::from_secs(3),
         kills: 20,
@@ -118,7 +123,7 @@ fn parse_options() -> Result<Options> {
             }
             "--runs" => runs = Some(value("--runs")?.parse::<usize>().context("--runs")?),
             "--binary" => options.launcher = PathBuf::from(value("--binary")?),
-            "--child" => options.child = PathBuf::from(value("--child")?),
+            "--child" => options.child_kind = value("--child")?,
             "--w3-seconds" => {
                 let seconds = value("--w3-seconds")?
                     .parse::<f64>()
@@ -170,6 +175,7 @@ fn parse_options() -> Result<Options> {
     if options.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    options.child = bench_child(&options.child_kind)?;
     for binary in [&options.launcher, &options.child] {
         if !binary.is_file() {
             bail!(
@@ -181,6 +187,38 @@ fn parse_options() -> Result<Options> {
     options.launcher = fs::canonicalize(&options.launcher)?;
     options.child = fs::canonicalize(&options.child)?;
     Ok(options)
+}
+
+/// The child to run: `c` is `benches/bench_child.c` built with the machine's `cc` (the tiny C
+/// program the targets of issue 11 were measured with; a Rust program's start costs about 40 %
+/// more on this machine, which a supervisor cannot help), `rust` is `prism-bench-child`, anything
+/// else a path. Without a working `cc`, `c` falls back to `rust` and says so.
+fn bench_child(kind: &str) -> Result<PathBuf> {
+    let rust = PathBuf::from(env!("CARGO_BIN_EXE_prism-bench-child"));
+    match kind {
+        "rust" => Ok(rust),
+        "c" => {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bench_child.c");
+            let binary = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prism-bench-child-c");
+            let built = Command::new("cc")
+                .args(["-O2", "-o"])
+                .arg(&binary)
+                .arg(&source)
+                .stdin(Stdio::null())
+                .status();
+            match built {
+                Ok(status) if status.success() => Ok(binary),
+                other => {
+                    eprintln!(
+                        "note: cannot build {} with cc ({other:?}); using the Rust child",
+                        source.display()
+                    );
+                    Ok(rust)
+                }
+            }
+        }
+        path => Ok(PathBuf::from(path)),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1624,7 +1662,8 @@ fn run() -> Result<bool> {
         options.launcher.display()
     );
     println!(
-        "harness:   commit {harness_commit}; child {}",
+        "harness:   commit {harness_commit}; child {} ({})",
+        options.child_kind,
         options.child.display()
     );
     println!(
@@ -1707,6 +1746,7 @@ fn run() -> Result<bool> {
             "runs": json_numbers(&row.per_run),
             "launcher_commit": launcher_commit,
             "launcher": options.launcher.display().to_string(),
+            "child": options.child_kind,
             "cores": cores,
             "kernel": read_trimmed("/proc/sys/kernel/osrelease"),
             "date": date,

@@ -107,6 +107,7 @@ fn within_budget(
             document: 0,
             field: String::new(),
             line: None,
+            column: None,
             message,
         }]
     };

@@ -37,6 +37,8 @@ pub struct SpecError {
     /// Dotted path of the field, empty when the whole document is concerned.
     pub field: String,
     pub line: Option<usize>,
+    /// 1-based column on `line`, where the parser or the field's key tells it.
+    pub column: Option<usize>,
     pub message: String,
 }
 
@@ -45,6 +47,9 @@ impl fmt::Display for SpecError {
         write!(f, "{}", self.file.display())?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
         }
         if self.document > 0 {
             write!(f, ": document {}", self.document)?;
@@ -75,6 +80,7 @@ pub fn load_spec_file(path: &Path, catalog: &Catalog) -> Result<Vec<FileSpec>, V
             document: 0,
             field: String::new(),
             line: None,
+            column: None,
             message,
         }]
     };
@@ -175,18 +181,20 @@ pub fn parse_spec_text(
             document: 0,
             field: String::new(),
             line: Some(problem.line()),
+            column: None,
             message: problem.to_string(),
         }]);
     }
     let mut specs = Vec::new();
     let mut errors = Vec::new();
     for document in split_documents(text) {
-        let mut error_at = |field: &str, line: Option<usize>, message: String| {
+        let mut error_at = |field: &str, at: Option<(usize, Option<usize>)>, message: String| {
             errors.push(SpecError {
                 file: path.to_path_buf(),
                 document: document.index,
                 field: field.to_string(),
-                line,
+                line: at.map(|(line, _)| line),
+                column: at.and_then(|(_, column)| column),
                 message,
             });
         };
@@ -197,15 +205,18 @@ pub fn parse_spec_text(
             Err(error) => {
                 let field = error.path().to_string();
                 let inner = error.into_inner();
-                let line = inner
-                    .location()
-                    .map(|location| document.first_line + location.line() - 1);
+                let at = inner.location().map(|location| {
+                    (
+                        document.first_line + location.line() - 1,
+                        Some(location.column()),
+                    )
+                });
                 let field = if field == "." { String::new() } else { field };
                 let message = clean_yaml_message(&inner.to_string(), &field);
                 // serde quotes a value it refuses whole, and a map key can be any length.
                 error_at(
                     &shortened(&field, MAX_QUOTED_CHARS),
-                    line,
+                    at,
                     shortened(&message, MAX_QUOTED_CHARS),
                 );
                 // The typed parse stops at the first value of the wrong type, which may come
@@ -218,7 +229,7 @@ pub fn parse_spec_text(
                         if message != clean_yaml_message(&inner.to_string(), "") {
                             error_at(
                                 "",
-                                Some(line),
+                                Some((line, Some(location.column()))),
                                 format!("YAML syntax: {}", shortened(&message, MAX_QUOTED_CHARS)),
                             );
                         }
@@ -233,14 +244,17 @@ pub fn parse_spec_text(
                 spec,
                 document: document.index,
                 line: locate_field(document.text, "metadata.name")
-                    .map_or(document.first_line, |offset| document.first_line + offset),
+                    .map_or(document.first_line, |(offset, _)| document.first_line + offset),
             }),
             Err(problems) => {
                 for problem in problems {
-                    let line = locate_field(document.text, &problem.field)
-                        .map(|offset| document.first_line + offset)
-                        .or(Some(document.first_line));
-                    error_at(&problem.field, line, problem.message);
+                    // The field's key when the text has it, else the document's first line
+                    // (a field left out, or written in flow style).
+                    let at = locate_field(document.text, &problem.field)
+                        .map_or((document.first_line, None), |(offset, column)| {
+                            (document.first_line + offset, Some(column))
+                        });
+                    error_at(&problem.field, Some(at), problem.message);
                 }
             }
         }
@@ -253,6 +267,7 @@ pub fn parse_spec_text(
                 document: spec.document,
                 field: "metadata.name".to_string(),
                 line: Some(spec.line),
+                column: None,
                 message: format!("name {} is already declared by document {first}", spec.id),
             });
         }
@@ -328,8 +343,9 @@ fn split_documents<'a>(text: &'a str) -> Vec<Document<'a>> {
     documents
 }
 
-/// The 0-based line offset of a dotted field path in a block-style YAML document, if found.
-fn locate_field(text: &str, field: &str) -> Option<usize> {
+/// The 0-based line offset of a dotted field path in a block-style YAML document, and the 1-based
+/// column of its key, if found.
+fn locate_field(text: &str, field: &str) -> Option<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
     let mut from = 0;
     let mut found = None;
@@ -341,7 +357,10 @@ fn locate_field(text: &str, field: &str) -> Option<usize> {
         });
         match position {
             Some(position) => {
-                found = Some(from + position);
+                let line = lines[from + position];
+                let key_at = line.len() - line.trim_start().trim_start_matches("- ").len();
+                // Columns count characters, as the parser's do.
+                found = Some((from + position, line[..key_at].chars().count() + 1));
                 from += position + 1;
             }
             None => break,

@@ -140,12 +140,20 @@ fn split_documents_ignores_indented_markers_and_handles_crlf() {
 #[test]
 fn locate_field_follows_the_dotted_path_in_block_style() {
     let text = "kind: Process\nmetadata:\n  name: a\nspec:\n  env:\n    A: b\n  healthCheck:\n    http:\n      path: x\n";
-    assert_eq!(locate_field(text, "kind"), Some(0));
-    assert_eq!(locate_field(text, "metadata.name"), Some(2));
-    assert_eq!(locate_field(text, "spec.env"), Some(4));
-    assert_eq!(locate_field(text, "spec.healthCheck.http.path"), Some(8));
+    assert_eq!(locate_field(text, "kind"), Some((0, 1)));
+    assert_eq!(locate_field(text, "metadata.name"), Some((2, 3)));
+    assert_eq!(locate_field(text, "spec.env"), Some((4, 3)));
+    assert_eq!(locate_field(text, "spec.healthCheck.http.path"), Some((8, 7)));
     // A missing leaf falls back to the deepest parent found.
-    assert_eq!(locate_field(text, "spec.namespace"), Some(3));
+    assert_eq!(locate_field(text, "spec.namespace"), Some((3, 1)));
+    // A key in a sequence item: the column of the key, after the dash.
+    assert_eq!(
+        locate_field("items:
+  - name: é
+    ports:
+", "items.name"),
+        Some((1, 5))
+    );
     assert_eq!(locate_field(text, "nothing.here"), None);
     assert_eq!(locate_field(text, ""), None);
 }
@@ -665,7 +673,7 @@ fn errors_display_as_path_line_document_field_message() {
     assert_eq!(line, 14);
     let shown = error.to_string();
     assert!(
-        shown.starts_with(&format!("{FILE}:{line}: document 2, field spec.bogus: ")),
+        shown.starts_with(&format!("{FILE}:{line}:3: document 2, field spec.bogus: ")),
         "{shown}"
     );
     assert!(shown.ends_with(&error.message), "{shown}");
@@ -677,7 +685,7 @@ fn errors_display_as_path_line_document_field_message() {
     assert_eq!(
         semantic.to_string(),
         format!(
-            "{FILE}:8: document 2, field apiVersion: apiVersion \"v1\" is not supported; use \"{API_VERSION}\""
+            "{FILE}:8:1: document 2, field apiVersion: apiVersion \"v1\" is not supported; use \"{API_VERSION}\""
         )
     );
 
@@ -686,6 +694,7 @@ fn errors_display_as_path_line_document_field_message() {
         document: 0,
         field: String::new(),
         line: None,
+        column: None,
         message: "cannot read the file".to_string(),
     };
     assert_eq!(
@@ -1289,7 +1298,7 @@ fn load_spec_file_errors_name_the_file() {
     assert_eq!(errors[0].file, path);
     assert!(errors[0]
         .to_string()
-        .starts_with(&format!("{}:7: document 1", path.display())));
+        .starts_with(&format!("{}:7:3: document 1", path.display())));
 }
 
 #[test]
@@ -1306,6 +1315,7 @@ fn load_spec_file_refuses_files_that_are_too_big() {
             document: 0,
             field: String::new(),
             line: None,
+            column: None,
             message: format!(
                 "the file is {size} bytes; it may be at most {MAX_SPEC_FILE_BYTES} bytes"
             ),

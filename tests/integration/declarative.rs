@@ -310,7 +310,7 @@ fn status_without_a_launcher_fails_with_a_clear_message() {
 }
 
 #[test]
-fn validate_reports_every_error_with_file_document_field_and_line() {
+fn validate_reports_every_error_with_file_line_column_document_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("specs.yaml");
     std::fs::write(
@@ -331,12 +331,12 @@ fn validate_reports_every_error_with_file_document_field_and_line() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let path = file.display().to_string();
     assert!(
-        stdout.contains(&format!("{path}:6: document 1, field spec.colour")),
+        stdout.contains(&format!("{path}:6:3: document 1, field spec.colour")),
         "{stdout}"
     );
     assert!(
         stdout.contains(&format!(
-            "{path}:13: document 2, field spec.terminationGracePeriod"
+            "{path}:13:27: document 2, field spec.terminationGracePeriod"
         )),
         "{stdout}"
     );

@@ -387,7 +387,7 @@ fn a_launcher_killed_during_a_burst_of_starts_never_leaves_two_processes_for_one
         drop_specs(&launcher, &burst);
         ids.extend(burst);
         // Chaos, not synchronisation: once the burst has begun, the kill lands at a random
-        // point of it (its spawns take a few milliseconds each, intents flushed before them).
+        // point of it (its spawns take a few milliseconds each, their intents written before them).
         // A child's log file is opened just before its spawn: the first one marks the start.
         let prefix = format!("burst-{round}-");
         let logs = launcher.data_dir().join("logs");
