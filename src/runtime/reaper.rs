@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nix::errno::Errno;
@@ -68,6 +68,23 @@ pub struct ChildTable {
     exits: Option<Arc<ExitWatch>>,
     /// How many tracked children have no pidfd (their exits are found by the sweep only).
     unwatched: Arc<AtomicUsize>,
+    /// How many pidfds the table holds, and how many it may (see `pidfd_budget`).
+    watched: Arc<AtomicUsize>,
+    budget: usize,
+    budget_reached_told: Arc<AtomicBool>,
+}
+
+/// How many children may hold a pidfd: the soft `RLIMIT_NOFILE` less a reserve (a quarter, at
+/// least 256) for everything else the launcher opens: spawns open log files, probes and clients
+/// open sockets, and a launcher that used every descriptor for pidfds could start nothing. The
+/// children past it are reaped by the sweep (as before pidfds), and the log says to raise the
+/// limit. The limit is not raised here: children inherit it, and some programs rely on the
+/// usual 1024 (`select`).
+fn pidfd_budget() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    soft.saturating_sub((soft / 4).max(256))
 }
 
 impl Default for ChildTable {
@@ -84,6 +101,9 @@ impl Default for ChildTable {
             spawning: Arc::default(),
             exits,
             unwatched: Arc::default(),
+            watched: Arc::default(),
+            budget: pidfd_budget(),
+            budget_reached_told: Arc::default(),
         }
     }
 }
@@ -100,8 +120,12 @@ impl SpawnGuard<'_> {
     /// the pidfd is the child's even if it already exited.
     pub fn record(&self, pid: u32, child: Child) {
         let exit_watch = self.table.exits.as_ref().and_then(|exits| {
+            if !self.table.take_pidfd_slot() {
+                return None;
+            }
             exits
                 .watch(pid)
+                .inspect_err(|_| self.table.give_pidfd_slot())
                 .map_err(|error| {
                     tracing::debug!(pid, %error, "no pidfd for a child; its exit is found by the sweep on SIGCHLD");
                 })
@@ -145,7 +169,32 @@ impl ChildTable {
     fn forgotten(&self, tracked: &Tracked) {
         if tracked.exit_watch.is_none() {
             self.unwatched.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.give_pidfd_slot();
         }
+    }
+
+    /// Counts one more pidfd if the budget allows it.
+    fn take_pidfd_slot(&self) -> bool {
+        let taken = self
+            .watched
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |watched| {
+                (watched < self.budget).then_some(watched + 1)
+            })
+            .is_ok();
+        if !taken && !self.budget_reached_told.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                pidfds = self.budget,
+                "more children than this launcher's file descriptor limit lets it watch with \
+                 pidfds; the exits of the others are found by a sweep of all children, which \
+                 costs more per exit: raise the limit (LimitNOFILE= in a systemd unit, ulimit -n)"
+            );
+        }
+        taken
+    }
+
+    fn give_pidfd_slot(&self) {
+        self.watched.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Whether every exit of a tracked child is told by its pidfd, so that the sweep on
@@ -157,6 +206,15 @@ impl ChildTable {
     /// The epoll set the loop waits on, if there is one.
     pub fn exit_watch(&self) -> Option<Arc<ExitWatch>> {
         self.exits.clone()
+    }
+
+    /// A table that may hold at most `budget` pidfds.
+    #[cfg(test)]
+    fn with_pidfd_budget(budget: usize) -> ChildTable {
+        ChildTable {
+            budget,
+            ..ChildTable::default()
+        }
     }
 
     /// Records `pid` as a child without a pidfd (for tests that set up a table by hand).
@@ -399,6 +457,7 @@ fn reap_exited(table: &ChildTable, pid: u32, watched: Option<WatchKey>) -> Reape
                 // be told again at once, forever.
                 if let Some(entry) = tracked.get_mut(&pid) {
                     if entry.exit_watch.take().is_some() {
+                        table.give_pidfd_slot();
                         table.unwatched.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -521,6 +580,37 @@ mod tests {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok(),
             "neither killed nor reaped"
         );
+    }
+
+    #[test]
+    fn children_past_the_pidfd_budget_are_left_to_the_sweep_and_a_freed_slot_is_reused() {
+        let table = ChildTable::with_pidfd_budget(1);
+        let watch = table.exit_watch().expect("an epoll set");
+        let first = spawn_sleeper(&table);
+        let second = spawn_sleeper(&table);
+        let mut cleanup = Cleanup(vec![first, second]);
+        assert!(!table.all_watched(), "the second child has no pidfd");
+
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+        exit_of(&table, &watch, first);
+        cleanup.0.retain(|pid| *pid != first);
+        let third = spawn_sleeper(&table);
+        cleanup.0.push(third);
+        let tracked = table.lock();
+        assert!(
+            tracked[&third].exit_watch.is_some(),
+            "the freed slot is reused"
+        );
+        assert!(tracked[&second].exit_watch.is_none());
+    }
+
+    #[test]
+    fn the_pidfd_budget_leaves_a_reserve_of_descriptors() {
+        let budget = pidfd_budget();
+        let (soft, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+        assert!(budget + 256 <= soft.max(256), "budget {budget} of {soft}");
     }
 
     #[test]

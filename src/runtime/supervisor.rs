@@ -622,6 +622,7 @@ impl Supervisor {
             return;
         }
         let mut all_written = true;
+        let mut unwritten = BTreeSet::new();
         for id in std::mem::take(&mut self.unsaved) {
             let written = match self.observed.get(&id) {
                 Some(record) => self.store.put_observed(record),
@@ -630,8 +631,11 @@ impl Supervisor {
             if let Err(error) = written {
                 all_written = false;
                 tracing::error!(%id, error = %Chain(&error), "cannot record the observed state");
+                // Written again with the next pass; until then its intent (if any) is kept.
+                unwritten.insert(id);
             }
         }
+        self.unsaved.append(&mut unwritten);
         if let Err(error) = self.store.flush() {
             all_written = false;
             tracing::error!(error = %Chain(&error), "cannot flush the observed state");

@@ -244,7 +244,9 @@ pub fn parse_spec_text(
                 spec,
                 document: document.index,
                 line: locate_field(document.text, "metadata.name")
-                    .map_or(document.first_line, |(offset, _)| document.first_line + offset),
+                    .map_or(document.first_line, |(offset, _)| {
+                        document.first_line + offset
+                    }),
             }),
             Err(problems) => {
                 for problem in problems {

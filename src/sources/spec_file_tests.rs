@@ -143,15 +143,21 @@ fn locate_field_follows_the_dotted_path_in_block_style() {
     assert_eq!(locate_field(text, "kind"), Some((0, 1)));
     assert_eq!(locate_field(text, "metadata.name"), Some((2, 3)));
     assert_eq!(locate_field(text, "spec.env"), Some((4, 3)));
-    assert_eq!(locate_field(text, "spec.healthCheck.http.path"), Some((8, 7)));
+    assert_eq!(
+        locate_field(text, "spec.healthCheck.http.path"),
+        Some((8, 7))
+    );
     // A missing leaf falls back to the deepest parent found.
     assert_eq!(locate_field(text, "spec.namespace"), Some((3, 1)));
     // A key in a sequence item: the column of the key, after the dash.
     assert_eq!(
-        locate_field("items:
+        locate_field(
+            "items:
   - name: é
     ports:
-", "items.name"),
+",
+            "items.name"
+        ),
         Some((1, 5))
     );
     assert_eq!(locate_field(text, "nothing.here"), None);

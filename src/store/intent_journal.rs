@@ -44,6 +44,10 @@ struct JournalState {
     outstanding: HashMap<ProcessId, SpawnIntent>,
     /// Whether the file may hold lines (so an empty journal costs no `ftruncate` per pass).
     written: bool,
+    /// Whether the file may end in a torn line (a write cut short, by a failure here or by the
+    /// death of a previous launcher): the next append begins with a newline, so that the torn
+    /// line stays alone and the new ones are read.
+    torn_tail: bool,
 }
 
 impl IntentJournal {
@@ -57,17 +61,18 @@ impl IntentJournal {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|source| journal_error("opening", &path, source))?;
-        let written = file
+        let length = file
             .metadata()
             .map_err(|source| journal_error("reading the size of", &path, source))?
-            .len()
-            > 0;
+            .len();
+        let torn_tail = length > 0 && !ends_with_newline(&file, length);
         Ok(IntentJournal {
             path,
             state: Mutex::new(JournalState {
                 file,
                 outstanding: HashMap::new(),
-                written,
+                written: length > 0,
+                torn_tail,
             }),
         })
     }
@@ -82,17 +87,23 @@ impl IntentJournal {
 
     /// Appends `intents` with one `write`; returns once the kernel has them.
     pub(super) fn append(&self, intents: &[SpawnIntent]) -> Result<(), StoreError> {
-        let mut lines = Vec::with_capacity(intents.len() * 1024);
+        let mut lines = Vec::with_capacity(intents.len() * 1024 + 1);
+        let mut state = self.lock();
+        if state.torn_tail {
+            lines.push(b'\n');
+        }
         for intent in intents {
             lines.extend(encode("intents", intent.desired.id.as_str(), intent)?);
             lines.push(b'\n');
         }
-        let mut state = self.lock();
         state.written = true;
-        state
-            .file
-            .write_all(&lines)
-            .map_err(|source| journal_error("writing", &self.path, source))?;
+        if let Err(source) = state.file.write_all(&lines) {
+            // Part of it may be in the file: the spawns it announced never begin, and the next
+            // append must not be read as the rest of its last line.
+            state.torn_tail = true;
+            return Err(journal_error("writing", &self.path, source));
+        }
+        state.torn_tail = false;
         for intent in intents {
             state
                 .outstanding
@@ -107,8 +118,19 @@ impl IntentJournal {
     pub(super) fn read(&self) -> Result<(Vec<SpawnIntent>, Vec<StoreError>), StoreError> {
         let mut text = Vec::new();
         File::open(&self.path)
-            .and_then(|file| file.take(MAX_JOURNAL_BYTES).read_to_end(&mut text))
+            .and_then(|file| file.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut text))
             .map_err(|source| journal_error("reading", &self.path, source))?;
+        if text.len() as u64 > MAX_JOURNAL_BYTES {
+            return Err(StoreError::Journal {
+                action: format!(
+                    "reading {}: it is larger than {MAX_JOURNAL_BYTES} bytes, which no launcher \
+                     writes; move it aside (the launcher then cannot look for the processes of \
+                     the spawns it names)",
+                    self.path.display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::FileTooLarge),
+            });
+        }
         let mut intents = Vec::new();
         let mut corrupt = Vec::new();
         let complete = match text.iter().rposition(|byte| *byte == b'\n') {
@@ -152,6 +174,7 @@ impl IntentJournal {
                 .set_len(0)
                 .map_err(|source| journal_error("emptying", &self.path, source))?;
             state.written = false;
+            state.torn_tail = false;
             return Ok(());
         }
         // Only reached when a spawn's outcome was lost (a spawning thread panicked): rare, so
@@ -163,26 +186,32 @@ impl IntentJournal {
             lines.push(b'\n');
         }
         let staged = self.path.with_extension("jsonl.new");
+        // Opened for appending and kept: after the rename it is the journal, with no reopen
+        // that could fail and leave later intents in the file just replaced.
         let mut file = OpenOptions::new()
-            .write(true)
+            .read(true)
+            .append(true)
             .create(true)
-            .truncate(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&staged)
             .map_err(|source| journal_error("creating", &staged, source))?;
-        file.write_all(&lines)
+        file.set_len(0)
+            .and_then(|()| file.write_all(&lines))
             .map_err(|source| journal_error("writing", &staged, source))?;
         std::fs::rename(&staged, &self.path)
             .map_err(|source| journal_error("replacing", &self.path, source))?;
-        state.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.path)
-            .map_err(|source| journal_error("opening", &self.path, source))?;
+        state.file = file;
+        state.torn_tail = false;
         Ok(())
     }
+}
+
+/// Whether the last byte of `file` (of `length` bytes) is a newline.
+fn ends_with_newline(file: &File, length: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, length - 1).is_ok() && last[0] == b'\n'
 }
 
 fn journal_error(action: &str, path: &Path, source: std::io::Error) -> StoreError {
@@ -268,6 +297,31 @@ mod tests {
         assert_eq!(instances(&journal), ["2", "3"]);
         journal.settle([id("lost"), id("b")]).unwrap();
         assert!(instances(&journal).is_empty());
+    }
+
+    #[test]
+    fn intents_appended_after_a_torn_line_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let whole = serde_json::to_vec(&intent("torn", "0")).unwrap();
+        std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        // A launcher killed in the middle of a write: the next one appends after the torn line.
+        let journal = IntentJournal::open(dir.path()).unwrap();
+        journal.append(&[intent("a", "1")]).unwrap();
+        let (intents, corrupt) = journal.read().unwrap();
+        assert_eq!(intents.len(), 1, "{corrupt:?}");
+        assert_eq!(intents[0].instance, "1");
+        assert_eq!(corrupt.len(), 1, "the torn line, alone");
+    }
+
+    #[test]
+    fn a_journal_that_no_launcher_writes_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = IntentJournal::open(dir.path()).unwrap();
+        let file = File::create(dir.path().join(JOURNAL_FILE)).unwrap();
+        file.set_len(MAX_JOURNAL_BYTES + 1).unwrap();
+        let error = journal.read().unwrap_err();
+        assert!(error.to_string().contains("larger than"), "{error}");
     }
 
     #[test]
