@@ -89,6 +89,9 @@ const BUDGETED_FROM_BYTES: u64 = 64 * 1024;
 /// The longest a spec file's parse may take before the file is reported and skipped.
 const PARSE_BUDGET: Duration = Duration::from_secs(2);
 
+/// From this many files to read at once, they are read on several threads.
+const PARALLEL_READ_FROM: usize = 64;
+
 /// Files being parsed on a thread of their own.
 type InFlight = Arc<Mutex<std::collections::HashSet<PathBuf>>>;
 
@@ -394,8 +397,8 @@ impl SpecDir {
         }
         let gone: Vec<Source> = removed.iter().map(|path| Source::file(path)).collect();
         let mut files: Vec<FileSet<'_>> = Vec::new();
-        for path in present {
-            match self.read(&path) {
+        for (path, read) in self.read_all(present) {
+            match read {
                 Read::Declares(declared) => files.push(FileSet {
                     path,
                     declared,
@@ -428,6 +431,42 @@ impl SpecDir {
                 .collect();
             self.apply(&waiting);
         }
+    }
+
+    /// Reads and parses `paths` (in their order), on a few threads when there are many (a start
+    /// with a thousand files, or a thousand dropped in at once): nothing a file declares starts
+    /// before the directory is read, so its reading is on the path of every start.
+    fn read_all(&self, paths: Vec<PathBuf>) -> Vec<(PathBuf, Read)> {
+        let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
+        if paths.len() < PARALLEL_READ_FROM || threads < 2 {
+            return paths
+                .into_iter()
+                .map(|path| {
+                    let read = self.read(&path);
+                    (path, read)
+                })
+                .collect();
+        }
+        let chunk = paths.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = paths
+                .chunks(chunk)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|path| (path.clone(), self.read(path)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            readers
+                .into_iter()
+                // A reader only panics on a bug; its files are then left as they were until the
+                // next change or rescan reads them again.
+                .flat_map(|reader| reader.join().unwrap_or_default())
+                .collect()
+        })
     }
 
     /// Reads and parses one file that exists, recording its problems when it is invalid.
