@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_launcher::reconcile::{
@@ -78,7 +79,7 @@ fn bench_plan() {
     let desired: Vec<DesiredRecord> = (0..count)
         .map(|n| DesiredRecord {
             id: id(n),
-            spec: spec(n),
+            spec: Arc::new(spec(n)),
             generation: 1,
             source: Source::Api,
             resets: 0,

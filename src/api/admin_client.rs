@@ -242,7 +242,7 @@ fn apply_initial(
                     .flatten()
                 {
                     if let Source::Admin { version } = existing.source {
-                        set.push((existing.id, existing.spec, version));
+                        set.push((existing.id, Arc::unwrap_or_clone(existing.spec), version));
                     }
                 }
             }

@@ -129,7 +129,7 @@ impl PatternLauncherService {
         if !created && record.spec.pattern.as_deref() != Some(pattern.as_str()) {
             return Err(PatternError::OtherPattern {
                 id,
-                running: record.spec.pattern.unwrap_or_default(),
+                running: record.spec.pattern.clone().unwrap_or_default(),
                 requested: pattern,
             });
         }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -73,7 +74,7 @@ pub(crate) fn observed(phase: Phase, spec: ProcessSpec) -> ObservedRecord {
         pid_start_ticks: live.then_some(99),
         instance: None,
         generation: 1,
-        spec,
+        spec: Arc::new(spec),
         ports: ports(),
         started_at: live.then_some(before(5_000)),
         health,

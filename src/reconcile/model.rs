@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -412,7 +413,10 @@ impl ProcessSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredRecord {
     pub id: ProcessId,
-    pub spec: ProcessSpec,
+    /// Shared with the observed record of the process started from it (and with the next
+    /// read of an unchanged record), so that a launcher of 10,000 processes keeps one copy of
+    /// each spec in memory rather than one per record.
+    pub spec: Arc<ProcessSpec>,
     /// Grows by one on every change of `spec`; never reused for an id while its record exists.
     pub generation: u64,
     pub source: Source,
@@ -582,8 +586,8 @@ pub struct ObservedRecord {
     pub instance: Option<String>,
     /// The desired generation the process was started from.
     pub generation: u64,
-    /// The spec the process was started from.
-    pub spec: ProcessSpec,
+    /// The spec the process was started from (the desired record's, shared).
+    pub spec: Arc<ProcessSpec>,
     pub ports: Ports,
     pub started_at: Option<UnixMillis>,
     pub health: Health,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::fixtures::*;
@@ -59,7 +60,7 @@ fn desired(generation: u64, spec: ProcessSpec) -> DesiredRecord {
 fn desired_for(name: &str, generation: u64, spec: ProcessSpec) -> DesiredRecord {
     DesiredRecord {
         id: id(name),
-        spec,
+        spec: Arc::new(spec),
         generation,
         source: Source::Api,
         resets: 0,
@@ -1710,7 +1711,7 @@ fn record_stop_kill_and_generation_table() {
             record_generation(&running, &desired(2, relabelled_spec())),
             ObservedRecord {
                 generation: 2,
-                spec: relabelled_spec(),
+                spec: Arc::new(relabelled_spec()),
                 ..running.clone()
             },
         ),
@@ -2347,7 +2348,7 @@ fn success_exit_codes_decide_what_on_failure_restarts() {
     own.restart_policy = RestartPolicy::OnFailure;
     own.success_exit_codes = vec![0, 3];
     let record = ObservedRecord {
-        spec: own,
+        spec: Arc::new(own),
         ..observed(Phase::Running, spec())
     };
     let done = record_exit(&record, ExitStatus::Code(3), &backoff(), 0.0, NOW);
@@ -3037,10 +3038,10 @@ fn shorten_stop_table() {
 #[test]
 fn shutdown_schedule_kills_by_the_longest_grace_and_gives_up_after_a_margin() {
     let with_grace = |name: &str, grace: u64, phase: Phase| ObservedRecord {
-        spec: ProcessSpec {
+        spec: Arc::new(ProcessSpec {
             termination_grace: Duration::from_secs(grace),
             ..spec()
-        },
+        }),
         ..observed_for(name, phase, spec())
     };
     let quick = ObservedRecord {

@@ -231,7 +231,7 @@ mod tests {
         SpawnIntent {
             desired: DesiredRecord {
                 id: id(name),
-                spec: spec(),
+                spec: std::sync::Arc::new(spec()),
                 generation: 1,
                 source: Source::Api,
                 resets: 0,

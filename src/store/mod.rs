@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -467,7 +467,7 @@ impl Store {
                 Some(existing) if !existing.source.same_owner(source) => {
                     Err(owned_by_another(id, existing.source, source))
                 }
-                Some(existing) if existing.spec == *spec && existing.source == *source => {
+                Some(existing) if *existing.spec == *spec && existing.source == *source => {
                     Ok((existing, false))
                 }
                 existing => Ok((tx.write(id, spec, source, existing.as_ref())?, true)),
@@ -757,7 +757,7 @@ fn apply_set(
             {
                 outcome.conflicts.push((id.clone(), existing.source));
             }
-            Some(existing) if existing.spec == *spec && existing.source == *source => {
+            Some(existing) if *existing.spec == *spec && existing.source == *source => {
                 outcome.unchanged.push(id.clone());
             }
             Some(existing) => {
@@ -886,7 +886,7 @@ impl Tx<'_> {
         };
         let record = DesiredRecord {
             id: id.clone(),
-            spec: spec.clone(),
+            spec: Arc::new(spec.clone()),
             generation: last_generation + 1,
             source: source.clone(),
             resets: match existing {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -116,7 +117,7 @@ fn observed(name: &str, phase: Phase) -> ObservedRecord {
         pid_start_ticks: Some(123_456),
         instance: None,
         generation: 3,
-        spec: spec("/usr/bin/observed"),
+        spec: Arc::new(spec("/usr/bin/observed")),
         ports: Ports {
             grpc: 50051,
             health: 9090,
@@ -243,7 +244,7 @@ fn apply_source_creates_records_at_generation_one() {
         alpha,
         DesiredRecord {
             id: id("alpha"),
-            spec: spec("/bin/alpha"),
+            spec: Arc::new(spec("/bin/alpha")),
             generation: 1,
             source: source.clone(),
             resets: 0,
@@ -315,7 +316,7 @@ fn apply_source_changed_spec_is_updated_with_next_generation() {
     );
     let alpha = store.desired(&id("alpha")).unwrap().unwrap();
     assert_eq!(alpha.generation, 2);
-    assert_eq!(alpha.spec, spec("/bin/alpha-v2"));
+    assert_eq!(*alpha.spec, spec("/bin/alpha-v2"));
     assert_eq!(generation(&store, "beta"), 1);
 }
 
@@ -340,7 +341,7 @@ fn apply_source_label_only_change_is_still_an_update() {
     assert_eq!(outcome.updated, ids(&["alpha"]));
     let alpha = store.desired(&id("alpha")).unwrap().unwrap();
     assert_eq!(alpha.generation, 2);
-    assert_eq!(alpha.spec, relabelled);
+    assert_eq!(*alpha.spec, relabelled);
 }
 
 #[test]
@@ -535,7 +536,7 @@ fn apply_source_reports_ids_owned_by_another_file_as_conflicts() {
         store.desired(&id("shared-name")).unwrap().unwrap(),
         DesiredRecord {
             id: id("shared-name"),
-            spec: spec("/bin/owner"),
+            spec: Arc::new(spec("/bin/owner")),
             generation: 1,
             source: owner,
             resets: 0,
@@ -600,7 +601,7 @@ fn put_desired_on_a_file_owned_id_is_refused_naming_the_owner() {
         "message should name the id: {message}"
     );
     let record = store.desired(&id("alpha")).unwrap().unwrap();
-    assert_eq!(record.spec, spec("/bin/alpha"));
+    assert_eq!(*record.spec, spec("/bin/alpha"));
     assert_eq!(record.generation, 1);
 }
 
@@ -1018,7 +1019,7 @@ fn v1_observed_json(record: &ObservedRecord) -> Vec<u8> {
 fn desired_record(name: &str, source: Source) -> DesiredRecord {
     DesiredRecord {
         id: id(name),
-        spec: spec(&format!("/bin/{name}")),
+        spec: Arc::new(spec(&format!("/bin/{name}"))),
         generation: 3,
         source,
         resets: 0,
@@ -1037,8 +1038,8 @@ fn a_version_1_store_is_migrated_once_at_open() {
     assert!(!String::from_utf8_lossy(&old_observed_json).contains("\"resets_seen\""));
     // A record of a late version-1 launcher has every field, some not the default: kept as is.
     let mut complete = desired_record("omega", Source::Api);
-    complete.spec.success_exit_codes = vec![0, 3];
-    complete.spec.backoff.failure_threshold = Some(7);
+    Arc::make_mut(&mut complete.spec).success_exit_codes = vec![0, 3];
+    Arc::make_mut(&mut complete.spec).backoff.failure_threshold = Some(7);
     complete.resets = 4;
     let complete_json = serde_json::to_vec(&complete).unwrap();
     write_raw_store(
@@ -1814,7 +1815,7 @@ fn shape_samples() -> Vec<(&'static str, serde_json::Value)> {
     {
         let desired = DesiredRecord {
             id: id("shape"),
-            spec: full_spec(type_config, probe),
+            spec: Arc::new(full_spec(type_config, probe)),
             generation: 1,
             source,
             resets: 1,
