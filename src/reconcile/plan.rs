@@ -387,7 +387,7 @@ pub struct Spawned {
     pub instance: String,
 }
 
-/// A spawn about to happen, recorded durably before it happens: what the process is started
+/// A spawn about to happen, recorded (so that it outlives the launcher) before it happens: what the process is started
 /// for (`desired`), the instance id and ports it gets, and when. A launcher that crashes between
 /// the spawn and recording its pid finds the process by its instance id and adopts it with
 /// `record_spawned(&intent.desired, previous, spawned, intent.at)`.

@@ -185,10 +185,11 @@ impl Supervisor {
     }
 
     /// Starts processes: the ones the restart budget and capacity allow are prepared (an
-    /// instance id and ports each), recorded durably as spawns about to happen with ONE flush,
-    /// then spawned. A launcher that crashes after a spawn and before the pass's own flush
-    /// finds the process by its instance id and adopts it, so no process is ever started
-    /// twice, at O(1) flushes per pass. Returns the ids that made progress.
+    /// instance id and ports each), recorded as spawns about to happen with ONE write to the
+    /// intent journal (which outlives the launcher), then spawned. A launcher that crashes after
+    /// a spawn and before the pass's own flush finds the process by its instance id and adopts
+    /// it, so no process is ever started twice, at O(1) flushes per pass. Returns the ids that
+    /// made progress.
     pub(super) fn start_all(&mut self, starts: Vec<Action>, now: UnixMillis) -> Vec<ProcessId> {
         let mut prepared = Vec::new();
         for action in starts {
@@ -217,7 +218,7 @@ impl Supervisor {
             .filter_map(|start| start.intent.clone().ok())
             .collect();
         if let Err(error) = self.store.record_spawn_intents(&intents) {
-            // Spawning without a durable intent could start a process twice after a crash.
+            // Spawning without a recorded intent could start a process twice after a crash.
             tracing::error!(error = %Chain(&error), "cannot record the spawns about to happen; they are retried");
             for start in prepared {
                 self.timers
