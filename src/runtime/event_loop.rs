@@ -9,12 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
-use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
-use super::reaper::{become_subreaper, ExitWatch};
+use super::reaper::become_subreaper;
 use super::supervisor::Supervisor;
 use crate::clock::Clock;
 use crate::error_chain::Chain;
@@ -136,18 +134,6 @@ async fn run_loop(
     supervisor.config.readiness.loop_synced();
     supervisor.request_orphan_scan();
 
-    let exit_watch = supervisor.children.exit_watch().and_then(|watch| {
-        // SAFETY: the `Arc` the AsyncFd holds keeps the epoll descriptor (an `OwnedFd` in
-        // `ExitWatch`) open and unchanged for as long as the registration exists.
-        unsafe { AsyncFd::register_with_interest(watch, Interest::READABLE) }
-            .map_err(|error| tracing::warn!(%error, "cannot wait on the children's pidfds; every exit is found by a sweep of all children on SIGCHLD"))
-            .ok()
-    });
-    let mut exit_watch_failed = exit_watch.is_none();
-    // A SIGCHLD came: the sweep of all children (for orphaned descendants, whose exits no
-    // pidfd tells) runs after the next pass, so that a restart never waits for it and a burst
-    // of exits costs one sweep per pass rather than one per exit.
-    let mut sweep_due = false;
     let mut specs_read = supervisor.config.readiness.specs_read();
     let mut orphan_scan = tokio::time::interval(supervisor.config.orphan_scan_interval);
     orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -162,24 +148,7 @@ async fn run_loop(
             // Shutdown, then exits: a restart is the most urgent thing the loop does.
             biased;
             () = &mut shutdown => break,
-            ready = exits_ready(exit_watch.as_ref()), if !exit_watch_failed => match ready {
-                Ok(mut ready) => {
-                    if !supervisor.reap_watched(ready.get_inner()) {
-                        ready.clear_ready();
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot wait on the children's pidfds any more; every exit is found by a sweep of all children on SIGCHLD");
-                    exit_watch_failed = true;
-                }
-            },
-            Some(()) = sigchld.recv() => {
-                if exit_watch_failed || !supervisor.children.all_watched() {
-                    supervisor.reap();
-                } else {
-                    sweep_due = true;
-                }
-            }
+            Some(()) = sigchld.recv() => supervisor.reap(),
             Some(id) = desired_changes.recv() => {
                 supervisor.desired_changed(id);
                 while let Ok(id) = desired_changes.try_recv() {
@@ -212,22 +181,7 @@ async fn run_loop(
             () = tokio::task::yield_now(), if supervisor.has_work() => {}
         }
         supervisor.reconcile(supervisor.now());
-        if std::mem::take(&mut sweep_due) {
-            // Exits it finds (of children whose pidfd event is not seen yet) make work, which
-            // the next turn takes up at once.
-            supervisor.reap();
-        }
     }
     supervisor.shut_down(&mut sigchld, &mut receiver).await;
     Ok(())
-}
-
-/// Completes when the children's pidfds tell an exit (never, without a watch).
-async fn exits_ready(
-    watch: Option<&AsyncFd<Arc<ExitWatch>>>,
-) -> std::io::Result<AsyncFdReadyGuard<'_, Arc<ExitWatch>>> {
-    match watch {
-        Some(watch) => watch.readable().await,
-        None => std::future::pending().await,
-    }
 }

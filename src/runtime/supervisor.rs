@@ -15,7 +15,7 @@ use super::event_loop::{Event, RuntimeConfig};
 use super::oom::KernelLog;
 use super::pidfd::Pidfd;
 use super::ports::PortAllocator;
-use super::reaper::{reap_ready, reap_watched, ChildExit, ChildTable, ExitWatch};
+use super::reaper::{reap_ready, ChildExit, ChildTable};
 use super::signals::{kill_inherited, Identity};
 use super::timers::Timers;
 use crate::error_chain::Chain;
@@ -262,25 +262,6 @@ impl Supervisor {
         self.exits_reaped(exits);
     }
 
-    /// Reaps the children whose pidfds in `watch` say they exited (see `reap`); returns whether
-    /// more may be ready.
-    pub fn reap_watched(&mut self, watch: &ExitWatch) -> bool {
-        let (exits, more) = reap_watched(&self.children, watch);
-        self.exits_reaped(exits);
-        more
-    }
-
-    /// Reaps what the exit watch says exited, without waiting. Called before a pass and
-    /// between its steps, whatever woke the loop: the watch's readiness reaches the loop's
-    /// runtime only when it polls its I/O driver, which it does not while some other event is
-    /// always ready (SIGCHLD in a mass stop comes through the shared runtime), and a crash must
-    /// never wait for the end of a mass stop. One `epoll_wait` that returns at once.
-    fn look_for_exits(&mut self) {
-        if let Some(watch) = self.children.exit_watch() {
-            while self.reap_watched(&watch) {}
-        }
-    }
-
     fn exits_reaped(&mut self, exits: Vec<ChildExit>) {
         let now = self.now();
         for exit in exits {
@@ -474,11 +455,11 @@ impl Supervisor {
     /// Plans ids and carries the plans out, then writes what changed to the store with one
     /// flush, and kills what ended processes left behind. Urgent ids (exits, probe results,
     /// timers) go first and all at once; the others (a deployment, a mass stop, a resync) in
-    /// steps of `BULK_STEP` until `PASS_BUDGET` is spent. Between steps, exits and due timers
-    /// are looked at and join the next step (which comes even past the budget, for them alone):
-    /// a crash is restarted within milliseconds even while ten thousand stop.
+    /// steps of `BULK_STEP` until `PASS_BUDGET` is spent, so that the loop gets back to the exits
+    /// between passes: a crash is restarted within milliseconds even while ten thousand stop.
+    /// Between steps, due timers join the next step (which comes even past the budget, for
+    /// urgent ids alone).
     pub fn reconcile(&mut self, now: UnixMillis) {
-        self.look_for_exits();
         if self.has_work() || !self.unsaved.is_empty() {
             let span = tracing::debug_span!(
                 "reconcile",
@@ -517,11 +498,10 @@ impl Supervisor {
                     break;
                 }
                 acted += self.step(ids, now);
-                // Between steps, what became urgent meanwhile joins the next one: the loop's
-                // events may wait for the end of the pass, a crash and a due restart may not
-                // (the time moves on with the pass, or a restart due now would look early).
+                // Between steps, a restart that came due joins the next one rather than wait
+                // for the loop's timer branch, which a burst of other events starves (and the
+                // time moves on with the pass, or a restart due now would look early).
                 now = self.now();
-                self.look_for_exits();
                 self.urgent.extend(self.timers.take_due(now));
             }
             self.persist();
@@ -952,7 +932,8 @@ mod tests {
         // recorded, and `newcomer`'s spawn got the same pid.
         supervisor
             .children
-            .track_unwatched(pid, super::super::reaper::Child::Process);
+            .lock()
+            .insert(pid, super::super::reaper::Child::Process);
         supervisor.pids.insert(pid, id("newcomer"));
         for (name, phase) in [("leaving", Phase::Stopping), ("newcomer", Phase::Running)] {
             let observed = ObservedRecord {
