@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod error_chain;
+pub mod parallel;
 pub mod private_fs;
 pub mod reconcile;
 pub mod runtime;

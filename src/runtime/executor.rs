@@ -98,36 +98,9 @@ fn launch_all(
             took: started.elapsed(),
         }
     };
-    if prepared.len() < PARALLEL_FROM {
-        return prepared.into_iter().map(launch).collect();
-    }
-    let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get().min(4));
-    if threads < 2 {
-        return prepared.into_iter().map(launch).collect();
-    }
-    let chunk = prepared.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<Prepared>> = Vec::new();
-    let mut rest = prepared.into_iter();
-    loop {
-        let next: Vec<Prepared> = rest.by_ref().take(chunk).collect();
-        if next.is_empty() {
-            break;
-        }
-        chunks.push(next);
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| scope.spawn(move || chunk.into_iter().map(launch).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            // A spawning thread only panics on a bug; its starts are then left as they were
-            // (their intents kept, so a restarted launcher looks for them) and the resync
-            // plans them again.
-            .flat_map(|handle| handle.join().unwrap_or_default())
-            .collect()
-    })
+    // A spawning thread only panics on a bug; its starts are then left as they were (their
+    // intents kept, so a restarted launcher looks for them) and the resync plans them again.
+    crate::parallel::map_in_parallel(prepared, PARALLEL_FROM, launch)
 }
 
 /// A start that passed the budget and capacity checks, with what its spawn gets, or the ports

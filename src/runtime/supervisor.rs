@@ -259,10 +259,6 @@ impl Supervisor {
     /// spawn, and only a pid that `pids` maps to an id is ever signalled for it.
     pub fn reap(&mut self) {
         let exits = reap_ready(&self.children);
-        self.exits_reaped(exits);
-    }
-
-    fn exits_reaped(&mut self, exits: Vec<ChildExit>) {
         let now = self.now();
         for exit in exits {
             let Some(id) = self.forget_pid(exit.pid) else {

@@ -104,16 +104,7 @@ fn within_budget(
     in_flight: &InFlight,
     load: impl FnOnce(&Path) -> Result<Vec<FileSpec>, Vec<SpecError>> + Send + 'static,
 ) -> Result<Vec<FileSpec>, Vec<SpecError>> {
-    let unreadable = |message: String| {
-        vec![SpecError {
-            file: path.to_path_buf(),
-            document: 0,
-            field: String::new(),
-            line: None,
-            column: None,
-            message,
-        }]
-    };
+    let unreadable = |message: String| vec![SpecError::whole_file(path, message)];
     // Single inserts and removes: a panic elsewhere cannot leave the set half-made.
     let lock = |set: &InFlight| {
         set.lock()
@@ -437,35 +428,11 @@ impl SpecDir {
     /// with a thousand files, or a thousand dropped in at once): nothing a file declares starts
     /// before the directory is read, so its reading is on the path of every start.
     fn read_all(&self, paths: Vec<PathBuf>) -> Vec<(PathBuf, Read)> {
-        let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
-        if paths.len() < PARALLEL_READ_FROM || threads < 2 {
-            return paths
-                .into_iter()
-                .map(|path| {
-                    let read = self.read(&path);
-                    (path, read)
-                })
-                .collect();
-        }
-        let chunk = paths.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let readers: Vec<_> = paths
-                .chunks(chunk)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|path| (path.clone(), self.read(path)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            readers
-                .into_iter()
-                // A reader only panics on a bug; its files are then left as they were until the
-                // next change or rescan reads them again.
-                .flat_map(|reader| reader.join().unwrap_or_default())
-                .collect()
+        // A reader only panics on a bug; its files are then left as they were until the next
+        // change or rescan reads them again.
+        crate::parallel::map_in_parallel(paths, PARALLEL_READ_FROM, |path| {
+            let read = self.read(&path);
+            (path, read)
         })
     }
 

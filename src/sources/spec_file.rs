@@ -42,6 +42,20 @@ pub struct SpecError {
     pub message: String,
 }
 
+impl SpecError {
+    /// A problem of the file as a whole (it cannot be read, or is not one to read).
+    pub fn whole_file(file: &Path, message: String) -> SpecError {
+        SpecError {
+            file: file.to_path_buf(),
+            document: 0,
+            field: String::new(),
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
@@ -74,16 +88,7 @@ pub struct FileSpec {
 /// Reads, parses and resolves a spec file. Either every document is valid and all are returned,
 /// or every error found is.
 pub fn load_spec_file(path: &Path, catalog: &Catalog) -> Result<Vec<FileSpec>, Vec<SpecError>> {
-    let file_error = |message: String| {
-        vec![SpecError {
-            file: path.to_path_buf(),
-            document: 0,
-            field: String::new(),
-            line: None,
-            column: None,
-            message,
-        }]
-    };
+    let file_error = |message: String| vec![SpecError::whole_file(path, message)];
     if path.file_name().and_then(|name| name.to_str()).is_none() {
         return Err(file_error(
             "the file name is not UTF-8, which status, logs and the store cannot name; rename \
@@ -177,12 +182,8 @@ pub fn parse_spec_text(
 ) -> Result<Vec<FileSpec>, Vec<SpecError>> {
     if let Err(problem) = check_shape(text) {
         return Err(vec![SpecError {
-            file: path.to_path_buf(),
-            document: 0,
-            field: String::new(),
             line: Some(problem.line()),
-            column: None,
-            message: problem.to_string(),
+            ..SpecError::whole_file(path, problem.to_string())
         }]);
     }
     let mut specs = Vec::new();

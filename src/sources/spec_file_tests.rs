@@ -695,14 +695,7 @@ fn errors_display_as_path_line_document_field_message() {
         )
     );
 
-    let whole_file = SpecError {
-        file: PathBuf::from(FILE),
-        document: 0,
-        field: String::new(),
-        line: None,
-        column: None,
-        message: "cannot read the file".to_string(),
-    };
+    let whole_file = SpecError::whole_file(Path::new(FILE), "cannot read the file".to_string());
     assert_eq!(
         whole_file.to_string(),
         format!("{FILE}: cannot read the file")

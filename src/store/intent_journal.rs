@@ -87,15 +87,12 @@ impl IntentJournal {
 
     /// Appends `intents` with one `write`; returns once the kernel has them.
     pub(super) fn append(&self, intents: &[SpawnIntent]) -> Result<(), StoreError> {
-        let mut lines = Vec::with_capacity(intents.len() * 1024 + 1);
         let mut state = self.lock();
+        let mut lines = Vec::new();
         if state.torn_tail {
             lines.push(b'\n');
         }
-        for intent in intents {
-            lines.extend(encode("intents", intent.desired.id.as_str(), intent)?);
-            lines.push(b'\n');
-        }
+        lines.extend(as_lines(intents)?);
         state.written = true;
         if let Err(source) = state.file.write_all(&lines) {
             // Part of it may be in the file: the spawns it announced never begin, and the next
@@ -180,11 +177,7 @@ impl IntentJournal {
         // Only reached when a spawn's outcome was lost (a spawning thread panicked): rare, so
         // the cost of a rewrite does not matter, its atomicity does.
         let left: Vec<SpawnIntent> = state.outstanding.values().cloned().collect();
-        let mut lines = Vec::new();
-        for intent in &left {
-            lines.extend(encode("intents", intent.desired.id.as_str(), intent)?);
-            lines.push(b'\n');
-        }
+        let lines = as_lines(&left)?;
         let staged = self.path.with_extension("jsonl.new");
         // Opened for appending and kept: after the rename it is the journal, with no reopen
         // that could fail and leave later intents in the file just replaced.
@@ -205,6 +198,16 @@ impl IntentJournal {
         state.torn_tail = false;
         Ok(())
     }
+}
+
+/// The intents as the journal holds them: one JSON line each.
+fn as_lines(intents: &[SpawnIntent]) -> Result<Vec<u8>, StoreError> {
+    let mut lines = Vec::with_capacity(intents.len() * 1024);
+    for intent in intents {
+        lines.extend(encode("intents", intent.desired.id.as_str(), intent)?);
+        lines.push(b'\n');
+    }
+    Ok(lines)
 }
 
 /// Whether the last byte of `file` (of `length` bytes) is a newline.

@@ -174,14 +174,21 @@ impl UsageBoard {
 mod tests {
     use super::*;
 
-    #[test]
-    fn each_reader_has_its_own_cpu_window_of_at_least_a_second() {
+    /// A board whose only process, pid 7, uses 4096 bytes and the CPU ticks the test sets (at
+    /// 100 ticks a second).
+    fn board_of_pid_7() -> (UsageBoard, Arc<Mutex<u64>>) {
         let ticks = Arc::new(Mutex::new(0u64));
         let reading = ticks.clone();
         let board = UsageBoard::new(
             Arc::new(move |pid| (pid == 7).then(|| (4096, *reading.lock().unwrap()))),
             100,
         );
+        (board, ticks)
+    }
+
+    #[test]
+    fn each_reader_has_its_own_cpu_window_of_at_least_a_second() {
+        let (board, ticks) = board_of_pid_7();
         let id = ProcessId::new("a").unwrap();
         board.track(&id, 7);
         let cpu =
@@ -199,12 +206,7 @@ mod tests {
 
     #[test]
     fn usage_is_sampled_on_demand_with_cpu_since_the_previous_sample() {
-        let ticks = Arc::new(Mutex::new(0u64));
-        let reading = ticks.clone();
-        let board = UsageBoard::new(
-            Arc::new(move |pid| (pid == 7).then(|| (4096, *reading.lock().unwrap()))),
-            100,
-        );
+        let (board, ticks) = board_of_pid_7();
         let id = ProcessId::new("a").unwrap();
         assert!(board.sample(UnixMillis(0)).is_empty());
         board.track(&id, 7);

@@ -12,8 +12,8 @@
 //!   crates `tracing`, `log` (logging is output: reconcile returns data), `rand`, `getrandom` or
 //!   `fastrand`, and imports nothing else of the crate;
 //! - `store`, `runtime`, `api`, `sources` and `telemetry` import of the crate only what
-//!   `IMPORT_LAYOUT` lists for them (the glue `app`, `clock`, `error_chain`, `private_fs`, `lib`
-//!   and the binaries may import anything);
+//!   `IMPORT_LAYOUT` lists for them (the glue `app`, `clock`, `error_chain`, `private_fs`,
+//!   `parallel`, `lib` and the binaries may import anything);
 //! - every file, test files included, opens with a `//!` line;
 //! - there is no `.unwrap()` or `.expect(` call.
 //!
@@ -63,8 +63,8 @@ use std::path::Path;
 /// What each area with a fixed place in the layout may import of the library, besides itself:
 /// the list is the rule, so `runtime` importing `app` is a crossing as much as `runtime`
 /// importing `api`. `reconcile` (which may import nothing else) is checked by
-/// `reconcile_is_pure`. The glue (`app`, `clock`, `error_chain`, `private_fs`, `lib`) and the
-/// binaries may import anything.
+/// `reconcile_is_pure`. The glue (`app`, `clock`, `error_chain`, `private_fs`, `parallel`,
+/// `lib`) and the binaries may import anything.
 const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
     ("store", &["reconcile", "error_chain"]),
     (
@@ -76,6 +76,7 @@ const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
             "clock",
             "error_chain",
             "private_fs",
+            "parallel",
         ],
     ),
     (
@@ -91,7 +92,14 @@ const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
     ),
     (
         "sources",
-        &["reconcile", "store", "telemetry", "clock", "error_chain"],
+        &[
+            "reconcile",
+            "store",
+            "telemetry",
+            "clock",
+            "error_chain",
+            "parallel",
+        ],
     ),
     ("telemetry", &["reconcile", "store", "clock", "error_chain"]),
 ];
