@@ -391,12 +391,15 @@ spec:
 /// names a port, so parallel tests never ask for the same one.
 pub fn write_test_patterns(dir: &std::path::Path) {
     write_manifest(dir, "hello-pattern", HELLO_PATTERN, "namespace", "{}");
-    write_manifest(
+    // Its ready deadline (20 failures × 1 s) is far past the launch timeout (3 s), so a launch of
+    // it answers while it is still starting, never racing the stop at its deadline.
+    write_manifest_with_threshold(
         dir,
         "sick-pattern",
         HELLO_PATTERN,
         "none",
         "{HELLO_FAIL_HEALTH: \"1\"}",
+        20,
     );
     let stubborn = dir.join("stubborn-pattern");
     std::fs::create_dir_all(&stubborn).expect("pattern folder");
@@ -420,13 +423,25 @@ pub fn write_manifest(
     isolation: &str,
     environment: &str,
 ) {
+    write_manifest_with_threshold(dir, name, executable, isolation, environment, 3);
+}
+
+/// `write_manifest` with the health check's failure threshold given.
+pub fn write_manifest_with_threshold(
+    dir: &std::path::Path,
+    name: &str,
+    executable: &str,
+    isolation: &str,
+    environment: &str,
+    failure_threshold: u32,
+) {
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).expect("pattern folder");
     std::fs::write(
         folder.join("manifest.yaml"),
         format!(
             "name: {name}\nversion: 1.0.0\nexecutable: {executable}\nisolation_level: {isolation}\n\
-             healthcheck:\n  path: /health\n  interval: 200ms\n  timeout: 1s\n  failure_threshold: 3\n\
+             healthcheck:\n  path: /health\n  interval: 200ms\n  timeout: 1s\n  failure_threshold: {failure_threshold}\n\
              resources: {{cpu_limit: 0.5, memory_limit: 64Mi}}\n\
              environment: {environment}\n"
         ),
