@@ -18,6 +18,7 @@ mod signals;
 mod spawn;
 mod supervisor;
 mod timers;
+mod vfork_spawn;
 
 pub use event_loop::{run, RuntimeConfig, RuntimeError};
 pub use spawn::log_path;

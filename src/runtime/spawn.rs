@@ -1,12 +1,13 @@
-//! Starting a child: its own process group, an explicit environment and working directory, and
-//! stdout/stderr appended to its log file.
+//! Starting a child: its own process group, an explicit environment and working directory, stdin
+//! from /dev/null, stdout/stderr appended to its log file, and its memory limit, through
+//! `vfork_spawn` (a child that shares the launcher's memory until its exec, not a fork).
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use super::reaper::{Child, ChildTable};
+use super::vfork_spawn::{self, ChildSetup, Program, StartError, Step};
 use crate::reconcile::{
     child_environment, ChildIdentity, LimitEnforcement, LimitMode, Ports, ProcessId, ProcessSpec,
 };
@@ -19,9 +20,11 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start {executable}")]
+    #[error("cannot start {executable} ({step})")]
     Exec {
         executable: PathBuf,
+        /// Where the start failed: `Step::Exec` for the exec itself.
+        step: Step,
         #[source]
         source: std::io::Error,
     },
@@ -54,10 +57,6 @@ pub fn spawn_child(
 ) -> Result<u32, SpawnError> {
     let log_path = log_path(context.log_dir, id);
     let log = open_log(&log_path)?;
-    let log_for_stderr = log.try_clone().map_err(|source| SpawnError::OpenLog {
-        path: log_path.clone(),
-        source,
-    })?;
     let child = ChildIdentity {
         id,
         ports,
@@ -65,48 +64,30 @@ pub fn spawn_child(
         instance: context.instance,
     };
     let env = child_environment(spec, child, |name| std::env::var(name).ok());
-    let working_dir = working_dir(spec);
-    let mut command = Command::new(&spec.executable);
-    command
-        .args(&spec.args)
-        .env_clear()
-        .envs(&env)
-        .current_dir(&working_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_for_stderr))
-        .process_group(0);
-    if let Some(bytes) = LimitEnforcement::data_rlimit(spec.resources.as_ref(), context.limit_mode)
-    {
-        let limit = libc::rlimit {
-            rlim_cur: bytes,
-            rlim_max: bytes,
-        };
-        // Set in the child before its program starts, so that nothing it maps escapes the limit
-        // (set from the parent after posix_spawn, a program that allocates at once beat it). The
-        // price: a spawn with a hook forks instead of using posix_spawn, about 1.6 ms more per
-        // start of a limited process (BENCHMARKS.md, "Memory limits").
-        // SAFETY: the hook runs between fork and exec, where only async-signal-safe calls are
-        // allowed: setrlimit is a plain system call, and `limit` was built before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setrlimit(libc::RLIMIT_DATA, &limit) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-    }
-    let spawning = children.begin_spawn();
-    let child = command.spawn().map_err(|source| SpawnError::Exec {
+    let exec_failed = |source: StartError| SpawnError::Exec {
         executable: spec.executable.clone(),
+        step: source.step,
+        source: source.source,
+    };
+    let program = Program::new(&spec.executable, &spec.args, &env, &working_dir(spec))
+        .map_err(exec_failed)?;
+    let dev_null = File::open("/dev/null").map_err(|source| SpawnError::Exec {
+        executable: spec.executable.clone(),
+        step: Step::Prepare,
         source,
     })?;
-    let pid = child.id();
+    let setup = ChildSetup {
+        stdin: dev_null.as_fd(),
+        stdout: log.as_fd(),
+        stderr: log.as_fd(),
+        // Set in the child before its program starts, so that nothing it maps escapes the limit
+        // (set from the parent after the spawn, a program that allocates at once beat it).
+        data_limit: LimitEnforcement::data_rlimit(spec.resources.as_ref(), context.limit_mode),
+        cgroup_procs: None,
+    };
+    let spawning = children.begin_spawn();
+    let pid = vfork_spawn::start(&program, &setup).map_err(exec_failed)?;
     spawning.record(pid, Child::Process);
-    // The reaper owns the exit status; dropping `child` neither waits for nor kills the process.
-    drop(child);
     Ok(pid)
 }
 

@@ -729,3 +729,53 @@ fn a_memory_limit_holds_from_the_programs_first_instruction() {
     let log = std::fs::read_to_string(launcher.data_dir().join("logs/early.log")).unwrap();
     assert_eq!(log.trim(), "refused");
 }
+
+#[test]
+fn a_limited_child_gets_only_its_streams_its_group_its_limit_and_no_blocked_signal() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec(
+        "bounded.yaml",
+        &spec(
+            "bounded",
+            "  type: utility\n  binary: /bin/sleep\n  args: [\"600\"]\n  resources: {memoryLimit: 64Mi}\n",
+        ),
+    );
+    let pid = launcher.wait_running("bounded", None, TIMEOUT);
+    // The launcher holds sockets, its store, a watch and its log: none of them reaches the child.
+    let mut fds: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let target = std::fs::read_link(entry.path()).unwrap();
+            (entry.file_name().to_string_lossy().into_owned(), target)
+        })
+        .collect();
+    fds.sort();
+    let log = launcher
+        .data_dir()
+        .canonicalize()
+        .unwrap()
+        .join("logs/bounded.log");
+    assert_eq!(
+        fds,
+        vec![
+            ("0".to_string(), std::path::PathBuf::from("/dev/null")),
+            ("1".to_string(), log.clone()),
+            ("2".to_string(), log),
+        ]
+    );
+    assert_eq!(group_members(pid), vec![pid], "its own process group");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("SigBlk:\t0000000000000000"), "{status}");
+    assert!(status.contains("SigCgt:\t0000000000000000"), "{status}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits.lines().any(|line| line.starts_with("Max data size")
+            && line
+                .split_whitespace()
+                .skip(3)
+                .take(2)
+                .eq(["67108864", "67108864"])),
+        "{limits}"
+    );
+}

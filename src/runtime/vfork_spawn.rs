@@ -1,0 +1,525 @@
+//! Starting a program the way glibc's `posix_spawn` does, with steps of our own before its exec:
+//! a child that shares the launcher's memory (`clone` with `CLONE_VM | CLONE_VFORK`) on a small
+//! stack of its own, while the launcher's thread waits, so nothing of the launcher is copied.
+//!
+//! Why it exists: a memory limit (`RLIMIT_DATA`) must hold from the program's first instruction,
+//! so it is set in the child before exec; std's `Command::pre_exec` does that by `fork`ing the
+//! whole launcher instead of using `posix_spawn`, and copying the page tables of a launcher with
+//! 1000 children made a limited restart (W2) 4.32 ms instead of 2.72 and a cold start of 1000
+//! (W1) 1650 ms instead of 722 (BENCHMARKS.md, "Memory limits (issue 14)"). Setting the limit
+//! from the launcher after `posix_spawn` is a race that a program allocating in a constructor
+//! wins. Here the limit, and the join of a cgroup that cgroup mode needs, are steps of a child
+//! that costs what `posix_spawn`'s costs (BENCHMARKS.md, "A spawn without fork for limited
+//! processes (issue 14)").
+//!
+//! The child and the launcher share memory until the child's exec, so the child only makes
+//! system calls on values prepared before the clone: it allocates nothing, takes no lock, and
+//! runs no signal handler (the launcher's thread blocks every signal around the clone; the child
+//! resets every handled signal to its default before it unblocks them). A step that fails
+//! writes which step and its errno into memory the launcher reads once the clone returns, and
+//! the launcher reaps that child itself.
+
+use std::ffi::{c_char, c_int, c_void, CString, OsStr};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+
+/// A program to start: its path, arguments, environment and working directory, as the C strings
+/// the child hands to the kernel.
+#[derive(Debug, Clone)]
+pub struct Program {
+    path: CString,
+    /// `argv[0]` is the path, as std's `Command` gives it.
+    argv: Vec<CString>,
+    /// `NAME=value`, exactly these and nothing of the launcher's environment.
+    envp: Vec<CString>,
+    working_dir: CString,
+}
+
+/// Where the child's standard streams go, what it may use of memory, and the cgroup it joins.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildSetup<'a> {
+    pub stdin: BorrowedFd<'a>,
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+    /// `RLIMIT_DATA` (soft and hard), in bytes.
+    pub data_limit: Option<u64>,
+    /// An open `cgroup.procs` the child writes "0" to before exec: it joins that cgroup, and so
+    /// does everything it starts.
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
+}
+
+/// A step of a start, in the order they are taken: the first three in the launcher, the rest in
+/// the child between the clone and its program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Step {
+    /// Turning the program into C strings and the standard streams into descriptors above 2.
+    Prepare = 1,
+    /// Mapping the child's stack.
+    Stack,
+    /// The clone itself.
+    Clone,
+    ResetSignals,
+    ProcessGroup,
+    JoinCgroup,
+    WorkingDir,
+    Stdio,
+    DataLimit,
+    UnblockSignals,
+    Exec,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{step}")]
+pub struct StartError {
+    pub step: Step,
+    #[source]
+    pub source: io::Error,
+}
+
+impl Program {
+    /// Fails (`InvalidInput`) when a string holds a NUL byte, which validation refuses before.
+    pub fn new<A, K, V>(
+        executable: &Path,
+        args: impl IntoIterator<Item = A>,
+        env: impl IntoIterator<Item = (K, V)>,
+        working_dir: &Path,
+    ) -> Result<Program, StartError>
+    where
+        A: AsRef<OsStr>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let path = c_string(executable.as_os_str().as_bytes())?;
+        let mut argv = vec![path.clone()];
+        for arg in args {
+            argv.push(c_string(arg.as_ref().as_bytes())?);
+        }
+        let mut envp = Vec::new();
+        for (name, value) in env {
+            let mut entry = name.as_ref().as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_ref().as_bytes());
+            envp.push(c_string(&entry)?);
+        }
+        Ok(Program {
+            path,
+            argv,
+            envp,
+            working_dir: c_string(working_dir.as_os_str().as_bytes())?,
+        })
+    }
+}
+
+/// Starts `program` with `setup` and returns its pid once it runs the program (its exec
+/// succeeded). On an error no child is left: one that failed a step was reaped here.
+///
+/// The caller must keep the launcher's reaper from reaping an unknown pid across this call
+/// (`ChildTable::begin_spawn`), so that a child that failed is reaped here, not there.
+pub fn start(program: &Program, setup: &ChildSetup<'_>) -> Result<u32, StartError> {
+    let argv = null_terminated(&program.argv);
+    let envp = null_terminated(&program.envp);
+    // A stream on 0, 1 or 2 other than its own would be overwritten by an earlier dup2 in the
+    // child; such a descriptor is copied above 2 first (std's `Command` does the same).
+    let stdin = above_stdio(setup.stdin)?;
+    let stdout = above_stdio(setup.stdout)?;
+    let stderr = above_stdio(setup.stderr)?;
+    let stack = ChildStack::map()?;
+    let args = ChildArgs {
+        path: program.path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        working_dir: program.working_dir.as_ptr(),
+        stdio: [
+            raw_fd(&stdin, setup.stdin),
+            raw_fd(&stdout, setup.stdout),
+            raw_fd(&stderr, setup.stderr),
+        ],
+        data_limit: setup.data_limit.map(|bytes| libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        }),
+        cgroup_procs: setup.cgroup_procs.map(|fd| fd.as_raw_fd()),
+        last_signal: libc::SIGRTMAX(),
+        empty_mask: empty_signal_set(),
+        failed_step: AtomicU8::new(0),
+        failed_errno: AtomicI32::new(0),
+    };
+    let mut all_signals = empty_signal_set();
+    let mut old_mask = empty_signal_set();
+    // SAFETY: `all_signals` is a valid, initialised sigset_t.
+    unsafe { libc::sigfillset(&mut all_signals) };
+    // Every signal is blocked on this thread while the child runs on its memory, so that no
+    // handler of the launcher runs in the child before it has reset them; glibc's posix_spawn
+    // blocks them all the same way (the raw system call, as glibc's own wrapper would leave its
+    // internal signals unblocked).
+    // SAFETY: rt_sigprocmask reads `all_signals` and writes `old_mask`, both sigset_t of this
+    // frame, of which the kernel uses the first 8 bytes (`KERNEL_SIGSET_BYTES`).
+    let blocked = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all_signals as *const libc::sigset_t,
+            &mut old_mask as *mut libc::sigset_t,
+            KERNEL_SIGSET_BYTES,
+        )
+    };
+    if blocked != 0 {
+        return Err(StartError {
+            step: Step::Clone,
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: `child_main` matches the callback type clone expects and never returns (it execs
+    // or _exits). `stack.top()` is the 16-byte-aligned top of a mapping of `STACK_BYTES` that
+    // stays mapped until `stack` is dropped, after the clone returned; with CLONE_VFORK clone
+    // returns only once the child has exec'd or exited, so the child has stopped using its stack
+    // and `args` (which lives in this frame and outlives the call) by then. The child shares
+    // this memory (CLONE_VM) and only reads `args`, writing only its two atomics; this thread,
+    // the only one that knows `args`, is suspended meanwhile, so nothing else reads or writes
+    // them concurrently. Without CLONE_FILES and CLONE_SIGHAND the child changes only its own
+    // copies of the descriptor table and of the signal dispositions. SIGCHLD makes it an
+    // ordinary child that the launcher's reaper (or `reap` below) waits for.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut c_void,
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    // SAFETY: rt_sigprocmask reads `old_mask`, the mask this thread had before, filled in above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old_mask as *const libc::sigset_t,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            KERNEL_SIGSET_BYTES,
+        )
+    };
+    drop(stack);
+    if pid < 0 {
+        return Err(StartError {
+            step: Step::Clone,
+            source: clone_error,
+        });
+    }
+    // The child wrote these, if it failed, before it exited, and the clone returned after that.
+    let failed_step = args.failed_step.load(Ordering::Acquire);
+    if failed_step != 0 {
+        let errno = args.failed_errno.load(Ordering::Acquire);
+        reap(pid);
+        return Err(StartError {
+            step: Step::from_child(failed_step),
+            source: io::Error::from_raw_os_error(errno),
+        });
+    }
+    // `pid` is positive here, so it fits.
+    Ok(pid.unsigned_abs())
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Step::Prepare => "preparing the child",
+            Step::Stack => "mapping the child's stack",
+            Step::Clone => "cloning the child",
+            Step::ResetSignals => "resetting the child's signal handlers",
+            Step::ProcessGroup => "making the child's process group",
+            Step::JoinCgroup => "joining the cgroup",
+            Step::WorkingDir => "changing to the working directory",
+            Step::Stdio => "redirecting stdin, stdout and stderr",
+            Step::DataLimit => "setting the memory limit (RLIMIT_DATA)",
+            Step::UnblockSignals => "unblocking the child's signals",
+            Step::Exec => "exec",
+        })
+    }
+}
+
+impl Step {
+    /// The step the child reported by number (`Step as u8`).
+    fn from_child(number: u8) -> Step {
+        [
+            Step::ResetSignals,
+            Step::ProcessGroup,
+            Step::JoinCgroup,
+            Step::WorkingDir,
+            Step::Stdio,
+            Step::DataLimit,
+            Step::UnblockSignals,
+            Step::Exec,
+        ]
+        .into_iter()
+        .find(|step| *step as u8 == number)
+        // The child writes only the numbers of the steps above.
+        .unwrap_or(Step::Exec)
+    }
+}
+
+/// The stack of the child: a few pages, with a guard page below so that an overflow faults
+/// instead of writing over the launcher's memory. glibc maps 32 KiB and more for its child.
+const STACK_BYTES: usize = 64 * 1024;
+
+/// The size of the signal set the kernel's `rt_sigprocmask` takes (64 signals).
+const KERNEL_SIGSET_BYTES: usize = 8;
+
+/// What the child reads (everything it needs, prepared before the clone) and writes (which step
+/// failed, and its errno).
+struct ChildArgs {
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    working_dir: *const c_char,
+    /// What becomes 0, 1 and 2: descriptors above 2.
+    stdio: [RawFd; 3],
+    data_limit: Option<libc::rlimit>,
+    cgroup_procs: Option<RawFd>,
+    /// The highest signal number (`SIGRTMAX`), read before the clone.
+    last_signal: c_int,
+    empty_mask: libc::sigset_t,
+    /// `Step as u8` of the step that failed, 0 while none has.
+    failed_step: AtomicU8,
+    failed_errno: AtomicI32,
+}
+
+/// The child: from the clone to the exec of the program, or `_exit(127)` on a failed step.
+extern "C" fn child_main(args: *mut c_void) -> c_int {
+    // SAFETY: `args` is the `ChildArgs` that `start` passed to clone, alive in the suspended
+    // parent's frame until this child execs or exits; it is only read here, but for its atomics.
+    let args = unsafe { &*(args as *const ChildArgs) };
+    // SAFETY: `run_child` is called only here, in the child of a CLONE_VM | CLONE_VFORK clone,
+    // with every signal blocked; see its doc.
+    let (step, errno) = unsafe { run_child(args) };
+    args.failed_errno.store(errno, Ordering::Release);
+    args.failed_step.store(step as u8, Ordering::Release);
+    // SAFETY: _exit ends this child at once, running no atexit handler and flushing no stdio
+    // buffer of the launcher's.
+    unsafe { libc::_exit(127) }
+}
+
+/// The child's steps. Returns only when one fails: which one, and its errno.
+///
+/// # Safety
+///
+/// Only in the child of `start`'s clone, entered with every signal blocked: it shares the
+/// launcher's memory while its parent thread is suspended, so it may only make system calls on
+/// the values `args` points to (no allocation, no lock, no panic, no handler of the launcher's).
+unsafe fn run_child(args: &ChildArgs) -> (Step, c_int) {
+    // SAFETY: every call below is a libc wrapper of one system call, async-signal-safe, that
+    // only reads the pointers of `args` (C strings and NULL-terminated arrays that `start` keeps
+    // alive until the child execs or exits) or writes locals of this frame, and sets errno in
+    // the TLS of the suspended parent thread, which reads it only through `args`. Nothing here
+    // allocates, locks or can panic (no indexing, no arithmetic that overflows: `signal` stops
+    // at SIGRTMAX). Signals stay blocked until the last step before execve, and
+    // by then no signal has a handler of the launcher's in this child.
+    unsafe {
+        // Every signal with a handler goes back to its default before signals are unblocked;
+        // SIGPIPE, which the Rust runtime ignores, too (std's `Command` does the same). Other
+        // ignored signals stay ignored, as with std. glibc refuses its two internal signals
+        // (EINVAL), left as they are: they are sent to threads of the launcher by thread id,
+        // never to this child.
+        let mut signal = 1;
+        while signal <= args.last_signal {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                let mut current: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+                    && (signal == libc::SIGPIPE
+                        || (current.sa_sigaction != libc::SIG_DFL
+                            && current.sa_sigaction != libc::SIG_IGN))
+                {
+                    let mut default: libc::sigaction = std::mem::zeroed();
+                    default.sa_sigaction = libc::SIG_DFL;
+                    if libc::sigaction(signal, &default, std::ptr::null_mut()) != 0 {
+                        return (Step::ResetSignals, errno());
+                    }
+                }
+            }
+            signal += 1;
+        }
+        if libc::setpgid(0, 0) != 0 {
+            return (Step::ProcessGroup, errno());
+        }
+        if let Some(cgroup_procs) = args.cgroup_procs {
+            let written = libc::write(cgroup_procs, b"0".as_ptr().cast(), 1);
+            if written != 1 {
+                return (
+                    Step::JoinCgroup,
+                    if written < 0 { errno() } else { libc::EIO },
+                );
+            }
+        }
+        if libc::chdir(args.working_dir) != 0 {
+            return (Step::WorkingDir, errno());
+        }
+        for (source, target) in args.stdio.into_iter().zip([0, 1, 2]) {
+            // `source` is above 2 (`above_stdio`), so dup2 always copies, and the copy is not
+            // close-on-exec.
+            if libc::dup2(source, target) != target {
+                return (Step::Stdio, errno());
+            }
+        }
+        if let Some(limit) = &args.data_limit {
+            if libc::setrlimit(libc::RLIMIT_DATA, limit) != 0 {
+                return (Step::DataLimit, errno());
+            }
+        }
+        // Nothing but 0, 1 and 2 reaches the program, not even a descriptor the launcher
+        // inherited without close-on-exec. Best effort: before Linux 5.9 there is no
+        // close_range, and close-on-exec (with which the launcher opens everything) does it.
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+        if libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &args.empty_mask as *const libc::sigset_t,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            KERNEL_SIGSET_BYTES,
+        ) != 0
+        {
+            return (Step::UnblockSignals, errno());
+        }
+        libc::execve(args.path, args.argv, args.envp);
+        (Step::Exec, errno())
+    }
+}
+
+/// This thread's errno (in the child: the suspended parent thread's, which it does not read
+/// until the child is gone).
+fn errno() -> c_int {
+    // SAFETY: __errno_location returns the calling thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+/// `strings` as the NULL-terminated array of pointers execve takes; valid while `strings` is.
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|string| string.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+fn c_string(bytes: &[u8]) -> Result<CString, StartError> {
+    CString::new(bytes).map_err(|_| StartError {
+        step: Step::Prepare,
+        source: io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a string"),
+    })
+}
+
+fn empty_signal_set() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid value, and sigemptyset makes it the empty set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        set
+    }
+}
+
+/// A copy of `fd` above 2 when `fd` is 0, 1 or 2 (closed on exec; only its dup2 reaches the
+/// child), else nothing.
+fn above_stdio(fd: BorrowedFd<'_>) -> Result<Option<OwnedFd>, StartError> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(None);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor the borrow keeps open returns a new descriptor or
+    // -1; it touches no memory.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(StartError {
+            step: Step::Prepare,
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: `copy` was just returned by fcntl, is open, and nothing else owns it.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(copy) }))
+}
+
+/// The copy's descriptor if `above_stdio` made one, else the original's.
+fn raw_fd(copy: &Option<OwnedFd>, original: BorrowedFd<'_>) -> RawFd {
+    copy.as_ref()
+        .map_or(original.as_raw_fd(), |copy| copy.as_raw_fd())
+}
+
+/// Waits for a child that failed a step (it is exiting or has exited with 127).
+fn reap(pid: libc::pid_t) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into `status`, a local.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if reaped >= 0 || errno() != libc::EINTR {
+            // ECHILD would mean someone else reaped it, which the caller's spawn guard rules
+            // out; either way there is nothing left to wait for.
+            return;
+        }
+    }
+}
+
+/// The child's stack: an anonymous mapping with a guard page at its low end, unmapped on drop.
+struct ChildStack {
+    base: *mut c_void,
+    bytes: usize,
+}
+
+impl ChildStack {
+    fn map() -> Result<ChildStack, StartError> {
+        let failed = |source| StartError {
+            step: Step::Stack,
+            source,
+        };
+        // SAFETY: sysconf reads a constant of the system.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|page| *page > 0)
+            .unwrap_or(4096);
+        let bytes = STACK_BYTES + page;
+        // SAFETY: a new private anonymous mapping, at an address the kernel chooses, overlaps
+        // nothing of ours.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        let stack = ChildStack { base, bytes };
+        // SAFETY: the first page of the mapping just made, which nothing uses yet.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        Ok(stack)
+    }
+
+    /// The top of the stack (it grows down), aligned to 16 bytes as the ABIs want.
+    fn top(&self) -> *mut c_void {
+        let end = self.base as usize + self.bytes;
+        (end & !15) as *mut c_void
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `bytes` are the mapping made in `map`, which only this value owns;
+        // the child that used it has exec'd or exited (clone with CLONE_VFORK returned).
+        unsafe { libc::munmap(self.base, self.bytes) };
+    }
+}
+
+#[cfg(test)]
+#[path = "vfork_spawn_tests.rs"]
+mod tests;
