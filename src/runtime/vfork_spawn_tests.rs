@@ -109,13 +109,20 @@ fn children_of_this_thread() -> Option<String> {
     std::fs::read_to_string(format!("/proc/self/task/{tid}/children")).ok()
 }
 
+/// Starts `sleep 30` with `sleeper_env()` and `setup`, and reads `/proc/<pid>/<file>` once it
+/// runs.
+fn start_sleeper(fixture: &Fixture, setup: &ChildSetup<'_>, file: &str) -> (TestChild, String) {
+    let env = sleeper_env();
+    let program = fixture.program("/bin/sleep", &["30"], &env);
+    let child = TestChild(start(&program, setup).unwrap());
+    let read = proc_file_once_running(child.0, &env, file);
+    (child, read)
+}
+
 #[test]
 fn a_child_gets_exactly_its_environment_arguments_and_working_directory() {
     let fixture = Fixture::new();
-    let env = sleeper_env();
-    let program = fixture.program("/bin/sleep", &["30"], &env);
-    let child = TestChild(start(&program, &fixture.setup()).unwrap());
-    let cmdline = proc_file_once_running(child.0, &env, "cmdline");
+    let (child, cmdline) = start_sleeper(&fixture, &fixture.setup(), "cmdline");
     assert_eq!(cmdline, "/bin/sleep\x0030\x00");
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", child.0)).unwrap();
     assert_eq!(cwd, fixture.dir.path().canonicalize().unwrap());
@@ -124,10 +131,7 @@ fn a_child_gets_exactly_its_environment_arguments_and_working_directory() {
 #[test]
 fn a_child_leads_its_own_process_group_with_no_signal_blocked_or_handled() {
     let fixture = Fixture::new();
-    let env = sleeper_env();
-    let program = fixture.program("/bin/sleep", &["30"], &env);
-    let child = TestChild(start(&program, &fixture.setup()).unwrap());
-    let status = proc_file_once_running(child.0, &env, "status");
+    let (child, status) = start_sleeper(&fixture, &fixture.setup(), "status");
     // SAFETY: getpgid reads the group of a child of ours that is not reaped yet.
     let group = unsafe { libc::getpgid(child.0 as libc::pid_t) };
     assert_eq!(group, child.0 as libc::pid_t);
@@ -155,10 +159,7 @@ fn a_child_has_only_stdin_from_dev_null_and_stdout_and_stderr_to_its_log() {
         unsafe { libc::fcntl(leaky.as_raw_fd(), libc::F_SETFD, 0) },
         0
     );
-    let env = sleeper_env();
-    let program = fixture.program("/bin/sleep", &["30"], &env);
-    let child = TestChild(start(&program, &fixture.setup()).unwrap());
-    proc_file_once_running(child.0, &env, "status");
+    let (child, _) = start_sleeper(&fixture, &fixture.setup(), "status");
     let fd_dir = format!("/proc/{}/fd", child.0);
     let mut fds: Vec<(String, PathBuf)> = std::fs::read_dir(&fd_dir)
         .unwrap()
@@ -185,14 +186,11 @@ fn a_child_has_only_stdin_from_dev_null_and_stdout_and_stderr_to_its_log() {
 #[test]
 fn a_memory_limit_is_set_before_the_program_starts() {
     let fixture = Fixture::new();
-    let env = sleeper_env();
-    let program = fixture.program("/bin/sleep", &["30"], &env);
     let setup = ChildSetup {
         data_limit: Some(64 << 20),
         ..fixture.setup()
     };
-    let child = TestChild(start(&program, &setup).unwrap());
-    let limits = proc_file_once_running(child.0, &env, "limits");
+    let (_child, limits) = start_sleeper(&fixture, &setup, "limits");
     let data = limits
         .lines()
         .find(|line| line.starts_with("Max data size"))
