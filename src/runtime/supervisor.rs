@@ -584,12 +584,10 @@ impl Supervisor {
     }
 
     /// Kills what the processes that ended left behind, before returning (for the shutdown,
-    /// which must not end before they are gone).
-    pub(super) fn kill_inherited_now(&mut self) {
-        if !self.ended.is_empty() {
-            let ended = std::mem::take(&mut self.ended);
-            kill_inherited(&self.children, &self.config.launcher_id, &ended);
-        }
+    /// which must not end before they are gone); returns the pids killed.
+    pub(super) fn kill_inherited_now(&mut self) -> Vec<u32> {
+        let ended = std::mem::take(&mut self.ended);
+        kill_inherited(&self.children, &self.config.launcher_id, &ended)
     }
 
     pub(super) fn set_observed(&mut self, record: ObservedRecord) {
