@@ -167,24 +167,48 @@ impl Supervisor {
         (self.config.clock)()
     }
 
-    /// Reads every desired record and marks every known id for planning.
+    /// Brings the desired records in memory back in line with the store, and marks every known
+    /// id for planning. Only the records whose stamp (generation, resets, owner) differs from
+    /// the one in memory are read and decoded again, so a resync of 10,000 unchanged records
+    /// builds no spec and leaves no freed memory behind.
     pub fn resync(&mut self) -> Result<(), StoreError> {
-        let (records, corrupt) = self.store.all_desired()?;
+        let (stamps, corrupt) = self.store.desired_stamps()?;
         for error in corrupt {
             tracing::error!(error = %Chain(&error), "skipping a corrupt desired record");
         }
-        let fresh: HashMap<ProcessId, DesiredRecord> = records
-            .into_iter()
-            .map(|mut record| {
-                self.share_known_spec(&mut record);
-                (record.id.clone(), record)
-            })
-            .collect();
         self.dirty.extend(self.desired.keys().cloned());
-        self.dirty.extend(fresh.keys().cloned());
+        let stored: HashSet<&ProcessId> = stamps.iter().map(|stamp| &stamp.id).collect();
+        self.desired.retain(|id, _| stored.contains(id));
+        let mut read_again = 0;
+        for stamp in &stamps {
+            if self
+                .desired
+                .get(&stamp.id)
+                .is_some_and(|known| stamp.matches(known))
+            {
+                continue;
+            }
+            read_again += 1;
+            match self.store.desired(&stamp.id) {
+                Ok(Some(mut record)) => {
+                    self.share_known_spec(&mut record);
+                    self.desired.insert(record.id.clone(), record);
+                }
+                // Deleted since the scan: its notification follows.
+                Ok(None) => {
+                    self.desired.remove(&stamp.id);
+                }
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(error = %Chain(&error), "skipping a corrupt desired record");
+                    self.desired.remove(&stamp.id);
+                }
+                // The store failed, not the record: what is in memory stays until the next try.
+                Err(error) => return Err(error),
+            }
+        }
+        self.dirty.extend(self.desired.keys().cloned());
         self.dirty.extend(self.observed.keys().cloned());
-        self.resynced_many |= fresh.len() >= BURST;
-        self.desired = fresh;
+        self.resynced_many |= read_again >= BURST;
         Ok(())
     }
 
@@ -875,6 +899,56 @@ mod tests {
             supervisor.store.spawn_intents().unwrap().0.is_empty(),
             "the spawn's intent is forgotten once its record is written"
         );
+    }
+
+    #[tokio::test]
+    async fn a_resync_reads_again_only_the_records_that_changed_behind_the_loops_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        for name in ["same", "changed", "reset", "deleted"] {
+            supervisor
+                .store
+                .put_desired(&id(name), &sleeper(), &Source::Api)
+                .unwrap();
+        }
+        supervisor.resync().unwrap();
+        assert_eq!(supervisor.desired.len(), 4);
+        let same_spec = Arc::clone(&supervisor.desired[&id("same")].spec);
+        supervisor.dirty.clear();
+        // Writes the loop did not hear of (as if their notifications were lost).
+        let changed_spec = ProcessSpec {
+            args: vec!["changed".to_string()],
+            ..sleeper()
+        };
+        supervisor
+            .store
+            .put_desired(&id("changed"), &changed_spec, &Source::Api)
+            .unwrap();
+        supervisor.store.reset_desired(&id("reset")).unwrap();
+        supervisor
+            .store
+            .delete_desired(&id("deleted"), &Source::Api)
+            .unwrap();
+        supervisor
+            .store
+            .put_desired(&id("new"), &sleeper(), &Source::Api)
+            .unwrap();
+
+        supervisor.resync().unwrap();
+
+        let mut ids: Vec<&str> = supervisor.desired.keys().map(|id| id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["changed", "new", "reset", "same"]);
+        assert!(
+            Arc::ptr_eq(&supervisor.desired[&id("same")].spec, &same_spec),
+            "an unchanged record keeps the spec in memory"
+        );
+        assert_eq!(*supervisor.desired[&id("changed")].spec, changed_spec);
+        assert_eq!(supervisor.desired[&id("changed")].generation, 2);
+        assert_eq!(supervisor.desired[&id("reset")].resets, 1);
+        for name in ["same", "changed", "reset", "deleted", "new"] {
+            assert!(supervisor.dirty.contains(&id(name)), "{name} is planned");
+        }
     }
 
     #[tokio::test]
