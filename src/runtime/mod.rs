@@ -1,4 +1,4 @@
-//! The only code that touches processes, signals, timers, /proc and children's files. Runs the
+//! The only code that touches processes, signals, timers, /proc, cgroups and children's files. Runs the
 //! reconcile loop on a thread of its own.
 
 mod adoption;
@@ -6,6 +6,7 @@ mod capacity;
 pub mod cgroup;
 mod event_loop;
 mod executor;
+mod leaves;
 pub mod logs;
 mod oom;
 mod pidfd;

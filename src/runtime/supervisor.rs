@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::capacity::Capacity;
 use super::event_loop::{Event, RuntimeConfig};
+use super::leaves::Leaves;
 use super::oom::KernelLog;
 use super::pidfd::Pidfd;
 use super::ports::PortAllocator;
@@ -75,6 +76,8 @@ pub struct Supervisor {
     pub(super) unsaved: BTreeSet<ProcessId>,
     pub(super) jitter: Jitter,
     pub(super) kernel_log: KernelLog,
+    /// The processes' cgroups, in cgroup mode.
+    pub(super) leaves: Option<Leaves>,
     pub(super) restart_budget: RestartBudget,
     pub(super) capacity: Capacity,
     /// Processes adopted from a previous run (not our children), by pid.
@@ -117,6 +120,7 @@ impl Supervisor {
             restart_budget: RestartBudget::new(config.max_restarts_per_second, now),
             capacity: Capacity::new(config.max_processes),
             jitter: Jitter::seeded(now.0 ^ (u64::from(std::process::id()) << 32)),
+            leaves: config.cgroup_tree.clone().map(Leaves::new),
             config,
             log_dir,
             children: ChildTable::default(),
@@ -369,18 +373,34 @@ impl Supervisor {
         if observed.pid != Some(exit.pid) {
             return;
         }
-        // The leader's group is gone (the reaper killed what was left of it); descendants that
-        // left the group were reparented to the launcher and are killed after this pass, so
-        // that nothing of the old process outlives it.
-        if let Some(instance) = &observed.instance {
-            self.ended.insert(Identity::of(&id, instance));
-        }
-        // A SIGKILL the launcher did not send may be the kernel's OOM killer: its log tells.
-        let status = match exit.status {
-            ExitStatus::Signal(9) if !observed.killed && self.kernel_log.oom_killed(exit.pid) => {
-                ExitStatus::OomKilled
+        // In its cgroup, what the process left there is killed now (before anything of the id
+        // can join it again), and its OOM count tells whether the OOM killer took part.
+        let in_leaf = self
+            .leaves
+            .as_mut()
+            .and_then(|leaves| leaves.exited(&id, exit.pid));
+        // Otherwise the leader's group is gone (the reaper killed what was left of it);
+        // descendants that left the group were reparented to the launcher and are killed after
+        // this pass, so that nothing of the old process outlives it.
+        if !in_leaf.is_some_and(|exit| exit.rest_killed) {
+            if let Some(instance) = &observed.instance {
+                self.ended.insert(Identity::of(&id, instance));
             }
-            status => status,
+        }
+        // A SIGKILL the launcher did not send may be the kernel's OOM killer: the cgroup's count
+        // tells, else the kernel's log.
+        let status = if reconcile::may_be_oom_kill(exit.status, observed.killed) {
+            let oom_killed = match in_leaf {
+                Some(in_leaf) => in_leaf.oom_killed,
+                None => self.kernel_log.oom_killed(exit.pid),
+            };
+            if oom_killed {
+                ExitStatus::OomKilled
+            } else {
+                exit.status
+            }
+        } else {
+            exit.status
         };
         if let Err(error) = self.store.put_last_exit(&id, status, now) {
             tracing::error!(%id, error = %Chain(&error), "cannot record the exit");
@@ -654,6 +674,19 @@ impl Supervisor {
         }
     }
 
+    /// Removes the cgroups of forgotten ids that still held processes when they were forgotten
+    /// (at the resync: a killed process is gone long before).
+    pub fn retry_leaf_removals(&mut self) {
+        let Some(leaves) = &mut self.leaves else {
+            return;
+        };
+        if leaves.removals_pending() {
+            let observed = &self.observed;
+            leaves
+                .retry_removals(|name| observed.keys().any(|id| reconcile::leaf_name(id) == name));
+        }
+    }
+
     /// Rotates the logs of live processes that grew past the limit, on a blocking thread of the
     /// shared runtime (copies can be slow; the loop must not wait for them).
     pub fn rotate_logs(&self) {
@@ -770,10 +803,19 @@ mod tests {
 
     /// A supervisor on a temporary store, whose clock always reads `NOW`.
     fn supervisor(dir: &std::path::Path, max_processes: Option<u32>) -> Supervisor {
+        supervisor_in_mode(dir, max_processes, None)
+    }
+
+    /// `supervisor`, in cgroup mode when given a tree.
+    fn supervisor_in_mode(
+        dir: &std::path::Path,
+        max_processes: Option<u32>,
+        cgroup_tree: Option<super::super::cgroup::CgroupTree>,
+    ) -> Supervisor {
         let store = Arc::new(Store::open(&dir.join("store")).unwrap());
         let config = RuntimeConfig {
             data_dir: dir.to_path_buf(),
-            limit_mode: crate::reconcile::LimitMode::Rlimit,
+            cgroup_tree,
             launcher_id: "launcher-unit".to_string(),
             port_range: 41000..=41010,
             resync_interval: Duration::from_secs(30),
@@ -877,6 +919,81 @@ mod tests {
             supervisor.store.spawn_intents().unwrap().0.is_empty(),
             "the spawn's intent is forgotten once its record is written"
         );
+    }
+
+    #[tokio::test]
+    async fn in_cgroup_mode_a_process_lives_in_its_leaf_its_oom_kill_is_reported_and_its_leaf_goes_with_its_id(
+    ) {
+        use crate::reconcile::Resources;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cgroups = tempfile::tempdir().unwrap();
+        let tree =
+            super::super::cgroup::fake::delegated_tree(cgroups.path(), "cpu memory pids").unwrap();
+        let mut supervisor = supervisor_in_mode(dir.path(), None, Some(tree));
+        assert_eq!(
+            supervisor.config.limit_mode(),
+            crate::reconcile::LimitMode::CgroupV2
+        );
+        let spec = ProcessSpec {
+            resources: Some(Resources {
+                cpu_millis: Some(500),
+                memory_bytes: Some(64 << 20),
+            }),
+            ..sleeper()
+        };
+        let desired = DesiredRecord {
+            id: id("hog"),
+            spec: Arc::new(spec),
+            generation: 1,
+            source: Source::Api,
+            resets: 0,
+        };
+        supervisor.desired.insert(id("hog"), desired);
+        supervisor.dirty.insert(id("hog"));
+        supervisor.reconcile(NOW);
+
+        let started = supervisor.observed[&id("hog")].clone();
+        let pid = started.pid.unwrap();
+        let cleanup = Spawned(vec![pid]);
+        assert_eq!(started.phase, Phase::Running);
+        let leaf = cgroups.path().join("proc-hog");
+        let read = |name: &str| std::fs::read_to_string(leaf.join(name)).unwrap();
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        // The child wrote itself into the leaf before its exec (the fake keeps what it wrote).
+        assert_eq!(read("cgroup.procs"), "0");
+
+        // The OOM killer (played by the test) kills it: its leaf's count rose.
+        std::fs::write(leaf.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        let raw = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(raw, nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::wait::waitpid(raw, None).unwrap();
+        std::mem::forget(cleanup);
+        supervisor.children.lock().remove(&pid);
+        let forgotten = supervisor.forget_pid(pid).unwrap();
+        supervisor.record_exit(
+            forgotten,
+            ChildExit {
+                pid,
+                status: ExitStatus::Signal(9),
+            },
+            NOW,
+        );
+        let exited = &supervisor.observed[&id("hog")];
+        assert_eq!(exited.last_exit, Some(ExitStatus::OomKilled));
+        // What it left in its leaf was killed through the leaf, not looked for by identity.
+        assert_eq!(read("cgroup.kill"), "1");
+        assert!(supervisor.ended.is_empty());
+
+        // No longer desired: forgotten, and its leaf with it.
+        supervisor.desired.remove(&id("hog"));
+        supervisor.dirty.insert(id("hog"));
+        supervisor.reconcile(NOW);
+        assert!(!supervisor.observed.contains_key(&id("hog")));
+        assert!(!leaf.exists(), "the leaf of a forgotten id is removed");
+        assert!(cgroups.path().join("supervisor").is_dir());
     }
 
     #[tokio::test]
