@@ -682,8 +682,12 @@ impl Supervisor {
         };
         if leaves.removals_pending() {
             let observed = &self.observed;
-            leaves
-                .retry_removals(|name| observed.keys().any(|id| reconcile::leaf_name(id) == name));
+            // A leaf's name is its id's with a prefix: one lookup per leaf, not a scan.
+            leaves.retry_removals(|name| {
+                name.strip_prefix(reconcile::LEAF_PREFIX)
+                    .and_then(|id| ProcessId::new(id).ok())
+                    .is_some_and(|id| observed.contains_key(&id))
+            });
         }
     }
 
@@ -801,6 +805,17 @@ mod tests {
         }
     }
 
+    /// The first desired record of `name`, written over the API.
+    fn desired_api(name: &str, spec: ProcessSpec) -> DesiredRecord {
+        DesiredRecord {
+            id: id(name),
+            spec: Arc::new(spec),
+            generation: 1,
+            source: Source::Api,
+            resets: 0,
+        }
+    }
+
     /// A supervisor on a temporary store, whose clock always reads `NOW`.
     fn supervisor(dir: &std::path::Path, max_processes: Option<u32>) -> Supervisor {
         supervisor_in_mode(dir, max_processes, None)
@@ -863,13 +878,7 @@ mod tests {
         let mut supervisor = supervisor(dir.path(), Some(1));
         // `leaving` holds the only slot (backing off) and is no longer desired; `waiting` is
         // desired and pending for want of a slot.
-        let waiting = DesiredRecord {
-            id: id("waiting"),
-            spec: Arc::new(sleeper()),
-            generation: 1,
-            source: Source::Api,
-            resets: 0,
-        };
+        let waiting = desired_api("waiting", sleeper());
         supervisor.desired.insert(id("waiting"), waiting);
         for observed in [
             record("leaving", Phase::BackingOff),
@@ -942,13 +951,7 @@ mod tests {
             }),
             ..sleeper()
         };
-        let desired = DesiredRecord {
-            id: id("hog"),
-            spec: Arc::new(spec),
-            generation: 1,
-            source: Source::Api,
-            resets: 0,
-        };
+        let desired = desired_api("hog", spec);
         supervisor.desired.insert(id("hog"), desired);
         supervisor.dirty.insert(id("hog"));
         supervisor.reconcile(NOW);
@@ -994,6 +997,42 @@ mod tests {
         assert!(!supervisor.observed.contains_key(&id("hog")));
         assert!(!leaf.exists(), "the leaf of a forgotten id is removed");
         assert!(cgroups.path().join("supervisor").is_dir());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_launcher_finds_the_leaf_of_the_process_it_adopts_and_kills_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroups = tempfile::tempdir().unwrap();
+        let fake_tree =
+            || super::super::cgroup::fake::delegated_tree(cgroups.path(), "cpu memory").unwrap();
+        let pid = {
+            let mut first = supervisor_in_mode(dir.path(), None, Some(fake_tree()));
+            let desired = desired_api("kept", sleeper());
+            first.desired.insert(id("kept"), desired);
+            first.dirty.insert(id("kept"));
+            first.reconcile(NOW);
+            first.observed[&id("kept")].pid.unwrap()
+            // Dropped like a launcher that stops with --keep-processes: the process runs on.
+        };
+        let _cleanup = Spawned(vec![pid]);
+        // The kernel would list the child that wrote itself into the leaf; the fake needs telling.
+        let leaf = cgroups.path().join("proc-kept");
+        std::fs::write(leaf.join("cgroup.procs"), format!("{pid}\n")).unwrap();
+        // A leaf a crashed run left for an id nobody knows any more.
+        std::fs::create_dir(cgroups.path().join("proc-forgotten")).unwrap();
+        std::fs::write(cgroups.path().join("proc-forgotten/cgroup.procs"), "").unwrap();
+
+        let mut second = supervisor_in_mode(dir.path(), None, Some(fake_tree()));
+        second.recover_previous_run(NOW).unwrap();
+        assert_eq!(second.observed[&id("kept")].pid, Some(pid), "adopted");
+        assert!(!cgroups.path().join("proc-forgotten").exists());
+        assert!(leaf.is_dir(), "the adopted process's leaf is kept");
+        second.kill(&id("kept"));
+        assert_eq!(
+            std::fs::read_to_string(leaf.join("cgroup.kill")).unwrap(),
+            "1",
+            "killed through its leaf"
+        );
     }
 
     #[tokio::test]
