@@ -126,7 +126,8 @@ pub fn spawn_child(
         // Joined in the child, before its exec, so that nothing it runs is ever outside its
         // cgroup: writing "0" to a cgroup's `cgroup.procs` moves the writer.
         // SAFETY: between fork and exec only async-signal-safe calls are allowed: write(2) to a
-        // descriptor opened before the fork (it outlives the spawn: `join` borrows it).
+        // descriptor opened before the fork (it outlives the spawn: `join` borrows it), and on
+        // failure a read of errno into an `io::Error` of the `Os` kind, which allocates nothing.
         unsafe {
             command.pre_exec(move || {
                 if libc::write(procs, b"0".as_ptr().cast(), 1) == 1 {
