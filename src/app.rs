@@ -364,7 +364,7 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         .map(BearerToken::from_file)
         .transpose()?
         .map(Arc::new);
-    let host_limits = runtime::cgroup::detect_host_limits();
+    let host_limits = runtime::cgroup::detect_host_limits(&launcher_id);
     tracing::info!(mode = ?host_limits.mode, "resource limits: {}", host_limits.reason);
     let metrics = Metrics::new()?;
     let problems = SourceProblems::default();

@@ -13,12 +13,20 @@ pub const CPU_MAX_PERIOD_MICROS: u64 = 100_000;
 /// `EINVAL`, so a tiny limit is raised to it rather than make every spawn fail.
 pub const CPU_MAX_MIN_QUOTA_MICROS: u64 = 1_000;
 
-/// What every process's cgroup is named after: `proc-<id>`. Ids are letters, digits and
-/// `. _ - : @`, at most 200 bytes and never starting with `.`, so the name is one path component
-/// of at most 205 bytes (under `NAME_MAX`), never `.` or `..`, and the prefix keeps it apart from
-/// the kernel's interface files (`cgroup.*`, `memory.*`, `cpu.*`...: a controller name and a
-/// dot) and from the launcher's own leaf (`LAUNCHER_LEAF`).
+/// What every process's cgroup is named after: `proc-<launcher tag>_<id>` (see `LeafNames`).
+/// The prefix keeps the name apart from the kernel's interface files (`cgroup.*`, `memory.*`,
+/// `cpu.*`...: a controller name and a dot) and from the launcher's own leaf (`LAUNCHER_LEAF`).
 pub const LEAF_PREFIX: &str = "proc-";
+
+/// Ends the launcher's tag in a leaf's name. A tag never contains it (see `LeafNames`), so a
+/// launcher whose tag is a prefix of another's (`launcher-a`, `launcher-a-b`) never takes the
+/// other's leaves for its own.
+pub const LEAF_TAG_END: char = '_';
+
+/// The longest launcher id used as it is in leaf names; a longer one (or one with other
+/// characters than ASCII letters, digits and `-`) is hashed. With the prefix, the separator and
+/// the longest process id (`MAX_PROCESS_ID_LEN`), a leaf's name stays under `NAME_MAX` (255).
+pub const MAX_LAUNCHER_TAG_LEN: usize = 40;
 
 /// The leaf of the launcher's subtree that the launcher itself lives in, so that the subtree's
 /// root holds no process and may give its children controllers (cgroup v2's "no internal
@@ -142,10 +150,76 @@ pub fn cpu_max(millis: Option<u32>) -> String {
     }
 }
 
-/// The name of the cgroup of `id` (see `LEAF_PREFIX`), the same for every process of the id, so
-/// that its restarts reuse it and a restarted launcher finds it again.
-pub fn leaf_name(id: &ProcessId) -> String {
-    format!("{LEAF_PREFIX}{id}")
+/// The names of one launcher's process cgroups: `proc-<tag>_<id>`, the same for every process
+/// of the id, so that its restarts reuse it and a restarted launcher finds it again; and scoped
+/// by the launcher's tag, so that a launcher only ever lists, kills or removes its own leaves,
+/// never those of another launcher (another data directory) that shares the delegated subtree
+/// or ran in it before.
+///
+/// The tag is the launcher id when it is at most `MAX_LAUNCHER_TAG_LEN` ASCII letters, digits
+/// and `-` (the default ids, `launcher-<12 hex digits>`, are), else `x.` and 16 hex digits of a
+/// hash of it (a `.` that no literal tag has, so the two forms never meet). Process ids are
+/// letters, digits and `. _ - : @`, at most 200 bytes and never starting with `.`, so a leaf's
+/// name is one path component of at most 246 bytes, never `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafNames {
+    /// `proc-<tag>_`.
+    prefix: String,
+}
+
+impl LeafNames {
+    /// The leaf names of the launcher `launcher_id`.
+    pub fn of_launcher(launcher_id: &str) -> LeafNames {
+        let literal = !launcher_id.is_empty()
+            && launcher_id.len() <= MAX_LAUNCHER_TAG_LEN
+            && launcher_id
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-');
+        let tag = if literal {
+            launcher_id.to_string()
+        } else {
+            format!("x.{:016x}", fnv1a_64(launcher_id.as_bytes()))
+        };
+        LeafNames {
+            prefix: format!("{LEAF_PREFIX}{tag}{LEAF_TAG_END}"),
+        }
+    }
+
+    /// The name of the cgroup of `id`.
+    pub fn name(&self, id: &ProcessId) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    /// The id whose leaf `name` is, when it is one of this launcher's leaves.
+    pub fn id_of(&self, name: &str) -> Option<ProcessId> {
+        ProcessId::new(name.strip_prefix(&self.prefix)?).ok()
+    }
+
+    /// This launcher's leaves among `found` (directory names) that belong to no id in `known`
+    /// (the ids with an observed record): left by a run that forgot the id without removing
+    /// them (a crash in between), they are removed. The launcher's own leaf, other launchers'
+    /// leaves and anything not named like a process's leaf are not the launcher's to remove.
+    pub fn strays<'a>(
+        &self,
+        found: impl IntoIterator<Item = String>,
+        known: impl IntoIterator<Item = &'a ProcessId>,
+    ) -> Vec<String> {
+        let known: std::collections::HashSet<&ProcessId> = known.into_iter().collect();
+        let mut stray: Vec<String> = found
+            .into_iter()
+            .filter(|name| self.id_of(name).is_some_and(|id| !known.contains(&id)))
+            .collect();
+        stray.sort();
+        stray
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that is the same in every build and every run (std's is not
+/// promised to be), since a leaf's name must be found again by the next launcher run.
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Whether an exit may be the OOM killer's, so that the runtime looks for the evidence (the
@@ -154,23 +228,6 @@ pub fn leaf_name(id: &ProcessId) -> String {
 /// read) that the launcher did not kill.
 pub fn may_be_oom_kill(status: ExitStatus, killed_by_launcher: bool) -> bool {
     !killed_by_launcher && matches!(status, ExitStatus::Signal(9) | ExitStatus::Unknown)
-}
-
-/// The leaves found in the launcher's subtree (`found`, directory names) that belong to no id in
-/// `known` (the ids with an observed record): left by a run that forgot the id without
-/// removing them (a crash in between), they are removed. The launcher's own leaf and anything
-/// not named like a process's leaf are not the launcher's to remove.
-pub fn stray_leaves<'a>(
-    found: impl IntoIterator<Item = String>,
-    known: impl IntoIterator<Item = &'a ProcessId>,
-) -> Vec<String> {
-    let known: std::collections::HashSet<String> = known.into_iter().map(leaf_name).collect();
-    let mut stray: Vec<String> = found
-        .into_iter()
-        .filter(|name| name.starts_with(LEAF_PREFIX) && !known.contains(name))
-        .collect();
-    stray.sort();
-    stray
 }
 
 #[cfg(test)]
@@ -244,21 +301,57 @@ mod tests {
     }
 
     #[test]
-    fn leaves_are_named_apart_from_interface_files_and_the_launchers_leaf() {
+    fn leaves_are_named_apart_from_interface_files_the_launchers_leaf_and_other_launchers() {
         let id = |text: &str| ProcessId::new(text).unwrap();
+        let names = LeafNames::of_launcher("launcher-0a1b2c3d4e5f");
         for (text, leaf) in [
-            ("orders-cache", "proc-orders-cache"),
-            ("ns:my-app:hello-pattern", "proc-ns:my-app:hello-pattern"),
+            ("orders-cache", "proc-launcher-0a1b2c3d4e5f_orders-cache"),
+            (
+                "ns:my-app:hello-pattern",
+                "proc-launcher-0a1b2c3d4e5f_ns:my-app:hello-pattern",
+            ),
             // Ids that are interface files' or the launcher's leaf's names get the prefix too.
-            ("cgroup.procs", "proc-cgroup.procs"),
-            ("memory.max", "proc-memory.max"),
-            ("supervisor", "proc-supervisor"),
+            ("cgroup.procs", "proc-launcher-0a1b2c3d4e5f_cgroup.procs"),
+            ("supervisor", "proc-launcher-0a1b2c3d4e5f_supervisor"),
+            // The separator may be in the id: the first one ends the tag.
+            ("a_b", "proc-launcher-0a1b2c3d4e5f_a_b"),
         ] {
-            assert_eq!(leaf_name(&id(text)), leaf);
+            assert_eq!(names.name(&id(text)), leaf);
+            assert_eq!(names.id_of(leaf), Some(id(text)));
         }
-        // The longest id still makes one path component the kernel accepts.
+        // A launcher whose id is a prefix of another's never reads the other's leaves as its own.
+        let short = LeafNames::of_launcher("launcher-a");
+        let long = LeafNames::of_launcher("launcher-a-b");
+        assert_eq!(short.id_of(&long.name(&id("orders"))), None);
+        assert_eq!(long.id_of(&short.name(&id("b-orders"))), None);
+        assert_eq!(names.id_of("supervisor"), None);
+        assert_eq!(names.id_of("proc-launcher-0a1b2c3d4e5f_"), None);
+        assert_eq!(names.id_of("proc-launcher-0a1b2c3d4e5f_../x"), None);
+
+        // Ids that are too long or have other characters are hashed, the same way every time,
+        // and never as a literal tag is.
+        for odd in [
+            "launcher with spaces",
+            "launcher_underscored",
+            "launcher/slash",
+            "..",
+            "",
+            &"a".repeat(MAX_LAUNCHER_TAG_LEN + 1),
+        ] {
+            let hashed = LeafNames::of_launcher(odd).name(&id("x"));
+            assert!(hashed.starts_with("proc-x."), "{odd:?}: {hashed}");
+            assert_eq!(hashed.matches('/').count(), 0);
+            assert_eq!(hashed, LeafNames::of_launcher(odd).name(&id("x")));
+        }
+        assert_ne!(
+            LeafNames::of_launcher("launcher a").name(&id("x")),
+            LeafNames::of_launcher("launcher b").name(&id("x"))
+        );
+        // The longest tag and the longest id still make one path component the kernel accepts.
         let longest = id(&"a".repeat(crate::reconcile::MAX_PROCESS_ID_LEN));
-        assert!(leaf_name(&longest).len() <= 255);
+        let widest = LeafNames::of_launcher(&"b".repeat(MAX_LAUNCHER_TAG_LEN));
+        assert!(widest.name(&longest).len() <= 255);
+        assert!(LeafNames::of_launcher("a b").name(&longest).len() <= 255);
         assert!(ProcessId::new("a/b").is_err() && ProcessId::new("..").is_err());
     }
 
@@ -283,23 +376,28 @@ mod tests {
     }
 
     #[test]
-    fn stray_leaves_are_the_process_leaves_of_unknown_ids() {
+    fn stray_leaves_are_this_launchers_leaves_of_unknown_ids() {
         let id = |text: &str| ProcessId::new(text).unwrap();
+        let names = LeafNames::of_launcher("launcher-1");
         let known = [id("kept"), id("also-kept")];
         let found = [
-            "proc-kept",
-            "proc-gone",
+            "proc-launcher-1_kept",
+            "proc-launcher-1_gone",
             "supervisor",
-            "proc-also-kept",
+            "proc-launcher-1_also-kept",
             "someone-elses",
-            "proc-another-gone",
+            "proc-launcher-1_another-gone",
+            // Another launcher's leaves, kept or gone, are never ours.
+            "proc-launcher-2_gone",
+            "proc-launcher-1-2_gone",
+            "proc-gone",
         ]
         .map(String::from);
         assert_eq!(
-            stray_leaves(found, &known),
-            ["proc-another-gone", "proc-gone"].map(String::from)
+            names.strays(found, &known),
+            ["proc-launcher-1_another-gone", "proc-launcher-1_gone"].map(String::from)
         );
-        assert!(stray_leaves(Vec::new(), &known).is_empty());
+        assert!(names.strays(Vec::new(), &known).is_empty());
     }
 
     #[test]

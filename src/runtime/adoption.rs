@@ -143,8 +143,9 @@ impl Supervisor {
     }
 
     /// In cgroup mode, the leaves of the adopted processes (each in its id's leaf, when its
-    /// `cgroup.procs` lists it), and the removal of the leaves a previous run left for ids
-    /// that have no record any more.
+    /// `cgroup.procs` lists it), the removal of the leaves a previous run left for ids that
+    /// have no record any more, and a kill of what is left in the leaves of known ids whose
+    /// process was not adopted in them. Only this launcher's leaves (`reconcile::LeafNames`).
     fn find_leaves(&mut self) {
         let Some(leaves) = &mut self.leaves else {
             return;
@@ -152,7 +153,7 @@ impl Supervisor {
         for (pid, id) in &self.pids {
             leaves.adopted(id, *pid);
         }
-        leaves.remove_strays(self.observed.keys());
+        leaves.clean_up_at_start(self.observed.keys());
     }
 
     /// Tracks an adopted process: its exit, its probes, its usage.

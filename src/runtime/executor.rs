@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::cgroup::CgroupTree;
-use super::leaves::JoinedLeaf;
+use super::leaves::{JoinedLeaf, LeafLimits};
 use super::probe::{start_probing, ExecContext};
 use super::procfs;
 use super::reaper::ChildTable;
@@ -18,8 +18,8 @@ use super::spawn::{spawn_child, working_dir, JoinCgroup, SpawnContext};
 use super::supervisor::{log_if_tripped, Supervisor};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, probe_environment, stop_grace, Action, CgroupLimits, LimitMode, ObservedRecord, Phase,
-    Ports, ProcessId, ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
+    self, probe_environment, stop_grace, Action, LimitMode, ObservedRecord, Phase, Ports,
+    ProcessId, ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
 };
 
 /// Spawns run in parallel threads from this many starts in one round on (a single restart runs
@@ -112,16 +112,19 @@ fn launch_all(
 fn spawn_in_leaf(
     id: &ProcessId,
     intent: &SpawnIntent,
-    leaf_limits: Option<CgroupLimits>,
+    leaf_limits: Option<LeafLimits>,
     cgroup_tree: Option<&CgroupTree>,
     launcher_id: &str,
     log_dir: &Path,
     children: &ChildTable,
 ) -> Result<(u32, Option<JoinedLeaf>), String> {
-    let joining = cgroup_tree
-        .map(|tree| tree.prepare_leaf(id, leaf_limits.as_ref()))
-        .transpose()
-        .map_err(|error| Chain(&error).to_string())?;
+    let joining = match (cgroup_tree, &leaf_limits) {
+        (Some(tree), Some(leaf)) => Some(
+            tree.prepare_leaf(id, &leaf.limits, leaf.unchanged)
+                .map_err(|error| Chain(&error).to_string())?,
+        ),
+        _ => None,
+    };
     let context = SpawnContext {
         launcher_id,
         log_dir,
@@ -137,9 +140,11 @@ fn spawn_in_leaf(
     };
     let pid = spawn_child(id, &intent.desired.spec, intent.ports, context, children)
         .map_err(|error| Chain(&error).to_string())?;
-    let leaf = joining.map(|leaf| JoinedLeaf {
-        oom_kills: leaf.oom_kills,
-        written: leaf_limits,
+    let leaf = joining.map(|joined| JoinedLeaf {
+        oom_kills: joined.oom_kills,
+        written: leaf_limits
+            .filter(|_| joined.wrote_limits)
+            .map(|leaf| leaf.limits),
     });
     Ok((pid, leaf))
 }
@@ -150,8 +155,8 @@ struct Prepared {
     id: ProcessId,
     restart: bool,
     intent: Result<SpawnIntent, (Ports, String)>,
-    /// In cgroup mode, the limits to write to the process's leaf (`None` when it has them).
-    leaf_limits: Option<CgroupLimits>,
+    /// In cgroup mode, the limits of the process's leaf.
+    leaf_limits: Option<LeafLimits>,
 }
 
 impl Supervisor {
@@ -270,7 +275,7 @@ impl Supervisor {
         let leaf_limits = self
             .leaves
             .as_ref()
-            .and_then(|leaves| leaves.limits_to_write(&id, desired.spec.resources.as_ref()));
+            .map(|leaves| leaves.leaf_limits(&id, desired.spec.resources.as_ref()));
         match self.ports.allocate(
             &id,
             previous_ports,

@@ -1,25 +1,38 @@
 //! The loop's cgroup leaves in cgroup mode: one per process id, created at its first spawn and
-//! reused by its restarts (its limits rewritten only when they changed), the pid that joined
-//! it and the OOM count before it did, `cgroup.kill` for a kill and for what a process left
-//! behind when it exited, and the leaf's removal when its id is forgotten or the launcher shuts
-//! down (retried while its last processes die). The file I/O is `cgroup::CgroupTree`'s; this
-//! runs on the loop's own thread, except the spawns' `prepare_leaf`, which runs in their
-//! threads.
+//! reused by its restarts (its limits rewritten when they changed or the leaf is new), the pid
+//! that joined it and the OOM count before it did, `cgroup.kill` for a kill and for what a
+//! process left behind when it exited, and the leaf's removal when its id is forgotten or the
+//! launcher shuts down (retried while its last processes die). The file I/O is
+//! `cgroup::CgroupTree`'s; this runs on the loop's own thread, except the spawns'
+//! `prepare_leaf`, which runs in their threads.
 //!
-//! Every process in a leaf of the launcher's subtree is the launcher's: only its children
-//! write themselves into one (before their exec), and whatever they start stays there, so
-//! `cgroup.kill` of a leaf signals nothing that is not provably ours.
+//! Only this launcher's leaves are ever touched: their names carry its id
+//! (`reconcile::LeafNames`), and the subtree is locked to one launcher at a time. What lives in
+//! one of them was started by this launcher's children, which write themselves into it before
+//! their exec: their descendants stay there unless they move themselves out (they run as the
+//! launcher's user, who may write to the leaf's files; see ARCHITECTURE.md). So `cgroup.kill`
+//! of a leaf signals the process tree the launcher started there, and never another
+//! launcher's.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::cgroup::{CgroupTree, LeafRemoval};
 use crate::error_chain::Chain;
-use crate::reconcile::{leaf_name, stray_leaves, CgroupLimits, ProcessId, Resources};
+use crate::reconcile::{CgroupLimits, ProcessId, Resources};
 
 /// How long the shutdown waits for the processes killed in a leaf to be gone before it leaves
 /// the leaf for the next run to remove.
 const SHUTDOWN_REMOVAL_WAIT: Duration = Duration::from_secs(2);
+
+/// The limits a spawn of an id gets for its leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafLimits {
+    pub limits: CgroupLimits,
+    /// The leaf has them already (written by the last spawn of the id): they are written again
+    /// only if the leaf has to be created (`CgroupTree::prepare_leaf`).
+    pub unchanged: bool,
+}
 
 /// What a spawn did to its leaf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,21 +83,20 @@ impl Leaves {
         &self.tree
     }
 
-    /// The limits a spawn of `id` must write to its leaf: `None` when the leaf has them already.
-    pub fn limits_to_write(
-        &self,
-        id: &ProcessId,
-        resources: Option<&Resources>,
-    ) -> Option<CgroupLimits> {
+    /// The limits a spawn of `id` gets for its leaf, and whether the leaf has them already.
+    pub fn leaf_limits(&self, id: &ProcessId, resources: Option<&Resources>) -> LeafLimits {
         let limits = CgroupLimits::of(resources);
         let written = self.by_id.get(id).and_then(|leaf| leaf.written.as_ref());
-        (written != Some(&limits)).then_some(limits)
+        LeafLimits {
+            unchanged: written == Some(&limits),
+            limits,
+        }
     }
 
     /// `pid` joined the leaf of `id`.
     pub fn joined(&mut self, id: &ProcessId, pid: u32, joined: JoinedLeaf) {
         // A leaf about to be removed is in use again.
-        self.to_remove.remove(&leaf_name(id));
+        self.to_remove.remove(&self.tree.names().name(id));
         let leaf = self.by_id.entry(id.clone()).or_default();
         if joined.written.is_some() {
             leaf.written = joined.written;
@@ -178,22 +190,28 @@ impl Leaves {
     /// and removed later (`retry_removals`).
     pub fn forget(&mut self, id: &ProcessId) {
         self.by_id.remove(id);
-        self.remove_or_kill(leaf_name(id));
+        let name = self.tree.names().name(id);
+        self.remove_or_kill(name);
     }
 
-    /// Removes the leaves that still held processes when they were to be removed, unless the
-    /// id they belong to is in use again (`in_use`).
-    pub fn retry_removals(&mut self, in_use: impl Fn(&str) -> bool) {
+    /// Removes the leaves that still held processes when they were to be removed (killing what
+    /// is still in them again), unless the id they belong to is in use again (`in_use`).
+    pub fn retry_removals(&mut self, in_use: impl Fn(&ProcessId) -> bool) {
         for name in std::mem::take(&mut self.to_remove) {
-            if !in_use(&name) {
+            let id = self.tree.names().id_of(&name);
+            if !id.is_some_and(|id| in_use(&id)) {
                 self.remove_or_kill(name);
             }
         }
     }
 
-    /// The leaves left in the subtree by a previous run for ids that have no observed record
-    /// (`known`): removed like forgotten ones.
-    pub fn remove_strays<'a>(&mut self, known: impl IntoIterator<Item = &'a ProcessId>) {
+    /// At start, after adoption: this launcher's leaves that a previous run left for ids that
+    /// have no observed record (`known`) are removed like forgotten ones; and a known id's leaf
+    /// whose process was not adopted in it but that still holds processes (descendants that
+    /// outlived the process, say while the launcher was down) has them killed, before the id
+    /// starts again, so that its new process does not share its memory limit and OOM count
+    /// with them.
+    pub fn clean_up_at_start<'a>(&mut self, known: impl IntoIterator<Item = &'a ProcessId>) {
         let found = match self.tree.leaf_names() {
             Ok(found) => found,
             Err(error) => {
@@ -201,15 +219,46 @@ impl Leaves {
                 return;
             }
         };
-        for name in stray_leaves(found, known) {
+        let known: HashSet<&ProcessId> = known.into_iter().collect();
+        let strays = self
+            .tree
+            .names()
+            .strays(found.iter().cloned(), known.iter().copied());
+        for name in found {
+            let Some(id) = self.tree.names().id_of(&name) else {
+                continue;
+            };
+            let adopted = self
+                .by_id
+                .get(&id)
+                .is_some_and(|leaf| leaf.member.is_some());
+            if !known.contains(&id) || adopted {
+                continue;
+            }
+            match self.tree.populated(&name) {
+                Ok(false) => {}
+                Ok(true) => match self.tree.kill_leaf(&name) {
+                    Ok(()) => {
+                        tracing::info!(%id, leaf = %name, "killed what a previous run's process left in its cgroup")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%id, error = %Chain(&error), "cannot kill what a previous run's process left in its cgroup")
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%id, error = %Chain(&error), "cannot tell whether a previous run's process left anything in its cgroup")
+                }
+            }
+        }
+        for name in strays {
             tracing::info!(leaf = %name, "removing a cgroup a previous launcher run left");
             self.remove_or_kill(name);
         }
     }
 
-    /// At shutdown (processes not kept): every process leaf of the subtree is removed, waiting
-    /// a little for the processes killed in them to be gone. What is still busy after that is
-    /// left, said so, for the next run (`remove_strays`).
+    /// At shutdown (processes not kept): every one of this launcher's leaves is removed,
+    /// waiting a little for the processes killed in them (once) to be gone. What is still busy
+    /// after that is left, said so, for the next run (`clean_up_at_start`).
     pub fn remove_all(&mut self) {
         self.by_id.clear();
         let names: BTreeSet<String> = match self.tree.leaf_names() {
@@ -219,22 +268,23 @@ impl Leaves {
                 return;
             }
         };
-        self.to_remove.extend(names);
+        for name in names {
+            self.remove_or_kill(name);
+        }
         let deadline = Instant::now() + SHUTDOWN_REMOVAL_WAIT;
-        loop {
-            self.retry_removals(|_| false);
-            if self.to_remove.is_empty() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
+        while !self.to_remove.is_empty() && Instant::now() < deadline {
             // Killed processes take a moment to exit and leave their cgroup; this runs once,
-            // at shutdown, for at most `SHUTDOWN_REMOVAL_WAIT`.
+            // at shutdown, for at most `SHUTDOWN_REMOVAL_WAIT`. They were killed once: only
+            // the removal is tried again.
             std::thread::sleep(Duration::from_millis(5));
+            let tree = &self.tree;
+            self.to_remove.retain(|name| match tree.remove_leaf(name) {
+                Ok(LeafRemoval::Removed | LeafRemoval::Absent) => false,
+                Ok(LeafRemoval::Busy) | Err(_) => true,
+            });
         }
         for name in &self.to_remove {
-            tracing::warn!(leaf = %self.tree.root().join(name).display(), "a cgroup still holds processes at shutdown; the next launcher run removes it");
+            tracing::warn!(leaf = %self.tree.root().join(name).display(), "a cgroup still holds processes (or cannot be removed) at shutdown; the next launcher run removes it");
         }
     }
 
@@ -283,37 +333,55 @@ mod tests {
         Leaves::new(fake::delegated_tree(root, "cpu memory pids").unwrap())
     }
 
+    /// What the executor does for a spawn of `id` as `pid`.
     fn spawn_into(leaves: &mut Leaves, id: &ProcessId, pid: u32, resources: &Resources) {
-        let written = leaves.limits_to_write(id, Some(resources));
-        let joining = leaves.tree().prepare_leaf(id, written.as_ref()).unwrap();
+        let leaf = leaves.leaf_limits(id, Some(resources));
+        let joining = leaves
+            .tree()
+            .prepare_leaf(id, &leaf.limits, leaf.unchanged)
+            .unwrap();
         leaves.joined(
             id,
             pid,
             JoinedLeaf {
                 oom_kills: joining.oom_kills,
-                written,
+                written: joining.wrote_limits.then_some(leaf.limits),
             },
         );
     }
 
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
     #[test]
-    fn limits_are_written_at_the_first_spawn_and_again_only_when_they_change() {
+    fn limits_are_written_at_the_first_spawn_and_again_when_they_change_or_the_leaf_is_new() {
         let root = tempfile::tempdir().unwrap();
         let mut leaves = leaves_in(root.path());
         let orders = id("orders");
-        assert!(leaves
-            .limits_to_write(&orders, Some(&limited(500)))
-            .is_some());
+        assert!(!leaves.leaf_limits(&orders, Some(&limited(500))).unchanged);
         spawn_into(&mut leaves, &orders, 100, &limited(500));
-        assert_eq!(leaves.limits_to_write(&orders, Some(&limited(500))), None);
+        assert!(leaves.leaf_limits(&orders, Some(&limited(500))).unchanged);
         assert_eq!(
-            leaves.limits_to_write(&orders, Some(&limited(750))),
-            Some(CgroupLimits::of(Some(&limited(750))))
+            leaves.leaf_limits(&orders, Some(&limited(750))),
+            LeafLimits {
+                limits: CgroupLimits::of(Some(&limited(750))),
+                unchanged: false
+            }
         );
         leaves.spawn_failed(&orders);
-        assert!(leaves
-            .limits_to_write(&orders, Some(&limited(500)))
-            .is_some());
+        assert!(!leaves.leaf_limits(&orders, Some(&limited(500))).unchanged);
+        spawn_into(&mut leaves, &orders, 101, &limited(500));
+
+        // The leaf removed behind the launcher's back (by hand, by another tool): the next
+        // spawn creates it again with every limit, though the launcher wrote them before.
+        let leaf = leaves.tree().leaf(&orders);
+        std::fs::remove_dir_all(&leaf).unwrap();
+        assert!(leaves.leaf_limits(&orders, Some(&limited(500))).unchanged);
+        spawn_into(&mut leaves, &orders, 102, &limited(500));
+        assert_eq!(read(&leaf.join("memory.max")), (64u64 << 20).to_string());
+        assert_eq!(read(&leaf.join("cpu.max")), "50000 100000");
+        assert!(leaves.leaf_limits(&orders, Some(&limited(500))).unchanged);
     }
 
     #[test]
@@ -332,10 +400,7 @@ mod tests {
                 rest_killed: true
             })
         );
-        assert_eq!(
-            std::fs::read_to_string(leaf.join("cgroup.kill")).unwrap(),
-            "1"
-        );
+        assert_eq!(read(&leaf.join("cgroup.kill")), "1");
         assert_eq!(leaves.exited(&hog, 100), None, "counted once");
         // The next process starts from the count it found.
         std::fs::write(leaf.join("cgroup.kill"), "").unwrap();
@@ -358,9 +423,9 @@ mod tests {
         spawn_into(&mut leaves, &doomed, 100, &limited(500));
         let kill_file = leaves.tree().leaf(&doomed).join("cgroup.kill");
         assert!(!leaves.kill(&doomed, 101), "another pid");
-        assert_eq!(std::fs::read_to_string(&kill_file).unwrap(), "");
+        assert_eq!(read(&kill_file), "");
         assert!(leaves.kill(&doomed, 100));
-        assert_eq!(std::fs::read_to_string(&kill_file).unwrap(), "1");
+        assert_eq!(read(&kill_file), "1");
     }
 
     #[test]
@@ -368,7 +433,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut leaves = leaves_in(root.path());
         let (kept, legacy) = (id("kept"), id("legacy"));
-        let leaf = leaves.tree().prepare_leaf(&kept, None).unwrap();
+        let leaf = leaves
+            .tree()
+            .prepare_leaf(&kept, &CgroupLimits::of(None), false)
+            .unwrap();
         std::fs::write(leaf.path.join("cgroup.procs"), "4242\n").unwrap();
         std::fs::write(leaf.path.join("memory.events"), "oom_kill 3\n").unwrap();
         leaves.adopted(&kept, 4242);
@@ -393,44 +461,49 @@ mod tests {
         for (name, pid) in [("a", 100), ("b", 101), ("c", 102)] {
             spawn_into(&mut leaves, &id(name), pid, &limited(500));
         }
-        let names = || {
-            let mut names = leaves_in_tree(root.path());
-            names.sort();
-            names
-        };
-        assert_eq!(names(), ["proc-a", "proc-b", "proc-c"]);
+        let names = || leaves_in_tree(root.path());
+        assert_eq!(
+            names(),
+            [
+                "proc-launcher-unit_a",
+                "proc-launcher-unit_b",
+                "proc-launcher-unit_c"
+            ]
+        );
         // Forgotten with nothing left in it: removed at once.
         leaves.forget(&id("a"));
-        assert_eq!(names(), ["proc-b", "proc-c"]);
+        assert_eq!(names(), ["proc-launcher-unit_b", "proc-launcher-unit_c"]);
 
         // Forgotten while a process still lives in it: killed, and removed once it is gone.
-        let mut straggler = std::process::Command::new("/bin/sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut straggler = fake::Sleeper::start();
         let b = leaves.tree().leaf(&id("b"));
-        std::fs::write(b.join("cgroup.procs"), format!("{}\n", straggler.id())).unwrap();
+        std::fs::write(b.join("cgroup.procs"), format!("{}\n", straggler.pid())).unwrap();
         leaves.forget(&id("b"));
-        let killed = std::fs::read_to_string(b.join("cgroup.kill")).unwrap();
+        let killed = read(&b.join("cgroup.kill"));
         // The fake does not kill (the kernel would): the test plays its part.
-        straggler.kill().unwrap();
-        straggler.wait().unwrap();
+        straggler.stop();
         assert_eq!(killed, "1");
         assert!(leaves.removals_pending());
-        assert_eq!(names(), ["proc-b", "proc-c"]);
+        assert_eq!(names(), ["proc-launcher-unit_b", "proc-launcher-unit_c"]);
         // An id desired again before the retry keeps its leaf.
-        leaves.retry_removals(|name| name == "proc-b");
-        assert_eq!(names(), ["proc-b", "proc-c"]);
-        leaves.to_remove.insert("proc-b".to_string());
+        leaves.retry_removals(|id| id.as_str() == "b");
+        assert_eq!(names(), ["proc-launcher-unit_b", "proc-launcher-unit_c"]);
+        assert!(!leaves.removals_pending(), "in use: no longer to remove");
+        // Forgotten again, it goes.
+        leaves.to_remove.insert("proc-launcher-unit_b".to_string());
         leaves.retry_removals(|_| false);
         assert!(!leaves.removals_pending());
-        assert_eq!(names(), ["proc-c"]);
+        assert_eq!(names(), ["proc-launcher-unit_c"]);
 
         // A restarted launcher removes what a crashed run left for ids it no longer knows.
+        drop(leaves);
         let mut restarted = leaves_in(root.path());
-        restarted.tree().prepare_leaf(&id("left"), None).unwrap();
-        restarted.remove_strays([&id("c")]);
-        assert_eq!(names(), ["proc-c"]);
+        restarted
+            .tree()
+            .prepare_leaf(&id("left"), &CgroupLimits::of(None), false)
+            .unwrap();
+        restarted.clean_up_at_start([&id("c")]);
+        assert_eq!(names(), ["proc-launcher-unit_c"]);
 
         // Shutdown removes every leaf, and the launcher's own leaf stays (it lives there).
         restarted.remove_all();
@@ -438,13 +511,128 @@ mod tests {
         assert!(root.path().join("supervisor").is_dir());
     }
 
+    #[test]
+    fn another_launchers_leaves_are_never_touched() {
+        // A launcher with another data directory (another id) ran in the same subtree and kept
+        // its processes; this one starts there after it (the lock keeps two from running there
+        // at once), knows none of its ids, and shuts down.
+        let root = tempfile::tempdir().unwrap();
+        let mut theirs = fake::Sleeper::start();
+        {
+            let other =
+                fake::delegated_tree_of(root.path(), "cpu memory", "launcher-other").unwrap();
+            let leaf = other
+                .prepare_leaf(&id("shared"), &CgroupLimits::of(None), false)
+                .unwrap();
+            std::fs::write(
+                leaf.path.join("cgroup.procs"),
+                format!("{}\n", theirs.pid()),
+            )
+            .unwrap();
+        }
+        let mut leaves = leaves_in(root.path());
+        // The same id in this launcher: its own leaf.
+        spawn_into(&mut leaves, &id("shared"), 100, &limited(500));
+        leaves.clean_up_at_start([&id("shared")]);
+        assert_eq!(
+            leaves
+                .exited(&id("shared"), 100)
+                .map(|exit| exit.rest_killed),
+            Some(true)
+        );
+        leaves.forget(&id("shared"));
+        leaves.remove_all();
+        let theirs_leaf = root.path().join("proc-launcher-other_shared");
+        assert_eq!(leaves_in_tree(root.path()), ["proc-launcher-other_shared"]);
+        assert_eq!(read(&theirs_leaf.join("cgroup.kill")), "", "never killed");
+        assert_eq!(
+            read(&theirs_leaf.join("cgroup.procs")),
+            format!("{}\n", theirs.pid())
+        );
+        theirs.stop();
+    }
+
+    #[test]
+    fn what_a_known_ids_unadopted_process_left_in_its_leaf_is_killed_at_start() {
+        let root = tempfile::tempdir().unwrap();
+        let mut escaped = fake::Sleeper::start();
+        {
+            let mut first = leaves_in(root.path());
+            for (name, pid) in [("kept", 100), ("crashed", 101), ("empty", 102)] {
+                spawn_into(&mut first, &id(name), pid, &limited(500));
+            }
+        }
+        let leaf = |name: &str| root.path().join(format!("proc-launcher-unit_{name}"));
+        // `kept` is adopted (its process is in its leaf); `crashed`'s process died while the
+        // launcher was down, but a descendant of it still lives in its leaf; `empty`'s leaf
+        // holds nothing.
+        std::fs::write(leaf("kept").join("cgroup.procs"), "4242\n").unwrap();
+        std::fs::write(
+            leaf("crashed").join("cgroup.procs"),
+            format!("{}\n", escaped.pid()),
+        )
+        .unwrap();
+        let mut restarted = leaves_in(root.path());
+        restarted.adopted(&id("kept"), 4242);
+        restarted.clean_up_at_start([&id("kept"), &id("crashed"), &id("empty")]);
+        assert_eq!(read(&leaf("crashed").join("cgroup.kill")), "1");
+        assert_eq!(
+            read(&leaf("kept").join("cgroup.kill")),
+            "",
+            "adopted: left alone"
+        );
+        assert_eq!(
+            read(&leaf("empty").join("cgroup.kill")),
+            "",
+            "nothing to kill"
+        );
+        // Known ids keep their leaves for their next spawn.
+        assert_eq!(leaves_in_tree(root.path()).len(), 3);
+        escaped.stop();
+    }
+
+    #[test]
+    fn the_shutdown_kills_a_busy_leaf_once_and_then_only_retries_its_removal() {
+        let root = tempfile::tempdir().unwrap();
+        let mut leaves = leaves_in(root.path());
+        spawn_into(&mut leaves, &id("busy"), 100, &limited(500));
+        let leaf = leaves.tree().leaf(&id("busy"));
+        let mut child = fake::Sleeper::start();
+        std::fs::write(leaf.join("cgroup.procs"), format!("{}\n", child.pid())).unwrap();
+        // The fake does not kill: the leaf stays busy through the whole wait, and a rewrite of
+        // cgroup.kill after the first would show in the file (the test empties it after the
+        // first write from another thread: none may follow).
+        let kill_file = leaf.join("cgroup.kill");
+        let watcher = {
+            let kill_file = kill_file.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < deadline {
+                    if read(&kill_file) == "1" {
+                        std::fs::write(&kill_file, "").unwrap();
+                        return true;
+                    }
+                    std::thread::yield_now();
+                }
+                false
+            })
+        };
+        leaves.remove_all();
+        assert!(watcher.join().unwrap(), "killed once");
+        assert_eq!(read(&kill_file), "", "and not again");
+        assert!(leaf.is_dir(), "left for the next run");
+        child.stop();
+    }
+
     fn leaves_in_tree(root: &Path) -> Vec<String> {
-        std::fs::read_dir(root)
+        let mut names: Vec<String> = std::fs::read_dir(root)
             .unwrap()
             .map(|entry| entry.unwrap())
             .filter(|entry| entry.file_type().unwrap().is_dir())
             .map(|entry| entry.file_name().into_string().unwrap())
             .filter(|name| name != "supervisor")
-            .collect()
+            .collect();
+        names.sort();
+        names
     }
 }

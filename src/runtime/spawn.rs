@@ -123,7 +123,7 @@ pub fn spawn_child(
     }
     if let Some(join) = context.join_cgroup {
         let procs = join.procs.as_raw_fd();
-        // Joined in the child, before its exec, so that nothing it runs is ever outside its
+        // Joined in the child, before its exec, so that everything it runs starts in its
         // cgroup: writing "0" to a cgroup's `cgroup.procs` moves the writer.
         // SAFETY: between fork and exec only async-signal-safe calls are allowed: write(2) to a
         // descriptor opened before the fork (it outlives the spawn: `join` borrows it), and on

@@ -682,12 +682,8 @@ impl Supervisor {
         };
         if leaves.removals_pending() {
             let observed = &self.observed;
-            // A leaf's name is its id's with a prefix: one lookup per leaf, not a scan.
-            leaves.retry_removals(|name| {
-                name.strip_prefix(reconcile::LEAF_PREFIX)
-                    .and_then(|id| ProcessId::new(id).ok())
-                    .is_some_and(|id| observed.contains_key(&id))
-            });
+            // A leaf's name gives its id: one lookup per leaf, not a scan.
+            leaves.retry_removals(|id| observed.contains_key(id));
         }
     }
 
@@ -960,7 +956,7 @@ mod tests {
         let pid = started.pid.unwrap();
         let cleanup = Spawned(vec![pid]);
         assert_eq!(started.phase, Phase::Running);
-        let leaf = cgroups.path().join("proc-hog");
+        let leaf = cgroups.path().join("proc-launcher-unit_hog");
         let read = |name: &str| std::fs::read_to_string(leaf.join(name)).unwrap();
         assert_eq!(read("memory.max"), (64u64 << 20).to_string());
         assert_eq!(read("memory.swap.max"), "0");
@@ -999,37 +995,130 @@ mod tests {
         assert!(cgroups.path().join("supervisor").is_dir());
     }
 
+    /// Needs a delegated cgroup v2 subtree (see the README; run with `--ignored`), and fails
+    /// without one: a hog under a small memory limit in its real leaf is OOM-killed by the
+    /// kernel, and its exit is recorded as such from the leaf's `oom_kill` count.
+    #[tokio::test]
+    #[ignore = "needs a delegated cgroup v2 subtree: see README"]
+    async fn real_v2_a_hog_over_its_memory_limit_is_oom_killed_and_reported_so() {
+        use crate::reconcile::Resources;
+
+        let dir = tempfile::tempdir().unwrap();
+        let tree = super::super::cgroup::real::delegated_tree();
+        let mut supervisor = supervisor_in_mode(dir.path(), None, Some(tree.clone()));
+        let hog = id(&format!("real-v2-hog-{}", std::process::id()));
+        // The shell keeps 256 MiB of output in memory, far over its 16 MiB limit (and no swap
+        // to escape to: memory.swap.max is 0).
+        let spec = ProcessSpec {
+            executable: PathBuf::from("/bin/sh"),
+            args: vec![
+                "-c".into(),
+                "hog=$(head -c 268435456 /dev/zero | tr '\\0' x); echo ${#hog}".into(),
+            ],
+            resources: Some(Resources {
+                cpu_millis: None,
+                memory_bytes: Some(16 << 20),
+            }),
+            ..sleeper()
+        };
+        supervisor
+            .desired
+            .insert(hog.clone(), desired_api(hog.as_str(), spec));
+        supervisor.dirty.insert(hog.clone());
+        supervisor.reconcile(NOW);
+        let pid = supervisor.observed[&hog].pid.expect("the hog started");
+        let cleanup = Spawned(vec![pid]);
+        let raw = nix::unistd::Pid::from_raw(pid as i32);
+        // Bounded: the OOM killer acts within the allocation; the guard kills it otherwise.
+        let status = nix::sys::wait::waitpid(raw, None).unwrap();
+        std::mem::forget(cleanup);
+        supervisor.children.lock().remove(&pid);
+        let exit = match status {
+            nix::sys::wait::WaitStatus::Signaled(_, signal, _) => ExitStatus::Signal(signal as i32),
+            nix::sys::wait::WaitStatus::Exited(_, code) => ExitStatus::Code(code),
+            other => panic!("{other:?}"),
+        };
+        let oom_kills = tree.oom_kills(&hog);
+        let forgotten = supervisor.forget_pid(pid).unwrap();
+        supervisor.record_exit(forgotten, ChildExit { pid, status: exit }, NOW);
+        let last_exit = supervisor.observed[&hog].last_exit;
+        // The leaf goes with the id.
+        supervisor.desired.remove(&hog);
+        supervisor.dirty.insert(hog.clone());
+        supervisor.reconcile(NOW);
+        let leaf = tree.leaf(&hog);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while leaf.exists() && std::time::Instant::now() < deadline {
+            supervisor.retry_leaf_removals();
+            std::thread::yield_now();
+        }
+        assert_eq!(exit, ExitStatus::Signal(9), "killed by the kernel");
+        assert!(oom_kills.unwrap() >= 1, "counted in memory.events");
+        assert_eq!(last_exit, Some(ExitStatus::OomKilled));
+        assert!(!leaf.exists(), "{} removed", leaf.display());
+    }
+
     #[tokio::test]
     async fn a_restarted_launcher_finds_the_leaf_of_the_process_it_adopts_and_kills_through_it() {
         let dir = tempfile::tempdir().unwrap();
         let cgroups = tempfile::tempdir().unwrap();
         let fake_tree =
             || super::super::cgroup::fake::delegated_tree(cgroups.path(), "cpu memory").unwrap();
-        let pid = {
+        let (pid, crashed) = {
             let mut first = supervisor_in_mode(dir.path(), None, Some(fake_tree()));
-            let desired = desired_api("kept", sleeper());
-            first.desired.insert(id("kept"), desired);
-            first.dirty.insert(id("kept"));
+            for name in ["kept", "crashed"] {
+                first.desired.insert(id(name), desired_api(name, sleeper()));
+                first.dirty.insert(id(name));
+            }
             first.reconcile(NOW);
-            first.observed[&id("kept")].pid.unwrap()
-            // Dropped like a launcher that stops with --keep-processes: the process runs on.
+            (
+                first.observed[&id("kept")].pid.unwrap(),
+                first.observed[&id("crashed")].pid.unwrap(),
+            )
+            // Dropped like a launcher that stops with --keep-processes: the processes run on.
         };
         let _cleanup = Spawned(vec![pid]);
+        // `crashed` dies while no launcher runs, leaving a descendant in its leaf.
+        let crashed = nix::unistd::Pid::from_raw(crashed as i32);
+        nix::sys::signal::kill(crashed, nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::wait::waitpid(crashed, None).unwrap();
+        let escaped = super::super::cgroup::fake::Sleeper::start();
+        let crashed_leaf = cgroups.path().join("proc-launcher-unit_crashed");
+        std::fs::write(
+            crashed_leaf.join("cgroup.procs"),
+            format!("{}\n", escaped.pid()),
+        )
+        .unwrap();
         // The kernel would list the child that wrote itself into the leaf; the fake needs telling.
-        let leaf = cgroups.path().join("proc-kept");
+        let leaf = cgroups.path().join("proc-launcher-unit_kept");
         std::fs::write(leaf.join("cgroup.procs"), format!("{pid}\n")).unwrap();
-        // A leaf a crashed run left for an id nobody knows any more.
-        std::fs::create_dir(cgroups.path().join("proc-forgotten")).unwrap();
-        std::fs::write(cgroups.path().join("proc-forgotten/cgroup.procs"), "").unwrap();
+        // A leaf a crashed run left for an id nobody knows any more, and one of another
+        // launcher (another data directory) that ran in this subtree before.
+        for name in [
+            "proc-launcher-unit_forgotten",
+            "proc-launcher-other_forgotten",
+        ] {
+            std::fs::create_dir(cgroups.path().join(name)).unwrap();
+            std::fs::write(cgroups.path().join(name).join("cgroup.procs"), "").unwrap();
+        }
 
         let mut second = supervisor_in_mode(dir.path(), None, Some(fake_tree()));
         second.recover_previous_run(NOW).unwrap();
         assert_eq!(second.observed[&id("kept")].pid, Some(pid), "adopted");
-        assert!(!cgroups.path().join("proc-forgotten").exists());
+        assert!(!cgroups.path().join("proc-launcher-unit_forgotten").exists());
+        assert!(cgroups
+            .path()
+            .join("proc-launcher-other_forgotten")
+            .exists());
         assert!(leaf.is_dir(), "the adopted process's leaf is kept");
+        // What `crashed` left is killed before the id starts again; the adopted one's leaf
+        // is not touched.
+        let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
+        assert_eq!(read(crashed_leaf.join("cgroup.kill")), "1");
+        assert_eq!(read(leaf.join("cgroup.kill")), "");
         second.kill(&id("kept"));
         assert_eq!(
-            std::fs::read_to_string(leaf.join("cgroup.kill")).unwrap(),
+            read(leaf.join("cgroup.kill")),
             "1",
             "killed through its leaf"
         );
