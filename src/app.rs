@@ -511,7 +511,10 @@ pub async fn run(
 
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
-    let usage = UsageBoard::new(runtime::usage_sampler(), runtime::ticks_per_second());
+    let usage = UsageBoard::new(
+        runtime::usage_sampler(host_limits.tree.clone()),
+        runtime::ticks_per_second(),
+    );
     let started_at = now();
     let context = Arc::new(ApiContext {
         store: store.clone(),

@@ -1312,6 +1312,27 @@ mod tests {
     }
 
     #[test]
+    fn the_usage_of_a_process_in_its_leaf_is_its_leafs_memory() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = fake::delegated_tree(root.path(), "cpu memory").unwrap();
+        let leaf = tree
+            .prepare_leaf(&id("in-leaf"), &CgroupLimits::of(None), false)
+            .unwrap();
+        // This test process plays the process: alive, with /proc figures.
+        let pid = std::process::id();
+        std::fs::write(leaf.path.join("cgroup.procs"), format!("{pid}\n")).unwrap();
+        std::fs::write(leaf.path.join("memory.current"), "123456789\n").unwrap();
+        let sample = super::super::usage_sampler(Some(tree.clone()));
+        assert_eq!(sample(&id("in-leaf"), pid).unwrap().0, 123_456_789);
+        // Not in its leaf (started in rlimit mode), or no cgroup mode: its resident memory.
+        let resident = super::super::usage_sampler(None)(&id("in-leaf"), pid)
+            .unwrap()
+            .0;
+        assert!(resident > 0 && resident != 123_456_789);
+        assert_ne!(sample(&id("elsewhere"), pid).unwrap().0, 123_456_789);
+    }
+
+    #[test]
     fn a_child_writes_itself_into_its_leaf_before_exec() {
         use super::super::reaper::ChildTable;
         use super::super::spawn::{spawn_child, JoinCgroup, SpawnContext};
