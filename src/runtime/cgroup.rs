@@ -910,6 +910,14 @@ mod tests {
         std::fs::write(dir.join("cgroup.kill"), "").unwrap();
     }
 
+    /// The delegation `host` found, when it found a cgroup v2 subtree.
+    fn delegation_of_host(host: &CgroupHost) -> Option<Delegation> {
+        match host {
+            CgroupHost::V2 { delegation, .. } => Some(*delegation),
+            _ => None,
+        }
+    }
+
     #[test]
     fn a_delegated_v2_subtree_with_memory_and_cpu_gives_cgroup_mode() {
         let root = tempfile::tempdir().unwrap();
@@ -966,14 +974,9 @@ mod tests {
         cgroup_files(&own, "cpu memory\n");
         mark_delegated(&own, c"trusted.delegate");
         let host = detect_in(root.path(), "0::/launcher.service\n", true);
-        assert!(
-            matches!(
-                host,
-                CgroupHost::V2 {
-                    delegation: Delegation::Delegated,
-                    ..
-                }
-            ),
+        assert_eq!(
+            delegation_of_host(&host),
+            Some(Delegation::Delegated),
             "{host:?}"
         );
     }
@@ -986,14 +989,9 @@ mod tests {
         let own = root.path().join("user.slice/app.service");
         cgroup_files(&own, "cpu memory pids\n");
         let host = detect_in(root.path(), "0::/user.slice/app.service\n", true);
-        assert!(
-            matches!(
-                host,
-                CgroupHost::V2 {
-                    delegation: Delegation::Unmarked,
-                    ..
-                }
-            ),
+        assert_eq!(
+            delegation_of_host(&host),
+            Some(Delegation::Unmarked),
             "{host:?}"
         );
         let limits = host_limits(host);
@@ -1019,13 +1017,15 @@ mod tests {
             )
         };
         assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
-        assert!(matches!(
-            detect_in(root.path(), "0::/user.slice/app.service\n", true),
-            CgroupHost::V2 {
-                delegation: Delegation::Unmarked,
-                ..
-            }
-        ));
+        assert_eq!(
+            delegation_of_host(&detect_in(
+                root.path(),
+                "0::/user.slice/app.service
+",
+                true
+            )),
+            Some(Delegation::Unmarked)
+        );
     }
 
     #[test]
@@ -1091,14 +1091,9 @@ mod tests {
         cgroup_files(root.path(), "cpu memory\n");
         mark_delegated(root.path(), USER_MARK);
         let host = detect_in(root.path(), "0::/\n", true);
-        assert!(
-            matches!(
-                host,
-                CgroupHost::V2 {
-                    delegation: Delegation::Unmarked,
-                    ..
-                }
-            ),
+        assert_eq!(
+            delegation_of_host(&host),
+            Some(Delegation::Unmarked),
             "{host:?}"
         );
     }
@@ -1285,13 +1280,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn oom_kills_and_memory_use_are_read_from_the_leaf() {
+    /// A fake delegated tree (with its temporary directory) and an unlimited leaf for `name`.
+    fn fake_tree_with_leaf(name: &str) -> (tempfile::TempDir, CgroupTree, JoiningLeaf) {
         let root = tempfile::tempdir().unwrap();
         let tree = fake::delegated_tree(root.path(), "cpu memory").unwrap();
         let leaf = tree
-            .prepare_leaf(&id("hog"), &CgroupLimits::of(None), false)
+            .prepare_leaf(&id(name), &CgroupLimits::of(None), false)
             .unwrap();
+        (root, tree, leaf)
+    }
+
+    #[test]
+    fn oom_kills_and_memory_use_are_read_from_the_leaf() {
+        let (_root, tree, leaf) = fake_tree_with_leaf("hog");
         for (events, expected) in [
             (
                 "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
@@ -1313,11 +1314,7 @@ mod tests {
 
     #[test]
     fn the_usage_of_a_process_in_its_leaf_is_its_leafs_memory() {
-        let root = tempfile::tempdir().unwrap();
-        let tree = fake::delegated_tree(root.path(), "cpu memory").unwrap();
-        let leaf = tree
-            .prepare_leaf(&id("in-leaf"), &CgroupLimits::of(None), false)
-            .unwrap();
+        let (_root, tree, leaf) = fake_tree_with_leaf("in-leaf");
         // This test process plays the process: alive, with /proc figures.
         let pid = std::process::id();
         std::fs::write(leaf.path.join("cgroup.procs"), format!("{pid}\n")).unwrap();
@@ -1337,11 +1334,7 @@ mod tests {
         use super::super::reaper::ChildTable;
         use super::super::spawn::{spawn_child, JoinCgroup, SpawnContext};
 
-        let root = tempfile::tempdir().unwrap();
-        let tree = fake::delegated_tree(root.path(), "cpu memory").unwrap();
-        let leaf = tree
-            .prepare_leaf(&id("joiner"), &CgroupLimits::of(None), false)
-            .unwrap();
+        let (_root, _tree, leaf) = fake_tree_with_leaf("joiner");
         let logs = tempfile::tempdir().unwrap();
         let spec = crate::reconcile::ProcessSpec {
             executable: PathBuf::from("/bin/true"),
@@ -1402,11 +1395,7 @@ mod tests {
 
     #[test]
     fn cgroup_kill_is_written_to_the_leaf() {
-        let root = tempfile::tempdir().unwrap();
-        let tree = fake::delegated_tree(root.path(), "cpu memory").unwrap();
-        let leaf = tree
-            .prepare_leaf(&id("doomed"), &CgroupLimits::of(None), false)
-            .unwrap();
+        let (_root, tree, leaf) = fake_tree_with_leaf("doomed");
         tree.kill(&id("doomed")).unwrap();
         assert_eq!(read(&leaf.path.join("cgroup.kill")), "1");
         // A kernel before 5.14 has no cgroup.kill: an error naming it.
@@ -1417,11 +1406,7 @@ mod tests {
 
     #[test]
     fn a_leaf_is_removed_only_once_its_processes_are_gone_with_the_cgroups_made_below_it() {
-        let root = tempfile::tempdir().unwrap();
-        let tree = fake::delegated_tree(root.path(), "cpu memory").unwrap();
-        let leaf = tree
-            .prepare_leaf(&id("leaving"), &CgroupLimits::of(None), false)
-            .unwrap();
+        let (root, tree, leaf) = fake_tree_with_leaf("leaving");
         let name = "proc-launcher-unit_leaving";
         // The process made cgroups of its own below its leaf, and a grandchild lives in one.
         let nested = leaf.path.join("workers/pool");
@@ -1467,11 +1452,7 @@ mod tests {
 
     #[test]
     fn cgroups_nested_too_deep_are_left_saying_so() {
-        let root = tempfile::tempdir().unwrap();
-        let tree = fake::delegated_tree(root.path(), "cpu memory").unwrap();
-        let leaf = tree
-            .prepare_leaf(&id("deep"), &CgroupLimits::of(None), false)
-            .unwrap();
+        let (_root, tree, leaf) = fake_tree_with_leaf("deep");
         let mut path = leaf.path.clone();
         for level in 0..=MAX_REMOVAL_DEPTH {
             path = path.join(format!("level{level}"));
