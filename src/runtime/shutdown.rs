@@ -1,7 +1,8 @@
 //! The launcher's shutdown: every live process is stopped with its grace period (or left
 //! running with `--keep-processes`), exits are awaited as they come (children through SIGCHLD,
 //! adopted processes through their pidfds), and the wait is bounded by the schedule `reconcile`
-//! decides.
+//! decides. In cgroup mode the processes' cgroups are removed after (kept with the processes
+//! under `--keep-processes`, for the next launcher to find).
 
 use std::time::Duration;
 
@@ -94,6 +95,11 @@ impl Supervisor {
         self.reap_leftovers(&killed_leftovers, sigchld, schedule.give_up_at)
             .await;
         self.persist();
+        if let Some(leaves) = &mut self.leaves {
+            // On the loop's thread, blocking: nothing else runs on it any more, and the wait for
+            // killed processes to leave their cgroups is bounded.
+            leaves.remove_all();
+        }
     }
 
     /// Waits, until `give_up_at` at the latest, for the descendants it `killed` (left behind by

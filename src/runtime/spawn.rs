@@ -2,6 +2,7 @@
 //! stdout/stderr appended to its log file.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,6 +17,13 @@ pub enum SpawnError {
     #[error("cannot open the log file {path}")]
     OpenLog {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {executable}: the child cannot join its cgroup {cgroup}")]
+    JoinCgroup {
+        executable: PathBuf,
+        cgroup: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -36,7 +44,22 @@ pub struct SpawnContext<'a> {
     pub instance: &'a str,
     /// What the host enforces limits with.
     pub limit_mode: LimitMode,
+    /// In cgroup mode, the process's cgroup, which the child joins before its exec.
+    pub join_cgroup: Option<JoinCgroup<'a>>,
 }
+
+/// A cgroup for the child to join: the leaf's `cgroup.procs`, opened by the launcher.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinCgroup<'a> {
+    pub procs: std::os::fd::BorrowedFd<'a>,
+    /// The leaf, for the error.
+    pub path: &'a Path,
+}
+
+/// Added to the errno of a failed join in the child, so that the parent tells it from a failed
+/// exec: std hands a pre-exec hook's raw error number to the parent unchanged, and errnos are
+/// far below this.
+const JOIN_ERRNO_OFFSET: i32 = 1 << 16;
 
 /// Where a process's stdout and stderr go.
 pub fn log_path(log_dir: &Path, id: &ProcessId) -> PathBuf {
@@ -98,11 +121,39 @@ pub fn spawn_child(
             });
         }
     }
+    if let Some(join) = context.join_cgroup {
+        let procs = join.procs.as_raw_fd();
+        // Joined in the child, before its exec, so that everything it runs starts in its
+        // cgroup: writing "0" to a cgroup's `cgroup.procs` moves the writer.
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed: write(2) to a
+        // descriptor opened before the fork (it outlives the spawn: `join` borrows it), and on
+        // failure a read of errno into an `io::Error` of the `Os` kind, which allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::write(procs, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                    Err(std::io::Error::from_raw_os_error(JOIN_ERRNO_OFFSET + errno))
+                }
+            });
+        }
+    }
     let spawning = children.begin_spawn();
-    let child = command.spawn().map_err(|source| SpawnError::Exec {
-        executable: spec.executable.clone(),
-        source,
-    })?;
+    let child =
+        command.spawn().map_err(
+            |source| match (context.join_cgroup, source.raw_os_error()) {
+                (Some(join), Some(raw)) if raw >= JOIN_ERRNO_OFFSET => SpawnError::JoinCgroup {
+                    executable: spec.executable.clone(),
+                    cgroup: join.path.to_path_buf(),
+                    source: std::io::Error::from_raw_os_error(raw - JOIN_ERRNO_OFFSET),
+                },
+                _ => SpawnError::Exec {
+                    executable: spec.executable.clone(),
+                    source,
+                },
+            },
+        )?;
     let pid = child.id();
     spawning.record(pid, Child::Process);
     // The reaper owns the exit status; dropping `child` neither waits for nor kills the process.
