@@ -27,8 +27,8 @@ use crate::api::server::GrpcListeners;
 use crate::api::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};
 use crate::clock::{now, system_clock};
 use crate::private_fs::{self, DirState, PrivateFsError};
-use crate::reconcile::{Backoff, Isolation, LimitMode, ProcessId, ProcessType, Vocabulary};
-use crate::runtime::cgroup::HostLimits;
+use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, Vocabulary};
+use crate::runtime::cgroup::{CgroupTree, HostLimits};
 use crate::runtime::{self, RuntimeConfig};
 use crate::sources::catalog::SharedCatalog;
 use crate::sources::catalog_watch::{reload_catalog, watch_catalog};
@@ -364,7 +364,7 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         .map(BearerToken::from_file)
         .transpose()?
         .map(Arc::new);
-    let host_limits = runtime::cgroup::detect_host_limits();
+    let host_limits = runtime::cgroup::detect_host_limits(&launcher_id);
     tracing::info!(mode = ?host_limits.mode, "resource limits: {}", host_limits.reason);
     let metrics = Metrics::new()?;
     let problems = SourceProblems::default();
@@ -511,7 +511,10 @@ pub async fn run(
 
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
-    let usage = UsageBoard::new(runtime::usage_sampler(), runtime::ticks_per_second());
+    let usage = UsageBoard::new(
+        runtime::usage_sampler(host_limits.tree.clone()),
+        runtime::ticks_per_second(),
+    );
     let started_at = now();
     let context = Arc::new(ApiContext {
         store: store.clone(),
@@ -545,7 +548,7 @@ pub async fn run(
             store.clone(),
             runtime_config(
                 &config,
-                host_limits.mode,
+                host_limits.tree.clone(),
                 &launcher_id,
                 &metrics,
                 &readiness,
@@ -737,7 +740,7 @@ fn stop_signal(stopped: &watch::Receiver<bool>) -> impl Future<Output = ()> + Se
 
 fn runtime_config(
     config: &Config,
-    limit_mode: LimitMode,
+    cgroup_tree: Option<CgroupTree>,
     launcher_id: &str,
     metrics: &Metrics,
     readiness: &Readiness,
@@ -745,7 +748,7 @@ fn runtime_config(
 ) -> RuntimeConfig {
     RuntimeConfig {
         data_dir: config.data_dir.clone(),
-        limit_mode,
+        cgroup_tree,
         launcher_id: launcher_id.to_string(),
         port_range: config.port_range.clone(),
         resync_interval: config.resync_interval,

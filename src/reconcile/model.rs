@@ -320,35 +320,57 @@ pub struct BackoffOverrides {
     pub failure_threshold: Option<u32>,
 }
 
+/// Whether `value` is its type's default: such fields are left out of the stored JSON (schema
+/// version 3), which keeps each record, and the store's cache of it, a fraction of its size.
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// Everything needed to run one process, fully resolved (catalog entries inherited, paths absolute).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSpec {
     pub process_type: ProcessType,
     pub executable: PathBuf,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// Variables the spec sets, on top of the injected ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Variables copied from the launcher's environment when present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inherit_env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
     /// The catalog entry this spec came from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "is_default")]
     pub isolation: Isolation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    #[serde(default, skip_serializing_if = "is_default")]
     pub restart_policy: RestartPolicy,
     /// Exit codes that count as success for `OnFailure` (and are not failures); empty means 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub success_exit_codes: Vec<i32>,
     /// Per-process settings that override the launcher's backoff and circuit breaker.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub backoff: BackoffOverrides,
     pub termination_grace: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Ports asked for; used when free, else ports are allocated from the launcher's range.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub requested_ports: RequestedPorts,
     /// The type-specific configuration (ADR-057), handed to the child as environment variables.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub type_config: TypeConfig,
     /// Labels are metadata: changing them never restarts a process.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -422,6 +444,7 @@ pub struct DesiredRecord {
     pub source: Source,
     /// Grows by one each time an operator resets the process (clears its failures and closes
     /// its circuit); not a spec change, so it does not bump the generation.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub resets: u64,
 }
 
@@ -578,41 +601,59 @@ pub struct ObservedRecord {
     pub id: ProcessId,
     pub phase: Phase,
     /// The process (and process group) id while it lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     /// The pid's start time in clock ticks since boot (from /proc), to tell it from a reused pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_start_ticks: Option<u64>,
     /// The `PRISM_INSTANCE_ID` the process was started with: unique per spawn, inherited by its
     /// descendants, so that they are told from any other process of the same id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// The desired generation the process was started from.
     pub generation: u64,
     /// The spec the process was started from (the desired record's, shared).
     pub spec: Arc<ProcessSpec>,
     pub ports: Ports,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<UnixMillis>,
     pub health: Health,
     /// Consecutive passes of the readiness probe so far (until ready).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub probe_successes: u32,
     /// Consecutive failures of the liveness probe.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub probe_failures: u32,
     /// Starts after the first one.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub restart_count: u32,
     /// Failures since the process last ran stably; drives the backoff.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub consecutive_failures: u32,
     /// Every failure ever counted (exits that count as failures, spawn errors, liveness restarts).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub error_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_restart_at: Option<UnixMillis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_deadline: Option<UnixMillis>,
     /// Set once SIGKILL has been sent, so the kill is not repeated while the exit is awaited.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub killed: bool,
     /// The desired record's `resets` this record has acted on.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub resets_seen: u64,
     /// When the circuit opened, while `phase` is `Tripped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tripped_at: Option<UnixMillis>,
     /// When the last process of this id exited (or failed to spawn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exited_at: Option<UnixMillis>,
 }
 

@@ -66,6 +66,7 @@ impl Supervisor {
             self.observed.insert(id, record);
         }
         self.adopt_intents(now)?;
+        self.find_leaves();
         self.capacity.recount(self.observed.values());
         self.persist();
         Ok(())
@@ -139,6 +140,20 @@ impl Supervisor {
             self.observed.insert(id, record);
         }
         Ok(())
+    }
+
+    /// In cgroup mode, the leaves of the adopted processes (each in its id's leaf, when its
+    /// `cgroup.procs` lists it), the removal of the leaves a previous run left for ids that
+    /// have no record any more, and a kill of what is left in the leaves of known ids whose
+    /// process was not adopted in them. Only this launcher's leaves (`reconcile::LeafNames`).
+    fn find_leaves(&mut self) {
+        let Some(leaves) = &mut self.leaves else {
+            return;
+        };
+        for (pid, id) in &self.pids {
+            leaves.adopted(id, *pid);
+        }
+        leaves.clean_up_at_start(self.observed.keys());
     }
 
     /// Tracks an adopted process: its exit, its probes, its usage.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
+use super::cgroup::CgroupTree;
 use super::reaper::become_subreaper;
 use super::supervisor::Supervisor;
 use crate::clock::Clock;
@@ -43,8 +44,9 @@ pub enum Event {
 pub struct RuntimeConfig {
     /// Children's log files go to `<data_dir>/logs`.
     pub data_dir: PathBuf,
-    /// What the host enforces resource limits with (`cgroup::detect_host_limits`).
-    pub limit_mode: LimitMode,
+    /// The launcher's cgroup v2 subtree, set up (`cgroup::detect_host_limits`): `Some` in
+    /// cgroup mode, `None` in rlimit mode.
+    pub cgroup_tree: Option<CgroupTree>,
     pub launcher_id: String,
     pub port_range: RangeInclusive<u16>,
     /// A full reconcile of every id runs this often even without events.
@@ -70,6 +72,16 @@ pub struct RuntimeConfig {
     pub readiness: Readiness,
     /// The loop's clock; tests may fix it.
     pub clock: Clock,
+}
+
+impl RuntimeConfig {
+    /// What the host enforces resource limits with.
+    pub fn limit_mode(&self) -> LimitMode {
+        match self.cgroup_tree {
+            Some(_) => LimitMode::CgroupV2,
+            None => LimitMode::Rlimit,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +185,7 @@ async fn run_loop(
                     tracing::error!(error = %Chain(&error), "resync could not read the desired state; keeping the last known state");
                 }
                 supervisor.rotate_logs();
+                supervisor.retry_leaf_removals();
             }
             _ = orphan_scan.tick() => supervisor.request_orphan_scan(),
             // Work left by the last pass: taken up again once nothing above is ready. A yield,

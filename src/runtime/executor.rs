@@ -2,16 +2,19 @@
 //! the spawns about to happen, then the spawns), stops, kills, forgets, and the health probes of
 //! what runs.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::cgroup::CgroupTree;
+use super::leaves::{JoinedLeaf, LeafLimits};
 use super::probe::{start_probing, ExecContext};
 use super::procfs;
 use super::reaper::ChildTable;
 use super::signals::{signal_escaped, signal_group, Identity};
-use super::spawn::{spawn_child, working_dir, SpawnContext};
+use super::spawn::{spawn_child, working_dir, JoinCgroup, SpawnContext};
 use super::supervisor::{log_if_tripped, Supervisor};
 use crate::error_chain::Chain;
 use crate::reconcile::{
@@ -36,6 +39,8 @@ enum Outcome {
         intent: SpawnIntent,
         pid: u32,
         start_ticks: Option<u64>,
+        /// In cgroup mode, what the spawn did to the process's leaf.
+        leaf: Option<JoinedLeaf>,
     },
     /// No process: the ports it had (or got) and why. `intent` when the spawn itself failed
     /// (its intent was recorded), `None` when it never got that far (no ports).
@@ -52,35 +57,33 @@ fn launch_all(
     prepared: Vec<Prepared>,
     launcher_id: &str,
     log_dir: &Path,
-    limit_mode: LimitMode,
+    cgroup_tree: Option<&CgroupTree>,
     children: &ChildTable,
 ) -> Vec<Launched> {
     let launch = |start: Prepared| -> Launched {
         let started = std::time::Instant::now();
         let outcome = match start.intent {
             Ok(intent) => {
-                let context = SpawnContext {
+                let spawned = spawn_in_leaf(
+                    &start.id,
+                    &intent,
+                    start.leaf_limits,
+                    cgroup_tree,
                     launcher_id,
                     log_dir,
-                    instance: &intent.instance,
-                    limit_mode,
-                };
-                match spawn_child(
-                    &start.id,
-                    &intent.desired.spec,
-                    intent.ports,
-                    context,
                     children,
-                ) {
-                    Ok(pid) => Outcome::Spawned {
+                );
+                match spawned {
+                    Ok((pid, leaf)) => Outcome::Spawned {
                         // Read here, in parallel, rather than on the loop's thread after.
                         start_ticks: procfs::start_ticks(pid),
                         pid,
                         intent,
+                        leaf,
                     },
                     Err(error) => Outcome::Failed {
                         ports: intent.ports,
-                        error: Chain(&error).to_string(),
+                        error,
                         intent: Some(intent),
                     },
                 }
@@ -103,12 +106,57 @@ fn launch_all(
     crate::parallel::map_in_parallel(prepared, PARALLEL_FROM, launch)
 }
 
+/// Spawns one process, in cgroup mode into its leaf (made ready first: created, its limits
+/// written, its `cgroup.procs` opened for the child). Returns the pid, and what the spawn did
+/// to the leaf; or the error, as the record shows it.
+fn spawn_in_leaf(
+    id: &ProcessId,
+    intent: &SpawnIntent,
+    leaf_limits: Option<LeafLimits>,
+    cgroup_tree: Option<&CgroupTree>,
+    launcher_id: &str,
+    log_dir: &Path,
+    children: &ChildTable,
+) -> Result<(u32, Option<JoinedLeaf>), String> {
+    let joining = match (cgroup_tree, &leaf_limits) {
+        (Some(tree), Some(leaf)) => Some(
+            tree.prepare_leaf(id, &leaf.limits, leaf.unchanged)
+                .map_err(|error| Chain(&error).to_string())?,
+        ),
+        _ => None,
+    };
+    let context = SpawnContext {
+        launcher_id,
+        log_dir,
+        instance: &intent.instance,
+        limit_mode: match cgroup_tree {
+            Some(_) => LimitMode::CgroupV2,
+            None => LimitMode::Rlimit,
+        },
+        join_cgroup: joining.as_ref().map(|leaf| JoinCgroup {
+            procs: leaf.procs.as_fd(),
+            path: &leaf.path,
+        }),
+    };
+    let pid = spawn_child(id, &intent.desired.spec, intent.ports, context, children)
+        .map_err(|error| Chain(&error).to_string())?;
+    let leaf = joining.map(|joined| JoinedLeaf {
+        oom_kills: joined.oom_kills,
+        written: leaf_limits
+            .filter(|_| joined.wrote_limits)
+            .map(|leaf| leaf.limits),
+    });
+    Ok((pid, leaf))
+}
+
 /// A start that passed the budget and capacity checks, with what its spawn gets, or the ports
 /// it had and why it cannot be spawned.
 struct Prepared {
     id: ProcessId,
     restart: bool,
     intent: Result<SpawnIntent, (Ports, String)>,
+    /// In cgroup mode, the limits of the process's leaf.
+    leaf_limits: Option<LeafLimits>,
 }
 
 impl Supervisor {
@@ -134,6 +182,9 @@ impl Supervisor {
             Action::Kill { id } => self.kill(&id),
             Action::Forget { id } => {
                 self.forget_observed(&id);
+                if let Some(leaves) = &mut self.leaves {
+                    leaves.forget(&id);
+                }
                 self.capacity.forget_pending(&id);
                 self.stop_grace.remove(&id);
                 self.ports.release(&id);
@@ -203,7 +254,7 @@ impl Supervisor {
             prepared,
             &self.config.launcher_id,
             &self.log_dir,
-            self.config.limit_mode,
+            self.config.cgroup_tree.as_ref(),
             &self.children,
         );
         launched
@@ -221,6 +272,10 @@ impl Supervisor {
         let desired = self.desired.get(&id)?;
         let previous_ports = self.observed.get(&id).map(|observed| observed.ports);
         let instance = format!("{:016x}", self.jitter.next_u64());
+        let leaf_limits = self
+            .leaves
+            .as_ref()
+            .map(|leaves| leaves.leaf_limits(&id, desired.spec.resources.as_ref()));
         match self.ports.allocate(
             &id,
             previous_ports,
@@ -236,6 +291,7 @@ impl Supervisor {
                 }),
                 id,
                 restart,
+                leaf_limits,
             }),
             Err(error) => Some(Prepared {
                 intent: Err((
@@ -244,6 +300,7 @@ impl Supervisor {
                 )),
                 id,
                 restart,
+                leaf_limits,
             }),
         }
     }
@@ -277,7 +334,11 @@ impl Supervisor {
                 intent,
                 pid,
                 start_ticks,
+                leaf,
             } => {
+                if let (Some(leaves), Some(leaf)) = (&mut self.leaves, leaf) {
+                    leaves.joined(&id, pid, leaf);
+                }
                 let spawned = Spawned {
                     pid,
                     start_ticks,
@@ -314,8 +375,15 @@ impl Supervisor {
                 self.config.usage.track(&id, pid);
                 self.set_observed(next);
             }
-            Outcome::Failed { ports, error, .. } => {
+            Outcome::Failed {
+                ports,
+                error,
+                intent,
+            } => {
                 tracing::error!(%id, %error, "cannot start process");
+                if let (Some(leaves), Some(_)) = (&mut self.leaves, intent) {
+                    leaves.spawn_failed(&id);
+                }
                 let next = reconcile::record_spawn_failed(
                     desired,
                     previous,
@@ -384,13 +452,22 @@ impl Supervisor {
         observed.pid.filter(|pid| self.pids.get(pid) == Some(id))
     }
 
-    /// The grace period is over: SIGKILL to the process group and to the descendants that left
-    /// it.
+    /// The grace period is over: SIGKILL to the whole tree through the process's cgroup
+    /// (`cgroup.kill`) in cgroup mode, else to the process group and to the descendants that
+    /// left it.
     pub(super) fn kill(&mut self, id: &ProcessId) {
         let Some(observed) = self.observed.get(id) else {
             return;
         };
-        if let Some(pid) = self.live_pid(id, observed) {
+        let live = self.live_pid(id, observed);
+        let through_leaf = live.filter(|pid| {
+            self.leaves
+                .as_ref()
+                .is_some_and(|leaves| leaves.kill(id, *pid))
+        });
+        if let Some(pid) = through_leaf {
+            tracing::warn!(%id, pid, "grace period over; killed every process of its cgroup");
+        } else if let Some(pid) = live {
             tracing::warn!(%id, pid, "grace period over; sending SIGKILL to the process group");
             signal_group(&self.children, &self.adopted, pid, Signal::SIGKILL);
             if let Some(instance) = &observed.instance {

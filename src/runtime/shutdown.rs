@@ -1,7 +1,8 @@
 //! The launcher's shutdown: every live process is stopped with its grace period (or left
 //! running with `--keep-processes`), exits are awaited as they come (children through SIGCHLD,
 //! adopted processes through their pidfds), and the wait is bounded by the schedule `reconcile`
-//! decides.
+//! decides. In cgroup mode the processes' cgroups are removed after (kept with the processes
+//! under `--keep-processes`, for the next launcher to find).
 
 use std::time::Duration;
 
@@ -46,12 +47,13 @@ impl Supervisor {
             }
         }
         self.persist();
+        let mut killed_leftovers = Vec::new();
         loop {
             // Exits that already happened first, so that a shutdown never waits for a timer
             // while the processes are gone.
             self.reap();
             self.record_planned_exits(usize::MAX);
-            self.kill_inherited_now();
+            killed_leftovers.extend(self.kill_inherited_now());
             let alive = self.live_ids();
             if alive.is_empty() {
                 break;
@@ -90,7 +92,50 @@ impl Supervisor {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        self.reap_leftovers(&killed_leftovers, sigchld, schedule.give_up_at)
+            .await;
         self.persist();
+        if let Some(leaves) = &mut self.leaves {
+            // On the loop's thread, blocking: nothing else runs on it any more, and the wait for
+            // killed processes to leave their cgroups is bounded.
+            leaves.remove_all();
+        }
+    }
+
+    /// Waits, until `give_up_at` at the latest, for the descendants it `killed` (left behind by
+    /// their process, reparented to the launcher as the subreaper) to be reaped: they die at
+    /// once but stay zombies until reaped, and a launcher that exited first would leave them to
+    /// init, still in their process group for a moment after it is gone.
+    async fn reap_leftovers(
+        &mut self,
+        killed: &[u32],
+        sigchld: &mut SignalStream,
+        give_up_at: crate::reconcile::UnixMillis,
+    ) {
+        if killed.is_empty() {
+            return;
+        }
+        loop {
+            self.reap();
+            // A killed grandchild is reparented to the launcher only once its parent is gone,
+            // so what is looked for is any of them still in /proc, zombie or not. (A reused pid
+            // costs at most the wait until `give_up_at`.)
+            let remaining = killed
+                .iter()
+                .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if !remaining {
+                return;
+            }
+            let now = self.now();
+            if now >= give_up_at {
+                return;
+            }
+            let wait = give_up_at.saturating_duration_since(now);
+            tokio::select! {
+                Some(()) = sigchld.recv() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// The ids whose process may still be alive.

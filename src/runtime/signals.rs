@@ -182,17 +182,17 @@ pub fn reparented_children(children: &ChildTable, launcher_id: &str) -> Vec<(u32
 }
 
 /// SIGKILLs the descendants of instances that ended (`ended`), which the launcher inherited as
-/// children when their leader died, together with whatever they started. Returns how many were
+/// children when their leader died, together with whatever they started. Returns the pids
 /// killed.
 pub fn kill_inherited(
     children: &ChildTable,
     launcher_id: &str,
     ended: &HashSet<Identity>,
-) -> usize {
+) -> Vec<u32> {
+    let mut killed = Vec::new();
     if ended.is_empty() {
-        return 0;
+        return killed;
     }
-    let mut killed = 0;
     for (pid, identity) in reparented_children(children, launcher_id) {
         if !ended.contains(&identity) {
             continue;
@@ -201,12 +201,12 @@ pub fn kill_inherited(
         // until the next sweep.
         for descendant in subtree(pid) {
             if signal_if_ours(descendant, launcher_id, &identity, Signal::SIGKILL) {
-                killed += 1;
+                killed.push(descendant);
             }
         }
         if signal_if_ours(pid, launcher_id, &identity, Signal::SIGKILL) {
             tracing::warn!(id = %identity.process_id, pid, "killed a descendant that outlived its process");
-            killed += 1;
+            killed.push(pid);
         }
     }
     killed

@@ -1,9 +1,10 @@
 //! Starting a child: its own process group, an explicit environment and working directory, stdin
-//! from /dev/null, stdout/stderr appended to its log file, and its memory limit, through
-//! `vfork_spawn` (a child that shares the launcher's memory until its exec, not a fork).
+//! from /dev/null, stdout/stderr appended to its log file, its memory limit and, in cgroup mode,
+//! the join of its leaf, through `vfork_spawn` (a child that shares the launcher's memory until
+//! its exec, not a fork).
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use super::reaper::{Child, ChildTable};
@@ -17,6 +18,13 @@ pub enum SpawnError {
     #[error("cannot open the log file {path}")]
     OpenLog {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {executable}: the child cannot join its cgroup {cgroup}")]
+    JoinCgroup {
+        executable: PathBuf,
+        cgroup: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -39,6 +47,16 @@ pub struct SpawnContext<'a> {
     pub instance: &'a str,
     /// What the host enforces limits with.
     pub limit_mode: LimitMode,
+    /// In cgroup mode, the process's cgroup, which the child joins before its exec.
+    pub join_cgroup: Option<JoinCgroup<'a>>,
+}
+
+/// A cgroup for the child to join: the leaf's `cgroup.procs`, opened by the launcher.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinCgroup<'a> {
+    pub procs: BorrowedFd<'a>,
+    /// The leaf, for the error.
+    pub path: &'a Path,
 }
 
 /// Where a process's stdout and stderr go.
@@ -64,10 +82,17 @@ pub fn spawn_child(
         instance: context.instance,
     };
     let env = child_environment(spec, child, |name| std::env::var(name).ok());
-    let exec_failed = |source: StartError| SpawnError::Exec {
-        executable: spec.executable.clone(),
-        step: source.step,
-        source: source.source,
+    let exec_failed = |source: StartError| match (source.step, context.join_cgroup) {
+        (Step::JoinCgroup, Some(join)) => SpawnError::JoinCgroup {
+            executable: spec.executable.clone(),
+            cgroup: join.path.to_path_buf(),
+            source: source.source,
+        },
+        (step, _) => SpawnError::Exec {
+            executable: spec.executable.clone(),
+            step,
+            source: source.source,
+        },
     };
     let program = Program::new(&spec.executable, &spec.args, &env, &working_dir(spec))
         .map_err(exec_failed)?;
@@ -83,7 +108,9 @@ pub fn spawn_child(
         // Set in the child before its program starts, so that nothing it maps escapes the limit
         // (set from the parent after the spawn, a program that allocates at once beat it).
         data_limit: LimitEnforcement::data_rlimit(spec.resources.as_ref(), context.limit_mode),
-        cgroup_procs: None,
+        // Joined in the child, before its exec, so that everything it runs starts in its
+        // cgroup: writing "0" to a cgroup's `cgroup.procs` moves the writer.
+        cgroup_procs: context.join_cgroup.map(|join| join.procs),
     };
     let spawning = children.begin_spawn();
     let pid = vfork_spawn::start(&program, &setup).map_err(exec_failed)?;

@@ -1,6 +1,7 @@
 //! Migrations of stored records from older schema versions to `SCHEMA_VERSION`: plain functions
 //! on JSON values that add what an older launcher did not write, and the one sled transaction
-//! that applies them when the store is opened.
+//! that applies them when the store is opened; version 1 goes to 2 that way, and 2 to 3 by
+//! recording the version alone (a version-2 record is a version-3 record).
 //!
 //! A migration never overwrites a field that is present, and never writes back a record that
 //! does not decode as the current type afterwards: such a record is left as it was, so that the
@@ -21,11 +22,14 @@ use crate::reconcile::{DesiredRecord, ObservedRecord};
 /// producing exactly the version-2 shape.
 const V2: u32 = 2;
 
-// This file migrates version 1 up to version 2 only: a later `SCHEMA_VERSION` needs a migration
-// from version 2 chained after `from_v1` (and `Store::check_schema` taught to run it).
+/// The version `from_v2` produces.
+const V3: u32 = 3;
+
+// This file migrates up to version 3 only: a later `SCHEMA_VERSION` needs a migration from
+// version 3 chained after `from_v2` (and `Store::check_schema` taught to run it).
 const _: () = assert!(
-    V2 == SCHEMA_VERSION,
-    "chain a migration from version 2 to SCHEMA_VERSION"
+    V3 == SCHEMA_VERSION,
+    "chain a migration from version 3 to SCHEMA_VERSION"
 );
 
 /// The fields a `ProcessSpec` of version 1 may lack (they were added with serde defaults), with
@@ -192,6 +196,23 @@ pub(super) fn from_v1(store: &Store) -> Result<(), StoreError> {
         undecodable = counts.undecodable,
         "migrated {} records of the store from schema version 1 to {V2}",
         counts.rewritten
+    );
+    Ok(())
+}
+
+/// Migrates a store of schema version 2 to version 3. Version 3 only leaves fields that hold
+/// their default out of the records it writes and reads them back as absent-means-default, so a
+/// version-2 record (every field present) decodes as it is: the records stay, and are written in
+/// the new shape the next time they change. Only the version is recorded, then flushed.
+pub(super) fn from_v2(store: &Store) -> Result<(), StoreError> {
+    store
+        .meta
+        .insert(SCHEMA_VERSION_KEY, V3.to_string().as_bytes())
+        .map_err(|source| io(format!("recording schema version {V3}"), source))?;
+    store.flush()?;
+    tracing::info!(
+        path = %store.path.display(),
+        "the store moved from schema version 2 to {V3}; its records are read as they are"
     );
     Ok(())
 }
@@ -452,7 +473,9 @@ mod tests {
     fn a_v1_spec_with_the_fields_decodes_as_a_process_spec() {
         let spec: ProcessSpec = serde_json::from_value(v2_spec()).expect("a v2 spec");
         assert_eq!(spec.labels["team"], "data");
-        // And without them it does not: the reason for this migration.
-        assert!(serde_json::from_value::<ProcessSpec>(v1_spec()).is_err());
+        // Version 3 reads the absent fields as their defaults, which are what a version-1
+        // launcher meant by leaving them out.
+        let without: ProcessSpec = serde_json::from_value(v1_spec()).expect("a v1 spec");
+        assert_eq!(without, spec);
     }
 }

@@ -988,19 +988,20 @@ fn write_raw_store(dir: &Path, version: &[u8], records: &[(&str, &str, &[u8])]) 
 const V1_SPEC_OPTIONAL: [&str; 3] = ["success_exit_codes", "backoff", "type_config"];
 
 /// `record` as JSON text without `fields` and without the spec fields version 1 let records
-/// omit: a record as a version-1 launcher from before those fields wrote it.
+/// omit: a record as a version-1 launcher from before those fields wrote it. (Version 3 leaves
+/// fields that hold their default out already, so a field may be absent before it is removed.)
 fn v1_json<T: Serialize>(record: &T, fields: &[&str]) -> Vec<u8> {
     let mut value = serde_json::to_value(record).unwrap();
     let object = value.as_object_mut().expect("a record is a JSON object");
     for field in fields {
-        assert!(object.remove(*field).is_some(), "{field} is a field");
+        object.remove(*field);
     }
     let spec = object
         .get_mut("spec")
         .and_then(serde_json::Value::as_object_mut)
         .expect("a record has a spec object");
     for field in V1_SPEC_OPTIONAL {
-        assert!(spec.remove(field).is_some(), "{field} is a spec field");
+        spec.remove(field);
     }
     serde_json::to_vec(&value).unwrap()
 }
@@ -1041,7 +1042,10 @@ fn a_version_1_store_is_migrated_once_at_open() {
     Arc::make_mut(&mut complete.spec).success_exit_codes = vec![0, 3];
     Arc::make_mut(&mut complete.spec).backoff.failure_threshold = Some(7);
     complete.resets = 4;
-    let complete_json = serde_json::to_vec(&complete).unwrap();
+    let mut complete_value = serde_json::to_value(&complete).unwrap();
+    // Version 3 leaves the default type configuration out; a version-1 launcher wrote it.
+    complete_value["spec"]["type_config"] = serde_json::json!("None");
+    let complete_json = serde_json::to_vec(&complete_value).unwrap();
     write_raw_store(
         dir.path(),
         b"1",
@@ -1067,7 +1071,7 @@ fn a_version_1_store_is_migrated_once_at_open() {
 
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"2".as_slice())
+        Some(b"3".as_slice())
     );
     assert_eq!(
         raw_get(dir.path(), "desired", "omega"),
@@ -1078,20 +1082,24 @@ fn a_version_1_store_is_migrated_once_at_open() {
     let migrated: serde_json::Value = serde_json::from_slice(&migrated).unwrap();
     assert_eq!(migrated["resets_seen"], serde_json::json!(0));
     assert_eq!(migrated["spec"]["type_config"], serde_json::json!("None"));
-    // A record in the old shape written into the version-2 store: a second migration would
-    // complete it, so it shows whether one runs.
+    // A record in the old shape written into the migrated store: a second version-1 migration
+    // would complete it and write it back, so its bytes show whether one runs. (Version 3 reads
+    // the absent fields as their defaults, so it decodes either way.)
     let late = v1_desired_json(&desired_record("late", Source::Api));
-    write_raw_store(dir.path(), b"2", &[("desired", "late", &late)]);
+    write_raw_store(dir.path(), b"3", &[("desired", "late", &late)]);
 
     let store = open(dir.path());
     let (records, corrupt) = store.all_desired().unwrap();
+    assert!(corrupt.is_empty(), "{corrupt:?}");
     let mut expected_alpha = old_desired;
     expected_alpha.resets = 1;
-    assert_eq!(records, vec![expected_alpha, complete]);
-    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
-    assert!(
-        matches!(&corrupt[0], StoreError::Corrupt { tree: "desired", key, .. } if key == "late"),
-        "{corrupt:?}"
+    assert_eq!(
+        records,
+        vec![
+            expected_alpha,
+            desired_record("late", Source::Api),
+            complete
+        ]
     );
     drop(store);
     assert_eq!(raw_get(dir.path(), "desired", "late"), Some(late));
@@ -1100,7 +1108,7 @@ fn a_version_1_store_is_migrated_once_at_open() {
 #[test]
 fn a_store_written_by_a_newer_launcher_is_refused_and_left_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    // 3 today: the first version no launcher of this build knows.
+    // 4 today: the first version no launcher of this build knows.
     let newer = (SCHEMA_VERSION + 1).to_string();
     // Records a version-1 migration would complete, were the store misread as one.
     let desired = v1_desired_json(&desired_record("alpha", Source::Api));
@@ -1129,7 +1137,7 @@ fn a_store_written_by_a_newer_launcher_is_refused_and_left_unchanged() {
         "written by a newer prism-launcher".to_string(),
         format!("(schema version {newer})"),
         format!("reads version {SCHEMA_VERSION}"),
-        "migrates version 1".to_string(),
+        "migrates versions 1 and 2".to_string(),
         "upgrade the launcher or move the data directory aside".to_string(),
     ] {
         assert!(message.contains(&expected), "{expected:?} in: {message}");
@@ -1245,7 +1253,7 @@ fn a_version_1_store_with_corrupt_records_opens_and_reports_them() {
     );
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"2".as_slice())
+        Some(b"3".as_slice())
     );
 }
 
@@ -1841,6 +1849,7 @@ fn shape_samples() -> Vec<(&'static str, serde_json::Value)> {
                 tripped_at: Some(UnixMillis(1)),
                 exited_at: Some(UnixMillis(1)),
                 resets_seen: 1,
+                probe_failures: 1,
                 ..observed("shape", Phase::Running)
             };
             samples.push(("observed", serde_json::to_value(&observed).unwrap()));
@@ -1853,15 +1862,16 @@ fn shape_samples() -> Vec<(&'static str, serde_json::Value)> {
     samples
 }
 
-/// The key paths of the records of schema version 2, by tree. A change of what the store
+/// The key paths of the records of schema version 3 (every field of the samples holds a value
+/// other than its default, so none is left out), by tree. A change of what the store
 /// writes changes this list: then bump `SCHEMA_VERSION`, add the migration from the current
 /// version in `migrate.rs`, and write the new list here.
-const SHAPE_OF_VERSION_2: &str = include_str!("shape_v2.txt");
+const SHAPE_OF_VERSION_3: &str = include_str!("shape_v3.txt");
 
 #[test]
 fn the_stored_shape_is_the_one_of_the_schema_version() {
     assert_eq!(
-        SCHEMA_VERSION, 2,
+        SCHEMA_VERSION, 3,
         "write shape_v{SCHEMA_VERSION}.txt for a new version"
     );
     let mut shape = String::new();
@@ -1875,8 +1885,58 @@ fn the_stored_shape_is_the_one_of_the_schema_version() {
         }
     }
     assert!(
-        shape == SHAPE_OF_VERSION_2,
+        shape == SHAPE_OF_VERSION_3,
         "the records the store writes changed shape: bump SCHEMA_VERSION, add a migration in \
          migrate.rs, and record the new shape in a new shape_v<N>.txt. The shape now:\n{shape}"
     );
+}
+
+#[test]
+fn a_version_2_store_is_read_as_it_is_and_records_version_3() {
+    let dir = tempfile::tempdir().unwrap();
+    // A desired record as a version-2 launcher wrote it: every field, defaults included.
+    let v2_desired = serde_json::json!({
+        "id": "alpha",
+        "spec": {
+            "process_type": "Utility", "executable": "/bin/alpha", "args": [], "env": {},
+            "inherit_env": [], "working_dir": null, "pattern": null, "isolation": "None",
+            "namespace": null, "session_id": null, "health_check": null,
+            "restart_policy": "Always", "success_exit_codes": [],
+            "backoff": {"initial": null, "max": null, "reset_after": null, "failure_threshold": null},
+            "termination_grace": {"secs": 5, "nanos": 0}, "resources": null,
+            "requested_ports": {"grpc": null, "health": null}, "type_config": "None", "labels": {}
+        },
+        "generation": 2,
+        "source": "Api",
+        "resets": 0
+    });
+    let v2_bytes = serde_json::to_vec(&v2_desired).unwrap();
+    write_raw_store(dir.path(), b"2", &[("desired", "alpha", &v2_bytes)]);
+
+    let store = open(dir.path());
+    let (records, corrupt) = store.all_desired().unwrap();
+    assert!(corrupt.is_empty(), "{corrupt:?}");
+    let expected = ProcessSpec {
+        process_type: ProcessType::Utility,
+        executable: PathBuf::from("/bin/alpha"),
+        args: Vec::new(),
+        termination_grace: Duration::from_secs(5),
+        ..(*records[0].spec).clone()
+    };
+    assert_eq!(*records[0].spec, expected);
+    assert_eq!(records[0].spec.restart_policy, RestartPolicy::Always);
+    assert_eq!(records[0].generation, 2);
+    // Rewritten in the new shape only when it changes: a reset writes it without its defaults.
+    store.reset_desired(&id("alpha")).unwrap().unwrap();
+    drop(store);
+    assert_eq!(
+        raw_get(dir.path(), "meta", "schema_version").as_deref(),
+        Some(b"3".as_slice())
+    );
+    let rewritten = raw_get(dir.path(), "desired", "alpha").unwrap();
+    let rewritten = String::from_utf8(rewritten).unwrap();
+    assert!(!rewritten.contains("null"), "{rewritten}");
+    assert!(!rewritten.contains("labels"), "{rewritten}");
+    assert!(rewritten.contains("\"resets\":1"), "{rewritten}");
+    assert!(rewritten.len() * 3 < v2_bytes.len() * 2, "{rewritten}");
 }

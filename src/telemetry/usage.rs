@@ -17,8 +17,9 @@ pub struct ResourceUsage {
     pub cpu_percent: f32,
 }
 
-/// Reads a pid's resident memory (bytes) and the CPU time it used so far (clock ticks).
-pub type Sampler = Arc<dyn Fn(u32) -> Option<(u64, u64)> + Send + Sync>;
+/// Reads the memory (bytes) of a process (its id and pid) and the CPU time the pid used so far
+/// (clock ticks).
+pub type Sampler = Arc<dyn Fn(&ProcessId, u32) -> Option<(u64, u64)> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct UsageBoard {
@@ -58,7 +59,7 @@ impl std::fmt::Debug for UsageBoard {
 impl Default for UsageBoard {
     /// A board that knows no usage (a sampler that reads nothing).
     fn default() -> UsageBoard {
-        UsageBoard::new(Arc::new(|_| None), 100)
+        UsageBoard::new(Arc::new(|_, _| None), 100)
     }
 }
 
@@ -124,7 +125,7 @@ impl UsageBoard {
         let readings: Vec<(ProcessId, u32, u64, u64)> = live
             .into_iter()
             .filter_map(|(id, pid)| {
-                let (memory, ticks) = (self.sampler)(pid)?;
+                let (memory, ticks) = (self.sampler)(&id, pid)?;
                 Some((id, pid, memory, ticks))
             })
             .collect();
@@ -180,7 +181,7 @@ mod tests {
         let ticks = Arc::new(Mutex::new(0u64));
         let reading = ticks.clone();
         let board = UsageBoard::new(
-            Arc::new(move |pid| (pid == 7).then(|| (4096, *reading.lock().unwrap()))),
+            Arc::new(move |_, pid| (pid == 7).then(|| (4096, *reading.lock().unwrap()))),
             100,
         );
         (board, ticks)
