@@ -113,7 +113,7 @@ pub fn spawn_child(
         cgroup_procs: context.join_cgroup.map(|join| join.procs),
     };
     let spawning = children.begin_spawn();
-    let pid = vfork_spawn::start(&program, &setup).map_err(exec_failed)?;
+    let pid = vfork_spawn::start(&program, &setup, &spawning).map_err(exec_failed)?;
     spawning.record(pid, Child::Process);
     Ok(pid)
 }

@@ -9,26 +9,38 @@
 //! (W1) 1650 ms instead of 722 (BENCHMARKS.md, "Memory limits (issue 14)"). Setting the limit
 //! from the launcher after `posix_spawn` is a race that a program allocating in a constructor
 //! wins. Here the limit, and the join of a cgroup that cgroup mode needs, are steps of a child
-//! that costs what `posix_spawn`'s costs: 51–64 µs per spawn call from a launcher-sized parent
-//! against 70–75 for std's `posix_spawn` and 755–940 for its fork, and at N = 1000 a limited
-//! restart of 2.03 ms against 2.04 without a limit (it was 4.06 against 2.30 before, measured
-//! side by side) (BENCHMARKS.md, "A spawn without fork for limited processes (issue 14)"). So
-//! every child starts here, limited or not: one path, and not slower than std's.
+//! that costs what `posix_spawn`'s costs: from a launcher-sized parent, 68–100 µs per spawn call
+//! with or without a limit against 75–109 for std's `posix_spawn` and 975–1442 for its fork, and
+//! at N = 1000 a limited restart of 2.26 ms against 2.22 without a limit (medians of 8 rounds; it
+//! was 4.05 against 2.29 before, measured side by side) (BENCHMARKS.md, "A spawn without fork for
+//! limited processes (issue 14)"). So every child starts here, limited or not: one path, with no
+//! measurable difference from std's `posix_spawn`.
 //!
 //! The child and the launcher share memory until the child's exec, so the child only makes
 //! system calls on values prepared before the clone: it allocates nothing, takes no lock, and
-//! runs no signal handler (the launcher's thread blocks every signal around the clone; the child
-//! resets every handled signal to its default before it unblocks them). A step that fails
+//! runs no signal handler (the launcher's thread blocks every signal around the clone, glibc's
+//! internal 32 and 33 too, with the raw system call and a mask of all ones as glibc's
+//! `posix_spawn` does; the child resets every handled signal to its default, and sets glibc's
+//! internal ones to ignored as `posix_spawn` does, before it unblocks them). A step that fails
 //! writes which step and its errno into memory the launcher reads once the clone returns, and
-//! the launcher reaps that child itself.
+//! the launcher reaps that child itself. A child killed before its exec (by a signal that cannot
+//! be blocked, SIGKILL) has failed no step: `start` returns its pid, and its exit shows up later
+//! as any other, a death by that signal.
+//!
+//! The program is run by `execve` alone, without a shell: a script without a `#!` line fails
+//! with `ENOEXEC` (as with `posix_spawn`; std's `fork` path, through `execvp`, ran it with
+//! `/bin/sh`).
 
-use std::ffi::{c_char, c_int, c_void, CString, OsStr};
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CString, OsStr};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use super::reaper::SpawnGuard;
 
 /// A program to start: its path, arguments, environment and working directory, as the C strings
 /// the child hands to the kernel.
@@ -55,7 +67,7 @@ pub struct ChildSetup<'a> {
     pub cgroup_procs: Option<BorrowedFd<'a>>,
 }
 
-/// A step of a start, in the order they are taken: the first three in the launcher, the rest in
+/// A step of a start, in the order they are taken: the first four in the launcher, the rest in
 /// the child between the clone and its program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -64,6 +76,8 @@ pub enum Step {
     Prepare = 1,
     /// Mapping the child's stack.
     Stack,
+    /// Blocking every signal of the launcher's thread for the clone.
+    BlockSignals,
     /// The clone itself.
     Clone,
     ResetSignals,
@@ -119,11 +133,27 @@ impl Program {
 }
 
 /// Starts `program` with `setup` and returns its pid once it runs the program (its exec
-/// succeeded). On an error no child is left: one that failed a step was reaped here.
+/// succeeded), or was killed before it (see the module's doc). On an error no child is left: one
+/// that failed a step was reaped here. The calling thread's signal mask is as it was.
 ///
-/// The caller must keep the launcher's reaper from reaping an unknown pid across this call
-/// (`ChildTable::begin_spawn`), so that a child that failed is reaped here, not there.
-pub fn start(program: &Program, setup: &ChildSetup<'_>) -> Result<u32, StartError> {
+/// `_spawning` keeps the launcher's reaper from reaping an unknown pid across this call, so that
+/// a child that failed is reaped here, not there; the caller records the pid under it.
+pub fn start(
+    program: &Program,
+    setup: &ChildSetup<'_>,
+    _spawning: &SpawnGuard<'_>,
+) -> Result<u32, StartError> {
+    start_closing(program, setup, close_range_works())
+}
+
+/// `start`, with `close_range` left out when `use_close_range` is false: the child then closes
+/// every descriptor from 3 to the highest the launcher had open, one by one (what it does when
+/// `close_range` fails).
+fn start_closing(
+    program: &Program,
+    setup: &ChildSetup<'_>,
+    use_close_range: bool,
+) -> Result<u32, StartError> {
     let argv = null_terminated(&program.argv);
     let envp = null_terminated(&program.envp);
     // A stream on 0, 1 or 2 other than its own would be overwritten by an earlier dup2 in the
@@ -148,35 +178,18 @@ pub fn start(program: &Program, setup: &ChildSetup<'_>) -> Result<u32, StartErro
         }),
         cgroup_procs: setup.cgroup_procs.map(|fd| fd.as_raw_fd()),
         last_signal: libc::SIGRTMAX(),
-        empty_mask: empty_signal_set(),
+        first_application_signal: libc::SIGRTMIN(),
+        use_close_range,
+        highest_fd: highest_fd_to_close(use_close_range),
         failed_step: AtomicU8::new(0),
         failed_errno: AtomicI32::new(0),
     };
-    let mut all_signals = empty_signal_set();
-    let mut old_mask = empty_signal_set();
-    // SAFETY: `all_signals` is a valid, initialised sigset_t.
-    unsafe { libc::sigfillset(&mut all_signals) };
     // Every signal is blocked on this thread while the child runs on its memory, so that no
-    // handler of the launcher runs in the child before it has reset them; glibc's posix_spawn
-    // blocks them all the same way (the raw system call, as glibc's own wrapper would leave its
-    // internal signals unblocked).
-    // SAFETY: rt_sigprocmask reads `all_signals` and writes `old_mask`, both sigset_t of this
-    // frame, of which the kernel uses the first 8 bytes (`KERNEL_SIGSET_BYTES`).
-    let blocked = unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &all_signals as *const libc::sigset_t,
-            &mut old_mask as *mut libc::sigset_t,
-            KERNEL_SIGSET_BYTES,
-        )
-    };
-    if blocked != 0 {
-        return Err(StartError {
-            step: Step::Clone,
-            source: io::Error::last_os_error(),
-        });
-    }
+    // handler of the launcher runs in the child before it has reset them.
+    let old_mask = set_signal_mask(ALL_SIGNALS).map_err(|source| StartError {
+        step: Step::BlockSignals,
+        source,
+    })?;
     // SAFETY: `child_main` matches the callback type clone expects and never returns (it execs
     // or _exits). `stack.top()` is the 16-byte-aligned top of a mapping of `STACK_BYTES` that
     // stays mapped until `stack` is dropped, after the clone returned; with CLONE_VFORK clone
@@ -196,16 +209,9 @@ pub fn start(program: &Program, setup: &ChildSetup<'_>) -> Result<u32, StartErro
         )
     };
     let clone_error = io::Error::last_os_error();
-    // SAFETY: rt_sigprocmask reads `old_mask`, the mask this thread had before, filled in above.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &old_mask as *const libc::sigset_t,
-            std::ptr::null_mut::<libc::sigset_t>(),
-            KERNEL_SIGSET_BYTES,
-        )
-    };
+    // Setting back a mask this thread had cannot fail (rt_sigprocmask fails only on a bad
+    // argument), and there would be nothing better to do than go on.
+    let _ = set_signal_mask(old_mask);
     drop(stack);
     if pid < 0 {
         return Err(StartError {
@@ -232,6 +238,7 @@ impl fmt::Display for Step {
         formatter.write_str(match self {
             Step::Prepare => "preparing the child",
             Step::Stack => "mapping the child's stack",
+            Step::BlockSignals => "blocking signals for the clone",
             Step::Clone => "cloning the child",
             Step::ResetSignals => "resetting the child's signal handlers",
             Step::ProcessGroup => "making the child's process group",
@@ -269,9 +276,22 @@ impl Step {
 /// instead of writing over the launcher's memory. glibc maps 32 KiB and more for its child.
 const STACK_BYTES: usize = 64 * 1024;
 
-/// The size of the signal set the kernel's `rt_sigprocmask` takes (64 signals).
+/// The size of the signal set the kernel's `rt_sigprocmask` and `rt_sigaction` take (64
+/// signals, one bit each: signal `n` is bit `n - 1`).
 const KERNEL_SIGSET_BYTES: usize = 8;
 
+/// Every signal, glibc's internal 32 and 33 included (`sigfillset` leaves those out). The kernel
+/// drops SIGKILL and SIGSTOP from a mask itself.
+const ALL_SIGNALS: u64 = u64::MAX;
+
+/// No signal.
+const NO_SIGNALS: u64 = 0;
+
+/// Where `close_range` fails, the child closes descriptors one by one up to the highest the
+/// launcher had open; when that cannot be read, up to the soft `RLIMIT_NOFILE`, but not beyond
+/// this (a descriptor above it, which the launcher never opens without close-on-exec, is left to
+/// close-on-exec).
+const MAX_FD_TO_CLOSE: c_int = 65_535;
 /// What the child reads (everything it needs, prepared before the clone) and writes (which step
 /// failed, and its errno).
 struct ChildArgs {
@@ -285,7 +305,13 @@ struct ChildArgs {
     cgroup_procs: Option<RawFd>,
     /// The highest signal number (`SIGRTMAX`), read before the clone.
     last_signal: c_int,
-    empty_mask: libc::sigset_t,
+    /// `SIGRTMIN` as the C library gives it to programs: the signals from 32 below it are the
+    /// C library's own (glibc's 32 and 33).
+    first_application_signal: c_int,
+    /// False where `close_range` is known not to work: the child closes one by one at once.
+    use_close_range: bool,
+    /// The highest descriptor the child closes one by one when `close_range` fails.
+    highest_fd: c_int,
     /// `Step as u8` of the step that failed, 0 while none has.
     failed_step: AtomicU8,
     failed_errno: AtomicI32,
@@ -314,22 +340,30 @@ extern "C" fn child_main(args: *mut c_void) -> c_int {
 /// launcher's memory while its parent thread is suspended, so it may only make system calls on
 /// the values `args` points to (no allocation, no lock, no panic, no handler of the launcher's).
 unsafe fn run_child(args: &ChildArgs) -> (Step, c_int) {
-    // SAFETY: every call below is a libc wrapper of one system call, async-signal-safe, that
-    // only reads the pointers of `args` (C strings and NULL-terminated arrays that `start` keeps
-    // alive until the child execs or exits) or writes locals of this frame, and sets errno in
-    // the TLS of the suspended parent thread, which reads it only through `args`. Nothing here
-    // allocates, locks or can panic (no indexing, no arithmetic that overflows: `signal` stops
-    // at SIGRTMAX). Signals stay blocked until the last step before execve, and
-    // by then no signal has a handler of the launcher's in this child.
+    // SAFETY: every call below is one system call, raw (`syscall`) or through a libc wrapper
+    // that is async-signal-safe and no cancellation point, that only reads the pointers of
+    // `args` (C strings and NULL-terminated arrays that `start` keeps alive until the child
+    // execs or exits) or reads and writes locals and constants, and sets errno in the TLS of the
+    // suspended parent thread, which reads it only through `args`. Nothing here allocates, locks
+    // or can panic (no indexing, no arithmetic that overflows: `signal` stops at SIGRTMAX, `fd`
+    // at `highest_fd`, at most `MAX_FD_TO_CLOSE`). Every signal stays blocked (the mask of all
+    // ones the child inherited) until the last step before execve, and by then no signal has a
+    // handler of the launcher's in this child.
     unsafe {
         // Every signal with a handler goes back to its default before signals are unblocked;
         // SIGPIPE, which the Rust runtime ignores, too (std's `Command` does the same). Other
-        // ignored signals stay ignored, as with std. glibc refuses its two internal signals
-        // (EINVAL), left as they are: they are sent to threads of the launcher by thread id,
-        // never to this child.
+        // ignored signals stay ignored, as with std. The C library's internal signals (glibc's
+        // 32 and 33, which its `sigaction` refuses) are set to ignored with the raw system call,
+        // as glibc's `posix_spawn` does: the child shares the launcher's memory, so no handler of
+        // the launcher's may run in it. (After the exec the kernel resets handlers anyway; what
+        // this guards is the time before it.)
         let mut signal = 1;
         while signal <= args.last_signal {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            if (SIGRTMIN_KERNEL..args.first_application_signal).contains(&signal) {
+                if !ignore_signal(signal) {
+                    return (Step::ResetSignals, errno());
+                }
+            } else if signal != libc::SIGKILL && signal != libc::SIGSTOP {
                 let mut current: libc::sigaction = std::mem::zeroed();
                 if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
                     && (signal == libc::SIGPIPE
@@ -349,7 +383,14 @@ unsafe fn run_child(args: &ChildArgs) -> (Step, c_int) {
             return (Step::ProcessGroup, errno());
         }
         if let Some(cgroup_procs) = args.cgroup_procs {
-            let written = libc::write(cgroup_procs, b"0".as_ptr().cast(), 1);
+            // The raw system call: glibc's `write` is a cancellation point, which reads the
+            // thread's control block (the suspended parent thread's, shared here).
+            let written = libc::syscall(
+                libc::SYS_write,
+                cgroup_procs,
+                b"0".as_ptr() as *const c_void,
+                1usize,
+            );
             if written != 1 {
                 return (
                     Step::JoinCgroup,
@@ -373,19 +414,24 @@ unsafe fn run_child(args: &ChildArgs) -> (Step, c_int) {
             }
         }
         // Nothing but 0, 1 and 2 reaches the program, not even a descriptor the launcher
-        // inherited without close-on-exec. Best effort: before Linux 5.9 there is no
-        // close_range, and close-on-exec (with which the launcher opens everything) does it.
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        );
+        // inherited without close-on-exec: `close_range`, or where it fails (before Linux 5.9,
+        // or refused by a seccomp filter) `close` of each descriptor from 3 to the highest the
+        // launcher had open (raw system calls; glibc's `closefrom` aborts the process when it
+        // fails). A `close` that fails (EBADF: nothing open there) is no error.
+        if !args.use_close_range
+            || libc::syscall(libc::SYS_close_range, 3 as c_uint, c_uint::MAX, 0 as c_uint) != 0
+        {
+            let mut fd = 3;
+            while fd <= args.highest_fd {
+                libc::syscall(libc::SYS_close, fd);
+                fd += 1;
+            }
+        }
         if libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
-            &args.empty_mask as *const libc::sigset_t,
-            std::ptr::null_mut::<libc::sigset_t>(),
+            &NO_SIGNALS as *const u64,
+            std::ptr::null_mut::<u64>(),
             KERNEL_SIGSET_BYTES,
         ) != 0
         {
@@ -419,13 +465,115 @@ fn c_string(bytes: &[u8]) -> Result<CString, StartError> {
     })
 }
 
-fn empty_signal_set() -> libc::sigset_t {
-    // SAFETY: an all-zero sigset_t is a valid value, and sigemptyset makes it the empty set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        set
+/// The kernel's first real-time signal, 32: glibc's internal signals start there.
+const SIGRTMIN_KERNEL: c_int = 32;
+
+/// Sets this thread's signal mask to `mask` with the raw system call (glibc's `sigprocmask`
+/// would keep its internal signals out of a block), and returns the mask it had.
+fn set_signal_mask(mask: u64) -> io::Result<u64> {
+    let mut old_mask: u64 = 0;
+    // SAFETY: rt_sigprocmask reads `mask` and writes `old_mask`, two u64 of this frame: the
+    // kernel's signal set is `KERNEL_SIGSET_BYTES`, 8 bytes.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask as *const u64,
+            &mut old_mask as *mut u64,
+            KERNEL_SIGSET_BYTES,
+        )
+    };
+    if result == 0 {
+        Ok(old_mask)
+    } else {
+        Err(io::Error::last_os_error())
     }
+}
+
+/// The kernel's `struct sigaction` on x86_64 and aarch64 (what `rt_sigaction` takes; not the C
+/// library's, whose mask is 128 bytes).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Sets `signal` to ignored with the raw `rt_sigaction`, which takes the C library's internal
+/// signals too. Async-signal-safe: one system call on a value of this frame. False, with errno
+/// set, when it fails.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn ignore_signal(signal: c_int) -> bool {
+    let ignore = KernelSigaction {
+        handler: libc::SIG_IGN,
+        flags: 0,
+        restorer: 0,
+        mask: NO_SIGNALS,
+    };
+    // SAFETY: rt_sigaction reads `ignore`, a `struct sigaction` of the kernel's layout on this
+    // architecture, and writes nothing (no old action asked for).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            &ignore as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            KERNEL_SIGSET_BYTES,
+        ) == 0
+    }
+}
+
+/// Elsewhere the kernel's layout is not written down here: the internal signals keep what they
+/// have (glibc's handlers run only on a signal sent to a thread of the launcher by its id).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn ignore_signal(_signal: c_int) -> bool {
+    true
+}
+
+/// Whether `close_range` works here (Linux 5.9 and later, and no seccomp filter refusing it),
+/// found once: a call that closes nothing.
+fn close_range_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        // SAFETY: close_range of the single descriptor u32::MAX, which cannot be open (above any
+        // RLIMIT_NOFILE), closes nothing; it returns 0 where the call exists.
+        unsafe { libc::syscall(libc::SYS_close_range, c_uint::MAX, c_uint::MAX, 0 as c_uint) == 0 }
+    })
+}
+
+/// The highest descriptor the child closes one by one if `close_range` fails: the highest open
+/// in the launcher (read from /proc/self/fd, done only where `close_range` is known not to
+/// work), else the soft `RLIMIT_NOFILE` less one; at most `MAX_FD_TO_CLOSE`. A descriptor another
+/// thread opens after this read is left to close-on-exec, with which the launcher opens all.
+fn highest_fd_to_close(use_close_range: bool) -> c_int {
+    let highest_open = || {
+        std::fs::read_dir("/proc/self/fd").ok().map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<c_int>().ok())
+                .max()
+                .unwrap_or(2)
+        })
+    };
+    let below_nofile = || {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes `limit`, a local.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            c_int::try_from(limit.rlim_cur.saturating_sub(1)).unwrap_or(MAX_FD_TO_CLOSE)
+        } else {
+            MAX_FD_TO_CLOSE
+        }
+    };
+    let highest = if use_close_range {
+        None
+    } else {
+        highest_open()
+    };
+    highest.unwrap_or_else(below_nofile).min(MAX_FD_TO_CLOSE)
 }
 
 /// A copy of `fd` above 2 when `fd` is 0, 1 or 2 (closed on exec; only its dup2 reaches the

@@ -5,14 +5,23 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::super::reaper::ChildTable;
 use super::*;
 
 /// How long a check waits for a child to have exec'd its program.
 const DEADLINE: Duration = Duration::from_secs(10);
+
+/// `start` under a spawn guard of a table of its own (no reaper runs in these tests: each reaps
+/// what it started).
+fn launch(program: &Program, setup: &ChildSetup<'_>) -> Result<u32, StartError> {
+    let children = ChildTable::default();
+    let spawning = children.begin_spawn();
+    start(program, setup, &spawning)
+}
 
 /// A child a test started: killed and reaped when the test ends, however it ends.
 struct TestChild(u32);
@@ -59,6 +68,16 @@ impl Fixture {
             data_limit: None,
             cgroup_procs: None,
         }
+    }
+
+    /// What a child of `setup()` has open: 0 to /dev/null, 1 and 2 to the log, nothing else.
+    fn dev_null_and_log_twice(&self) -> Vec<(String, PathBuf)> {
+        let log = self.dir.path().canonicalize().unwrap().join("child.log");
+        vec![
+            ("0".to_string(), PathBuf::from("/dev/null")),
+            ("1".to_string(), log.clone()),
+            ("2".to_string(), log),
+        ]
     }
 
     fn program(&self, executable: &str, args: &[&str], env: &BTreeMap<&str, &str>) -> Program {
@@ -114,9 +133,50 @@ fn children_of_this_thread() -> Option<String> {
 fn start_sleeper(fixture: &Fixture, setup: &ChildSetup<'_>, file: &str) -> (TestChild, String) {
     let env = sleeper_env();
     let program = fixture.program("/bin/sleep", &["30"], &env);
-    let child = TestChild(start(&program, setup).unwrap());
+    let child = TestChild(launch(&program, setup).unwrap());
     let read = proc_file_once_running(child.0, &env, file);
     (child, read)
+}
+
+/// This thread's blocked signals, as the kernel shows them.
+fn this_threads_blocked_signals() -> u64 {
+    status_mask(
+        &std::fs::read_to_string("/proc/thread-self/status").unwrap(),
+        "SigBlk",
+    )
+}
+
+/// The bit of `signal` in a mask of /proc/<pid>/status.
+fn bit(signal: libc::c_int) -> u64 {
+    1u64 << (signal - 1)
+}
+
+/// The targets of `/proc/<pid>/fd/*`, by descriptor.
+fn descriptors_of(pid: u32) -> Vec<(String, PathBuf)> {
+    let mut fds: Vec<(String, PathBuf)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read_link(entry.path()).unwrap(),
+            )
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// Opens /dev/zero without close-on-exec, copied to `at` or above: a descriptor of this process
+/// that a child must not get all the same.
+fn leaky_descriptor(at: libc::c_int) -> OwnedFd {
+    let zero = File::open("/dev/zero").unwrap();
+    // SAFETY: F_DUPFD (not close-on-exec) of a descriptor `zero` keeps open; the copy is owned
+    // below.
+    let copy = unsafe { libc::fcntl(zero.as_raw_fd(), libc::F_DUPFD, at) };
+    assert!(copy >= at, "{}", std::io::Error::last_os_error());
+    // SAFETY: `copy` was just returned by fcntl, is open, and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(copy) }
 }
 
 #[test]
@@ -129,23 +189,61 @@ fn a_child_gets_exactly_its_environment_arguments_and_working_directory() {
 }
 
 #[test]
-fn a_child_leads_its_own_process_group_with_no_signal_blocked_or_handled() {
+fn a_child_leads_its_own_process_group_with_no_signal_blocked_and_sigpipe_at_its_default() {
     let fixture = Fixture::new();
     let (child, status) = start_sleeper(&fixture, &fixture.setup(), "status");
     // SAFETY: getpgid reads the group of a child of ours that is not reaped yet.
     let group = unsafe { libc::getpgid(child.0 as libc::pid_t) };
     assert_eq!(group, child.0 as libc::pid_t);
+    // Unblocked before the exec (the mask survives an exec).
     assert_eq!(status_mask(&status, "SigBlk"), 0, "{status}");
-    assert_eq!(status_mask(&status, "SigCgt"), 0, "{status}");
     // What this process ignores stays ignored, but SIGPIPE (the Rust runtime ignores it), as
-    // with std's `Command`.
+    // with std's `Command`; glibc's internal signals 32 and 33 are ignored, as glibc's
+    // posix_spawn leaves them.
     let ours = std::fs::read_to_string("/proc/self/status").unwrap();
-    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
     assert_eq!(
         status_mask(&status, "SigIgn"),
-        status_mask(&ours, "SigIgn") & !sigpipe,
+        (status_mask(&ours, "SigIgn") & !bit(libc::SIGPIPE)) | bit(32) | bit(33),
         "{status}"
     );
+    // No handler, whatever the reset did: the kernel resets handlers at exec. (What the reset
+    // in the child guards is the time between the clone and the exec.)
+    assert_eq!(status_mask(&status, "SigCgt"), 0, "{status}");
+}
+
+#[test]
+fn the_block_around_the_clone_covers_every_signal_and_the_threads_mask_is_given_back() {
+    let before = this_threads_blocked_signals();
+    let old = set_signal_mask(ALL_SIGNALS).unwrap();
+    let during = this_threads_blocked_signals();
+    set_signal_mask(old).unwrap();
+    assert_eq!(old, before);
+    assert_eq!(this_threads_blocked_signals(), before);
+    // Everything but what the kernel never blocks, glibc's 32 and 33 included.
+    assert_eq!(
+        during,
+        ALL_SIGNALS & !(bit(libc::SIGKILL) | bit(libc::SIGSTOP))
+    );
+    assert_ne!(during & bit(32), 0);
+    assert_ne!(during & bit(33), 0);
+}
+
+#[test]
+fn a_start_gives_the_thread_its_signal_mask_back_whether_it_succeeds_or_fails() {
+    let fixture = Fixture::new();
+    // A mask of this thread's own, so that "given back" is not just "emptied".
+    let mask = bit(libc::SIGUSR2) | bit(libc::SIGWINCH);
+    let old = set_signal_mask(mask).unwrap();
+    let (child, _) = start_sleeper(&fixture, &fixture.setup(), "status");
+    let after_success = this_threads_blocked_signals();
+    drop(child);
+    let missing = fixture.program("/nonexistent/program", &[], &BTreeMap::new());
+    let failed = launch(&missing, &fixture.setup());
+    let after_failure = this_threads_blocked_signals();
+    set_signal_mask(old).unwrap();
+    assert_eq!(after_success, mask);
+    assert_eq!(failed.unwrap_err().step, Step::Exec);
+    assert_eq!(after_failure, mask);
 }
 
 #[test]
@@ -153,32 +251,52 @@ fn a_child_has_only_stdin_from_dev_null_and_stdout_and_stderr_to_its_log() {
     let fixture = Fixture::new();
     // Descriptors of this process that a child must not get, one of them not close-on-exec.
     let _open = File::open("/proc/self/status").unwrap();
-    let leaky = File::open("/dev/zero").unwrap();
-    // SAFETY: clears close-on-exec on a descriptor `leaky` owns and keeps open.
-    assert_eq!(
-        unsafe { libc::fcntl(leaky.as_raw_fd(), libc::F_SETFD, 0) },
-        0
-    );
+    let _leaky = leaky_descriptor(3);
     let (child, _) = start_sleeper(&fixture, &fixture.setup(), "status");
-    let fd_dir = format!("/proc/{}/fd", child.0);
-    let mut fds: Vec<(String, PathBuf)> = std::fs::read_dir(&fd_dir)
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            (
-                entry.file_name().to_string_lossy().into_owned(),
-                std::fs::read_link(entry.path()).unwrap(),
-            )
-        })
-        .collect();
-    fds.sort();
+    assert_eq!(descriptors_of(child.0), fixture.dev_null_and_log_twice());
+}
+
+#[test]
+fn without_close_range_the_child_closes_every_descriptor_above_2_one_by_one() {
+    let fixture = Fixture::new();
+    // Not close-on-exec, and far above the others, so that only a close up to the highest open
+    // descriptor reaches it.
+    let leaky = leaky_descriptor(900);
+    assert!(highest_fd_to_close(false) >= leaky.as_raw_fd());
+    let env = sleeper_env();
+    let program = fixture.program("/bin/sleep", &["30"], &env);
+    let child = TestChild(start_closing(&program, &fixture.setup(), false).unwrap());
+    proc_file_once_running(child.0, &env, "status");
+    assert_eq!(descriptors_of(child.0), fixture.dev_null_and_log_twice());
+}
+
+#[test]
+fn streams_on_0_1_or_2_reach_the_child_as_given_not_as_an_earlier_dup2_left_them() {
+    let fixture = Fixture::new();
+    let ours = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
+    let (Some(our_stdin), Some(our_stdout)) = (ours(0), ours(1)) else {
+        eprintln!("not checked: this process has no descriptor 0 or 1");
+        return;
+    };
+    // SAFETY: descriptors 0 and 1 of this process are open (read just above) and stay open for
+    // the test: nothing in this process closes them.
+    let (stdin, stdout) = unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(1)) };
+    // The child's dup2 onto 0 comes first: without the copies above 2, its 1 and its 2 would
+    // both be the log.
+    let setup = ChildSetup {
+        stdin: fixture.log.as_fd(),
+        stdout: stdin,
+        stderr: stdout,
+        ..fixture.setup()
+    };
+    let (child, _) = start_sleeper(&fixture, &setup, "status");
     let log = fixture.dir.path().canonicalize().unwrap().join("child.log");
     assert_eq!(
-        fds,
+        descriptors_of(child.0),
         vec![
-            ("0".to_string(), PathBuf::from("/dev/null")),
-            ("1".to_string(), log.clone()),
-            ("2".to_string(), log),
+            ("0".to_string(), log),
+            ("1".to_string(), our_stdin),
+            ("2".to_string(), our_stdout),
         ]
     );
 }
@@ -212,7 +330,7 @@ fn a_child_joins_its_cgroup_by_writing_0_to_cgroup_procs_before_exec() {
         cgroup_procs: Some(procs.as_fd()),
         ..fixture.setup()
     };
-    let _child = TestChild(start(&program, &setup).unwrap());
+    let _child = TestChild(launch(&program, &setup).unwrap());
     // Written before the exec, so before `start` returned.
     assert_eq!(std::fs::read_to_string(&procs_path).unwrap(), "0");
 }
@@ -228,7 +346,7 @@ fn a_failed_cgroup_join_fails_the_start_and_leaves_no_child() {
         cgroup_procs: Some(read_only.as_fd()),
         ..fixture.setup()
     };
-    let error = start(&program, &setup).unwrap_err();
+    let error = launch(&program, &setup).unwrap_err();
     assert_eq!(error.step, Step::JoinCgroup);
     assert_eq!(error.source.raw_os_error(), Some(libc::EBADF));
     if let Some(children) = children_of_this_thread() {
@@ -240,7 +358,7 @@ fn a_failed_cgroup_join_fails_the_start_and_leaves_no_child() {
 fn a_missing_program_is_not_found_and_leaves_no_child() {
     let fixture = Fixture::new();
     let program = fixture.program("/nonexistent/program", &[], &BTreeMap::new());
-    let error = start(&program, &fixture.setup()).unwrap_err();
+    let error = launch(&program, &fixture.setup()).unwrap_err();
     assert_eq!(error.step, Step::Exec);
     assert_eq!(error.source.kind(), ErrorKind::NotFound, "{error:?}");
     match children_of_this_thread() {
@@ -255,7 +373,7 @@ fn a_program_that_is_not_executable_is_refused_and_leaves_no_child() {
     let script = fixture.dir.path().join("not-executable");
     std::fs::write(&script, "#!/bin/sh\n").unwrap();
     let program = fixture.program(script.to_str().unwrap(), &[], &BTreeMap::new());
-    let error = start(&program, &fixture.setup()).unwrap_err();
+    let error = launch(&program, &fixture.setup()).unwrap_err();
     assert_eq!(error.step, Step::Exec);
     assert_eq!(
         error.source.kind(),
@@ -268,6 +386,31 @@ fn a_program_that_is_not_executable_is_refused_and_leaves_no_child() {
 }
 
 #[test]
+fn a_script_without_a_shebang_is_not_run_by_a_shell() {
+    let fixture = Fixture::new();
+    let script = fixture.dir.path().join("no-shebang");
+    std::fs::write(&script, "echo ran\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let program = fixture.program(script.to_str().unwrap(), &[], &BTreeMap::new());
+    // A child another test clones while the script is open for writing holds that descriptor
+    // until its exec, and the exec here fails with ETXTBSY meanwhile: tried again, a few times.
+    let mut error = launch(&program, &fixture.setup()).unwrap_err();
+    for _ in 0..100 {
+        if error.source.raw_os_error() != Some(libc::ETXTBSY) {
+            break;
+        }
+        std::thread::yield_now();
+        error = launch(&program, &fixture.setup()).unwrap_err();
+    }
+    assert_eq!(error.step, Step::Exec);
+    assert_eq!(
+        error.source.raw_os_error(),
+        Some(libc::ENOEXEC),
+        "{error:?}"
+    );
+}
+
+#[test]
 fn a_missing_working_directory_fails_the_start() {
     let fixture = Fixture::new();
     let program = Program::new(
@@ -277,7 +420,7 @@ fn a_missing_working_directory_fails_the_start() {
         &fixture.dir.path().join("missing"),
     )
     .unwrap();
-    let error = start(&program, &fixture.setup()).unwrap_err();
+    let error = launch(&program, &fixture.setup()).unwrap_err();
     assert_eq!(error.step, Step::WorkingDir);
     assert_eq!(error.source.kind(), ErrorKind::NotFound);
 }
