@@ -63,11 +63,12 @@ pub struct Metrics {
     pub heartbeat_failures: IntCounter,
     /// `pattern_launcher_launch_duration_seconds`: from spawn to ready.
     pub launch_duration: LaunchDuration,
-    /// Per process with a declared limit (`process_id`): resident memory, its memory limit and
-    /// CPU in percent of a core, set at each scrape.
+    /// Per process with a declared limit (`process_id`): resident memory, its memory limit,
+    /// CPU in percent of a core and its CPU limit in millicores, set at each scrape.
     pub process_memory: IntGaugeVec,
     pub process_memory_limit: IntGaugeVec,
     pub process_cpu: prometheus::GaugeVec,
+    pub process_cpu_limit: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +139,11 @@ impl Metrics {
                 "process_id",
             )?,
             process_cpu,
+            process_cpu_limit: gauge_vec(
+                "pattern_launcher_process_cpu_limit_millicores",
+                "The declared CPU limit of a process, in thousandths of a core",
+                "process_id",
+            )?,
             processes: gauge_vec(
                 "pattern_launcher_processes_total",
                 "Total number of processes",
@@ -254,6 +260,7 @@ impl Metrics {
         self.process_memory.reset();
         self.process_memory_limit.reset();
         self.process_cpu.reset();
+        self.process_cpu_limit.reset();
         for row in rows {
             let Some(resources) = &row.spec().resources else {
                 continue;
@@ -263,6 +270,11 @@ impl Metrics {
                 self.process_memory_limit
                     .with_label_values(&[id])
                     .set(i64::try_from(limit).unwrap_or(i64::MAX));
+            }
+            if let Some(millicores) = resources.cpu_millis {
+                self.process_cpu_limit
+                    .with_label_values(&[id])
+                    .set(i64::from(millicores));
             }
             if let Some(used) = usage.get(row.id()) {
                 self.process_memory

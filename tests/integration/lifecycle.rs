@@ -642,7 +642,7 @@ fn a_memory_limit_is_enforced_with_an_rlimit_on_a_host_without_cgroup_v2() {
         "sipper.yaml",
         &spec(
             "sipper",
-            "  type: utility\n  binary: /bin/sleep\n  args: [\"600\"]\n  resources: {memoryLimit: 64Mi}\n",
+            "  type: utility\n  binary: /bin/sleep\n  args: [\"600\"]\n  resources: {memoryLimit: 64Mi, cpuLimit: 250m}\n",
         ),
     );
     launcher.wait_running("sipper", None, TIMEOUT);
@@ -666,6 +666,11 @@ fn a_memory_limit_is_enforced_with_an_rlimit_on_a_host_without_cgroup_v2() {
     );
     assert!(
         metrics.contains("pattern_launcher_process_memory_bytes{process_id=\"sipper\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("pattern_launcher_process_cpu_limit_millicores{process_id=\"sipper\"} 250"),
         "{metrics}"
     );
     assert!(
