@@ -418,9 +418,10 @@ impl SpecDir {
                 released: &[],
             });
         }
-        for batch in files.chunks(APPLY_BATCH) {
-            released |= self.apply(batch);
-        }
+        // Removals in one transaction, as before the batches: batched, they left the memory
+        // after a stop of 10,000 where it was (BENCHMARKS.md) and added a flush per batch to
+        // the path of a mass stop.
+        released |= self.apply(&files);
         if released {
             let waiting: Vec<FileSet<'_>> = self
                 .problems
