@@ -18,7 +18,7 @@ use prism_launcher::api::client::{
 };
 use prism_launcher::api::tls::ClientTlsFiles;
 use prism_launcher::app::{ADDRESS_FILE, SOCKET_FILE};
-use prism_launcher::reconcile::{DiffKind, Phase, SourceKind};
+use prism_launcher::reconcile::{DiffKind, Phase, ProcessId, SourceKind};
 use prism_launcher::sources::values::{parse_duration, parse_positive_duration};
 
 /// How client commands find a running launcher.
@@ -145,7 +145,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let target = launcher_target(&args.connect)?;
     let stdout = std::io::stdout();
-    block_on(stream_logs(
+    let streamed = run_call(stream_logs(
         &target,
         &args.id,
         args.tail,
@@ -153,7 +153,62 @@ pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
         args.connect.timeout,
         stdout.lock(),
     ))?;
-    Ok(ExitCode::SUCCESS)
+    match streamed {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // Post-mortem, exactly when it matters: with no launcher to ask, the log file in the
+        // data directory is read directly.
+        Err(error @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) => {
+            let logs = args.connect.data_dir.join("logs");
+            let id = ProcessId::new(args.id.clone())
+                .with_context(|| format!("{:?} is not a process id", args.id))?;
+            let path = prism_launcher::runtime::logs::log_path(&logs, &id);
+            if !path.exists() {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "and there is no log file {} to read instead; is `prism-launcher serve` \
+                     running? pass --addr or --data-dir to point at it",
+                    path.display()
+                )));
+            }
+            eprintln!(
+                "prism-launcher: {error}; reading {} directly",
+                path.display()
+            );
+            print_log_file(&logs, &id, args.tail, args.follow, stdout.lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => Err(with_hint(error)),
+    }
+}
+
+/// Prints the last `tail` lines of the log of `id` in `logs` (all of it for 0), then, when
+/// `follow`, what is appended to it, read again every 200 ms, until interrupted.
+fn print_log_file(
+    logs: &Path,
+    id: &ProcessId,
+    tail: u32,
+    follow: bool,
+    mut out: impl Write,
+) -> anyhow::Result<()> {
+    let lines = (tail > 0).then_some(tail as usize);
+    let unreadable = || format!("cannot read the log of {id} in {}", logs.display());
+    let (bytes, mut offset) =
+        prism_launcher::runtime::logs::tail(logs, id, lines).with_context(unreadable)?;
+    // A closed stdout (`logs ... | head`) ends the command quietly.
+    if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+        return Ok(());
+    }
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let (bytes, next) =
+            prism_launcher::runtime::logs::read_from(logs, id, offset).with_context(unreadable)?;
+        offset = next;
+        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+            return Ok(());
+        }
+    }
 }
 
 pub fn reset(args: &ResetArgs) -> anyhow::Result<ExitCode> {
@@ -177,17 +232,27 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<ExitCode> {
 fn block_on<T>(
     call: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> anyhow::Result<T> {
+    run_call(call)?.map_err(with_hint)
+}
+
+/// Runs one client call to completion; the outer error is the runtime's own.
+fn run_call<T>(
+    call: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> anyhow::Result<Result<T, ClientError>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(call).map_err(|error| {
-        let hint = match &error {
-            ClientError::Refused { .. } => "the launcher refused",
-            _ => "is `prism-launcher serve` running? pass --addr or --data-dir to point at it",
-        };
-        anyhow::Error::new(error).context(hint)
-    })
+    Ok(runtime.block_on(call))
+}
+
+/// A client call's failure, with the hint every client command gives.
+fn with_hint(error: ClientError) -> anyhow::Error {
+    let hint = match &error {
+        ClientError::Refused { .. } => "the launcher refused",
+        _ => "is `prism-launcher serve` running? pass --addr or --data-dir to point at it",
+    };
+    anyhow::Error::new(error).context(hint)
 }
 
 /// Where client commands find the launcher (`--addr`, else the data directory's socket, else

@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::spawn::log_path;
+pub use super::spawn::log_path;
 use crate::reconcile::ProcessId;
 
 /// Most bytes read at once when tailing or following a log.

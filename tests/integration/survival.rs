@@ -316,6 +316,48 @@ fn logs_tail_and_follow_through_the_cli_and_rotate_by_size() {
 }
 
 #[test]
+fn logs_are_read_from_the_data_directory_when_no_launcher_answers() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec(
+        "talker.yaml",
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: talker}\nspec:\n  binary: /bin/sh\n  args: [\"-c\", \"echo first; echo second; echo last words; exec sleep 600\"]\n",
+    );
+    launcher.wait_running("talker", None, TIMEOUT);
+    let log = launcher.data_dir().join("logs/talker.log");
+    eventually(TIMEOUT, "the output in the log", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|text| text.contains("last words"))
+    });
+    launcher.stop(Signal::SIGTERM, TIMEOUT);
+
+    let logs = |args: &[&str]| {
+        Command::new(LAUNCHER)
+            .args(args)
+            .arg("--data-dir")
+            .arg(launcher.data_dir())
+            .args(["--timeout", "2s"])
+            .output()
+            .unwrap()
+    };
+    let output = logs(&["logs", "talker", "-n", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "second\nlast words\n"
+    );
+    assert!(
+        stderr.contains("reading") && stderr.contains("talker.log"),
+        "{stderr}"
+    );
+    let missing = logs(&["logs", "nobody"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("no log file"), "{stderr}");
+}
+
+#[test]
 fn a_second_launcher_on_the_same_data_dir_fails_at_once_with_a_clear_message() {
     let launcher = TestLauncher::start();
     let started = std::time::Instant::now();
