@@ -42,6 +42,14 @@ enum Command {
     Logs(client::LogsArgs),
     /// Check spec files offline and report every error.
     Validate(validate::ValidateArgs),
+    /// Print a shell completion script (e.g. `prism-launcher completions bash >
+    /// /etc/bash_completion.d/prism-launcher`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), for `man -l -` or to install as prism-launcher.1.
+    Man,
 }
 
 /// A word of one of the domain's closed sets, as `reconcile`'s vocabulary reads it (a bad one
@@ -73,6 +81,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Reset(args) => client::reset(&args),
         Command::Logs(args) => client::logs(&args),
         Command::Validate(args) => validate::validate(&args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "prism-launcher",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command.clone())
+                .render(&mut page)
+                .context("cannot render the manual page")?;
+            // One page for the whole tool: each subcommand's section follows the main one.
+            for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+                let name = format!("prism-launcher-{}", sub.get_name());
+                clap_mangen::Man::new(sub.clone().display_name(name))
+                    .render(&mut page)
+                    .context("cannot render the manual page")?;
+            }
+            std::io::Write::write_all(&mut std::io::stdout(), &page)
+                .context("cannot write the manual page")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -289,6 +289,53 @@ spec:
 }
 
 #[test]
+fn completions_and_the_manual_name_every_subcommand() {
+    let subcommands = [
+        "serve",
+        "status",
+        "reset",
+        "logs",
+        "validate",
+        "completions",
+        "man",
+    ];
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(LAUNCHER)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for subcommand in subcommands {
+            assert!(script.contains(subcommand), "{shell} lacks {subcommand}");
+        }
+    }
+    let page = run(&["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH prism-launcher 1"),
+        "{page}"
+    );
+    for subcommand in subcommands {
+        assert!(
+            page.contains(&format!(".TH prism-launcher-{subcommand} 1")),
+            "the manual lacks {subcommand}"
+        );
+    }
+    let unknown = std::process::Command::new(LAUNCHER)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "a shell it cannot complete is a usage error"
+    );
+}
+
+#[test]
 fn status_without_a_launcher_fails_with_a_clear_message() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
