@@ -29,7 +29,7 @@ use crate::clock::{now, system_clock};
 use crate::private_fs::{self, DirState, PrivateFsError};
 use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, Vocabulary};
 use crate::runtime::cgroup::{CgroupTree, HostLimits};
-use crate::runtime::{self, RuntimeConfig};
+use crate::runtime::{self, RuntimeConfig, Watchdog};
 use crate::sources::catalog::SharedCatalog;
 use crate::sources::catalog_watch::{reload_catalog, watch_catalog};
 use crate::sources::spec_dir::{watch_spec_dir, SpecWatch};
@@ -511,6 +511,7 @@ pub async fn run(
 
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
+    let notifier = crate::systemd::Notifier::from_env().map(Arc::new);
     let usage = UsageBoard::new(
         runtime::usage_sampler(host_limits.tree.clone()),
         runtime::ticks_per_second(),
@@ -553,6 +554,7 @@ pub async fn run(
                 &metrics,
                 &readiness,
                 &usage,
+                notifier.clone(),
             ),
             stop_signal(&stopped),
         ),
@@ -626,6 +628,14 @@ pub async fn run(
         ),
     );
     readiness.listening();
+    if let Some(notifier) = notifier.clone() {
+        let mut ready = readiness.when_ready();
+        tokio::spawn(async move {
+            if ready.wait_for(|ready| *ready).await.is_ok() {
+                notifier.notify("READY=1\nSTATUS=reconciling");
+            }
+        });
+    }
     parts.spawn(
         "the gRPC server",
         crate::api::server::serve(
@@ -648,6 +658,9 @@ pub async fn run(
     tokio::select! {
         () = shutdown => tracing::info!("shutting down"),
         Some(ended) = parts.join_next() => failure = part_failure(ended, false),
+    }
+    if let Some(notifier) = &notifier {
+        notifier.notify("STOPPING=1\nSTATUS=stopping every process");
     }
     // Every part sees the stop; the loop stops every child with its grace period.
     let _ = stop.send(true);
@@ -745,6 +758,7 @@ fn runtime_config(
     metrics: &Metrics,
     readiness: &Readiness,
     usage: &UsageBoard,
+    notifier: Option<Arc<crate::systemd::Notifier>>,
 ) -> RuntimeConfig {
     RuntimeConfig {
         data_dir: config.data_dir.clone(),
@@ -763,6 +777,9 @@ fn runtime_config(
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         clock: system_clock(),
+        watchdog: notifier.and_then(|notifier| {
+            crate::systemd::watchdog_interval().map(|interval| Watchdog { notifier, interval })
+        }),
     }
 }
 

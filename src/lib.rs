@@ -2,7 +2,8 @@
 //!
 //! See ARCHITECTURE.md for the codemap. `reconcile` decides, `store` remembers, `runtime` acts on
 //! processes, `sources` read what people write, `api` speaks gRPC, `telemetry` counts; `app`
-//! wires them together; `private_fs` keeps the data directory private.
+//! wires them together; `private_fs` keeps the data directory private; `systemd` notifies
+//! systemd.
 
 pub mod api;
 pub mod app;
@@ -14,4 +15,5 @@ pub mod reconcile;
 pub mod runtime;
 pub mod sources;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

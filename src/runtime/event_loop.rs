@@ -70,8 +70,17 @@ pub struct RuntimeConfig {
     pub metrics: Metrics,
     /// Told when the first reconcile is done.
     pub readiness: Readiness,
+    /// systemd's watchdog, pinged from the loop itself, when systemd asks for one.
+    pub watchdog: Option<Watchdog>,
     /// The loop's clock; tests may fix it.
     pub clock: Clock,
+}
+
+/// What the loop pings systemd's watchdog with, and how often.
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    pub notifier: std::sync::Arc<crate::systemd::Notifier>,
+    pub interval: Duration,
 }
 
 impl RuntimeConfig {
@@ -153,6 +162,12 @@ async fn run_loop(
     let mut resync = tokio::time::interval(supervisor.config.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
+    // Pinged from the loop's own turns, so that a loop that stops turning stops the pings.
+    let mut watchdog = supervisor.config.watchdog.clone().map(|watchdog| {
+        let mut ticks = tokio::time::interval(watchdog.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (ticks, watchdog.notifier)
+    });
     tokio::pin!(shutdown);
     loop {
         let timer = supervisor.next_timer();
@@ -180,6 +195,7 @@ async fn run_loop(
             () = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
                 supervisor.timers_due();
             }
+            () = watchdog_tick(&mut watchdog), if watchdog.is_some() => {}
             _ = resync.tick() => {
                 if let Err(error) = supervisor.resync() {
                     tracing::error!(error = %Chain(&error), "resync could not read the desired state; keeping the last known state");
@@ -197,4 +213,20 @@ async fn run_loop(
     }
     supervisor.shut_down(&mut sigchld, &mut receiver).await;
     Ok(())
+}
+
+/// Waits for the watchdog's next tick and pings systemd (never ends without a watchdog).
+async fn watchdog_tick(
+    watchdog: &mut Option<(
+        tokio::time::Interval,
+        std::sync::Arc<crate::systemd::Notifier>,
+    )>,
+) {
+    match watchdog {
+        Some((ticks, notifier)) => {
+            ticks.tick().await;
+            notifier.notify("WATCHDOG=1");
+        }
+        None => std::future::pending().await,
+    }
 }

@@ -21,7 +21,7 @@ mod supervisor;
 mod timers;
 mod vfork_spawn;
 
-pub use event_loop::{run, RuntimeConfig, RuntimeError};
+pub use event_loop::{run, RuntimeConfig, RuntimeError, Watchdog};
 pub use spawn::log_path;
 
 /// The sampler the usage board reads with (on demand: a status, a scrape, a heartbeat; never

@@ -863,6 +863,7 @@ mod tests {
             metrics: Metrics::new().unwrap(),
             readiness: Readiness::default(),
             clock: Arc::new(|| NOW),
+            watchdog: None,
         };
         let log_dir = dir.join("logs");
         std::fs::create_dir_all(&log_dir).unwrap();

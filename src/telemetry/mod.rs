@@ -405,6 +405,8 @@ pub struct Readiness {
     /// Watched by the loop, which acts on what files declare only once they have been read.
     specs_synced: Arc<tokio::sync::watch::Sender<bool>>,
     listening: Arc<std::sync::atomic::AtomicBool>,
+    /// Turns true once nothing is missing (for systemd's `READY=1`).
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for Readiness {
@@ -413,6 +415,7 @@ impl Default for Readiness {
             loop_synced: Arc::default(),
             specs_synced: Arc::new(tokio::sync::watch::Sender::new(false)),
             listening: Arc::default(),
+            ready: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 }
@@ -423,18 +426,33 @@ impl Readiness {
         self.specs_synced.subscribe()
     }
 
+    /// Changes to true once the launcher is ready (nothing `missing`).
+    pub fn when_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
     pub fn loop_synced(&self) {
         self.loop_synced
             .store(true, std::sync::atomic::Ordering::Release);
+        self.check_ready();
     }
 
     pub fn specs_synced(&self) {
         self.specs_synced.send_replace(true);
+        self.check_ready();
     }
 
     pub fn listening(&self) {
         self.listening
             .store(true, std::sync::atomic::Ordering::Release);
+        self.check_ready();
+    }
+
+    fn check_ready(&self) {
+        if self.missing().is_empty() {
+            self.ready
+                .send_if_modified(|ready| !std::mem::replace(ready, true));
+        }
     }
 
     /// What is not ready yet, empty when ready.

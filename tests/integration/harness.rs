@@ -47,6 +47,7 @@ pub struct TestLauncher {
     pub launcher_id: String,
     ports: (u16, u16),
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
     child: Option<Child>,
     specs: PathBuf,
 }
@@ -68,6 +69,19 @@ impl TestLauncher {
         extra_args: &[&str],
         prepare: impl FnOnce(&std::path::Path),
     ) -> TestLauncher {
+        TestLauncher::start_with_env_and_catalog(extra_args, &[], prepare)
+    }
+
+    /// Starts a launcher with extra `serve` flags and environment variables.
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> TestLauncher {
+        TestLauncher::start_with_env_and_catalog(extra_args, env, |_| {})
+    }
+
+    fn start_with_env_and_catalog(
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> TestLauncher {
         let dir = tempfile::tempdir().expect("temporary directory");
         std::fs::create_dir_all(dir.path().join("specs")).expect("spec directory");
         write_test_patterns(&dir.path().join("patterns"));
@@ -85,6 +99,10 @@ impl TestLauncher {
             launcher_id,
             ports: port_range(),
             extra_args: extra_args.iter().map(ToString::to_string).collect(),
+            extra_env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
             child: None,
         };
         launcher.spawn();
@@ -115,6 +133,7 @@ impl TestLauncher {
             .arg("--launcher-id")
             .arg(&self.launcher_id)
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(key, value)| (key, value)))
             .env("RUST_LOG", "debug")
             // Must never reach a child: the launcher passes only what a spec names.
             .env("PRISM_TEST_SECRET", "do-not-leak")

@@ -277,3 +277,67 @@ fn status_json_shows_every_kind_of_diff_and_the_table_summarises_it() {
         serde_yaml::from_slice(&yaml.stdout).expect("status -o yaml is YAML");
     assert_eq!(parsed["summary"]["to_stop"], serde_yaml::Value::from(1));
 }
+
+#[test]
+fn systemd_hears_ready_after_the_first_reconcile_then_the_watchdog_then_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut launcher = TestLauncher::start_with_env(
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    launcher.write_spec(
+        "a.yaml",
+        "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: a}\nspec:\n  binary: /bin/sleep\n  args: [\"600\"]\n",
+    );
+    let mut received: Vec<String> = Vec::new();
+    let next = |what: &str, wanted: &dyn Fn(&str) -> bool, received: &mut Vec<String>| {
+        eventually(Duration::from_secs(10), what, || {
+            let mut buffer = [0u8; 256];
+            let read = socket.recv(&mut buffer).ok()?;
+            let message = String::from_utf8_lossy(&buffer[..read]).into_owned();
+            received.push(message.clone());
+            wanted(&message).then_some(message)
+        })
+    };
+    next(
+        "READY=1",
+        &|message| message.starts_with("READY=1"),
+        &mut received,
+    );
+    // Sent only once the launcher is ready: nothing is missing the moment systemd hears it.
+    assert_eq!(
+        launcher.http_get("/readyz").0,
+        200,
+        "ready when READY=1 arrives"
+    );
+    let readies = received.iter().filter(|m| m.starts_with("READY=1")).count();
+    assert_eq!(readies, 1, "{received:?}");
+    for _ in 0..2 {
+        next(
+            "WATCHDOG=1",
+            &|message| message == "WATCHDOG=1",
+            &mut received,
+        );
+    }
+    launcher.wait_running("a", None, Duration::from_secs(10));
+    // Sent when the shutdown begins, so it is waiting in the socket once the launcher is gone.
+    launcher.stop(Signal::SIGTERM, Duration::from_secs(15));
+    next(
+        "STOPPING=1",
+        &|message| message.starts_with("STOPPING=1"),
+        &mut received,
+    );
+    assert_eq!(
+        received.iter().filter(|m| m.starts_with("READY=1")).count(),
+        1,
+        "READY=1 once: {received:?}"
+    );
+}

@@ -13,7 +13,7 @@
 //!   `fastrand`, and imports nothing else of the crate;
 //! - `store`, `runtime`, `api`, `sources` and `telemetry` import of the crate only what
 //!   `IMPORT_LAYOUT` lists for them (the glue `app`, `clock`, `error_chain`, `private_fs`,
-//!   `parallel`, `lib` and the binaries may import anything);
+//!   `parallel`, `systemd`, `lib` and the binaries may import anything);
 //! - every file, test files included, opens with a `//!` line;
 //! - there is no `.unwrap()` or `.expect(` call.
 //!
@@ -63,7 +63,7 @@ use std::path::Path;
 /// What each area with a fixed place in the layout may import of the library, besides itself:
 /// the list is the rule, so `runtime` importing `app` is a crossing as much as `runtime`
 /// importing `api`. `reconcile` (which may import nothing else) is checked by
-/// `reconcile_is_pure`. The glue (`app`, `clock`, `error_chain`, `private_fs`, `parallel`,
+/// `reconcile_is_pure`. The glue (`app`, `clock`, `error_chain`, `private_fs`, `parallel`, `systemd`,
 /// `lib`) and the binaries may import anything.
 const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
     ("store", &["reconcile", "error_chain"]),
@@ -77,6 +77,7 @@ const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
             "error_chain",
             "private_fs",
             "parallel",
+            "systemd",
         ],
     ),
     (
