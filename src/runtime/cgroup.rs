@@ -735,6 +735,18 @@ pub(crate) mod fake {
 
     use super::{CgroupError, CgroupTree, TreeFiles};
 
+    /// The directories in `dir` (the cgroups below it), sorted.
+    pub(crate) fn directories(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .filter(|entry| entry.file_type().unwrap().is_dir())
+            .map(|entry| entry.file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The interface files of a new leaf, as the kernel fills them.
     const LEAF_FILES: &[(&str, &str)] = &[
         ("cgroup.procs", ""),
@@ -1112,19 +1124,7 @@ mod tests {
             "+memory +cpu +pids"
         );
         // Nothing was created but the launcher's leaf.
-        assert_eq!(directories(root.path()), ["supervisor"]);
-    }
-
-    /// The directories in `dir`, sorted.
-    fn directories(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap())
-            .filter(|entry| entry.file_type().unwrap().is_dir())
-            .map(|entry| entry.file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
+        assert_eq!(fake::directories(root.path()), ["supervisor"]);
     }
 
     /// The host limits of a delegated fake subtree at `root`, set up for `launcher_id`.
@@ -1173,7 +1173,7 @@ mod tests {
             limits.reason
         );
         assert!(
-            directories(root.path()).is_empty(),
+            fake::directories(root.path()).is_empty(),
             "the launcher did not move"
         );
         assert_eq!(read(&root.path().join("cgroup.subtree_control")), "");
