@@ -56,18 +56,54 @@ impl Notifier {
 /// How often the loop tells systemd it is alive: half of `WATCHDOG_USEC`, as systemd advises,
 /// when a watchdog is asked for and meant for this process (`WATCHDOG_PID`, when set).
 pub fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.trim().parse::<u32>().ok()? != std::process::id() {
+    interval_for(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+/// `watchdog_interval` for the values of `WATCHDOG_USEC` and `WATCHDOG_PID` and this process's
+/// pid `own`.
+fn interval_for(usec: Option<&str>, pid: Option<&str>, own: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok()?;
+    if let Some(pid) = pid {
+        if pid.trim().parse::<u32>().ok()? != own {
             return None;
         }
     }
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    // At least a millisecond: a zero period would be no interval at all (tokio refuses it).
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_interval_is_half_of_what_systemd_asks_and_never_zero() {
+        let thirty_seconds = Some("30000000");
+        assert_eq!(
+            interval_for(thirty_seconds, None, 7),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            interval_for(thirty_seconds, Some("7"), 7),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            interval_for(thirty_seconds, Some("8"), 7),
+            None,
+            "another's"
+        );
+        assert_eq!(
+            interval_for(Some("1"), None, 7),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(interval_for(Some("0"), None, 7), None);
+        assert_eq!(interval_for(Some("soon"), None, 7), None);
+        assert_eq!(interval_for(None, None, 7), None);
+    }
 
     #[test]
     fn a_notification_reaches_a_path_and_an_abstract_socket() {
