@@ -15,7 +15,7 @@ use super::proto::prism::launcher::v1 as pb;
 use crate::reconcile::ProcessId;
 
 /// How often a followed log is read for new output.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Reading a process's log.
 pub trait LogSource: Send + Sync + 'static {

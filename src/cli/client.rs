@@ -162,52 +162,52 @@ pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
             let id = ProcessId::new(args.id.clone())
                 .with_context(|| format!("{:?} is not a process id", args.id))?;
             let path = prism_launcher::runtime::logs::log_path(&logs, &id);
-            if !path.exists() {
-                return Err(anyhow::Error::new(error).context(format!(
-                    "and there is no log file {} to read instead; is `prism-launcher serve` \
-                     running? pass --addr or --data-dir to point at it",
-                    path.display()
-                )));
-            }
+            let lines = (args.tail > 0).then_some(args.tail as usize);
+            let (first, offset) = match prism_launcher::runtime::logs::tail(&logs, &id, lines) {
+                Ok(read) => read,
+                Err(missing) if missing.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "and there is no log file {} to read instead; is `prism-launcher \
+                         serve` running? pass --addr or --data-dir to point at it",
+                        path.display()
+                    )));
+                }
+                Err(unreadable) => {
+                    return Err(anyhow::Error::new(unreadable)
+                        .context(format!("cannot read {}", path.display())))
+                }
+            };
             eprintln!(
                 "prism-launcher: {error}; reading {} directly",
                 path.display()
             );
-            print_log_file(&logs, &id, args.tail, args.follow, stdout.lock())?;
+            print_log_file(&logs, &id, first, offset, args.follow, stdout.lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => Err(with_hint(error)),
     }
 }
 
-/// Prints the last `tail` lines of the log of `id` in `logs` (all of it for 0), then, when
-/// `follow`, what is appended to it, read again every 200 ms, until interrupted.
+/// Prints `first` (the tail of the log of `id` in `logs`, which ends at `offset`), then, when
+/// `follow`, what is appended to it, read again as often as the launcher's own follow does,
+/// until interrupted.
 fn print_log_file(
     logs: &Path,
     id: &ProcessId,
-    tail: u32,
+    first: Vec<u8>,
+    mut offset: u64,
     follow: bool,
     mut out: impl Write,
 ) -> anyhow::Result<()> {
-    let lines = (tail > 0).then_some(tail as usize);
-    let unreadable = || format!("cannot read the log of {id} in {}", logs.display());
-    let (bytes, mut offset) =
-        prism_launcher::runtime::logs::tail(logs, id, lines).with_context(unreadable)?;
-    // A closed stdout (`logs ... | head`) ends the command quietly.
-    if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-        return Ok(());
-    }
-    if !follow {
-        return Ok(());
-    }
+    let mut bytes = first;
     loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let (bytes, next) =
-            prism_launcher::runtime::logs::read_from(logs, id, offset).with_context(unreadable)?;
-        offset = next;
-        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+        // A closed stdout (`logs ... | head`) ends the command quietly.
+        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() || !follow {
             return Ok(());
         }
+        std::thread::sleep(prism_launcher::api::logs::FOLLOW_INTERVAL);
+        (bytes, offset) = prism_launcher::runtime::logs::read_from(logs, id, offset)
+            .with_context(|| format!("cannot read the log of {id} in {}", logs.display()))?;
     }
 }
 

@@ -144,6 +144,15 @@ pub struct HostLimits {
     pub tree: Option<CgroupTree>,
 }
 
+/// The limit mode a launcher with `tree` runs in: cgroup mode exactly when it has a subtree set
+/// up.
+pub fn limit_mode_of(tree: Option<&CgroupTree>) -> LimitMode {
+    match tree {
+        Some(_) => LimitMode::CgroupV2,
+        None => LimitMode::Rlimit,
+    }
+}
+
 /// The cgroup v2 subtree delegated to the launcher, set up: the launcher in its own leaf, the
 /// controllers enabled for the children, the subtree locked for this launcher. Cheap to clone
 /// (a path, a name prefix and a shared descriptor).

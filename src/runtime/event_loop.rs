@@ -86,10 +86,7 @@ pub struct Watchdog {
 impl RuntimeConfig {
     /// What the host enforces resource limits with.
     pub fn limit_mode(&self) -> LimitMode {
-        match self.cgroup_tree {
-            Some(_) => LimitMode::CgroupV2,
-            None => LimitMode::Rlimit,
-        }
+        super::cgroup::limit_mode_of(self.cgroup_tree.as_ref())
     }
 }
 

@@ -18,8 +18,8 @@ use super::spawn::{spawn_child, working_dir, JoinCgroup, SpawnContext};
 use super::supervisor::{log_if_tripped, Supervisor};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, probe_environment, stop_grace, Action, LimitMode, ObservedRecord, Phase, Ports,
-    ProcessId, ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
+    self, probe_environment, stop_grace, Action, ObservedRecord, Phase, Ports, ProcessId,
+    ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
 };
 
 /// Spawns run in parallel threads from this many starts in one round on (a single restart runs
@@ -129,10 +129,7 @@ fn spawn_in_leaf(
         launcher_id,
         log_dir,
         instance: &intent.instance,
-        limit_mode: match cgroup_tree {
-            Some(_) => LimitMode::CgroupV2,
-            None => LimitMode::Rlimit,
-        },
+        limit_mode: super::cgroup::limit_mode_of(cgroup_tree),
         join_cgroup: joining.as_ref().map(|leaf| JoinCgroup {
             procs: leaf.procs.as_fd(),
             path: &leaf.path,

@@ -122,7 +122,7 @@ impl Supervisor {
             // costs at most the wait until `give_up_at`.)
             let remaining = killed
                 .iter()
-                .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                .any(|pid| super::procfs::start_ticks(*pid).is_some());
             if !remaining {
                 return;
             }
