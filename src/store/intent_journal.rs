@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -53,14 +53,8 @@ struct JournalState {
 impl IntentJournal {
     pub(super) fn open(dir: &Path) -> Result<IntentJournal, StoreError> {
         let path = dir.join(JOURNAL_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|source| journal_error("opening", &path, source))?;
+        let file =
+            open_for_append(&path).map_err(|source| journal_error("opening", &path, source))?;
         let length = file
             .metadata()
             .map_err(|source| journal_error("reading the size of", &path, source))?
@@ -114,8 +108,15 @@ impl IntentJournal {
     /// finish: its spawn never began, so it is left out without an error.
     pub(super) fn read(&self) -> Result<(Vec<SpawnIntent>, Vec<StoreError>), StoreError> {
         let mut text = Vec::new();
-        File::open(&self.path)
-            .and_then(|file| file.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut text))
+        // Through the journal's own descriptor, not its path again: what is read is the file
+        // being appended to. (Appends go to the end whatever the shared offset says.)
+        self.lock()
+            .file
+            .try_clone()
+            .and_then(|mut file| {
+                file.seek(SeekFrom::Start(0))?;
+                file.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut text)
+            })
             .map_err(|source| journal_error("reading", &self.path, source))?;
         if text.len() as u64 > MAX_JOURNAL_BYTES {
             return Err(StoreError::Journal {
@@ -181,13 +182,7 @@ impl IntentJournal {
         let staged = self.path.with_extension("jsonl.new");
         // Opened for appending and kept: after the rename it is the journal, with no reopen
         // that could fail and leave later intents in the file just replaced.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&staged)
+        let mut file = open_for_append(&staged)
             .map_err(|source| journal_error("creating", &staged, source))?;
         file.set_len(0)
             .and_then(|()| file.write_all(&lines))
@@ -222,6 +217,18 @@ fn journal_error(action: &str, path: &Path, source: std::io::Error) -> StoreErro
         action: format!("{action} {}", path.display()),
         source,
     }
+}
+
+/// Opens the journal at `path` (or its staged replacement) to read and append, creating it
+/// 0600; a symlink in its place is refused rather than followed.
+fn open_for_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 #[cfg(test)]
