@@ -140,8 +140,16 @@ async fn run_loop(
     if let Err(error) = become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned grandchildren will be reaped by init instead");
     }
+    // A pidfd per process: room for them before anything is spawned.
+    match super::pidfd::raise_open_file_limit() {
+        Ok(limit) => tracing::debug!(limit, "limit on open files"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the limit on open files; it bounds the number of processes")
+        }
+    }
     // Listening for SIGCHLD before anything is spawned, so no exit can go unnoticed.
     let mut sigchld = signal(SignalKind::child()).map_err(RuntimeError::ChildSignal)?;
+    let mut sweep = SweepSchedule::default();
     let mut desired_changes = store.subscribe();
     let (events, mut receiver) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor::new(store, config, log_dir, events, side);
@@ -172,7 +180,15 @@ async fn run_loop(
             // Shutdown, then exits: a restart is the most urgent thing the loop does.
             biased;
             () = &mut shutdown => break,
-            Some(()) = sigchld.recv() => supervisor.reap(),
+            Some(()) = sigchld.recv() => {
+                supervisor.reap();
+                // The signal may have been for an orphan too (signals merge): a sweep soon.
+                sweep.request(tokio::time::Instant::now());
+            }
+            () = sweep.wait(), if sweep.is_requested() => {
+                supervisor.sweep();
+                sweep.done(tokio::time::Instant::now());
+            }
             Some(id) = desired_changes.recv() => {
                 supervisor.desired_changed(id);
                 while let Ok(id) = desired_changes.try_recv() {
@@ -225,5 +241,41 @@ async fn watchdog_tick(
             notifier.notify("WATCHDOG=1");
         }
         None => std::future::pending().await,
+    }
+}
+
+/// When the loop next sweeps for exits no pidfd names (orphans): after a SIGCHLD, but never
+/// within `reaper::SWEEP_GAP` of the last sweep.
+#[derive(Debug, Default)]
+struct SweepSchedule {
+    last: Option<tokio::time::Instant>,
+    due: Option<tokio::time::Instant>,
+}
+
+impl SweepSchedule {
+    fn request(&mut self, now: tokio::time::Instant) {
+        if self.due.is_none() {
+            let earliest = self
+                .last
+                .map_or(now, |last| last + super::reaper::SWEEP_GAP);
+            self.due = Some(earliest.max(now));
+        }
+    }
+
+    fn is_requested(&self) -> bool {
+        self.due.is_some()
+    }
+
+    /// Completes when the sweep is due (never without a request).
+    async fn wait(&self) {
+        match self.due {
+            Some(due) => tokio::time::sleep_until(due).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn done(&mut self, now: tokio::time::Instant) {
+        self.last = Some(now);
+        self.due = None;
     }
 }

@@ -105,7 +105,8 @@ async fn exec_probe(
             .spawn()
             .map_err(|error| format!("exec probe {program:?} cannot start: {error}"))?;
         let pid = child.id();
-        spawning.record(pid, Child::Probe(sender));
+        // Unreaped (the spawn guard holds the reaper off), so the pid is still the probe's.
+        spawning.record(pid, Child::Probe(sender), super::pidfd::open_raw(pid).ok());
         // The reaper owns the exit status; dropping `child` neither waits for nor kills it.
         drop(child);
         pid

@@ -32,6 +32,15 @@ impl Supervisor {
             return;
         }
         let live = self.live_ids();
+        // The process groups of our children: their members are killed when the leader is
+        // reaped, and become zombies of the launcher (the subreaper) a moment later.
+        let groups: Vec<u32> = self
+            .children
+            .lock()
+            .iter()
+            .filter(|(_, tracked)| matches!(tracked.child, super::reaper::Child::Process))
+            .map(|(pid, _)| *pid)
+            .collect();
         tracing::info!(
             processes = live.len(),
             "shutting down: stopping every process"
@@ -92,7 +101,7 @@ impl Supervisor {
                 () = tokio::time::sleep(wait) => {}
             }
         }
-        self.reap_leftovers(&killed_leftovers, sigchld, schedule.give_up_at)
+        self.reap_leftovers(&killed_leftovers, &groups, sigchld, schedule.give_up_at)
             .await;
         self.persist();
         if let Some(leaves) = &mut self.leaves {
@@ -103,26 +112,33 @@ impl Supervisor {
     }
 
     /// Waits, until `give_up_at` at the latest, for the descendants it `killed` (left behind by
-    /// their process, reparented to the launcher as the subreaper) to be reaped: they die at
+    /// their process, reparented to the launcher as the subreaper) and the members of the
+    /// process `groups` of its children (killed with their leader) to be reaped: they die at
     /// once but stay zombies until reaped, and a launcher that exited first would leave them to
     /// init, still in their process group for a moment after it is gone.
     async fn reap_leftovers(
         &mut self,
         killed: &[u32],
+        groups: &[u32],
         sigchld: &mut SignalStream,
         give_up_at: crate::reconcile::UnixMillis,
     ) {
-        if killed.is_empty() {
-            return;
-        }
         loop {
-            self.reap();
+            // Killed descendants are orphans, with no pidfd: the sweep reaps them.
+            self.sweep();
             // A killed grandchild is reparented to the launcher only once its parent is gone,
             // so what is looked for is any of them still in /proc, zombie or not. (A reused pid
             // costs at most the wait until `give_up_at`.)
+            // A group is empty once its last member, zombie or not, is reaped (its id, which a
+            // member still uses, cannot name another group meanwhile).
             let remaining = killed
                 .iter()
-                .any(|pid| super::procfs::start_ticks(*pid).is_some());
+                .any(|pid| super::procfs::start_ticks(*pid).is_some())
+                || groups.iter().any(|group| {
+                    i32::try_from(*group).is_ok_and(|group| {
+                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), None).is_ok()
+                    })
+                });
             if !remaining {
                 return;
             }

@@ -113,9 +113,9 @@ pub fn spawn_child(
         cgroup_procs: context.join_cgroup.map(|join| join.procs),
     };
     let spawning = children.begin_spawn();
-    let pid = vfork_spawn::start(&program, &setup, &spawning).map_err(exec_failed)?;
-    spawning.record(pid, Child::Process);
-    Ok(pid)
+    let started = vfork_spawn::start(&program, &setup, &spawning).map_err(exec_failed)?;
+    spawning.record(started.pid, Child::Process, Some(started.pidfd));
+    Ok(started.pid)
 }
 
 /// Where a process (and its exec probes) run: its spec's `workingDir`, else its executable's

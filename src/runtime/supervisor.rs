@@ -16,7 +16,7 @@ use super::leaves::Leaves;
 use super::oom::KernelLog;
 use super::pidfd::Pidfd;
 use super::ports::PortAllocator;
-use super::reaper::{reap_ready, ChildExit, ChildTable};
+use super::reaper::{reap_all, reap_exited, ChildExit, ChildTable};
 use super::signals::{kill_inherited, Identity};
 use super::timers::Timers;
 use crate::error_chain::Chain;
@@ -280,13 +280,30 @@ impl Supervisor {
         }
     }
 
-    /// Reaps every exited child. An exit the launcher asked for (the process was stopping) is
+    /// Reaps the children whose pidfds say they exited (O(exits)); where pidfds cannot be
+    /// watched, every exited child (`sweep`).
+    pub fn reap(&mut self) {
+        if self.children.watches_exits() {
+            let exits = reap_exited(&self.children);
+            self.exited(exits);
+        } else {
+            self.sweep();
+        }
+    }
+
+    /// Reaps every exited child, orphaned descendants too: a walk of all the launcher's
+    /// children, which the loop runs at most every `reaper::SWEEP_GAP`.
+    pub fn sweep(&mut self) {
+        let exits = reap_all(&self.children);
+        self.exited(exits);
+    }
+
+    /// Records reaped exits. An exit the launcher asked for (the process was stopping) is
     /// recorded later, in the steps of a pass (see `reconcile`); any other exit, a crash, is
     /// recorded at once, so that its restart never waits behind a thousand planned stops.
     /// Either way its pid stops being the id's at once: a reaped pid may be reused by the next
     /// spawn, and only a pid that `pids` maps to an id is ever signalled for it.
-    pub fn reap(&mut self) {
-        let exits = reap_ready(&self.children);
+    fn exited(&mut self, exits: Vec<ChildExit>) {
         let now = self.now();
         for exit in exits {
             let Some(id) = self.forget_pid(exit.pid) else {
@@ -1246,8 +1263,8 @@ mod tests {
         // recorded, and `newcomer`'s spawn got the same pid.
         supervisor
             .children
-            .lock()
-            .insert(pid, super::super::reaper::Child::Process);
+            .begin_spawn()
+            .record(pid, super::super::reaper::Child::Process, None);
         supervisor.pids.insert(pid, id("newcomer"));
         for (name, phase) in [("leaving", Phase::Stopping), ("newcomer", Phase::Running)] {
             let observed = ObservedRecord {

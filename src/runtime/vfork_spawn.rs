@@ -27,6 +27,13 @@
 //! be blocked, SIGKILL) has failed no step: `start` returns its pid, and its exit shows up later
 //! as any other, a death by that signal.
 //!
+//! The child comes with a pidfd (`CLONE_PIDFD`), which the reaper waits on. It shares the
+//! launcher's descriptor table too (`CLONE_FILES`) until its first step, a `close_range` with
+//! `CLOSE_RANGE_UNSHARE` from just above the descriptors it needs: the kernel then copies only
+//! the descriptors below that, a few dozen (the launcher keeps its pidfds above them, see
+//! `pidfd`), where a plain clone copies the whole table, with a pidfd per running process. Where
+//! that call is missing (before Linux 5.9) the whole table is copied.
+//!
 //! The program is run by `execve` alone, without a shell: a script without a `#!` line fails
 //! with `ENOEXEC` (as with `posix_spawn`; std's `fork` path, through `execvp`, ran it with
 //! `/bin/sh`).
@@ -40,6 +47,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
+use super::pidfd;
 use super::reaper::SpawnGuard;
 
 /// A program to start: its path, arguments, environment and working directory, as the C strings
@@ -80,12 +88,16 @@ pub enum Step {
     BlockSignals,
     /// The clone itself.
     Clone,
+    /// Taking a descriptor table of its own (with only what it needs) from the launcher's.
+    UnshareFiles,
     ResetSignals,
     ProcessGroup,
     JoinCgroup,
     WorkingDir,
     Stdio,
     DataLimit,
+    /// Giving back the limit on open files the launcher raised for itself.
+    FileLimit,
     UnblockSignals,
     Exec,
 }
@@ -132,7 +144,14 @@ impl Program {
     }
 }
 
-/// Starts `program` with `setup` and returns its pid once it runs the program (its exec
+/// A child that runs its program: its pid, and a pidfd on it (close-on-exec, placed high).
+#[derive(Debug)]
+pub struct Started {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// Starts `program` with `setup` and returns the child once it runs the program (its exec
 /// succeeded), or was killed before it (see the module's doc). On an error no child is left: one
 /// that failed a step was reaped here. The calling thread's signal mask is as it was.
 ///
@@ -142,18 +161,35 @@ pub fn start(
     program: &Program,
     setup: &ChildSetup<'_>,
     _spawning: &SpawnGuard<'_>,
-) -> Result<u32, StartError> {
-    start_closing(program, setup, close_range_works())
+) -> Result<Started, StartError> {
+    let use_close_range = close_range_works();
+    let share_files = use_close_range && SHARED_TABLE_WORKS.load(Ordering::Relaxed);
+    match start_with(program, setup, use_close_range, share_files) {
+        Err(error) if error.step == Step::UnshareFiles => {
+            // Refused (a seccomp filter that knows `close_range` but not this flag): copy the
+            // table at the clone from now on, and start this one that way.
+            SHARED_TABLE_WORKS.store(false, Ordering::Relaxed);
+            tracing::warn!(%error, "cannot give a child a table of its own by close_range; copying the launcher's at each spawn");
+            start_with(program, setup, use_close_range, false)
+        }
+        other => other,
+    }
 }
 
-/// `start`, with `close_range` left out when `use_close_range` is false: the child then closes
-/// every descriptor from 3 to the highest the launcher had open, one by one (what it does when
-/// `close_range` fails).
-fn start_closing(
+/// Whether a child may share the descriptor table until its `close_range` unshares it: until
+/// that fails once.
+static SHARED_TABLE_WORKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// `start`, with `close_range` left out when `use_close_range` is false (the child then closes
+/// every descriptor from 3 to the highest the launcher had open, one by one, what it does when
+/// `close_range` fails), and the descriptor table shared until the child's first step when
+/// `share_files` is true (which needs `close_range`).
+fn start_with(
     program: &Program,
     setup: &ChildSetup<'_>,
     use_close_range: bool,
-) -> Result<u32, StartError> {
+    share_files: bool,
+) -> Result<Started, StartError> {
     let argv = null_terminated(&program.argv);
     let envp = null_terminated(&program.envp);
     // A stream on 0, 1 or 2 other than its own would be overwritten by an earlier dup2 in the
@@ -162,21 +198,31 @@ fn start_closing(
     let stdout = above_stdio(setup.stdout)?;
     let stderr = above_stdio(setup.stderr)?;
     let stack = ChildStack::map()?;
+    let stdio = [
+        raw_fd(&stdin, setup.stdin),
+        raw_fd(&stdout, setup.stdout),
+        raw_fd(&stderr, setup.stderr),
+    ];
+    let cgroup_procs = setup.cgroup_procs.map(|fd| fd.as_raw_fd());
+    // Everything from just above the highest descriptor the child needs is left out of its copy
+    // of the table.
+    let unshare_from = share_files.then(|| {
+        let highest = stdio.into_iter().chain(cgroup_procs).max().unwrap_or(2);
+        c_uint::try_from(highest).map_or(3, |highest| highest.saturating_add(1))
+    });
     let args = ChildArgs {
         path: program.path.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         working_dir: program.working_dir.as_ptr(),
-        stdio: [
-            raw_fd(&stdin, setup.stdin),
-            raw_fd(&stdout, setup.stdout),
-            raw_fd(&stderr, setup.stderr),
-        ],
+        stdio,
         data_limit: setup.data_limit.map(|bytes| libc::rlimit {
             rlim_cur: bytes,
             rlim_max: bytes,
         }),
-        cgroup_procs: setup.cgroup_procs.map(|fd| fd.as_raw_fd()),
+        open_file_limit: pidfd::children_open_file_limit(),
+        cgroup_procs,
+        unshare_from,
         last_signal: libc::SIGRTMAX(),
         first_application_signal: libc::SIGRTMIN(),
         use_close_range,
@@ -197,15 +243,25 @@ fn start_closing(
     // and `args` (which lives in this frame and outlives the call) by then. The child shares
     // this memory (CLONE_VM) and only reads `args`, writing only its two atomics; this thread,
     // the only one that knows `args`, is suspended meanwhile, so nothing else reads or writes
-    // them concurrently. Without CLONE_FILES and CLONE_SIGHAND the child changes only its own
-    // copies of the descriptor table and of the signal dispositions. SIGCHLD makes it an
-    // ordinary child that the launcher's reaper (or `reap` below) waits for.
+    // them concurrently. With CLONE_FILES the child's first step gives it a table of its own
+    // (`unshare_from`) before it changes any descriptor, and when that step fails it exits
+    // without touching one; without CLONE_FILES it has its own copy from the start. Without
+    // CLONE_SIGHAND it changes only its own signal dispositions. CLONE_PIDFD writes the pidfd
+    // into `raw_pidfd`, a local that outlives the call. SIGCHLD makes it an ordinary child that
+    // the launcher's reaper (or `reap` below) waits for.
+    let mut raw_pidfd: c_int = -1;
+    let flags = libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::CLONE_PIDFD
+        | if share_files { libc::CLONE_FILES } else { 0 }
+        | libc::SIGCHLD;
     let pid = unsafe {
         libc::clone(
             child_main,
             stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            flags,
             &args as *const ChildArgs as *mut c_void,
+            &mut raw_pidfd as *mut c_int,
         )
     };
     let clone_error = io::Error::last_os_error();
@@ -219,6 +275,9 @@ fn start_closing(
             source: clone_error,
         });
     }
+    // SAFETY: with CLONE_PIDFD a successful clone returned a new descriptor in `raw_pidfd`,
+    // open and owned by nothing else.
+    let child_pidfd = unsafe { OwnedFd::from_raw_fd(raw_pidfd) };
     // The child wrote these, if it failed, before it exited, and the clone returned after that.
     let failed_step = args.failed_step.load(Ordering::Acquire);
     if failed_step != 0 {
@@ -229,8 +288,11 @@ fn start_closing(
             source: io::Error::from_raw_os_error(errno),
         });
     }
-    // `pid` is positive here, so it fits.
-    Ok(pid.unsigned_abs())
+    Ok(Started {
+        // `pid` is positive here, so it fits.
+        pid: pid.unsigned_abs(),
+        pidfd: pidfd::place_high(child_pidfd),
+    })
 }
 
 impl fmt::Display for Step {
@@ -240,12 +302,14 @@ impl fmt::Display for Step {
             Step::Stack => "mapping the child's stack",
             Step::BlockSignals => "blocking signals for the clone",
             Step::Clone => "cloning the child",
+            Step::UnshareFiles => "giving the child a descriptor table of its own",
             Step::ResetSignals => "resetting the child's signal handlers",
             Step::ProcessGroup => "making the child's process group",
             Step::JoinCgroup => "joining the cgroup",
             Step::WorkingDir => "changing to the working directory",
             Step::Stdio => "redirecting stdin, stdout and stderr",
             Step::DataLimit => "setting the memory limit (RLIMIT_DATA)",
+            Step::FileLimit => "setting the limit on open files (RLIMIT_NOFILE)",
             Step::UnblockSignals => "unblocking the child's signals",
             Step::Exec => "exec",
         })
@@ -256,12 +320,14 @@ impl Step {
     /// The step the child reported by number (`Step as u8`).
     fn from_child(number: u8) -> Step {
         [
+            Step::UnshareFiles,
             Step::ResetSignals,
             Step::ProcessGroup,
             Step::JoinCgroup,
             Step::WorkingDir,
             Step::Stdio,
             Step::DataLimit,
+            Step::FileLimit,
             Step::UnblockSignals,
             Step::Exec,
         ]
@@ -302,7 +368,12 @@ struct ChildArgs {
     /// What becomes 0, 1 and 2: descriptors above 2.
     stdio: [RawFd; 3],
     data_limit: Option<libc::rlimit>,
+    /// `RLIMIT_NOFILE` as the launcher had it before raising its own.
+    open_file_limit: Option<libc::rlimit>,
     cgroup_procs: Option<RawFd>,
+    /// With a shared descriptor table (CLONE_FILES): the lowest descriptor left out of the
+    /// child's own table, above every descriptor it needs.
+    unshare_from: Option<c_uint>,
     /// The highest signal number (`SIGRTMAX`), read before the clone.
     last_signal: c_int,
     /// `SIGRTMIN` as the C library gives it to programs: the signals from 32 below it are the
@@ -350,6 +421,19 @@ unsafe fn run_child(args: &ChildArgs) -> (Step, c_int) {
     // ones the child inherited) until the last step before execve, and by then no signal has a
     // handler of the launcher's in this child.
     unsafe {
+        // First, before any descriptor changes: a table of its own with only what is below
+        // `unshare_from` (the launcher's table is shared until then).
+        if let Some(unshare_from) = args.unshare_from {
+            if libc::syscall(
+                libc::SYS_close_range,
+                unshare_from,
+                c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) != 0
+            {
+                return (Step::UnshareFiles, errno());
+            }
+        }
         // Every signal with a handler goes back to its default before signals are unblocked;
         // SIGPIPE, which the Rust runtime ignores, too (std's `Command` does the same). Other
         // ignored signals stay ignored, as with std. The C library's internal signals (glibc's
@@ -411,6 +495,11 @@ unsafe fn run_child(args: &ChildArgs) -> (Step, c_int) {
         if let Some(limit) = &args.data_limit {
             if libc::setrlimit(libc::RLIMIT_DATA, limit) != 0 {
                 return (Step::DataLimit, errno());
+            }
+        }
+        if let Some(limit) = &args.open_file_limit {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0 {
+                return (Step::FileLimit, errno());
             }
         }
         // Nothing but 0, 1 and 2 reaches the program, not even a descriptor the launcher

@@ -18,6 +18,11 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// `start` under a spawn guard of a table of its own (no reaper runs in these tests: each reaps
 /// what it started).
 fn launch(program: &Program, setup: &ChildSetup<'_>) -> Result<u32, StartError> {
+    launch_started(program, setup).map(|started| started.pid)
+}
+
+/// `launch`, keeping the child's pidfd.
+fn launch_started(program: &Program, setup: &ChildSetup<'_>) -> Result<Started, StartError> {
     let children = ChildTable::default();
     let spawning = children.begin_spawn();
     start(program, setup, &spawning)
@@ -257,6 +262,95 @@ fn a_child_has_only_stdin_from_dev_null_and_stdout_and_stderr_to_its_log() {
 }
 
 #[test]
+fn with_a_copied_table_a_child_has_only_its_streams_too() {
+    let fixture = Fixture::new();
+    let _leaky = leaky_descriptor(3);
+    let env = sleeper_env();
+    let program = fixture.program("/bin/sleep", &["30"], &env);
+    let child = TestChild(
+        start_with(&program, &fixture.setup(), true, false)
+            .unwrap()
+            .pid,
+    );
+    proc_file_once_running(child.0, &env, "status");
+    assert_eq!(descriptors_of(child.0), fixture.dev_null_and_log_twice());
+}
+
+#[test]
+fn a_child_sharing_the_table_until_its_first_step_changes_nothing_in_ours() {
+    let fixture = Fixture::new();
+    let ours = || {
+        let mut fds: Vec<(String, Option<PathBuf>)> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_link(entry.path()).ok(),
+                )
+            })
+            .collect();
+        fds.sort();
+        fds
+    };
+    let leaky = leaky_descriptor(3);
+    // The log on 1 and 2 in the child, /dev/null on 0, and everything else closed: none of it
+    // may reach this process's table, which the child shared at the clone.
+    let before = ours();
+    let env = sleeper_env();
+    let program = fixture.program("/bin/sleep", &["30"], &env);
+    let started = start_with(&program, &fixture.setup(), true, true).unwrap();
+    let child = TestChild(started.pid);
+    proc_file_once_running(child.0, &env, "status");
+    let pidfd = started.pidfd.as_raw_fd().to_string();
+    let after: Vec<_> = ours().into_iter().filter(|(fd, _)| *fd != pidfd).collect();
+    // Other threads of the test binary may open and close descriptors meanwhile: only ours
+    // and the standard streams are compared.
+    let kept = |fds: &[(String, Option<PathBuf>)]| -> Vec<(String, Option<PathBuf>)> {
+        let wanted = ["0", "1", "2", &leaky.as_raw_fd().to_string()].map(str::to_string);
+        fds.iter()
+            .filter(|(fd, _)| wanted.contains(fd))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(kept(&after), kept(&before));
+    assert_eq!(descriptors_of(child.0), fixture.dev_null_and_log_twice());
+}
+
+#[test]
+fn the_pidfd_is_placed_high_and_becomes_readable_when_the_child_exits() {
+    let fixture = Fixture::new();
+    let program = fixture.program("/bin/sleep", &["30"], &BTreeMap::new());
+    let started = launch_started(&program, &fixture.setup()).unwrap();
+    let child = TestChild(started.pid);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes `limit`, a local.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    if limit.rlim_cur > 2 * super::super::pidfd::HIGH_FLOOR as u64 {
+        assert!(started.pidfd.as_raw_fd() >= super::super::pidfd::HIGH_FLOOR);
+    }
+    let readable = |timeout_ms: i32| {
+        let mut poll = libc::pollfd {
+            fd: started.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        unsafe { libc::poll(&mut poll, 1, timeout_ms) == 1 }
+    };
+    assert!(!readable(0));
+    // SAFETY: kill of our unreaped child (TestChild reaps it), so the pid is still its own.
+    unsafe { libc::kill(child.0 as libc::pid_t, libc::SIGKILL) };
+    assert!(readable(DEADLINE.as_millis() as i32));
+}
+
+#[test]
 fn without_close_range_the_child_closes_every_descriptor_above_2_one_by_one() {
     let fixture = Fixture::new();
     // Not close-on-exec, and far above the others, so that only a close up to the highest open
@@ -265,7 +359,11 @@ fn without_close_range_the_child_closes_every_descriptor_above_2_one_by_one() {
     assert!(highest_fd_to_close(false) >= leaky.as_raw_fd());
     let env = sleeper_env();
     let program = fixture.program("/bin/sleep", &["30"], &env);
-    let child = TestChild(start_closing(&program, &fixture.setup(), false).unwrap());
+    let child = TestChild(
+        start_with(&program, &fixture.setup(), false, false)
+            .unwrap()
+            .pid,
+    );
     proc_file_once_running(child.0, &env, "status");
     assert_eq!(descriptors_of(child.0), fixture.dev_null_and_log_twice());
 }
