@@ -446,6 +446,16 @@ pub struct DesiredRecord {
     /// its circuit); not a spec change, so it does not bump the generation.
     #[serde(default, skip_serializing_if = "is_default")]
     pub resets: u64,
+    /// Set while an operator holds the process stopped (`prism-launcher stop`) and cleared by
+    /// `prism-launcher start`: the definition stays, nothing runs. Kept when the spec changes,
+    /// gone with the record. Not a spec change: the generation stays.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub held: bool,
+    /// Grows by one each time an operator asks for a new process without a spec change
+    /// (`prism-launcher restart`); like `resets`, the observed record acknowledges it
+    /// (`restarts_seen`), so a request is acted on once, even across a launcher crash.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub restarts: u64,
 }
 
 /// Ports a spec asks for (the catalog's health port, an admin's fixed ports).
@@ -583,6 +593,10 @@ pub enum StopReason {
     NotReady,
     /// The launcher is shutting down.
     Shutdown,
+    /// An operator holds it stopped (`prism-launcher stop`).
+    Held,
+    /// An operator asked for a new process in its place (`prism-launcher restart`).
+    Restart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -649,6 +663,10 @@ pub struct ObservedRecord {
     /// The desired record's `resets` this record has acted on.
     #[serde(default, skip_serializing_if = "is_default")]
     pub resets_seen: u64,
+    /// The desired record's `restarts` this record has acted on: set when a process is started
+    /// (or its start failed) for the desired record.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub restarts_seen: u64,
     /// When the circuit opened, while `phase` is `Tripped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tripped_at: Option<UnixMillis>,
