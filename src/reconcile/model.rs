@@ -302,6 +302,37 @@ impl HealthCheck {
     }
 }
 
+/// The check in a sentence, as `describe` shows it: "http GET /health on HEALTH_PORT every 10s
+/// (timeout 1s, initial delay 0ns); unhealthy after 3 failures, ready after 1 pass".
+impl fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let port = |port: &Option<u16>| {
+            port.map_or_else(|| "HEALTH_PORT".to_string(), |port| port.to_string())
+        };
+        match &self.probe {
+            Probe::Http { path, port: on } => write!(f, "http GET {path} on {}", port(on))?,
+            Probe::Tcp { port: on } => write!(f, "tcp connect to {}", port(on))?,
+            Probe::Exec { command } => write!(f, "exec {command:?}")?,
+        }
+        write!(
+            f,
+            " every {:?} (timeout {:?}, initial delay {:?}); unhealthy after {} failure{}, \
+             ready after {} pass{}",
+            self.interval,
+            self.timeout,
+            self.initial_delay,
+            self.failure_threshold,
+            if self.failure_threshold == 1 { "" } else { "s" },
+            self.success_threshold,
+            if self.success_threshold == 1 {
+                ""
+            } else {
+                "es"
+            },
+        )
+    }
+}
+
 /// Resource limits as declared; enforcement arrives with the resource-limits work.
 #[derive(Debug, Clone, PartialEq, Hash, Eq, Serialize, Deserialize)]
 pub struct Resources {

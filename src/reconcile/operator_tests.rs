@@ -691,6 +691,14 @@ fn desired_for_generation(generation: u64) -> DesiredRecord {
     }
 }
 
+/// (name, before, after, the events told).
+type DesiredEventsCase = (
+    &'static str,
+    Option<DesiredRecord>,
+    Option<DesiredRecord>,
+    Vec<Happened>,
+);
+
 #[test]
 fn desired_events_table() {
     let base = desired_record(false, 0);
@@ -699,12 +707,7 @@ fn desired_events_table() {
         change(&mut record);
         record
     };
-    let cases: Vec<(
-        &str,
-        Option<DesiredRecord>,
-        Option<DesiredRecord>,
-        Vec<Happened>,
-    )> = vec![
+    let cases: Vec<DesiredEventsCase> = vec![
         ("nothing", None, None, vec![]),
         (
             "declared",
@@ -865,6 +868,8 @@ fn label_selectors_table() {
             .unwrap_or_else(|error| panic!("{text}: {error}"));
         let got = [&storage, &web, &none].map(|labels| selector.matches(labels));
         assert_eq!(got, want, "{text}");
+        let again: LabelSelector = selector.to_string().parse().unwrap();
+        assert_eq!(again, selector, "{text} is displayed as it reads");
     }
     for (bad, error) in [
         ("", SelectorError::Empty),

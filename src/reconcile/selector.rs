@@ -4,6 +4,7 @@
 //! Kubernetes), `key` (has the label) and `!key` (lacks it).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::str::FromStr;
 
 use super::limits::{echo, MAX_NAME_BYTES, MAX_VALUE_BYTES};
@@ -117,6 +118,24 @@ fn requirement(selector: &str, part: &str) -> Result<Requirement, SelectorError>
     match part.strip_prefix('!') {
         Some(key) => Ok(Requirement::Absent { key: key_of(key)? }),
         None => Ok(Requirement::Exists { key: key_of(part)? }),
+    }
+}
+
+/// The selector as kubectl would write it (`team=storage,!canary`).
+impl fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, requirement) in self.requirements.iter().enumerate() {
+            if n > 0 {
+                f.write_str(",")?;
+            }
+            match requirement {
+                Requirement::Equals { key, value } => write!(f, "{key}={value}")?,
+                Requirement::NotEquals { key, value } => write!(f, "{key}!={value}")?,
+                Requirement::Exists { key } => f.write_str(key)?,
+                Requirement::Absent { key } => write!(f, "!{key}")?,
+            }
+        }
+        Ok(())
     }
 }
 
