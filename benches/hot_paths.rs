@@ -69,6 +69,7 @@ fn observed(desired: &DesiredRecord, phase: Phase) -> ObservedRecord {
         stop_deadline: None,
         killed: false,
         resets_seen: 0,
+        restarts_seen: 0,
         tripped_at: None,
         exited_at: None,
     }
@@ -83,6 +84,8 @@ fn bench_plan() {
             generation: 1,
             source: Source::Api,
             resets: 0,
+            held: false,
+            restarts: 0,
         })
         .collect();
     let phases = [

@@ -43,9 +43,14 @@ const OPEN_METHODS: [&str; 9] = [
 /// speak): they need a proven caller (the socket's uid, a token, a client certificate) on every
 /// listener, loopback included, token configured or not. StreamLogs hands out what children
 /// print, which the data directory's permissions keep from other users.
-const PROVEN_CALLER_METHODS: [&str; 2] = [
+const PROVEN_CALLER_METHODS: [&str; 6] = [
     "/prism.launcher.v1.LauncherAdmin/StreamLogs",
     "/prism.launcher.v1.LauncherAdmin/ResetProcess",
+    "/prism.launcher.v1.LauncherAdmin/StopProcess",
+    "/prism.launcher.v1.LauncherAdmin/StartProcess",
+    "/prism.launcher.v1.LauncherAdmin/RestartProcess",
+    // A description carries the spec's environment and the log's last lines.
+    "/prism.launcher.v1.LauncherAdmin/DescribeProcess",
 ];
 
 /// The shortest token accepted: anything shorter can be guessed.
@@ -507,6 +512,10 @@ mod tests {
             "/prism.ControlPlane/RegisterLauncher",
             "/prism.launcher.v1.LauncherAdmin/ResetProcess",
             "/prism.launcher.v1.LauncherAdmin/StreamLogs",
+            "/prism.launcher.v1.LauncherAdmin/StopProcess",
+            "/prism.launcher.v1.LauncherAdmin/StartProcess",
+            "/prism.launcher.v1.LauncherAdmin/RestartProcess",
+            "/prism.launcher.v1.LauncherAdmin/DescribeProcess",
             "/prism.launcher.v1.LauncherAdmin/SomethingNew",
             "/unknown.Service/Method",
             "",

@@ -1,5 +1,6 @@
-//! The client side of our own service, for `prism-launcher status`: asks a running launcher and
-//! hands back plain structs, so that callers never see protobuf types.
+//! The client side of our own service, for `prism-launcher status`, `reset`, `logs`, the
+//! operator's verbs and `describe`: asks a running launcher and hands back plain structs, so
+//! that callers never see protobuf types.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -58,6 +59,8 @@ pub struct SummaryView {
     pub to_stop: u32,
     pub failing: u32,
     pub in_sync: u32,
+    /// Held stopped by the operator: neither a difference nor a failure.
+    pub held: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +90,8 @@ pub struct ProcessView {
     pub health_port: u32,
     /// Declared limits and how the host enforces them.
     pub resources: Option<ResourcesView>,
+    /// Held stopped by the operator (`prism-launcher stop`) until `prism-launcher start`.
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +112,77 @@ pub struct ResetView {
     pub process_id: String,
     pub previous_state: String,
     pub consecutive_failures: u32,
+}
+
+/// What an operator's `stop` or `start` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldView {
+    pub process_id: String,
+    /// False when the process was held (for `stop`) or not held (for `start`) already.
+    pub changed: bool,
+    pub previous_state: String,
+}
+
+/// What an operator's `restart` asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartView {
+    pub process_id: String,
+    /// The request's number: the replacement happened once a description's
+    /// `restart_requests_done` reaches it.
+    pub restart_request: u64,
+    /// The pid being replaced, if one runs.
+    pub previous_pid: Option<i32>,
+}
+
+/// Everything `describe` shows of one process.
+#[derive(Debug, Clone, Serialize)]
+pub struct DescriptionView {
+    /// What `status` shows of it.
+    pub status: ProcessView,
+    pub spec: SpecView,
+    /// The last events of its life, oldest first.
+    pub events: Vec<EventView>,
+    /// The last lines of its log (invalid UTF-8 replaced).
+    pub log_tail: String,
+    /// Why there is no log tail, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_note: Option<String>,
+    pub restart_requests: u64,
+    pub restart_requests_done: u64,
+    pub error_count: u32,
+    pub probe_successes: u32,
+    pub probe_failures: u32,
+    pub instance: Option<String>,
+    pub stop_reason: Option<String>,
+    pub stop_deadline_unix_ms: Option<i64>,
+    pub ready_deadline_unix_ms: Option<i64>,
+}
+
+/// The spec a process is desired with (else the one it last ran with).
+#[derive(Debug, Clone, Serialize)]
+pub struct SpecView {
+    pub executable: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub inherit_env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub isolation: String,
+    pub namespace: Option<String>,
+    pub session_id: Option<String>,
+    pub restart_policy: String,
+    pub success_exit_codes: Vec<i32>,
+    pub termination_grace_ms: i64,
+    pub health_check: Option<String>,
+    pub requested_grpc_port: Option<u32>,
+    pub requested_health_port: Option<u32>,
+}
+
+/// One event of a process's life.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub at_unix_ms: i64,
+    pub kind: String,
+    pub message: String,
 }
 
 /// Where a launcher listens, as a client reaches it.
@@ -186,6 +262,135 @@ pub async fn reset_process(
         previous_state: answer.previous_state,
         consecutive_failures: answer.consecutive_failures,
     })
+}
+
+/// Asks the launcher at `target` to hold the process `id` stopped (`prism-launcher stop`).
+pub async fn stop_process(
+    target: &Target,
+    id: &str,
+    timeout: Duration,
+) -> Result<HoldView, ClientError> {
+    let process_id = id.to_string();
+    let answer = call(target, timeout, |mut client| async move {
+        client
+            .stop_process(pb::StopProcessRequest { process_id })
+            .await
+    })
+    .await?;
+    Ok(HoldView {
+        process_id: answer.process_id,
+        changed: answer.changed,
+        previous_state: answer.previous_state,
+    })
+}
+
+/// Asks the launcher at `target` to release its hold of `id` (`prism-launcher start`).
+pub async fn start_process(
+    target: &Target,
+    id: &str,
+    timeout: Duration,
+) -> Result<HoldView, ClientError> {
+    let process_id = id.to_string();
+    let answer = call(target, timeout, |mut client| async move {
+        client
+            .start_process(pb::StartProcessRequest { process_id })
+            .await
+    })
+    .await?;
+    Ok(HoldView {
+        process_id: answer.process_id,
+        changed: answer.changed,
+        previous_state: answer.previous_state,
+    })
+}
+
+/// Asks the launcher at `target` for a new process of `id` (`prism-launcher restart`).
+pub async fn restart_process(
+    target: &Target,
+    id: &str,
+    timeout: Duration,
+) -> Result<RestartView, ClientError> {
+    let process_id = id.to_string();
+    let answer = call(target, timeout, |mut client| async move {
+        client
+            .restart_process(pb::RestartProcessRequest { process_id })
+            .await
+    })
+    .await?;
+    Ok(RestartView {
+        process_id: answer.process_id,
+        restart_request: answer.restart_request,
+        previous_pid: (answer.previous_pid > 0).then_some(answer.previous_pid),
+    })
+}
+
+/// Asks the launcher at `target` for everything about `id`, with the last `log_lines` lines of
+/// its log (0: none).
+pub async fn describe_process(
+    target: &Target,
+    id: &str,
+    log_lines: u32,
+    timeout: Duration,
+) -> Result<DescriptionView, ClientError> {
+    let process_id = id.to_string();
+    let answer = call(target, timeout, |mut client| async move {
+        client
+            .describe_process(pb::DescribeProcessRequest {
+                process_id,
+                log_lines,
+            })
+            .await
+    })
+    .await?;
+    Ok(DescriptionView::from(answer))
+}
+
+impl From<pb::ProcessDescription> for DescriptionView {
+    fn from(description: pb::ProcessDescription) -> DescriptionView {
+        let spec = description.spec.unwrap_or_default();
+        let text = |value: String| (!value.is_empty()).then_some(value);
+        let positive = |value: i64| (value > 0).then_some(value);
+        let port = |value: u32| (value > 0).then_some(value);
+        DescriptionView {
+            status: ProcessView::from(description.status.unwrap_or_default()),
+            spec: SpecView {
+                executable: spec.executable,
+                args: spec.args,
+                env: spec.env.into_iter().collect(),
+                inherit_env: spec.inherit_env,
+                working_dir: text(spec.working_dir),
+                isolation: spec.isolation,
+                namespace: text(spec.namespace),
+                session_id: text(spec.session_id),
+                restart_policy: spec.restart_policy,
+                success_exit_codes: spec.success_exit_codes,
+                termination_grace_ms: spec.termination_grace_ms,
+                health_check: text(spec.health_check),
+                requested_grpc_port: port(spec.requested_grpc_port),
+                requested_health_port: port(spec.requested_health_port),
+            },
+            events: description
+                .events
+                .into_iter()
+                .map(|event| EventView {
+                    at_unix_ms: event.at_unix_ms,
+                    kind: event.kind,
+                    message: event.message,
+                })
+                .collect(),
+            log_tail: String::from_utf8_lossy(&description.log_tail).into_owned(),
+            log_note: text(description.log_note),
+            restart_requests: description.restart_requests,
+            restart_requests_done: description.restart_requests_done,
+            error_count: description.error_count,
+            probe_successes: description.probe_successes,
+            probe_failures: description.probe_failures,
+            instance: text(description.instance),
+            stop_reason: text(description.stop_reason),
+            stop_deadline_unix_ms: positive(description.stop_deadline_unix_ms),
+            ready_deadline_unix_ms: positive(description.ready_deadline_unix_ms),
+        }
+    }
 }
 
 /// Streams the log of `id` from the launcher at `target` into `out`: the last `tail` lines (0:
@@ -299,6 +504,7 @@ impl From<pb::StatusReport> for StatusView {
                 to_stop: summary.to_stop,
                 failing: summary.failing,
                 in_sync: summary.in_sync,
+                held: summary.held,
             },
             processes: report
                 .processes
@@ -353,6 +559,7 @@ impl From<pb::ProcessStatus> for ProcessView {
                     cpu_percent: (process.memory_bytes > 0).then_some(process.cpu_percent),
                 },
             ),
+            held: process.held,
         }
     }
 }

@@ -6,7 +6,8 @@ use super::auth::Denial;
 use super::blocking::{BlockingStoreError, Interrupted};
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    echo, InvalidProcessId, ProcessId, ProcessType, Source, UnknownWord, MAX_DURATION, MAX_ENTRIES,
+    echo, InvalidProcessId, OperatorRefusal, ProcessId, ProcessType, Source, UnknownWord,
+    MAX_DURATION, MAX_ENTRIES,
 };
 use crate::store::StoreError;
 
@@ -118,21 +119,29 @@ pub fn admin_status(error: AdminError) -> Status {
     let message = Chain(&error).to_string();
     match error {
         AdminError::InvalidId(_) => Status::invalid_argument(message),
-        AdminError::UnknownProcess(_) | AdminError::NoLog(_) => Status::not_found(message),
+        AdminError::UnknownProcess(_) | AdminError::NotKnown(_) | AdminError::NoLog(_) => {
+            Status::not_found(message)
+        }
+        AdminError::Refused(_) => Status::failed_precondition(message),
         AdminError::UnreadableLog { .. } => Status::internal(message),
         AdminError::Interrupted { .. } => Status::unavailable(message),
         AdminError::Store(error) => blocking_status(error),
     }
 }
 
-/// Why a LauncherAdmin call (reset, logs) was refused; `errors::admin_status` maps each to a
-/// gRPC code.
+/// Why a LauncherAdmin call (reset, logs, the operator's verbs, describe) was refused;
+/// `errors::admin_status` maps each to a gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{0}")]
     InvalidId(InvalidProcessId),
     #[error("nothing desires a process {}", echo(.0))]
     UnknownProcess(String),
+    #[error("no process {} is known to this launcher (neither desired nor running)", echo(.0))]
+    NotKnown(String),
+    /// The verb does not apply to the process as it is (a restart of a held process).
+    #[error(transparent)]
+    Refused(OperatorRefusal),
     #[error("no log for process {0}")]
     NoLog(ProcessId),
     #[error("cannot read the log of {id}: {error}")]

@@ -136,6 +136,23 @@ impl PatternLauncherService {
         if created {
             tracing::info!(%id, %pattern, "launch requested over the API");
         }
+        if record.held {
+            // An operator's hold outranks a launch: it is answered at once, not waited out.
+            let observed = self.row(&id).await?.and_then(|row| row.observed().cloned());
+            let row = ProcessRow::new(id.clone(), Some(record), observed)
+                .ok_or_else(|| PatternError::UnknownProcess { id: id.to_string() })?;
+            let info = pattern_info(&row, self.context.now());
+            return Ok(pb::LaunchResponse {
+                process_id: id.to_string(),
+                state: info.state,
+                address: info.address,
+                healthy: false,
+                error: format!(
+                    "{id} is held stopped by the operator (`prism-launcher stop`); \
+                     `prism-launcher start {id}` runs it again"
+                ),
+            });
+        }
         let generation = record.generation;
         let observed = self
             .wait_for(&id, wait, |observed| match observed {

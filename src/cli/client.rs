@@ -1,5 +1,6 @@
 //! The commands that talk to a running launcher (`status`, `reset`, `logs`), their flags, and
-//! what they print: the `status` table and its JSON and YAML forms.
+//! what they print: the `status` table and its JSON and YAML forms. (The operator's verbs and
+//! `describe` are in `verbs.rs` and `describe.rs`, on the helpers made `pub(super)` here.)
 
 use super::parse_word;
 use std::io::{IsTerminal, Write};
@@ -47,7 +48,7 @@ pub struct ConnectArgs {
     data_dir: PathBuf,
     /// Give up on an unresponsive launcher after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
+    pub(super) timeout: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -229,7 +230,7 @@ pub fn reset(args: &ResetArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs one client call to completion, with the hint every client command gives on failure.
-fn block_on<T>(
+pub(super) fn block_on<T>(
     call: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> anyhow::Result<T> {
     run_call(call)?.map_err(with_hint)
@@ -257,7 +258,7 @@ fn with_hint(error: ClientError) -> anyhow::Error {
 
 /// Where client commands find the launcher (`--addr`, else the data directory's socket, else
 /// its address file, else the default) and the credentials they call it with.
-fn launcher_target(connect: &ConnectArgs) -> anyhow::Result<Target> {
+pub(super) fn launcher_target(connect: &ConnectArgs) -> anyhow::Result<Target> {
     let address = match &connect.addr {
         Some(address) => match address.strip_prefix("unix:") {
             Some(path) => Address::Unix(PathBuf::from(path)),
@@ -311,7 +312,7 @@ fn address_from_data_dir(data_dir: &Path) -> Option<String> {
 
 /// The declared limits, what the process uses against them when it runs, and how each is
 /// enforced: `mem 12.5Mi/64Mi rlimit, cpu 3%/500m none`, or `-`.
-fn limits_column(process: &ProcessView) -> String {
+pub(super) fn limits_column(process: &ProcessView) -> String {
     let Some(resources) = &process.resources else {
         return "-".to_string();
     };
@@ -355,7 +356,7 @@ fn human_bytes(bytes: u64) -> String {
     bytes.to_string()
 }
 
-fn current_dir() -> String {
+pub(super) fn current_dir() -> String {
     std::env::current_dir()
         .map(|dir| dir.display().to_string())
         .unwrap_or_default()
@@ -429,6 +430,8 @@ fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
                 Ok(DiffKind::Start) => ('+', "32"),
                 Ok(DiffKind::Replace) => ('~', "33"),
                 Ok(DiffKind::Stop) => ('-', "35"),
+                // Held by the operator: as asked, so neither green nor red.
+                Ok(DiffKind::Held) => ('=', "36"),
                 _ => ('!', "31"),
             };
             let detail = humane_times(&process.diff_detail, view.generated_at_unix_ms);
@@ -442,8 +445,13 @@ fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
         }
     }
     let summary = view.summary;
+    let held = if summary.held > 0 {
+        format!(", ={} held", summary.held)
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "\n+{} to start, ~{} to replace, -{} to stop, !{} failing ({} in sync)\n",
+        "\n+{} to start, ~{} to replace, -{} to stop, !{} failing ({} in sync{held})\n",
         summary.to_start, summary.to_replace, summary.to_stop, summary.failing, summary.in_sync
     ));
     if !view.source_problems.is_empty() {
@@ -491,15 +499,20 @@ fn actual_column(process: &ProcessView) -> String {
     let behind = process.running_generation != 0
         && process.desired_generation != 0
         && process.running_generation != process.desired_generation;
-    if behind {
-        format!("{} (gen {})", process.actual, process.running_generation)
+    let actual = if process.held {
+        format!("{} (held)", process.actual)
     } else {
         process.actual.clone()
+    };
+    if behind {
+        format!("{actual} (gen {})", process.running_generation)
+    } else {
+        actual
     }
 }
 
 /// `file:<path>` shortened to a path relative to the current directory when it is inside it.
-fn short_source(process: &ProcessView, cwd: &str) -> String {
+pub(super) fn short_source(process: &ProcessView, cwd: &str) -> String {
     match SourceKind::of_label(&process.source) {
         Some(SourceKind::File) => {
             let path = process.source.split_once(':').map_or("", |(_, path)| path);
@@ -514,7 +527,7 @@ fn short_source(process: &ProcessView, cwd: &str) -> String {
     }
 }
 
-fn human_age(millis: i64) -> String {
+pub(super) fn human_age(millis: i64) -> String {
     let seconds = millis.max(0) / 1000;
     match seconds {
         0..=59 => format!("{seconds}s"),
@@ -555,6 +568,7 @@ mod tests {
             grpc_port: 40000,
             health_port: 40001,
             resources: None,
+            held: false,
         }
     }
 
@@ -587,6 +601,7 @@ mod tests {
                 to_stop: 0,
                 failing: 0,
                 in_sync: 0,
+                held: 0,
             },
             processes: vec![process(
                 "orders",

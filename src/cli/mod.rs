@@ -2,8 +2,10 @@
 //! `pattern-launcher` command line.
 
 mod client;
+mod describe;
 mod serve;
 mod validate;
+mod verbs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,17 @@ enum Command {
     Reset(client::ResetArgs),
     /// Print a process's log (stdout and stderr), and with --follow what it writes next.
     Logs(client::LogsArgs),
+    /// Stop a process and hold it stopped, across launcher restarts, until `start`; its
+    /// definition is kept.
+    Stop(verbs::StopArgs),
+    /// Release a process held by `stop`: it runs again.
+    Start(verbs::StartArgs),
+    /// Replace a process with a new one without a spec change (as a spec edit would); with
+    /// --all or -l, a rolling restart, each replacement ready before the next.
+    Restart(verbs::RestartArgs),
+    /// Show everything about one process: spec and source, state and why, ports, limits,
+    /// health, the last events of its life and the last lines of its log.
+    Describe(describe::DescribeArgs),
     /// Check spec files offline and report every error.
     Validate(validate::ValidateArgs),
     /// Print a shell completion script (e.g. `prism-launcher completions bash >
@@ -80,6 +93,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(args) => client::status(&args),
         Command::Reset(args) => client::reset(&args),
         Command::Logs(args) => client::logs(&args),
+        Command::Stop(args) => verbs::stop(&args),
+        Command::Start(args) => verbs::start(&args),
+        Command::Restart(args) => verbs::restart(&args),
+        Command::Describe(args) => describe::describe(&args),
         Command::Validate(args) => validate::validate(&args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -90,6 +90,7 @@ pub(crate) fn observed(phase: Phase, spec: ProcessSpec) -> ObservedRecord {
         stop_deadline: None,
         killed: false,
         resets_seen: 0,
+        restarts_seen: 0,
         tripped_at: None,
         exited_at: None,
     }

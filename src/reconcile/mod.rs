@@ -4,17 +4,24 @@
 //! observed record becomes once it happened. Time is always an argument. The vocabulary of the
 //! domain (its closed sets and their spellings), what a valid spec is, the rules of a child's
 //! environment, the bounds of every input and the projection of a lifecycle into client words are defined here once.
+//! So are what an operator's verbs do to a desired record, the events of a process's life that
+//! `describe` tells, and label selectors.
 
 mod enforcement;
 mod environment;
 #[cfg(test)]
 #[path = "fixtures_tests.rs"]
 pub(crate) mod fixtures;
+mod history;
 mod limits;
 mod model;
+mod operator;
+#[cfg(test)]
+mod operator_tests;
 mod plan;
 mod process_types;
 mod rows;
+mod selector;
 mod stopping;
 #[cfg(test)]
 mod tests;
@@ -23,11 +30,14 @@ mod vocabulary;
 
 pub use enforcement::*;
 pub use environment::*;
+pub use history::*;
 pub use limits::*;
 pub use model::*;
+pub use operator::*;
 pub use plan::*;
 pub use process_types::*;
 pub use rows::*;
+pub use selector::*;
 pub use stopping::*;
 pub use validation::*;
 pub use vocabulary::*;

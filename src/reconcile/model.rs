@@ -302,6 +302,37 @@ impl HealthCheck {
     }
 }
 
+/// The check in a sentence, as `describe` shows it: "http GET /health on HEALTH_PORT every 10s
+/// (timeout 1s, initial delay 0ns); unhealthy after 3 failures, ready after 1 pass".
+impl fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let port = |port: &Option<u16>| {
+            port.map_or_else(|| "HEALTH_PORT".to_string(), |port| port.to_string())
+        };
+        match &self.probe {
+            Probe::Http { path, port: on } => write!(f, "http GET {path} on {}", port(on))?,
+            Probe::Tcp { port: on } => write!(f, "tcp connect to {}", port(on))?,
+            Probe::Exec { command } => write!(f, "exec {command:?}")?,
+        }
+        write!(
+            f,
+            " every {:?} (timeout {:?}, initial delay {:?}); unhealthy after {} failure{}, \
+             ready after {} pass{}",
+            self.interval,
+            self.timeout,
+            self.initial_delay,
+            self.failure_threshold,
+            if self.failure_threshold == 1 { "" } else { "s" },
+            self.success_threshold,
+            if self.success_threshold == 1 {
+                ""
+            } else {
+                "es"
+            },
+        )
+    }
+}
+
 /// Resource limits as declared; enforcement arrives with the resource-limits work.
 #[derive(Debug, Clone, PartialEq, Hash, Eq, Serialize, Deserialize)]
 pub struct Resources {
@@ -446,6 +477,16 @@ pub struct DesiredRecord {
     /// its circuit); not a spec change, so it does not bump the generation.
     #[serde(default, skip_serializing_if = "is_default")]
     pub resets: u64,
+    /// Set while an operator holds the process stopped (`prism-launcher stop`) and cleared by
+    /// `prism-launcher start`: the definition stays, nothing runs. Kept when the spec changes,
+    /// gone with the record. Not a spec change: the generation stays.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub held: bool,
+    /// Grows by one each time an operator asks for a new process without a spec change
+    /// (`prism-launcher restart`); like `resets`, the observed record acknowledges it
+    /// (`restarts_seen`), so a request is acted on once, even across a launcher crash.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub restarts: u64,
 }
 
 /// Ports a spec asks for (the catalog's health port, an admin's fixed ports).
@@ -583,6 +624,10 @@ pub enum StopReason {
     NotReady,
     /// The launcher is shutting down.
     Shutdown,
+    /// An operator holds it stopped (`prism-launcher stop`).
+    Held,
+    /// An operator asked for a new process in its place (`prism-launcher restart`).
+    Restart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -649,6 +694,10 @@ pub struct ObservedRecord {
     /// The desired record's `resets` this record has acted on.
     #[serde(default, skip_serializing_if = "is_default")]
     pub resets_seen: u64,
+    /// The desired record's `restarts` this record has acted on: set when a process is started
+    /// (or its start failed) for the desired record.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub restarts_seen: u64,
     /// When the circuit opened, while `phase` is `Tripped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tripped_at: Option<UnixMillis>,

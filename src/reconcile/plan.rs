@@ -111,12 +111,33 @@ pub fn decide(
 ) -> Decision {
     match (desired, observed) {
         (None, None) => Decision::default(),
+        // Held before anything ran: it stays as it is, declared and not started.
+        (Some(desired), None) if desired.held => Decision::default(),
         (Some(desired), None) => act(Action::Start {
             id: desired.id.clone(),
             restart: false,
         }),
         (None, Some(observed)) => decide_undesired(observed, now),
+        (Some(desired), Some(observed)) if desired.held => decide_held(observed, now),
         (Some(desired), Some(observed)) => decide_desired(desired, observed, now),
+    }
+}
+
+/// An operator holds the process: a live one is stopped with its spec's grace, as if it were no
+/// longer desired, and nothing starts it again (no restart after an exit, no backoff timer, no
+/// start of a stopped or pending one) until the hold is released. Its observed record stays (its
+/// ports, counters and last exit with it): the definition is kept.
+fn decide_held(observed: &ObservedRecord, now: UnixMillis) -> Decision {
+    match observed.phase {
+        Phase::Starting | Phase::Running => act(Action::Stop {
+            id: observed.id.clone(),
+            reason: StopReason::Held,
+            grace: observed.spec.termination_grace,
+        }),
+        Phase::Stopping => decide_stopping(observed, now),
+        Phase::Stopped | Phase::Pending | Phase::BackingOff | Phase::Exited | Phase::Tripped => {
+            Decision::default()
+        }
     }
 }
 
@@ -166,12 +187,22 @@ fn decide_stopping(observed: &ObservedRecord, now: UnixMillis) -> Decision {
 fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixMillis) -> Decision {
     let id = desired.id.clone();
     let spec_changed = desired.spec.requires_restart_from(&observed.spec);
+    // An operator's restart is replaced by the same rules as a spec change: a live process is
+    // stopped with its grace and started again; one that is not running starts now.
+    let replace = spec_changed || restart_requested(desired, observed);
     match observed.phase {
         Phase::Starting | Phase::Running => {
             if spec_changed {
                 return act(Action::Stop {
                     id,
                     reason: StopReason::Replace,
+                    grace: observed.spec.termination_grace,
+                });
+            }
+            if replace {
+                return act(Action::Stop {
+                    id,
+                    reason: StopReason::Restart,
                     grace: observed.spec.termination_grace,
                 });
             }
@@ -203,8 +234,8 @@ fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixM
         Phase::Stopping => decide_stopping(observed, now),
         Phase::Stopped | Phase::Pending => act(Action::Start { id, restart: false }),
         Phase::Tripped => {
-            // The circuit stays open until the spec changes or an operator resets it.
-            if spec_changed {
+            // The circuit stays open until the spec changes or an operator resets or restarts it.
+            if replace {
                 act(Action::Start { id, restart: false })
             } else if reset_requested(desired, observed) {
                 act(Action::Start { id, restart: true })
@@ -213,8 +244,9 @@ fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixM
             }
         }
         Phase::BackingOff => {
-            // A new spec is a new chance: it starts at once instead of waiting out the backoff.
-            if spec_changed {
+            // A new spec (or an operator's restart) is a new chance: it starts at once instead of
+            // waiting out the backoff.
+            if replace {
                 return act(Action::Start { id, restart: false });
             }
             if reset_requested(desired, observed) {
@@ -226,7 +258,7 @@ fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixM
             }
         }
         Phase::Exited => {
-            if spec_changed {
+            if replace {
                 act(Action::Start { id, restart: false })
             } else if desired.generation != observed.generation {
                 act(Action::RecordGeneration {
@@ -243,6 +275,11 @@ fn decide_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixM
 /// Whether an operator reset the process since this record last acted on a reset.
 fn reset_requested(desired: &DesiredRecord, observed: &ObservedRecord) -> bool {
     desired.resets > observed.resets_seen
+}
+
+/// Whether an operator asked for a new process since this record last acted on such a request.
+pub fn restart_requested(desired: &DesiredRecord, observed: &ObservedRecord) -> bool {
+    desired.restarts > observed.restarts_seen
 }
 
 /// When a starting process that has not passed its health check yet runs out of time; `None`
@@ -372,6 +409,7 @@ pub fn record_spawned(
         stop_deadline: None,
         killed: false,
         resets_seen: desired.resets,
+        restarts_seen: desired.restarts,
         tripped_at: None,
         exited_at: previous.and_then(|p| p.exited_at),
     }
@@ -417,11 +455,13 @@ impl Counters {
         };
         // A new spec resets the failure streak (it deserves its own chances), and starting it is
         // a replacement, not a restart, even when the old spec was failing. An operator's reset
-        // also starts the streak afresh.
+        // also starts the streak afresh, and so does an operator's restart, which is replaced
+        // as a spec change is.
         let same_spec = !desired.spec.requires_restart_from(&previous.spec);
+        let operator_restart = restart_requested(desired, previous);
         let failed_before = matches!(previous.phase, Phase::BackingOff | Phase::Tripped);
-        let restarted_after_failure = failed_before && same_spec;
-        let fresh_streak = !same_spec || desired.resets > previous.resets_seen;
+        let restarted_after_failure = failed_before && same_spec && !operator_restart;
+        let fresh_streak = !same_spec || desired.resets > previous.resets_seen || operator_restart;
         Counters {
             restart_count: previous.restart_count + u32::from(restarted_after_failure),
             consecutive_failures: if fresh_streak {
@@ -463,6 +503,8 @@ pub fn record_spawn_failed(
         last_error: Some(error),
         next_restart_at: (!tripped).then(|| now.saturating_add(delay)),
         resets_seen: desired.resets,
+        // The start was the answer to any restart asked for, even though it failed.
+        restarts_seen: desired.restarts,
         tripped_at: tripped.then_some(now),
         exited_at: Some(now),
         ..base
@@ -517,6 +559,7 @@ fn record_without_process(
         stop_deadline: None,
         killed: false,
         resets_seen: previous.map_or(0, |p| p.resets_seen),
+        restarts_seen: previous.map_or(0, |p| p.restarts_seen),
         tripped_at: None,
         exited_at: previous.and_then(|p| p.exited_at),
     }
@@ -575,7 +618,13 @@ pub fn record_exit(
     let planned_stop = observed.phase == Phase::Stopping
         && matches!(
             observed.stop_reason,
-            Some(StopReason::Undesired | StopReason::Replace | StopReason::Shutdown)
+            Some(
+                StopReason::Undesired
+                    | StopReason::Replace
+                    | StopReason::Shutdown
+                    | StopReason::Held
+                    | StopReason::Restart
+            )
         );
     if planned_stop {
         next.phase = Phase::Stopped;
@@ -710,6 +759,9 @@ pub enum DiffKind {
     Stop,
     /// Desired but crashing, unhealthy or unable to start.
     Failing,
+    /// Held stopped by an operator (`prism-launcher stop`): as asked, so not a difference
+    /// and not a failure.
+    Held,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -734,6 +786,13 @@ pub fn diff(
 ) -> Diff {
     match (desired, observed) {
         (None, None) => diff_of(DiffKind::InSync, ""),
+        (Some(desired), None) if desired.held => diff_of(
+            DiffKind::Held,
+            format!(
+                "held by the operator; not started; `prism-launcher start {}` releases it",
+                desired.id
+            ),
+        ),
         (Some(_), None) => diff_of(DiffKind::Start, "desired; not started yet"),
         (None, Some(observed)) => match observed.phase {
             Phase::Stopping => diff_of(DiffKind::Stop, "no longer desired; stopping"),
@@ -742,7 +801,25 @@ pub fn diff(
             }
             _ => diff_of(DiffKind::Stop, "no longer desired; record will be removed"),
         },
+        (Some(desired), Some(observed)) if desired.held => diff_held(observed),
         (Some(desired), Some(observed)) => diff_desired(desired, observed, now),
+    }
+}
+
+/// How a held process differs: on its way down while it still runs, else held as asked.
+fn diff_held(observed: &ObservedRecord) -> Diff {
+    match observed.phase {
+        Phase::Starting | Phase::Running => {
+            diff_of(DiffKind::Stop, "held by the operator; will be stopped")
+        }
+        Phase::Stopping => diff_of(DiffKind::Stop, "held by the operator; stopping"),
+        phase => diff_of(
+            DiffKind::Held,
+            format!(
+                "held by the operator ({phase}); `prism-launcher start {}` releases it",
+                observed.id
+            ),
+        ),
     }
 }
 
@@ -756,9 +833,20 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixMil
         .last_error
         .as_deref()
         .unwrap_or("no error recorded");
+    let restart = restart_requested(desired, observed);
     match observed.phase {
         Phase::Starting | Phase::Running if spec_changed => {
             diff_of(DiffKind::Replace, format!("spec changed: {generations}"))
+        }
+        Phase::Starting | Phase::Running if restart => diff_of(
+            DiffKind::Replace,
+            "restart requested by the operator; will be replaced",
+        ),
+        Phase::Tripped | Phase::BackingOff | Phase::Exited if restart && !spec_changed => {
+            diff_of(
+                DiffKind::Start,
+                "restart requested by the operator; will start",
+            )
         }
         Phase::Starting => match ready_deadline_at(observed) {
             Some(deadline) if now < deadline => diff_of(
@@ -797,6 +885,14 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixMil
             Some(StopReason::NotReady) => diff_of(
                 DiffKind::Failing,
                 "stopping: its health check did not pass in time",
+            ),
+            Some(StopReason::Restart) => diff_of(
+                DiffKind::Replace,
+                "stopping to restart at the operator's request",
+            ),
+            Some(StopReason::Held) => diff_of(
+                DiffKind::Start,
+                "stopping (it was held); starts again once stopped",
             ),
             _ => diff_of(DiffKind::Stop, "stopping"),
         },
@@ -870,6 +966,7 @@ pub struct DiffSummary {
     pub to_stop: u32,
     pub failing: u32,
     pub in_sync: u32,
+    pub held: u32,
 }
 
 impl DiffSummary {
@@ -880,6 +977,7 @@ impl DiffSummary {
             DiffKind::Replace => &mut self.to_replace,
             DiffKind::Stop => &mut self.to_stop,
             DiffKind::Failing => &mut self.failing,
+            DiffKind::Held => &mut self.held,
         };
         *counter += 1;
     }

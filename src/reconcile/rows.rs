@@ -54,7 +54,12 @@ impl ProcessRow {
 
     /// Where the process is, in the words clients see.
     pub fn state(&self) -> ClientState {
-        client_state(self.desired.is_some(), self.observed.as_ref())
+        client_state(self.desired.as_ref(), self.observed.as_ref())
+    }
+
+    /// Whether an operator holds the process stopped (`prism-launcher stop`).
+    pub fn is_held(&self) -> bool {
+        self.desired.as_ref().is_some_and(|desired| desired.held)
     }
 
     /// How desired and actual differ at `now`, for `status`.
@@ -114,15 +119,25 @@ pub enum ClientState {
     Stopped,
 }
 
-/// The projection itself; see `ClientState`.
-pub fn client_state(desired: bool, observed: Option<&ObservedRecord>) -> ClientState {
+/// The projection itself; see `ClientState`. A process an operator holds is `Stopped` once
+/// nothing of it runs, whatever its last phase: it is down because someone asked, not
+/// failing and not about to start.
+pub fn client_state(
+    desired: Option<&DesiredRecord>,
+    observed: Option<&ObservedRecord>,
+) -> ClientState {
+    let held = desired.is_some_and(|desired| desired.held);
+    let desired = desired.is_some();
     let Some(observed) = observed else {
-        return if desired {
+        return if desired && !held {
             ClientState::Pending
         } else {
             ClientState::Stopped
         };
     };
+    if held && !observed.phase.has_live_process() {
+        return ClientState::Stopped;
+    }
     match observed.phase {
         Phase::Pending => ClientState::Pending,
         Phase::Starting => ClientState::Starting,

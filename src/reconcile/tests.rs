@@ -64,6 +64,8 @@ fn desired_for(name: &str, generation: u64, spec: ProcessSpec) -> DesiredRecord 
         generation,
         source: Source::Api,
         resets: 0,
+        held: false,
+        restarts: 0,
     }
 }
 
@@ -1985,6 +1987,7 @@ fn diff_summary_counts_each_kind() {
                 DiffKind::Replace,
                 DiffKind::Stop,
                 DiffKind::Failing,
+                DiffKind::Held,
             ],
             DiffSummary {
                 to_start: 1,
@@ -1992,6 +1995,7 @@ fn diff_summary_counts_each_kind() {
                 to_stop: 1,
                 failing: 1,
                 in_sync: 1,
+                held: 1,
             },
         ),
         (
@@ -2010,6 +2014,7 @@ fn diff_summary_counts_each_kind() {
                 to_stop: 0,
                 failing: 2,
                 in_sync: 3,
+                held: 0,
             },
         ),
     ];
@@ -2030,6 +2035,7 @@ fn diff_kind_names() {
         (DiffKind::Replace, "replace"),
         (DiffKind::Stop, "stop"),
         (DiffKind::Failing, "failing"),
+        (DiffKind::Held, "held"),
     ];
     for (kind, name) in cases {
         assert_eq!(kind.as_str(), name, "case: {name}");
@@ -2638,6 +2644,7 @@ fn every_closed_set_has_one_lower_case_spelling_that_parses_back() {
     assert_round_trip::<Health>();
     assert_round_trip::<DiffKind>();
     assert_round_trip::<ClientState>();
+    assert_round_trip::<StopReason>();
     assert_eq!("session".parse(), Ok(Isolation::Session));
     assert_eq!(
         "Namespace".parse::<Isolation>().unwrap_err().to_string(),
@@ -2893,77 +2900,113 @@ fn one_projection_gives_every_client_its_words() {
         last_exit: Some(status),
         ..observed(Phase::Exited, spec())
     };
-    // (desired?, observed) → the state, the heartbeat word.
-    let cases: Vec<(bool, Option<ObservedRecord>, ClientState, &str)> = vec![
-        (true, None, ClientState::Pending, "starting"),
-        (false, None, ClientState::Stopped, "stopped"),
+    // (desired? and held?, observed) → the state, the heartbeat word.
+    let cases: Vec<(Option<bool>, Option<ObservedRecord>, ClientState, &str)> = vec![
+        (Some(false), None, ClientState::Pending, "starting"),
+        (None, None, ClientState::Stopped, "stopped"),
         (
-            true,
+            Some(false),
             Some(observed(Phase::Pending, spec())),
             ClientState::Pending,
             "starting",
         ),
         (
-            true,
+            Some(false),
             Some(observed(Phase::Starting, checked_spec())),
             ClientState::Starting,
             "starting",
         ),
         (
-            true,
+            Some(false),
             Some(observed(Phase::Running, spec())),
             ClientState::Running,
             "running",
         ),
         (
-            false,
+            None,
             Some(observed(Phase::Stopping, spec())),
             ClientState::Stopping,
             "stopping",
         ),
         (
-            true,
+            Some(false),
             Some(observed(Phase::BackingOff, spec())),
             ClientState::Failed,
             "failed",
         ),
         (
-            true,
+            Some(false),
             Some(observed(Phase::Tripped, spec())),
             ClientState::Failed,
             "failed",
         ),
         (
-            true,
+            Some(false),
             Some(exited(ExitStatus::Code(0))),
             ClientState::Exited,
             "stopped",
         ),
         (
-            true,
+            Some(false),
             Some(exited(ExitStatus::Code(3))),
             ClientState::Failed,
             "failed",
         ),
         (
-            true,
+            Some(false),
             Some(observed(Phase::Stopped, spec())),
             ClientState::Pending,
             "starting",
         ),
         (
-            false,
+            None,
             Some(observed(Phase::Stopped, spec())),
             ClientState::Stopped,
             "stopped",
         ),
+        // Held by an operator: stopped once nothing runs, whatever it was doing before.
+        (Some(true), None, ClientState::Stopped, "stopped"),
+        (
+            Some(true),
+            Some(observed(Phase::Stopped, spec())),
+            ClientState::Stopped,
+            "stopped",
+        ),
+        (
+            Some(true),
+            Some(observed(Phase::Tripped, spec())),
+            ClientState::Stopped,
+            "stopped",
+        ),
+        (
+            Some(true),
+            Some(observed(Phase::BackingOff, spec())),
+            ClientState::Stopped,
+            "stopped",
+        ),
+        (
+            Some(true),
+            Some(observed(Phase::Stopping, spec())),
+            ClientState::Stopping,
+            "stopping",
+        ),
+        (
+            Some(true),
+            Some(observed(Phase::Running, spec())),
+            ClientState::Running,
+            "running",
+        ),
     ];
-    for (desired, observed, state, heartbeat) in cases {
+    for (wish, observed, state, heartbeat) in cases {
         let phase = observed.as_ref().map(|record| record.phase);
+        let desired = wish.map(|held| DesiredRecord {
+            held,
+            ..desired(1, spec())
+        });
         assert_eq!(
-            client_state(desired, observed.as_ref()),
+            client_state(desired.as_ref(), observed.as_ref()),
             state,
-            "{phase:?}, desired {desired}"
+            "{phase:?}, desired and held {wish:?}"
         );
         assert_eq!(state.heartbeat_status(), heartbeat, "{state:?}");
         assert_eq!(state.metric_label(), state.as_str());

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use super::enforcement::Enforcement;
 use super::limits::echo;
-use super::model::{Health, Isolation, Phase, ProcessType, RestartPolicy, SourceKind};
+use super::model::{Health, Isolation, Phase, ProcessType, RestartPolicy, SourceKind, StopReason};
 use super::plan::DiffKind;
 use super::rows::ClientState;
 
@@ -151,6 +151,17 @@ vocabulary!(DiffKind, "difference", [
     DiffKind::Replace => "replace",
     DiffKind::Stop => "stop",
     DiffKind::Failing => "failing",
+    DiffKind::Held => "held",
+]);
+
+vocabulary!(StopReason, "stop reason", [
+    StopReason::Undesired => "undesired",
+    StopReason::Replace => "replace",
+    StopReason::Unhealthy => "unhealthy",
+    StopReason::NotReady => "not-ready",
+    StopReason::Shutdown => "shutdown",
+    StopReason::Held => "held",
+    StopReason::Restart => "restart",
 ]);
 
 vocabulary!(ClientState, "process state", [

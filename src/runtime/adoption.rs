@@ -16,7 +16,7 @@ use super::procfs;
 use super::signals::{identity_of, Identity};
 use super::supervisor::Supervisor;
 use crate::error_chain::Chain;
-use crate::reconcile::{self, ExitStatus, ObservedRecord, Phase, Spawned, UnixMillis};
+use crate::reconcile::{self, ExitStatus, Happened, ObservedRecord, Phase, Spawned, UnixMillis};
 use crate::store::StoreError;
 
 /// How long an orphan gets between SIGTERM and SIGKILL.
@@ -48,17 +48,21 @@ impl Supervisor {
                     tracing::info!(%id, pid, phase = %record.phase, "adopted a process of a previous launcher run");
                     let record = reconcile::record_adopted(&record, now);
                     self.adopt(&record, pid, pidfd);
+                    self.add_events(&id, vec![Happened::Adopted { pid }], now);
                     record
                 }
                 None if live => {
                     tracing::warn!(%id, pid = ?record.pid, "a process of a previous launcher run is gone");
-                    reconcile::record_exit(
+                    let exited = reconcile::record_exit(
                         &record,
                         ExitStatus::Unknown,
                         &self.config.backoff,
                         self.jitter.sample(),
                         now,
-                    )
+                    );
+                    let events = reconcile::observed_events(Some(&record), &exited, now);
+                    self.add_events(&id, events, now);
+                    exited
                 }
                 None => record,
             };
@@ -134,6 +138,7 @@ impl Supervisor {
                 now,
             );
             tracing::info!(%id, pid, "adopted a process the previous launcher run started and did not record");
+            self.add_events(&id, vec![Happened::Adopted { pid }], now);
             self.ports.claim(&id, intent.ports);
             self.adopt(&record, pid, Arc::new(pidfd));
             self.unsaved.insert(id.clone());

@@ -156,6 +156,7 @@ async fn run_loop(
     let now = supervisor.now();
     supervisor.recover_previous_run(now)?;
     supervisor.resync()?;
+    supervisor.forget_stray_histories();
     supervisor.reconcile(supervisor.now());
     supervisor.config.readiness.loop_synced();
     supervisor.request_orphan_scan();

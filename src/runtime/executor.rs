@@ -191,7 +191,7 @@ impl Supervisor {
                     (self.observed.get(&id), self.desired.get(&id))
                 {
                     let next = reconcile::record_generation(observed, desired);
-                    self.set_observed(next);
+                    self.set_observed(next, now);
                 }
             }
         }
@@ -370,7 +370,7 @@ impl Supervisor {
                 self.start_probing(&id, pid, &spec, ports);
                 self.pids.insert(pid, id.clone());
                 self.config.usage.track(&id, pid);
-                self.set_observed(next);
+                self.set_observed(next, now);
             }
             Outcome::Failed {
                 ports,
@@ -396,7 +396,7 @@ impl Supervisor {
                     .with_label_values(&["spawn"])
                     .inc();
                 log_if_tripped(&next);
-                self.set_observed(next);
+                self.set_observed(next, now);
             }
         }
     }
@@ -416,7 +416,8 @@ impl Supervisor {
         let next = reconcile::record_pending(desired, previous, ports, reason);
         self.capacity.leave_pending(id);
         if previous != Some(&next) {
-            self.set_observed(next);
+            let now = self.now();
+            self.set_observed(next, now);
         }
     }
 
@@ -440,7 +441,7 @@ impl Supervisor {
             }
         }
         let next = reconcile::record_stop_started(observed, reason, grace, now);
-        self.set_observed(next);
+        self.set_observed(next, now);
     }
 
     /// The pid of `id`'s process while it is still `id`'s: once reaped (its exit perhaps not
@@ -473,7 +474,8 @@ impl Supervisor {
             }
         }
         let next = reconcile::record_killed(observed);
-        self.set_observed(next);
+        let now = self.now();
+        self.set_observed(next, now);
     }
 
     /// Starts the health probes of `pid` when its spec has a health check.

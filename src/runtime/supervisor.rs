@@ -21,8 +21,8 @@ use super::signals::{kill_inherited, Identity};
 use super::timers::Timers;
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, shorten_stop, Action, DesiredRecord, ExitStatus, Health, ObservedRecord, Phase,
-    ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
+    self, shorten_stop, Action, DesiredRecord, ExitStatus, Happened, Health, LifeEvent,
+    ObservedRecord, Phase, ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -74,6 +74,8 @@ pub struct Supervisor {
     pub(super) urgent: BTreeSet<ProcessId>,
     /// Ids whose observed record changed since the last write to the store.
     pub(super) unsaved: BTreeSet<ProcessId>,
+    /// Events of the processes' lives since the last write to the store, by id, in order.
+    unsaved_events: HashMap<ProcessId, Vec<LifeEvent>>,
     pub(super) jitter: Jitter,
     pub(super) kernel_log: KernelLog,
     /// The processes' cgroups, in cgroup mode.
@@ -135,6 +137,7 @@ impl Supervisor {
             dirty: BTreeSet::new(),
             urgent: BTreeSet::new(),
             unsaved: BTreeSet::new(),
+            unsaved_events: HashMap::new(),
             kernel_log: KernelLog::open(),
             adopted: HashMap::new(),
             orphans: HashSet::new(),
@@ -216,6 +219,25 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Forgets the histories of ids the launcher knows nothing of (their records went while no
+    /// launcher ran): once at start, after the first read of the desired state.
+    pub fn forget_stray_histories(&self) {
+        let known =
+            |id: &ProcessId| self.desired.contains_key(id) || self.observed.contains_key(id);
+        match self.store.forget_histories_except(known) {
+            Ok(0) => {}
+            Ok(forgotten) => {
+                tracing::debug!(
+                    forgotten,
+                    "forgot the histories of ids nobody knows any more"
+                )
+            }
+            Err(error) => {
+                tracing::warn!(error = %Chain(&error), "cannot forget the histories of forgotten ids")
+            }
+        }
+    }
+
     /// Points a desired record just read from the store at the copy of its spec already in
     /// memory (the last desired record's, or the running process's), when the spec is the same:
     /// a record read again (every resync) would otherwise hold a second copy of every spec.
@@ -233,15 +255,21 @@ impl Supervisor {
         }
     }
 
-    /// The desired record of `id` was written or deleted.
+    /// The desired record of `id` was written or deleted. What changed in it (declared, a new
+    /// spec, held, released, a restart asked for...) joins the id's history.
     pub fn desired_changed(&mut self, id: ProcessId) {
+        let now = self.now();
         match self.store.desired(&id) {
             Ok(Some(mut record)) => {
                 self.share_known_spec(&mut record);
+                let events = reconcile::desired_events(self.desired.get(&id), Some(&record));
+                self.add_events(&id, events, now);
                 self.desired.insert(id.clone(), record);
                 self.stop_grace.remove(&id);
             }
             Ok(None) => {
+                let events = reconcile::desired_events(self.desired.get(&id), None);
+                self.add_events(&id, events, now);
                 self.desired.remove(&id);
                 self.take_stop_request(&id);
             }
@@ -378,7 +406,7 @@ impl Supervisor {
                 _ => tracing::info!(%id, health = %next.health, "health changed"),
             }
         }
-        self.set_observed(next);
+        self.set_observed(next, now);
         self.urgent.insert(id);
     }
 
@@ -397,7 +425,7 @@ impl Supervisor {
         match self.observed.get(id) {
             Some(observed) if observed.phase == Phase::Stopping => {
                 if let Some(next) = shorten_stop(observed, grace, now) {
-                    self.set_observed(next);
+                    self.set_observed(next, now);
                 }
             }
             _ => {
@@ -489,7 +517,7 @@ impl Supervisor {
                     "process exited; its restart policy keeps it down");
             }
         }
-        self.set_observed(next);
+        self.set_observed(next, now);
         self.urgent.insert(id);
     }
 
@@ -651,7 +679,11 @@ impl Supervisor {
         kill_inherited(&self.children, &self.config.launcher_id, &ended)
     }
 
-    pub(super) fn set_observed(&mut self, record: ObservedRecord) {
+    /// Records what `id` became at `now`, and the events of its life that the change tells
+    /// (`reconcile::observed_events`), written with it.
+    pub(super) fn set_observed(&mut self, record: ObservedRecord, now: UnixMillis) {
+        let events = reconcile::observed_events(self.observed.get(&record.id), &record, now);
+        self.add_events(&record.id, events, now);
         self.unsaved.insert(record.id.clone());
         let freed = self
             .capacity
@@ -660,6 +692,18 @@ impl Supervisor {
         if freed {
             self.slot_freed();
         }
+    }
+
+    /// Adds events of `id`'s life that happened at `now`, for the next `persist` to write.
+    pub(super) fn add_events(&mut self, id: &ProcessId, events: Vec<Happened>, now: UnixMillis) {
+        if events.is_empty() {
+            return;
+        }
+        self.unsaved_events.entry(id.clone()).or_default().extend(
+            events
+                .into_iter()
+                .map(|happened| LifeEvent { at: now, happened }),
+        );
     }
 
     /// Drops the observed record of `id` (nothing runs and nothing is desired).
@@ -680,9 +724,13 @@ impl Supervisor {
     /// Writes the observed records changed since the last call, with one flush for all, then
     /// forgets the spawn intents whose outcomes that flush made durable.
     pub(super) fn persist(&mut self) {
-        if self.unsaved.is_empty() && self.settled_intents.is_empty() {
+        if self.unsaved.is_empty()
+            && self.settled_intents.is_empty()
+            && self.unsaved_events.is_empty()
+        {
             return;
         }
+        self.persist_events();
         let mut all_written = true;
         let mut unwritten = BTreeSet::new();
         for id in std::mem::take(&mut self.unsaved) {
@@ -710,6 +758,35 @@ impl Supervisor {
         let settled = std::mem::take(&mut self.settled_intents);
         if let Err(error) = self.store.settle_spawn_intents(settled) {
             tracing::warn!(error = %Chain(&error), "cannot forget the spawn intents whose processes are recorded; a restarted launcher looks for their processes");
+        }
+    }
+
+    /// Writes the events of the pass (flushed with the observed records), and forgets the
+    /// history of the ids the loop forgot: neither desired nor observed any more. A history that
+    /// cannot be written is logged and left: it is what `describe` tells, not what the loop
+    /// decides by.
+    fn persist_events(&mut self) {
+        let forgotten =
+            |id: &ProcessId| !self.observed.contains_key(id) && !self.desired.contains_key(id);
+        let mut gone: Vec<ProcessId> = self
+            .unsaved
+            .iter()
+            .filter(|id| forgotten(id))
+            .cloned()
+            .collect();
+        for (id, events) in std::mem::take(&mut self.unsaved_events) {
+            if forgotten(&id) {
+                gone.push(id);
+                continue;
+            }
+            if let Err(error) = self.store.append_history(&id, &events) {
+                tracing::warn!(%id, error = %Chain(&error), "cannot record the events of a process's life");
+            }
+        }
+        for id in gone {
+            if let Err(error) = self.store.delete_history(&id) {
+                tracing::warn!(%id, error = %Chain(&error), "cannot forget the events of a forgotten process");
+            }
         }
     }
 
@@ -848,6 +925,8 @@ mod tests {
             generation: 1,
             source: Source::Api,
             resets: 0,
+            held: false,
+            restarts: 0,
         }
     }
 
@@ -964,6 +1043,79 @@ mod tests {
             supervisor.store.spawn_intents().unwrap().0.is_empty(),
             "the spawn's intent is forgotten once its record is written"
         );
+    }
+
+    #[tokio::test]
+    async fn a_held_process_is_stopped_its_life_is_recorded_in_order_and_forgotten_with_it() {
+        use crate::reconcile::{Happened, OperatorVerb};
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let web = id("web");
+        supervisor
+            .store
+            .put_desired(&web, &sleeper(), &Source::Api)
+            .unwrap();
+        supervisor.desired_changed(web.clone());
+        supervisor.reconcile(NOW);
+        let pid = supervisor.observed[&web].pid.expect("started");
+        let cleanup = Spawned(vec![pid]);
+
+        supervisor.store.operate(&web, OperatorVerb::Hold).unwrap();
+        supervisor.desired_changed(web.clone());
+        supervisor.reconcile(NOW);
+        assert_eq!(supervisor.observed[&web].phase, Phase::Stopping);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while supervisor.observed[&web].phase == Phase::Stopping {
+            assert!(std::time::Instant::now() < deadline, "the SIGTERM ends it");
+            supervisor.reap();
+            supervisor.record_planned_exits(usize::MAX);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::mem::forget(cleanup);
+        supervisor.reconcile(NOW);
+        assert_eq!(supervisor.observed[&web].phase, Phase::Stopped);
+        // Held: nothing starts it, however often it is planned.
+        supervisor.dirty.insert(web.clone());
+        supervisor.reconcile(NOW);
+        assert_eq!(supervisor.observed[&web].phase, Phase::Stopped);
+        assert!(!supervisor.has_work());
+
+        let history: Vec<Happened> = supervisor
+            .store
+            .history(&web)
+            .unwrap()
+            .into_iter()
+            .map(|event| event.happened)
+            .collect();
+        assert_eq!(
+            history,
+            [
+                Happened::Declared {
+                    generation: 1,
+                    source: Source::Api
+                },
+                Happened::Started { pid, generation: 1 },
+                Happened::Held,
+                Happened::Stopping {
+                    reason: StopReason::Held,
+                    grace: Duration::from_secs(1)
+                },
+                Happened::Exited {
+                    pid,
+                    status: ExitStatus::Signal(15)
+                },
+                Happened::Stopped {
+                    reason: Some(StopReason::Held)
+                },
+            ]
+        );
+
+        // Undeclared and forgotten: its history goes with it.
+        supervisor.store.delete_desired(&web, &Source::Api).unwrap();
+        supervisor.desired_changed(web.clone());
+        supervisor.reconcile(NOW);
+        assert!(!supervisor.observed.contains_key(&web));
+        assert!(supervisor.store.history(&web).unwrap().is_empty());
     }
 
     #[tokio::test]

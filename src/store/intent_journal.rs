@@ -245,6 +245,8 @@ mod tests {
                 generation: 1,
                 source: Source::Api,
                 resets: 0,
+                held: false,
+                restarts: 0,
             },
             instance: instance.to_string(),
             ports: ports(),

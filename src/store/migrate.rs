@@ -1,7 +1,8 @@
 //! Migrations of stored records from older schema versions to `SCHEMA_VERSION`: plain functions
 //! on JSON values that add what an older launcher did not write, and the one sled transaction
-//! that applies them when the store is opened; version 1 goes to 2 that way, and 2 to 3 by
-//! recording the version alone (a version-2 record is a version-3 record).
+//! that applies them when the store is opened; version 1 goes to 2 that way, 2 to 3 and 3 to 4
+//! by recording the version alone (a version-2 record is a version-3 record, and a version-3
+//! record a version-4 record).
 //!
 //! A migration never overwrites a field that is present, and never writes back a record that
 //! does not decode as the current type afterwards: such a record is left as it was, so that the
@@ -25,11 +26,14 @@ const V2: u32 = 2;
 /// The version `from_v2` produces.
 const V3: u32 = 3;
 
-// This file migrates up to version 3 only: a later `SCHEMA_VERSION` needs a migration from
-// version 3 chained after `from_v2` (and `Store::check_schema` taught to run it).
+/// The version `from_v3` produces.
+const V4: u32 = 4;
+
+// This file migrates up to version 4 only: a later `SCHEMA_VERSION` needs a migration from
+// version 4 chained after `from_v3` (and `Store::check_schema` taught to run it).
 const _: () = assert!(
-    V3 == SCHEMA_VERSION,
-    "chain a migration from version 3 to SCHEMA_VERSION"
+    V4 == SCHEMA_VERSION,
+    "chain a migration from version 4 to SCHEMA_VERSION"
 );
 
 /// The fields a `ProcessSpec` of version 1 may lack (they were added with serde defaults), with
@@ -213,6 +217,25 @@ pub(super) fn from_v2(store: &Store) -> Result<(), StoreError> {
     tracing::info!(
         path = %store.path.display(),
         "the store moved from schema version 2 to {V3}; its records are read as they are"
+    );
+    Ok(())
+}
+
+/// Migrates a store of schema version 3 to version 4. Version 4's new fields (`held`,
+/// `restarts`, `restarts_seen`) are left out at their default, which is what a version-3
+/// record means (never held, no restart asked for or acted on), and its new trees start empty;
+/// so every version-3 record is read as it is, and only the version is recorded, then flushed.
+/// The version moves all the same so that a version-3 launcher, which would start a held
+/// process, refuses the store instead.
+pub(super) fn from_v3(store: &Store) -> Result<(), StoreError> {
+    store
+        .meta
+        .insert(SCHEMA_VERSION_KEY, V4.to_string().as_bytes())
+        .map_err(|source| io(format!("recording schema version {V4}"), source))?;
+    store.flush()?;
+    tracing::info!(
+        path = %store.path.display(),
+        "the store moved from schema version 3 to {V4}; its records are read as they are"
     );
     Ok(())
 }

@@ -24,8 +24,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::reconcile::{
-    join, DesiredRecord, ExitStatus, ObservedRecord, ProcessId, ProcessRow, ProcessSpec, Source,
-    SpawnIntent, UnixMillis,
+    append_events, join, operate, DesiredRecord, ExitStatus, LifeEvent, ObservedRecord,
+    OperatorRefusal, OperatorVerb, ProcessId, ProcessRow, ProcessSpec, Source, SpawnIntent,
+    UnixMillis,
 };
 
 /// The shape of the records this build reads and writes: serde JSON of the domain types as they
@@ -45,18 +46,30 @@ use crate::reconcile::{
 /// a spec of a few fields is stored in a third of the bytes, and the store's cache of the records
 /// shrinks with them (0.6 to 1 MiB at 1000 processes). Every version-2 record is a version-3
 /// record as it is, so `migrate::from_v2` only records the new version.
-pub const SCHEMA_VERSION: u32 = 3;
+///
+/// Version 4 adds the operator's verbs and the history `describe` reads: `held` and `restarts`
+/// on a desired record, `restarts_seen` on an observed one (all left out at their default, so a
+/// version-3 record is a version-4 record), the stop reasons `Held` and `Restart`, and the trees
+/// `restarts` (each id's restart count, kept across deletes like `resets`) and `history` (each
+/// id's last events). A version-3 launcher would read a held process as one to start, so the
+/// version moves: `migrate::from_v3` only records it.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
 /// The fields of a stored desired record that change whenever the record does: the spec with
-/// the generation, an operator reset with `resets`, and the owner with `source`.
+/// the generation, an operator's reset, hold and restart with `resets`, `held` and `restarts`,
+/// and the owner with `source`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct DesiredStamp {
     pub id: ProcessId,
     pub generation: u64,
     #[serde(default)]
     pub resets: u64,
+    #[serde(default)]
+    pub held: bool,
+    #[serde(default)]
+    pub restarts: u64,
     pub source: Source,
 }
 
@@ -66,6 +79,8 @@ impl DesiredStamp {
         self.id == record.id
             && self.generation == record.generation
             && self.resets == record.resets
+            && self.held == record.held
+            && self.restarts == record.restarts
             && self.source == record.source
     }
 }
@@ -86,14 +101,14 @@ pub enum StoreError {
     /// The store was written by a newer launcher; `found` is its schema version as stored.
     #[error(
         "the store at {path} was written by a newer prism-launcher (schema version {found}); \
-         this launcher reads version {SCHEMA_VERSION} and migrates versions 1 and 2 to it, so \
+         this launcher reads version {SCHEMA_VERSION} and migrates versions 1 to 3 to it, so \
          upgrade the launcher or move the data directory aside"
     )]
     UnsupportedSchema { path: PathBuf, found: String },
     /// The stored schema version is no version any launcher writes (not a decimal number, or 0).
     #[error(
         "the store at {path} has an unreadable schema version {found:?}: no prism-launcher \
-         writes it (this launcher reads version {SCHEMA_VERSION} and migrates versions 1 and 2 to it), \
+         writes it (this launcher reads version {SCHEMA_VERSION} and migrates versions 1 to 3 to it), \
          so move the data directory aside"
     )]
     UnreadableSchema { path: PathBuf, found: String },
@@ -169,6 +184,23 @@ pub struct SourceSet<'a> {
     pub released: &'a [Source],
 }
 
+/// What an operator's verb (`Store::operate`) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operated {
+    /// Nothing desires the id.
+    NotDesired,
+    /// The verb does not apply to the record as it is; nothing changed.
+    Refused {
+        record: DesiredRecord,
+        refusal: OperatorRefusal,
+    },
+    /// Applied: the record before and after (the same when the verb had been applied already).
+    Done {
+        before: DesiredRecord,
+        after: DesiredRecord,
+    },
+}
+
 /// What an admin assignment did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Assigned {
@@ -193,6 +225,11 @@ pub struct Store {
     /// The last reset count of each id; kept after deletes so that a recreated id's resets
     /// keep growing and are never mistaken for ones already acted on.
     resets: sled::Tree,
+    /// The last restart count of each id, kept after deletes for the same reason as `resets`.
+    restarts: sled::Tree,
+    /// The last `MAX_LIFE_EVENTS` events of each id (`describe`), written by the loop with its
+    /// observed records and removed when it forgets the id.
+    history: sled::Tree,
     /// `<owner>\0<id>` for each desired record, so a source's records are found without a scan.
     by_owner: sled::Tree,
     meta: sled::Tree,
@@ -261,6 +298,8 @@ impl Store {
             generations: tree("generations")?,
             by_owner: tree("by_owner")?,
             resets: tree("resets")?,
+            restarts: tree("restarts")?,
+            history: tree("history")?,
             exits: tree("exits")?,
             meta: tree("meta")?,
             stop_requests: tree("stop_requests")?,
@@ -288,7 +327,8 @@ impl Store {
             // version 1 (whose migration leaves complete records alone), never assumed current.
             if !self.desired.is_empty() || !self.observed.is_empty() {
                 migrate::from_v1(self)?;
-                return migrate::from_v2(self);
+                migrate::from_v2(self)?;
+                return migrate::from_v3(self);
             }
             self.meta
                 .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string().as_bytes())
@@ -300,9 +340,14 @@ impl Store {
             Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
             Some(1) => {
                 migrate::from_v1(self)?;
-                migrate::from_v2(self)
+                migrate::from_v2(self)?;
+                migrate::from_v3(self)
             }
-            Some(2) => migrate::from_v2(self),
+            Some(2) => {
+                migrate::from_v2(self)?;
+                migrate::from_v3(self)
+            }
+            Some(3) => migrate::from_v3(self),
             Some(version) if version > u64::from(SCHEMA_VERSION) => {
                 Err(StoreError::UnsupportedSchema {
                     path: self.path.clone(),
@@ -579,6 +624,101 @@ impl Store {
         Ok(record)
     }
 
+    /// Applies an operator's `verb` to the desired record of `id` (`reconcile::operate`) in one
+    /// transaction: a hold, its release, or a restart request (whose count is also kept in
+    /// `restarts`, so that it keeps growing across deletes). Durable before it returns, and the
+    /// loop is told when the record changed; a verb applied already changes nothing.
+    pub fn operate(&self, id: &ProcessId, verb: OperatorVerb) -> Result<Operated, StoreError> {
+        let operated = self.transact("applying an operator's verb", |tx| {
+            let Some(before) = tx.read(id)? else {
+                return Ok(Operated::NotDesired);
+            };
+            let after = match operate(&before, verb) {
+                Ok(after) => after,
+                Err(refusal) => {
+                    return Ok(Operated::Refused {
+                        record: before,
+                        refusal,
+                    })
+                }
+            };
+            if after != before {
+                let bytes = encode("desired", id.as_str(), &after)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                tx.desired.insert(id.as_str(), bytes)?;
+                tx.restarts
+                    .insert(id.as_str(), &after.restarts.to_be_bytes())?;
+            }
+            Ok(Operated::Done { before, after })
+        })?;
+        if let Operated::Done { before, after } = &operated {
+            if before != after {
+                self.flush()?;
+                self.notify([id]);
+            }
+        }
+        Ok(operated)
+    }
+
+    /// The last events of `id`'s life, oldest first (empty when there are none).
+    pub fn history(&self, id: &ProcessId) -> Result<Vec<LifeEvent>, StoreError> {
+        let bytes = self
+            .history
+            .get(id.as_str())
+            .map_err(|source| io(format!("reading the history of {id}"), source))?;
+        Ok(bytes
+            .map(|bytes| decode("history", id.as_str(), &bytes))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Adds `events` to the history of `id`, keeping the last `MAX_LIFE_EVENTS`. Not flushed:
+    /// the loop writes them with its observed records and flushes once. A history that no
+    /// longer decodes is started afresh rather than blocking every later event.
+    pub fn append_history(&self, id: &ProcessId, events: &[LifeEvent]) -> Result<(), StoreError> {
+        let mut history = match self.history(id) {
+            Ok(history) => history,
+            Err(StoreError::Corrupt { .. }) => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        append_events(&mut history, events.iter().cloned());
+        let bytes = encode("history", id.as_str(), &history)?;
+        self.history
+            .insert(id.as_str(), bytes)
+            .map_err(|source| io(format!("writing the history of {id}"), source))?;
+        Ok(())
+    }
+
+    /// Forgets the history of `id` (the loop forgot the id). Not flushed: see `append_history`.
+    pub fn delete_history(&self, id: &ProcessId) -> Result<(), StoreError> {
+        self.history
+            .remove(id.as_str())
+            .map_err(|source| io(format!("deleting the history of {id}"), source))?;
+        Ok(())
+    }
+
+    /// Forgets the histories of the ids `known` says nothing of (at start: ids that lost their
+    /// records while no launcher ran). Returns how many went. Scans the histories once; not
+    /// flushed: a history left by a crash is harmless and goes at the next start.
+    pub fn forget_histories_except(
+        &self,
+        known: impl Fn(&ProcessId) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut forgotten = 0;
+        for entry in self.history.iter() {
+            let (key, _) = entry.map_err(|source| io("scanning the history tree", source))?;
+            let kept = ProcessId::new(String::from_utf8_lossy(&key).into_owned())
+                .is_ok_and(|id| known(&id));
+            if !kept {
+                self.history
+                    .remove(&key)
+                    .map_err(|source| io("forgetting a stray history", source))?;
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
+    }
+
     /// Asks the loop to stop `id` within `grace` when it is stopping already (its desired record
     /// is gone); the loop shortens the stop under way if `grace` ends sooner.
     pub fn request_stop(&self, id: &ProcessId, grace: Duration) -> Result<(), StoreError> {
@@ -761,16 +901,20 @@ impl Store {
             &self.by_owner,
             &self.stop_requests,
             &self.resets,
+            &self.restarts,
         )
-            .transaction(|(desired, generations, by_owner, stop_requests, resets)| {
-                body(&Tx {
-                    desired,
-                    generations,
-                    by_owner,
-                    stop_requests,
-                    resets,
-                })
-            })
+            .transaction(
+                |(desired, generations, by_owner, stop_requests, resets, restarts)| {
+                    body(&Tx {
+                        desired,
+                        generations,
+                        by_owner,
+                        stop_requests,
+                        resets,
+                        restarts,
+                    })
+                },
+            )
             .map_err(|error| match error {
                 TransactionError::Abort(error) => error,
                 TransactionError::Storage(source) => io(action, source),
@@ -902,6 +1046,7 @@ struct Tx<'a> {
     by_owner: &'a sled::transaction::TransactionalTree,
     stop_requests: &'a sled::transaction::TransactionalTree,
     resets: &'a sled::transaction::TransactionalTree,
+    restarts: &'a sled::transaction::TransactionalTree,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -936,6 +1081,16 @@ impl Tx<'_> {
                 Some(existing) => existing.resets,
                 None => self
                     .resets
+                    .get(id.as_str())?
+                    .map_or(0, |bytes| decode_generation(&bytes)),
+            },
+            // An operator's hold outlives spec changes and changes of owner; a new record (the
+            // id declared again after it was gone) starts unheld.
+            held: existing.is_some_and(|existing| existing.held),
+            restarts: match existing {
+                Some(existing) => existing.restarts,
+                None => self
+                    .restarts
                     .get(id.as_str())?
                     .map_or(0, |bytes| decode_generation(&bytes)),
             },

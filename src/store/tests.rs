@@ -136,6 +136,7 @@ fn observed(name: &str, phase: Phase) -> ObservedRecord {
         stop_deadline: Some(UnixMillis(1_700_000_010_000)),
         killed: true,
         resets_seen: 0,
+        restarts_seen: 0,
         tripped_at: None,
         exited_at: None,
     }
@@ -248,6 +249,8 @@ fn apply_source_creates_records_at_generation_one() {
             generation: 1,
             source: source.clone(),
             resets: 0,
+            held: false,
+            restarts: 0,
         }
     );
     assert_eq!(generation(&store, "beta"), 1);
@@ -540,6 +543,8 @@ fn apply_source_reports_ids_owned_by_another_file_as_conflicts() {
             generation: 1,
             source: owner,
             resets: 0,
+            held: false,
+            restarts: 0,
         }
     );
 }
@@ -1024,6 +1029,8 @@ fn desired_record(name: &str, source: Source) -> DesiredRecord {
         generation: 3,
         source,
         resets: 0,
+        held: false,
+        restarts: 0,
     }
 }
 
@@ -1071,7 +1078,7 @@ fn a_version_1_store_is_migrated_once_at_open() {
 
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"3".as_slice())
+        Some(b"4".as_slice())
     );
     assert_eq!(
         raw_get(dir.path(), "desired", "omega"),
@@ -1137,7 +1144,7 @@ fn a_store_written_by_a_newer_launcher_is_refused_and_left_unchanged() {
         "written by a newer prism-launcher".to_string(),
         format!("(schema version {newer})"),
         format!("reads version {SCHEMA_VERSION}"),
-        "migrates versions 1 and 2".to_string(),
+        "migrates versions 1 to 3".to_string(),
         "upgrade the launcher or move the data directory aside".to_string(),
     ] {
         assert!(message.contains(&expected), "{expected:?} in: {message}");
@@ -1253,7 +1260,7 @@ fn a_version_1_store_with_corrupt_records_opens_and_reports_them() {
     );
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"3".as_slice())
+        Some(b"4".as_slice())
     );
 }
 
@@ -1827,6 +1834,8 @@ fn shape_samples() -> Vec<(&'static str, serde_json::Value)> {
             generation: 1,
             source,
             resets: 1,
+            held: true,
+            restarts: 1,
         };
         samples.push(("desired", serde_json::to_value(&desired).unwrap()));
         let intent = SpawnIntent {
@@ -1849,6 +1858,7 @@ fn shape_samples() -> Vec<(&'static str, serde_json::Value)> {
                 tripped_at: Some(UnixMillis(1)),
                 exited_at: Some(UnixMillis(1)),
                 resets_seen: 1,
+                restarts_seen: 1,
                 probe_failures: 1,
                 ..observed("shape", Phase::Running)
             };
@@ -1859,19 +1869,78 @@ fn shape_samples() -> Vec<(&'static str, serde_json::Value)> {
             ));
         }
     }
+    samples.push(("history", history_sample()));
     samples
 }
 
-/// The key paths of the records of schema version 3 (every field of the samples holds a value
+/// A history holding one event of every kind, each field set.
+fn history_sample() -> serde_json::Value {
+    use crate::reconcile::{Happened, LifeEvent};
+    let every_kind = [
+        Happened::Declared {
+            generation: 1,
+            source: Source::Admin { version: 1 },
+        },
+        Happened::SpecChanged { generation: 2 },
+        Happened::Undeclared,
+        Happened::Held,
+        Happened::Released,
+        Happened::RestartRequested,
+        Happened::Reset,
+        Happened::Started {
+            pid: 1,
+            generation: 1,
+        },
+        Happened::Adopted { pid: 1 },
+        Happened::SpawnFailed {
+            error: "x".to_string(),
+        },
+        Happened::Pending {
+            reason: "x".to_string(),
+        },
+        Happened::Healthy,
+        Happened::Unhealthy {
+            error: "x".to_string(),
+        },
+        Happened::Stopping {
+            reason: StopReason::Held,
+            grace: Duration::from_secs(1),
+        },
+        Happened::Killed,
+        Happened::Exited {
+            pid: 1,
+            status: ExitStatus::Code(1),
+        },
+        Happened::Stopped {
+            reason: Some(StopReason::Restart),
+        },
+        Happened::BackingOff {
+            restart_at: UnixMillis(1),
+            failures: 1,
+        },
+        Happened::Tripped { failures: 5 },
+        Happened::KeptDown,
+    ];
+    let history: Vec<LifeEvent> = every_kind
+        .into_iter()
+        .map(|happened| LifeEvent {
+            at: UnixMillis(1),
+            happened,
+        })
+        .collect();
+    serde_json::to_value(history).unwrap()
+}
+
+/// The key paths of the records of schema version 4 (every field of the samples holds a value
 /// other than its default, so none is left out), by tree. A change of what the store
 /// writes changes this list: then bump `SCHEMA_VERSION`, add the migration from the current
 /// version in `migrate.rs`, and write the new list here.
-const SHAPE_OF_VERSION_3: &str = include_str!("shape_v3.txt");
+const SHAPE_OF_VERSION_4: &str = include_str!("shape_v4.txt");
 
 #[test]
 fn the_stored_shape_is_the_one_of_the_schema_version() {
     assert_eq!(
-        SCHEMA_VERSION, 3,
+        SCHEMA_VERSION, 4,
         "write shape_v{SCHEMA_VERSION}.txt for a new version"
     );
     let mut shape = String::new();
@@ -1885,14 +1954,14 @@ fn the_stored_shape_is_the_one_of_the_schema_version() {
         }
     }
     assert!(
-        shape == SHAPE_OF_VERSION_3,
+        shape == SHAPE_OF_VERSION_4,
         "the records the store writes changed shape: bump SCHEMA_VERSION, add a migration in \
          migrate.rs, and record the new shape in a new shape_v<N>.txt. The shape now:\n{shape}"
     );
 }
 
 #[test]
-fn a_version_2_store_is_read_as_it_is_and_records_version_3() {
+fn a_version_2_store_is_read_as_it_is_and_records_version_4() {
     let dir = tempfile::tempdir().unwrap();
     // A desired record as a version-2 launcher wrote it: every field, defaults included.
     let v2_desired = serde_json::json!({
@@ -1931,7 +2000,7 @@ fn a_version_2_store_is_read_as_it_is_and_records_version_3() {
     drop(store);
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"3".as_slice())
+        Some(b"4".as_slice())
     );
     let rewritten = raw_get(dir.path(), "desired", "alpha").unwrap();
     let rewritten = String::from_utf8(rewritten).unwrap();
@@ -1939,4 +2008,158 @@ fn a_version_2_store_is_read_as_it_is_and_records_version_3() {
     assert!(!rewritten.contains("labels"), "{rewritten}");
     assert!(rewritten.contains("\"resets\":1"), "{rewritten}");
     assert!(rewritten.len() * 3 < v2_bytes.len() * 2, "{rewritten}");
+}
+
+#[test]
+fn a_version_3_store_is_read_as_it_is_never_held_and_records_version_4() {
+    let dir = tempfile::tempdir().unwrap();
+    // As a version-3 launcher wrote them: no `held`, `restarts` or `restarts_seen`.
+    let v3_desired = serde_json::json!({
+        "id": "alpha",
+        "spec": {"process_type": "Utility", "executable": "/bin/alpha",
+                 "termination_grace": {"secs": 5, "nanos": 0}},
+        "generation": 2,
+        "source": "Api",
+        "resets": 1
+    });
+    let v3_observed = serde_json::json!({
+        "id": "alpha", "phase": "Stopped", "generation": 2,
+        "spec": {"process_type": "Utility", "executable": "/bin/alpha",
+                 "termination_grace": {"secs": 5, "nanos": 0}},
+        "ports": {"grpc": 0, "health": 0}, "health": "NotChecked", "resets_seen": 1
+    });
+    let desired_bytes = serde_json::to_vec(&v3_desired).unwrap();
+    let observed_bytes = serde_json::to_vec(&v3_observed).unwrap();
+    write_raw_store(
+        dir.path(),
+        b"3",
+        &[
+            ("desired", "alpha", &desired_bytes),
+            ("observed", "alpha", &observed_bytes),
+        ],
+    );
+
+    let store = open(dir.path());
+    let record = store.desired(&id("alpha")).unwrap().unwrap();
+    assert!(!record.held);
+    assert_eq!((record.resets, record.restarts), (1, 0));
+    let observed = store.observed(&id("alpha")).unwrap().unwrap();
+    assert_eq!((observed.resets_seen, observed.restarts_seen), (1, 0));
+    assert!(store.history(&id("alpha")).unwrap().is_empty());
+    store.operate(&id("alpha"), OperatorVerb::Hold).unwrap();
+    drop(store);
+    assert_eq!(
+        raw_get(dir.path(), "meta", "schema_version").as_deref(),
+        Some(b"4".as_slice())
+    );
+    let rewritten = String::from_utf8(raw_get(dir.path(), "desired", "alpha").unwrap()).unwrap();
+    assert!(rewritten.contains("\"held\":true"), "{rewritten}");
+    assert!(!rewritten.contains("restarts"), "{rewritten}");
+}
+
+#[test]
+fn an_operators_hold_and_restart_are_durable_idempotent_and_kept_across_spec_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = id("web");
+    {
+        let store = open(dir.path());
+        let mut changes = store.subscribe();
+        assert_eq!(
+            store.operate(&name, OperatorVerb::Hold).unwrap(),
+            Operated::NotDesired
+        );
+        store
+            .put_desired(&name, &spec("/bin/web"), &Source::Api)
+            .unwrap();
+        assert_eq!(changes.try_recv().unwrap(), name);
+
+        let Operated::Done { before, after } = store.operate(&name, OperatorVerb::Hold).unwrap()
+        else {
+            panic!("a desired id is held")
+        };
+        assert!(!before.held && after.held);
+        assert_eq!(after.generation, before.generation, "not a spec change");
+        assert_eq!(changes.try_recv().unwrap(), name, "the loop is told");
+        let Operated::Done { before, after } = store.operate(&name, OperatorVerb::Hold).unwrap()
+        else {
+            panic!("holding a held process is no error")
+        };
+        assert_eq!(before, after, "holding it again changes nothing");
+        assert_eq!(changes.try_recv(), Err(TryRecvError::Empty));
+        assert!(matches!(
+            store.operate(&name, OperatorVerb::Restart).unwrap(),
+            Operated::Refused {
+                refusal: OperatorRefusal::RestartWhileHeld { .. },
+                ..
+            }
+        ));
+
+        // A new spec keeps the hold: the operator's word stands until `start`.
+        let changed = store
+            .put_desired(&name, &spec("/bin/web2"), &Source::Api)
+            .unwrap();
+        assert!(changed.held);
+        assert_eq!(changed.generation, 2);
+    }
+    // Durable: a restarted launcher finds it held.
+    let store = open(dir.path());
+    assert!(store.desired(&name).unwrap().unwrap().held);
+    let Operated::Done { after, .. } = store.operate(&name, OperatorVerb::Release).unwrap() else {
+        panic!("released")
+    };
+    assert!(!after.held);
+    for expected in [1, 2] {
+        let Operated::Done { after, .. } = store.operate(&name, OperatorVerb::Restart).unwrap()
+        else {
+            panic!("restarted")
+        };
+        assert_eq!(after.restarts, expected);
+    }
+    // Deleted and declared again: unheld, and its restarts never go back (so none is mistaken
+    // for one already acted on).
+    store.operate(&name, OperatorVerb::Hold).unwrap();
+    assert!(store.delete_desired(&name, &Source::Api).unwrap());
+    let recreated = store
+        .put_desired(&name, &spec("/bin/web"), &Source::Api)
+        .unwrap();
+    assert!(!recreated.held);
+    assert_eq!(recreated.restarts, 2);
+    let stamps = store.desired_stamps().unwrap().0;
+    assert!(stamps[0].matches(&recreated));
+    store.operate(&name, OperatorVerb::Hold).unwrap();
+    assert!(
+        !stamps[0].matches(&store.desired(&name).unwrap().unwrap()),
+        "a hold changes the stamp, so a resync reads it"
+    );
+}
+
+#[test]
+fn a_history_keeps_the_last_events_of_an_id_and_goes_with_it() {
+    use crate::reconcile::{Happened, LifeEvent, MAX_LIFE_EVENTS};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (kept, stray) = (id("kept"), id("stray"));
+    assert!(store.history(&kept).unwrap().is_empty());
+    let event = |n: u64| LifeEvent {
+        at: UnixMillis(n),
+        happened: Happened::Started {
+            pid: 100 + n as u32,
+            generation: 1,
+        },
+    };
+    for batch in (0..40).collect::<Vec<u64>>().chunks(7) {
+        let events: Vec<LifeEvent> = batch.iter().map(|n| event(*n)).collect();
+        store.append_history(&kept, &events).unwrap();
+    }
+    store.append_history(&stray, &[event(1)]).unwrap();
+    let history = store.history(&kept).unwrap();
+    assert_eq!(history.len(), MAX_LIFE_EVENTS);
+    assert_eq!(history.first(), Some(&event(40 - MAX_LIFE_EVENTS as u64)));
+    assert_eq!(history.last(), Some(&event(39)), "oldest first");
+
+    assert_eq!(store.forget_histories_except(|id| *id == kept).unwrap(), 1);
+    assert!(store.history(&stray).unwrap().is_empty());
+    assert_eq!(store.history(&kept).unwrap().len(), MAX_LIFE_EVENTS);
+    store.delete_history(&kept).unwrap();
+    assert!(store.history(&kept).unwrap().is_empty());
 }

@@ -9,8 +9,8 @@ use crate::api::proto::prism::launcher as launcher_pb;
 use crate::api::proto::prism::launcher::v1 as status_pb;
 use crate::reconcile::ProcessId;
 use crate::reconcile::{
-    ClientState, Diff, DiffSummary, ExitStatus, Health, LimitEnforcement, LimitMode, Phase,
-    ProcessRow, ProcessType, Source, UnixMillis,
+    ready_deadline_at, ClientState, Diff, DiffSummary, ExitStatus, Health, LifeEvent,
+    LimitEnforcement, LimitMode, Phase, ProcessRow, ProcessSpec, ProcessType, Source, UnixMillis,
 };
 use crate::telemetry::ResourceUsage;
 
@@ -127,6 +127,7 @@ pub fn status_report(
             to_stop: summary.to_stop,
             failing: summary.failing,
             in_sync: summary.in_sync,
+            held: summary.held,
         }),
     }
 }
@@ -207,6 +208,84 @@ fn process_status(
         cpu_enforcement: enforcement.cpu.to_string(),
         memory_bytes: usage.map_or(0, |usage| usage.memory_bytes),
         cpu_percent: usage.map_or(0.0, |usage| usage.cpu_percent),
+        held: row.is_held(),
+    }
+}
+
+/// The last lines of a process's log for `describe`, or why there are none.
+#[derive(Debug, Clone, Default)]
+pub struct LogTail {
+    pub bytes: Vec<u8>,
+    pub note: String,
+}
+
+/// Everything `describe` tells of one process: its status row, its spec, the events of its
+/// life (oldest first) and the tail of its log.
+pub fn process_description(
+    row: &ProcessRow,
+    history: &[LifeEvent],
+    limit_mode: LimitMode,
+    usage: Option<&ResourceUsage>,
+    log: LogTail,
+    now: UnixMillis,
+) -> status_pb::ProcessDescription {
+    let observed = row.observed();
+    let spec = row.spec();
+    status_pb::ProcessDescription {
+        status: Some(process_status(row, row.diff(now), limit_mode, usage)),
+        spec: Some(spec_detail(spec)),
+        events: history
+            .iter()
+            .map(|event| status_pb::ProcessEvent {
+                at_unix_ms: unix_ms(event.at),
+                kind: event.happened.word().to_string(),
+                message: event.to_string(),
+            })
+            .collect(),
+        log_tail: log.bytes,
+        log_note: log.note,
+        restart_requests: row.desired().map_or(0, |record| record.restarts),
+        restart_requests_done: observed.map_or(0, |record| record.restarts_seen),
+        error_count: observed.map_or(0, |record| record.error_count),
+        probe_successes: observed.map_or(0, |record| record.probe_successes),
+        probe_failures: observed.map_or(0, |record| record.probe_failures),
+        instance: observed
+            .and_then(|record| record.instance.clone())
+            .unwrap_or_default(),
+        stop_reason: observed
+            .filter(|record| record.phase == Phase::Stopping)
+            .and_then(|record| record.stop_reason)
+            .map_or_else(String::new, |reason| reason.to_string()),
+        stop_deadline_unix_ms: observed
+            .filter(|record| record.phase == Phase::Stopping)
+            .and_then(|record| record.stop_deadline)
+            .map_or(0, unix_ms),
+        ready_deadline_unix_ms: observed.and_then(ready_deadline_at).map_or(0, unix_ms),
+    }
+}
+
+fn spec_detail(spec: &ProcessSpec) -> status_pb::ProcessSpecDetail {
+    status_pb::ProcessSpecDetail {
+        executable: spec.executable.display().to_string(),
+        args: spec.args.clone(),
+        env: spec.env.clone().into_iter().collect(),
+        inherit_env: spec.inherit_env.clone(),
+        working_dir: spec
+            .working_dir
+            .as_ref()
+            .map_or_else(String::new, |dir| dir.display().to_string()),
+        isolation: spec.isolation.to_string(),
+        namespace: spec.namespace.clone().unwrap_or_default(),
+        session_id: spec.session_id.clone().unwrap_or_default(),
+        restart_policy: spec.restart_policy.to_string(),
+        success_exit_codes: spec.success_exit_codes.clone(),
+        termination_grace_ms: i64::try_from(spec.termination_grace.as_millis()).unwrap_or(i64::MAX),
+        health_check: spec
+            .health_check
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string),
+        requested_grpc_port: spec.requested_ports.grpc.map_or(0, u32::from),
+        requested_health_port: spec.requested_ports.health.map_or(0, u32::from),
     }
 }
 
