@@ -42,10 +42,13 @@ const OPEN_METHODS: [&str; 9] = [
 /// Privileged methods that are the launcher's own (not in the wire contract existing clients
 /// speak): they need a proven caller (the socket's uid, a token, a client certificate) on every
 /// listener, loopback included, token configured or not. StreamLogs hands out what children
-/// print, which the data directory's permissions keep from other users.
-const PROVEN_CALLER_METHODS: [&str; 2] = [
+/// print, which the data directory's permissions keep from other users; ApplySpecs writes spec
+/// files, which run any program with any environment as the launcher's user.
+const PROVEN_CALLER_METHODS: [&str; 4] = [
     "/prism.launcher.v1.LauncherAdmin/StreamLogs",
     "/prism.launcher.v1.LauncherAdmin/ResetProcess",
+    "/prism.launcher.v1.LauncherAdmin/ApplySpecs",
+    "/prism.launcher.v1.LauncherAdmin/DeleteProcesses",
 ];
 
 /// The shortest token accepted: anything shorter can be guessed.
@@ -507,6 +510,8 @@ mod tests {
             "/prism.ControlPlane/RegisterLauncher",
             "/prism.launcher.v1.LauncherAdmin/ResetProcess",
             "/prism.launcher.v1.LauncherAdmin/StreamLogs",
+            "/prism.launcher.v1.LauncherAdmin/ApplySpecs",
+            "/prism.launcher.v1.LauncherAdmin/DeleteProcesses",
             "/prism.launcher.v1.LauncherAdmin/SomethingNew",
             "/unknown.Service/Method",
             "",

@@ -1,5 +1,6 @@
 //! `prism.launcher.v1.LauncherAdmin`, our own service: desired vs actual for `prism-launcher
-//! status`, resetting a tripped process, and streaming a child's log.
+//! status`, resetting a tripped process, streaming a child's log, and declaring and
+//! undeclaring processes through the spec directory (`apply`, `delete`: `declare`).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::blocking::store_call;
 use super::context::ApiContext;
 use super::convert::to_proto::status_report;
+use super::declare::{apply_specs, delete_processes};
 use super::errors::{admin_status, blocking_status, AdminError};
 use super::logs::{stream_logs, LogStream};
 use super::proto::prism::launcher::v1 as pb;
@@ -54,10 +56,31 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
             self.context.logs.clone(),
             request.into_inner(),
             self.context.stopping.clone(),
+            self.context.clock.clone(),
         )
         .await
         .map(Response::new)
         .map_err(admin_status)
+    }
+
+    async fn apply_specs(
+        &self,
+        request: Request<pb::ApplySpecsRequest>,
+    ) -> Result<Response<pb::ApplySpecsResponse>, Status> {
+        apply_specs(self.context.clone(), request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(admin_status)
+    }
+
+    async fn delete_processes(
+        &self,
+        request: Request<pb::DeleteProcessesRequest>,
+    ) -> Result<Response<pb::DeleteProcessesResponse>, Status> {
+        delete_processes(self.context.clone(), request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(admin_status)
     }
 
     async fn reset_process(

@@ -1,7 +1,10 @@
 //! The command line: the subcommands and their flags, each beside what it runs, and the old
 //! `pattern-launcher` command line.
 
+mod apply;
 mod client;
+mod delete;
+mod logs;
 mod serve;
 mod validate;
 
@@ -38,8 +41,14 @@ enum Command {
     /// Clear a process's failure streak: a terminal (circuit open) or backing-off process
     /// starts again at once.
     Reset(client::ResetArgs),
+    /// Declare the processes of spec files through the running launcher: it writes them into
+    /// its spec directory. Validates first and reports every error; --dry-run prints the diff.
+    Apply(apply::ApplyArgs),
+    /// Undeclare processes: remove a spec file's from the spec directory, terminate a pattern
+    /// launched over the API. prism-admin's are refused.
+    Delete(delete::DeleteArgs),
     /// Print a process's log (stdout and stderr), and with --follow what it writes next.
-    Logs(client::LogsArgs),
+    Logs(logs::LogsArgs),
     /// Check spec files offline and report every error.
     Validate(validate::ValidateArgs),
     /// Print a shell completion script (e.g. `prism-launcher completions bash >
@@ -79,7 +88,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args.into_serve()?),
         Command::Status(args) => client::status(&args),
         Command::Reset(args) => client::reset(&args),
-        Command::Logs(args) => client::logs(&args),
+        Command::Apply(args) => apply::apply(&args),
+        Command::Delete(args) => delete::delete(&args),
+        Command::Logs(args) => logs::logs(&args),
         Command::Validate(args) => validate::validate(&args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
