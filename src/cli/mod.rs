@@ -44,8 +44,8 @@ enum Command {
     /// Declare the processes of spec files through the running launcher: it writes them into
     /// its spec directory. Validates first and reports every error; --dry-run prints the diff.
     Apply(apply::ApplyArgs),
-    /// Undeclare processes: remove a spec file's from the spec directory, terminate a pattern
-    /// launched over the API. prism-admin's are refused.
+    /// Undeclare processes: remove the spec file that declares one from the spec directory,
+    /// terminate a pattern launched over the API. prism-admin's are refused.
     Delete(delete::DeleteArgs),
     /// Print a process's log (stdout and stderr), and with --follow what it writes next.
     Logs(logs::LogsArgs),
