@@ -27,7 +27,7 @@ use crate::api::server::GrpcListeners;
 use crate::api::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};
 use crate::clock::{now, system_clock};
 use crate::private_fs::{self, DirState, PrivateFsError};
-use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, Vocabulary};
+use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, UnixMillis, Vocabulary};
 use crate::runtime::cgroup::{CgroupTree, HostLimits};
 use crate::runtime::{self, RuntimeConfig, Watchdog};
 use crate::sources::catalog::SharedCatalog;
@@ -520,6 +520,7 @@ pub async fn run(
     let context = Arc::new(ApiContext {
         store: store.clone(),
         catalog: catalog.clone(),
+        specs_dir: specs_dir.clone(),
         problems: problems.clone(),
         clock: system_clock(),
         stopping: stopped.clone(),
@@ -860,8 +861,19 @@ struct ChildLogs {
 }
 
 impl LogSource for ChildLogs {
-    fn tail(&self, id: &ProcessId, lines: Option<usize>) -> std::io::Result<(Vec<u8>, u64)> {
-        runtime::logs::tail(&self.dir, id, lines)
+    fn select(
+        &self,
+        id: &ProcessId,
+        lines: Option<usize>,
+        previous: bool,
+        since: Option<UnixMillis>,
+    ) -> std::io::Result<Option<(Vec<u8>, u64)>> {
+        let selection = runtime::logs::Selection {
+            lines,
+            previous,
+            since,
+        };
+        runtime::logs::select(&self.dir, id, selection)
     }
 
     fn read_from(&self, id: &ProcessId, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {

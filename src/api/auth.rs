@@ -42,8 +42,9 @@ const OPEN_METHODS: [&str; 9] = [
 /// Privileged methods that are the launcher's own (not in the wire contract existing clients
 /// speak): they need a proven caller (the socket's uid, a token, a client certificate) on every
 /// listener, loopback included, token configured or not. StreamLogs hands out what children
-/// print, which the data directory's permissions keep from other users.
-const PROVEN_CALLER_METHODS: [&str; 6] = [
+/// print, which the data directory's permissions keep from other users; ApplySpecs writes spec
+/// files, which run any program with any environment as the launcher's user.
+const PROVEN_CALLER_METHODS: [&str; 8] = [
     "/prism.launcher.v1.LauncherAdmin/StreamLogs",
     "/prism.launcher.v1.LauncherAdmin/ResetProcess",
     "/prism.launcher.v1.LauncherAdmin/StopProcess",
@@ -51,6 +52,8 @@ const PROVEN_CALLER_METHODS: [&str; 6] = [
     "/prism.launcher.v1.LauncherAdmin/RestartProcess",
     // A description carries the spec's environment and the log's last lines.
     "/prism.launcher.v1.LauncherAdmin/DescribeProcess",
+    "/prism.launcher.v1.LauncherAdmin/ApplySpecs",
+    "/prism.launcher.v1.LauncherAdmin/DeleteProcesses",
 ];
 
 /// The shortest token accepted: anything shorter can be guessed.
@@ -516,6 +519,8 @@ mod tests {
             "/prism.launcher.v1.LauncherAdmin/StartProcess",
             "/prism.launcher.v1.LauncherAdmin/RestartProcess",
             "/prism.launcher.v1.LauncherAdmin/DescribeProcess",
+            "/prism.launcher.v1.LauncherAdmin/ApplySpecs",
+            "/prism.launcher.v1.LauncherAdmin/DeleteProcesses",
             "/prism.launcher.v1.LauncherAdmin/SomethingNew",
             "/unknown.Service/Method",
             "",

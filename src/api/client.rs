@@ -393,20 +393,39 @@ impl From<pb::ProcessDescription> for DescriptionView {
     }
 }
 
-/// Streams the log of `id` from the launcher at `target` into `out`: the last `tail` lines (0:
-/// all), then, with `follow`, what comes next until the launcher goes away.
+/// What `logs` asks for of a process's log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOptions {
+    /// Lines from the end to start with; 0: all.
+    pub tail: u32,
+    /// Go on with what the process writes next, until the launcher goes away.
+    pub follow: bool,
+    /// The previous instance's output instead of the current file.
+    pub previous: bool,
+    /// Each line prefixed with the time the launcher read it.
+    pub timestamps: bool,
+    /// Only instances that ran within this long before now.
+    pub since: Option<Duration>,
+}
+
+/// Streams the log of `id` from the launcher at `target` into `out`, as `options` ask.
 pub async fn stream_logs(
     target: &Target,
     id: &str,
-    tail: u32,
-    follow: bool,
+    options: LogOptions,
     timeout: Duration,
     mut out: impl std::io::Write,
 ) -> Result<(), ClientError> {
     let request = pb::StreamLogsRequest {
         process_id: id.to_string(),
-        tail_lines: tail,
-        follow,
+        tail_lines: options.tail,
+        follow: options.follow,
+        previous: options.previous,
+        timestamps: options.timestamps,
+        // At least a millisecond: 0 would mean no limit.
+        since_ms: options.since.map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX).max(1)
+        }),
     };
     // The timeout bounds connecting only: a followed stream has no end.
     let mut client = connect(target, timeout).await?;
@@ -430,6 +449,116 @@ pub async fn stream_logs(
         }
     }
     Ok(())
+}
+
+/// What `apply` asks the launcher for: one spec file's text.
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    pub text: String,
+    /// Where the text was read (a path, or `-`), for the errors.
+    pub origin: String,
+    /// The absolute directory its relative paths were written against.
+    pub base_dir: Option<PathBuf>,
+    pub dry_run: bool,
+}
+
+/// What the launcher answered to `apply`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyView {
+    /// Every problem of the text; nothing was written when there is one.
+    pub errors: Vec<String>,
+    pub processes: Vec<ProcessChangeView>,
+    /// The spec-directory files written (or that would be, for a dry run).
+    pub written_files: Vec<String>,
+    /// Whether the launcher's desired state held it all when it answered.
+    pub applied: bool,
+}
+
+/// How `apply` changes one process.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessChangeView {
+    pub id: String,
+    /// created, changed, unchanged
+    pub change: String,
+    pub changed_fields: Vec<String>,
+    pub replaces: bool,
+    pub file: String,
+}
+
+/// What `delete` did to one process.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeletedView {
+    pub id: String,
+    pub source: String,
+    pub removed_file: Option<String>,
+    pub stopped: bool,
+}
+
+/// Asks the launcher at `target` to apply one spec file's text. `timeout` bounds connecting;
+/// the launcher bounds its own wait for the spec watcher.
+pub async fn apply_specs(
+    target: &Target,
+    request: ApplyRequest,
+    timeout: Duration,
+) -> Result<ApplyView, ClientError> {
+    let request = pb::ApplySpecsRequest {
+        text: request.text,
+        origin: request.origin,
+        base_dir: request
+            .base_dir
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_default(),
+        dry_run: request.dry_run,
+    };
+    let answer = call_waiting(target, timeout, |mut client| async move {
+        client.apply_specs(request).await
+    })
+    .await?;
+    Ok(ApplyView {
+        errors: answer.errors,
+        processes: answer
+            .processes
+            .into_iter()
+            .map(|process| ProcessChangeView {
+                id: process.id,
+                change: process.change,
+                changed_fields: process.changed_fields,
+                replaces: process.replaces,
+                file: process.file,
+            })
+            .collect(),
+        written_files: answer.written_files,
+        applied: answer.applied,
+    })
+}
+
+/// Asks the launcher at `target` to undeclare `ids`, stopping their processes with `grace`
+/// (their specs' when `None`). `timeout` bounds connecting; the launcher bounds its wait for
+/// the stops by their grace periods.
+pub async fn delete_processes(
+    target: &Target,
+    ids: Vec<String>,
+    grace: Option<Duration>,
+    timeout: Duration,
+) -> Result<Vec<DeletedView>, ClientError> {
+    let request = pb::DeleteProcessesRequest {
+        process_ids: ids,
+        grace_ms: grace.map(|grace| u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let answer = call_waiting(target, timeout, |mut client| async move {
+        client.delete_processes(request).await
+    })
+    .await?;
+    Ok(answer
+        .processes
+        .into_iter()
+        .map(|process| DeletedView {
+            id: process.id,
+            source: process.source,
+            removed_file: (!process.removed_file.is_empty()).then_some(process.removed_file),
+            stopped: process.stopped,
+        })
+        .collect())
 }
 
 /// A client of the launcher at `target`, connected within `timeout`.
@@ -489,6 +618,31 @@ where
             address: address.clone(),
             timeout,
         })??;
+    Ok(answer.into_inner())
+}
+
+/// Connects to `target` within `timeout` and makes one call whose answer the launcher itself
+/// bounds in time (it waits for the loop or the watcher), so the answer is awaited without a
+/// deadline of the client's.
+async fn call_waiting<T, F, Fut>(
+    target: &Target,
+    timeout: Duration,
+    request: F,
+) -> Result<T, ClientError>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let address = target.address.to_string();
+    let client = tokio::time::timeout(timeout, connect(target, timeout))
+        .await
+        .map_err(|_| ClientError::Timeout {
+            address: address.clone(),
+            timeout,
+        })??;
+    let answer = request(client)
+        .await
+        .map_err(|status| ClientError::Refused { address, status })?;
     Ok(answer.into_inner())
 }
 

@@ -1,6 +1,7 @@
 //! What every gRPC service and the admin client share, built once by `app` and handed out as
 //! one `Arc`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use crate::telemetry::UsageBoard;
 pub struct ApiContext {
     pub store: Arc<Store>,
     pub catalog: SharedCatalog,
+    /// The watched spec directory (absolute), which `apply` and `delete` write.
+    pub specs_dir: PathBuf,
     /// Problems of the sources of desired state, for `status`.
     pub problems: SourceProblems,
     pub clock: Clock,

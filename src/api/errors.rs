@@ -2,6 +2,9 @@
 
 use tonic::Status;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::auth::Denial;
 use super::blocking::{BlockingStoreError, Interrupted};
 use crate::error_chain::Chain;
@@ -9,6 +12,7 @@ use crate::reconcile::{
     echo, InvalidProcessId, OperatorRefusal, ProcessId, ProcessType, Source, UnknownWord,
     MAX_DURATION, MAX_ENTRIES,
 };
+use crate::sources::applied::SpecDirWriteError;
 use crate::store::StoreError;
 
 /// The status a store failure answers with.
@@ -118,19 +122,40 @@ pub fn assignment_status(error: AssignmentError) -> Status {
 pub fn admin_status(error: AdminError) -> Status {
     let message = Chain(&error).to_string();
     match error {
-        AdminError::InvalidId(_) => Status::invalid_argument(message),
-        AdminError::UnknownProcess(_) | AdminError::NotKnown(_) | AdminError::NoLog(_) => {
-            Status::not_found(message)
+        AdminError::InvalidId(_)
+        | AdminError::PreviousFollowed(_)
+        | AdminError::TooLong { .. }
+        | AdminError::BadBaseDir(_)
+        | AdminError::NoIds
+        | AdminError::BadGrace(_)
+        | AdminError::SpecDir(SpecDirWriteError::TooLarge { .. }) => {
+            Status::invalid_argument(message)
         }
-        AdminError::Refused(_) => Status::failed_precondition(message),
-        AdminError::UnreadableLog { .. } => Status::internal(message),
-        AdminError::Interrupted { .. } => Status::unavailable(message),
+        AdminError::UnknownProcess(_)
+        | AdminError::NotKnown(_)
+        | AdminError::NoLog(_)
+        | AdminError::NoPreviousInstance(_) => Status::not_found(message),
+        AdminError::Refused(_)
+        | AdminError::OwnedElsewhere { .. }
+        | AdminError::WouldUndeclare { .. }
+        | AdminError::OutsideSpecDir { .. }
+        | AdminError::SpecDir(
+            SpecDirWriteError::Symlink { .. }
+            | SpecDirWriteError::NotRegular { .. }
+            | SpecDirWriteError::NotInDirectory { .. },
+        ) => Status::failed_precondition(message),
+        AdminError::UnreadableLog { .. }
+        | AdminError::SpecDir(SpecDirWriteError::Write { .. } | SpecDirWriteError::Remove { .. }) => {
+            Status::internal(message)
+        }
+        AdminError::NotUndesired { .. } => Status::deadline_exceeded(message),
+        AdminError::Interrupted { .. } | AdminError::ShuttingDown => Status::unavailable(message),
         AdminError::Store(error) => blocking_status(error),
     }
 }
 
-/// Why a LauncherAdmin call (reset, logs, the operator's verbs, describe) was refused;
-/// `errors::admin_status` maps each to a gRPC code.
+/// Why a LauncherAdmin call (reset, logs, the operator's verbs, describe, apply, delete) was
+/// refused; `errors::admin_status` maps each to a gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{0}")]
@@ -144,6 +169,67 @@ pub enum AdminError {
     Refused(OperatorRefusal),
     #[error("no log for process {0}")]
     NoLog(ProcessId),
+    #[error(
+        "the log of {0} holds no instance before the last one (its current and rotated files \
+         were read)"
+    )]
+    NoPreviousInstance(ProcessId),
+    #[error("the previous instance of {0} has ended: its log cannot be followed")]
+    PreviousFollowed(ProcessId),
+    #[error("{field} is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("base_dir {0} is not an absolute path without NUL bytes")]
+    BadBaseDir(String),
+    #[error(
+        "process {id} is declared by {}, not by a spec file; {hint}{}",
+        owner_name(.owner),
+        and_more(*.others)
+    )]
+    OwnedElsewhere {
+        id: ProcessId,
+        owner: Source,
+        hint: &'static str,
+        /// More ids refused for the same reason.
+        others: usize,
+    },
+    #[error(
+        "{} also declares {}, which this would undeclare; name them too, or edit the file",
+        file.display(),
+        id_list(.ids)
+    )]
+    WouldUndeclare { file: PathBuf, ids: Vec<ProcessId> },
+    #[error(
+        "process {id} is declared by {}, outside the spec directory {}; the launcher removes it \
+         at its next scan",
+        file.display(),
+        specs_dir.display()
+    )]
+    OutsideSpecDir {
+        id: ProcessId,
+        file: PathBuf,
+        specs_dir: PathBuf,
+    },
+    #[error("process_ids is empty; name at least one process")]
+    NoIds,
+    #[error("grace_ms {0} is out of range: it may be at most {max} ms", max = MAX_DURATION.as_millis())]
+    BadGrace(u64),
+    #[error(
+        "removed {}, but the spec watcher had not undeclared its processes after {waited:?}; see \
+         `prism-launcher status`",
+        files.iter().map(|file| file.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NotUndesired {
+        files: Vec<PathBuf>,
+        waited: Duration,
+    },
+    #[error(transparent)]
+    SpecDir(#[from] SpecDirWriteError),
+    #[error("the launcher is shutting down")]
+    ShuttingDown,
     #[error("cannot read the log of {id}: {error}")]
     UnreadableLog {
         id: ProcessId,
@@ -153,6 +239,30 @@ pub enum AdminError {
     Interrupted { id: ProcessId, error: Interrupted },
     #[error(transparent)]
     Store(#[from] BlockingStoreError),
+}
+
+/// `api`, or `admin v3`: who declared a process, for a message.
+fn owner_name(owner: &Source) -> String {
+    match owner {
+        Source::Admin { version } => format!("{owner} v{version}"),
+        Source::Api | Source::File { .. } => owner.to_string(),
+    }
+}
+
+/// ` (and 2 more like it)`, or nothing.
+fn and_more(others: usize) -> String {
+    match others {
+        0 => String::new(),
+        others => format!(" (and {others} more like it)"),
+    }
+}
+
+/// Ids as a comma-separated list.
+fn id_list(ids: &[ProcessId]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a PatternLauncher call was refused; `errors::pattern_status` maps each to a gRPC code.

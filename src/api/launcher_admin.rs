@@ -1,7 +1,8 @@
 //! `prism.launcher.v1.LauncherAdmin`, our own service: desired vs actual for `prism-launcher
 //! status`, resetting a tripped process, streaming a child's log, the operator's verbs (stop and
-//! start: a hold; restart) and `describe`. The verbs only write desired state (the hold, a
-//! restart request); the reconcile loop stops, starts and replaces.
+//! start: a hold; restart), `describe`, and declaring and undeclaring processes through the
+//! spec directory (`apply`, `delete`: `declare`). The verbs only write desired state (the
+//! hold, a restart request, a spec file); the reconcile loop stops, starts and replaces.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::blocking::{blocking, store_call};
 use super::context::ApiContext;
 use super::convert::to_proto::{process_description, status_report, LogTail};
+use super::declare::{apply_specs, delete_processes};
 use super::errors::{admin_status, blocking_status, AdminError};
 use super::logs::{stream_logs, LogStream};
 use super::proto::prism::launcher::v1 as pb;
@@ -64,6 +66,7 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
             self.context.logs.clone(),
             request.into_inner(),
             self.context.stopping.clone(),
+            self.context.clock.clone(),
         )
         .await
         .map(Response::new)
@@ -190,6 +193,26 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         )))
     }
 
+    async fn apply_specs(
+        &self,
+        request: Request<pb::ApplySpecsRequest>,
+    ) -> Result<Response<pb::ApplySpecsResponse>, Status> {
+        apply_specs(self.context.clone(), request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(admin_status)
+    }
+
+    async fn delete_processes(
+        &self,
+        request: Request<pb::DeleteProcessesRequest>,
+    ) -> Result<Response<pb::DeleteProcessesResponse>, Status> {
+        delete_processes(self.context.clone(), request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(admin_status)
+    }
+
     async fn reset_process(
         &self,
         request: Request<pb::ResetProcessRequest>,
@@ -244,12 +267,14 @@ impl LauncherAdminService {
             return LogTail::default();
         }
         let (logs, read) = (self.context.logs.clone(), id.clone());
-        let tail = blocking(move || logs.tail(&read, Some(lines as usize))).await;
+        let tail = blocking(move || logs.select(&read, Some(lines as usize), false, None)).await;
         match tail {
-            Ok(Ok((bytes, _))) => LogTail {
+            Ok(Ok(Some((bytes, _)))) => LogTail {
                 bytes: last_bytes(bytes, MAX_DESCRIBE_LOG_BYTES),
                 note: String::new(),
             },
+            // Only a `previous` selection finds no instance.
+            Ok(Ok(None)) => LogTail::default(),
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => LogTail {
                 bytes: Vec::new(),
                 note: "no log yet: the process has not been started by this launcher".to_string(),

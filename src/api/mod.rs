@@ -12,6 +12,7 @@ pub mod codec;
 pub mod context;
 pub mod control_plane;
 pub mod convert;
+mod declare;
 pub mod errors;
 pub mod launcher_admin;
 pub mod logs;

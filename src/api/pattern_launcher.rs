@@ -21,6 +21,7 @@ use crate::reconcile::{
     ObservedRecord, Phase, ProcessId, ProcessRow, ProcessSpec, ProcessType, Source,
 };
 use crate::sources::catalog::read_catalog;
+use crate::store::{Store, StoreError};
 
 /// What TerminatePattern waits beyond the grace period for the exit to be recorded.
 const TERMINATE_MARGIN: Duration = Duration::from_secs(5);
@@ -214,16 +215,7 @@ impl PatternLauncherService {
         };
         let store = self.context.store.clone();
         let stopped = id.clone();
-        store_call(move || {
-            let deleted = store.delete_desired_with_grace(&stopped, &Source::Api, grace)?;
-            if let (false, Some(grace)) = (deleted, grace) {
-                // Already being stopped (an earlier terminate): a shorter grace or `force`
-                // still applies to the stop under way.
-                store.request_stop(&stopped, grace)?;
-            }
-            Ok(())
-        })
-        .await?;
+        store_call(move || undesire_launched(&store, &stopped, grace)).await?;
         tracing::info!(%id, ?grace, force = request.force, "termination requested over the API");
         let wait = grace
             .unwrap_or(row.spec().termination_grace)
@@ -281,6 +273,22 @@ impl PatternLauncherService {
         })
         .await?)
     }
+}
+
+/// Removes the desired record of `id`, launched over the API, asking for `grace` (zero: kill at
+/// once; `None`: its spec's) for its stop; TerminatePattern's and `delete`'s way.
+pub(super) fn undesire_launched(
+    store: &Store,
+    id: &ProcessId,
+    grace: Option<Duration>,
+) -> Result<(), StoreError> {
+    let deleted = store.delete_desired_with_grace(id, &Source::Api, grace)?;
+    if let (false, Some(grace)) = (deleted, grace) {
+        // Already being stopped (an earlier terminate): a shorter grace or `force` still
+        // applies to the stop under way.
+        store.request_stop(id, grace)?;
+    }
+    Ok(())
 }
 
 /// Whether a launch can answer: the process is ready, or it has stopped for good.

@@ -1,6 +1,8 @@
-//! The commands that talk to a running launcher (`status`, `reset`, `logs`), their flags, and
-//! what they print: the `status` table and its JSON and YAML forms. (The operator's verbs and
-//! `describe` are in `verbs.rs` and `describe.rs`, on the helpers made `pub(super)` here.)
+//! The commands that talk to a running launcher (`status`, `reset`), their flags, and what they
+//! print: the `status` table and its JSON and YAML forms; and how every client command finds the
+//! launcher and makes its call. (The operator's verbs and `describe` are in `verbs.rs` and
+//! `describe.rs`, `apply`, `delete` and `logs` in files of their own, on the helpers made
+//! `pub(super)` here.)
 
 use super::parse_word;
 use std::io::{IsTerminal, Write};
@@ -15,11 +17,11 @@ use std::sync::Arc;
 
 use prism_launcher::api::auth::BearerToken;
 use prism_launcher::api::client::{
-    fetch_status, reset_process, stream_logs, Address, ClientError, ProcessView, StatusView, Target,
+    fetch_status, reset_process, Address, ClientError, ProcessView, StatusView, Target,
 };
 use prism_launcher::api::tls::ClientTlsFiles;
 use prism_launcher::app::{ADDRESS_FILE, SOCKET_FILE};
-use prism_launcher::reconcile::{DiffKind, Phase, ProcessId, SourceKind};
+use prism_launcher::reconcile::{DiffKind, Phase, SourceKind};
 use prism_launcher::sources::values::{parse_duration, parse_positive_duration};
 
 /// How client commands find a running launcher.
@@ -45,7 +47,7 @@ pub struct ConnectArgs {
     key: Option<PathBuf>,
     /// The data directory of the launcher to ask, used to find its address.
     #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
-    data_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
     /// Give up on an unresponsive launcher after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub(super) timeout: Duration,
@@ -71,20 +73,6 @@ pub struct StatusArgs {
     /// How often --watch refreshes.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
     interval: Duration,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct LogsArgs {
-    /// The process id.
-    id: String,
-    /// Keep printing what the process writes, until interrupted.
-    #[arg(short, long)]
-    follow: bool,
-    /// Lines from the end to start with; 0 prints the whole current file.
-    #[arg(short = 'n', long, default_value_t = 100)]
-    tail: u32,
-    #[command(flatten)]
-    connect: ConnectArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,75 +131,6 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
-    let target = launcher_target(&args.connect)?;
-    let stdout = std::io::stdout();
-    let streamed = run_call(stream_logs(
-        &target,
-        &args.id,
-        args.tail,
-        args.follow,
-        args.connect.timeout,
-        stdout.lock(),
-    ))?;
-    match streamed {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        // Post-mortem, exactly when it matters: with no launcher to ask, the log file in the
-        // data directory is read directly.
-        Err(error @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) => {
-            let logs = args.connect.data_dir.join("logs");
-            let id = ProcessId::new(args.id.clone())
-                .with_context(|| format!("{:?} is not a process id", args.id))?;
-            let path = prism_launcher::runtime::logs::log_path(&logs, &id);
-            let lines = (args.tail > 0).then_some(args.tail as usize);
-            let (first, offset) = match prism_launcher::runtime::logs::tail(&logs, &id, lines) {
-                Ok(read) => read,
-                Err(missing) if missing.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(anyhow::Error::new(error).context(format!(
-                        "and there is no log file {} to read instead; is `prism-launcher \
-                         serve` running? pass --addr or --data-dir to point at it",
-                        path.display()
-                    )));
-                }
-                Err(unreadable) => {
-                    return Err(anyhow::Error::new(unreadable)
-                        .context(format!("cannot read {}", path.display())))
-                }
-            };
-            eprintln!(
-                "prism-launcher: {error}; reading {} directly",
-                path.display()
-            );
-            print_log_file(&logs, &id, first, offset, args.follow, stdout.lock())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(error) => Err(with_hint(error)),
-    }
-}
-
-/// Prints `first` (the tail of the log of `id` in `logs`, which ends at `offset`), then, when
-/// `follow`, what is appended to it, read again as often as the launcher's own follow does,
-/// until interrupted.
-fn print_log_file(
-    logs: &Path,
-    id: &ProcessId,
-    first: Vec<u8>,
-    mut offset: u64,
-    follow: bool,
-    mut out: impl Write,
-) -> anyhow::Result<()> {
-    let mut bytes = first;
-    loop {
-        // A closed stdout (`logs ... | head`) ends the command quietly.
-        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() || !follow {
-            return Ok(());
-        }
-        std::thread::sleep(prism_launcher::api::logs::FOLLOW_INTERVAL);
-        (bytes, offset) = prism_launcher::runtime::logs::read_from(logs, id, offset)
-            .with_context(|| format!("cannot read the log of {id} in {}", logs.display()))?;
-    }
-}
-
 pub fn reset(args: &ResetArgs) -> anyhow::Result<ExitCode> {
     let target = launcher_target(&args.connect)?;
     let reset = block_on(reset_process(&target, &args.id, args.connect.timeout))?;
@@ -237,7 +156,7 @@ pub(super) fn block_on<T>(
 }
 
 /// Runs one client call to completion; the outer error is the runtime's own.
-fn run_call<T>(
+pub(super) fn run_call<T>(
     call: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> anyhow::Result<Result<T, ClientError>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -248,7 +167,7 @@ fn run_call<T>(
 }
 
 /// A client call's failure, with the hint every client command gives.
-fn with_hint(error: ClientError) -> anyhow::Error {
+pub(super) fn with_hint(error: ClientError) -> anyhow::Error {
     let hint = match &error {
         ClientError::Refused { .. } => "the launcher refused",
         _ => "is `prism-launcher serve` running? pass --addr or --data-dir to point at it",

@@ -1,8 +1,11 @@
 //! The command line: the subcommands and their flags, each beside what it runs, and the old
 //! `pattern-launcher` command line.
 
+mod apply;
 mod client;
+mod delete;
 mod describe;
+mod logs;
 mod serve;
 mod validate;
 mod verbs;
@@ -40,8 +43,14 @@ enum Command {
     /// Clear a process's failure streak: a terminal (circuit open) or backing-off process
     /// starts again at once.
     Reset(client::ResetArgs),
+    /// Declare the processes of spec files through the running launcher: it writes them into
+    /// its spec directory. Validates first and reports every error; --dry-run prints the diff.
+    Apply(apply::ApplyArgs),
+    /// Undeclare processes: remove the spec file that declares one from the spec directory,
+    /// terminate a pattern launched over the API. prism-admin's are refused.
+    Delete(delete::DeleteArgs),
     /// Print a process's log (stdout and stderr), and with --follow what it writes next.
-    Logs(client::LogsArgs),
+    Logs(logs::LogsArgs),
     /// Stop a process and hold it stopped, across launcher restarts, until `start`; its
     /// definition is kept.
     Stop(verbs::StopArgs),
@@ -92,7 +101,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args.into_serve()?),
         Command::Status(args) => client::status(&args),
         Command::Reset(args) => client::reset(&args),
-        Command::Logs(args) => client::logs(&args),
+        Command::Apply(args) => apply::apply(&args),
+        Command::Delete(args) => delete::delete(&args),
+        Command::Logs(args) => logs::logs(&args),
         Command::Stop(args) => verbs::stop(&args),
         Command::Start(args) => verbs::start(&args),
         Command::Restart(args) => verbs::restart(&args),

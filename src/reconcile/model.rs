@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::echo;
 use super::process_types::TypeConfig;
+use super::validation::{HealthCheckField, SpecField};
 
 /// Unix time in milliseconds. The reconcile module never reads a clock: callers pass `now` in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -459,6 +460,140 @@ impl ProcessSpec {
             || *resources != running.resources
             || *requested_ports != running.requested_ports
             || *type_config != running.type_config
+    }
+}
+
+impl ProcessSpec {
+    /// The fields in which `self` differs from `before`, in the order a spec lists them, for
+    /// an operator reading a diff (`apply --dry-run`); whether the change replaces the process
+    /// is `requires_restart_from`.
+    pub fn changed_fields(&self, before: &ProcessSpec) -> Vec<SpecField> {
+        let ProcessSpec {
+            process_type,
+            executable,
+            args,
+            env,
+            inherit_env,
+            working_dir,
+            pattern,
+            isolation,
+            namespace,
+            session_id,
+            health_check,
+            restart_policy,
+            success_exit_codes,
+            backoff,
+            termination_grace,
+            resources,
+            requested_ports,
+            type_config,
+            labels,
+        } = self;
+        // Destructured without `..`, as in `requires_restart_from`: a new field does not
+        // compile until it is given its place in the diff.
+        let mut changed = Vec::new();
+        let mut note = |differs: bool, field: SpecField| {
+            if differs {
+                changed.push(field);
+            }
+        };
+        note(*process_type != before.process_type, SpecField::ProcessType);
+        note(*pattern != before.pattern, SpecField::Pattern);
+        note(*executable != before.executable, SpecField::Executable);
+        note(*args != before.args, SpecField::Args);
+        note(*env != before.env, SpecField::Env);
+        note(*inherit_env != before.inherit_env, SpecField::InheritEnv);
+        note(*working_dir != before.working_dir, SpecField::WorkingDir);
+        note(*isolation != before.isolation, SpecField::Isolation);
+        note(*namespace != before.namespace, SpecField::Namespace);
+        note(*session_id != before.session_id, SpecField::SessionId);
+        match (health_check, &before.health_check) {
+            (Some(now), Some(was)) => {
+                let probe = match (&now.probe, &was.probe) {
+                    (_, _) if now.probe == was.probe => None,
+                    (Probe::Http { port, .. }, Probe::Http { port: was_port, .. })
+                        if port == was_port =>
+                    {
+                        Some(HealthCheckField::HttpPath)
+                    }
+                    (Probe::Exec { .. }, Probe::Exec { .. }) => Some(HealthCheckField::ExecCommand),
+                    _ => Some(HealthCheckField::Probe),
+                };
+                if let Some(probe) = probe {
+                    note(true, SpecField::HealthCheck(probe));
+                }
+                for (differs, field) in [
+                    (
+                        now.initial_delay != was.initial_delay,
+                        HealthCheckField::InitialDelay,
+                    ),
+                    (now.interval != was.interval, HealthCheckField::Interval),
+                    (now.timeout != was.timeout, HealthCheckField::Timeout),
+                    (
+                        now.failure_threshold != was.failure_threshold,
+                        HealthCheckField::FailureThreshold,
+                    ),
+                    (
+                        now.success_threshold != was.success_threshold,
+                        HealthCheckField::SuccessThreshold,
+                    ),
+                ] {
+                    note(differs, SpecField::HealthCheck(field));
+                }
+            }
+            // Added or removed.
+            (now, was) => note(now != was, SpecField::HealthCheck(HealthCheckField::Probe)),
+        }
+        note(
+            *restart_policy != before.restart_policy,
+            SpecField::RestartPolicy,
+        );
+        note(
+            *success_exit_codes != before.success_exit_codes,
+            SpecField::SuccessExitCodes,
+        );
+        note(
+            backoff.initial != before.backoff.initial,
+            SpecField::BackoffInitial,
+        );
+        note(backoff.max != before.backoff.max, SpecField::BackoffMax);
+        note(
+            backoff.reset_after != before.backoff.reset_after,
+            SpecField::BackoffResetAfter,
+        );
+        note(
+            backoff.failure_threshold != before.backoff.failure_threshold,
+            SpecField::BackoffFailureThreshold,
+        );
+        note(
+            *termination_grace != before.termination_grace,
+            SpecField::TerminationGrace,
+        );
+        let limit = |resources: &Option<Resources>| {
+            resources.as_ref().map_or((None, None), |limits| {
+                (limits.cpu_millis, limits.memory_bytes)
+            })
+        };
+        let (now, was) = (limit(resources), limit(&before.resources));
+        note(now.0 != was.0, SpecField::CpuLimit);
+        note(now.1 != was.1, SpecField::MemoryLimit);
+        note(
+            requested_ports.grpc != before.requested_ports.grpc,
+            SpecField::GrpcPort,
+        );
+        note(
+            requested_ports.health != before.requested_ports.health,
+            SpecField::HealthPort,
+        );
+        if *type_config != before.type_config {
+            let block = match (type_config, &before.type_config) {
+                (TypeConfig::None, was) => was.block_name(),
+                (now, _) => now.block_name(),
+            };
+            note(true, SpecField::TypeConfig(block.to_string()));
+        }
+        note(*labels != before.labels, SpecField::Labels);
+        changed
     }
 }
 

@@ -226,7 +226,9 @@ impl TypeConfig {
         problems
     }
 
-    fn block_name(&self) -> &'static str {
+    /// The name of the block this configuration is written in (`pattern`, `proxy`, `backend`,
+    /// `utility`, as `problems` names its fields); empty for none.
+    pub fn block_name(&self) -> &'static str {
         match self {
             TypeConfig::None => "",
             TypeConfig::Pattern(_) => "pattern",

@@ -3247,3 +3247,98 @@ fn an_adopted_starting_process_gets_its_whole_ready_deadline_from_the_adoption()
         "a ready process keeps its start"
     );
 }
+
+#[test]
+fn changed_fields_name_what_differs_in_the_order_a_spec_lists_it() {
+    let with_check = |probe: Probe| ProcessSpec {
+        health_check: Some(HealthCheck {
+            probe,
+            ..health_check()
+        }),
+        ..spec()
+    };
+    let http = |path: &str, port: Option<u16>| Probe::Http {
+        path: path.to_string(),
+        port,
+    };
+    let cases: Vec<(&str, ProcessSpec, ProcessSpec, Vec<SpecField>)> = vec![
+        ("the same", spec(), spec(), vec![]),
+        (
+            "a health check added",
+            spec(),
+            checked_spec(),
+            vec![SpecField::HealthCheck(HealthCheckField::Probe)],
+        ),
+        (
+            "only the HTTP path",
+            with_check(http("/a", None)),
+            with_check(http("/b", None)),
+            vec![SpecField::HealthCheck(HealthCheckField::HttpPath)],
+        ),
+        (
+            "the probe's port",
+            with_check(http("/a", None)),
+            with_check(http("/a", Some(9000))),
+            vec![SpecField::HealthCheck(HealthCheckField::Probe)],
+        ),
+        (
+            "HTTP to TCP, and the interval",
+            with_check(http("/a", None)),
+            ProcessSpec {
+                health_check: Some(HealthCheck {
+                    interval: Duration::from_secs(1),
+                    ..health_check()
+                }),
+                ..spec()
+            },
+            vec![
+                SpecField::HealthCheck(HealthCheckField::Probe),
+                SpecField::HealthCheck(HealthCheckField::Interval),
+            ],
+        ),
+        (
+            "type, limits, policy, config block and labels",
+            spec(),
+            ProcessSpec {
+                process_type: ProcessType::Proxy,
+                restart_policy: RestartPolicy::Never,
+                resources: Some(Resources {
+                    cpu_millis: Some(500),
+                    memory_bytes: None,
+                }),
+                type_config: TypeConfig::Proxy(ProxyConfig {
+                    proxy_id: "p".to_string(),
+                    admin_endpoint: String::new(),
+                    control_port: 1,
+                    data_port: 2,
+                    partition_ranges: Vec::new(),
+                }),
+                labels: BTreeMap::from([("team".to_string(), "storage".to_string())]),
+                ..spec()
+            },
+            vec![
+                SpecField::ProcessType,
+                SpecField::RestartPolicy,
+                SpecField::CpuLimit,
+                SpecField::TypeConfig("proxy".to_string()),
+                SpecField::Labels,
+            ],
+        ),
+        (
+            "a config block removed is named by the block it was",
+            ProcessSpec {
+                type_config: TypeConfig::Utility(UtilityConfig::default()),
+                ..spec()
+            },
+            spec(),
+            vec![SpecField::TypeConfig("utility".to_string())],
+        ),
+    ];
+    for (name, before, after, expected) in cases {
+        assert_eq!(after.changed_fields(&before), expected, "{name}");
+        // Whatever changes restarts the process shows as a changed field.
+        if after.requires_restart_from(&before) {
+            assert!(!expected.is_empty(), "{name}");
+        }
+    }
+}

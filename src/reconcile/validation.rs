@@ -27,6 +27,8 @@ pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// A field of a resolved spec.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SpecField {
+    /// The process type (`pattern`, `proxy`, `backend`, `utility`).
+    ProcessType,
     Executable,
     Args,
     /// The arguments and the environment together, as `execve` takes them.
@@ -36,6 +38,7 @@ pub enum SpecField {
     Pattern,
     Namespace,
     SessionId,
+    Isolation,
     Env,
     InheritEnv,
     HealthCheck(HealthCheckField),
@@ -47,6 +50,8 @@ pub enum SpecField {
     BackoffFailureThreshold,
     TerminationGrace,
     MemoryLimit,
+    CpuLimit,
+    RestartPolicy,
     SuccessExitCodes,
     Labels,
     /// A field of the type's configuration block, relative and in snake case (`proxy.proxy_id`).
@@ -56,6 +61,9 @@ pub enum SpecField {
 /// A field of a health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HealthCheckField {
+    /// The probe as a whole: whether there is a health check, its kind (HTTP, TCP, exec) and
+    /// its port.
+    Probe,
     HttpPath,
     ExecCommand,
     InitialDelay,

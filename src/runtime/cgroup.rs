@@ -1355,6 +1355,7 @@ mod tests {
             launcher_id: "launcher-unit",
             log_dir: logs.path(),
             instance: "0000000000000001",
+            generation: 1,
             limit_mode: LimitMode::CgroupV2,
             join_cgroup: Some(JoinCgroup {
                 procs: leaf.procs.as_fd(),
@@ -1548,6 +1549,7 @@ mod tests {
             launcher_id: "launcher-real-v2",
             log_dir: logs.path(),
             instance: "0000000000000001",
+            generation: 1,
             limit_mode: LimitMode::CgroupV2,
             join_cgroup: Some(JoinCgroup {
                 procs: leaf.procs.as_fd(),

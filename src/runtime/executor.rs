@@ -129,6 +129,7 @@ fn spawn_in_leaf(
         launcher_id,
         log_dir,
         instance: &intent.instance,
+        generation: intent.desired.generation,
         limit_mode: super::cgroup::limit_mode_of(cgroup_tree),
         join_cgroup: joining.as_ref().map(|leaf| JoinCgroup {
             procs: leaf.procs.as_fd(),

@@ -3,13 +3,57 @@
 //! copy-and-truncate, because the child keeps writing through its own descriptor (opened with
 //! O_APPEND, so it goes on at the new end); lines written between the copy and the truncate can
 //! be lost, which is the price of never touching the child's descriptor.
+//!
+//! Each instance's output is preceded by a marker line (`MARKER_PREFIX`: when it started, its
+//! pid, generation and instance id), which the child writes itself between its clone and its
+//! exec, so that it comes before anything the program prints. Readers split the log on them:
+//! `--previous` is the output between the last two markers (found across the rotated files), and
+//! `--since` keeps the instances that ran within the window. The file records no time per line
+//! (the children write it themselves, not through the launcher), so an instance is the finest
+//! grain of time a reader has.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub use super::spawn::log_path;
-use crate::reconcile::ProcessId;
+use crate::clock::{parse_rfc3339, rfc3339};
+use crate::reconcile::{ProcessId, UnixMillis};
+
+/// How every marker line starts; nothing else is needed to split a log into instances.
+pub const MARKER_PREFIX: &str = "=== prism-launcher: instance start ";
+
+/// How a marker line ends.
+const MARKER_SUFFIX: &str = " ===";
+
+/// The longest marker line read back (they are about 120 bytes).
+const MAX_MARKER_LINE: usize = 256;
+
+/// The most rotated files a reader looks through (`--log-max-files` keeps fewer).
+const MAX_ROTATED_FILES: u32 = 1000;
+
+/// What a marker line says of the instance whose output follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub at: UnixMillis,
+    pub pid: u32,
+    pub generation: u64,
+    pub instance: String,
+}
+
+/// Which part of a log to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// The last this many lines; all (at most `MAX_READ` bytes) when `None`.
+    pub lines: Option<usize>,
+    /// The previous instance's output (from its marker to the last marker) instead of the
+    /// current file.
+    pub previous: bool,
+    /// Only the instances whose output may have been written at or after this time: an instance
+    /// ends where the next one's marker says it started, the last one at the file's
+    /// modification time.
+    pub since: Option<UnixMillis>,
+}
 
 /// Most bytes read at once when tailing or following a log.
 const MAX_READ: u64 = 4 * 1024 * 1024;
@@ -49,30 +93,233 @@ pub fn rotate_if_needed(
     Ok(true)
 }
 
-/// The last `lines` lines of the log of `id` (all of it when `None`, at most `MAX_READ`
-/// bytes), and the offset just after them, to follow from.
-pub fn tail(dir: &Path, id: &ProcessId, lines: Option<usize>) -> io::Result<(Vec<u8>, u64)> {
+/// The marker line of an instance started at `at`, around its pid, which only the child knows
+/// (it writes the line itself, before its exec): what goes before the pid, and what after it,
+/// newline included.
+pub fn marker_around_pid(at: UnixMillis, generation: u64, instance: &str) -> (String, String) {
+    (
+        format!("{MARKER_PREFIX}at={} pid=", rfc3339(at)),
+        format!(" generation={generation} instance={instance}{MARKER_SUFFIX}\n"),
+    )
+}
+
+/// The marker a log line is (without its newline), if it is one.
+pub fn parse_marker(line: &[u8]) -> Option<Marker> {
+    let line = std::str::from_utf8(line).ok()?;
+    let fields = line
+        .trim_end_matches(['\r', '\n'])
+        .strip_prefix(MARKER_PREFIX)?
+        .strip_suffix(MARKER_SUFFIX)?;
+    let mut at = None;
+    let mut pid = None;
+    let mut generation = None;
+    let mut instance = None;
+    for field in fields.split(' ') {
+        match field.split_once('=')? {
+            ("at", value) => at = parse_rfc3339(value),
+            ("pid", value) => pid = value.parse().ok(),
+            ("generation", value) => generation = value.parse().ok(),
+            ("instance", value) => instance = Some(value.to_string()),
+            _ => return None,
+        }
+    }
+    Some(Marker {
+        at: at?,
+        pid: pid?,
+        generation: generation?,
+        instance: instance?,
+    })
+}
+
+/// The part of the log of `id` that `selection` asks for, and the offset in the current file
+/// after it, to follow from. `None` when `selection.previous` and the log holds no instance
+/// before the last one.
+pub fn select(
+    dir: &Path,
+    id: &ProcessId,
+    selection: Selection,
+) -> io::Result<Option<(Vec<u8>, u64)>> {
+    if selection.previous {
+        return previous_instance(dir, id, selection);
+    }
     let mut file = File::open(log_path(dir, id))?;
-    let size = file.metadata()?.len();
-    let start = size.saturating_sub(MAX_READ);
+    let metadata = file.metadata()?;
+    let size = metadata.len();
+    let mut start = size.saturating_sub(MAX_READ);
+    if let Some(since) = selection.since {
+        let written_at = metadata.modified().ok().map(unix_millis);
+        if written_at.is_some_and(|written_at| written_at < since) {
+            // Nothing was written to the file since then.
+            start = size;
+        } else if let Some((offset, _)) = markers_in(&mut file, 0, size)?
+            .into_iter()
+            .rev()
+            .find(|(_, marker)| marker.at < since)
+        {
+            // Instances before this one ended (the next one started) before `since`.
+            start = start.max(offset);
+        }
+    }
     file.seek(SeekFrom::Start(start))?;
     let mut bytes = Vec::new();
-    file.take(MAX_READ).read_to_end(&mut bytes)?;
+    file.take(size - start).read_to_end(&mut bytes)?;
     let end = start + bytes.len() as u64;
-    if let Some(lines) = lines {
-        // Keep what follows the `lines + 1`-th newline from the end (a last line without a
-        // newline counts as a line).
-        let trailing = usize::from(bytes.last().is_some_and(|byte| *byte == b'\n'));
-        let cut = bytes
-            .iter()
-            .enumerate()
-            .rev()
-            .filter(|(_, byte)| **byte == b'\n')
-            .nth(lines.saturating_add(trailing).saturating_sub(1))
-            .map_or(0, |(index, _)| index + 1);
-        bytes.drain(..cut);
+    keep_last_lines(&mut bytes, selection.lines);
+    Ok(Some((bytes, end)))
+}
+
+/// The output of the instance before the last one: from its marker (or from the start of the
+/// oldest file, when the log holds one marker and output before it) to the last marker, read
+/// across the rotated files (`<id>.log.1` the newest). At most `MAX_READ` bytes of its end.
+fn previous_instance(
+    dir: &Path,
+    id: &ProcessId,
+    selection: Selection,
+) -> io::Result<Option<(Vec<u8>, u64)>> {
+    let current = log_path(dir, id);
+    // Newest first: the current file, then `.1`, `.2`...
+    let mut files = vec![File::open(&current)?];
+    for n in 1..=MAX_ROTATED_FILES {
+        match File::open(rotated(&current, n)) {
+            Ok(file) => files.push(file),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+            Err(error) => return Err(error),
+        }
     }
-    Ok((bytes, end))
+    let sizes = files
+        .iter()
+        .map(|file| file.metadata().map(|metadata| metadata.len()))
+        .collect::<io::Result<Vec<u64>>>()?;
+    // The last two markers, newest first, as (file index, offset of the line, marker).
+    let mut last_two: Vec<(usize, u64, Marker)> = Vec::new();
+    'files: for (index, (file, size)) in files.iter_mut().zip(&sizes).enumerate() {
+        for (offset, marker) in markers_in(file, 0, *size)?.into_iter().rev() {
+            last_two.push((index, offset, marker));
+            if last_two.len() == 2 {
+                break 'files;
+            }
+        }
+    }
+    let (end, start) = match last_two.as_slice() {
+        [] => return Ok(None),
+        [(index, offset, last)] => ((*index, *offset, last), (files.len() - 1, 0)),
+        [(index, offset, last), (before_index, before_offset, _), ..] => {
+            ((*index, *offset, last), (*before_index, *before_offset))
+        }
+    };
+    let (end_index, end_offset, last) = end;
+    if selection.since.is_some_and(|since| last.at < since) {
+        // It ended when the last instance started, before `since`.
+        return Ok(Some((Vec::new(), 0)));
+    }
+    // The pieces, oldest first: (file index, from, to).
+    let (start_index, start_offset) = start;
+    let pieces: Vec<(usize, u64, u64)> = (end_index..=start_index)
+        .rev()
+        .map(|index| {
+            let from = if index == start_index {
+                start_offset
+            } else {
+                0
+            };
+            let to = if index == end_index {
+                end_offset
+            } else {
+                sizes[index]
+            };
+            (index, from, to.max(from))
+        })
+        .collect();
+    let total: u64 = pieces.iter().map(|(_, from, to)| to - from).sum();
+    if total == 0 {
+        return Ok(None);
+    }
+    // Only the end of a long instance is read, as for the current file.
+    let mut skip = total.saturating_sub(MAX_READ);
+    let mut bytes = Vec::new();
+    for (index, from, to) in pieces {
+        let length = to - from;
+        if skip >= length {
+            skip -= length;
+            continue;
+        }
+        let file = &mut files[index];
+        file.seek(SeekFrom::Start(from + skip))?;
+        file.take(length - skip).read_to_end(&mut bytes)?;
+        skip = 0;
+    }
+    keep_last_lines(&mut bytes, selection.lines);
+    Ok(Some((bytes, 0)))
+}
+
+/// The marker lines of `file` between `from` and `to`, in order, with the offset where each
+/// line starts. Streams the file: only the first bytes of each line are kept.
+fn markers_in(file: &mut File, from: u64, to: u64) -> io::Result<Vec<(u64, Marker)>> {
+    file.seek(SeekFrom::Start(from))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, (&mut *file).take(to - from));
+    let mut markers = Vec::new();
+    let mut head: Vec<u8> = Vec::with_capacity(MAX_MARKER_LINE);
+    let mut line_start = from;
+    let mut offset = from;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let length = chunk.len();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (line, ended) = match rest.iter().position(|byte| *byte == b'\n') {
+                Some(newline) => (&rest[..newline], true),
+                None => (rest, false),
+            };
+            let room = MAX_MARKER_LINE.saturating_sub(head.len());
+            head.extend_from_slice(&line[..line.len().min(room)]);
+            if ended {
+                if let Some(marker) = parse_marker(&head) {
+                    markers.push((line_start, marker));
+                }
+                head.clear();
+                let consumed = line.len() + 1;
+                offset += consumed as u64;
+                line_start = offset;
+                rest = &rest[consumed..];
+            } else {
+                offset += line.len() as u64;
+                rest = &[];
+            }
+        }
+        reader.consume(length);
+    }
+    // A last line without its newline.
+    if let Some(marker) = parse_marker(&head) {
+        markers.push((line_start, marker));
+    }
+    Ok(markers)
+}
+
+/// Keeps what follows the `lines + 1`-th newline from the end (a last line without a newline
+/// counts as a line); everything when `lines` is `None`.
+fn keep_last_lines(bytes: &mut Vec<u8>, lines: Option<usize>) {
+    let Some(lines) = lines else {
+        return;
+    };
+    let trailing = usize::from(bytes.last().is_some_and(|byte| *byte == b'\n'));
+    let cut = bytes
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, byte)| **byte == b'\n')
+        .nth(lines.saturating_add(trailing).saturating_sub(1))
+        .map_or(0, |(index, _)| index + 1);
+    bytes.drain(..cut);
+}
+
+fn unix_millis(time: std::time::SystemTime) -> UnixMillis {
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What the log of `id` holds after `offset` (at most `MAX_READ` bytes), and the new offset.
@@ -96,24 +343,177 @@ mod tests {
         ProcessId::new("chatty").unwrap()
     }
 
+    fn tail(dir: &Path, lines: Option<usize>) -> Vec<u8> {
+        let selection = Selection {
+            lines,
+            ..Selection::default()
+        };
+        select(dir, &id(), selection).unwrap().unwrap().0
+    }
+
+    fn marker(at: u64, pid: u32, generation: u64) -> String {
+        let (before, after) = marker_around_pid(UnixMillis(at), generation, "00000000000000aa");
+        format!("{before}{pid}{after}")
+    }
+
+    fn previous(dir: &Path, lines: Option<usize>, since: Option<u64>) -> Option<String> {
+        let selection = Selection {
+            lines,
+            previous: true,
+            since: since.map(UnixMillis),
+        };
+        select(dir, &id(), selection)
+            .unwrap()
+            .map(|(bytes, _)| String::from_utf8(bytes).unwrap())
+    }
+
     #[test]
     fn tail_keeps_the_last_lines_and_follow_reads_what_comes_after() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(log_path(dir.path(), &id()), "one\ntwo\nthree\n").unwrap();
-        assert_eq!(tail(dir.path(), &id(), Some(2)).unwrap().0, b"two\nthree\n");
-        assert_eq!(
-            tail(dir.path(), &id(), Some(10)).unwrap().0,
-            b"one\ntwo\nthree\n"
-        );
-        let (all, offset) = tail(dir.path(), &id(), None).unwrap();
+        assert_eq!(tail(dir.path(), Some(2)), b"two\nthree\n");
+        assert_eq!(tail(dir.path(), Some(10)), b"one\ntwo\nthree\n");
+        let (all, offset) = select(dir.path(), &id(), Selection::default())
+            .unwrap()
+            .unwrap();
         assert_eq!((all.len() as u64), offset);
         let mut file = OpenOptions::new()
             .append(true)
             .open(log_path(dir.path(), &id()))
             .unwrap();
         std::io::Write::write_all(&mut file, b"four").unwrap();
-        assert_eq!(tail(dir.path(), &id(), Some(1)).unwrap().0, b"four");
+        assert_eq!(tail(dir.path(), Some(1)), b"four");
         assert_eq!(read_from(dir.path(), &id(), offset).unwrap().0, b"four");
+    }
+
+    #[test]
+    fn a_marker_line_is_read_back_and_nothing_else_passes_for_one() {
+        let line = marker(1_796_121_599_999, 4242, 3);
+        assert_eq!(
+            line,
+            "=== prism-launcher: instance start at=2026-12-01T10:39:59.999Z pid=4242 \
+             generation=3 instance=00000000000000aa ===\n"
+        );
+        assert_eq!(
+            parse_marker(line.as_bytes()),
+            Some(Marker {
+                at: UnixMillis(1_796_121_599_999),
+                pid: 4242,
+                generation: 3,
+                instance: "00000000000000aa".to_string(),
+            })
+        );
+        for other in [
+            "=== prism-launcher: instance start at=2026-12-01T10:39:59.999Z pid=4242 ===",
+            "=== prism-launcher: instance start at=yesterday pid=1 generation=1 instance=a ===",
+            "=== prism-launcher: instance start at=2026-12-01T10:39:59.999Z pid=1 generation=1 instance=a",
+            " === prism-launcher: instance start at=2026-12-01T10:39:59.999Z pid=1 generation=1 instance=a ===",
+            "hello",
+        ] {
+            assert_eq!(parse_marker(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn previous_is_the_output_between_the_last_two_markers_across_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), &id());
+        // Oldest first: .2 has the first instance and the start of the second, .1 the rest of
+        // the second, the current file the third.
+        std::fs::write(
+            rotated(&path, 2),
+            format!(
+                "{}first\n{}second a\n",
+                marker(1000, 1, 1),
+                marker(2000, 2, 1)
+            ),
+        )
+        .unwrap();
+        std::fs::write(rotated(&path, 1), "second b\nsecond c\n").unwrap();
+        std::fs::write(&path, format!("{}third\n", marker(3000, 3, 2))).unwrap();
+        assert_eq!(
+            previous(dir.path(), None, None).unwrap(),
+            format!("{}second a\nsecond b\nsecond c\n", marker(2000, 2, 1))
+        );
+        assert_eq!(
+            previous(dir.path(), Some(2), None).unwrap(),
+            "second b\nsecond c\n"
+        );
+        assert_eq!(
+            previous(dir.path(), None, Some(2500)).unwrap(),
+            format!("{}second a\nsecond b\nsecond c\n", marker(2000, 2, 1)),
+            "the second instance ran until 3000"
+        );
+        assert_eq!(previous(dir.path(), None, Some(3500)).unwrap(), "");
+
+        // Both markers in the current file.
+        std::fs::write(
+            &path,
+            format!(
+                "{}third\n{}fourth\n",
+                marker(3000, 3, 2),
+                marker(4000, 4, 2)
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            previous(dir.path(), None, None).unwrap(),
+            format!("{}third\n", marker(3000, 3, 2))
+        );
+    }
+
+    #[test]
+    fn with_one_marker_the_previous_instance_is_what_came_before_it_and_else_there_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), &id());
+        std::fs::write(&path, "no marker at all\n").unwrap();
+        assert_eq!(previous(dir.path(), None, None), None);
+        std::fs::write(&path, format!("{}only\n", marker(1000, 1, 1))).unwrap();
+        assert_eq!(previous(dir.path(), None, None), None);
+        std::fs::write(&path, format!("older output\n{}only\n", marker(1000, 1, 1))).unwrap();
+        assert_eq!(previous(dir.path(), None, None).unwrap(), "older output\n");
+        std::fs::remove_file(&path).unwrap();
+        let error = select(
+            dir.path(),
+            &id(),
+            Selection {
+                previous: true,
+                ..Selection::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn since_keeps_the_instances_that_ran_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), &id());
+        let text = format!(
+            "{}one\n{}two\n{}three\n",
+            marker(1000, 1, 1),
+            marker(2000, 2, 1),
+            marker(3000, 3, 1)
+        );
+        std::fs::write(&path, &text).unwrap();
+        let since = |at: u64| {
+            let selection = Selection {
+                since: Some(UnixMillis(at)),
+                ..Selection::default()
+            };
+            String::from_utf8(select(dir.path(), &id(), selection).unwrap().unwrap().0).unwrap()
+        };
+        // The file was written just now: the last instance runs into the window whatever it is.
+        assert_eq!(since(500), text);
+        assert_eq!(since(1000), text, "the first instance ran until 2000");
+        assert_eq!(
+            since(2500),
+            format!("{}two\n{}three\n", marker(2000, 2, 1), marker(3000, 3, 1))
+        );
+        assert_eq!(since(3500), format!("{}three\n", marker(3000, 3, 1)));
+        // A window after the file's last write holds nothing.
+        let far_future = crate::clock::now().0 + 3_600_000;
+        assert_eq!(since(far_future), "");
     }
 
     #[test]

@@ -362,6 +362,7 @@ mod tests {
                 stderr: dev_null.as_fd(),
                 data_limit: None,
                 cgroup_procs: None,
+                marker: None,
             };
             let env: BTreeMap<String, String> = BTreeMap::new();
             let program = Program::new(

@@ -1,14 +1,16 @@
 //! Starting a child: its own process group, an explicit environment and working directory, stdin
 //! from /dev/null, stdout/stderr appended to its log file, its memory limit and, in cgroup mode,
 //! the join of its leaf, through `vfork_spawn` (a child that shares the launcher's memory until
-//! its exec, not a fork).
+//! its exec, not a fork). The child writes the instance's marker line to its log before its
+//! exec (`logs::marker_around_pid`), so that the marker comes before anything it prints.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use super::logs::marker_around_pid;
 use super::reaper::{Child, ChildTable};
-use super::vfork_spawn::{self, ChildSetup, Program, StartError, Step};
+use super::vfork_spawn::{self, ChildSetup, MarkerLine, Program, StartError, Step};
 use crate::reconcile::{
     child_environment, ChildIdentity, LimitEnforcement, LimitMode, Ports, ProcessId, ProcessSpec,
 };
@@ -45,6 +47,8 @@ pub struct SpawnContext<'a> {
     pub log_dir: &'a Path,
     /// Unique to this spawn; given as `PRISM_INSTANCE_ID`.
     pub instance: &'a str,
+    /// The generation of the desired record the process is started from, for its log's marker.
+    pub generation: u64,
     /// What the host enforces limits with.
     pub limit_mode: LimitMode,
     /// In cgroup mode, the process's cgroup, which the child joins before its exec.
@@ -101,6 +105,9 @@ pub fn spawn_child(
         step: Step::Prepare,
         source,
     })?;
+    // The time read here, just before the clone, is when the instance started as its log says.
+    let (before_pid, after_pid) =
+        marker_around_pid(crate::clock::now(), context.generation, context.instance);
     let setup = ChildSetup {
         stdin: dev_null.as_fd(),
         stdout: log.as_fd(),
@@ -111,6 +118,10 @@ pub fn spawn_child(
         // Joined in the child, before its exec, so that everything it runs starts in its
         // cgroup: writing "0" to a cgroup's `cgroup.procs` moves the writer.
         cgroup_procs: context.join_cgroup.map(|join| join.procs),
+        marker: Some(MarkerLine {
+            before_pid: before_pid.as_bytes(),
+            after_pid: after_pid.as_bytes(),
+        }),
     };
     let spawning = children.begin_spawn();
     let started = vfork_spawn::start(&program, &setup, &spawning).map_err(exec_failed)?;

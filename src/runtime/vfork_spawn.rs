@@ -73,6 +73,16 @@ pub struct ChildSetup<'a> {
     /// An open `cgroup.procs` the child writes "0" to before exec: it joins that cgroup, and so
     /// does everything it starts.
     pub cgroup_procs: Option<BorrowedFd<'a>>,
+    /// A line the child writes to its stdout before its exec, with its own pid between the two
+    /// parts: the marker that starts an instance's output in its log.
+    pub marker: Option<MarkerLine<'a>>,
+}
+
+/// A line around a pid, which only the child knows before it runs its program.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkerLine<'a> {
+    pub before_pid: &'a [u8],
+    pub after_pid: &'a [u8],
 }
 
 /// A step of a start, in the order they are taken: the first four in the launcher, the rest in
@@ -223,6 +233,18 @@ fn start_with(
         open_file_limit: pidfd::children_open_file_limit(),
         cgroup_procs,
         unshare_from,
+        marker: setup.marker.map(|marker| {
+            [
+                libc::iovec {
+                    iov_base: marker.before_pid.as_ptr() as *mut c_void,
+                    iov_len: marker.before_pid.len(),
+                },
+                libc::iovec {
+                    iov_base: marker.after_pid.as_ptr() as *mut c_void,
+                    iov_len: marker.after_pid.len(),
+                },
+            ]
+        }),
         last_signal: libc::SIGRTMAX(),
         first_application_signal: libc::SIGRTMIN(),
         use_close_range,
@@ -374,6 +396,9 @@ struct ChildArgs {
     /// With a shared descriptor table (CLONE_FILES): the lowest descriptor left out of the
     /// child's own table, above every descriptor it needs.
     unshare_from: Option<c_uint>,
+    /// The marker line's two parts, around the pid (`ChildSetup::marker`), borrowed from the
+    /// caller of `start` for the length of the call.
+    marker: Option<[libc::iovec; 2]>,
     /// The highest signal number (`SIGRTMAX`), read before the clone.
     last_signal: c_int,
     /// `SIGRTMIN` as the C library gives it to programs: the signals from 32 below it are the
@@ -417,7 +442,8 @@ unsafe fn run_child(args: &ChildArgs) -> (Step, c_int) {
     // execs or exits) or reads and writes locals and constants, and sets errno in the TLS of the
     // suspended parent thread, which reads it only through `args`. Nothing here allocates, locks
     // or can panic (no indexing, no arithmetic that overflows: `signal` stops at SIGRTMAX, `fd`
-    // at `highest_fd`, at most `MAX_FD_TO_CLOSE`). Every signal stays blocked (the mask of all
+    // at `highest_fd`, at most `MAX_FD_TO_CLOSE`, the pid's `count` at the 20 slots of
+    // `digits`). Every signal stays blocked (the mask of all
     // ones the child inherited) until the last step before execve, and by then no signal has a
     // handler of the launcher's in this child.
     unsafe {
@@ -491,6 +517,37 @@ unsafe fn run_child(args: &ChildArgs) -> (Step, c_int) {
             if libc::dup2(source, target) != target {
                 return (Step::Stdio, errno());
             }
+        }
+        if let Some([before_pid, after_pid]) = args.marker {
+            // One `writev` of the whole line, so that on the log (opened O_APPEND) it lands in
+            // one piece at the end. The pid is formatted into this frame's own array, from the
+            // last digit back. A line that cannot be written (a full disk) does not stop the
+            // start: the program could not write its output either, and says so itself.
+            let pid = libc::syscall(libc::SYS_getpid).unsigned_abs();
+            let mut digits = [0u8; 20];
+            let mut count = 0usize;
+            let mut rest = pid;
+            for slot in digits.iter_mut().rev() {
+                *slot = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                count += 1;
+                if rest == 0 {
+                    break;
+                }
+            }
+            let line = [
+                before_pid,
+                libc::iovec {
+                    // `count` is at most the array's 20: the loop stops at its end.
+                    iov_base: digits
+                        .as_mut_ptr()
+                        .wrapping_add(digits.len().wrapping_sub(count))
+                        as *mut c_void,
+                    iov_len: count,
+                },
+                after_pid,
+            ];
+            libc::syscall(libc::SYS_writev, 1 as c_int, line.as_ptr(), 3 as c_int);
         }
         if let Some(limit) = &args.data_limit {
             if libc::setrlimit(libc::RLIMIT_DATA, limit) != 0 {

@@ -72,6 +72,7 @@ impl Fixture {
             stderr: self.log.as_fd(),
             data_limit: None,
             cgroup_procs: None,
+            marker: None,
         }
     }
 
@@ -182,6 +183,29 @@ fn leaky_descriptor(at: libc::c_int) -> OwnedFd {
     assert!(copy >= at, "{}", std::io::Error::last_os_error());
     // SAFETY: `copy` was just returned by fcntl, is open, and nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(copy) }
+}
+
+#[test]
+fn a_child_writes_the_marker_line_with_its_own_pid_before_its_program_runs() {
+    let fixture = Fixture::new();
+    let setup = ChildSetup {
+        marker: Some(MarkerLine {
+            before_pid: b"start pid=",
+            after_pid: b" of this instance\n",
+        }),
+        ..fixture.setup()
+    };
+    let program = fixture.program("/bin/sh", &["-c", "echo program output"], &BTreeMap::new());
+    let pid = launch(&program, &setup).unwrap();
+    let mut status = 0;
+    // SAFETY: waitpid on a child of this process that nothing else reaps, into a local.
+    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    assert_eq!(reaped, pid as libc::pid_t);
+    let log = std::fs::read_to_string(fixture.dir.path().join("child.log")).unwrap();
+    assert_eq!(
+        log,
+        format!("start pid={pid} of this instance\nprogram output\n")
+    );
 }
 
 #[test]

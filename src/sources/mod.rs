@@ -1,9 +1,11 @@
 //! The sources of desired state that people write: spec files in a watched directory and the
 //! pattern catalog, their formats (every error located), the values people write in them
 //! (durations, quantities), the debounced directory watch they share, and the problems they
-//! report. Nothing here knows gRPC or touches a process: a source only writes desired records to
-//! the store.
+//! report, and the spec directory written for `apply` and `delete`. Nothing here knows gRPC or
+//! touches a process: a source only writes desired records to the store (and, for `apply`, spec
+//! files to its directory).
 
+pub mod applied;
 pub mod catalog;
 pub mod catalog_watch;
 mod problems;

@@ -282,6 +282,62 @@ pub fn parse_spec_text(
     }
 }
 
+/// The text of each document of a spec file, in order (`FileSpec::document` 1 is the first),
+/// as `parse_spec_text` reads them: documents of nothing but comments and blank lines are left
+/// out.
+pub fn document_texts(text: &str) -> Vec<&str> {
+    split_documents(text)
+        .into_iter()
+        .map(|document| document.text)
+        .collect()
+}
+
+/// The names (`metadata.name`) a spec file's text declares, without checking anything else of
+/// its documents (what `delete -f` needs of a file: which processes it names); every document
+/// whose name cannot be read is an error.
+pub fn declared_names(path: &Path, text: &str) -> Result<Vec<ProcessId>, Vec<SpecError>> {
+    /// Only the name; every other field is ignored.
+    #[derive(Deserialize)]
+    struct NamedDocument {
+        metadata: NamedMetadata,
+    }
+    #[derive(Deserialize)]
+    struct NamedMetadata {
+        name: NameValue,
+    }
+    if let Err(problem) = check_shape(text) {
+        return Err(vec![SpecError {
+            line: Some(problem.line()),
+            ..SpecError::whole_file(path, problem.to_string())
+        }]);
+    }
+    let mut names = Vec::new();
+    let mut errors = Vec::new();
+    for document in split_documents(text) {
+        match serde_yaml::from_str::<NamedDocument>(document.text) {
+            Ok(named) => names.push(named.metadata.name.0),
+            Err(error) => errors.push(SpecError {
+                file: path.to_path_buf(),
+                document: document.index,
+                field: "metadata.name".to_string(),
+                line: error
+                    .location()
+                    .map(|location| document.first_line + location.line() - 1),
+                column: None,
+                message: shortened(
+                    &clean_yaml_message(&error.to_string(), ""),
+                    MAX_QUOTED_CHARS,
+                ),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(names)
+    } else {
+        Err(errors)
+    }
+}
+
 /// serde_yaml prefixes its messages with the path of the enclosing mapping and appends
 /// " at line L column C"; we report the field and the line ourselves.
 fn clean_yaml_message(message: &str, field: &str) -> String {
@@ -779,6 +835,11 @@ impl SpecBody {
 pub fn spec_file_field(field: &SpecField) -> String {
     let health = |name: &str| format!("spec.healthCheck.{name}");
     match field {
+        SpecField::ProcessType => "spec.type".to_string(),
+        SpecField::Isolation => "spec.isolation".to_string(),
+        SpecField::RestartPolicy => "spec.restartPolicy".to_string(),
+        SpecField::CpuLimit => "spec.resources.cpuLimit".to_string(),
+        SpecField::HealthCheck(HealthCheckField::Probe) => "spec.healthCheck".to_string(),
         SpecField::Executable => "spec.binary".to_string(),
         SpecField::Args => "spec.args".to_string(),
         // The whole of what the child's exec takes: located on the spec itself.

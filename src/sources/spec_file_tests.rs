@@ -1760,3 +1760,24 @@ fn a_document_written_on_its_marker_line_is_read_not_dropped() {
         .collect();
     assert_eq!(ids, ["first", "second"]);
 }
+
+#[test]
+fn the_documents_of_a_text_are_the_ones_parsing_numbers_and_their_names_read_alone() {
+    let text = format!(
+        "# a comment before anything\n{HEAD}metadata: {{name: one}}\nspec: {{binary: /bin/true}}\n\
+         ---\n# only a comment\n---\n{HEAD}metadata: {{name: two}}\nspec: {{binary: /bin/true, bogus: 1}}\n"
+    );
+    let documents = document_texts(&text);
+    assert_eq!(documents.len(), 2, "{documents:?}");
+    assert!(documents[0].contains("name: one") && documents[1].contains("name: two"));
+    // What `delete -f` needs: the names, whatever else the documents hold.
+    assert_eq!(
+        declared_names(Path::new(FILE), &text).unwrap(),
+        [id("one"), id("two")]
+    );
+    let nameless = format!("{HEAD}metadata: {{}}\n---\n{HEAD}metadata: {{name: .hidden}}\n");
+    let errors = declared_names(Path::new(FILE), &nameless).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors.iter().all(|error| error.field == "metadata.name"));
+    assert_eq!((errors[0].document, errors[1].document), (1, 2));
+}

@@ -524,6 +524,12 @@ impl Store {
         Ok(outcomes)
     }
 
+    /// The ids whose desired record `source` owns (without reading the records: from the owner
+    /// index), in id order.
+    pub fn owned_by(&self, source: &Source) -> Result<Vec<ProcessId>, StoreError> {
+        self.ids_owned_by(source)
+    }
+
     /// The ids whose desired record `source` owns, from the owner index.
     fn ids_owned_by(&self, source: &Source) -> Result<Vec<ProcessId>, StoreError> {
         let prefix = owner_prefix(source);

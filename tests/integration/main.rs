@@ -7,6 +7,7 @@ mod hostile_specs;
 mod inputs;
 mod lifecycle;
 mod observability;
+mod operator;
 mod operator_verbs;
 mod pattern_api;
 mod reflection;

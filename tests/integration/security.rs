@@ -169,7 +169,7 @@ fn wrap_logs(token: bool, id: &str) -> tonic::Request<StreamLogsRequest> {
         StreamLogsRequest {
             process_id: id.into(),
             tail_lines: 1,
-            follow: false,
+            ..StreamLogsRequest::default()
         },
     )
 }
@@ -738,7 +738,7 @@ async fn without_a_token_the_launchers_own_privileged_calls_need_the_socket_even
             .stream_logs(StreamLogsRequest {
                 process_id: "talker".into(),
                 tail_lines: 10,
-                follow: false,
+                ..StreamLogsRequest::default()
             })
             .await
             .err()

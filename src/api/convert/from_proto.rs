@@ -302,6 +302,10 @@ fn wire_field(field: &SpecField) -> &'static str {
     match field {
         SpecField::HealthCheck(HealthCheckField::HttpPath) => "healthcheck.path",
         SpecField::HealthCheck(_) => "healthcheck",
+        SpecField::ProcessType => "process_type",
+        SpecField::Isolation => "isolation_level",
+        SpecField::RestartPolicy => "restart_policy",
+        SpecField::CpuLimit => "resources.cpu_limit",
         SpecField::InheritEnv => "inherit_env",
         SpecField::BackoffInitial
         | SpecField::BackoffMax
