@@ -295,6 +295,8 @@ fn completions_and_the_manual_name_every_subcommand() {
         "status",
         "reset",
         "logs",
+        "apply",
+        "delete",
         "stop",
         "start",
         "restart",
