@@ -3,6 +3,7 @@
 
 mod apply;
 mod client;
+mod config;
 mod delete;
 mod describe;
 mod logs;
@@ -10,28 +11,38 @@ mod serve;
 mod validate;
 mod verbs;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use prism_launcher::reconcile::Vocabulary;
 
 /// Exit code of a command that failed (no launcher answers, I/O error...).
 pub const EXIT_ERROR: u8 = 1;
-/// Exit code of `validate` when a spec file has errors. (2 is clap's, for bad usage.)
+/// Exit code of a command line that is wrong (clap's own for a bad flag).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `validate` when a spec file has errors.
 pub const EXIT_INVALID: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "prism-launcher",
     version,
-    about = "A declarative reconciler for the processes of one host"
+    about = "A declarative reconciler for the processes of one host",
+    long_about = "A declarative reconciler for the processes of one host. With no subcommand it \
+                  runs the launcher, as `serve` does, with serve's flags (ADR-057's command line: \
+                  `prism-launcher --admin-endpoint ... --listen :7070`).",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no subcommand: `serve`'s flags.
+    #[command(flatten)]
+    serve: serve::ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +96,10 @@ pub fn main() -> ExitCode {
     let (name, result) = if invoked_as_pattern_launcher() {
         ("pattern-launcher", legacy_main())
     } else {
-        ("prism-launcher", run(Cli::parse().command))
+        (
+            "prism-launcher",
+            run_command_line(std::env::args_os().collect()),
+        )
     };
     match result {
         Ok(code) => code,
@@ -94,6 +108,57 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The command line's definition.
+fn cli_command() -> clap::Command {
+    Cli::command()
+}
+
+/// Parses `args` (a config file's values as serve's defaults) and runs what they say.
+fn run_command_line(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let command = cli_command();
+    let serve_command = command
+        .find_subcommand("serve")
+        .cloned()
+        .context("the command line has no serve")?;
+    let file = match config::ConfigFile::find(args.get(1..).unwrap_or_default(), &serve_command) {
+        Ok(file) => file,
+        Err(error) => {
+            // A bad configuration is bad usage, as a bad flag is.
+            eprintln!("prism-launcher: {error:#}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let command = file
+        .as_defaults(command)
+        .mut_subcommand("serve", |serve| file.as_defaults(serve));
+    let matches = command.clone().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    match cli.command {
+        Some(Command::Serve(args)) => {
+            let serve_matches = matches
+                .subcommand_matches("serve")
+                .context("serve was parsed without its flags")?;
+            serve_or_print(*args, &serve_command, serve_matches, &file)
+        }
+        None => serve_or_print(cli.serve, &serve_command, &matches, &file),
+        Some(other) => run(other),
+    }
+}
+
+/// `serve` with `args`, or with `--print-config` the configuration it would run with.
+fn serve_or_print(
+    args: serve::ServeArgs,
+    command: &clap::Command,
+    matches: &ArgMatches,
+    file: &config::ConfigFile,
+) -> anyhow::Result<ExitCode> {
+    if args.print_config() {
+        print!("{}", config::print(command, matches, file));
+        return Ok(ExitCode::SUCCESS);
+    }
+    serve::serve(args.into_serve()?)
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {

@@ -18,96 +18,115 @@ use prism_launcher::sources::values::{parse_duration, parse_memory, parse_positi
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// A YAML file of these flags by their long names (`listen: 0.0.0.0:7070`, `capabilities:
+    /// [pattern, proxy]`); a flag given here, or its PRISM_LAUNCHER_* variable, overrides it.
+    #[arg(long, env = super::config::CONFIG_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (a --config file, each value with where it came
+    /// from) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Where the store and the children's logs live.
     #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
     data_dir: PathBuf,
     /// The watched directory of desired-state spec files.
-    #[arg(long, default_value = "examples/desired-state")]
+    #[arg(
+        long,
+        env = "PRISM_LAUNCHER_SPECS_DIR",
+        default_value = "examples/desired-state"
+    )]
     specs_dir: PathBuf,
     /// The pattern catalog: <dir>/<name>/manifest.yaml.
-    #[arg(long, default_value = "manifests")]
+    #[arg(long, env = "PRISM_LAUNCHER_PATTERNS_DIR", default_value = "manifests")]
     patterns_dir: PathBuf,
     /// The gRPC listen address. Port 0 picks a free port (see <data-dir>/launcher.addr).
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, env = "PRISM_LAUNCHER_LISTEN", default_value = "127.0.0.1:7070", value_parser = parse_listen)]
     listen: SocketAddr,
     /// Ports handed to children as GRPC_PORT and HEALTH_PORT come from this range.
-    #[arg(long, default_value = "40000-44999", value_parser = parse_port_range)]
+    #[arg(long, env = "PRISM_LAUNCHER_PORT_RANGE", default_value = "40000-44999", value_parser = parse_port_range)]
     port_range: (u16, u16),
     /// A full reconcile (and spec directory rescan) runs this often even without events.
-    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "PRISM_LAUNCHER_RESYNC_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     resync_interval: Duration,
     /// This launcher's id, given to children as PRISM_LAUNCHER_ID. Default: the one recorded in
     /// the store, or a new random one.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_LAUNCHER_ID")]
     launcher_id: Option<String>,
     /// Delay before the second restart in a row (the first is immediate); doubles after that.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "PRISM_LAUNCHER_BACKOFF_INITIAL", default_value = "1s", value_parser = parse_duration)]
     backoff_initial: Duration,
     /// The longest delay between restarts.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "PRISM_LAUNCHER_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
     backoff_max: Duration,
     /// A process that ran this long before it exited starts its failure count afresh.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "PRISM_LAUNCHER_BACKOFF_RESET_AFTER", default_value = "10m", value_parser = parse_duration)]
     backoff_reset_after: Duration,
     /// Consecutive failures after which a process is terminal (circuit open) until its spec
     /// changes or `prism-launcher reset` runs.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "PRISM_LAUNCHER_FAILURE_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     failure_threshold: u32,
     /// Processes beyond this many are left pending (not started) with a reason.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_MAX_PROCESSES")]
     max_processes: Option<u32>,
     /// Restarts allowed per second across the host, so that a host-wide failure does not become
     /// a restart storm; 0 is no limit.
-    #[arg(long, default_value_t = 20)]
+    #[arg(
+        long,
+        env = "PRISM_LAUNCHER_MAX_RESTARTS_PER_SECOND",
+        default_value_t = 20
+    )]
     max_restarts_per_second: u32,
     /// The isolation of a LaunchPattern that says UNSPECIFIED, for patterns whose manifest has
     /// no isolation_level.
-    #[arg(long, default_value = "none", value_parser = parse_word::<Isolation>)]
+    #[arg(long, env = "PRISM_LAUNCHER_DEFAULT_ISOLATION", default_value = "none", value_parser = parse_word::<Isolation>)]
     default_isolation: Isolation,
     /// prism-admin's address (host:port); the launcher registers there and heartbeats. Without
     /// it the launcher runs standalone.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_ADMIN_ENDPOINT")]
     admin_endpoint: Option<String>,
     /// The address prism-admin should dial to reach this launcher. Default: the listen address
     /// (with the host name in place of an unspecified address such as 0.0.0.0).
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_ADVERTISE_ADDRESS")]
     advertise_address: Option<String>,
     /// The process types this launcher runs.
-    #[arg(long, value_delimiter = ',', default_value = "pattern,proxy,backend,utility", value_parser = parse_word::<ProcessType>)]
+    #[arg(long, env = "PRISM_LAUNCHER_CAPABILITIES", value_delimiter = ',', default_value = "pattern,proxy,backend,utility", value_parser = parse_word::<ProcessType>)]
     capabilities: Vec<ProcessType>,
     /// The region reported to prism-admin.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "PRISM_LAUNCHER_REGION", default_value = "")]
     region: String,
     /// How often the launcher heartbeats to prism-admin.
-    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "PRISM_LAUNCHER_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     heartbeat_interval: Duration,
     /// Executables that prism-admin pushes must be under one of these folders. Default: the
     /// patterns and spec directories.
-    #[arg(long = "allowed-executable-root")]
+    #[arg(
+        long = "allowed-executable-root",
+        env = "PRISM_LAUNCHER_ALLOWED_EXECUTABLE_ROOT"
+    )]
     allowed_executable_roots: Vec<PathBuf>,
     /// How long LaunchPattern waits for a healthy process (never less than its health check
     /// needs).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PRISM_LAUNCHER_LAUNCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     launch_timeout: Duration,
     /// Where `/metrics`, `/metrics.json`, `/healthz` and `/readyz` are served over HTTP.
-    #[arg(long, default_value = "127.0.0.1:9092")]
+    #[arg(long, env = "PRISM_LAUNCHER_METRICS_LISTEN", default_value = "127.0.0.1:9092", value_parser = parse_listen)]
     metrics_listen: SocketAddr,
     /// How often /proc is scanned for orphans (processes carrying this launcher's id that it
     /// does not track), which are terminated; they are also looked for at start.
-    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "PRISM_LAUNCHER_ORPHAN_SCAN_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
     orphan_scan_interval: Duration,
     /// At shutdown, leave the processes running for the next launcher to adopt (for upgrades)
     /// instead of stopping them.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_KEEP_PROCESSES")]
     keep_processes: bool,
     /// A child's log file is rotated past this size (e.g. 10Mi)...
-    #[arg(long, default_value = "10Mi", value_parser = parse_memory)]
+    #[arg(long, env = "PRISM_LAUNCHER_LOG_MAX_SIZE", default_value = "10Mi", value_parser = parse_memory)]
     log_max_size: u64,
     /// ...keeping this many rotated files (`<id>.log.1` the newest).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "PRISM_LAUNCHER_LOG_MAX_FILES", default_value_t = 5)]
     log_max_files: u32,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "PRISM_LAUNCHER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(flatten)]
     security: SecurityArgs,
@@ -121,33 +140,33 @@ pub struct SecurityArgs {
     #[arg(long, env = "PRISM_LAUNCHER_AUTH_TOKEN_FILE")]
     auth_token_file: Option<PathBuf>,
     /// The gRPC listener's TLS certificate (PEM); with --tls-key.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Mutual TLS: clients must present a certificate this CA (PEM) signed.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
     /// Members of this group (name or gid) may use the Unix socket <data-dir>/launcher.sock as
     /// well as root and the launcher's user.
-    #[arg(long, value_parser = parse_group)]
+    #[arg(long, env = "PRISM_LAUNCHER_SOCKET_GROUP", value_parser = parse_group)]
     socket_group: Option<u32>,
     /// Serve a non-loopback --listen address with no token and no mutual TLS: anyone who can
     /// reach it can launch processes.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_INSECURE")]
     insecure: bool,
     /// TLS to prism-admin: the CA certificate (PEM) that signed admin's certificate.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_ADMIN_CA")]
     admin_ca: Option<PathBuf>,
     /// Mutual TLS to prism-admin: this launcher's certificate (PEM), with --admin-key.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_ADMIN_CERT")]
     admin_cert: Option<PathBuf>,
     /// The private key of --admin-cert (PEM).
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_ADMIN_KEY")]
     admin_key: Option<PathBuf>,
     /// A file (mode 0600) holding a bearer token sent to prism-admin on every call.
-    #[arg(long)]
+    #[arg(long, env = "PRISM_LAUNCHER_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
 }
 
@@ -196,6 +215,11 @@ pub struct Serve {
 }
 
 impl ServeArgs {
+    /// Whether `--print-config` asks for the configuration instead of a run.
+    pub fn print_config(&self) -> bool {
+        self.print_config
+    }
+
     pub fn into_serve(self) -> anyhow::Result<Serve> {
         Ok(Serve {
             config: Config {
@@ -260,21 +284,48 @@ pub struct LegacyCli {
     /// Where the store and the children's logs live; spec files are watched in <data-dir>/specs.
     #[arg(long, default_value = "data", env = "PRISM_LAUNCHER_DATA_DIR")]
     data_dir: PathBuf,
+    /// ADR-057's flags, as `serve` has them: the gRPC listen address (`:7070` for every
+    /// interface, which needs a token or mutual TLS), in place of --grpc-port.
+    #[arg(long, value_parser = parse_listen, conflicts_with = "grpc_port")]
+    listen: Option<SocketAddr>,
+    /// prism-admin's address (host:port), as `serve --admin-endpoint`.
+    #[arg(long)]
+    admin_endpoint: Option<String>,
+    /// This launcher's id, as `serve --launcher-id`.
+    #[arg(long)]
+    launcher_id: Option<String>,
+    /// As `serve --max-processes`.
+    #[arg(long)]
+    max_processes: Option<u32>,
+    /// As `serve --capabilities`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_word::<ProcessType>)]
+    capabilities: Option<Vec<ProcessType>>,
+    /// As `serve --region`.
+    #[arg(long)]
+    region: Option<String>,
 }
 
 impl LegacyCli {
     /// The old flags on the launcher's defaults. The spec directory is `<data-dir>/specs`.
     pub fn into_serve(self) -> Serve {
         let specs_dir = self.data_dir.join("specs");
+        let defaults = Config::default();
         Serve {
             config: Config {
                 specs_dir,
                 patterns_dir: self.patterns_dir,
                 default_isolation: self.isolation,
                 data_dir: self.data_dir,
-                ..Config::default()
+                admin_endpoint: self.admin_endpoint,
+                launcher_id: self.launcher_id,
+                max_processes: self.max_processes,
+                capabilities: self.capabilities.unwrap_or(defaults.capabilities.clone()),
+                region: self.region.unwrap_or(defaults.region.clone()),
+                ..defaults
             },
-            listen: SocketAddr::from(([127, 0, 0, 1], self.grpc_port)),
+            listen: self
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], self.grpc_port))),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], self.metrics_port)),
             log_format: LogFormat::Text,
         }
@@ -352,6 +403,19 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// A listen address: `IP:PORT`, or `:PORT` for every interface (ADR-057's `--listen :7070`; a
+/// listener on other than loopback needs a token or mutual TLS, see README "Security").
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let spelled = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    spelled.parse().map_err(|_| {
+        format!("{text:?} is not a listen address; write IP:PORT (127.0.0.1:7070, [::1]:7070) or :PORT for every interface")
+    })
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
