@@ -34,11 +34,36 @@ pub enum ClientError {
     },
     #[error("the launcher at {address} did not answer within {timeout:?}")]
     Timeout { address: String, timeout: Duration },
-    #[error("the launcher at {address} refused: {status}")]
+    #[error("the launcher at {address} refused: {}", refusal(status))]
     Refused {
         address: String,
         status: tonic::Status,
     },
+}
+
+/// A refusal in words: the launcher's message, and the code when the message does not say
+/// enough on its own (tonic's own rendering repeats both and the metadata).
+fn refusal(status: &tonic::Status) -> String {
+    let message = status.message().trim();
+    let code = match status.code() {
+        tonic::Code::NotFound => "not found",
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::FailedPrecondition => "failed precondition",
+        tonic::Code::AlreadyExists => "already exists",
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::DeadlineExceeded => "deadline exceeded",
+        tonic::Code::ResourceExhausted => "resource exhausted",
+        tonic::Code::Unimplemented => "not implemented by this launcher",
+        tonic::Code::Internal => "internal error",
+        other => other.description(),
+    };
+    if message.is_empty() {
+        code.to_string()
+    } else {
+        format!("{message} ({code})")
+    }
 }
 
 /// Desired vs actual, as `status` shows it.

@@ -104,11 +104,12 @@ impl pb::pattern_launcher_server::PatternLauncher for PatternLauncherService {
         };
         let row = self.row(&id).await.map_err(pattern_status)?;
         Ok(match row {
-            Some(row) => Response::new(pb::GetProcessStatusResponse {
+            // Terminated and stopped: its record is only waiting to be forgotten.
+            Some(row) if !row.is_gone() => Response::new(pb::GetProcessStatusResponse {
                 process: Some(pattern_info(&row, self.context.now())),
                 not_found: false,
             }),
-            None => not_found,
+            _ => not_found,
         })
     }
 }

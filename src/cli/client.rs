@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use prism_launcher::api::auth::BearerToken;
 use prism_launcher::api::client::{
-    fetch_status, reset_process, Address, ClientError, ProcessView, StatusView, Target,
+    fetch_status, reset_process, Address, ClientError, ProcessView, StatusView, SummaryView, Target,
 };
 use prism_launcher::api::tls::ClientTlsFiles;
 use prism_launcher::app::{ADDRESS_FILE, SOCKET_FILE};
@@ -30,7 +30,7 @@ pub struct ConnectArgs {
     /// The launcher's gRPC address: host:port, or unix:PATH for a Unix socket. Default: the
     /// socket <data-dir>/launcher.sock, else the address in <data-dir>/launcher.addr, else
     /// 127.0.0.1:7070.
-    #[arg(long, env = "PRISM_LAUNCHER_ADDR")]
+    #[arg(long, env = "PRISM_LAUNCHER_ADDR", value_parser = parse_addr)]
     addr: Option<String>,
     /// A file holding the launcher's bearer token (its --auth-token-file), for privileged calls
     /// over TCP.
@@ -55,11 +55,17 @@ pub struct ConnectArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
+    /// Only these processes (an id that is neither desired nor running is an error).
+    ids: Vec<String>,
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Output format.
+    /// Output format; `wide` is the table with ports, failures, the last exit and the labels.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+    /// Exit with 1 when a process shown differs from what is desired (to start, replace, stop,
+    /// or failing); 0 when all are in sync or held.
+    #[arg(long)]
+    exit_code: bool,
     /// Only processes from this source (file, api, admin).
     #[arg(long, value_parser = parse_word::<SourceKind>)]
     source: Option<SourceKind>,
@@ -86,9 +92,10 @@ pub struct ResetArgs {
 /// The address `status` uses when neither a flag nor an address file says otherwise.
 const DEFAULT_ADDRESS: &str = "127.0.0.1:7070";
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
+    Wide,
     Json,
     Yaml,
 }
@@ -96,15 +103,38 @@ pub enum OutputFormat {
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let target = launcher_target(&args.connect)?;
     let terminal = std::io::stdout().is_terminal();
+    let mut unreachable_since: Option<std::time::SystemTime> = None;
     loop {
-        let mut view = block_on(fetch_status(&target, args.connect.timeout))?;
-        view.processes.retain(|process| {
-            args.source
-                .is_none_or(|kind| SourceKind::of_label(&process.source) == Some(kind))
-                && args
-                    .state
-                    .is_none_or(|state| process.actual == state.as_str())
-        });
+        let fetched = run_call(fetch_status(&target, args.connect.timeout))?;
+        let mut view = match fetched {
+            Ok(view) => {
+                unreachable_since = None;
+                view
+            }
+            // Watching goes on through a launcher restart: it says so and asks again.
+            Err(error @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. }))
+                if args.watch =>
+            {
+                let since = *unreachable_since.get_or_insert_with(std::time::SystemTime::now);
+                let waited = since.elapsed().unwrap_or_default().as_secs();
+                let line = format!(
+                    "{error} (for {waited}s; asking again every {:?})\n",
+                    args.interval
+                );
+                if terminal {
+                    print!("\x1b[2J\x1b[H{line}");
+                } else {
+                    print!("{line}");
+                }
+                std::io::stdout()
+                    .flush()
+                    .context("cannot write the status")?;
+                std::thread::sleep(args.interval);
+                continue;
+            }
+            Err(error) => return Err(with_hint(error)),
+        };
+        let missing = select(&mut view, args);
         let shown = match args.output {
             OutputFormat::Json => {
                 serde_json::to_string_pretty(&view).context("cannot encode the status")? + "\n"
@@ -112,11 +142,35 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             OutputFormat::Yaml => {
                 serde_yaml::to_string(&view).context("cannot encode the status")?
             }
-            OutputFormat::Table => render_table(&view, &current_dir(), terminal),
+            OutputFormat::Table | OutputFormat::Wide => render_table(
+                &view,
+                &current_dir(),
+                terminal,
+                args.output == OutputFormat::Wide,
+            ),
         };
         if !args.watch {
             print!("{shown}");
-            return Ok(ExitCode::SUCCESS);
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "no process {} is desired or running",
+                    missing
+                        .iter()
+                        .map(|id| format!("{id:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let differs = view.summary.to_start
+                + view.summary.to_replace
+                + view.summary.to_stop
+                + view.summary.failing
+                > 0;
+            return Ok(if args.exit_code && differs {
+                ExitCode::from(super::EXIT_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         if terminal {
             // Clear the screen and go home, so the table refreshes in place.
@@ -128,6 +182,70 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .flush()
             .context("cannot write the status")?;
         std::thread::sleep(args.interval);
+    }
+}
+
+/// Keeps the processes `args` asks for (ids, source, state) and makes the summary count only
+/// them; returns the asked ids that are not there.
+fn select(view: &mut StatusView, args: &StatusArgs) -> Vec<String> {
+    view.processes.retain(|process| {
+        (args.ids.is_empty() || args.ids.contains(&process.id))
+            && args
+                .source
+                .is_none_or(|kind| SourceKind::of_label(&process.source) == Some(kind))
+            && args
+                .state
+                .is_none_or(|state| process.actual == state.as_str())
+    });
+    view.summary = summarize(&view.processes);
+    args.ids
+        .iter()
+        .filter(|id| !view.processes.iter().any(|process| process.id == **id))
+        .cloned()
+        .collect()
+}
+
+/// The summary of `processes`, from each one's diff (what the launcher's summary counts, for the
+/// processes shown).
+fn summarize(processes: &[ProcessView]) -> SummaryView {
+    let mut summary = SummaryView::default();
+    for process in processes {
+        match process.diff.parse() {
+            Ok(DiffKind::InSync) => summary.in_sync += 1,
+            Ok(DiffKind::Start) => summary.to_start += 1,
+            Ok(DiffKind::Replace) => summary.to_replace += 1,
+            Ok(DiffKind::Stop) => summary.to_stop += 1,
+            Ok(DiffKind::Held) => summary.held += 1,
+            Ok(DiffKind::Failing) | Err(_) => summary.failing += 1,
+        }
+    }
+    summary
+}
+
+/// `--addr`: `host:port` or `unix:PATH`.
+fn parse_addr(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if let Some(path) = text.strip_prefix("unix:") {
+        return if path.is_empty() {
+            Err("unix: needs the socket's path, as in unix:data/launcher.sock".to_string())
+        } else {
+            Ok(text.to_string())
+        };
+    }
+    if text.contains("://") {
+        return Err(format!(
+            "{text:?} is a URL; --addr takes host:port (127.0.0.1:7070) or unix:PATH, and --ca for TLS"
+        ));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0) =>
+        {
+            Ok(text.to_string())
+        }
+        _ => Err(format!(
+            "{text:?} has no port; --addr takes host:port (127.0.0.1:7070) or unix:PATH"
+        )),
     }
 }
 
@@ -166,13 +284,10 @@ pub(super) fn run_call<T>(
     Ok(runtime.block_on(call))
 }
 
-/// A client call's failure, with the hint every client command gives.
+/// A client call's failure as the command's error (`cli::main` prints it, with a hint when no
+/// launcher answers, and chooses the exit code from it).
 pub(super) fn with_hint(error: ClientError) -> anyhow::Error {
-    let hint = match &error {
-        ClientError::Refused { .. } => "the launcher refused",
-        _ => "is `prism-launcher serve` running? pass --addr or --data-dir to point at it",
-    };
-    anyhow::Error::new(error).context(hint)
+    anyhow::Error::new(error)
 }
 
 /// Where client commands find the launcher (`--addr`, else the data directory's socket, else
@@ -283,15 +398,18 @@ pub(super) fn current_dir() -> String {
 
 /// The status table, the diff lines, the one-line summary and the source problems; coloured
 /// when `colour` (stdout is a terminal).
-fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
-    let header = [
+fn render_table(view: &StatusView, cwd: &str, colour: bool, wide: bool) -> String {
+    let mut header = vec![
         "ID", "TYPE", "SOURCE", "DESIRED", "ACTUAL", "PID", "HEALTH", "RESTARTS", "AGE", "LIMITS",
     ];
-    let rows: Vec<[String; 10]> = view
+    if wide {
+        header.extend(["PORTS", "FAILURES", "LAST EXIT", "LABELS"]);
+    }
+    let rows: Vec<Vec<String>> = view
         .processes
         .iter()
         .map(|process| {
-            [
+            let mut row = vec![
                 process.id.clone(),
                 dash_if_empty(&process.process_type),
                 short_source(process, cwd),
@@ -311,10 +429,19 @@ fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
                     |started| human_age(view.generated_at_unix_ms.saturating_sub(started)),
                 ),
                 limits_column(process),
-            ]
+            ];
+            if wide {
+                row.extend([
+                    ports_column(process),
+                    process.consecutive_failures.to_string(),
+                    dash_if_empty(&process.last_exit),
+                    labels_column(process),
+                ]);
+            }
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -324,13 +451,18 @@ fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
     let mut push_row = |cells: &[String]| {
         let line: Vec<String> = cells
             .iter()
-            .zip(widths)
+            .zip(widths.iter().copied())
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     };
-    push_row(&header.map(str::to_string));
+    push_row(
+        &header
+            .iter()
+            .map(|title| title.to_string())
+            .collect::<Vec<_>>(),
+    );
     for row in &rows {
         push_row(row);
     }
@@ -382,6 +514,32 @@ fn render_table(view: &StatusView, cwd: &str, colour: bool) -> String {
         }
     }
     out
+}
+
+/// The ports given to a process, as its environment names them.
+fn ports_column(process: &ProcessView) -> String {
+    let ports: Vec<String> = [("grpc", process.grpc_port), ("health", process.health_port)]
+        .into_iter()
+        .filter(|(_, port)| *port > 0)
+        .map(|(name, port)| format!("{name}={port}"))
+        .collect();
+    if ports.is_empty() {
+        "-".to_string()
+    } else {
+        ports.join(",")
+    }
+}
+
+fn labels_column(process: &ProcessView) -> String {
+    if process.labels.is_empty() {
+        return "-".to_string();
+    }
+    process
+        .labels
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Rewrites "unix ms N" in a diff detail as a time relative to `now_ms` ("in 4s", "2m ago").
@@ -534,7 +692,7 @@ mod tests {
             .into_iter()
             .collect(),
         };
-        let table = render_table(&view, "/work", false);
+        let table = render_table(&view, "/work", false, false);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
@@ -574,7 +732,7 @@ mod tests {
             "{table}"
         );
         assert!(!table.contains('\u{1b}'), "no colour unless asked");
-        assert!(render_table(&view, "/work", true).contains("\u{1b}[33m~ orders"));
+        assert!(render_table(&view, "/work", true, false).contains("\u{1b}[33m~ orders"));
     }
 
     #[test]

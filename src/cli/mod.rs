@@ -18,10 +18,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use prism_launcher::api::client::ClientError;
 use prism_launcher::reconcile::Vocabulary;
 
-/// Exit code of a command that failed (no launcher answers, I/O error...).
+/// Exit code of a command that failed (the launcher refused, an I/O error...), and of `status
+/// --exit-code` when a process differs from what is desired.
 pub const EXIT_ERROR: u8 = 1;
+/// Exit code of a client command when no launcher answers (or not in time).
+pub const EXIT_UNREACHABLE: u8 = 4;
 /// Exit code of a command line that is wrong (clap's own for a bad flag).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code of `validate` when a spec file has errors.
@@ -104,10 +108,36 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("{name}: {error:#}");
-            ExitCode::from(EXIT_ERROR)
+            eprintln!("{name}: {}", one_line(&error));
+            let client = error
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<ClientError>());
+            match client {
+                Some(ClientError::Unreachable { .. } | ClientError::Timeout { .. }) => {
+                    eprintln!("{name}: is `prism-launcher serve` running? pass --addr or --data-dir to point at it");
+                    ExitCode::from(EXIT_UNREACHABLE)
+                }
+                Some(ClientError::BadAddress { .. }) => ExitCode::from(EXIT_USAGE),
+                _ => ExitCode::from(EXIT_ERROR),
+            }
         }
     }
+}
+
+/// An error and its causes on one line, each said once: what failed, with what input, why
+/// (transport errors repeat their cause in their own message, "tcp connect error: tcp connect
+/// error").
+fn one_line(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || parts.iter().any(|part| part.contains(text)) {
+            continue;
+        }
+        parts.push(text.to_string());
+    }
+    parts.join(": ")
 }
 
 /// The command line's definition.

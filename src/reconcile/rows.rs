@@ -21,6 +21,16 @@ impl ProcessRow {
         &self.id
     }
 
+    /// Neither desired nor running any more: what is left is a record the loop forgets at its
+    /// next flush, which answers to no one as a process.
+    pub fn is_gone(&self) -> bool {
+        self.desired.is_none()
+            && self
+                .observed
+                .as_ref()
+                .is_none_or(|observed| !observed.phase.has_live_process())
+    }
+
     pub fn desired(&self) -> Option<&DesiredRecord> {
         self.desired.as_ref()
     }

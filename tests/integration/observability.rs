@@ -341,3 +341,113 @@ fn systemd_hears_ready_after_the_first_reconcile_then_the_watchdog_then_stopping
         "READY=1 once: {received:?}"
     );
 }
+
+#[test]
+fn status_of_some_ids_wide_filtered_with_an_exit_code_and_a_watch_that_outlives_a_restart() {
+    let mut launcher = TestLauncher::start();
+    launcher.write_spec(
+        "steady.yaml",
+        &spec("steady", "  binary: /bin/sleep\n  args: [\"600\"]\n"),
+    );
+    launcher.write_spec(
+        "broken.yaml",
+        &spec("broken", "  binary: /bin/false\n  restartPolicy: always\n"),
+    );
+    launcher.wait_running("steady", None, TIMEOUT);
+    let text = |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).to_string();
+
+    // One id: only its row, and a summary of it alone.
+    let one = launcher.cli(&["status", "steady"]);
+    assert!(one.status.success(), "{}", text(&one));
+    assert!(
+        text(&one).contains("steady") && !text(&one).contains("broken"),
+        "{}",
+        text(&one)
+    );
+    assert!(
+        text(&one).contains("!0 failing (1 in sync)"),
+        "{}",
+        text(&one)
+    );
+    // --exit-code: 0 for an id in sync, 1 once a failing one is shown.
+    assert_eq!(
+        launcher
+            .cli(&["status", "steady", "--exit-code"])
+            .status
+            .code(),
+        Some(0)
+    );
+    eventually(TIMEOUT, "broken to fail", || {
+        let output = launcher.cli(&["status", "broken", "--exit-code"]);
+        (output.status.code() == Some(1)).then_some(())
+    });
+    // An id nobody knows is an error, after what was found.
+    let unknown = launcher.cli(&["status", "steady", "nobody"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no process \"nobody\""));
+    // -o wide has the extra columns; a state that is no state is a usage error.
+    let wide = launcher.cli(&["status", "-o", "wide"]);
+    assert!(
+        text(&wide).contains("LAST EXIT") && text(&wide).contains("FAILURES"),
+        "{}",
+        text(&wide)
+    );
+    assert_eq!(
+        launcher.cli(&["status", "--state", "foo"]).status.code(),
+        Some(2)
+    );
+    // The summary follows the filter.
+    let running = launcher.cli(&["status", "--state", "running"]);
+    assert!(
+        text(&running).contains("!0 failing (1 in sync)"),
+        "{}",
+        text(&running)
+    );
+
+    // --watch keeps asking through a restart of the launcher.
+    let output_path = launcher.data_dir().parent().unwrap().join("watch.out");
+    let output_file = std::fs::File::create(&output_path).unwrap();
+    let address = format!(
+        "unix:{}",
+        launcher.data_dir().join("launcher.sock").display()
+    );
+    let watch = std::process::Command::new(LAUNCHER)
+        .args([
+            "status",
+            "--watch",
+            "--interval",
+            "100ms",
+            "--timeout",
+            "1s",
+            "--addr",
+            &address,
+        ])
+        .stdout(output_file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed and reaped however the test ends.
+    struct Watcher(std::process::Child);
+    impl Drop for Watcher {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGKILL);
+            let _ = self.0.wait();
+        }
+    }
+    let mut watch = Watcher(watch);
+    let read = || std::fs::read_to_string(&output_path).unwrap_or_default();
+    eventually(TIMEOUT, "a first table", || {
+        read().contains("steady").then_some(())
+    });
+    launcher.stop(Signal::SIGTERM, Duration::from_secs(15));
+    eventually(TIMEOUT, "the watch to say the launcher is gone", || {
+        read().contains("no launcher answers").then_some(())
+    });
+    assert!(watch.0.try_wait().unwrap().is_none(), "the watch goes on");
+    let before = read().len();
+    launcher.spawn();
+    eventually(TIMEOUT, "a table again after the restart", || {
+        read()[before..].contains("steady").then_some(())
+    });
+    drop(watch);
+}
