@@ -673,8 +673,8 @@ pub enum ExitStatus {
     Signal(i32),
     /// SIGKILLed by the kernel's out-of-memory killer (as far as the kernel tells).
     OomKilled,
-    /// Exited while adopted from an earlier launcher run: its parent (not us) reaped it, so its
-    /// status cannot be known.
+    /// Exited with no status for this launcher: adopted from an earlier run (its parent, not
+    /// us, reaped it), or reaped by something else.
     Unknown,
 }
 
@@ -690,7 +690,9 @@ impl fmt::Display for ExitStatus {
             ExitStatus::Code(code) => write!(f, "exit code {code}"),
             ExitStatus::Signal(signal) => write!(f, "signal {}", signal_name(*signal)),
             ExitStatus::OomKilled => f.write_str("killed by the kernel's out-of-memory killer"),
-            ExitStatus::Unknown => f.write_str("an unknown status (adopted, so not our child)"),
+            ExitStatus::Unknown => {
+                f.write_str("an unknown status (adopted, or not reaped by this launcher)")
+            }
         }
     }
 }

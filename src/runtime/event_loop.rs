@@ -183,12 +183,19 @@ async fn run_loop(
             () = &mut shutdown => break,
             Some(()) = sigchld.recv() => {
                 supervisor.reap();
-                // The signal may have been for an orphan too (signals merge): a sweep soon.
-                sweep.request(tokio::time::Instant::now());
+                // The signal may have been for an orphan too (signals merge): a sweep soon. A
+                // steady stream of exits keeps this branch ready before the sweep's, so a sweep
+                // long overdue runs here.
+                let now = tokio::time::Instant::now();
+                sweep.request(now);
+                if sweep.is_overdue(now) {
+                    let more = supervisor.sweep();
+                    sweep.done(now, more);
+                }
             }
             () = sweep.wait(), if sweep.is_requested() => {
-                supervisor.sweep();
-                sweep.done(tokio::time::Instant::now());
+                let more = supervisor.sweep();
+                sweep.done(tokio::time::Instant::now(), more);
             }
             Some(id) = desired_changes.recv() => {
                 supervisor.desired_changed(id);
@@ -275,8 +282,54 @@ impl SweepSchedule {
         }
     }
 
-    fn done(&mut self, now: tokio::time::Instant) {
+    /// Whether the requested sweep is due since more than a gap.
+    fn is_overdue(&self, now: tokio::time::Instant) -> bool {
+        self.due
+            .is_some_and(|due| now >= due + super::reaper::SWEEP_GAP)
+    }
+
+    /// A sweep ran at `now`; one that stopped at its cap (`more`) asks for the next at once.
+    fn done(&mut self, now: tokio::time::Instant, more: bool) {
         self.last = Some(now);
-        self.due = None;
+        self.due = more.then_some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reaper::SWEEP_GAP;
+    use super::*;
+
+    #[test]
+    fn sweeps_come_after_a_signal_at_most_every_gap_and_at_once_after_a_capped_one() {
+        let start = tokio::time::Instant::now();
+        let mut sweep = SweepSchedule::default();
+        assert!(!sweep.is_requested());
+        sweep.request(start);
+        assert_eq!(sweep.due, Some(start), "the first sweep is due at once");
+        sweep.done(start, false);
+        assert!(!sweep.is_requested());
+        let soon = start + SWEEP_GAP / 4;
+        sweep.request(soon);
+        assert_eq!(
+            sweep.due,
+            Some(start + SWEEP_GAP),
+            "then not within a gap of the last"
+        );
+        sweep.request(soon + SWEEP_GAP / 4);
+        assert_eq!(
+            sweep.due,
+            Some(start + SWEEP_GAP),
+            "requests while one is due merge"
+        );
+        assert!(!sweep.is_overdue(start + SWEEP_GAP));
+        assert!(sweep.is_overdue(start + SWEEP_GAP * 2));
+        let later = start + SWEEP_GAP * 2;
+        sweep.done(later, true);
+        assert_eq!(
+            sweep.due,
+            Some(later),
+            "a capped sweep asks for the next at once"
+        );
     }
 }

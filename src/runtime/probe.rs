@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::event_loop::Event;
 use super::reaper::{Child, ChildTable};
+use super::vfork_spawn::{self, ChildSetup, Program};
 use crate::reconcile::{ExitStatus, HealthCheck, Probe, ProcessId};
 
 /// Until a process is ready, probes run this often at first, doubling up to the interval, so
@@ -91,24 +92,30 @@ async fn exec_probe(
         return Err("exec probe has no command".to_string());
     };
     let (sender, exited) = oneshot::channel();
+    let cannot_start =
+        |error: &dyn std::fmt::Display| format!("exec probe {program:?} cannot start: {error}");
+    // Started as the processes are (vfork_spawn: its own process group, exactly its
+    // environment, /dev/null for its streams, the launcher's raised limits given back, no copy
+    // of the launcher's descriptor table, a pidfd for its exit).
+    let executable = resolve_program(program, &exec.env, &exec.working_dir)
+        .ok_or_else(|| cannot_start(&"not found in the probe's PATH"))?;
     let pid = {
+        let launch = Program::new(&executable, args, &exec.env, &exec.working_dir)
+            .map_err(|error| cannot_start(&error))?;
+        let dev_null = File::open("/dev/null").map_err(|error| cannot_start(&error))?;
+        let setup = ChildSetup {
+            stdin: dev_null.as_fd(),
+            stdout: dev_null.as_fd(),
+            stderr: dev_null.as_fd(),
+            data_limit: None,
+            cgroup_procs: None,
+            marker: None,
+        };
         let spawning = exec.children.begin_spawn();
-        let child = Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(&exec.env)
-            .current_dir(&exec.working_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|error| format!("exec probe {program:?} cannot start: {error}"))?;
-        let pid = child.id();
-        // Unreaped (the spawn guard holds the reaper off), so the pid is still the probe's.
-        spawning.record(pid, Child::Probe(sender), super::pidfd::open_raw(pid).ok());
-        // The reaper owns the exit status; dropping `child` neither waits for nor kills it.
-        drop(child);
+        let started =
+            vfork_spawn::start(&launch, &setup, &spawning).map_err(|error| cannot_start(&error))?;
+        let pid = started.pid;
+        spawning.record(pid, Child::Probe(sender), started.pidfd);
         pid
     };
     // Kills the probe if this future ends before it does: a timeout, or the probe task being
@@ -125,6 +132,34 @@ async fn exec_probe(
             "exec probe {program:?} gave no answer within {timeout:?}"
         )),
     }
+}
+
+/// Where `program` is, as `execvp` would find it: itself when it names a path (relative to the
+/// probe's working directory), else the first executable file of that name in the directories
+/// of the probe's `PATH` (the launcher's own when the probe has none).
+fn resolve_program(
+    program: &str,
+    env: &BTreeMap<String, String>,
+    working_dir: &std::path::Path,
+) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(working_dir.join(program));
+    }
+    let search = env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_string());
+    search
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| working_dir.join(dir).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|metadata| {
+                metadata.is_file() && metadata.permissions().mode() & 0o111 != 0
+            })
+        })
 }
 
 /// SIGKILLs the process group of an exec probe that has not been reaped yet.

@@ -14,7 +14,8 @@
 //! unreaped zombie, so that its pid (and so the group id) cannot have been reused.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -42,13 +43,46 @@ pub enum Child {
 /// launcher's children per this time, not one per exit.
 pub const SWEEP_GAP: Duration = Duration::from_millis(100);
 
+/// The most exits one sweep reaps: each costs a walk of the launcher's children, so a sweep
+/// that finds more asks for another at once rather than hold the loop.
+pub const SWEEP_MAX_REAPS: usize = 256;
+
 /// A child the launcher started and has not reaped yet.
 #[derive(Debug)]
 pub struct Tracked {
     pub child: Child,
-    /// Its pidfd, in the table's epoll set while it is open; none where it could not be had (the
-    /// sweep finds that child's exit).
-    pidfd: Option<OwnedFd>,
+    /// Its pidfd in the table's epoll set; none where it could not be had or watched, and then
+    /// the child counts in `unwatched` and the sweep finds its exit.
+    watch: Option<Watch>,
+    /// The table's count of children without a watch, while this one is among them.
+    unwatched: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(unwatched) = self.unwatched.take() {
+            unwatched.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A child's pidfd in the table's epoll set, with the token its events carry (its pid in the
+/// low 32 bits, a number unique in the table in the high ones). Taken out of the set when
+/// dropped: closing the pidfd is not enough while a copy of the descriptor lives in another
+/// process's table (a spawn's child before its exec), and the set would then go on reporting
+/// the old token.
+#[derive(Debug)]
+struct Watch {
+    pidfd: OwnedFd,
+    exits: Arc<Epoll>,
+    token: u64,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // Fails only when it is not in the set any more, which is what is wanted.
+        let _ = self.exits.delete(&self.pidfd);
+    }
 }
 
 /// The pids the launcher started and has not reaped yet. A spawn holds `spawning` (shared, so
@@ -59,9 +93,14 @@ pub struct Tracked {
 pub struct ChildTable {
     pids: Arc<Mutex<HashMap<u32, Tracked>>>,
     spawning: Arc<RwLock<()>>,
-    /// The pidfds of the children in `pids`, each with its pid as data: readable once it exited.
-    /// None where no epoll instance could be made: then every exit is found by the sweep.
+    /// The pidfds of the children in `pids` (one-shot: an exit is reported once): readable once
+    /// the child exited. None where no epoll instance could be made: then every exit is found by
+    /// the sweep.
     exits: Option<Arc<Epoll>>,
+    /// Children in `pids` without a watched pidfd: while there are any, every reap sweeps too.
+    unwatched: Arc<AtomicUsize>,
+    /// The next watch's number (the high half of its token).
+    next_watch: Arc<AtomicU32>,
 }
 
 impl Default for ChildTable {
@@ -76,6 +115,8 @@ impl Default for ChildTable {
             pids: Arc::default(),
             spawning: Arc::default(),
             exits,
+            unwatched: Arc::default(),
+            next_watch: Arc::default(),
         }
     }
 }
@@ -90,17 +131,11 @@ impl SpawnGuard<'_> {
     /// Records the pid just spawned, with its pidfd when it has one (its exit is then found
     /// through it).
     pub fn record(&self, pid: u32, child: Child, pidfd: Option<OwnedFd>) {
-        let pidfd = pidfd.and_then(|pidfd| {
-            let exits = self.table.exits.as_ref()?;
-            match exits.add(&pidfd, EpollEvent::new(EpollFlags::EPOLLIN, u64::from(pid))) {
-                Ok(()) => Some(pidfd),
-                Err(error) => {
-                    tracing::warn!(pid, %error, "cannot watch a child's pidfd; its exit will be found by the sweep");
-                    None
-                }
-            }
-        });
-        self.table.lock().insert(pid, Tracked { child, pidfd });
+        // Under the table's lock, so that the reaper cannot see the event before the entry.
+        let mut tracked = self.table.lock();
+        let watch = pidfd.and_then(|pidfd| self.table.watch(pid, pidfd));
+        let entry = self.table.tracked(child, watch);
+        tracked.insert(pid, entry);
     }
 }
 
@@ -130,9 +165,41 @@ impl ChildTable {
         }
     }
 
-    /// Whether exits are found through pidfds (else only by the sweep).
-    pub fn watches_exits(&self) -> bool {
-        self.exits.is_some()
+    /// Whether every child's exit is found through its pidfd (else a reap sweeps too).
+    pub fn watches_every_exit(&self) -> bool {
+        self.exits.is_some() && self.unwatched.load(Ordering::Relaxed) == 0
+    }
+
+    /// `pidfd` in the epoll set, for `pid`; none (with a warning) where it cannot be.
+    fn watch(&self, pid: u32, pidfd: OwnedFd) -> Option<Watch> {
+        let exits = self.exits.as_ref()?;
+        let number = self.next_watch.fetch_add(1, Ordering::Relaxed);
+        let token = (u64::from(number) << 32) | u64::from(pid);
+        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, token);
+        match exits.add(pidfd.as_fd(), event) {
+            Ok(()) => Some(Watch {
+                pidfd,
+                exits: exits.clone(),
+                token,
+            }),
+            Err(error) => {
+                tracing::warn!(pid, %error, "cannot watch a child's pidfd; its exit will be found by the sweep");
+                None
+            }
+        }
+    }
+
+    /// An entry for `child`, counted among the unwatched when it has no watch.
+    fn tracked(&self, child: Child, watch: Option<Watch>) -> Tracked {
+        let unwatched = watch.is_none().then(|| {
+            self.unwatched.fetch_add(1, Ordering::Relaxed);
+            self.unwatched.clone()
+        });
+        Tracked {
+            child,
+            watch,
+            unwatched,
+        }
     }
 
     /// Waits until no spawn is under way.
@@ -169,29 +236,38 @@ pub fn reap_exited(table: &ChildTable) -> Vec<ChildExit> {
             }
         };
         for event in &ready[..count] {
-            let Ok(pid) = u32::try_from(event.data()) else {
-                continue;
-            };
+            let token = event.data();
+            // The low half of a token is the pid (`ChildTable::watch`).
+            let pid = (token & u64::from(u32::MAX)) as u32;
             let mut tracked = table.lock();
-            if !tracked.contains_key(&pid) {
-                // Reaped by the sweep since (its pidfd, closed, left the set).
-                continue;
-            }
-            match reap_group_leader(pid) {
+            // Only the watch that carries this token: a stale event (of a child reaped since,
+            // whose pid may now be another child's) names no entry's watch.
+            let reaped = match tracked
+                .get(&pid)
+                .and_then(|entry| entry.watch.as_ref())
+                .filter(|watch| watch.token == token)
+            {
+                Some(watch) => reap_group_leader(pid, &watch.pidfd),
+                None => continue,
+            };
+            match reaped {
                 Reaped::Exited(status) => {
                     if let Some(entry) = tracked.remove(&pid) {
-                        finish(pid, entry.child, status, &mut exits);
+                        finish(pid, entry, status, &mut exits);
                     }
                 }
                 Reaped::Gone => {
-                    tracked.remove(&pid);
+                    if let Some(entry) = tracked.remove(&pid) {
+                        finish(pid, entry, ExitStatus::Unknown, &mut exits);
+                    }
                 }
                 Reaped::NotYet => {
-                    // A readable pidfd whose process cannot be reaped yet would be reported
-                    // again at once: out of the set, and left to the sweep.
-                    if let Some(pidfd) = tracked.get_mut(&pid).and_then(|entry| entry.pidfd.take())
-                    {
-                        let _ = epoll.delete(&pidfd);
+                    // Reported (one-shot) but not reapable yet, e.g. a zombie a tracer holds:
+                    // unwatched from now on, so that the sweep finds it.
+                    if let Some(mut entry) = tracked.remove(&pid) {
+                        let child = std::mem::replace(&mut entry.child, Child::Process);
+                        drop(entry);
+                        tracked.insert(pid, table.tracked(child, None));
                     }
                 }
             }
@@ -212,9 +288,10 @@ enum Reaped {
     NotYet,
 }
 
-/// Kills what is left of the process group of `pid` (a tracked child that exited: an unreaped
-/// zombie, so the group id still names its group), then reaps it.
-fn reap_group_leader(pid: u32) -> Reaped {
+/// Kills what is left of the process group of `pid` (a tracked child whose pidfd says it
+/// exited: an unreaped zombie, so the group id still names its group), then reaps it through
+/// `pidfd`, which names that process and no other.
+fn reap_group_leader(pid: u32, pidfd: &OwnedFd) -> Reaped {
     let Ok(raw) = i32::try_from(pid) else {
         return Reaped::Gone;
     };
@@ -226,7 +303,10 @@ fn reap_group_leader(pid: u32) -> Reaped {
         }
     }
     loop {
-        return match waitpid(leader, Some(WaitPidFlag::WNOHANG)) {
+        return match waitid(
+            Id::PIDFd(pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
             Err(Errno::EINTR) => continue,
             Ok(WaitStatus::Exited(_, code)) => Reaped::Exited(ExitStatus::Code(code)),
             Ok(WaitStatus::Signaled(_, signal, _)) => {
@@ -247,7 +327,8 @@ fn reap_group_leader(pid: u32) -> Reaped {
 }
 
 /// Hands a reaped child's exit to whoever waits for it.
-fn finish(pid: u32, child: Child, status: ExitStatus, exits: &mut Vec<ChildExit>) {
+fn finish(pid: u32, mut entry: Tracked, status: ExitStatus, exits: &mut Vec<ChildExit>) {
+    let child = std::mem::replace(&mut entry.child, Child::Process);
     match child {
         Child::Process => exits.push(ChildExit { pid, status }),
         Child::Probe(waiting) => {
@@ -257,13 +338,19 @@ fn finish(pid: u32, child: Child, status: ExitStatus, exits: &mut Vec<ChildExit>
     }
 }
 
-/// Reaps every exited child that is ready now, tracked or not, walking all the launcher's
-/// children (O(children) in the kernel per call: for orphaned descendants, which have no pidfd,
-/// and where pidfds cannot be watched). Returns the exits of tracked children; untracked ones
-/// (orphaned descendants) are reaped and logged.
-pub fn reap_all(table: &ChildTable) -> Vec<ChildExit> {
+/// Reaps the exited children that are ready now, tracked or not, at most `SWEEP_MAX_REAPS`,
+/// walking all the launcher's children (O(children) in the kernel per call: for orphaned
+/// descendants, which have no pidfd, and children whose pidfd is not watched). Returns the exits
+/// of tracked children (untracked ones, orphaned descendants, are reaped and logged) and
+/// whether it stopped at the cap with more perhaps waiting.
+pub fn reap_all(table: &ChildTable) -> (Vec<ChildExit>, bool) {
     let mut exits = Vec::new();
+    let mut reaped = 0usize;
     loop {
+        if reaped >= SWEEP_MAX_REAPS {
+            return (exits, true);
+        }
+        reaped += 1;
         let peeked = waitid(
             Id::All,
             WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
@@ -313,22 +400,26 @@ pub fn reap_all(table: &ChildTable) -> Vec<ChildExit> {
                 tracing::warn!(pid = raw_pid, ?other, "unexpected wait status");
                 continue;
             }
-            // Reaped elsewhere in between (std reaps a child whose exec failed): go on with the
-            // other exits, which may include a tracked one whose SIGCHLD was merged with this.
-            Err(Errno::ECHILD) => continue,
+            // Reaped elsewhere in between: no status for it, and on with the other exits.
+            Err(Errno::ECHILD) => {
+                if let Some(entry) = tracked.remove(&raw_pid) {
+                    finish(raw_pid, entry, ExitStatus::Unknown, &mut exits);
+                }
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(pid = raw_pid, %error, "cannot reap an exited child");
                 break;
             }
         };
         match tracked.remove(&raw_pid) {
-            Some(entry) => finish(raw_pid, entry.child, status, &mut exits),
+            Some(entry) => finish(raw_pid, entry, status, &mut exits),
             None => {
                 tracing::debug!(pid = raw_pid, %status, "reaped an orphaned descendant");
             }
         }
     }
-    exits
+    (exits, false)
 }
 
 /// Makes the launcher the reaper of its orphaned descendants.
@@ -376,7 +467,7 @@ mod tests {
             for _ in 0..count {
                 let spawning = table.begin_spawn();
                 let started = vfork_spawn::start(&program, &setup, &spawning).unwrap();
-                spawning.record(started.pid, Child::Process, Some(started.pidfd));
+                spawning.record(started.pid, Child::Process, started.pidfd);
                 pids.push(started.pid);
             }
             Sleepers {
@@ -403,7 +494,7 @@ mod tests {
     #[test]
     fn an_exit_is_found_through_its_pidfd_and_only_that_child_is_reaped() {
         let table = ChildTable::default();
-        assert!(table.watches_exits());
+        assert!(table.watches_every_exit());
         let sleepers = Sleepers::start(&table, 3);
         assert!(reap_exited(&table).is_empty());
         let killed = sleepers.pids[1];
@@ -433,5 +524,40 @@ mod tests {
         assert_eq!(tracked, alive);
         // Reported once: the pidfd left the set with its entry.
         assert!(reap_exited(&table).is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_child_leaves_the_set_even_while_a_copy_of_its_pidfd_lives() {
+        let table = ChildTable::default();
+        let sleepers = Sleepers::start(&table, 1);
+        let pid = sleepers.pids[0];
+        // A copy of the pidfd, as a spawn's child has one in its copy of the table until its
+        // exec: closing the table's own would not take the registration out of the set.
+        let copy = {
+            let tracked = table.lock();
+            let watch = tracked[&pid].watch.as_ref().unwrap();
+            watch.pidfd.try_clone().unwrap()
+        };
+        let forgotten = table.lock().remove(&pid);
+        drop(forgotten);
+        let leader = Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(leader, Signal::SIGKILL).unwrap();
+        let mut poll = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&copy),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let readable = unsafe { libc::poll(&mut poll, 1, 10_000) };
+        assert_eq!(readable, 1, "the child exited");
+        let mut events = [EpollEvent::empty(); 4];
+        let reported = table
+            .exits
+            .as_ref()
+            .unwrap()
+            .wait(&mut events, EpollTimeout::ZERO)
+            .unwrap();
+        assert_eq!(reported, 0, "no event of a child the table forgot");
+        waitpid(leader, None).unwrap();
     }
 }

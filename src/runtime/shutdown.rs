@@ -101,7 +101,7 @@ impl Supervisor {
                 () = tokio::time::sleep(wait) => {}
             }
         }
-        self.reap_leftovers(&killed_leftovers, &groups, sigchld, schedule.give_up_at)
+        self.reap_leftovers(&killed_leftovers, groups, sigchld, schedule.give_up_at)
             .await;
         self.persist();
         if let Some(leaves) = &mut self.leaves {
@@ -119,7 +119,7 @@ impl Supervisor {
     async fn reap_leftovers(
         &mut self,
         killed: &[u32],
-        groups: &[u32],
+        mut groups: Vec<u32>,
         sigchld: &mut SignalStream,
         give_up_at: crate::reconcile::UnixMillis,
     ) {
@@ -129,16 +129,18 @@ impl Supervisor {
             // A killed grandchild is reparented to the launcher only once its parent is gone,
             // so what is looked for is any of them still in /proc, zombie or not. (A reused pid
             // costs at most the wait until `give_up_at`.)
-            // A group is empty once its last member, zombie or not, is reaped (its id, which a
-            // member still uses, cannot name another group meanwhile).
-            let remaining = killed
-                .iter()
-                .any(|pid| super::procfs::start_ticks(*pid).is_some())
-                || groups.iter().any(|group| {
-                    i32::try_from(*group).is_ok_and(|group| {
-                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), None).is_ok()
-                    })
-                });
+            // A group is empty once its last member, zombie or not, is reaped; while a member
+            // uses its id, the id cannot name another group. Once seen empty it is not asked
+            // again, as the id may then be reused.
+            groups.retain(|group| {
+                i32::try_from(*group).is_ok_and(|group| {
+                    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), None).is_ok()
+                })
+            });
+            let remaining = !groups.is_empty()
+                || killed
+                    .iter()
+                    .any(|pid| super::procfs::start_ticks(*pid).is_some());
             if !remaining {
                 return;
             }

@@ -125,7 +125,7 @@ pub fn spawn_child(
     };
     let spawning = children.begin_spawn();
     let started = vfork_spawn::start(&program, &setup, &spawning).map_err(exec_failed)?;
-    spawning.record(started.pid, Child::Process, Some(started.pidfd));
+    spawning.record(started.pid, Child::Process, started.pidfd);
     Ok(started.pid)
 }
 

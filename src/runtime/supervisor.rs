@@ -308,22 +308,23 @@ impl Supervisor {
         }
     }
 
-    /// Reaps the children whose pidfds say they exited (O(exits)); where pidfds cannot be
-    /// watched, every exited child (`sweep`).
+    /// Reaps the children whose pidfds say they exited (O(exits)); while some child's pidfd is
+    /// not watched, every exited child too (`sweep`).
     pub fn reap(&mut self) {
-        if self.children.watches_exits() {
-            let exits = reap_exited(&self.children);
-            self.exited(exits);
-        } else {
+        let exits = reap_exited(&self.children);
+        self.exited(exits);
+        if !self.children.watches_every_exit() {
             self.sweep();
         }
     }
 
-    /// Reaps every exited child, orphaned descendants too: a walk of all the launcher's
-    /// children, which the loop runs at most every `reaper::SWEEP_GAP`.
-    pub fn sweep(&mut self) {
-        let exits = reap_all(&self.children);
+    /// Reaps exited children, orphaned descendants too: a walk of all the launcher's children,
+    /// which the loop runs at most every `reaper::SWEEP_GAP`. Returns whether it stopped at
+    /// `reaper::SWEEP_MAX_REAPS` with more perhaps waiting.
+    pub fn sweep(&mut self) -> bool {
+        let (exits, more) = reap_all(&self.children);
         self.exited(exits);
+        more
     }
 
     /// Records reaped exits. An exit the launcher asked for (the process was stopping) is

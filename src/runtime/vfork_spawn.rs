@@ -154,11 +154,12 @@ impl Program {
     }
 }
 
-/// A child that runs its program: its pid, and a pidfd on it (close-on-exec, placed high).
+/// A child that runs its program: its pid, and a pidfd on it (close-on-exec, placed high);
+/// none on kernels before 5.2, or when no descriptor was free for it.
 #[derive(Debug)]
 pub struct Started {
     pub pid: u32,
-    pub pidfd: OwnedFd,
+    pub pidfd: Option<OwnedFd>,
 }
 
 /// Starts `program` with `setup` and returns the child once it runs the program (its exec
@@ -173,33 +174,73 @@ pub fn start(
     _spawning: &SpawnGuard<'_>,
 ) -> Result<Started, StartError> {
     let use_close_range = close_range_works();
-    let share_files = use_close_range && SHARED_TABLE_WORKS.load(Ordering::Relaxed);
-    match start_with(program, setup, use_close_range, share_files) {
-        Err(error) if error.step == Step::UnshareFiles => {
-            // Refused (a seccomp filter that knows `close_range` but not this flag): copy the
-            // table at the clone from now on, and start this one that way.
-            SHARED_TABLE_WORKS.store(false, Ordering::Relaxed);
-            tracing::warn!(%error, "cannot give a child a table of its own by close_range; copying the launcher's at each spawn");
-            start_with(program, setup, use_close_range, false)
+    let mut how = How {
+        use_close_range,
+        share_files: use_close_range && SHARED_TABLE_WORKS.load(Ordering::Relaxed),
+        with_pidfd: PIDFD_CLONE_WORKS.load(Ordering::Relaxed),
+    };
+    loop {
+        match start_with(program, setup, how) {
+            Err(error) if error.step == Step::UnshareFiles && how.share_files => {
+                // Refused for good (a seccomp filter that knows `close_range` but not this
+                // flag) or for now (ENOMEM): start this one with a copied table, and give up
+                // sharing only in the first case.
+                if matches!(
+                    error.source.raw_os_error(),
+                    Some(libc::EINVAL | libc::EPERM | libc::ENOSYS)
+                ) {
+                    SHARED_TABLE_WORKS.store(false, Ordering::Relaxed);
+                    tracing::warn!(%error, "cannot give a child a table of its own by close_range; copying the launcher's at each spawn");
+                }
+                how.share_files = false;
+            }
+            Err(error) if error.step == Step::Clone && how.with_pidfd => {
+                // No descriptor free for the pidfd (EMFILE, ENFILE), or CLONE_PIDFD refused (a
+                // sandbox): this child without one, found by the reaper's sweep.
+                match error.source.raw_os_error() {
+                    Some(libc::EINVAL | libc::EPERM | libc::ENOSYS) => {
+                        PIDFD_CLONE_WORKS.store(false, Ordering::Relaxed);
+                        tracing::warn!(%error, "cannot clone with a pidfd; exits will be found by walking all children");
+                    }
+                    Some(libc::EMFILE | libc::ENFILE) => {
+                        tracing::warn!(%error, "no descriptor free for a child's pidfd (raise the limit on open files); its exit will be found by walking all children");
+                    }
+                    _ => return Err(error),
+                }
+                how.with_pidfd = false;
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 
+/// How a child is cloned.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    /// The child closes with `close_range` (else one by one).
+    use_close_range: bool,
+    /// The child shares the descriptor table until its first step (needs `close_range`).
+    share_files: bool,
+    /// The clone makes a pidfd (`CLONE_PIDFD`).
+    with_pidfd: bool,
+}
+
 /// Whether a child may share the descriptor table until its `close_range` unshares it: until
-/// that fails once.
+/// that is refused for good once.
 static SHARED_TABLE_WORKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// `start`, with `close_range` left out when `use_close_range` is false (the child then closes
-/// every descriptor from 3 to the highest the launcher had open, one by one, what it does when
-/// `close_range` fails), and the descriptor table shared until the child's first step when
-/// `share_files` is true (which needs `close_range`).
-fn start_with(
-    program: &Program,
-    setup: &ChildSetup<'_>,
-    use_close_range: bool,
-    share_files: bool,
-) -> Result<Started, StartError> {
+/// Whether the clone may ask for a pidfd: until that is refused for good once.
+static PIDFD_CLONE_WORKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// `start`, cloned as `how` says: with `close_range` left out the child closes every descriptor
+/// from 3 to the highest the launcher had open, one by one (what it does when `close_range`
+/// fails).
+fn start_with(program: &Program, setup: &ChildSetup<'_>, how: How) -> Result<Started, StartError> {
+    let How {
+        use_close_range,
+        share_files,
+        with_pidfd,
+    } = how;
     let argv = null_terminated(&program.argv);
     let envp = null_terminated(&program.envp);
     // A stream on 0, 1 or 2 other than its own would be overwritten by an earlier dup2 in the
@@ -269,12 +310,14 @@ fn start_with(
     // (`unshare_from`) before it changes any descriptor, and when that step fails it exits
     // without touching one; without CLONE_FILES it has its own copy from the start. Without
     // CLONE_SIGHAND it changes only its own signal dispositions. CLONE_PIDFD writes the pidfd
-    // into `raw_pidfd`, a local that outlives the call. SIGCHLD makes it an ordinary child that
+    // into `raw_pidfd`, a local that outlives the call; the kernel installs it (close-on-exec)
+    // before the child runs, so with CLONE_FILES the child may get a copy of it below
+    // `unshare_from`, which its `close_range` from 3 closes. SIGCHLD makes it an ordinary child that
     // the launcher's reaper (or `reap` below) waits for.
     let mut raw_pidfd: c_int = -1;
     let flags = libc::CLONE_VM
         | libc::CLONE_VFORK
-        | libc::CLONE_PIDFD
+        | if with_pidfd { libc::CLONE_PIDFD } else { 0 }
         | if share_files { libc::CLONE_FILES } else { 0 }
         | libc::SIGCHLD;
     let pid = unsafe {
@@ -297,9 +340,12 @@ fn start_with(
             source: clone_error,
         });
     }
-    // SAFETY: with CLONE_PIDFD a successful clone returned a new descriptor in `raw_pidfd`,
-    // open and owned by nothing else.
-    let child_pidfd = unsafe { OwnedFd::from_raw_fd(raw_pidfd) };
+    // Kernels before 5.2 ignore CLONE_PIDFD and leave `raw_pidfd` at -1.
+    let child_pidfd = (with_pidfd && raw_pidfd >= 0).then(|| {
+        // SAFETY: with CLONE_PIDFD a successful clone on Linux 5.2 or later wrote a new
+        // descriptor into `raw_pidfd` (checked not -1 above), open and owned by nothing else.
+        unsafe { OwnedFd::from_raw_fd(raw_pidfd) }
+    });
     // The child wrote these, if it failed, before it exited, and the clone returned after that.
     let failed_step = args.failed_step.load(Ordering::Acquire);
     if failed_step != 0 {
@@ -313,7 +359,7 @@ fn start_with(
     Ok(Started {
         // `pid` is positive here, so it fits.
         pid: pid.unsigned_abs(),
-        pidfd: pidfd::place_high(child_pidfd),
+        pidfd: child_pidfd.map(pidfd::place_high),
     })
 }
 

@@ -292,9 +292,17 @@ fn with_a_copied_table_a_child_has_only_its_streams_too() {
     let env = sleeper_env();
     let program = fixture.program("/bin/sleep", &["30"], &env);
     let child = TestChild(
-        start_with(&program, &fixture.setup(), true, false)
-            .unwrap()
-            .pid,
+        start_with(
+            &program,
+            &fixture.setup(),
+            How {
+                use_close_range: true,
+                share_files: false,
+                with_pidfd: true,
+            },
+        )
+        .unwrap()
+        .pid,
     );
     proc_file_once_running(child.0, &env, "status");
     assert_eq!(descriptors_of(child.0), fixture.dev_null_and_log_twice());
@@ -323,10 +331,24 @@ fn a_child_sharing_the_table_until_its_first_step_changes_nothing_in_ours() {
     let before = ours();
     let env = sleeper_env();
     let program = fixture.program("/bin/sleep", &["30"], &env);
-    let started = start_with(&program, &fixture.setup(), true, true).unwrap();
+    let started = start_with(
+        &program,
+        &fixture.setup(),
+        How {
+            use_close_range: true,
+            share_files: true,
+            with_pidfd: true,
+        },
+    )
+    .unwrap();
     let child = TestChild(started.pid);
     proc_file_once_running(child.0, &env, "status");
-    let pidfd = started.pidfd.as_raw_fd().to_string();
+    let pidfd = started
+        .pidfd
+        .as_ref()
+        .expect("a pidfd on this kernel")
+        .as_raw_fd()
+        .to_string();
     let after: Vec<_> = ours().into_iter().filter(|(fd, _)| *fd != pidfd).collect();
     // Other threads of the test binary may open and close descriptors meanwhile: only ours
     // and the standard streams are compared.
@@ -347,6 +369,7 @@ fn the_pidfd_is_placed_high_and_becomes_readable_when_the_child_exits() {
     let program = fixture.program("/bin/sleep", &["30"], &BTreeMap::new());
     let started = launch_started(&program, &fixture.setup()).unwrap();
     let child = TestChild(started.pid);
+    let pidfd = started.pidfd.expect("a pidfd on this kernel");
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -357,11 +380,11 @@ fn the_pidfd_is_placed_high_and_becomes_readable_when_the_child_exits() {
         0
     );
     if limit.rlim_cur > 2 * super::super::pidfd::HIGH_FLOOR as u64 {
-        assert!(started.pidfd.as_raw_fd() >= super::super::pidfd::HIGH_FLOOR);
+        assert!(pidfd.as_raw_fd() >= super::super::pidfd::HIGH_FLOOR);
     }
     let readable = |timeout_ms: i32| {
         let mut poll = libc::pollfd {
-            fd: started.pidfd.as_raw_fd(),
+            fd: pidfd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -384,9 +407,17 @@ fn without_close_range_the_child_closes_every_descriptor_above_2_one_by_one() {
     let env = sleeper_env();
     let program = fixture.program("/bin/sleep", &["30"], &env);
     let child = TestChild(
-        start_with(&program, &fixture.setup(), false, false)
-            .unwrap()
-            .pid,
+        start_with(
+            &program,
+            &fixture.setup(),
+            How {
+                use_close_range: false,
+                share_files: false,
+                with_pidfd: true,
+            },
+        )
+        .unwrap()
+        .pid,
     );
     proc_file_once_running(child.0, &env, "status");
     assert_eq!(descriptors_of(child.0), fixture.dev_null_and_log_twice());
@@ -558,4 +589,56 @@ fn a_nul_byte_in_an_argument_is_refused_before_anything_starts() {
     .unwrap_err();
     assert_eq!(error.step, Step::Prepare);
     assert_eq!(error.source.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn a_child_gets_back_the_limit_on_open_files_the_launcher_raised_for_itself() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes `limit`, a local.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    if limit.rlim_max < 256 {
+        eprintln!(
+            "not checked: the hard limit on open files is {}",
+            limit.rlim_max
+        );
+        return;
+    }
+    // As a launcher started by systemd finds it: a soft limit below the hard one. (The test
+    // binary's other tests are unaffected: they open few descriptors, and the raise below gives
+    // the hard limit back.)
+    let original = (limit.rlim_max / 2).min(4096);
+    let lowered = libc::rlimit {
+        rlim_cur: original,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads `lowered`, a local.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+    let raised = super::super::pidfd::raise_open_file_limit().unwrap();
+    assert_eq!(raised, limit.rlim_max);
+    let Some(given_back) = super::super::pidfd::children_open_file_limit() else {
+        panic!("the raise remembers what children get back");
+    };
+    let fixture = Fixture::new();
+    let (child, limits) = start_sleeper(&fixture, &fixture.setup(), "limits");
+    drop(child);
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(
+        line,
+        format!(
+            "Max open files {} {} files",
+            given_back.rlim_cur, given_back.rlim_max
+        )
+    );
 }
