@@ -761,32 +761,31 @@ impl Supervisor {
         }
     }
 
-    /// Writes the events of the pass (flushed with the observed records), and forgets the
-    /// history of the ids the loop forgot: neither desired nor observed any more. A history that
-    /// cannot be written is logged and left: it is what `describe` tells, not what the loop
-    /// decides by.
+    /// Writes the events of the pass and forgets the histories of the ids the loop forgot
+    /// (neither desired nor observed any more), in ONE batch flushed with the observed records.
+    /// A forgotten id's events of this pass are not written at all: they would go with it. A
+    /// history that cannot be written is logged and left: it is what `describe` tells, not what
+    /// the loop decides by.
     fn persist_events(&mut self) {
         let forgotten =
             |id: &ProcessId| !self.observed.contains_key(id) && !self.desired.contains_key(id);
-        let mut gone: Vec<ProcessId> = self
+        let mut gone: BTreeSet<ProcessId> = self
             .unsaved
             .iter()
             .filter(|id| forgotten(id))
             .cloned()
             .collect();
+        let mut appended = Vec::with_capacity(self.unsaved_events.len());
         for (id, events) in std::mem::take(&mut self.unsaved_events) {
             if forgotten(&id) {
-                gone.push(id);
-                continue;
-            }
-            if let Err(error) = self.store.append_history(&id, &events) {
-                tracing::warn!(%id, error = %Chain(&error), "cannot record the events of a process's life");
+                gone.insert(id);
+            } else {
+                appended.push((id, events));
             }
         }
-        for id in gone {
-            if let Err(error) = self.store.delete_history(&id) {
-                tracing::warn!(%id, error = %Chain(&error), "cannot forget the events of a forgotten process");
-            }
+        let gone: Vec<ProcessId> = gone.into_iter().collect();
+        if let Err(error) = self.store.record_histories(&appended, &gone) {
+            tracing::warn!(error = %Chain(&error), "cannot record the events of the processes' lives");
         }
     }
 
