@@ -271,7 +271,7 @@ impl Supervisor {
                 let events = reconcile::desired_events(self.desired.get(&id), None);
                 self.add_events(&id, events, now);
                 self.desired.remove(&id);
-                self.take_stop_request(&id);
+                self.take_stop_request(&id, now);
             }
             Err(error) => {
                 tracing::error!(%id, error = %Chain(&error), "cannot read a changed desired record; keeping the last known one");
@@ -350,9 +350,8 @@ impl Supervisor {
         }
     }
 
-    /// Records up to `at_most` of the planned exits reaped so far.
-    pub(super) fn record_planned_exits(&mut self, at_most: usize) {
-        let now = self.now();
+    /// Records up to `at_most` of the planned exits reaped so far, at `now` (the step's time).
+    pub(super) fn record_planned_exits(&mut self, at_most: usize, now: UnixMillis) {
         for _ in 0..at_most {
             let Some((id, exit)) = self.planned_exits.pop_front() else {
                 return;
@@ -412,7 +411,7 @@ impl Supervisor {
 
     /// Applies a grace period that the delete of `id` asked for: to the coming stop, or to a stop
     /// already under way when it is shorter.
-    fn take_stop_request(&mut self, id: &ProcessId) {
+    fn take_stop_request(&mut self, id: &ProcessId, now: UnixMillis) {
         let grace = match self.store.take_stop_request(id) {
             Ok(Some(grace)) => grace,
             Ok(None) => return,
@@ -421,7 +420,6 @@ impl Supervisor {
                 return;
             }
         };
-        let now = self.now();
         match self.observed.get(id) {
             Some(observed) if observed.phase == Phase::Stopping => {
                 if let Some(next) = shorten_stop(observed, grace, now) {
@@ -569,7 +567,7 @@ impl Supervisor {
                 }
                 let mut ids = std::mem::take(&mut self.urgent);
                 if within_budget {
-                    self.record_planned_exits(PLANNED_EXITS_STEP);
+                    self.record_planned_exits(PLANNED_EXITS_STEP, now);
                     for _ in 0..BULK_STEP {
                         match self.dirty.pop_first() {
                             Some(id) => {
@@ -940,6 +938,16 @@ mod tests {
         max_processes: Option<u32>,
         cgroup_tree: Option<super::super::cgroup::CgroupTree>,
     ) -> Supervisor {
+        supervisor_with_clock(dir, max_processes, cgroup_tree, Arc::new(|| NOW))
+    }
+
+    /// `supervisor_in_mode` with the clock `clock`.
+    fn supervisor_with_clock(
+        dir: &std::path::Path,
+        max_processes: Option<u32>,
+        cgroup_tree: Option<super::super::cgroup::CgroupTree>,
+        clock: crate::clock::Clock,
+    ) -> Supervisor {
         let store = Arc::new(Store::open(&dir.join("store")).unwrap());
         let config = RuntimeConfig {
             data_dir: dir.to_path_buf(),
@@ -957,7 +965,7 @@ mod tests {
             log_max_files: 1,
             metrics: Metrics::new().unwrap(),
             readiness: Readiness::default(),
-            clock: Arc::new(|| NOW),
+            clock,
             watchdog: None,
         };
         let log_dir = dir.join("logs");
@@ -1067,7 +1075,7 @@ mod tests {
         while supervisor.observed[&web].phase == Phase::Stopping {
             assert!(std::time::Instant::now() < deadline, "the SIGTERM ends it");
             supervisor.reap();
-            supervisor.record_planned_exits(usize::MAX);
+            supervisor.record_planned_exits(usize::MAX, NOW);
             std::thread::sleep(Duration::from_millis(5));
         }
         std::mem::forget(cleanup);
@@ -1357,7 +1365,7 @@ mod tests {
         let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
         assert_eq!(read(crashed_leaf.join("cgroup.kill")), "1");
         assert_eq!(read(leaf.join("cgroup.kill")), "");
-        second.kill(&id("kept"));
+        second.kill(&id("kept"), NOW);
         assert_eq!(
             read(leaf.join("cgroup.kill")),
             "1",
@@ -1431,7 +1439,7 @@ mod tests {
             Duration::from_secs(1),
             NOW,
         );
-        supervisor.kill(&id("newcomer"));
+        supervisor.kill(&id("newcomer"), NOW);
 
         let status = child.wait().unwrap();
         // Reaped: the guard must not signal a pid that is no longer ours.
@@ -1440,6 +1448,50 @@ mod tests {
             status.signal(),
             Some(nix::sys::signal::Signal::SIGKILL as i32),
             "only the newcomer's SIGKILL reached the process, not the SIGTERM meant for the old one"
+        );
+    }
+
+    /// The regression of a kill and a pending record stamped with the clock read when they
+    /// were recorded, later than the step that decided them: each event of a step carries the
+    /// step's time, so none comes out later than what the next step does.
+    #[tokio::test]
+    async fn the_events_of_a_step_carry_the_steps_time() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        // A clock that moves on a millisecond every time it is read.
+        let ticks = Arc::new(AtomicU64::new(0));
+        let clock: crate::clock::Clock =
+            Arc::new(move || UnixMillis(NOW.0 + ticks.fetch_add(1, Ordering::Relaxed)));
+        let mut supervisor = supervisor_with_clock(dir.path(), Some(0), None, clock);
+        // `stuck` is stopping past its deadline (SIGKILL due); `waiting` finds no free slot.
+        let stuck = ObservedRecord {
+            stop_reason: Some(StopReason::Undesired),
+            stop_deadline: Some(NOW),
+            ..record("stuck", Phase::Stopping)
+        };
+        supervisor.observed.insert(id("stuck"), stuck);
+        supervisor
+            .desired
+            .insert(id("waiting"), desired_api("waiting", sleeper()));
+        supervisor.dirty.extend([id("stuck"), id("waiting")]);
+        let step = UnixMillis(NOW.0 + 1_000);
+
+        supervisor.reconcile(step);
+
+        let times = |name: &str| -> Vec<(Happened, UnixMillis)> {
+            supervisor
+                .store
+                .history(&id(name))
+                .unwrap()
+                .into_iter()
+                .map(|event| (event.happened, event.at))
+                .collect()
+        };
+        assert_eq!(times("stuck"), [(Happened::Killed, step)]);
+        let waiting = times("waiting");
+        assert!(
+            matches!(waiting.as_slice(), [(Happened::Pending { .. }, at)] if *at == step),
+            "{waiting:?}"
         );
     }
 }
