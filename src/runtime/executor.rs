@@ -187,6 +187,14 @@ impl Supervisor {
                 self.stop_grace.remove(&id);
                 self.ports.release(&id);
             }
+            Action::RecordHeld { id } => {
+                // Held: it waits for no slot any more.
+                self.capacity.forget_pending(&id);
+                if let Some(observed) = self.observed.get(&id) {
+                    let next = reconcile::record_held(observed);
+                    self.set_observed(next, now);
+                }
+            }
             Action::RecordGeneration { id, .. } => {
                 if let (Some(observed), Some(desired)) =
                     (self.observed.get(&id), self.desired.get(&id))

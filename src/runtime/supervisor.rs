@@ -262,9 +262,7 @@ impl Supervisor {
         match self.store.desired(&id) {
             Ok(Some(mut record)) => {
                 self.share_known_spec(&mut record);
-                let events = reconcile::desired_events(self.desired.get(&id), Some(&record));
-                self.add_events(&id, events, now);
-                self.desired.insert(id.clone(), record);
+                self.replace_desired(record, now);
                 self.stop_grace.remove(&id);
             }
             Ok(None) => {
@@ -278,6 +276,17 @@ impl Supervisor {
             }
         }
         self.dirty.insert(id);
+    }
+
+    /// Puts a desired record read from the store in place of the one in memory: what changed
+    /// joins the id's history, and a held id waits for no `--max-processes` slot.
+    fn replace_desired(&mut self, record: DesiredRecord, now: UnixMillis) {
+        let events = reconcile::desired_events(self.desired.get(&record.id), Some(&record));
+        self.add_events(&record.id, events, now);
+        if record.held {
+            self.capacity.forget_pending(&record.id);
+        }
+        self.desired.insert(record.id.clone(), record);
     }
 
     pub fn handle(&mut self, event: Event) {
@@ -1493,5 +1502,68 @@ mod tests {
             matches!(waiting.as_slice(), [(Happened::Pending { .. }, at)] if *at == step),
             "{waiting:?}"
         );
+    }
+
+    /// The regression of a held process that kept its `--max-processes` slot for as long as it
+    /// was held (and, held while backing off, kept its backoff): put down for the hold, it gives
+    /// the slot to a pending process, and its release is a start that waits for a free slot.
+    #[tokio::test]
+    async fn a_held_process_gives_its_slot_up_and_its_release_waits_for_one() {
+        use crate::reconcile::OperatorVerb;
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), Some(1));
+        let (held, waiting) = (id("held"), id("waiting"));
+        for name in [&held, &waiting] {
+            supervisor
+                .store
+                .put_desired(name, &sleeper(), &Source::Api)
+                .unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        // `held` holds the only slot, backing off; `waiting` waits for a slot.
+        for observed in [
+            record("held", Phase::BackingOff),
+            record("waiting", Phase::Pending),
+        ] {
+            supervisor.observed.insert(observed.id.clone(), observed);
+        }
+        supervisor.capacity.recount(supervisor.observed.values());
+        assert_eq!(supervisor.capacity.slots_in_use(), 1);
+
+        supervisor.store.operate(&held, OperatorVerb::Hold).unwrap();
+        supervisor.desired_changed(held.clone());
+        for _ in 0..10 {
+            supervisor.reconcile(NOW);
+            if !supervisor.has_work() {
+                break;
+            }
+        }
+        let started = supervisor.observed[&waiting].clone();
+        let _cleanup = Spawned(started.pid.into_iter().collect());
+        assert_eq!(started.phase, Phase::Running, "the freed slot is used");
+        let down = &supervisor.observed[&held];
+        assert_eq!(
+            (down.phase, down.stop_reason, down.next_restart_at),
+            (Phase::Stopped, Some(StopReason::Held), None),
+            "put down for the hold, its backoff dropped"
+        );
+        assert!(!supervisor.capacity.pending().any(|id| *id == held));
+
+        // Released: a start like a new process's, pending while the slot is taken.
+        supervisor
+            .store
+            .operate(&held, OperatorVerb::Release)
+            .unwrap();
+        supervisor.desired_changed(held.clone());
+        for _ in 0..10 {
+            supervisor.reconcile(NOW);
+            if !supervisor.has_work() {
+                break;
+            }
+        }
+        assert_eq!(supervisor.observed[&held].phase, Phase::Pending);
+        assert_eq!(supervisor.observed[&held].pid, None);
+        assert_eq!(supervisor.capacity.slots_in_use(), 1);
+        assert_eq!(supervisor.observed[&waiting], started, "undisturbed");
     }
 }
