@@ -105,6 +105,8 @@ pub struct Supervisor {
     pub(super) planned_exits: std::collections::VecDeque<(ProcessId, ChildExit)>,
     /// Which sources have been read in full in this run; ids of the others wait.
     sources_read: SourcesRead,
+    /// Whether the desired state has been read once (a resync's changes are told after that).
+    desired_loaded: bool,
 }
 
 impl Supervisor {
@@ -149,6 +151,7 @@ impl Supervisor {
             resynced_many: false,
             planned_exits: std::collections::VecDeque::new(),
             sources_read: SourcesRead::NONE,
+            desired_loaded: false,
         }
     }
 
@@ -177,15 +180,28 @@ impl Supervisor {
     /// Brings the desired records in memory back in line with the store, and marks every known
     /// id for planning. Only the records whose stamp (generation, resets, owner) differs from
     /// the one in memory are read and decoded again, so a resync of 10,000 unchanged records
-    /// builds no spec and leaves no freed memory behind.
+    /// builds no spec and leaves no freed memory behind. What changed in a record read again or
+    /// removed joins the id's history, as `desired_changed` would have told it (the change's
+    /// notice comes later, or was lost, and then finds nothing new); the first read, at start,
+    /// tells nothing: what the store holds was told when it was written.
     pub fn resync(&mut self) -> Result<(), StoreError> {
+        let now = self.now();
+        let tell = self.desired_loaded;
         let (stamps, corrupt) = self.store.desired_stamps()?;
         for error in corrupt {
             tracing::error!(error = %Chain(&error), "skipping a corrupt desired record");
         }
         self.dirty.extend(self.desired.keys().cloned());
         let stored: HashSet<&ProcessId> = stamps.iter().map(|stamp| &stamp.id).collect();
-        self.desired.retain(|id, _| stored.contains(id));
+        let removed: Vec<ProcessId> = self
+            .desired
+            .keys()
+            .filter(|id| !stored.contains(id))
+            .cloned()
+            .collect();
+        for id in removed {
+            self.remove_desired(&id, now, tell);
+        }
         let mut read_again = 0;
         for stamp in &stamps {
             if self
@@ -199,20 +215,19 @@ impl Supervisor {
             match self.store.desired(&stamp.id) {
                 Ok(Some(mut record)) => {
                     self.share_known_spec(&mut record);
-                    self.desired.insert(record.id.clone(), record);
+                    self.replace_desired(record, now, tell);
                 }
                 // Deleted since the scan: its notification follows.
-                Ok(None) => {
-                    self.desired.remove(&stamp.id);
-                }
+                Ok(None) => self.remove_desired(&stamp.id, now, tell),
                 Err(error @ StoreError::Corrupt { .. }) => {
                     tracing::error!(error = %Chain(&error), "skipping a corrupt desired record");
-                    self.desired.remove(&stamp.id);
+                    self.remove_desired(&stamp.id, now, tell);
                 }
                 // The store failed, not the record: what is in memory stays until the next try.
                 Err(error) => return Err(error),
             }
         }
+        self.desired_loaded = true;
         self.dirty.extend(self.desired.keys().cloned());
         self.dirty.extend(self.observed.keys().cloned());
         self.resynced_many |= read_again >= BURST;
@@ -262,13 +277,11 @@ impl Supervisor {
         match self.store.desired(&id) {
             Ok(Some(mut record)) => {
                 self.share_known_spec(&mut record);
-                self.replace_desired(record, now);
+                self.replace_desired(record, now, true);
                 self.stop_grace.remove(&id);
             }
             Ok(None) => {
-                let events = reconcile::desired_events(self.desired.get(&id), None);
-                self.add_events(&id, events, now);
-                self.desired.remove(&id);
+                self.remove_desired(&id, now, true);
                 self.take_stop_request(&id, now);
             }
             Err(error) => {
@@ -279,14 +292,26 @@ impl Supervisor {
     }
 
     /// Puts a desired record read from the store in place of the one in memory: what changed
-    /// joins the id's history, and a held id waits for no `--max-processes` slot.
-    fn replace_desired(&mut self, record: DesiredRecord, now: UnixMillis) {
-        let events = reconcile::desired_events(self.desired.get(&record.id), Some(&record));
-        self.add_events(&record.id, events, now);
+    /// joins the id's history (when `tell`), and a held id waits for no `--max-processes` slot.
+    fn replace_desired(&mut self, record: DesiredRecord, now: UnixMillis, tell: bool) {
+        if tell {
+            let events = reconcile::desired_events(self.desired.get(&record.id), Some(&record));
+            self.add_events(&record.id, events, now);
+        }
         if record.held {
             self.capacity.forget_pending(&record.id);
         }
         self.desired.insert(record.id.clone(), record);
+    }
+
+    /// Drops the desired record of `id` from memory (the store holds none any more); that it
+    /// is no longer desired joins the id's history when `tell`.
+    fn remove_desired(&mut self, id: &ProcessId, now: UnixMillis, tell: bool) {
+        let removed = self.desired.remove(id);
+        if tell {
+            let events = reconcile::desired_events(removed.as_ref(), None);
+            self.add_events(id, events, now);
+        }
     }
 
     pub fn handle(&mut self, event: Event) {
@@ -1565,5 +1590,71 @@ mod tests {
         assert_eq!(supervisor.observed[&held].pid, None);
         assert_eq!(supervisor.capacity.slots_in_use(), 1);
         assert_eq!(supervisor.observed[&waiting], started, "undisturbed");
+    }
+
+    /// The regression of a resync (every 30 s, or after the spec directory's first scan) that
+    /// read a changed desired record before the loop's notice of the change: the notice then
+    /// found nothing new, and the change never joined the id's history. The resync tells it,
+    /// the late notice adds nothing, and the first read at start tells nothing.
+    #[tokio::test]
+    async fn a_resync_tells_the_changes_it_reads_before_their_notices_once() {
+        use crate::reconcile::{Happened, OperatorVerb};
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let names = ["edited", "held", "deleted"];
+        for name in names {
+            supervisor
+                .store
+                .put_desired(&id(name), &sleeper(), &Source::Api)
+                .unwrap();
+        }
+        // Known to have run, so that its history outlives its desired record.
+        supervisor
+            .observed
+            .insert(id("deleted"), record("deleted", Phase::Stopped));
+        supervisor.resync().unwrap();
+        supervisor.persist();
+        let kinds = |supervisor: &Supervisor, name: &str| -> Vec<&'static str> {
+            supervisor
+                .store
+                .history(&id(name))
+                .unwrap()
+                .iter()
+                .map(|event| event.happened.word())
+                .collect()
+        };
+        for name in names {
+            assert!(kinds(&supervisor, name).is_empty(), "{name}: told at start");
+        }
+
+        // Changes whose notices have not reached the loop yet.
+        let edited = ProcessSpec {
+            args: vec!["edited".to_string()],
+            ..sleeper()
+        };
+        let store = Arc::clone(&supervisor.store);
+        store
+            .put_desired(&id("edited"), &edited, &Source::Api)
+            .unwrap();
+        store.operate(&id("held"), OperatorVerb::Hold).unwrap();
+        store.delete_desired(&id("deleted"), &Source::Api).unwrap();
+        store
+            .put_desired(&id("new"), &sleeper(), &Source::Api)
+            .unwrap();
+        supervisor.resync().unwrap();
+        // The notices arrive after the resync read the records.
+        for name in ["edited", "held", "deleted", "new"] {
+            supervisor.desired_changed(id(name));
+        }
+        supervisor.persist();
+
+        assert_eq!(kinds(&supervisor, "edited"), ["spec-changed"]);
+        assert_eq!(kinds(&supervisor, "held"), ["held"]);
+        assert_eq!(kinds(&supervisor, "deleted"), ["undeclared"]);
+        let new = supervisor.store.history(&id("new")).unwrap();
+        assert!(
+            matches!(new.as_slice(), [event] if event.happened == Happened::Declared { generation: 1, source: Source::Api }),
+            "{new:?}"
+        );
     }
 }
