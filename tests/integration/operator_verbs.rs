@@ -83,7 +83,7 @@ fn shell_spec(name: &str, labels: &str, script: &str, backoff: &str) -> String {
     )
 }
 
-/// The kinds of `events` from the first of `kind` on (all of them when there is none).
+/// The kinds of `happened`, in order.
 fn kinds_of(happened: &[(String, String, i64)]) -> Vec<&str> {
     happened.iter().map(|(kind, _, _)| kind.as_str()).collect()
 }
