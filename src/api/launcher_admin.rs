@@ -172,14 +172,10 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
         let usage = if row.spec().resources.is_some() {
             let context = self.context.clone();
             let sampled = id.clone();
-            blocking(move || {
-                context
-                    .usage
-                    .sample_where(Reader::Status, now, |id| *id == sampled)
-            })
-            .await
-            .ok()
-            .and_then(|mut usage| usage.remove(&id))
+            blocking(move || context.usage.sample_one(Reader::Status, now, &sampled))
+                .await
+                .ok()
+                .flatten()
         } else {
             None
         };

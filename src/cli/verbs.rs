@@ -2,7 +2,9 @@
 //! launcher restarts) and `restart` (a new process without a spec change; with `--all` or a
 //! label selector, a rolling restart, one process at a time). Each asks the launcher, which
 //! only records the wish; then, unless `--no-wait`, the command follows the process (through
-//! `describe`) until the loop has done it, so that its exit status says whether it happened.
+//! `describe`) until the loop has done it, so that its exit status says whether it happened:
+//! a started or restarted process counts as up only once its new process has run, ready and
+//! without a failure, for `--min-ready` (`StaysUp`).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use prism_launcher::api::client::{
     Target,
 };
 use prism_launcher::reconcile::{DiffKind, Health, LabelSelector, Phase};
-use prism_launcher::sources::values::parse_positive_duration;
+use prism_launcher::sources::values::{parse_duration, parse_positive_duration};
 
 use super::client::{block_on, launcher_target, ConnectArgs};
 
@@ -30,6 +32,16 @@ pub struct WaitArgs {
     /// Give up waiting for a process after this long (for each process of a rolling restart).
     #[arg(long, default_value = "2m", value_parser = parse_positive_duration)]
     wait_timeout: Duration,
+}
+
+/// How long a started or restarted process must stay up before it counts as up.
+#[derive(Debug, clap::Args)]
+pub struct ReadyArgs {
+    /// The new process must run, ready (healthy, when it has a health check) and without a
+    /// failure, this long before the command reports it up (and a rolling restart asks for the
+    /// next one); 0s takes the first sight of it ready.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    min_ready: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +61,8 @@ pub struct StartArgs {
     #[command(flatten)]
     wait: WaitArgs,
     #[command(flatten)]
+    ready: ReadyArgs,
+    #[command(flatten)]
     connect: ConnectArgs,
 }
 
@@ -66,6 +80,8 @@ pub struct RestartArgs {
     selector: Option<LabelSelector>,
     #[command(flatten)]
     wait: WaitArgs,
+    #[command(flatten)]
+    ready: ReadyArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -113,30 +129,46 @@ pub fn stop(args: &StopArgs) -> anyhow::Result<ExitCode> {
 
 pub fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let target = launcher_target(&args.connect)?;
+    // The failure streak it is released with (a held process's does not change while it is
+    // down): its new process must add none.
+    let failures_before = block_on(describe_process(&target, &args.id, 0, args.connect.timeout))
+        .map_or(0, |description| description.status.consecutive_failures);
     let released = block_on(start_process(&target, &args.id, args.connect.timeout))?;
+    let id = &released.process_id;
+    if released.previous_state == Phase::Tripped.as_str() {
+        // A release does not close a circuit: it would wait for a start that never comes.
+        let what = if released.changed {
+            "hold released, but it is tripped"
+        } else {
+            "it is not held but tripped"
+        };
+        eprintln!(
+            "prism-launcher: {id}: {what} (circuit open after repeated failures), so it does not \
+             start; `prism-launcher reset {id}` starts it"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     if !released.changed {
         println!(
-            "{} was not held ({}); nothing changed",
-            released.process_id, released.previous_state
+            "{id} was not held ({}); nothing changed",
+            released.previous_state
         );
         return Ok(ExitCode::SUCCESS);
     }
     if args.wait.no_wait {
-        println!(
-            "{}: hold released; the launcher starts it",
-            released.process_id
-        );
+        println!("{id}: hold released; the launcher starts it");
         return Ok(ExitCode::SUCCESS);
     }
+    let mut stays_up = StaysUp::new(None, failures_before, args.ready.min_ready);
     let running = follow(
         &target,
         &args.wait,
         args.connect.timeout,
-        &args.id,
-        "to be ready",
-        ready,
+        id,
+        "up",
+        |description| stays_up.check(description, "started"),
     )?;
-    println!("started {}: {}", released.process_id, pid_words(&running));
+    println!("started {id}: {}", pid_words(&running));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -155,17 +187,20 @@ pub fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let request = asked.restart_request;
+        // A restart starts the failure streak afresh: its new process must add none.
+        let mut stays_up = StaysUp::new(asked.previous_pid, 0, args.ready.min_ready);
         let replaced = follow(
             &target,
             &args.wait,
             args.connect.timeout,
             id,
-            "to be replaced and ready",
+            "replaced and up",
             |description| {
+                // Until the loop acted on the request, what runs is the old process.
                 if description.restart_requests_done < request {
                     return Ok(false);
                 }
-                ready(description)
+                stays_up.check(description, "restarted")
             },
         )
         .map_err(|error| not_restarted(error, rest))?;
@@ -233,7 +268,7 @@ fn follow(
     call_timeout: Duration,
     id: &str,
     what: &str,
-    done: impl Fn(&DescriptionView) -> anyhow::Result<bool>,
+    mut done: impl FnMut(&DescriptionView) -> anyhow::Result<bool>,
 ) -> anyhow::Result<DescriptionView> {
     let deadline = Instant::now() + wait.wait_timeout;
     loop {
@@ -253,30 +288,130 @@ fn follow(
     }
 }
 
-/// Whether the process is ready (running, and healthy when it has a health check); an error
-/// when its state says it will not become so without someone's help.
-fn ready(description: &DescriptionView) -> anyhow::Result<bool> {
-    let status = &description.status;
-    let healthy = matches!(
-        status.health.parse::<Health>(),
-        Ok(Health::Healthy | Health::NotChecked)
-    );
-    match status.actual.parse::<Phase>() {
-        Ok(Phase::Running) if healthy => Ok(true),
-        // It ran and completed, as its restart policy allows.
-        Ok(Phase::Exited) if status.diff == DiffKind::InSync.as_str() => Ok(true),
-        Ok(Phase::Tripped | Phase::Exited) => bail!(
-            "{} did not start: {}{}",
-            status.id,
-            status.actual,
-            reason(description)
-        ),
-        _ if status.held => bail!(
-            "{} is held by the operator again (`prism-launcher start {}`)",
-            status.id,
-            status.id
-        ),
-        _ => Ok(false),
+/// What a started or restarted process must do before the command calls it up: its new
+/// process (not `previous_pid`, the one a restart replaces) runs, ready, for `min_ready`
+/// (this command's clock, from the first look that saw it so), the same instance throughout,
+/// and nothing of it fails meanwhile: its failure streak stays at `failures_before` (a failed
+/// spawn, an exit that is restarted, a missed ready deadline or a failed liveness probe all
+/// count in it), and no exit is recorded after it started. One look that sees it running is not
+/// enough: a process that exits at once is running at some look, then crashes, and under
+/// `Always` it is running again at the next.
+struct StaysUp {
+    previous_pid: Option<i32>,
+    failures_before: u32,
+    min_ready: Duration,
+    /// The new process once seen running and ready: instance, pid, its start (the launcher's
+    /// clock) and when this command first saw it so.
+    seen: Option<SeenUp>,
+}
+
+struct SeenUp {
+    instance: String,
+    pid: i32,
+    started_at_unix_ms: i64,
+    since: Instant,
+}
+
+impl StaysUp {
+    fn new(previous_pid: Option<i32>, failures_before: u32, min_ready: Duration) -> StaysUp {
+        StaysUp {
+            previous_pid,
+            failures_before,
+            min_ready,
+            seen: None,
+        }
+    }
+
+    /// Whether the process has stayed up long enough; an error when it failed, or when its
+    /// state says it will not come up without someone's help. `verb` is what was done to it
+    /// ("started", "restarted"), for messages.
+    fn check(&mut self, description: &DescriptionView, verb: &str) -> anyhow::Result<bool> {
+        let status = &description.status;
+        let id = &status.id;
+        if status.held {
+            bail!("{id} is held by the operator again (`prism-launcher start {id}`)");
+        }
+        let phase = status.actual.parse::<Phase>().ok();
+        let failed = status.consecutive_failures > self.failures_before
+            || matches!(phase, Some(Phase::BackingOff | Phase::Tripped))
+            || self.seen.as_ref().is_some_and(|seen| {
+                status
+                    .exited_at_unix_ms
+                    .is_some_and(|exited| exited > seen.started_at_unix_ms)
+            });
+        if failed {
+            bail!(
+                "{id} failed after it was {verb}: it is {}{}{}",
+                status.actual,
+                reason(description),
+                last_exit(description)
+            );
+        }
+        let healthy = matches!(
+            status.health.parse::<Health>(),
+            Ok(Health::Healthy | Health::NotChecked)
+        );
+        match (phase, status.pid) {
+            // It ran and completed, as its restart policy allows.
+            (Some(Phase::Exited), _) if status.diff == DiffKind::InSync.as_str() => Ok(true),
+            (Some(Phase::Exited), _) => bail!(
+                "{id} is not up after it was {verb}: it is {}{}{}",
+                status.actual,
+                reason(description),
+                last_exit(description)
+            ),
+            (Some(Phase::Running), Some(pid)) if healthy && Some(pid) != self.previous_pid => {
+                let instance = description.instance.clone().unwrap_or_default();
+                match &self.seen {
+                    Some(seen) if seen.instance == instance && seen.pid == pid => {
+                        Ok(seen.since.elapsed() >= self.min_ready)
+                    }
+                    Some(seen) => bail!(
+                        "{id} did not stay up after it was {verb}: pid {} was replaced by pid \
+                         {pid}{}",
+                        seen.pid,
+                        last_exit(description)
+                    ),
+                    None => {
+                        self.seen = Some(SeenUp {
+                            instance,
+                            pid,
+                            started_at_unix_ms: status.started_at_unix_ms.unwrap_or_default(),
+                            since: Instant::now(),
+                        });
+                        Ok(self.min_ready.is_zero())
+                    }
+                }
+            }
+            _ => {
+                if let Some(seen) = &self.seen {
+                    if status.pid != Some(seen.pid) {
+                        bail!(
+                            "{id} did not stay up after it was {verb}: pid {} is gone and it \
+                             is {}{}{}",
+                            seen.pid,
+                            status.actual,
+                            reason(description),
+                            last_exit(description)
+                        );
+                    }
+                    // The same process, not ready any more (unhealthy): its time starts over;
+                    // a liveness restart would count as a failure.
+                    self.seen = None;
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// " (last exit: STATUS)" when one is recorded, or nothing.
+fn last_exit(description: &DescriptionView) -> String {
+    let exit = &description.status.last_exit;
+    if exit.is_empty() {
+        String::new()
+    } else {
+        format!(" (last exit: {exit})")
     }
 }
 

@@ -280,8 +280,12 @@ pub fn observed_events(
                 deadline.saturating_duration_since(now)
             }),
         }),
+        // Why it stopped: the reason of the stop it comes out of, or the hold it was put
+        // down for (`record_held`).
         Phase::Stopped if entered => events.push(Happened::Stopped {
-            reason: before.and_then(|record| record.stop_reason),
+            reason: after
+                .stop_reason
+                .or(before.and_then(|record| record.stop_reason)),
         }),
         // Every failure chooses its backoff again, in the same phase too (a failed spawn).
         Phase::BackingOff

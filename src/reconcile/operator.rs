@@ -16,6 +16,24 @@ pub enum OperatorVerb {
     Restart,
 }
 
+impl OperatorVerb {
+    /// The verb in a word, for messages: `hold` (the CLI's `stop`), `release` (`start`),
+    /// `restart`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorVerb::Hold => "hold",
+            OperatorVerb::Release => "release",
+            OperatorVerb::Restart => "restart",
+        }
+    }
+}
+
+impl std::fmt::Display for OperatorVerb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A verb that cannot apply to the record as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OperatorRefusal {

@@ -168,19 +168,24 @@ fn a_held_process_is_stopped_and_nothing_starts_it() {
             },
         ),
         (
-            "held and stopped: stays stopped",
+            "held and stopped for the hold: stays stopped",
+            Some(held_down()),
+            nothing(),
+        ),
+        (
+            "held and stopped for another reason (a replacement): put down for the hold",
             Some(observed(Phase::Stopped, spec())),
-            nothing(),
+            record_held_decision(),
         ),
         (
-            "held and backing off, due: not restarted, no timer",
+            "held and backing off, due: not restarted, put down for the hold",
             Some(backing_off_until(before(1))),
-            nothing(),
+            record_held_decision(),
         ),
         (
-            "held and backing off, not due: no timer either",
+            "held and backing off, not due: no timer, put down for the hold",
             Some(backing_off_until(after(1))),
-            nothing(),
+            record_held_decision(),
         ),
         (
             "held and tripped: nothing",
@@ -193,9 +198,9 @@ fn a_held_process_is_stopped_and_nothing_starts_it() {
             nothing(),
         ),
         (
-            "held and pending: not started",
+            "held and pending: not started, put down for the hold (it waits for no slot)",
             Some(observed(Phase::Pending, spec())),
-            nothing(),
+            record_held_decision(),
         ),
     ];
     for (name, observed, want) in cases {
@@ -214,10 +219,85 @@ fn a_held_process_is_stopped_and_nothing_starts_it() {
         generation: 2,
         ..held()
     };
+    assert_eq!(decide(Some(&edited), Some(&held_down()), NOW), nothing());
+}
+
+/// A record stopped for an operator's hold, as a held process's exit or `record_held` leave it.
+fn held_down() -> ObservedRecord {
+    ObservedRecord {
+        stop_reason: Some(StopReason::Held),
+        ..observed(Phase::Stopped, spec())
+    }
+}
+
+fn record_held_decision() -> Decision {
+    Decision {
+        action: Some(Action::RecordHeld { id: id("web") }),
+        wake_at: None,
+    }
+}
+
+#[test]
+fn a_hold_on_a_process_that_would_start_later_drops_its_backoff_and_its_slot() {
+    let backing_off = backing_off_until(after(60_000));
+    assert!(holds_slot(&backing_off));
+    let Some(Action::RecordHeld { .. }) = decide(Some(&held()), Some(&backing_off), NOW).action
+    else {
+        panic!("a hold puts a backing-off process down")
+    };
+    let down = record_held(&backing_off);
+    assert_eq!(down.phase, Phase::Stopped);
+    assert_eq!(down.stop_reason, Some(StopReason::Held));
+    assert_eq!(down.next_restart_at, None, "no restart to come");
     assert_eq!(
-        decide(Some(&edited), Some(&observed(Phase::Stopped, spec())), NOW),
-        nothing()
+        (down.consecutive_failures, down.error_count, down.last_exit),
+        (2, 2, Some(ExitStatus::Code(1))),
+        "what it went through is kept"
     );
+    assert!(!holds_slot(&down), "its slot is given up");
+    assert_eq!(decide(Some(&held()), Some(&down), NOW), nothing());
+    assert_eq!(
+        observed_events(Some(&backing_off), &down, NOW),
+        [Happened::Stopped {
+            reason: Some(StopReason::Held)
+        }]
+    );
+    let shown = diff(Some(&held()), Some(&down), NOW);
+    assert_eq!(shown.kind, DiffKind::Held, "{}", shown.detail);
+    assert!(!shown.detail.contains("restart"), "{}", shown.detail);
+    // Released: it starts at once (no backoff left to wait out), as a new start (not a
+    // restart after a crash), which capacity may leave pending.
+    assert_eq!(
+        decide(Some(&desired_record(false, 0)), Some(&down), NOW),
+        start_decision(false)
+    );
+}
+
+#[test]
+fn holds_slot_table() {
+    let with_reason = |phase: Phase, reason: Option<StopReason>| ObservedRecord {
+        stop_reason: reason,
+        ..observed(phase, spec())
+    };
+    let cases = [
+        (Phase::Starting, None, true),
+        (Phase::Running, None, true),
+        (Phase::Stopping, Some(StopReason::Held), true),
+        (Phase::Stopping, Some(StopReason::Replace), true),
+        (Phase::BackingOff, None, true),
+        (Phase::Stopped, None, true),
+        (Phase::Stopped, Some(StopReason::Held), false),
+        (Phase::Pending, None, false),
+        (Phase::Exited, None, false),
+        (Phase::Tripped, None, false),
+    ];
+    for (phase, reason, holds) in cases {
+        assert_eq!(
+            holds_slot(&with_reason(phase, reason)),
+            holds,
+            "{phase} ({reason:?})"
+        );
+    }
 }
 
 #[test]
@@ -371,6 +451,12 @@ fn a_hold_stops_without_a_failure_and_a_release_starts_it_again() {
     let stopping = record_stop_started(&running, reason, grace, NOW);
     let stopped = record_exit(&stopping, ExitStatus::Signal(15), &backoff, 0.0, after(5));
     assert_eq!(stopped.phase, Phase::Stopped);
+    assert_eq!(
+        stopped.stop_reason,
+        Some(StopReason::Held),
+        "stopped for the hold"
+    );
+    assert!(!holds_slot(&stopped), "a held process gives its slot up");
     assert_eq!((stopped.error_count, stopped.consecutive_failures), (1, 0));
     assert_eq!(decide(Some(&held()), Some(&stopped), after(5)), nothing());
 
@@ -379,12 +465,21 @@ fn a_hold_stops_without_a_failure_and_a_release_starts_it_again() {
         decide(Some(&released), Some(&stopped), after(6)),
         start_decision(false)
     );
-    // Released while it was backing off: it restarts when due, its streak kept.
-    let backing_off = backing_off_until(after(100));
-    assert_eq!(
-        decide(Some(&released), Some(&backing_off), after(200)),
-        start_decision(true)
+    let started = record_spawned(&released, Some(&stopped), spawned(7, "again"), after(7));
+    assert_eq!(started.stop_reason, None);
+    // A stop for another reason is done with its reason.
+    let replaced = record_exit(
+        &record_stop_started(&running, StopReason::Replace, grace, NOW),
+        ExitStatus::Signal(15),
+        &backoff,
+        0.0,
+        after(5),
     );
+    assert_eq!(
+        (replaced.phase, replaced.stop_reason),
+        (Phase::Stopped, None)
+    );
+    assert!(holds_slot(&replaced), "a replacement keeps its slot");
 }
 
 #[test]

@@ -29,6 +29,11 @@ pub enum Action {
     Forget { id: ProcessId },
     /// The desired generation changed in a way that needs no restart (labels): record it.
     RecordGeneration { id: ProcessId, generation: u64 },
+    /// A held process with no live process that would otherwise start later (backing off,
+    /// pending, stopped for another reason): record it stopped for the hold, with nothing due
+    /// (`record_held`), so that it holds no `--max-processes` slot, shows no restart to come,
+    /// and its release starts it at once.
+    RecordHeld { id: ProcessId },
 }
 
 impl Action {
@@ -38,7 +43,8 @@ impl Action {
             | Action::Stop { id, .. }
             | Action::Kill { id }
             | Action::Forget { id }
-            | Action::RecordGeneration { id, .. } => id,
+            | Action::RecordGeneration { id, .. }
+            | Action::RecordHeld { id } => id,
         }
     }
 
@@ -56,6 +62,7 @@ impl Action {
             Action::Kill { .. } => "kill",
             Action::Forget { .. } => "forget",
             Action::RecordGeneration { .. } => "record-generation",
+            Action::RecordHeld { .. } => "record-held",
         }
     }
 }
@@ -125,8 +132,11 @@ pub fn decide(
 
 /// An operator holds the process: a live one is stopped with its spec's grace, as if it were no
 /// longer desired, and nothing starts it again (no restart after an exit, no backoff timer, no
-/// start of a stopped or pending one) until the hold is released. Its observed record stays (its
-/// ports, counters and last exit with it): the definition is kept.
+/// start of a stopped or pending one) until the hold is released. One that is down but would
+/// start later (backing off, pending for a slot, stopped for a replacement) is recorded as
+/// stopped for the hold (`RecordHeld`): its backoff is dropped and it gives its slot up. Its
+/// observed record stays (its ports, counters and last exit with it): the definition is kept.
+/// A tripped or exited process stays as it is (a release does not close a circuit).
 fn decide_held(observed: &ObservedRecord, now: UnixMillis) -> Decision {
     match observed.phase {
         Phase::Starting | Phase::Running => act(Action::Stop {
@@ -135,10 +145,17 @@ fn decide_held(observed: &ObservedRecord, now: UnixMillis) -> Decision {
             grace: observed.spec.termination_grace,
         }),
         Phase::Stopping => decide_stopping(observed, now),
-        Phase::Stopped | Phase::Pending | Phase::BackingOff | Phase::Exited | Phase::Tripped => {
-            Decision::default()
-        }
+        Phase::Stopped if is_held_down(observed) => Decision::default(),
+        Phase::Stopped | Phase::Pending | Phase::BackingOff => act(Action::RecordHeld {
+            id: observed.id.clone(),
+        }),
+        Phase::Exited | Phase::Tripped => Decision::default(),
     }
+}
+
+/// Whether a record is stopped for an operator's hold (and so holds no slot).
+fn is_held_down(observed: &ObservedRecord) -> bool {
+    observed.phase == Phase::Stopped && observed.stop_reason == Some(StopReason::Held)
 }
 
 fn act(action: Action) -> Decision {
@@ -589,6 +606,20 @@ pub fn record_killed(observed: &ObservedRecord) -> ObservedRecord {
     }
 }
 
+/// The record of a held process with no live process, stopped for the hold: nothing due (no
+/// backoff, no pending start), its counters, ports and last exit kept. See `Action::RecordHeld`.
+pub fn record_held(observed: &ObservedRecord) -> ObservedRecord {
+    ObservedRecord {
+        phase: Phase::Stopped,
+        stop_reason: Some(StopReason::Held),
+        stop_deadline: None,
+        next_restart_at: None,
+        killed: false,
+        started_at: None,
+        ..observed.clone()
+    }
+}
+
 /// The record after the process exited, whether it was asked to or not.
 pub fn record_exit(
     observed: &ObservedRecord,
@@ -628,7 +659,11 @@ pub fn record_exit(
         );
     if planned_stop {
         next.phase = Phase::Stopped;
-        next.stop_reason = None;
+        // A stop for a hold stays one (it holds no slot, see `holds_slot`); the others are
+        // done with their reason.
+        next.stop_reason = observed
+            .stop_reason
+            .filter(|reason| *reason == StopReason::Held);
         next.started_at = None;
         return next;
     }
@@ -1024,10 +1059,13 @@ impl RestartBudget {
 }
 
 /// Whether a record holds one of the launcher's `--max-processes` slots: it runs, is stopping,
-/// or will run again soon. Pending, exited and tripped processes hold none.
+/// or will run again soon (backing off, stopped to be replaced). Pending, exited and tripped
+/// processes hold none, and neither does one stopped for an operator's hold: it will not run
+/// again until released, and its release is a start like a new process's, subject to capacity.
 pub fn holds_slot(observed: &ObservedRecord) -> bool {
-    matches!(
-        observed.phase,
-        Phase::Starting | Phase::Running | Phase::Stopping | Phase::BackingOff | Phase::Stopped
-    )
+    match observed.phase {
+        Phase::Starting | Phase::Running | Phase::Stopping | Phase::BackingOff => true,
+        Phase::Stopped => !is_held_down(observed),
+        Phase::Pending | Phase::Exited | Phase::Tripped => false,
+    }
 }

@@ -1,6 +1,8 @@
-//! `--max-processes`: the slots that running (or soon running) processes hold, and the desired
-//! processes left pending until one frees. Only brand-new processes count against the limit;
-//! restarts and replacements keep the slot they hold, so capacity never disturbs what runs.
+//! `--max-processes`: the slots that running (or soon running) processes hold
+//! (`reconcile::holds_slot`), and the desired processes left pending until one frees. Only
+//! brand-new processes count against the limit; restarts and replacements keep the slot they
+//! hold, so capacity never disturbs what runs. A process held down by the operator gives its slot
+//! up (and leaves the pending set): its release is a start like a new process's.
 
 use std::collections::BTreeSet;
 
@@ -141,5 +143,12 @@ mod tests {
         assert!(capacity.full_for(None));
         assert!(capacity.record_changed(Some(&record("e", Phase::Running)), None));
         assert!(!Capacity::new(None).full_for(None), "no limit");
+        // Put down for an operator's hold: the slot goes, and a release needs a free one.
+        let held_down = crate::reconcile::record_held(&backing_off);
+        assert!(capacity.record_changed(Some(&backing_off), Some(&held_down)));
+        assert_eq!(capacity.slots_in_use(), 0);
+        assert!(!capacity.record_changed(None, Some(&record("f", Phase::Running))));
+        assert!(!capacity.record_changed(None, Some(&record("g", Phase::Running))));
+        assert!(capacity.full_for(Some(&held_down)), "a release waits");
     }
 }

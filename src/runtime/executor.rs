@@ -177,7 +177,7 @@ impl Supervisor {
                 };
                 self.stop(&id, reason, stop_grace(reason, grace, requested), now);
             }
-            Action::Kill { id } => self.kill(&id),
+            Action::Kill { id } => self.kill(&id, now),
             Action::Forget { id } => {
                 self.forget_observed(&id);
                 if let Some(leaves) = &mut self.leaves {
@@ -186,6 +186,14 @@ impl Supervisor {
                 self.capacity.forget_pending(&id);
                 self.stop_grace.remove(&id);
                 self.ports.release(&id);
+            }
+            Action::RecordHeld { id } => {
+                // Held: it waits for no slot any more.
+                self.capacity.forget_pending(&id);
+                if let Some(observed) = self.observed.get(&id) {
+                    let next = reconcile::record_held(observed);
+                    self.set_observed(next, now);
+                }
             }
             Action::RecordGeneration { id, .. } => {
                 if let (Some(observed), Some(desired)) =
@@ -227,7 +235,7 @@ impl Supervisor {
                 }
             }
             if self.capacity.full_for(self.observed.get(&id)) {
-                self.leave_pending(&id);
+                self.leave_pending(&id, now);
                 continue;
             }
             self.capacity.forget_pending(&id);
@@ -402,8 +410,8 @@ impl Supervisor {
         }
     }
 
-    /// Records `id` as pending for capacity, logging it once.
-    fn leave_pending(&mut self, id: &ProcessId) {
+    /// Records `id` as pending for capacity at `now` (the step's time), logging it once.
+    fn leave_pending(&mut self, id: &ProcessId, now: UnixMillis) {
         let Some(desired) = self.desired.get(id) else {
             return;
         };
@@ -417,7 +425,6 @@ impl Supervisor {
         let next = reconcile::record_pending(desired, previous, ports, reason);
         self.capacity.leave_pending(id);
         if previous != Some(&next) {
-            let now = self.now();
             self.set_observed(next, now);
         }
     }
@@ -453,8 +460,8 @@ impl Supervisor {
 
     /// The grace period is over: SIGKILL to the whole tree through the process's cgroup
     /// (`cgroup.kill`) in cgroup mode, else to the process group and to the descendants that
-    /// left it.
-    pub(super) fn kill(&mut self, id: &ProcessId) {
+    /// left it; recorded at `now`, the step's time, like every other event of the step.
+    pub(super) fn kill(&mut self, id: &ProcessId, now: UnixMillis) {
         let Some(observed) = self.observed.get(id) else {
             return;
         };
@@ -475,7 +482,6 @@ impl Supervisor {
             }
         }
         let next = reconcile::record_killed(observed);
-        let now = self.now();
         self.set_observed(next, now);
     }
 

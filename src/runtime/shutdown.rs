@@ -61,13 +61,13 @@ impl Supervisor {
             // Exits that already happened first, so that a shutdown never waits for a timer
             // while the processes are gone.
             self.reap();
-            self.record_planned_exits(usize::MAX);
+            let now = self.now();
+            self.record_planned_exits(usize::MAX, now);
             killed_leftovers.extend(self.kill_inherited_now());
             let alive = self.live_ids();
             if alive.is_empty() {
                 break;
             }
-            let now = self.now();
             if now >= schedule.give_up_at {
                 tracing::error!(
                     remaining = alive.len(),

@@ -105,6 +105,8 @@ pub struct Supervisor {
     pub(super) planned_exits: std::collections::VecDeque<(ProcessId, ChildExit)>,
     /// Which sources have been read in full in this run; ids of the others wait.
     sources_read: SourcesRead,
+    /// Whether the desired state has been read once (a resync's changes are told after that).
+    desired_loaded: bool,
 }
 
 impl Supervisor {
@@ -149,6 +151,7 @@ impl Supervisor {
             resynced_many: false,
             planned_exits: std::collections::VecDeque::new(),
             sources_read: SourcesRead::NONE,
+            desired_loaded: false,
         }
     }
 
@@ -177,15 +180,28 @@ impl Supervisor {
     /// Brings the desired records in memory back in line with the store, and marks every known
     /// id for planning. Only the records whose stamp (generation, resets, owner) differs from
     /// the one in memory are read and decoded again, so a resync of 10,000 unchanged records
-    /// builds no spec and leaves no freed memory behind.
+    /// builds no spec and leaves no freed memory behind. What changed in a record read again or
+    /// removed joins the id's history, as `desired_changed` would have told it (the change's
+    /// notice comes later, or was lost, and then finds nothing new); the first read, at start,
+    /// tells nothing: what the store holds was told when it was written.
     pub fn resync(&mut self) -> Result<(), StoreError> {
+        let now = self.now();
+        let tell = self.desired_loaded;
         let (stamps, corrupt) = self.store.desired_stamps()?;
         for error in corrupt {
             tracing::error!(error = %Chain(&error), "skipping a corrupt desired record");
         }
         self.dirty.extend(self.desired.keys().cloned());
         let stored: HashSet<&ProcessId> = stamps.iter().map(|stamp| &stamp.id).collect();
-        self.desired.retain(|id, _| stored.contains(id));
+        let removed: Vec<ProcessId> = self
+            .desired
+            .keys()
+            .filter(|id| !stored.contains(id))
+            .cloned()
+            .collect();
+        for id in removed {
+            self.remove_desired(&id, now, tell);
+        }
         let mut read_again = 0;
         for stamp in &stamps {
             if self
@@ -199,20 +215,19 @@ impl Supervisor {
             match self.store.desired(&stamp.id) {
                 Ok(Some(mut record)) => {
                     self.share_known_spec(&mut record);
-                    self.desired.insert(record.id.clone(), record);
+                    self.replace_desired(record, now, tell);
                 }
                 // Deleted since the scan: its notification follows.
-                Ok(None) => {
-                    self.desired.remove(&stamp.id);
-                }
+                Ok(None) => self.remove_desired(&stamp.id, now, tell),
                 Err(error @ StoreError::Corrupt { .. }) => {
                     tracing::error!(error = %Chain(&error), "skipping a corrupt desired record");
-                    self.desired.remove(&stamp.id);
+                    self.remove_desired(&stamp.id, now, tell);
                 }
                 // The store failed, not the record: what is in memory stays until the next try.
                 Err(error) => return Err(error),
             }
         }
+        self.desired_loaded = true;
         self.dirty.extend(self.desired.keys().cloned());
         self.dirty.extend(self.observed.keys().cloned());
         self.resynced_many |= read_again >= BURST;
@@ -262,22 +277,41 @@ impl Supervisor {
         match self.store.desired(&id) {
             Ok(Some(mut record)) => {
                 self.share_known_spec(&mut record);
-                let events = reconcile::desired_events(self.desired.get(&id), Some(&record));
-                self.add_events(&id, events, now);
-                self.desired.insert(id.clone(), record);
+                self.replace_desired(record, now, true);
                 self.stop_grace.remove(&id);
             }
             Ok(None) => {
-                let events = reconcile::desired_events(self.desired.get(&id), None);
-                self.add_events(&id, events, now);
-                self.desired.remove(&id);
-                self.take_stop_request(&id);
+                self.remove_desired(&id, now, true);
+                self.take_stop_request(&id, now);
             }
             Err(error) => {
                 tracing::error!(%id, error = %Chain(&error), "cannot read a changed desired record; keeping the last known one");
             }
         }
         self.dirty.insert(id);
+    }
+
+    /// Puts a desired record read from the store in place of the one in memory: what changed
+    /// joins the id's history (when `tell`), and a held id waits for no `--max-processes` slot.
+    fn replace_desired(&mut self, record: DesiredRecord, now: UnixMillis, tell: bool) {
+        if tell {
+            let events = reconcile::desired_events(self.desired.get(&record.id), Some(&record));
+            self.add_events(&record.id, events, now);
+        }
+        if record.held {
+            self.capacity.forget_pending(&record.id);
+        }
+        self.desired.insert(record.id.clone(), record);
+    }
+
+    /// Drops the desired record of `id` from memory (the store holds none any more); that it
+    /// is no longer desired joins the id's history when `tell`.
+    fn remove_desired(&mut self, id: &ProcessId, now: UnixMillis, tell: bool) {
+        let removed = self.desired.remove(id);
+        if tell {
+            let events = reconcile::desired_events(removed.as_ref(), None);
+            self.add_events(id, events, now);
+        }
     }
 
     pub fn handle(&mut self, event: Event) {
@@ -351,9 +385,8 @@ impl Supervisor {
         }
     }
 
-    /// Records up to `at_most` of the planned exits reaped so far.
-    pub(super) fn record_planned_exits(&mut self, at_most: usize) {
-        let now = self.now();
+    /// Records up to `at_most` of the planned exits reaped so far, at `now` (the step's time).
+    pub(super) fn record_planned_exits(&mut self, at_most: usize, now: UnixMillis) {
         for _ in 0..at_most {
             let Some((id, exit)) = self.planned_exits.pop_front() else {
                 return;
@@ -413,7 +446,7 @@ impl Supervisor {
 
     /// Applies a grace period that the delete of `id` asked for: to the coming stop, or to a stop
     /// already under way when it is shorter.
-    fn take_stop_request(&mut self, id: &ProcessId) {
+    fn take_stop_request(&mut self, id: &ProcessId, now: UnixMillis) {
         let grace = match self.store.take_stop_request(id) {
             Ok(Some(grace)) => grace,
             Ok(None) => return,
@@ -422,7 +455,6 @@ impl Supervisor {
                 return;
             }
         };
-        let now = self.now();
         match self.observed.get(id) {
             Some(observed) if observed.phase == Phase::Stopping => {
                 if let Some(next) = shorten_stop(observed, grace, now) {
@@ -570,7 +602,7 @@ impl Supervisor {
                 }
                 let mut ids = std::mem::take(&mut self.urgent);
                 if within_budget {
-                    self.record_planned_exits(PLANNED_EXITS_STEP);
+                    self.record_planned_exits(PLANNED_EXITS_STEP, now);
                     for _ in 0..BULK_STEP {
                         match self.dirty.pop_first() {
                             Some(id) => {
@@ -762,32 +794,31 @@ impl Supervisor {
         }
     }
 
-    /// Writes the events of the pass (flushed with the observed records), and forgets the
-    /// history of the ids the loop forgot: neither desired nor observed any more. A history that
-    /// cannot be written is logged and left: it is what `describe` tells, not what the loop
-    /// decides by.
+    /// Writes the events of the pass and forgets the histories of the ids the loop forgot
+    /// (neither desired nor observed any more), in ONE batch flushed with the observed records.
+    /// A forgotten id's events of this pass are not written at all: they would go with it. A
+    /// history that cannot be written is logged and left: it is what `describe` tells, not what
+    /// the loop decides by.
     fn persist_events(&mut self) {
         let forgotten =
             |id: &ProcessId| !self.observed.contains_key(id) && !self.desired.contains_key(id);
-        let mut gone: Vec<ProcessId> = self
+        let mut gone: BTreeSet<ProcessId> = self
             .unsaved
             .iter()
             .filter(|id| forgotten(id))
             .cloned()
             .collect();
+        let mut appended = Vec::with_capacity(self.unsaved_events.len());
         for (id, events) in std::mem::take(&mut self.unsaved_events) {
             if forgotten(&id) {
-                gone.push(id);
-                continue;
-            }
-            if let Err(error) = self.store.append_history(&id, &events) {
-                tracing::warn!(%id, error = %Chain(&error), "cannot record the events of a process's life");
+                gone.insert(id);
+            } else {
+                appended.push((id, events));
             }
         }
-        for id in gone {
-            if let Err(error) = self.store.delete_history(&id) {
-                tracing::warn!(%id, error = %Chain(&error), "cannot forget the events of a forgotten process");
-            }
+        let gone: Vec<ProcessId> = gone.into_iter().collect();
+        if let Err(error) = self.store.record_histories(&appended, &gone) {
+            tracing::warn!(error = %Chain(&error), "cannot record the events of the processes' lives");
         }
     }
 
@@ -942,6 +973,16 @@ mod tests {
         max_processes: Option<u32>,
         cgroup_tree: Option<super::super::cgroup::CgroupTree>,
     ) -> Supervisor {
+        supervisor_with_clock(dir, max_processes, cgroup_tree, Arc::new(|| NOW))
+    }
+
+    /// `supervisor_in_mode` with the clock `clock`.
+    fn supervisor_with_clock(
+        dir: &std::path::Path,
+        max_processes: Option<u32>,
+        cgroup_tree: Option<super::super::cgroup::CgroupTree>,
+        clock: crate::clock::Clock,
+    ) -> Supervisor {
         let store = Arc::new(Store::open(&dir.join("store")).unwrap());
         let config = RuntimeConfig {
             data_dir: dir.to_path_buf(),
@@ -959,7 +1000,7 @@ mod tests {
             log_max_files: 1,
             metrics: Metrics::new().unwrap(),
             readiness: Readiness::default(),
-            clock: Arc::new(|| NOW),
+            clock,
             watchdog: None,
         };
         let log_dir = dir.join("logs");
@@ -1069,7 +1110,7 @@ mod tests {
         while supervisor.observed[&web].phase == Phase::Stopping {
             assert!(std::time::Instant::now() < deadline, "the SIGTERM ends it");
             supervisor.reap();
-            supervisor.record_planned_exits(usize::MAX);
+            supervisor.record_planned_exits(usize::MAX, NOW);
             std::thread::sleep(Duration::from_millis(5));
         }
         std::mem::forget(cleanup);
@@ -1359,7 +1400,7 @@ mod tests {
         let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
         assert_eq!(read(crashed_leaf.join("cgroup.kill")), "1");
         assert_eq!(read(leaf.join("cgroup.kill")), "");
-        second.kill(&id("kept"));
+        second.kill(&id("kept"), NOW);
         assert_eq!(
             read(leaf.join("cgroup.kill")),
             "1",
@@ -1433,7 +1474,7 @@ mod tests {
             Duration::from_secs(1),
             NOW,
         );
-        supervisor.kill(&id("newcomer"));
+        supervisor.kill(&id("newcomer"), NOW);
 
         let status = child.wait().unwrap();
         // Reaped: the guard must not signal a pid that is no longer ours.
@@ -1442,6 +1483,179 @@ mod tests {
             status.signal(),
             Some(nix::sys::signal::Signal::SIGKILL as i32),
             "only the newcomer's SIGKILL reached the process, not the SIGTERM meant for the old one"
+        );
+    }
+
+    /// The regression of a kill and a pending record stamped with the clock read when they
+    /// were recorded, later than the step that decided them: each event of a step carries the
+    /// step's time, so none comes out later than what the next step does.
+    #[tokio::test]
+    async fn the_events_of_a_step_carry_the_steps_time() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        // A clock that moves on a millisecond every time it is read.
+        let ticks = Arc::new(AtomicU64::new(0));
+        let clock: crate::clock::Clock =
+            Arc::new(move || UnixMillis(NOW.0 + ticks.fetch_add(1, Ordering::Relaxed)));
+        let mut supervisor = supervisor_with_clock(dir.path(), Some(0), None, clock);
+        // `stuck` is stopping past its deadline (SIGKILL due); `waiting` finds no free slot.
+        let stuck = ObservedRecord {
+            stop_reason: Some(StopReason::Undesired),
+            stop_deadline: Some(NOW),
+            ..record("stuck", Phase::Stopping)
+        };
+        supervisor.observed.insert(id("stuck"), stuck);
+        supervisor
+            .desired
+            .insert(id("waiting"), desired_api("waiting", sleeper()));
+        supervisor.dirty.extend([id("stuck"), id("waiting")]);
+        let step = UnixMillis(NOW.0 + 1_000);
+
+        supervisor.reconcile(step);
+
+        let times = |name: &str| -> Vec<(Happened, UnixMillis)> {
+            supervisor
+                .store
+                .history(&id(name))
+                .unwrap()
+                .into_iter()
+                .map(|event| (event.happened, event.at))
+                .collect()
+        };
+        assert_eq!(times("stuck"), [(Happened::Killed, step)]);
+        let waiting = times("waiting");
+        assert!(
+            matches!(waiting.as_slice(), [(Happened::Pending { .. }, at)] if *at == step),
+            "{waiting:?}"
+        );
+    }
+
+    /// The regression of a held process that kept its `--max-processes` slot for as long as it
+    /// was held (and, held while backing off, kept its backoff): put down for the hold, it gives
+    /// the slot to a pending process, and its release is a start that waits for a free slot.
+    #[tokio::test]
+    async fn a_held_process_gives_its_slot_up_and_its_release_waits_for_one() {
+        use crate::reconcile::OperatorVerb;
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), Some(1));
+        let (held, waiting) = (id("held"), id("waiting"));
+        for name in [&held, &waiting] {
+            supervisor
+                .store
+                .put_desired(name, &sleeper(), &Source::Api)
+                .unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        // `held` holds the only slot, backing off; `waiting` waits for a slot.
+        for observed in [
+            record("held", Phase::BackingOff),
+            record("waiting", Phase::Pending),
+        ] {
+            supervisor.observed.insert(observed.id.clone(), observed);
+        }
+        supervisor.capacity.recount(supervisor.observed.values());
+        assert_eq!(supervisor.capacity.slots_in_use(), 1);
+
+        supervisor.store.operate(&held, OperatorVerb::Hold).unwrap();
+        supervisor.desired_changed(held.clone());
+        for _ in 0..10 {
+            supervisor.reconcile(NOW);
+            if !supervisor.has_work() {
+                break;
+            }
+        }
+        let started = supervisor.observed[&waiting].clone();
+        let _cleanup = Spawned(started.pid.into_iter().collect());
+        assert_eq!(started.phase, Phase::Running, "the freed slot is used");
+        let down = &supervisor.observed[&held];
+        assert_eq!(
+            (down.phase, down.stop_reason, down.next_restart_at),
+            (Phase::Stopped, Some(StopReason::Held), None),
+            "put down for the hold, its backoff dropped"
+        );
+        assert!(!supervisor.capacity.pending().any(|id| *id == held));
+
+        // Released: a start like a new process's, pending while the slot is taken.
+        supervisor
+            .store
+            .operate(&held, OperatorVerb::Release)
+            .unwrap();
+        supervisor.desired_changed(held.clone());
+        for _ in 0..10 {
+            supervisor.reconcile(NOW);
+            if !supervisor.has_work() {
+                break;
+            }
+        }
+        assert_eq!(supervisor.observed[&held].phase, Phase::Pending);
+        assert_eq!(supervisor.observed[&held].pid, None);
+        assert_eq!(supervisor.capacity.slots_in_use(), 1);
+        assert_eq!(supervisor.observed[&waiting], started, "undisturbed");
+    }
+
+    /// The regression of a resync (every 30 s, or after the spec directory's first scan) that
+    /// read a changed desired record before the loop's notice of the change: the notice then
+    /// found nothing new, and the change never joined the id's history. The resync tells it,
+    /// the late notice adds nothing, and the first read at start tells nothing.
+    #[tokio::test]
+    async fn a_resync_tells_the_changes_it_reads_before_their_notices_once() {
+        use crate::reconcile::{Happened, OperatorVerb};
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let names = ["edited", "held", "deleted"];
+        for name in names {
+            supervisor
+                .store
+                .put_desired(&id(name), &sleeper(), &Source::Api)
+                .unwrap();
+        }
+        // Known to have run, so that its history outlives its desired record.
+        supervisor
+            .observed
+            .insert(id("deleted"), record("deleted", Phase::Stopped));
+        supervisor.resync().unwrap();
+        supervisor.persist();
+        let kinds = |supervisor: &Supervisor, name: &str| -> Vec<&'static str> {
+            supervisor
+                .store
+                .history(&id(name))
+                .unwrap()
+                .iter()
+                .map(|event| event.happened.word())
+                .collect()
+        };
+        for name in names {
+            assert!(kinds(&supervisor, name).is_empty(), "{name}: told at start");
+        }
+
+        // Changes whose notices have not reached the loop yet.
+        let edited = ProcessSpec {
+            args: vec!["edited".to_string()],
+            ..sleeper()
+        };
+        let store = Arc::clone(&supervisor.store);
+        store
+            .put_desired(&id("edited"), &edited, &Source::Api)
+            .unwrap();
+        store.operate(&id("held"), OperatorVerb::Hold).unwrap();
+        store.delete_desired(&id("deleted"), &Source::Api).unwrap();
+        store
+            .put_desired(&id("new"), &sleeper(), &Source::Api)
+            .unwrap();
+        supervisor.resync().unwrap();
+        // The notices arrive after the resync read the records.
+        for name in ["edited", "held", "deleted", "new"] {
+            supervisor.desired_changed(id(name));
+        }
+        supervisor.persist();
+
+        assert_eq!(kinds(&supervisor, "edited"), ["spec-changed"]);
+        assert_eq!(kinds(&supervisor, "held"), ["held"]);
+        assert_eq!(kinds(&supervisor, "deleted"), ["undeclared"]);
+        let new = supervisor.store.history(&id("new")).unwrap();
+        assert!(
+            matches!(new.as_slice(), [event] if event.happened == Happened::Declared { generation: 1, source: Source::Api }),
+            "{new:?}"
         );
     }
 }

@@ -2,7 +2,8 @@
 //! on JSON values that add what an older launcher did not write, and the one sled transaction
 //! that applies them when the store is opened; version 1 goes to 2 that way, 2 to 3 and 3 to 4
 //! by recording the version alone (a version-2 record is a version-3 record, and a version-3
-//! record a version-4 record).
+//! record a version-4 record), 4 to 5 by moving each id's history (one JSON list under its id)
+//! into one record per event (`super::history`), keeping the events.
 //!
 //! A migration never overwrites a field that is present, and never writes back a record that
 //! does not decode as the current type afterwards: such a record is left as it was, so that the
@@ -15,8 +16,9 @@ use serde_json::{json, Map, Value};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
+use super::history::history_key;
 use super::{encode, io, Store, StoreError, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
-use crate::reconcile::{DesiredRecord, ObservedRecord};
+use crate::reconcile::{DesiredRecord, LifeEvent, ObservedRecord, MAX_LIFE_EVENTS};
 
 /// The version `from_v1` produces. It is not `SCHEMA_VERSION` itself, because when the schema
 /// moves on, the migration from version 2 is chained after this one, and this one must keep
@@ -29,11 +31,14 @@ const V3: u32 = 3;
 /// The version `from_v3` produces.
 const V4: u32 = 4;
 
-// This file migrates up to version 4 only: a later `SCHEMA_VERSION` needs a migration from
-// version 4 chained after `from_v3` (and `Store::check_schema` taught to run it).
+/// The version `from_v4` produces.
+const V5: u32 = 5;
+
+// This file migrates up to version 5 only: a later `SCHEMA_VERSION` needs a migration from
+// version 5 chained after `from_v4` (and `Store::migrate_from` taught to run it).
 const _: () = assert!(
-    V4 == SCHEMA_VERSION,
-    "chain a migration from version 4 to SCHEMA_VERSION"
+    V5 == SCHEMA_VERSION,
+    "chain a migration from version 5 to SCHEMA_VERSION"
 );
 
 /// The fields a `ProcessSpec` of version 1 may lack (they were added with serde defaults), with
@@ -236,6 +241,72 @@ pub(super) fn from_v3(store: &Store) -> Result<(), StoreError> {
     tracing::info!(
         path = %store.path.display(),
         "the store moved from schema version 3 to {V4}; its records are read as they are"
+    );
+    Ok(())
+}
+
+/// Migrates a store of schema version 4 to version 5: each history, a JSON list of events
+/// under its id, becomes one record per event under `<id> NUL <seq>` (its last
+/// `MAX_LIFE_EVENTS`, numbered from 0, oldest first), in ONE batch of the history tree that
+/// also removes the lists; then the version is recorded. A crash before the version is written
+/// leaves a version-4 store whose histories are in the new shape, or not at all, so the next
+/// open runs this again and finds only the ones left to move (a key of the new shape holds a
+/// NUL, which no id does). A list that does not decode is dropped, with a log line: a history
+/// is what `describe` tells, never what the loop decides by.
+pub(super) fn from_v4(store: &Store) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let (mut moved, mut events, mut dropped) = (0usize, 0usize, 0usize);
+    for entry in store.history.iter() {
+        let (key, bytes) = entry.map_err(|source| {
+            io(
+                format!("reading the history tree to migrate it to schema version {V5}"),
+                source,
+            )
+        })?;
+        if key.contains(&0) {
+            continue;
+        }
+        batch.remove(key.clone());
+        let key_text = String::from_utf8_lossy(&key).into_owned();
+        match serde_json::from_slice::<Vec<LifeEvent>>(&bytes) {
+            Ok(history) => {
+                let kept = history.len().saturating_sub(MAX_LIFE_EVENTS);
+                for (seq, event) in (0u64..).zip(&history[kept..]) {
+                    let new_key = history_key(&key, seq);
+                    batch.insert(new_key, encode("history", &key_text, event)?);
+                    events += 1;
+                }
+                moved += 1;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    key = %key_text,
+                    %error,
+                    "a version-4 history does not decode; it is dropped (describe shows no \
+                     events before this launcher's)"
+                );
+                dropped += 1;
+            }
+        }
+    }
+    store.history.apply_batch(batch).map_err(|source| {
+        io(
+            format!("moving {moved} histories to the shape of schema version {V5}"),
+            source,
+        )
+    })?;
+    store.flush()?;
+    store
+        .meta
+        .insert(SCHEMA_VERSION_KEY, V5.to_string().as_bytes())
+        .map_err(|source| io(format!("recording schema version {V5}"), source))?;
+    store.flush()?;
+    tracing::info!(
+        path = %store.path.display(),
+        histories = moved,
+        events,
+        dropped,
+        "the store moved from schema version 4 to {V5}: one record per event of a history"
     );
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! `migrate`, run once when an older store is opened. A store written by a newer launcher, or
 //! with a version no launcher writes, is refused with a message, never misread.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -24,9 +24,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::reconcile::{
-    append_events, join, operate, DesiredRecord, ExitStatus, LifeEvent, ObservedRecord,
-    OperatorRefusal, OperatorVerb, ProcessId, ProcessRow, ProcessSpec, Source, SpawnIntent,
-    UnixMillis,
+    join, operate, DesiredRecord, ExitStatus, ObservedRecord, OperatorRefusal, OperatorVerb,
+    ProcessId, ProcessRow, ProcessSpec, Source, SpawnIntent, UnixMillis,
 };
 
 /// The shape of the records this build reads and writes: serde JSON of the domain types as they
@@ -53,7 +52,12 @@ use crate::reconcile::{
 /// `restarts` (each id's restart count, kept across deletes like `resets`) and `history` (each
 /// id's last events). A version-3 launcher would read a held process as one to start, so the
 /// version moves: `migrate::from_v3` only records it.
-pub const SCHEMA_VERSION: u32 = 4;
+///
+/// Version 5 stores a history as one record per event under the key `<id> NUL <seq>` (`seq` a
+/// big-endian u64, see `history`) instead of one JSON list per id under `<id>`, so that a
+/// pass appends an event without reading and rewriting the id's whole history.
+/// `migrate::from_v4` moves every version-4 history into that shape, keeping its events.
+pub const SCHEMA_VERSION: u32 = 5;
 
 const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
@@ -101,14 +105,14 @@ pub enum StoreError {
     /// The store was written by a newer launcher; `found` is its schema version as stored.
     #[error(
         "the store at {path} was written by a newer prism-launcher (schema version {found}); \
-         this launcher reads version {SCHEMA_VERSION} and migrates versions 1 to 3 to it, so \
+         this launcher reads version {SCHEMA_VERSION} and migrates versions 1 to 4 to it, so \
          upgrade the launcher or move the data directory aside"
     )]
     UnsupportedSchema { path: PathBuf, found: String },
     /// The stored schema version is no version any launcher writes (not a decimal number, or 0).
     #[error(
         "the store at {path} has an unreadable schema version {found:?}: no prism-launcher \
-         writes it (this launcher reads version {SCHEMA_VERSION} and migrates versions 1 to 3 to it), \
+         writes it (this launcher reads version {SCHEMA_VERSION} and migrates versions 1 to 4 to it), \
          so move the data directory aside"
     )]
     UnreadableSchema { path: PathBuf, found: String },
@@ -227,9 +231,12 @@ pub struct Store {
     resets: sled::Tree,
     /// The last restart count of each id, kept after deletes for the same reason as `resets`.
     restarts: sled::Tree,
-    /// The last `MAX_LIFE_EVENTS` events of each id (`describe`), written by the loop with its
-    /// observed records and removed when it forgets the id.
+    /// The last `MAX_LIFE_EVENTS` events of each id (`describe`), one key per event (see
+    /// `history`), written by the loop with its observed records and removed when it forgets
+    /// the id.
     history: sled::Tree,
+    /// The sequence number of each id's next event, for the ids whose history this run wrote.
+    history_next: Mutex<HashMap<ProcessId, u64>>,
     /// `<owner>\0<id>` for each desired record, so a source's records are found without a scan.
     by_owner: sled::Tree,
     meta: sled::Tree,
@@ -300,6 +307,7 @@ impl Store {
             resets: tree("resets")?,
             restarts: tree("restarts")?,
             history: tree("history")?,
+            history_next: Mutex::new(HashMap::new()),
             exits: tree("exits")?,
             meta: tree("meta")?,
             stop_requests: tree("stop_requests")?,
@@ -314,8 +322,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Accepts a store of `SCHEMA_VERSION`, records it in a new one, migrates one of version 1
-    /// or 2, and refuses anything else, before anyone reads a record.
+    /// Accepts a store of `SCHEMA_VERSION`, records it in a new one, migrates one of versions 1
+    /// to 4, and refuses anything else, before anyone reads a record.
     fn check_schema(&self) -> Result<(), StoreError> {
         let found = self
             .meta
@@ -326,9 +334,7 @@ impl Store {
             // one is new. Should it hold records anyway, they are of a shape no later than
             // version 1 (whose migration leaves complete records alone), never assumed current.
             if !self.desired.is_empty() || !self.observed.is_empty() {
-                migrate::from_v1(self)?;
-                migrate::from_v2(self)?;
-                return migrate::from_v3(self);
+                return self.migrate_from(1);
             }
             self.meta
                 .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string().as_bytes())
@@ -338,16 +344,7 @@ impl Store {
         let found = || String::from_utf8_lossy(&bytes).into_owned();
         match parse_schema_version(&bytes) {
             Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
-            Some(1) => {
-                migrate::from_v1(self)?;
-                migrate::from_v2(self)?;
-                migrate::from_v3(self)
-            }
-            Some(2) => {
-                migrate::from_v2(self)?;
-                migrate::from_v3(self)
-            }
-            Some(3) => migrate::from_v3(self),
+            Some(version @ 1..=4) => self.migrate_from(version),
             Some(version) if version > u64::from(SCHEMA_VERSION) => {
                 Err(StoreError::UnsupportedSchema {
                     path: self.path.clone(),
@@ -360,6 +357,21 @@ impl Store {
                 found: found(),
             }),
         }
+    }
+
+    /// Runs the migrations from `version` (1 to 4) to `SCHEMA_VERSION`, one after the other;
+    /// each records the version it produces, so a crash between two resumes at the next.
+    fn migrate_from(&self, version: u64) -> Result<(), StoreError> {
+        if version <= 1 {
+            migrate::from_v1(self)?;
+        }
+        if version <= 2 {
+            migrate::from_v2(self)?;
+        }
+        if version <= 3 {
+            migrate::from_v3(self)?;
+        }
+        migrate::from_v4(self)
     }
 
     /// The launcher id recorded in this store, or `candidate` recorded as it if there is none.
@@ -635,7 +647,8 @@ impl Store {
     /// `restarts`, so that it keeps growing across deletes). Durable before it returns, and the
     /// loop is told when the record changed; a verb applied already changes nothing.
     pub fn operate(&self, id: &ProcessId, verb: OperatorVerb) -> Result<Operated, StoreError> {
-        let operated = self.transact("applying an operator's verb", |tx| {
+        let action = format!("applying the operator's {verb} to process {id}");
+        let operated = self.transact(&action, |tx| {
             let Some(before) = tx.read(id)? else {
                 return Ok(Operated::NotDesired);
             };
@@ -664,65 +677,6 @@ impl Store {
             }
         }
         Ok(operated)
-    }
-
-    /// The last events of `id`'s life, oldest first (empty when there are none).
-    pub fn history(&self, id: &ProcessId) -> Result<Vec<LifeEvent>, StoreError> {
-        let bytes = self
-            .history
-            .get(id.as_str())
-            .map_err(|source| io(format!("reading the history of {id}"), source))?;
-        Ok(bytes
-            .map(|bytes| decode("history", id.as_str(), &bytes))
-            .transpose()?
-            .unwrap_or_default())
-    }
-
-    /// Adds `events` to the history of `id`, keeping the last `MAX_LIFE_EVENTS`. Not flushed:
-    /// the loop writes them with its observed records and flushes once. A history that no
-    /// longer decodes is started afresh rather than blocking every later event.
-    pub fn append_history(&self, id: &ProcessId, events: &[LifeEvent]) -> Result<(), StoreError> {
-        let mut history = match self.history(id) {
-            Ok(history) => history,
-            Err(StoreError::Corrupt { .. }) => Vec::new(),
-            Err(error) => return Err(error),
-        };
-        append_events(&mut history, events.iter().cloned());
-        let bytes = encode("history", id.as_str(), &history)?;
-        self.history
-            .insert(id.as_str(), bytes)
-            .map_err(|source| io(format!("writing the history of {id}"), source))?;
-        Ok(())
-    }
-
-    /// Forgets the history of `id` (the loop forgot the id). Not flushed: see `append_history`.
-    pub fn delete_history(&self, id: &ProcessId) -> Result<(), StoreError> {
-        self.history
-            .remove(id.as_str())
-            .map_err(|source| io(format!("deleting the history of {id}"), source))?;
-        Ok(())
-    }
-
-    /// Forgets the histories of the ids `known` says nothing of (at start: ids that lost their
-    /// records while no launcher ran). Returns how many went. Scans the histories once; not
-    /// flushed: a history left by a crash is harmless and goes at the next start.
-    pub fn forget_histories_except(
-        &self,
-        known: impl Fn(&ProcessId) -> bool,
-    ) -> Result<usize, StoreError> {
-        let mut forgotten = 0;
-        for entry in self.history.iter() {
-            let (key, _) = entry.map_err(|source| io("scanning the history tree", source))?;
-            let kept = ProcessId::new(String::from_utf8_lossy(&key).into_owned())
-                .is_ok_and(|id| known(&id));
-            if !kept {
-                self.history
-                    .remove(&key)
-                    .map_err(|source| io("forgetting a stray history", source))?;
-                forgotten += 1;
-            }
-        }
-        Ok(forgotten)
     }
 
     /// Asks the loop to stop `id` within `grace` when it is stopping already (its desired record
@@ -1182,6 +1136,7 @@ fn io(action: impl Into<String>, source: sled::Error) -> StoreError {
     }
 }
 
+mod history;
 mod intent_journal;
 mod migrate;
 #[cfg(test)]

@@ -1078,7 +1078,7 @@ fn a_version_1_store_is_migrated_once_at_open() {
 
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     assert_eq!(
         raw_get(dir.path(), "desired", "omega"),
@@ -1144,7 +1144,7 @@ fn a_store_written_by_a_newer_launcher_is_refused_and_left_unchanged() {
         "written by a newer prism-launcher".to_string(),
         format!("(schema version {newer})"),
         format!("reads version {SCHEMA_VERSION}"),
-        "migrates versions 1 to 3".to_string(),
+        "migrates versions 1 to 4".to_string(),
         "upgrade the launcher or move the data directory aside".to_string(),
     ] {
         assert!(message.contains(&expected), "{expected:?} in: {message}");
@@ -1260,7 +1260,7 @@ fn a_version_1_store_with_corrupt_records_opens_and_reports_them() {
     );
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
 }
 
@@ -1869,12 +1869,14 @@ fn shape_samples() -> Vec<(&'static str, serde_json::Value)> {
             ));
         }
     }
-    samples.push(("history", history_sample()));
+    for event in history_sample() {
+        samples.push(("history", serde_json::to_value(event).unwrap()));
+    }
     samples
 }
 
-/// A history holding one event of every kind, each field set.
-fn history_sample() -> serde_json::Value {
+/// A history holding one event of every kind, each field set (each stored as its own record).
+fn history_sample() -> Vec<crate::reconcile::LifeEvent> {
     use crate::reconcile::{Happened, LifeEvent};
     let every_kind = [
         Happened::Declared {
@@ -1921,26 +1923,26 @@ fn history_sample() -> serde_json::Value {
         Happened::Tripped { failures: 5 },
         Happened::KeptDown,
     ];
-    let history: Vec<LifeEvent> = every_kind
+    every_kind
         .into_iter()
         .map(|happened| LifeEvent {
             at: UnixMillis(1),
             happened,
         })
-        .collect();
-    serde_json::to_value(history).unwrap()
+        .collect()
 }
 
-/// The key paths of the records of schema version 4 (every field of the samples holds a value
-/// other than its default, so none is left out), by tree. A change of what the store
-/// writes changes this list: then bump `SCHEMA_VERSION`, add the migration from the current
-/// version in `migrate.rs`, and write the new list here.
-const SHAPE_OF_VERSION_4: &str = include_str!("shape_v4.txt");
+/// The key paths of the records of schema version 5 (every field of the samples holds a value
+/// other than its default, so none is left out), by tree, and the layout of the keys that are not
+/// an id alone. A change of what the store writes changes this list: then bump
+/// `SCHEMA_VERSION`, add the migration from the current version in `migrate.rs`, and write the
+/// new list here.
+const SHAPE_OF_VERSION_5: &str = include_str!("shape_v5.txt");
 
 #[test]
 fn the_stored_shape_is_the_one_of_the_schema_version() {
     assert_eq!(
-        SCHEMA_VERSION, 4,
+        SCHEMA_VERSION, 5,
         "write shape_v{SCHEMA_VERSION}.txt for a new version"
     );
     let mut shape = String::new();
@@ -1953,15 +1955,18 @@ fn the_stored_shape_is_the_one_of_the_schema_version() {
             shape.push_str(&format!("{tree}: {path}\n"));
         }
     }
+    // The key of event 258 of `shape`: the id, a NUL, the number as a big-endian u64.
+    let key = history::history_key(b"shape", 258);
+    shape.push_str(&format!("history key: {}\n", key.escape_ascii()));
     assert!(
-        shape == SHAPE_OF_VERSION_4,
+        shape == SHAPE_OF_VERSION_5,
         "the records the store writes changed shape: bump SCHEMA_VERSION, add a migration in \
          migrate.rs, and record the new shape in a new shape_v<N>.txt. The shape now:\n{shape}"
     );
 }
 
 #[test]
-fn a_version_2_store_is_read_as_it_is_and_records_version_4() {
+fn a_version_2_store_is_read_as_it_is_and_records_version_5() {
     let dir = tempfile::tempdir().unwrap();
     // A desired record as a version-2 launcher wrote it: every field, defaults included.
     let v2_desired = serde_json::json!({
@@ -2000,7 +2005,7 @@ fn a_version_2_store_is_read_as_it_is_and_records_version_4() {
     drop(store);
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     let rewritten = raw_get(dir.path(), "desired", "alpha").unwrap();
     let rewritten = String::from_utf8(rewritten).unwrap();
@@ -2011,7 +2016,7 @@ fn a_version_2_store_is_read_as_it_is_and_records_version_4() {
 }
 
 #[test]
-fn a_version_3_store_is_read_as_it_is_never_held_and_records_version_4() {
+fn a_version_3_store_is_read_as_it_is_never_held_and_records_version_5() {
     let dir = tempfile::tempdir().unwrap();
     // As a version-3 launcher wrote them: no `held`, `restarts` or `restarts_seen`.
     let v3_desired = serde_json::json!({
@@ -2050,7 +2055,7 @@ fn a_version_3_store_is_read_as_it_is_never_held_and_records_version_4() {
     drop(store);
     assert_eq!(
         raw_get(dir.path(), "meta", "schema_version").as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     let rewritten = String::from_utf8(raw_get(dir.path(), "desired", "alpha").unwrap()).unwrap();
     assert!(rewritten.contains("\"held\":true"), "{rewritten}");
@@ -2133,33 +2138,181 @@ fn an_operators_hold_and_restart_are_durable_idempotent_and_kept_across_spec_cha
     );
 }
 
+fn life_event(n: u64) -> crate::reconcile::LifeEvent {
+    crate::reconcile::LifeEvent {
+        at: UnixMillis(n),
+        happened: crate::reconcile::Happened::Started {
+            pid: 100 + n as u32,
+            generation: 1,
+        },
+    }
+}
+
+/// Appends `events` to `id`'s history in a batch of their own.
+fn append(store: &Store, id: &ProcessId, events: impl IntoIterator<Item = u64>) {
+    let events = events.into_iter().map(life_event).collect();
+    store
+        .record_histories(&[(id.clone(), events)], &[])
+        .unwrap();
+}
+
+/// The raw keys of the history tree, escaped.
+fn history_keys(dir: &Path) -> Vec<String> {
+    raw_db(dir)
+        .open_tree("history")
+        .unwrap()
+        .iter()
+        .keys()
+        .map(|key| key.unwrap().escape_ascii().to_string())
+        .collect()
+}
+
 #[test]
 fn a_history_keeps_the_last_events_of_an_id_and_goes_with_it() {
-    use crate::reconcile::{Happened, LifeEvent, MAX_LIFE_EVENTS};
+    use crate::reconcile::MAX_LIFE_EVENTS;
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let (kept, stray) = (id("kept"), id("stray"));
     assert!(store.history(&kept).unwrap().is_empty());
-    let event = |n: u64| LifeEvent {
-        at: UnixMillis(n),
-        happened: Happened::Started {
-            pid: 100 + n as u32,
-            generation: 1,
-        },
-    };
     for batch in (0..40).collect::<Vec<u64>>().chunks(7) {
-        let events: Vec<LifeEvent> = batch.iter().map(|n| event(*n)).collect();
-        store.append_history(&kept, &events).unwrap();
+        append(&store, &kept, batch.iter().copied());
     }
-    store.append_history(&stray, &[event(1)]).unwrap();
+    append(&store, &stray, [1]);
     let history = store.history(&kept).unwrap();
     assert_eq!(history.len(), MAX_LIFE_EVENTS);
-    assert_eq!(history.first(), Some(&event(40 - MAX_LIFE_EVENTS as u64)));
-    assert_eq!(history.last(), Some(&event(39)), "oldest first");
+    assert_eq!(
+        history.first(),
+        Some(&life_event(40 - MAX_LIFE_EVENTS as u64))
+    );
+    assert_eq!(history.last(), Some(&life_event(39)), "oldest first");
 
     assert_eq!(store.forget_histories_except(|id| *id == kept).unwrap(), 1);
     assert!(store.history(&stray).unwrap().is_empty());
     assert_eq!(store.history(&kept).unwrap().len(), MAX_LIFE_EVENTS);
-    store.delete_history(&kept).unwrap();
+    store
+        .record_histories(&[], std::slice::from_ref(&kept))
+        .unwrap();
     assert!(store.history(&kept).unwrap().is_empty());
+}
+
+/// The regression of a pass that read, decoded and rewrote every id's whole history (up to 32
+/// events of JSON) for each event: an event is one record of its own, appending one writes one
+/// key and removes the one that fell out of the window, and the trimming leaves exactly the
+/// last `MAX_LIFE_EVENTS` keys, numbered on across a launcher restart.
+#[test]
+fn each_event_is_a_record_of_its_own_and_an_append_touches_only_its_own_keys() {
+    use crate::reconcile::MAX_LIFE_EVENTS;
+    let dir = tempfile::tempdir().unwrap();
+    let web = id("web");
+    {
+        let store = open(dir.path());
+        append(&store, &web, 0..MAX_LIFE_EVENTS as u64);
+        store.flush().unwrap();
+    }
+    let key = |seq: u64| history::history_key(b"web", seq).escape_ascii().to_string();
+    let full: Vec<String> = (0..MAX_LIFE_EVENTS as u64).map(key).collect();
+    assert_eq!(
+        history_keys(dir.path()),
+        full,
+        "one key per event, in order"
+    );
+    {
+        // A restarted launcher finds the next number with one reverse scan, and an append
+        // removes only the event that fell out.
+        let store = open(dir.path());
+        append(&store, &web, [100]);
+        append(&store, &web, [101, 102]);
+        let history = store.history(&web).unwrap();
+        assert_eq!(history.len(), MAX_LIFE_EVENTS);
+        assert_eq!(history.first(), Some(&life_event(3)));
+        assert_eq!(history.last(), Some(&life_event(102)));
+        store.flush().unwrap();
+    }
+    let shifted: Vec<String> = (3..MAX_LIFE_EVENTS as u64 + 3).map(key).collect();
+    assert_eq!(history_keys(dir.path()), shifted);
+}
+
+#[test]
+fn forgetting_a_history_removes_its_ids_range_alone_and_a_forgotten_id_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Ids whose text begins with another's: their ranges must not overlap.
+    let names = ["a", "a.b", "ab", "b"];
+    for (n, name) in names.iter().enumerate() {
+        append(&store, &id(name), [n as u64, 10 + n as u64]);
+    }
+    // Forgotten and appended to in the same batch: the new events start a new history.
+    store
+        .record_histories(&[(id("b"), vec![life_event(99)])], &[id("a"), id("b")])
+        .unwrap();
+    assert!(store.history(&id("a")).unwrap().is_empty());
+    assert_eq!(store.history(&id("b")).unwrap(), [life_event(99)]);
+    assert_eq!(
+        store.history(&id("a.b")).unwrap(),
+        [life_event(1), life_event(11)]
+    );
+    assert_eq!(
+        store.history(&id("ab")).unwrap(),
+        [life_event(2), life_event(12)]
+    );
+    append(&store, &id("a"), [7]);
+    assert_eq!(store.history(&id("a")).unwrap(), [life_event(7)]);
+
+    // At start: every id's range is visited once, the unknown ones removed whole.
+    assert_eq!(
+        store
+            .forget_histories_except(|id| id.as_str() == "ab")
+            .unwrap(),
+        3
+    );
+    for gone in ["a", "a.b", "b"] {
+        assert!(store.history(&id(gone)).unwrap().is_empty(), "{gone}");
+    }
+    assert_eq!(store.history(&id("ab")).unwrap().len(), 2);
+    store.flush().unwrap();
+    drop(store);
+    assert_eq!(history_keys(dir.path()).len(), 2);
+}
+
+#[test]
+fn a_version_4_store_keeps_its_histories_one_record_per_event() {
+    use crate::reconcile::MAX_LIFE_EVENTS;
+    let dir = tempfile::tempdir().unwrap();
+    let long: Vec<_> = (0..40).map(life_event).collect();
+    let short = vec![life_event(1), life_event(2)];
+    let long_json = serde_json::to_vec(&long).unwrap();
+    let short_json = serde_json::to_vec(&short).unwrap();
+    write_raw_store(
+        dir.path(),
+        b"4",
+        &[
+            ("history", "long", &long_json),
+            ("history", "short", &short_json),
+            ("history", "broken", b"[{\"at\":"),
+        ],
+    );
+
+    {
+        let store = open(dir.path());
+        assert_eq!(store.history(&id("short")).unwrap(), short);
+        assert_eq!(
+            store.history(&id("long")).unwrap(),
+            long[40 - MAX_LIFE_EVENTS..].to_vec(),
+            "the last events, oldest first"
+        );
+        assert!(store.history(&id("broken")).unwrap().is_empty(), "dropped");
+        // Numbered on from the moved events.
+        append(&store, &id("short"), [3]);
+        assert_eq!(
+            store.history(&id("short")).unwrap(),
+            [life_event(1), life_event(2), life_event(3)]
+        );
+    }
+    assert_eq!(
+        raw_get(dir.path(), "meta", "schema_version").as_deref(),
+        Some(b"5".as_slice())
+    );
+    let keys = history_keys(dir.path());
+    assert_eq!(keys.len(), MAX_LIFE_EVENTS + 3, "{keys:?}");
+    assert!(keys.iter().all(|key| key.contains("\\x00")), "{keys:?}");
 }

@@ -108,7 +108,8 @@ impl UsageBoard {
         self.sample_where(reader, now, |id| limited.contains(id))
     }
 
-    /// The usage of the live processes `wanted` picks.
+    /// The usage of the live processes `wanted` picks (a walk of every live process: for one
+    /// id, `sample_one`).
     pub fn sample_where(
         &self,
         reader: Reader,
@@ -122,6 +123,30 @@ impl UsageBoard {
             .filter(|(id, _)| wanted(id))
             .map(|(id, pid)| (id.clone(), *pid))
             .collect();
+        self.usage_of(reader, now, live)
+    }
+
+    /// The usage of `id`'s process, if it has a live one: one lookup, whatever the number of
+    /// live processes (`describe`).
+    pub fn sample_one(
+        &self,
+        reader: Reader,
+        now: UnixMillis,
+        id: &ProcessId,
+    ) -> Option<ResourceUsage> {
+        let pid = *self.lock().live.get(id)?;
+        self.usage_of(reader, now, vec![(id.clone(), pid)])
+            .remove(id)
+    }
+
+    /// Samples `live` (ids and their pids) for `reader`: the /proc reads without the lock, then
+    /// the CPU percentages against the reader's previous samples.
+    fn usage_of(
+        &self,
+        reader: Reader,
+        now: UnixMillis,
+        live: Vec<(ProcessId, u32)>,
+    ) -> BTreeMap<ProcessId, ResourceUsage> {
         let readings: Vec<(ProcessId, u32, u64, u64)> = live
             .into_iter()
             .filter_map(|(id, pid)| {
@@ -218,5 +243,27 @@ mod tests {
         assert_eq!(sample[&id].cpu_percent, 50.0, "50 ticks of 100 in a second");
         board.untrack(&id);
         assert!(board.sample(UnixMillis(3_000)).is_empty());
+    }
+
+    #[test]
+    fn one_process_is_sampled_by_its_id_alone() {
+        let sampled = Arc::new(Mutex::new(Vec::new()));
+        let seen = sampled.clone();
+        let board = UsageBoard::new(
+            Arc::new(move |_, pid| {
+                seen.lock().unwrap().push(pid);
+                Some((u64::from(pid) * 1024, 0))
+            }),
+            100,
+        );
+        for (name, pid) in [("a", 7), ("b", 8), ("c", 9)] {
+            board.track(&ProcessId::new(name).unwrap(), pid);
+        }
+        let b = ProcessId::new("b").unwrap();
+        let usage = board.sample_one(Reader::Status, UnixMillis(0), &b).unwrap();
+        assert_eq!(usage.memory_bytes, 8 * 1024);
+        assert_eq!(*sampled.lock().unwrap(), [8], "only b's process is read");
+        board.untrack(&b);
+        assert_eq!(board.sample_one(Reader::Status, UnixMillis(0), &b), None);
     }
 }
