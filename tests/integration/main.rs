@@ -1,6 +1,7 @@
 //! The integration tests: one binary that runs the real `prism-launcher` against real processes.
 
 mod admin;
+mod apply_delete;
 mod configuration;
 mod declarative;
 mod harness;
