@@ -8,6 +8,7 @@ mod harness;
 mod hostile_specs;
 mod inputs;
 mod lifecycle;
+mod log_instances;
 mod observability;
 mod operator;
 mod operator_verbs;
