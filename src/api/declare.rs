@@ -43,6 +43,19 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// TerminatePattern does).
 const DELETE_MARGIN: Duration = Duration::from_secs(5);
 
+/// The longest an `apply` waits before it answers (beyond its blocking work): clients await
+/// its answer this long and a margin.
+pub const APPLY_BOUND: Duration = APPLY_WAIT;
+
+/// The longest a `delete` whose processes' longest grace period is `longest_grace` waits
+/// before it answers (beyond its blocking work): for the watcher to undeclare what it removed,
+/// then for the stops.
+pub fn delete_bound(longest_grace: Duration) -> Duration {
+    APPLY_WAIT
+        .saturating_add(longest_grace)
+        .saturating_add(DELETE_MARGIN)
+}
+
 /// Most validation errors answered for one text (each is at most a few hundred bytes).
 const MAX_REPORTED_ERRORS: usize = 256;
 
