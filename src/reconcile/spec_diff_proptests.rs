@@ -5,6 +5,8 @@
 //! Specs are drawn from small sets of values per field, so that two of them often agree in a
 //! field, and a pair is a spec and the same spec with some of its fields taken from another.
 
+#![cfg(test)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
