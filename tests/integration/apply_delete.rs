@@ -176,3 +176,21 @@ fn one_id_in_two_input_files_is_refused_before_anything_is_written() {
         "{stdout}"
     );
 }
+
+/// Regression: a launcher killed in the middle of an `apply` left its temporary file (which may
+/// hold credentials) in the spec directory for good.
+#[test]
+fn a_temporary_file_an_interrupted_apply_left_is_removed_at_the_next_start() {
+    let mut launcher = TestLauncher::start();
+    launcher.stop(nix::sys::signal::Signal::SIGKILL, TIMEOUT);
+    let leftover = launcher.specs_dir().join(".prism-apply.4242.0.tmp");
+    std::fs::write(&leftover, sleeper("half", "  env: {PASSWORD: hunter2}\n")).unwrap();
+    let hand_written = launcher.specs_dir().join(".notes.tmp");
+    std::fs::write(&hand_written, "not the launcher's\n").unwrap();
+    launcher.spawn();
+    assert!(!leftover.exists(), "removed at start");
+    assert!(
+        hand_written.exists(),
+        "only the launcher's own temporary files go"
+    );
+}
