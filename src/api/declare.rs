@@ -134,7 +134,7 @@ pub async fn apply_specs(
         // Subscribed before the files are written, so that the watcher's record is never missed.
         let mut changes = context.store.subscribe();
         let (specs_dir, writes) = (context.specs_dir.clone(), plan.writes.clone());
-        blocking(move || write_all(&specs_dir, &writes))
+        let not_durable = blocking(move || write_all(&specs_dir, &writes))
             .await
             .map_err(|error| AdminError::Store(error.into()))??;
         for (path, _) in &plan.writes {
@@ -151,7 +151,7 @@ pub async fn apply_specs(
                 )
             })
             .collect();
-        wait_for_desired(&context, &mut changes, APPLY_WAIT, move |store| {
+        let applied = wait_for_desired(&context, &mut changes, APPLY_WAIT, move |store| {
             for (id, spec, source) in &expected {
                 let recorded = store.desired(id)?;
                 if !recorded.is_some_and(|record| *record.spec == *spec && record.source == *source)
@@ -161,7 +161,12 @@ pub async fn apply_specs(
             }
             Ok(true)
         })
-        .await?
+        .await?;
+        // Written, applied or not, but maybe not durable: said once the rest is done.
+        if let Some(error) = not_durable {
+            return Err(error.into());
+        }
+        applied
     };
     Ok(pb::ApplySpecsResponse {
         errors: Vec::new(),
@@ -225,6 +230,9 @@ pub async fn delete_processes(
         .filter(|target| target.file.is_some())
         .map(|target| target.id.clone())
         .collect();
+    // A removal done but maybe not durable: the delete goes on (the files are gone), and says
+    // so at the end.
+    let mut not_durable = None;
     if !removed.is_empty() {
         // Subscribed before the files go, so that the watcher's record is never missed; and
         // only for this wait, so that nothing piles up in it while the stops are awaited.
@@ -235,7 +243,7 @@ pub async fn delete_processes(
             removed.clone(),
             from_files.clone(),
         );
-        blocking(move || {
+        not_durable = blocking(move || {
             // A grace asked for is recorded before the files go, as TerminatePattern records it
             // with its delete: the loop takes it when the watcher undeclares the process.
             if let Some(grace) = grace {
@@ -245,14 +253,16 @@ pub async fn delete_processes(
                         .map_err(|error| AdminError::Store(error.into()))?;
                 }
             }
-            let removed = remove_all(&specs_dir, &files);
-            if removed.is_err() {
-                // Not to be taken by some later stop of these ids.
-                for id in &stopping {
-                    let _ = store.take_stop_request(id);
+            match remove_all(&specs_dir, &files) {
+                Ok(durability) => Ok(durability),
+                Err(error) => {
+                    // Not to be taken by some later stop of these ids.
+                    for id in &stopping {
+                        let _ = store.take_stop_request(id);
+                    }
+                    Err(AdminError::from(error))
                 }
             }
-            removed.map_err(AdminError::from)
         })
         .await
         .map_err(|error| AdminError::Store(error.into()))??;
@@ -325,6 +335,9 @@ pub async fn delete_processes(
             stopped: is_deleted(row.as_ref()),
         });
     }
+    if let Some(error) = not_durable {
+        return Err(error.into());
+    }
     Ok(pb::DeleteProcessesResponse { processes })
 }
 
@@ -334,35 +347,42 @@ fn is_deleted(row: Option<&ProcessRow>) -> bool {
     row.is_none_or(ProcessRow::is_gone)
 }
 
-/// Removes `files` from the spec directory. Each is attempted even when an earlier one is
-/// removed but not durably (that one is gone all the same); the first error is returned.
-fn remove_all(specs_dir: &Path, files: &[PathBuf]) -> Result<(), SpecDirWriteError> {
-    let mut first_error = None;
+/// Removes `files` from the spec directory. A removal done but not durably (the directory's
+/// fsync failed) is done all the same: the others are removed too, and the first such error is
+/// returned as `Ok(Some)`, for the caller to report once the call has done the rest.
+fn remove_all(
+    specs_dir: &Path,
+    files: &[PathBuf],
+) -> Result<Option<SpecDirWriteError>, SpecDirWriteError> {
+    let mut not_durable = None;
     for file in files {
         match remove_spec_file(specs_dir, file) {
             Ok(()) => {}
             Err(error @ SpecDirWriteError::NotDurable { .. }) => {
-                first_error.get_or_insert(error);
+                not_durable.get_or_insert(error);
             }
-            Err(error) => return Err(first_error.unwrap_or(error)),
+            Err(error) => return Err(error),
         }
     }
-    first_error.map_or(Ok(()), Err)
+    Ok(not_durable)
 }
 
 /// Writes `writes` into the spec directory, as `remove_all` removes.
-fn write_all(specs_dir: &Path, writes: &[(PathBuf, String)]) -> Result<(), SpecDirWriteError> {
-    let mut first_error = None;
+fn write_all(
+    specs_dir: &Path,
+    writes: &[(PathBuf, String)],
+) -> Result<Option<SpecDirWriteError>, SpecDirWriteError> {
+    let mut not_durable = None;
     for (path, text) in writes {
         match write_spec_file(specs_dir, path, text) {
             Ok(()) => {}
             Err(error @ SpecDirWriteError::NotDurable { .. }) => {
-                first_error.get_or_insert(error);
+                not_durable.get_or_insert(error);
             }
-            Err(error) => return Err(first_error.unwrap_or(error)),
+            Err(error) => return Err(error),
         }
     }
-    first_error.map_or(Ok(()), Err)
+    Ok(not_durable)
 }
 
 /// The ids that `file`, a spec-directory file that `apply` would rewrite or `delete` remove
