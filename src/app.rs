@@ -318,6 +318,16 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         Some(id) => id.clone(),
         None => store.launcher_id_or_insert(&new_launcher_id())?,
     };
+    // What a launcher killed in the middle of an `apply` left in the spec directory (it may
+    // hold credentials), before this run writes any. A directory the launcher may not write
+    // keeps them: the operator is told, and nothing else depends on it.
+    match crate::sources::applied::remove_leftover_temporaries(&specs_dir) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(specs_dir = %specs_dir.display(), removed,
+            "removed the temporary files of interrupted apply writes"),
+        Err(error) => tracing::warn!(specs_dir = %specs_dir.display(), %error,
+            "cannot remove the temporary files of interrupted apply writes"),
+    }
     let allowed_roots = allowed_roots(&config, &specs_dir)?;
     let token = config
         .security

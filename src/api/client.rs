@@ -14,6 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::{BearerToken, WithToken};
+use super::declare::{delete_bound, APPLY_BOUND};
 use super::proto::prism::launcher::v1 as pb;
 use super::tls::ClientTls;
 use pb::launcher_admin_client::LauncherAdminClient;
@@ -535,9 +536,17 @@ pub async fn apply_specs(
             .unwrap_or_default(),
         dry_run: request.dry_run,
     };
-    let answer = call_waiting(target, timeout, |mut client| async move {
-        client.apply_specs(request).await
-    })
+    let deadline = answer_deadline(APPLY_BOUND);
+    let answer = call_waiting(
+        target,
+        timeout,
+        deadline,
+        |mut client, grpc_timeout| async move {
+            client
+                .apply_specs(with_timeout(request, grpc_timeout))
+                .await
+        },
+    )
     .await?;
     Ok(ApplyView {
         errors: answer.errors,
@@ -558,21 +567,34 @@ pub async fn apply_specs(
 }
 
 /// Asks the launcher at `target` to undeclare `ids`, stopping their processes with `grace`
-/// (their specs' when `None`). `timeout` bounds connecting; the launcher bounds its wait for
-/// the stops by their grace periods.
+/// (their specs' when `None`). `timeout` bounds connecting (and, without `grace`, asking each
+/// process's grace period first); the launcher bounds its wait for the stops by their grace
+/// periods, and the answer is awaited that long and a margin.
 pub async fn delete_processes(
     target: &Target,
     ids: Vec<String>,
     grace: Option<Duration>,
     timeout: Duration,
 ) -> Result<Vec<DeletedView>, ClientError> {
+    let longest_grace = match grace {
+        Some(grace) => grace,
+        None => longest_grace(target, &ids, timeout).await?,
+    };
     let request = pb::DeleteProcessesRequest {
         process_ids: ids,
         grace_ms: grace.map(|grace| u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)),
     };
-    let answer = call_waiting(target, timeout, |mut client| async move {
-        client.delete_processes(request).await
-    })
+    let deadline = answer_deadline(delete_bound(longest_grace));
+    let answer = call_waiting(
+        target,
+        timeout,
+        deadline,
+        |mut client, grpc_timeout| async move {
+            client
+                .delete_processes(with_timeout(request, grpc_timeout))
+                .await
+        },
+    )
     .await?;
     Ok(answer
         .processes
@@ -646,16 +668,60 @@ where
     Ok(answer.into_inner())
 }
 
+/// The longest grace period of the specs of `ids`, as the launcher describes them (an id it
+/// does not know counts nothing: the delete itself answers for it), for the wait on a delete.
+async fn longest_grace(
+    target: &Target,
+    ids: &[String],
+    timeout: Duration,
+) -> Result<Duration, ClientError> {
+    let mut longest = Duration::ZERO;
+    for id in ids {
+        match describe_process(target, id, 0, timeout).await {
+            Ok(description) => {
+                let grace = u64::try_from(description.spec.termination_grace_ms).unwrap_or(0);
+                longest = longest.max(Duration::from_millis(grace));
+            }
+            Err(ClientError::Refused { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(longest)
+}
+
+/// What a waiting call adds to the launcher's own bound on its answer: the blocking work
+/// around its wait (reading and parsing, fsyncs, store reads) and the way there and back.
+const WAIT_MARGIN: Duration = Duration::from_secs(20);
+
+/// How much later than the client the launcher gives up on a call: the client's deadline
+/// fires first, with its own error, and the launcher does not wait for an answer nobody reads.
+const SERVER_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the answer of a call that the launcher bounds by `bound` is awaited.
+fn answer_deadline(bound: Duration) -> Duration {
+    bound.saturating_add(WAIT_MARGIN)
+}
+
+/// `message` as a request whose `grpc-timeout` is `timeout`.
+fn with_timeout<M>(message: M, timeout: Duration) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
 /// Connects to `target` within `timeout` and makes one call whose answer the launcher itself
-/// bounds in time (it waits for the loop or the watcher), so the answer is awaited without a
-/// deadline of the client's.
+/// bounds in time (it waits for the loop or the watcher): the answer is awaited until
+/// `deadline` (`answer_deadline` of that bound), never without one (a launcher that stopped
+/// answering, a connection gone silent). `request` gets the client and the `grpc-timeout` to
+/// send, a little after the client's own deadline.
 async fn call_waiting<T, F, Fut>(
     target: &Target,
     timeout: Duration,
+    deadline: Duration,
     request: F,
 ) -> Result<T, ClientError>
 where
-    F: FnOnce(Client) -> Fut,
+    F: FnOnce(Client, Duration) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     let address = target.address.to_string();
@@ -665,8 +731,12 @@ where
             address: address.clone(),
             timeout,
         })??;
-    let answer = request(client)
+    let answer = tokio::time::timeout(deadline, request(client, deadline + SERVER_GRACE))
         .await
+        .map_err(|_| ClientError::Timeout {
+            address: address.clone(),
+            timeout: deadline,
+        })?
         .map_err(|status| ClientError::Refused { address, status })?;
     Ok(answer.into_inner())
 }
@@ -740,5 +810,53 @@ impl From<pb::ProcessStatus> for ProcessView {
             ),
             held: process.held,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `apply` and `delete` awaited the launcher's answer with no deadline, so a
+    /// launcher that accepted the call and never answered held the CLI forever.
+    #[tokio::test]
+    async fn a_waiting_call_that_gets_no_answer_ends_at_its_deadline() {
+        // Accepts connections and never says a word.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let target = Target::tcp(address);
+        let call = call_waiting(
+            &target,
+            Duration::from_secs(2),
+            Duration::from_millis(300),
+            |mut client, grpc_timeout| async move {
+                client
+                    .apply_specs(with_timeout(pb::ApplySpecsRequest::default(), grpc_timeout))
+                    .await
+            },
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the call ends by itself");
+        assert!(
+            matches!(answer, Err(ClientError::Timeout { timeout, .. }) if timeout == Duration::from_millis(300)),
+            "{answer:?}"
+        );
+        silent.abort();
+    }
+
+    #[test]
+    fn an_answer_is_awaited_as_long_as_the_launcher_waits_and_a_margin() {
+        assert_eq!(
+            answer_deadline(delete_bound(Duration::from_secs(30))),
+            Duration::from_secs(10 + 30 + 5) + WAIT_MARGIN
+        );
+        assert!(answer_deadline(APPLY_BOUND) > APPLY_BOUND);
     }
 }

@@ -20,15 +20,18 @@ use super::context::ApiContext;
 use super::errors::AdminError;
 use super::pattern_launcher::undesire_launched;
 use super::proto::prism::launcher::v1 as pb;
-use super::waiting::{wait_for_observed, WaitError};
+use super::waiting::{wait_for_row, WaitError};
 use crate::reconcile::{
-    echo, DesiredRecord, ProcessId, ProcessSpec, Source, SpecField, MAX_DURATION, MAX_ENTRIES,
-    MAX_PATH_BYTES,
+    echo, DesiredRecord, ProcessId, ProcessRow, ProcessSpec, Source, SpecField, MAX_DURATION,
+    MAX_ENTRIES, MAX_PATH_BYTES,
 };
-use crate::sources::applied::{applied_file, holds_text, remove_spec_file, write_spec_file};
+use crate::sources::applied::{
+    applied_file, holds_text, remove_spec_file, write_spec_file, SpecDirWriteError,
+};
 use crate::sources::catalog::read_catalog;
 use crate::sources::spec_file::{
-    document_texts, parse_spec_text, spec_file_field, FileSpec, SpecError, MAX_SPEC_FILE_BYTES,
+    declared_names, document_texts, parse_spec_text, read_bounded_text, spec_file_field, FileSpec,
+    SpecError, MAX_SPEC_FILE_BYTES,
 };
 use crate::store::Store;
 
@@ -40,8 +43,24 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// TerminatePattern does).
 const DELETE_MARGIN: Duration = Duration::from_secs(5);
 
+/// The longest an `apply` waits before it answers (beyond its blocking work): clients await
+/// its answer this long and a margin.
+pub const APPLY_BOUND: Duration = APPLY_WAIT;
+
+/// The longest a `delete` whose processes' longest grace period is `longest_grace` waits
+/// before it answers (beyond its blocking work): for the watcher to undeclare what it removed,
+/// then for the stops.
+pub fn delete_bound(longest_grace: Duration) -> Duration {
+    APPLY_WAIT
+        .saturating_add(longest_grace)
+        .saturating_add(DELETE_MARGIN)
+}
+
 /// Most validation errors answered for one text (each is at most a few hundred bytes).
 const MAX_REPORTED_ERRORS: usize = 256;
+
+/// Most problems named of a spec-directory file whose declared names cannot be read.
+const MAX_NAMED_PROBLEMS: usize = 3;
 
 /// How an `apply` changes one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,13 +134,9 @@ pub async fn apply_specs(
         // Subscribed before the files are written, so that the watcher's record is never missed.
         let mut changes = context.store.subscribe();
         let (specs_dir, writes) = (context.specs_dir.clone(), plan.writes.clone());
-        blocking(move || {
-            writes
-                .iter()
-                .try_for_each(|(path, text)| write_spec_file(&specs_dir, path, text))
-        })
-        .await
-        .map_err(|error| AdminError::Store(error.into()))??;
+        let not_durable = blocking(move || write_all(&specs_dir, &writes))
+            .await
+            .map_err(|error| AdminError::Store(error.into()))??;
         for (path, _) in &plan.writes {
             tracing::info!(file = %path.display(), "spec file written for apply");
         }
@@ -136,7 +151,7 @@ pub async fn apply_specs(
                 )
             })
             .collect();
-        wait_for_desired(&context, &mut changes, APPLY_WAIT, move |store| {
+        let applied = wait_for_desired(&context, &mut changes, APPLY_WAIT, move |store| {
             for (id, spec, source) in &expected {
                 let recorded = store.desired(id)?;
                 if !recorded.is_some_and(|record| *record.spec == *spec && record.source == *source)
@@ -146,7 +161,12 @@ pub async fn apply_specs(
             }
             Ok(true)
         })
-        .await?
+        .await?;
+        // Written, applied or not, but maybe not durable: said once the rest is done.
+        if let Some(error) = not_durable {
+            return Err(error.into());
+        }
+        applied
     };
     Ok(pb::ApplySpecsResponse {
         errors: Vec::new(),
@@ -199,7 +219,6 @@ pub async fn delete_processes(
         .await
         .map_err(|error| AdminError::Store(error.into()))??;
 
-    let mut changes = context.store.subscribe();
     let removed: Vec<PathBuf> = targets
         .iter()
         .filter_map(|target| target.file.clone())
@@ -211,55 +230,46 @@ pub async fn delete_processes(
         .filter(|target| target.file.is_some())
         .map(|target| target.id.clone())
         .collect();
-    let (store, specs_dir, files, stopping) = (
-        context.store.clone(),
-        context.specs_dir.clone(),
-        removed.clone(),
-        from_files.clone(),
-    );
-    blocking(move || {
-        // A grace asked for is recorded before the files go, as TerminatePattern records it with
-        // its delete: the loop takes it when the watcher undeclares the process, for its stop.
-        if let Some(grace) = grace {
-            for id in &stopping {
-                store
-                    .request_stop(id, grace)
-                    .map_err(|error| AdminError::Store(error.into()))?;
+    // A removal done but maybe not durable: the delete goes on (the files are gone), and says
+    // so at the end.
+    let mut not_durable = None;
+    if !removed.is_empty() {
+        // Subscribed before the files go, so that the watcher's record is never missed; and
+        // only for this wait, so that nothing piles up in it while the stops are awaited.
+        let mut changes = context.store.subscribe();
+        let (store, specs_dir, files, stopping) = (
+            context.store.clone(),
+            context.specs_dir.clone(),
+            removed.clone(),
+            from_files.clone(),
+        );
+        not_durable = blocking(move || {
+            // A grace asked for is recorded before the files go, as TerminatePattern records it
+            // with its delete: the loop takes it when the watcher undeclares the process.
+            if let Some(grace) = grace {
+                for id in &stopping {
+                    store
+                        .request_stop(id, grace)
+                        .map_err(|error| AdminError::Store(error.into()))?;
+                }
             }
-        }
-        let removed = files
-            .iter()
-            .try_for_each(|file| remove_spec_file(&specs_dir, file));
-        if removed.is_err() {
-            // Not to be taken by some later stop of these ids.
-            for id in &stopping {
-                let _ = store.take_stop_request(id);
+            match remove_all(&specs_dir, &files) {
+                Ok(durability) => Ok(durability),
+                Err(error) => {
+                    // Not to be taken by some later stop of these ids.
+                    for id in &stopping {
+                        let _ = store.take_stop_request(id);
+                    }
+                    Err(AdminError::from(error))
+                }
             }
-        }
-        removed.map_err(AdminError::from)
-    })
-    .await
-    .map_err(|error| AdminError::Store(error.into()))??;
-    for file in &removed {
-        tracing::info!(file = %file.display(), "spec file removed for delete");
-    }
-    // The API's processes, as TerminatePattern undesires them.
-    let launched: Vec<ProcessId> = targets
-        .iter()
-        .filter(|target| target.file.is_none())
-        .map(|target| target.id.clone())
-        .collect();
-    if !launched.is_empty() {
-        let store = context.store.clone();
-        store_call(move || {
-            launched
-                .iter()
-                .try_for_each(|id| undesire_launched(&store, id, grace))
         })
-        .await?;
-    }
-    // The files' processes go once the watcher has seen their files go.
-    if !from_files.is_empty() {
+        .await
+        .map_err(|error| AdminError::Store(error.into()))??;
+        for file in &removed {
+            tracing::info!(file = %file.display(), "spec file removed for delete");
+        }
+        // The files' processes go once the watcher has seen their files go.
         let gone = from_files.clone();
         let undesired = wait_for_desired(&context, &mut changes, APPLY_WAIT, move |store| {
             for id in &gone {
@@ -277,6 +287,21 @@ pub async fn delete_processes(
             });
         }
     }
+    // The API's processes, as TerminatePattern undesires them.
+    let launched: Vec<ProcessId> = targets
+        .iter()
+        .filter(|target| target.file.is_none())
+        .map(|target| target.id.clone())
+        .collect();
+    if !launched.is_empty() {
+        let store = context.store.clone();
+        store_call(move || {
+            launched
+                .iter()
+                .try_for_each(|id| undesire_launched(&store, id, grace))
+        })
+        .await?;
+    }
     for target in &targets {
         tracing::info!(id = %target.id, source = %target.source, ?grace, "deletion requested");
     }
@@ -289,13 +314,11 @@ pub async fn delete_processes(
     let mut processes = Vec::new();
     for target in &targets {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let observed = wait_for_observed(
-            &context.store,
-            &context.stopping,
-            &target.id,
-            left,
-            |observed| observed.is_none_or(|observed| !observed.phase.has_live_process()),
-        )
+        // Done once the loop has forgotten the process, so that what the caller asks next
+        // (`status`, GetProcessStatus) no longer shows it.
+        let row = wait_for_row(&context.store, &context.stopping, &target.id, left, |row| {
+            row.is_none()
+        })
         .await
         .map_err(|error| match error {
             WaitError::ShuttingDown => AdminError::ShuttingDown,
@@ -309,10 +332,94 @@ pub async fn delete_processes(
                 .as_ref()
                 .map(|file| file.display().to_string())
                 .unwrap_or_default(),
-            stopped: observed.is_none_or(|observed| !observed.phase.has_live_process()),
+            stopped: is_deleted(row.as_ref()),
         });
     }
+    if let Some(error) = not_durable {
+        return Err(error.into());
+    }
     Ok(pb::DeleteProcessesResponse { processes })
+}
+
+/// Whether a process whose row is `row` has been deleted: forgotten, or no longer desired nor
+/// running (what is left the loop forgets at its next flush).
+fn is_deleted(row: Option<&ProcessRow>) -> bool {
+    row.is_none_or(ProcessRow::is_gone)
+}
+
+/// Removes `files` from the spec directory. A removal done but not durably (the directory's
+/// fsync failed) is done all the same: the others are removed too, and the first such error is
+/// returned as `Ok(Some)`, for the caller to report once the call has done the rest.
+fn remove_all(
+    specs_dir: &Path,
+    files: &[PathBuf],
+) -> Result<Option<SpecDirWriteError>, SpecDirWriteError> {
+    let mut not_durable = None;
+    for file in files {
+        match remove_spec_file(specs_dir, file) {
+            Ok(()) => {}
+            Err(error @ SpecDirWriteError::NotDurable { .. }) => {
+                not_durable.get_or_insert(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(not_durable)
+}
+
+/// Writes `writes` into the spec directory, as `remove_all` removes.
+fn write_all(
+    specs_dir: &Path,
+    writes: &[(PathBuf, String)],
+) -> Result<Option<SpecDirWriteError>, SpecDirWriteError> {
+    let mut not_durable = None;
+    for (path, text) in writes {
+        match write_spec_file(specs_dir, path, text) {
+            Ok(()) => {}
+            Err(error @ SpecDirWriteError::NotDurable { .. }) => {
+                not_durable.get_or_insert(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(not_durable)
+}
+
+/// The ids that `file`, a spec-directory file that `apply` would rewrite or `delete` remove
+/// (`action`), declares now, read from the file itself: the store knows only what the watcher
+/// last applied, and a document with an error (a typo while it is edited) is in the file but
+/// not in the store. A file that does not exist declares nothing; one whose names cannot all
+/// be read is refused, naming it, since what it declares could not be kept (blocking: reads).
+fn declared_in_file(file: &Path, action: &'static str) -> Result<Vec<ProcessId>, AdminError> {
+    let unreadable = |problems: Vec<String>| AdminError::UnreadableSpecFile {
+        file: file.to_path_buf(),
+        action,
+        problems,
+    };
+    match std::fs::symlink_metadata(file) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(unreadable(vec![error.to_string()])),
+        Ok(_) => {}
+    }
+    let text = read_bounded_text(file, MAX_SPEC_FILE_BYTES)
+        .map_err(|message| unreadable(vec![message]))?;
+    declared_names(file, &text).map_err(|errors| {
+        let count = errors.len();
+        let mut problems: Vec<String> = errors
+            .iter()
+            .take(MAX_NAMED_PROBLEMS)
+            .map(|error| {
+                let line = error
+                    .line
+                    .map_or_else(String::new, |line| format!(" (line {line})"));
+                format!("document {}{line}: {}", error.document, error.message)
+            })
+            .collect();
+        if count > MAX_NAMED_PROBLEMS {
+            problems.push(format!("and {} more", count - MAX_NAMED_PROBLEMS));
+        }
+        unreadable(problems)
+    })
 }
 
 /// What `apply` found: every error of the text, or what to write.
@@ -374,7 +481,27 @@ fn plan_apply(
         .map(|spec| store.desired(&spec.id))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| AdminError::Store(error.into()))?;
-    let files = files_for(specs_dir, &specs, &records)?;
+    let mut files = files_for(specs_dir, &specs, &records)?;
+    // What each of these files declares now, read from the file itself: the store knows only
+    // what the watcher last applied, and a document it could not apply (a typo) is in the
+    // file only.
+    let mut declared: BTreeMap<PathBuf, Vec<ProcessId>> = BTreeMap::new();
+    for file in &files {
+        if !declared.contains_key(file) {
+            declared.insert(file.clone(), declared_in_file(file, "rewritten")?);
+        }
+    }
+    // A process the store does not know goes back into the file that declares it, if one of
+    // these does (the document the watcher could not apply, fixed), rather than into a new one.
+    for ((spec, record), file) in specs.iter().zip(&records).zip(files.iter_mut()) {
+        let declares =
+            |file: &PathBuf| declared.get(file).is_some_and(|ids| ids.contains(&spec.id));
+        if record.is_none() && !declares(file) {
+            if let Some(declaring) = declared.keys().find(|other| declares(other)) {
+                *file = declaring.clone();
+            }
+        }
+    }
     // Files in the order they first appear, with the documents each gets.
     let mut placed: Vec<(PathBuf, Vec<usize>)> = Vec::new();
     for (index, file) in files.iter().enumerate() {
@@ -383,20 +510,21 @@ fn plan_apply(
             None => placed.push((file.clone(), vec![index])),
         }
     }
-    for (file, indices) in &placed {
-        let declared: BTreeSet<&ProcessId> =
-            indices.iter().map(|index| &specs[*index].id).collect();
-        let owned = store
+    // What a rewritten file declares beyond the text's processes would be undeclared: the ids
+    // the store has from it, and the ones the file itself names.
+    let applied: BTreeSet<&ProcessId> = specs.iter().map(|spec| &spec.id).collect();
+    for (file, _) in &placed {
+        let mut left: BTreeSet<ProcessId> = store
             .owned_by(&Source::file(file))
-            .map_err(|error| AdminError::Store(error.into()))?;
-        let left: Vec<ProcessId> = owned
+            .map_err(|error| AdminError::Store(error.into()))?
             .into_iter()
-            .filter(|id| !declared.contains(id))
             .collect();
+        left.extend(declared.get(file).into_iter().flatten().cloned());
+        left.retain(|id| !applied.contains(id));
         if !left.is_empty() {
             return Err(AdminError::WouldUndeclare {
                 file: file.clone(),
-                ids: left,
+                ids: left.into_iter().collect(),
             });
         }
     }
@@ -407,12 +535,21 @@ fn plan_apply(
             // The whole text, comments included, when it all goes to one file.
             text.to_string()
         } else {
-            joined_documents(indices.iter().map(|index| {
-                documents
-                    .get(specs[*index].document.saturating_sub(1))
-                    .copied()
-                    .unwrap_or_default()
-            }))
+            let texts = indices
+                .iter()
+                .map(|index| {
+                    let document = specs[*index].document;
+                    document
+                        .checked_sub(1)
+                        .and_then(|at| documents.get(at))
+                        .copied()
+                        .ok_or_else(|| AdminError::MissingDocument {
+                            origin: origin.to_string(),
+                            document,
+                        })
+                })
+                .collect::<Result<Vec<&str>, AdminError>>()?;
+            joined_documents(texts.into_iter())
         };
         if !holds_text(file, &content) {
             writes.push((file.clone(), content));
@@ -617,17 +754,20 @@ fn plan_delete(context: &ApiContext, ids: &[ProcessId]) -> Result<Vec<DeleteTarg
             grace: record.spec.termination_grace,
         });
     }
+    // Removing a file undeclares all it declares: the ids the store has from it, and the ones
+    // the file itself names (a document the watcher could not apply is in the file only).
     for (file, named) in &by_file {
-        let others: Vec<ProcessId> = store
+        let mut others: BTreeSet<ProcessId> = store
             .owned_by(&Source::file(file))
             .map_err(store_error)?
             .into_iter()
-            .filter(|id| !named.contains(id))
             .collect();
+        others.extend(declared_in_file(file, "removed")?);
+        others.retain(|id| !named.contains(id));
         if !others.is_empty() {
             return Err(AdminError::WouldUndeclare {
                 file: file.clone(),
-                ids: others,
+                ids: others.into_iter().collect(),
             });
         }
     }
@@ -676,7 +816,175 @@ fn bounded(field: &'static str, len: usize, max: usize) -> Result<(), AdminError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::fixtures::spec;
+    use crate::reconcile::fixtures::{observed_for, spec};
+    use crate::reconcile::{Isolation, LimitMode, Phase};
+
+    /// Logs are not what these tests read.
+    struct NoLogs;
+
+    impl super::super::logs::LogSource for NoLogs {
+        fn select(
+            &self,
+            _id: &ProcessId,
+            _lines: Option<usize>,
+            _previous: bool,
+            _since: Option<crate::reconcile::UnixMillis>,
+        ) -> std::io::Result<Option<(Vec<u8>, u64)>> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+        fn read_from(&self, _id: &ProcessId, _offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+    }
+
+    /// A context on a store and a spec directory in `dir`, with no loop: the tests play its
+    /// part on the store.
+    fn context(dir: &Path) -> (Arc<ApiContext>, tokio::sync::watch::Sender<bool>) {
+        let specs_dir = dir.join("specs");
+        std::fs::create_dir(&specs_dir).unwrap();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let context = ApiContext {
+            store: Arc::new(Store::open(&dir.join("store")).unwrap()),
+            catalog: Default::default(),
+            specs_dir,
+            problems: Default::default(),
+            clock: crate::clock::system_clock(),
+            stopping,
+            launcher_id: "test".to_string(),
+            started_at: crate::clock::now(),
+            launch_wait: Duration::from_secs(1),
+            default_isolation: Isolation::None,
+            policy: super::super::control_plane::AssignmentPolicy {
+                launcher_id: "test".to_string(),
+                capabilities: Vec::new(),
+                max_processes: None,
+                allowed_roots: Vec::new(),
+            },
+            logs: Arc::new(NoLogs),
+            limit_mode: LimitMode::Rlimit,
+            usage: Default::default(),
+        };
+        (Arc::new(context), stop)
+    }
+
+    /// Regression: `delete` answered once the process had stopped, while its record still
+    /// waited for the loop to forget it, so a `status` right after still listed it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_answers_once_the_loop_has_forgotten_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (context, _stop) = context(dir.path());
+        let id = ProcessId::new("launched").unwrap();
+        let store = context.store.clone();
+        store.put_desired(&id, &spec(), &Source::Api).unwrap();
+        store
+            .put_observed(&observed_for("launched", Phase::Running, spec()))
+            .unwrap();
+        store.flush().unwrap();
+
+        // The loop's part: once the process is undesired, its exit is recorded (one flush)...
+        let mut changes = store.subscribe();
+        let (stopped_sender, stopped) = tokio::sync::oneshot::channel();
+        let (forget_sender, forget) = tokio::sync::oneshot::channel::<()>();
+        let loop_store = store.clone();
+        let loop_part = tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                if loop_store
+                    .desired(&ProcessId::new("launched").unwrap())
+                    .unwrap()
+                    .is_none()
+                {
+                    break;
+                }
+            }
+            loop_store
+                .put_observed(&observed_for("launched", Phase::Stopped, spec()))
+                .unwrap();
+            loop_store.flush().unwrap();
+            stopped_sender.send(()).unwrap();
+            // ... and the record is forgotten with a later one.
+            forget.await.unwrap();
+            loop_store
+                .delete_observed(&ProcessId::new("launched").unwrap())
+                .unwrap();
+            loop_store.flush().unwrap();
+        });
+
+        let request = pb::DeleteProcessesRequest {
+            process_ids: vec![id.to_string()],
+            grace_ms: None,
+        };
+        let mut deleting = tokio::spawn(delete_processes(context.clone(), request));
+        stopped.await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut deleting)
+                .await
+                .is_err(),
+            "delete answered while the record still waited to be forgotten"
+        );
+        forget_sender.send(()).unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), deleting)
+            .await
+            .expect("delete answers once the record is forgotten")
+            .unwrap()
+            .unwrap();
+        assert!(answer.processes[0].stopped, "{answer:?}");
+        assert!(store.row(&id).unwrap().is_none());
+        loop_part.await.unwrap();
+    }
+
+    #[test]
+    fn a_deleted_process_is_one_forgotten_or_neither_desired_nor_running() {
+        let id = ProcessId::new("web").unwrap();
+        let row = |desired: bool, phase: Phase| {
+            ProcessRow::new(
+                id.clone(),
+                desired.then(|| record("web", Source::Api).unwrap()),
+                Some(observed_for("web", phase, spec())),
+            )
+        };
+        assert!(is_deleted(None));
+        assert!(is_deleted(row(false, Phase::Stopped).as_ref()));
+        assert!(!is_deleted(row(false, Phase::Stopping).as_ref()));
+        assert!(!is_deleted(row(true, Phase::Stopped).as_ref()));
+    }
+
+    /// Regression: `apply` and `delete` asked only the store what a file declares, and a
+    /// document the watcher could not apply (a typo) is in the file only.
+    #[test]
+    fn a_file_declares_what_it_names_even_where_the_watcher_could_not_apply_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pair.yaml");
+        assert_eq!(declared_in_file(&file, "removed").unwrap(), []);
+        std::fs::write(
+            &file,
+            "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: left}\nspec: \
+             {binary: /bin/sleep}\n---\napiVersion: prism.launcher/v1\nkind: Process\n\
+             metadata: {name: right}\nspec: {binary: /bin/sleep, bogus: 1}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            declared_in_file(&file, "removed").unwrap(),
+            [
+                ProcessId::new("left").unwrap(),
+                ProcessId::new("right").unwrap()
+            ]
+        );
+        // A document whose name cannot be read: what the file declares is unknown.
+        std::fs::write(
+            &file,
+            "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: left}\n---\n\
+             metadata: [unclosed\n",
+        )
+        .unwrap();
+        let error = declared_in_file(&file, "rewritten").unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, AdminError::UnreadableSpecFile { .. })
+                && message.contains("pair.yaml would be rewritten")
+                && message.contains("document 2"),
+            "{message}"
+        );
+    }
 
     fn file_spec(id: &str, document: usize) -> FileSpec {
         FileSpec {

@@ -139,15 +139,20 @@ pub fn admin_status(error: AdminError) -> Status {
         | AdminError::OwnedElsewhere { .. }
         | AdminError::WouldUndeclare { .. }
         | AdminError::OutsideSpecDir { .. }
+        | AdminError::UnreadableSpecFile { .. }
         | AdminError::SpecDir(
             SpecDirWriteError::Symlink { .. }
             | SpecDirWriteError::NotRegular { .. }
-            | SpecDirWriteError::NotInDirectory { .. },
+            | SpecDirWriteError::NotInDirectory { .. }
+            | SpecDirWriteError::NotWritable { .. },
         ) => Status::failed_precondition(message),
         AdminError::UnreadableLog { .. }
-        | AdminError::SpecDir(SpecDirWriteError::Write { .. } | SpecDirWriteError::Remove { .. }) => {
-            Status::internal(message)
-        }
+        | AdminError::MissingDocument { .. }
+        | AdminError::SpecDir(
+            SpecDirWriteError::Write { .. }
+            | SpecDirWriteError::Remove { .. }
+            | SpecDirWriteError::NotDurable { .. },
+        ) => Status::internal(message),
         AdminError::NotUndesired { .. } => Status::deadline_exceeded(message),
         AdminError::Interrupted { .. } | AdminError::ShuttingDown => Status::unavailable(message),
         AdminError::Store(error) => blocking_status(error),
@@ -202,6 +207,23 @@ pub enum AdminError {
         id_list(.ids)
     )]
     WouldUndeclare { file: PathBuf, ids: Vec<ProcessId> },
+    /// A spec-directory file that `apply` would rewrite or `delete` remove, whose declared
+    /// names cannot all be read: what it declares cannot be kept, so it is not touched.
+    #[error(
+        "{} would be {action}, but what it declares cannot be read ({}); fix or remove the file \
+         by hand first",
+        file.display(),
+        problems.join("; ")
+    )]
+    UnreadableSpecFile {
+        file: PathBuf,
+        action: &'static str,
+        problems: Vec<String>,
+    },
+    /// A document the parser named that the text does not hold (never expected: both come from
+    /// the same split of the text).
+    #[error("{origin}: document {document} of the text cannot be found to write it")]
+    MissingDocument { origin: String, document: usize },
     #[error(
         "process {id} is declared by {}, outside the spec directory {}; the launcher removes it \
          at its next scan",
@@ -389,5 +411,49 @@ impl From<BlockingStoreError> for AssignmentError {
             BlockingStoreError::Store(error) => AssignmentError::Store(error),
             BlockingStoreError::Interrupted(error) => AssignmentError::Interrupted(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a spec directory the launcher may not write answered INTERNAL, as if the
+    /// launcher had failed; it is the operator's to fix, and the message says how.
+    #[test]
+    fn a_spec_directory_the_launcher_may_not_change_is_a_failed_precondition() {
+        let not_writable = AdminError::SpecDir(SpecDirWriteError::NotWritable {
+            action: crate::sources::applied::SpecDirAction::Write,
+            path: PathBuf::from("/specs/a.yaml"),
+            dir: PathBuf::from("/specs"),
+            error: std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
+        });
+        let status = admin_status(not_writable);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status.message().contains("make it writable"), "{status:?}");
+
+        let unreadable = AdminError::UnreadableSpecFile {
+            file: PathBuf::from("/specs/pair.yaml"),
+            action: "removed",
+            problems: vec!["document 2: did not find expected node content".to_string()],
+        };
+        assert_eq!(
+            admin_status(unreadable).code(),
+            tonic::Code::FailedPrecondition
+        );
+        let not_durable = AdminError::SpecDir(SpecDirWriteError::NotDurable {
+            done: "written",
+            path: PathBuf::from("/specs/a.yaml"),
+            dir: PathBuf::from("/specs"),
+            source: std::io::Error::from(std::io::ErrorKind::Other),
+        });
+        let status = admin_status(not_durable);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(
+            status
+                .message()
+                .starts_with("/specs/a.yaml is written, but may not be durable"),
+            "{status:?}"
+        );
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! Children write their log files themselves (files, not pipes, so that none dies of SIGPIPE when
 //! the launcher goes away), so nothing records when a line was written. A stamp is the time the
-//! reader read the line: while following, at most `FOLLOW_INTERVAL` after it was written; for
-//! what was in the file already, the time of the call. The marker line before each instance's
-//! output says when that instance started.
+//! reader read the line: while following, at most `FOLLOW_INTERVAL` after it was written. What
+//! was in the file already when the call read it has no such time: its stamp is the time of the
+//! call marked with `<` ("written before this"), never a time that looks like a write time. The
+//! marker line before each instance's output says when that instance started.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,11 +80,16 @@ pub async fn stream_logs(
         .map_err(|error| unreadable(&id, error))?
         .ok_or_else(|| AdminError::NoPreviousInstance(id.clone()))?;
     let mut stamps = request.timestamps.then(LineStamps::default);
+    // What was in the files already was written at some time before the call; what follows is
+    // read within `FOLLOW_INTERVAL` of its write.
+    let first = match &mut stamps {
+        Some(stamps) => stamps.stamp_earlier(&first, clock()),
+        None => first,
+    };
     let mut stamped = move |data: Vec<u8>| match &mut stamps {
         Some(stamps) => stamps.stamp(&data, clock()),
         None => data,
     };
-    let first = stamped(first);
     let (sender, receiver) = mpsc::channel(16);
     tokio::spawn(async move {
         if !first.is_empty() && sender.send(Ok(pb::LogChunk { data: first })).await.is_err() {
@@ -128,7 +134,9 @@ pub async fn stream_logs(
 }
 
 /// Puts the time before each line of a log read in pieces (a piece may end in the middle of a
-/// line, which the next one goes on with): `2026-12-01T10:00:00.123Z ` and the line.
+/// line, which the next one goes on with): `2026-12-01T10:00:00.123Z ` and the line, for a
+/// line read while following (within `FOLLOW_INTERVAL` of its write); `<` and the time for a
+/// line that was in the file already (written at some time before it).
 #[derive(Debug)]
 pub struct LineStamps {
     at_line_start: bool,
@@ -142,10 +150,22 @@ impl Default for LineStamps {
     }
 }
 
+/// What marks a stamp as an upper bound: the line was in the file already when it was read.
+pub const EARLIER_MARK: char = '<';
+
 impl LineStamps {
-    /// `data` with `read_at` before each line that starts in it.
+    /// `data`, read while following, with `read_at` before each line that starts in it.
     pub fn stamp(&mut self, data: &[u8], read_at: UnixMillis) -> Vec<u8> {
-        let stamp = format!("{} ", rfc3339(read_at));
+        self.stamp_with(data, &format!("{} ", rfc3339(read_at)))
+    }
+
+    /// `data`, which was in the file already, with `<` and `read_at` before each line that
+    /// starts in it: the line was written before then, and when is not known.
+    pub fn stamp_earlier(&mut self, data: &[u8], read_at: UnixMillis) -> Vec<u8> {
+        self.stamp_with(data, &format!("{EARLIER_MARK}{} ", rfc3339(read_at)))
+    }
+
+    fn stamp_with(&mut self, data: &[u8], stamp: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(data.len() + stamp.len());
         for line in data.split_inclusive(|byte| *byte == b'\n') {
             if self.at_line_start {
@@ -177,5 +197,23 @@ mod tests {
             "o\n2026-12-01T10:40:00.000Z three\n"
         );
         assert!(stamps.stamp(b"", at).is_empty());
+    }
+
+    /// Regression: `--timestamps` gave the lines already in the file the time of the call, as
+    /// if they had just been written.
+    #[test]
+    fn lines_that_were_in_the_file_already_are_marked_as_written_before_the_stamp() {
+        let mut stamps = LineStamps::default();
+        let at = UnixMillis(1_796_121_599_999);
+        let earlier = stamps.stamp_earlier(b"old\nhalf", at);
+        let followed = stamps.stamp(b" a line\nnew\n", UnixMillis(at.0 + 1));
+        assert_eq!(
+            String::from_utf8(earlier).unwrap(),
+            "<2026-12-01T10:39:59.999Z old\n<2026-12-01T10:39:59.999Z half"
+        );
+        assert_eq!(
+            String::from_utf8(followed).unwrap(),
+            " a line\n2026-12-01T10:40:00.000Z new\n"
+        );
     }
 }

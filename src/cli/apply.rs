@@ -4,6 +4,7 @@
 //! run, with its catalog) and every error reported as `validate` reports them; nothing is
 //! written unless all are valid. `--dry-run` prints the diff and writes nothing.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use prism_launcher::sources::spec_dir::spec_files_in;
 use prism_launcher::sources::spec_file::{read_bounded_text, MAX_SPEC_FILE_BYTES};
 
 use super::client::{block_on, launcher_target, ConnectArgs};
-use super::EXIT_INVALID;
+use super::{EXIT_ERROR, EXIT_INVALID};
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -60,6 +61,15 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         invalid.extend(view.errors.iter().cloned());
         checked.push(view);
     }
+    // One id in two inputs: each would be written over the other's, whichever came last
+    // winning; refused before anything is written, as `validate` refuses it.
+    invalid.extend(declared_twice(inputs.iter().zip(&checked).flat_map(
+        |(input, view)| {
+            view.processes
+                .iter()
+                .map(|process| (input.origin.as_str(), process.id.as_str()))
+        },
+    )));
     if !invalid.is_empty() {
         for error in &invalid {
             println!("error: {error}");
@@ -75,18 +85,71 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let mut all_applied = true;
     for input in &inputs {
         let view = block_on(apply_specs(&target, request(input, false), timeout))?;
         print_changes(&view, &cwd);
-        if !view.applied {
-            eprintln!(
-                "prism-launcher: {} written, but the launcher had not applied it yet; see \
-                 `prism-launcher status` for problems of the file",
-                view.written_files.join(", ")
-            );
+        if let Some(message) = not_applied(&view, &cwd) {
+            eprintln!("prism-launcher: {message}");
+            all_applied = false;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if all_applied {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ERROR)
+    })
+}
+
+/// What of `view` the launcher had not applied when it answered, in a sentence, or `None`
+/// when it all was.
+fn not_applied(view: &ApplyView, cwd: &Path) -> Option<String> {
+    if view.applied {
+        return None;
+    }
+    let shown = |file: &str| {
+        let file = Path::new(file);
+        file.strip_prefix(cwd).unwrap_or(file).display().to_string()
+    };
+    let processes: Vec<String> = view
+        .processes
+        .iter()
+        .map(|process| format!("{} (in {})", process.id, shown(&process.file)))
+        .collect();
+    let written = if view.written_files.is_empty() {
+        "its files held this text already".to_string()
+    } else {
+        let files: Vec<String> = view.written_files.iter().map(|file| shown(file)).collect();
+        format!("{} written", files.join(", "))
+    };
+    Some(format!(
+        "not applied: {}: {written}, but the launcher's spec watcher had not recorded it when \
+         the launcher answered; see `prism-launcher status` for problems of the files",
+        processes.join(", ")
+    ))
+}
+
+/// An error line for each process id that more than one input declares, naming the inputs
+/// (`(origin, id)` pairs, in input order).
+fn declared_twice<'a>(declared: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut origins: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (origin, id) in declared {
+        let seen = origins.entry(id).or_default();
+        if !seen.contains(&origin) {
+            seen.push(origin);
+        }
+    }
+    origins
+        .into_iter()
+        .filter(|(_, origins)| origins.len() > 1)
+        .map(|(id, origins)| {
+            format!(
+                "process {id} is declared by {} and {}: an id may be declared by one file only",
+                origins[..origins.len() - 1].join(", "),
+                origins[origins.len() - 1]
+            )
+        })
+        .collect()
 }
 
 /// The texts of `paths` (a directory gives its spec files, `-` standard input), and the errors
@@ -161,5 +224,69 @@ fn print_changes(view: &ApplyView, cwd: &Path) {
             ));
         }
         println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prism_launcher::api::client::ProcessChangeView;
+
+    fn view(applied: bool, written_files: &[&str]) -> ApplyView {
+        ApplyView {
+            errors: Vec::new(),
+            processes: vec![ProcessChangeView {
+                id: "sleeper".to_string(),
+                change: "changed".to_string(),
+                changed_fields: vec!["spec.args".to_string()],
+                replaces: true,
+                file: "/work/specs/applied-sleeper.yaml".to_string(),
+            }],
+            written_files: written_files.iter().map(ToString::to_string).collect(),
+            applied,
+        }
+    }
+
+    /// Regression: a change the launcher had not applied was reported with an empty file list
+    /// ("prism-launcher:  written, ...") and `apply` exited 0.
+    #[test]
+    fn what_was_not_applied_is_named_with_its_files() {
+        let cwd = Path::new("/work");
+        assert_eq!(not_applied(&view(true, &[]), cwd), None);
+        let message = not_applied(&view(false, &[]), cwd).unwrap();
+        assert_eq!(
+            message,
+            "not applied: sleeper (in specs/applied-sleeper.yaml): its files held this text \
+             already, but the launcher's spec watcher had not recorded it when the launcher \
+             answered; see `prism-launcher status` for problems of the files"
+        );
+        let message =
+            not_applied(&view(false, &["/work/specs/applied-sleeper.yaml"]), cwd).unwrap();
+        assert!(
+            message.contains(": specs/applied-sleeper.yaml written, but"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_id_declared_by_two_inputs_is_named_with_both() {
+        let errors = declared_twice(
+            [
+                ("in/a.yaml", "x"),
+                ("in/a.yaml", "y"),
+                ("in/b.yaml", "x"),
+                ("in/c.yaml", "z"),
+                ("in/d.yaml", "x"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            errors,
+            [
+                "process x is declared by in/a.yaml, in/b.yaml and in/d.yaml: an id may be \
+              declared by one file only"
+            ]
+        );
+        assert!(declared_twice([("a", "x"), ("b", "y")].into_iter()).is_empty());
     }
 }

@@ -25,31 +25,49 @@ pub struct LogsArgs {
     /// Keep printing what the process writes, until interrupted.
     #[arg(short, long, conflicts_with = "previous")]
     follow: bool,
-    /// Lines from the end to start with; 0 prints the whole current file (or instance).
-    #[arg(short = 'n', long, default_value_t = 100)]
-    tail: u32,
+    /// Lines from the end to start with (100 when not given; with --since, all of the
+    /// window's); 0 prints the whole current file (or instance).
+    #[arg(short = 'n', long)]
+    tail: Option<u32>,
     /// The previous instance's output (the one before the last start), from its marker line;
     /// read across the rotated files.
     #[arg(short, long)]
     previous: bool,
     /// Prefix each line with the time it was read (RFC 3339, UTC): children write their logs
     /// themselves, so no line records when it was written; following, the read is within
-    /// 200 ms of the write. The marker line before each instance says when it started.
+    /// 200 ms of the write. A line that was in the file already gets `<` and the time of the
+    /// call (written before then). The marker line before each instance says when it started.
     #[arg(long)]
     timestamps: bool,
-    /// Only the output of instances that ran within this long (e.g. 10m): a line carries no
-    /// time of its own, so an instance that ran into the window is shown whole.
+    /// Only the output of instances that ran within this long (e.g. 10m), across the rotated
+    /// files: a line carries no time of its own, so an instance that ran into the window is
+    /// shown whole.
     #[arg(long, value_parser = parse_positive_duration)]
     since: Option<Duration>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
 
+/// The lines `-n` asks for when it is not given.
+const DEFAULT_TAIL: u32 = 100;
+
+impl LogsArgs {
+    /// The lines to start with: `-n`, else all of a `--since` window (it is the window that
+    /// bounds what is shown, not a count nobody asked for), else `DEFAULT_TAIL`.
+    fn tail(&self) -> u32 {
+        match (self.tail, self.since) {
+            (Some(tail), _) => tail,
+            (None, Some(_)) => 0,
+            (None, None) => DEFAULT_TAIL,
+        }
+    }
+}
+
 pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let target = launcher_target(&args.connect)?;
     let stdout = std::io::stdout();
     let options = LogOptions {
-        tail: args.tail,
+        tail: args.tail(),
         follow: args.follow,
         previous: args.previous,
         timestamps: args.timestamps,
@@ -81,7 +99,7 @@ fn read_log_files(args: &LogsArgs, error: ClientError) -> anyhow::Result<ExitCod
         .with_context(|| format!("{:?} is not a process id", args.id))?;
     let path = log_path(&logs, &id);
     let selection = Selection {
-        lines: (args.tail > 0).then_some(args.tail as usize),
+        lines: (args.tail() > 0).then_some(args.tail() as usize),
         previous: args.previous,
         since: args.since.map(|since| {
             let since = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
@@ -135,11 +153,13 @@ fn print_log_file(
     mut stamps: Option<LineStamps>,
     mut out: impl Write,
 ) -> anyhow::Result<()> {
-    let mut bytes = first;
+    // What was in the files already was written at some time before now; what follows is
+    // read within `FOLLOW_INTERVAL` of its write.
+    let mut bytes = match &mut stamps {
+        Some(stamps) => stamps.stamp_earlier(&first, now()),
+        None => first,
+    };
     loop {
-        if let Some(stamps) = &mut stamps {
-            bytes = stamps.stamp(&bytes, now());
-        }
         // A closed stdout (`logs ... | head`) ends the command quietly.
         if out.write_all(&bytes).and_then(|()| out.flush()).is_err() || !follow {
             return Ok(());
@@ -147,5 +167,8 @@ fn print_log_file(
         std::thread::sleep(FOLLOW_INTERVAL);
         (bytes, offset) = read_from(logs, id, offset)
             .with_context(|| format!("cannot read the log of {id} in {}", logs.display()))?;
+        if let Some(stamps) = &mut stamps {
+            bytes = stamps.stamp(&bytes, now());
+        }
     }
 }

@@ -1,14 +1,16 @@
 //! `prism-launcher validate`: spec files checked offline against the catalog, every error
 //! reported.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
+use prism_launcher::reconcile::ProcessId;
 use prism_launcher::sources::catalog::load_catalog;
 use prism_launcher::sources::spec_dir::spec_files_in;
-use prism_launcher::sources::spec_file::load_spec_file;
+use prism_launcher::sources::spec_file::{load_spec_file, SpecError};
 
 use super::EXIT_INVALID;
 
@@ -39,9 +41,42 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut processes = 0;
+    // One id in two files is a conflict in the spec directory: the watcher keeps the owner it
+    // has and reports the other file.
+    let mut first_declared: BTreeMap<ProcessId, PathBuf> = BTreeMap::new();
     for file in &files {
         match load_spec_file(Path::new(file), &catalog) {
             Ok(specs) => {
+                let twice: Vec<SpecError> = specs
+                    .iter()
+                    .filter_map(|spec| match first_declared.get(&spec.id) {
+                        Some(first) if first != file => Some(SpecError {
+                            file: file.clone(),
+                            document: spec.document,
+                            field: "metadata.name".to_string(),
+                            line: Some(spec.line),
+                            column: None,
+                            message: format!(
+                                "name {} is already declared by {}; an id may be declared \
+                                     by one file only",
+                                spec.id,
+                                first.display()
+                            ),
+                        }),
+                        Some(_) => None,
+                        None => {
+                            first_declared.insert(spec.id.clone(), file.clone());
+                            None
+                        }
+                    })
+                    .collect();
+                if !twice.is_empty() {
+                    failed = true;
+                    for error in twice {
+                        println!("error: {error}");
+                    }
+                    continue;
+                }
                 processes += specs.len();
                 println!(
                     "ok: {} ({} process{})",

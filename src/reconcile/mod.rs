@@ -22,6 +22,8 @@ mod plan;
 mod process_types;
 mod rows;
 mod selector;
+#[cfg(test)]
+mod spec_diff_proptests;
 mod stopping;
 #[cfg(test)]
 mod tests;

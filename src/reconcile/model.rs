@@ -334,12 +334,38 @@ impl fmt::Display for HealthCheck {
     }
 }
 
-/// Resource limits as declared; enforcement arrives with the resource-limits work.
+/// Resource limits as declared. A spec without limits has no `Resources` at all (`None`):
+/// there is one way to say "no limits", so that a spec with an empty `resources: {}` and one
+/// without the block are the same spec (`Resources::limits` makes them so).
 #[derive(Debug, Clone, PartialEq, Hash, Eq, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU limit in millicores (0.5 cores = 500).
     pub cpu_millis: Option<u32>,
     pub memory_bytes: Option<u64>,
+}
+
+impl Resources {
+    /// The limits a spec declares: `None` when it declares neither (an empty block included).
+    /// Every reader of specs (spec files, manifests, the store) makes its `Resources` here.
+    pub fn limits(cpu_millis: Option<u32>, memory_bytes: Option<u64>) -> Option<Resources> {
+        (cpu_millis.is_some() || memory_bytes.is_some()).then_some(Resources {
+            cpu_millis,
+            memory_bytes,
+        })
+    }
+}
+
+/// Reads a spec's stored `resources` through `Resources::limits`: a record written before an
+/// empty block meant none holds `{}` (a stored spec compared with its file's must not differ
+/// in that alone, or an upgrade would replace the process).
+fn stored_limits<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Resources>, D::Error> {
+    let stored = Option::<Resources>::deserialize(deserializer)?;
+    Ok(
+        stored
+            .and_then(|resources| Resources::limits(resources.cpu_millis, resources.memory_bytes)),
+    )
 }
 
 /// A spec's own backoff and circuit-breaker settings; unset ones come from the launcher.
@@ -393,7 +419,11 @@ pub struct ProcessSpec {
     #[serde(default, skip_serializing_if = "is_default")]
     pub backoff: BackoffOverrides,
     pub termination_grace: Duration,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "stored_limits"
+    )]
     pub resources: Option<Resources>,
     /// Ports asked for; used when free, else ports are allocated from the launcher's range.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -509,8 +539,18 @@ impl ProcessSpec {
         note(*session_id != before.session_id, SpecField::SessionId);
         match (health_check, &before.health_check) {
             (Some(now), Some(was)) => {
-                let probe = match (&now.probe, &was.probe) {
-                    (_, _) if now.probe == was.probe => None,
+                // Every field named, as above: a new one does not compile until it has its
+                // place in the diff.
+                let HealthCheck {
+                    probe,
+                    initial_delay,
+                    interval,
+                    timeout,
+                    failure_threshold,
+                    success_threshold,
+                } = now;
+                let probe_field = match (probe, &was.probe) {
+                    (_, _) if *probe == was.probe => None,
                     (Probe::Http { port, .. }, Probe::Http { port: was_port, .. })
                         if port == was_port =>
                     {
@@ -519,22 +559,22 @@ impl ProcessSpec {
                     (Probe::Exec { .. }, Probe::Exec { .. }) => Some(HealthCheckField::ExecCommand),
                     _ => Some(HealthCheckField::Probe),
                 };
-                if let Some(probe) = probe {
-                    note(true, SpecField::HealthCheck(probe));
+                if let Some(field) = probe_field {
+                    note(true, SpecField::HealthCheck(field));
                 }
                 for (differs, field) in [
                     (
-                        now.initial_delay != was.initial_delay,
+                        *initial_delay != was.initial_delay,
                         HealthCheckField::InitialDelay,
                     ),
-                    (now.interval != was.interval, HealthCheckField::Interval),
-                    (now.timeout != was.timeout, HealthCheckField::Timeout),
+                    (*interval != was.interval, HealthCheckField::Interval),
+                    (*timeout != was.timeout, HealthCheckField::Timeout),
                     (
-                        now.failure_threshold != was.failure_threshold,
+                        *failure_threshold != was.failure_threshold,
                         HealthCheckField::FailureThreshold,
                     ),
                     (
-                        now.success_threshold != was.success_threshold,
+                        *success_threshold != was.success_threshold,
                         HealthCheckField::SuccessThreshold,
                     ),
                 ] {
@@ -552,37 +592,43 @@ impl ProcessSpec {
             *success_exit_codes != before.success_exit_codes,
             SpecField::SuccessExitCodes,
         );
+        let BackoffOverrides {
+            initial,
+            max,
+            reset_after,
+            failure_threshold,
+        } = backoff;
         note(
-            backoff.initial != before.backoff.initial,
+            *initial != before.backoff.initial,
             SpecField::BackoffInitial,
         );
-        note(backoff.max != before.backoff.max, SpecField::BackoffMax);
+        note(*max != before.backoff.max, SpecField::BackoffMax);
         note(
-            backoff.reset_after != before.backoff.reset_after,
+            *reset_after != before.backoff.reset_after,
             SpecField::BackoffResetAfter,
         );
         note(
-            backoff.failure_threshold != before.backoff.failure_threshold,
+            *failure_threshold != before.backoff.failure_threshold,
             SpecField::BackoffFailureThreshold,
         );
         note(
             *termination_grace != before.termination_grace,
             SpecField::TerminationGrace,
         );
-        let limit = |resources: &Option<Resources>| {
-            resources.as_ref().map_or((None, None), |limits| {
-                (limits.cpu_millis, limits.memory_bytes)
-            })
+        let limits = |resources: &Option<Resources>| match resources {
+            Some(Resources {
+                cpu_millis,
+                memory_bytes,
+            }) => (*cpu_millis, *memory_bytes),
+            None => (None, None),
         };
-        let (now, was) = (limit(resources), limit(&before.resources));
-        note(now.0 != was.0, SpecField::CpuLimit);
-        note(now.1 != was.1, SpecField::MemoryLimit);
+        let ((cpu, memory), (was_cpu, was_memory)) = (limits(resources), limits(&before.resources));
+        note(cpu != was_cpu, SpecField::CpuLimit);
+        note(memory != was_memory, SpecField::MemoryLimit);
+        let RequestedPorts { grpc, health } = requested_ports;
+        note(*grpc != before.requested_ports.grpc, SpecField::GrpcPort);
         note(
-            requested_ports.grpc != before.requested_ports.grpc,
-            SpecField::GrpcPort,
-        );
-        note(
-            requested_ports.health != before.requested_ports.health,
+            *health != before.requested_ports.health,
             SpecField::HealthPort,
         );
         if *type_config != before.type_config {

@@ -7,14 +7,17 @@
 //! Each instance's output is preceded by a marker line (`MARKER_PREFIX`: when it started, its
 //! pid, generation and instance id), which the child writes itself between its clone and its
 //! exec, so that it comes before anything the program prints. Readers split the log on them:
-//! `--previous` is the output between the last two markers (found across the rotated files), and
-//! `--since` keeps the instances that ran within the window. The file records no time per line
-//! (the children write it themselves, not through the launcher), so an instance is the finest
-//! grain of time a reader has.
+//! `--previous` is the output between the last two markers, and `--since` keeps the instances
+//! that ran within the window, both read across the rotated files. The file records no time per
+//! line (the children write it themselves, not through the launcher), so an instance is the
+//! finest grain of time a reader has. For the same reason a child can print a line that looks
+//! like a marker: `LogFiles::markers` drops the ones that cannot be the launcher's, and the rest
+//! are taken at their word (a best effort).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use super::spawn::log_path;
 use crate::clock::{parse_rfc3339, rfc3339};
@@ -142,30 +145,190 @@ pub fn select(
     if selection.previous {
         return previous_instance(dir, id, selection);
     }
-    let mut file = File::open(log_path(dir, id))?;
-    let metadata = file.metadata()?;
-    let size = metadata.len();
-    let mut start = size.saturating_sub(MAX_READ);
     if let Some(since) = selection.since {
-        let written_at = metadata.modified().ok().map(unix_millis);
-        if written_at.is_some_and(|written_at| written_at < since) {
-            // Nothing was written to the file since then.
-            start = size;
-        } else if let Some((offset, _)) = markers_in(&mut file, 0, size)?
-            .into_iter()
-            .rev()
-            .find(|(_, marker)| marker.at < since)
-        {
-            // Instances before this one ended (the next one started) before `since`.
-            start = start.max(offset);
-        }
+        return since_instances(dir, id, since, selection.lines).map(Some);
     }
+    let mut file = File::open(log_path(dir, id))?;
+    let size = file.metadata()?.len();
+    let start = size.saturating_sub(MAX_READ);
     file.seek(SeekFrom::Start(start))?;
     let mut bytes = Vec::new();
     file.take(size - start).read_to_end(&mut bytes)?;
     let end = start + bytes.len() as u64;
     keep_last_lines(&mut bytes, selection.lines);
     Ok(Some((bytes, end)))
+}
+
+/// How much later than its file's last modification a marker's time may be and still be
+/// believed: the kernel stamps a write with a coarse clock, up to a few ticks behind the one
+/// the launcher read when it started the instance.
+const MARKER_CLOCK_SLACK: Duration = Duration::from_secs(1);
+
+/// A place in a log: the file (0 the current one, 1 `.1`, ..., the oldest last) and an offset
+/// in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    file: usize,
+    offset: u64,
+}
+
+impl Place {
+    /// Whether `self` comes later in the log than `other` (in a newer file, or further on).
+    fn is_after(self, other: Place) -> bool {
+        (std::cmp::Reverse(self.file), self.offset) > (std::cmp::Reverse(other.file), other.offset)
+    }
+}
+
+/// The files of one log, newest first: the current file, then `.1`, `.2`...
+struct LogFiles {
+    files: Vec<File>,
+    sizes: Vec<u64>,
+    /// Each file's last modification: nothing in it was written later.
+    modified: Vec<Option<UnixMillis>>,
+}
+
+impl LogFiles {
+    fn open(dir: &Path, id: &ProcessId) -> io::Result<LogFiles> {
+        let current = log_path(dir, id);
+        let mut files = vec![File::open(&current)?];
+        for n in 1..=MAX_ROTATED_FILES {
+            match File::open(rotated(&current, n)) {
+                Ok(file) => files.push(file),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+                Err(error) => return Err(error),
+            }
+        }
+        let mut sizes = Vec::with_capacity(files.len());
+        let mut modified = Vec::with_capacity(files.len());
+        for file in &files {
+            let metadata = file.metadata()?;
+            sizes.push(metadata.len());
+            modified.push(metadata.modified().ok().map(unix_millis));
+        }
+        Ok(LogFiles {
+            files,
+            sizes,
+            modified,
+        })
+    }
+
+    /// Where the log begins: the start of its oldest file.
+    fn beginning(&self) -> Place {
+        Place {
+            file: self.files.len() - 1,
+            offset: 0,
+        }
+    }
+
+    /// Where the log ends: the end of the current file.
+    fn end(&self) -> Place {
+        Place {
+            file: 0,
+            offset: self.sizes[0],
+        }
+    }
+
+    /// The instance markers of the whole log, oldest first, that can be the launcher's.
+    ///
+    /// A child writes its log itself, so it can print a line that looks like a marker. What
+    /// cannot be the launcher's is left out: a marker whose time goes back from the marker
+    /// before it (the launcher starts instances one after the other), or that is later than
+    /// the last write of its file (it was written before that). A line that passes both is
+    /// taken for a marker: instance boundaries are a best effort, as the README says.
+    fn markers(&mut self) -> io::Result<Vec<(Place, Marker)>> {
+        let mut kept: Vec<(Place, Marker)> = Vec::new();
+        for index in (0..self.files.len()).rev() {
+            let written_by = self.modified[index].map(|at| at.saturating_add(MARKER_CLOCK_SLACK));
+            for (offset, marker) in markers_in(&mut self.files[index], 0, self.sizes[index])? {
+                let in_order = kept.last().is_none_or(|(_, last)| marker.at >= last.at);
+                let written_before_the_file = written_by.is_none_or(|by| marker.at <= by);
+                if in_order && written_before_the_file {
+                    kept.push((
+                        Place {
+                            file: index,
+                            offset,
+                        },
+                        marker,
+                    ));
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The bytes from `from` to `to` (at most the last `MAX_READ` of them), across the files.
+    fn read(&mut self, from: Place, to: Place) -> io::Result<Vec<u8>> {
+        // The pieces, oldest first: (file index, from, to).
+        let pieces: Vec<(usize, u64, u64)> = (to.file..=from.file)
+            .rev()
+            .map(|index| {
+                let start = if index == from.file { from.offset } else { 0 };
+                let end = if index == to.file {
+                    to.offset.min(self.sizes[index])
+                } else {
+                    self.sizes[index]
+                };
+                (index, start, end.max(start))
+            })
+            .collect();
+        let total: u64 = pieces.iter().map(|(_, from, to)| to - from).sum();
+        // Only the end of a long span is read, as for the current file.
+        let mut skip = total.saturating_sub(MAX_READ);
+        let mut bytes = Vec::new();
+        for (index, start, end) in pieces {
+            let length = end - start;
+            if skip >= length {
+                skip -= length;
+                continue;
+            }
+            let file = &mut self.files[index];
+            file.seek(SeekFrom::Start(start + skip))?;
+            file.take(length - skip).read_to_end(&mut bytes)?;
+            skip = 0;
+        }
+        Ok(bytes)
+    }
+}
+
+/// The output of the instances that may have written at or after `since`, read across the
+/// rotated files: from the marker of the first one that ran into the window (an instance runs
+/// until the next marker, the last one until its file's last write) to the end of the current
+/// file, leaving out files last written before `since`. At most `MAX_READ` bytes of its end.
+fn since_instances(
+    dir: &Path,
+    id: &ProcessId,
+    since: UnixMillis,
+    lines: Option<usize>,
+) -> io::Result<(Vec<u8>, u64)> {
+    let mut log = LogFiles::open(dir, id)?;
+    let end = log.end();
+    // Files are newest first: the first one last written before `since`, and every older one,
+    // hold nothing of the window.
+    let stale = (0..log.files.len())
+        .find(|index| log.modified[*index].is_some_and(|modified| modified < since));
+    let mut start = match stale {
+        None => log.beginning(),
+        // Nothing was written to the log since then.
+        Some(0) => return Ok((Vec::new(), end.offset)),
+        Some(index) => Place {
+            file: index - 1,
+            offset: 0,
+        },
+    };
+    // Instances before the last one that started before `since` ended before it.
+    if let Some((place, _)) = log
+        .markers()?
+        .into_iter()
+        .rev()
+        .find(|(_, marker)| marker.at < since)
+    {
+        if place.is_after(start) {
+            start = place;
+        }
+    }
+    let mut bytes = log.read(start, end)?;
+    keep_last_lines(&mut bytes, lines);
+    Ok((bytes, end.offset))
 }
 
 /// The output of the instance before the last one: from its marker (or from the start of the
@@ -176,77 +339,23 @@ fn previous_instance(
     id: &ProcessId,
     selection: Selection,
 ) -> io::Result<Option<(Vec<u8>, u64)>> {
-    let current = log_path(dir, id);
-    // Newest first: the current file, then `.1`, `.2`...
-    let mut files = vec![File::open(&current)?];
-    for n in 1..=MAX_ROTATED_FILES {
-        match File::open(rotated(&current, n)) {
-            Ok(file) => files.push(file),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => break,
-            Err(error) => return Err(error),
-        }
-    }
-    let sizes = files
-        .iter()
-        .map(|file| file.metadata().map(|metadata| metadata.len()))
-        .collect::<io::Result<Vec<u64>>>()?;
-    // The last two markers, newest first, as (file index, offset of the line, marker).
-    let mut last_two: Vec<(usize, u64, Marker)> = Vec::new();
-    'files: for (index, (file, size)) in files.iter_mut().zip(&sizes).enumerate() {
-        for (offset, marker) in markers_in(file, 0, *size)?.into_iter().rev() {
-            last_two.push((index, offset, marker));
-            if last_two.len() == 2 {
-                break 'files;
-            }
-        }
-    }
-    let (end, start) = match last_two.as_slice() {
+    let mut log = LogFiles::open(dir, id)?;
+    let markers = log.markers()?;
+    let (start, (end, last)) = match markers.as_slice() {
         [] => return Ok(None),
-        [(index, offset, last)] => ((*index, *offset, last), (files.len() - 1, 0)),
-        [(index, offset, last), (before_index, before_offset, _), ..] => {
-            ((*index, *offset, last), (*before_index, *before_offset))
-        }
+        [(end, last)] => (log.beginning(), (*end, last)),
+        [.., (start, _), (end, last)] => (*start, (*end, last)),
     };
-    let (end_index, end_offset, last) = end;
     if selection.since.is_some_and(|since| last.at < since) {
         // It ended when the last instance started, before `since`.
         return Ok(Some((Vec::new(), 0)));
     }
-    // The pieces, oldest first: (file index, from, to).
-    let (start_index, start_offset) = start;
-    let pieces: Vec<(usize, u64, u64)> = (end_index..=start_index)
-        .rev()
-        .map(|index| {
-            let from = if index == start_index {
-                start_offset
-            } else {
-                0
-            };
-            let to = if index == end_index {
-                end_offset
-            } else {
-                sizes[index]
-            };
-            (index, from, to.max(from))
-        })
-        .collect();
-    let total: u64 = pieces.iter().map(|(_, from, to)| to - from).sum();
-    if total == 0 {
+    if !end.is_after(start) {
         return Ok(None);
     }
-    // Only the end of a long instance is read, as for the current file.
-    let mut skip = total.saturating_sub(MAX_READ);
-    let mut bytes = Vec::new();
-    for (index, from, to) in pieces {
-        let length = to - from;
-        if skip >= length {
-            skip -= length;
-            continue;
-        }
-        let file = &mut files[index];
-        file.seek(SeekFrom::Start(from + skip))?;
-        file.take(length - skip).read_to_end(&mut bytes)?;
-        skip = 0;
+    let mut bytes = log.read(start, end)?;
+    if bytes.is_empty() {
+        return Ok(None);
     }
     keep_last_lines(&mut bytes, selection.lines);
     Ok(Some((bytes, 0)))
@@ -545,6 +654,93 @@ mod tests {
         assert_eq!(
             read_from(dir.path(), &id(), 1000).unwrap(),
             (b"new\n".to_vec(), 4)
+        );
+    }
+
+    /// Regression: a child that prints a line looking like a marker split its own output into
+    /// instances, hiding the real previous instance and, with a time in the past, the current
+    /// output from `--since`.
+    #[test]
+    fn a_marker_that_goes_back_in_time_or_past_the_last_write_is_a_childs_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), &id());
+        let now = crate::clock::now().0;
+        let fake_past = marker(500, 99, 7);
+        let fake_future = marker(now + 3_600_000, 98, 7);
+        std::fs::write(
+            &path,
+            format!(
+                "{}first\n{fake_future}{}second a\n{fake_past}second b\n",
+                marker(now - 2000, 1, 1),
+                marker(now - 1000, 2, 1),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            previous(dir.path(), None, None).unwrap(),
+            format!("{}first\n{fake_future}", marker(now - 2000, 1, 1)),
+            "the two real markers bound the previous instance"
+        );
+        let since = Selection {
+            since: Some(UnixMillis(now - 60_000)),
+            ..Selection::default()
+        };
+        let (bytes, _) = select(dir.path(), &id(), since).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            std::fs::read_to_string(&path).unwrap(),
+            "everything ran within the last minute"
+        );
+    }
+
+    /// Regression: `--since` read only the current file, so output rotated away a minute ago
+    /// from an instance that started five minutes ago was missing from `--since 10m`.
+    #[test]
+    fn since_reads_the_rotated_files_too_and_skips_those_written_before_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), &id());
+        let now = crate::clock::now().0;
+        std::fs::write(
+            rotated(&path, 2),
+            format!("{}old\n", marker(now - 900_000, 1, 1)),
+        )
+        .unwrap();
+        // `.2` was last written 14 minutes ago.
+        let old = std::time::UNIX_EPOCH + Duration::from_millis(now - 840_000);
+        File::options()
+            .write(true)
+            .open(rotated(&path, 2))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::write(
+            rotated(&path, 1),
+            format!("{}written 4 minutes ago\n", marker(now - 300_000, 2, 1)),
+        )
+        .unwrap();
+        std::fs::write(&path, "written just now\n").unwrap();
+        let since = |ago: u64| {
+            let selection = Selection {
+                since: Some(UnixMillis(now - ago)),
+                ..Selection::default()
+            };
+            let (bytes, offset) = select(dir.path(), &id(), selection).unwrap().unwrap();
+            assert_eq!(
+                offset,
+                "written just now\n".len() as u64,
+                "followed from the end"
+            );
+            String::from_utf8(bytes).unwrap()
+        };
+        let recent = format!(
+            "{}written 4 minutes ago\nwritten just now\n",
+            marker(now - 300_000, 2, 1)
+        );
+        assert_eq!(since(600_000), recent);
+        assert_eq!(since(60_000), recent, "the instance ran into the window");
+        assert_eq!(
+            since(1_000_000),
+            format!("{}old\n{recent}", marker(now - 900_000, 1, 1))
         );
     }
 }

@@ -6,7 +6,10 @@
 //! (`applied-<id>.yaml`), and an existing one is the file the store records as its owner, which
 //! the watcher found in the directory. A write is atomic (a hidden temporary file in the same
 //! directory, written, fsynced, renamed over the name, and the directory fsynced), so the
-//! watcher never reads half a file and a crash leaves the old file or the new one.
+//! watcher never reads half a file and a crash leaves the old file or the new one. The temporary
+//! file has a fixed name (`.prism-apply.<pid>.<n>.tmp`), never one made from the target's, so a
+//! long name can be replaced too; one a crash left behind (it may hold credentials) is removed
+//! at the launcher's next start (`remove_leftover_temporaries`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -21,6 +24,13 @@ use crate::reconcile::ProcessId;
 /// How the files `apply` makes for new processes begin, so that `ls` tells them from files an
 /// operator wrote, and a repository can ignore them (`examples/desired-state/applied-*.yaml`).
 pub const APPLIED_FILE_PREFIX: &str = "applied-";
+
+/// How the temporary files of a write begin: hidden (the watcher ignores them) and the same
+/// for every target, whatever its name's length.
+const TEMPORARY_PREFIX: &str = ".prism-apply.";
+
+/// How the temporary files of a write end.
+const TEMPORARY_SUFFIX: &str = ".tmp";
 
 /// The mode of a spec file `apply` creates: spec files may hold credentials
 /// (`connectionString`), so they are the launcher's user's only. A file replaced keeps its mode.
@@ -52,6 +62,51 @@ pub enum SpecDirWriteError {
         #[source]
         source: io::Error,
     },
+    /// The spec directory refuses the launcher's writes (permissions, a read-only mount): the
+    /// operator's to change, not the launcher's failure.
+    #[error(
+        "cannot {action} {} ({error}): the launcher's user may not change the spec directory {}; \
+         make it writable for that user (or mount it read-write), or edit the directory by hand",
+        path.display(),
+        dir.display()
+    )]
+    NotWritable {
+        action: SpecDirAction,
+        path: PathBuf,
+        dir: PathBuf,
+        error: io::Error,
+    },
+    /// The change is made (the file renamed into place, or removed), but the fsync of the
+    /// directory that makes it survive a crash of the host failed.
+    #[error(
+        "{} is {done}, but may not be durable: the fsync of the spec directory {} failed; the \
+         spec watcher applies it, but a crash of the host may undo it",
+        path.display(),
+        dir.display()
+    )]
+    NotDurable {
+        done: &'static str,
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What was done to a spec file, for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecDirAction {
+    Write,
+    Remove,
+}
+
+impl std::fmt::Display for SpecDirAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SpecDirAction::Write => "write",
+            SpecDirAction::Remove => "remove",
+        })
+    }
 }
 
 /// The file of `dir` that `apply` declares a new process `id` in: `applied-<id>.yaml`. A
@@ -72,10 +127,7 @@ pub fn write_spec_file(dir: &Path, path: &Path, text: &str) -> Result<(), SpecDi
     if text.len() as u64 > MAX_SPEC_FILE_BYTES {
         return Err(SpecDirWriteError::TooLarge { len: text.len() });
     }
-    let failed = |source| SpecDirWriteError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let failed = |source| io_failure(SpecDirAction::Write, dir, path, source);
     let mode = match std::fs::symlink_metadata(path) {
         Ok(metadata) if metadata.file_type().is_symlink() => {
             return Err(SpecDirWriteError::Symlink {
@@ -91,7 +143,7 @@ pub fn write_spec_file(dir: &Path, path: &Path, text: &str) -> Result<(), SpecDi
         Err(error) if error.kind() == io::ErrorKind::NotFound => NEW_FILE_MODE,
         Err(error) => return Err(failed(error)),
     };
-    let (temporary, mut file) = create_temporary(dir, path, mode).map_err(failed)?;
+    let (temporary, mut file) = create_temporary(dir, mode).map_err(failed)?;
     let written = file
         .write_all(text.as_bytes())
         // The umask applied at creation; the mode is set as meant.
@@ -102,19 +154,93 @@ pub fn write_spec_file(dir: &Path, path: &Path, text: &str) -> Result<(), SpecDi
         let _ = std::fs::remove_file(&temporary);
         return Err(failed(error));
     }
-    sync_directory(dir).map_err(failed)
+    sync_directory(dir).map_err(|source| SpecDirWriteError::NotDurable {
+        done: "written",
+        path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Removes `path`, a spec file directly in `dir` (a symbolic link there is removed itself,
-/// not what it points to), and makes the removal durable.
+/// not what it points to), and makes the removal durable. A file already gone is removed: what
+/// the caller wanted holds.
 pub fn remove_spec_file(dir: &Path, path: &Path) -> Result<(), SpecDirWriteError> {
     check_in_directory(dir, path)?;
-    let failed = |source| SpecDirWriteError::Remove {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_failure(SpecDirAction::Remove, dir, path, error)),
+    }
+    sync_directory(dir).map_err(|source| SpecDirWriteError::NotDurable {
+        done: "removed",
         path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
         source,
-    };
-    std::fs::remove_file(path).map_err(failed)?;
-    sync_directory(dir).map_err(failed)
+    })
+}
+
+/// Removes the temporary files of writes that a launcher killed mid-write left in `dir` (they
+/// may hold credentials), at start, before any write of this run; returns how many. The spec
+/// directory is one launcher's (it is the one truth of what that launcher runs), so every
+/// temporary file in it is a dead write of this launcher's.
+pub fn remove_leftover_temporaries(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if is_temporary_name(name) && entry.file_type()?.is_file() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether `name` is one `create_temporary` makes: `.prism-apply.<pid>.<n>.tmp`.
+fn is_temporary_name(name: &str) -> bool {
+    name.strip_prefix(TEMPORARY_PREFIX)
+        .and_then(|rest| rest.strip_suffix(TEMPORARY_SUFFIX))
+        .and_then(|numbers| numbers.split_once('.'))
+        .is_some_and(|(pid, n)| {
+            [pid, n]
+                .iter()
+                .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+        })
+}
+
+/// The error of an `action` on `path` in `dir` that failed with `source`: a directory the
+/// launcher may not change is named as such, with what to do.
+fn io_failure(
+    action: SpecDirAction,
+    dir: &Path,
+    path: &Path,
+    source: io::Error,
+) -> SpecDirWriteError {
+    match (source.kind(), action) {
+        (io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem, _) => {
+            SpecDirWriteError::NotWritable {
+                action,
+                path: path.to_path_buf(),
+                dir: dir.to_path_buf(),
+                error: source,
+            }
+        }
+        (_, SpecDirAction::Remove) => SpecDirWriteError::Remove {
+            path: path.to_path_buf(),
+            source,
+        },
+        (_, SpecDirAction::Write) => SpecDirWriteError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
 }
 
 /// Refuses a path that is not a spec file's name directly in `dir`: every path written or
@@ -135,17 +261,17 @@ fn check_in_directory(dir: &Path, path: &Path) -> Result<(), SpecDirWriteError> 
     }
 }
 
-/// A new hidden file beside `path` (`.<name>.<pid>.<n>.tmp`), created exclusively (never an
-/// existing file, nor through a symbolic link).
-fn create_temporary(dir: &Path, path: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
+/// A new hidden file in `dir` (`.prism-apply.<pid>.<n>.tmp`: a fixed name, so that any target
+/// name that fits the directory fits it too), created exclusively (never an existing file, nor
+/// through a symbolic link).
+fn create_temporary(dir: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temporary = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        let temporary = dir.join(format!(
+            "{TEMPORARY_PREFIX}{}.{n}{TEMPORARY_SUFFIX}",
+            std::process::id()
+        ));
         match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -252,5 +378,91 @@ mod tests {
             write_spec_file(dir.path(), &dir.path().join("big.yaml"), &too_large),
             Err(SpecDirWriteError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_file_already_gone_is_removed_without_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.yaml");
+        remove_spec_file(dir.path(), &path).unwrap();
+        std::fs::write(&path, "x\n").unwrap();
+        remove_spec_file(dir.path(), &path).unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_long_name_is_replaced_through_a_temporary_file_of_a_fixed_name() {
+        let dir = tempfile::tempdir().unwrap();
+        // 250 bytes: the longest a file name may be is 255, so a temporary name built from it
+        // would not fit.
+        let path = dir.path().join(format!("{}.yaml", "a".repeat(245)));
+        std::fs::write(&path, "old\n").unwrap();
+        write_spec_file(dir.path(), &path, "new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+    }
+
+    #[test]
+    fn the_temporary_files_a_crash_left_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            ".prism-apply.4242.0.tmp",
+            ".prism-apply.4242.17.tmp",
+            ".prism-apply.x.0.tmp",
+            ".prism-apply.4242.tmp",
+            ".hand.yaml.4242.0.tmp",
+            "spec.yaml",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), "connectionString: secret\n").unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".prism-apply.1.1.tmp")).unwrap();
+        assert_eq!(remove_leftover_temporaries(dir.path()).unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".hand.yaml.4242.0.tmp",
+                ".prism-apply.1.1.tmp",
+                ".prism-apply.4242.tmp",
+                ".prism-apply.x.0.tmp",
+                "spec.yaml"
+            ]
+        );
+        // A write leaves none of its own.
+        write_spec_file(dir.path(), &dir.path().join("spec.yaml"), "y\n").unwrap();
+        assert_eq!(remove_leftover_temporaries(dir.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_directory_the_launcher_may_not_change_is_named_as_such() {
+        let dir = Path::new("/specs");
+        let path = Path::new("/specs/a.yaml");
+        for kind in [
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::ReadOnlyFilesystem,
+        ] {
+            let error = io_failure(SpecDirAction::Write, dir, path, io::Error::from(kind));
+            assert!(
+                matches!(error, SpecDirWriteError::NotWritable { .. }),
+                "{error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains("cannot write /specs/a.yaml")
+                    && message.contains("make it writable"),
+                "{message}"
+            );
+        }
+        let other = io_failure(
+            SpecDirAction::Remove,
+            dir,
+            path,
+            io::Error::from(io::ErrorKind::StorageFull),
+        );
+        assert!(matches!(other, SpecDirWriteError::Remove { .. }), "{other}");
     }
 }

@@ -338,17 +338,21 @@ impl Manifest {
             let field = manifest_field(&found.field);
             problems.push(format!("{field}: {}", found.message(&manifest_field)));
         }
-        let resources = self.resources.map(|resources| Resources {
-            cpu_millis: resources.cpu_limit.and_then(|value| {
-                parse_cpu(&value.0)
-                    .map_err(|problem| problems.push(format!("resources.cpu_limit: {problem}")))
-                    .ok()
-            }),
-            memory_bytes: resources.memory_limit.and_then(|value| {
-                parse_memory(&value.0)
-                    .map_err(|problem| problems.push(format!("resources.memory_limit: {problem}")))
-                    .ok()
-            }),
+        let resources = self.resources.and_then(|resources| {
+            Resources::limits(
+                resources.cpu_limit.and_then(|value| {
+                    parse_cpu(&value.0)
+                        .map_err(|problem| problems.push(format!("resources.cpu_limit: {problem}")))
+                        .ok()
+                }),
+                resources.memory_limit.and_then(|value| {
+                    parse_memory(&value.0)
+                        .map_err(|problem| {
+                            problems.push(format!("resources.memory_limit: {problem}"))
+                        })
+                        .ok()
+                }),
+            )
         });
         if !problems.is_empty() {
             return Err(problems);

@@ -958,10 +958,8 @@ impl ResourcesValue {
                     None
                 }
             });
-        Some(Resources {
-            cpu_millis,
-            memory_bytes,
-        })
+        // An empty block is no limits, as no block is (one spelling of "none").
+        Resources::limits(cpu_millis, memory_bytes)
     }
 }
 

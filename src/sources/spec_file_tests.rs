@@ -1781,3 +1781,19 @@ fn the_documents_of_a_text_are_the_ones_parsing_numbers_and_their_names_read_alo
     assert!(errors.iter().all(|error| error.field == "metadata.name"));
     assert_eq!((errors[0].document, errors[1].document), (1, 2));
 }
+
+/// Regression: `resources: {}` made a spec that differed from one without the block while
+/// `changed_fields` named nothing, so `apply` said "unchanged" and the process was replaced.
+#[test]
+fn an_empty_resources_block_is_the_same_spec_as_none() {
+    let without = specs(&format!(
+        "{HEAD}metadata: {{name: p}}\nspec:\n  binary: /bin/sleep\n"
+    ));
+    let empty = specs(&format!(
+        "{HEAD}metadata: {{name: p}}\nspec:\n  binary: /bin/sleep\n  resources: {{}}\n"
+    ));
+    assert_eq!(empty[0].spec.resources, None);
+    assert_eq!(empty[0].spec, without[0].spec);
+    assert!(empty[0].spec.changed_fields(&without[0].spec).is_empty());
+    assert!(!empty[0].spec.requires_restart_from(&without[0].spec));
+}

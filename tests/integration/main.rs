@@ -1,12 +1,14 @@
 //! The integration tests: one binary that runs the real `prism-launcher` against real processes.
 
 mod admin;
+mod apply_delete;
 mod configuration;
 mod declarative;
 mod harness;
 mod hostile_specs;
 mod inputs;
 mod lifecycle;
+mod log_instances;
 mod observability;
 mod operator;
 mod operator_verbs;
