@@ -263,10 +263,14 @@ fn logs_tail_and_follow_through_the_cli_and_rotate_by_size() {
         "apiVersion: prism.launcher/v1\nkind: Process\nmetadata: {name: counter}\nspec:\n  binary: /bin/sh\n  args: [\"-c\", \"n=0; while true; do n=$((n+1)); echo \\\"line $n\\\"; sleep 0.01; done\"]\n",
     );
     launcher.wait_running("counter", None, TIMEOUT);
+    // Three lines of the program's own (the instance's marker line comes first).
     let tail = eventually(TIMEOUT, "three lines of output", || {
         let output = launcher.cli(&["logs", "counter", "--tail", "3"]);
         let text = String::from_utf8(output.stdout).ok()?;
-        (output.status.success() && text.lines().count() == 3).then_some(text)
+        (output.status.success()
+            && text.lines().count() == 3
+            && text.lines().all(|line| line.starts_with("line ")))
+        .then_some(text)
     });
     assert!(
         tail.lines().all(|line| line.starts_with("line ")),
