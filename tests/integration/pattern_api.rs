@@ -730,3 +730,120 @@ async fn force_cuts_short_a_termination_under_way_and_shutdown_stays_bounded() {
     let answer = waiting.await.unwrap();
     assert!(answer.is_err(), "the in-flight call ended: {answer:?}");
 }
+
+/// The seed quick start, step by step, on the repository's own catalog manifest and beside the
+/// default examples (examples/desired-state), as on a fresh checkout: its answers are the
+/// seed's, with the examples' processes counted beside its own (README, "Quick start").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_quick_start_gives_the_seeds_answers_beside_the_default_examples() {
+    // The seed's pattern answers on its manifest's port 9090, the example on 9190.
+    for port in [9090, 9190] {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            eprintln!("not checked: port {port}, which the seed walk-through uses, is taken here");
+            return;
+        }
+    }
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let mut launcher = TestLauncher::start_with_catalog(&[], |patterns| {
+        // The repository's manifest, its executable the built binary (the repository's own
+        // script finds it under target/ beside the manifest, which a copy is not).
+        let manifest =
+            std::fs::read_to_string(format!("{repo}/manifests/hello-pattern/manifest.yaml"))
+                .unwrap()
+                .replace(
+                    "executable: ./hello-pattern",
+                    &format!("executable: {HELLO_PATTERN}"),
+                );
+        std::fs::write(patterns.join("hello-pattern/manifest.yaml"), manifest).unwrap();
+    });
+    for example in ["hello.yaml", "workers.yaml"] {
+        let text =
+            std::fs::read_to_string(format!("{repo}/examples/desired-state/{example}")).unwrap();
+        launcher.write_spec(example, &text);
+    }
+    launcher.wait_running("hello-examples", None, Duration::from_secs(30));
+    launcher.wait_running("ticker", None, Duration::from_secs(30));
+    let mut client = launcher.pattern_client().await;
+
+    // Step 5: launch hello-pattern for namespace my-app.
+    let request = launch(
+        "hello-pattern",
+        IsolationLevel::IsolationNamespace,
+        "my-app",
+        "",
+    );
+    let launched = client
+        .launch_pattern(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_healthy(&launched);
+    assert_eq!(launched.process_id, "ns:my-app:hello-pattern");
+    // The same launch again is the same process: one process for the tenant.
+    let again = client.launch_pattern(request).await.unwrap().into_inner();
+    assert_eq!(again.process_id, launched.process_id);
+    assert_eq!(
+        pid_of(&mut launcher, "ns:my-app:hello-pattern").await,
+        pid_of(&mut launcher, &again.process_id).await
+    );
+
+    // Step 6: Health counts patterns, as the seed's launcher ran only patterns: the
+    // walk-through's and the example's hello-examples (the examples' utilities are not counted).
+    let health = eventually(Duration::from_secs(30), "the counts to settle", || {
+        let health = futures_block_on(client.clone().health(HealthRequest::default()))?;
+        (health.running_processes == 2).then_some(health)
+    });
+    assert!(health.healthy, "{health:?}");
+    assert_eq!(health.total_processes, 2, "{health:?}");
+    assert_eq!(
+        health.isolation_distribution.get("Namespace"),
+        Some(&2),
+        "{health:?}"
+    );
+    let listed = client
+        .list_patterns(ListPatternsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let patterns: Vec<&str> = listed
+        .patterns
+        .iter()
+        .map(|p| p.process_id.as_str())
+        .collect();
+    assert!(
+        patterns.contains(&"ns:my-app:hello-pattern"),
+        "{patterns:?}"
+    );
+
+    // curl localhost:9090/health answers from the walk-through's process, 9190 from the example.
+    for port in [9090u16, 9190] {
+        let answer = http_get_port(port, "/health");
+        assert!(
+            answer.contains("OK - hello-pattern is healthy"),
+            "port {port}: {answer}"
+        );
+    }
+}
+
+/// Runs a tonic call to completion from a synchronous closure (for `eventually`).
+fn futures_block_on<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Option<T> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| handle.block_on(call))
+        .ok()
+        .map(tonic::Response::into_inner)
+}
+
+/// GET `path` on 127.0.0.1:`port`, the whole answer as text (empty when nothing answers).
+fn http_get_port(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
