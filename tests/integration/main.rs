@@ -7,6 +7,7 @@ mod harness;
 mod hostile_specs;
 mod inputs;
 mod lifecycle;
+mod multi_host;
 mod observability;
 mod operator;
 mod operator_verbs;
