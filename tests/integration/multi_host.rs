@@ -1056,15 +1056,17 @@ async fn a_stale_admin_term_is_refused_on_every_host_and_after_a_restart() {
             .await
             .expect_err("a stale admin");
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-        assert!(host.rows().get("stale").is_none());
+        assert!(!host.rows().contains_key("stale"));
     }
     for (host, pid) in hosts.iter().zip(&kept) {
         assert_eq!(host.wait_running(&["kept"])["kept"], *pid, "undisturbed");
     }
 
     // A new leader (term 6) reaches host a: term 5 is stale there from now on, not elsewhere.
+    let from_6 = sleeper("from-6");
+    admin.intend(&hosts[0].launcher_id, &from_6);
     admin
-        .push(&hosts[0].launcher_id, sleeper("from-6"), Some(6))
+        .push(&hosts[0].launcher_id, from_6, Some(6))
         .await
         .expect("term 6");
     let refused = admin
@@ -1081,14 +1083,53 @@ async fn a_stale_admin_term_is_refused_on_every_host_and_after_a_restart() {
         .push(&hosts[1].launcher_id, sleeper("late-5"), Some(5))
         .await
         .expect("b has not seen term 6");
+    let on_a = hosts[0].wait_running(&["kept", "from-6"]);
+
+    // A stale leader (term 5) answers a's registration with an empty set marked complete: a
+    // does not apply it, keeps everything, and registers again until a current admin answers.
+    {
+        let mut fleet = admin.fleet();
+        fleet.term = Some(5);
+        fleet.answers.insert(
+            ids[0].clone(),
+            Answer::Only {
+                ids: vec![],
+                marker: Some("complete"),
+            },
+        );
+        fleet.forget.insert(ids[0].clone());
+    }
+    eventually(TIMEOUT, "a to refuse the stale answer", || {
+        let link = hosts[0].admin_link();
+        (link["state"] == "unreachable"
+            && link["last_error"]
+                .as_str()
+                .is_some_and(|error| error.contains("stale admin") && error.contains("term 5")))
+        .then_some(())
+    });
+    assert_eq!(
+        hosts[0].wait_running(&["kept", "from-6"]),
+        on_a,
+        "nothing applied"
+    );
+    {
+        let mut fleet = admin.fleet();
+        fleet.term = Some(6);
+        fleet.answers.remove(&ids[0]);
+    }
+    eventually(TIMEOUT, "a to register with the current admin", || {
+        (hosts[0].admin_link()["state"] == "connected").then_some(())
+    });
+    assert_eq!(hosts[0].wait_running(&["kept", "from-6"]), on_a);
 
     // The newest term is durable: after a restart (with an admin that names no term, so only
     // the store can remember), term 5 is still refused on a.
     admin.fleet().term = None;
+    let registered = admin.registrations(&ids[0]);
     hosts[0].stop();
     hosts[0].spawn();
     eventually(TIMEOUT, "a to register again", || {
-        (admin.registrations(&ids[0]) >= 2).then_some(())
+        (admin.registrations(&ids[0]) > registered).then_some(())
     });
     assert_eq!(hosts[0].admin_link()["term"], 6);
     let refused = admin
