@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::api::admin_client::{run_admin_client, AdminSettings};
+use crate::api::admin_client::{admin_link, run_admin_client, AdminSettings};
 use crate::api::auth::{listener_auth, AuthError, BearerToken, ListenerAuth};
 use crate::api::context::ApiContext;
 use crate::api::control_plane::AssignmentPolicy;
@@ -81,6 +81,11 @@ pub struct Config {
     /// The region reported to prism-admin.
     pub region: String,
     pub heartbeat_interval: Duration,
+    /// The deadline of every call to prism-admin (and of connecting to it).
+    pub admin_call_timeout: Duration,
+    /// Stop prism-admin's processes once it has been unreachable this long (they start again
+    /// when it is back); `None`, the default, keeps them running through any partition.
+    pub admin_disconnect_grace: Option<Duration>,
     /// Executables prism-admin pushes must be under one of these; empty means the patterns and
     /// spec directories.
     pub allowed_executable_roots: Vec<PathBuf>,
@@ -135,6 +140,8 @@ impl Default for Config {
             capabilities: ProcessType::ALL.to_vec(),
             region: String::new(),
             heartbeat_interval: Duration::from_secs(30),
+            admin_call_timeout: Duration::from_secs(5),
+            admin_disconnect_grace: None,
             allowed_executable_roots: Vec::new(),
             launch_timeout: Duration::from_secs(30),
             orphan_scan_interval: Duration::from_secs(60),
@@ -527,6 +534,12 @@ pub async fn run(
         runtime::ticks_per_second(),
     );
     let started_at = now();
+    let (admin_board, admin_watch) = admin_link(
+        config.admin_endpoint.as_deref(),
+        config.admin_disconnect_grace,
+        started_at,
+    );
+    metrics.show_admin_link(&admin_watch.link.borrow());
     let context = Arc::new(ApiContext {
         store: store.clone(),
         catalog: catalog.clone(),
@@ -549,6 +562,7 @@ pub async fn run(
         }),
         limit_mode: host_limits.mode,
         usage: usage.clone(),
+        admin: admin_watch.clone(),
     });
 
     // The launcher's parts run until the shutdown, or until one of them ends on its own, which
@@ -558,15 +572,21 @@ pub async fn run(
         LOOP_PART,
         runtime::run(
             store.clone(),
-            runtime_config(
-                &config,
-                host_limits.tree.clone(),
-                &launcher_id,
-                &metrics,
-                &readiness,
-                &usage,
-                notifier.clone(),
-            ),
+            RuntimeConfig {
+                admin_suspended: config
+                    .admin_endpoint
+                    .is_some()
+                    .then(|| admin_watch.suspended.clone()),
+                ..runtime_config(
+                    &config,
+                    host_limits.tree.clone(),
+                    &launcher_id,
+                    &metrics,
+                    &readiness,
+                    &usage,
+                    notifier.clone(),
+                )
+            },
             stop_signal(&stopped),
         ),
     );
@@ -605,16 +625,21 @@ pub async fn run(
             region: config.region.clone(),
             max_processes: config.max_processes,
             heartbeat_interval: config.heartbeat_interval,
+            call_timeout: config.admin_call_timeout,
+            disconnect_grace: config.admin_disconnect_grace,
             metadata: BTreeMap::from([("pid".to_string(), std::process::id().to_string())]),
             metrics: metrics.clone(),
             tls: admin_tls,
             token: admin_token,
+            jitter_seed: crate::random::entropy_seed(started_at.0),
         };
-        tracing::info!(%endpoint, advertise = %settings.advertise_address, "prism-admin configured");
+        tracing::info!(%endpoint, advertise = %settings.advertise_address,
+            disconnect_grace = ?config.admin_disconnect_grace, "prism-admin configured");
         parts.spawn(
             "the prism-admin client",
             run_admin_client(
                 settings,
+                admin_board,
                 context.clone(),
                 usage.clone(),
                 stop_signal(&stopped),
@@ -791,6 +816,8 @@ fn runtime_config(
         watchdog: notifier.and_then(|notifier| {
             crate::systemd::watchdog_interval().map(|interval| Watchdog { notifier, interval })
         }),
+        // `run` gives the admin client's watch when there is one.
+        admin_suspended: None,
     }
 }
 

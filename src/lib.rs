@@ -3,7 +3,7 @@
 //! See ARCHITECTURE.md for the codemap. `reconcile` decides, `store` remembers, `runtime` acts on
 //! processes, `sources` read what people write, `api` speaks gRPC, `telemetry` counts; `app`
 //! wires them together; `private_fs` keeps the data directory private; `systemd` notifies
-//! systemd.
+//! systemd; `random` draws the samples decisions are given.
 
 pub mod api;
 pub mod app;
@@ -11,6 +11,7 @@ pub mod clock;
 pub mod error_chain;
 pub mod parallel;
 pub mod private_fs;
+pub mod random;
 pub mod reconcile;
 pub mod runtime;
 pub mod sources;

@@ -1,20 +1,35 @@
-//! The launcher as a client of prism-admin: registration (retried with capped exponential
-//! backoff, in the background, while the launcher works standalone), `initial_processes` applied
-//! as the admin's whole desired set, heartbeats with real process health and resources, and
-//! re-registration after admin was unreachable or stopped knowing the launcher.
+//! The launcher as a client of prism-admin: registration (in the background, while the launcher
+//! works standalone), the registration's `initial_processes` applied by the initial-set rule
+//! (`reconcile::initial_set_view`: never a removal on partial knowledge), heartbeats with real
+//! process health and resources (every one the whole health map), re-registration after admin
+//! was unreachable or stopped knowing the launcher, the admin's term on the registration ack,
+//! and the link's state for status and metrics (`AdminLinkWatch`), with the disconnect grace
+//! that may stop admin-owned processes during a partition.
+//!
+//! Every call has a deadline (sent to admin as `grpc-timeout` too) and the channel sends HTTP/2
+//! keepalive pings, so a partition is noticed within a call's timeout. Retries wait a
+//! full-jitter delay (`reconcile::RetryBackoff`) drawn from a generator seeded per launcher, so
+//! a fleet that lost admin at once does not come back in lockstep.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use super::blocking::{store_call, BlockingStoreError};
 use super::context::ApiContext;
-use super::convert::from_proto::assignment_spec;
+use super::convert::from_proto::{admin_term, assignment_spec, initial_set_marker};
 use super::convert::to_proto::{capability_words, heartbeat_request};
 use super::proto::prism as pb;
+use crate::clock::Clock;
 use crate::error_chain::Chain;
-use crate::reconcile::{ProcessId, ProcessSpec, Source};
+use crate::random::Jitter;
+use crate::reconcile::{
+    admin_stop_at, initial_set_view, AdminLink, AdminTerm, AdminView, InitialSetMarker, ProcessId,
+    ProcessSpec, RetryBackoff, Source, UnixMillis, Vocabulary,
+};
 use crate::sources::catalog::read_catalog;
 use crate::store::StoreError;
 use crate::telemetry::{Metrics, UsageBoard};
@@ -25,11 +40,15 @@ use tonic::transport::Channel;
 use super::auth::{BearerToken, WithToken};
 use super::tls::ClientTls;
 
-/// The first wait before registering again; it doubles up to `REGISTER_RETRY_MAX`.
-const REGISTER_RETRY_INITIAL: Duration = Duration::from_millis(250);
-const REGISTER_RETRY_MAX: Duration = Duration::from_secs(30);
-/// A call to admin that takes longer than this has failed.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How registrations are retried: a full-jitter draw below 250 ms doubling up to 30 s.
+const REGISTER_RETRY: RetryBackoff = RetryBackoff {
+    initial: Duration::from_millis(250),
+    max: Duration::from_secs(30),
+};
+
+/// The shortest interval of HTTP/2 keepalive pings: gRPC asks clients never to ping more often
+/// (gRFC A8), and servers answer pings that come faster with GOAWAY.
+const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminClientError {
@@ -41,7 +60,7 @@ pub enum AdminClientError {
     },
 }
 
-/// Who the launcher is, as it tells prism-admin.
+/// Who the launcher is, as it tells prism-admin, and how it talks to it.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     /// `host:port` or a URL.
@@ -52,19 +71,70 @@ pub struct AdminSettings {
     pub region: String,
     pub max_processes: Option<u32>,
     pub heartbeat_interval: Duration,
+    /// The deadline of every call to admin (and of connecting).
+    pub call_timeout: Duration,
+    /// Admin-owned processes are stopped once admin has been unreachable this long; `None`
+    /// keeps them running however long it takes.
+    pub disconnect_grace: Option<Duration>,
     pub metadata: BTreeMap<String, String>,
     pub metrics: Metrics,
     /// TLS to admin (its CA, and this launcher's certificate when admin asks for one).
     pub tls: Option<ClientTls>,
     /// Sent to admin as `authorization: Bearer <token>`.
     pub token: Option<Arc<BearerToken>>,
+    /// Seeds the retries' jitter (`random::entropy_seed`: different on every launcher).
+    pub jitter_seed: u64,
+}
+
+/// What the rest of the launcher reads of the link to prism-admin: status, metrics, and the
+/// loop (whether admin's processes are suspended).
+#[derive(Debug, Clone)]
+pub struct AdminLinkWatch {
+    /// `--admin-endpoint`; `None` standalone.
+    pub endpoint: Option<String>,
+    pub disconnect_grace: Option<Duration>,
+    pub link: watch::Receiver<AdminLink>,
+    /// True while admin has been unreachable for longer than the disconnect grace.
+    pub suspended: watch::Receiver<bool>,
+}
+
+/// The admin client's side of `AdminLinkWatch`.
+#[derive(Debug)]
+pub struct AdminLinkBoard {
+    link: watch::Sender<AdminLink>,
+    suspended: watch::Sender<bool>,
+}
+
+/// The link's two ends, for a launcher with prism-admin at `endpoint` (connecting from `now`)
+/// or without (`None`: standalone, and the board can be dropped).
+pub fn admin_link(
+    endpoint: Option<&str>,
+    disconnect_grace: Option<Duration>,
+    now: UnixMillis,
+) -> (AdminLinkBoard, AdminLinkWatch) {
+    let first = match endpoint {
+        Some(_) => AdminLink::connecting(now),
+        None => AdminLink::standalone(now),
+    };
+    let (link, link_watch) = watch::channel(first);
+    let (suspended, suspended_watch) = watch::channel(false);
+    (
+        AdminLinkBoard { link, suspended },
+        AdminLinkWatch {
+            endpoint: endpoint.map(str::to_string),
+            disconnect_grace,
+            link: link_watch,
+            suspended: suspended_watch,
+        },
+    )
 }
 
 type AdminClient = ControlPlaneClient<InterceptedService<Channel, WithToken>>;
 
-/// Registers with admin and heartbeats until `shutdown` completes.
+/// Registers with admin and heartbeats, keeping `board` up to date, until `shutdown` completes.
 pub async fn run_admin_client(
     settings: AdminSettings,
+    board: AdminLinkBoard,
     context: Arc<ApiContext>,
     usage: UsageBoard,
     shutdown: impl Future<Output = ()>,
@@ -83,10 +153,17 @@ pub async fn run_admin_client(
         endpoint: settings.endpoint.clone(),
         source,
     };
+    // Pings keep a quiet connection checked between heartbeats: a partition drops it within
+    // the interval and the call timeout, and the next call connects afresh.
+    let keepalive = settings.heartbeat_interval.max(MIN_KEEPALIVE_INTERVAL);
     let mut endpoint = tonic::transport::Endpoint::from_shared(url)
         .map_err(bad_endpoint)?
-        .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
+        .connect_timeout(settings.call_timeout)
+        .timeout(settings.call_timeout)
+        .http2_keep_alive_interval(keepalive)
+        .keep_alive_timeout(settings.call_timeout)
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(keepalive));
     if let Some(tls) = &settings.tls {
         endpoint = endpoint.tls_config(tls.0.clone()).map_err(bad_endpoint)?;
     }
@@ -94,40 +171,79 @@ pub async fn run_admin_client(
         endpoint.connect_lazy(),
         WithToken::new(settings.token.as_deref()),
     );
+    let suspension = publish_suspension(
+        board.link.subscribe(),
+        settings.disconnect_grace,
+        context.clock.clone(),
+        board.suspended,
+        settings.metrics.clone(),
+    );
     let admin = Admin {
         settings,
         context,
         usage,
+        link: board.link,
     };
-    tokio::pin!(shutdown);
-    let mut retry = REGISTER_RETRY_INITIAL;
-    loop {
-        if admin.register(client.clone()).await {
-            retry = REGISTER_RETRY_INITIAL;
-            admin.settings.metrics.admin_registered.set(1);
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = admin.heartbeat_until_lost(client.clone()) => {}
-            }
-            admin.settings.metrics.admin_registered.set(0);
-        } else {
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(retry) => {}
-            }
-            retry = (retry * 2).min(REGISTER_RETRY_MAX);
-        }
+    tokio::select! {
+        () = shutdown => {}
+        () = admin.keep_registered(client) => {}
+        () = suspension => {}
     }
+    Ok(())
 }
 
 struct Admin {
     settings: AdminSettings,
     context: Arc<ApiContext>,
     usage: UsageBoard,
+    link: watch::Sender<AdminLink>,
 }
 
 impl Admin {
-    /// One registration attempt; applies the admin's desired set when it succeeds.
+    /// Registers, heartbeats until the link is lost, and registers again, forever. The first
+    /// registration goes at once; every later attempt waits a full-jitter delay that grows with
+    /// the failed registrations in a row.
+    async fn keep_registered(&self, client: AdminClient) {
+        let mut jitter = Jitter::seeded(self.settings.jitter_seed);
+        let mut failures: u32 = 0;
+        loop {
+            if self.register(client.clone()).await {
+                failures = 0;
+                self.heartbeat_until_lost(client.clone()).await;
+            } else {
+                failures = failures.saturating_add(1);
+            }
+            tokio::time::sleep(REGISTER_RETRY.delay(failures, jitter.sample())).await;
+        }
+    }
+
+    /// Changes the link's state (and the metrics that show it).
+    fn set_link(&self, change: impl FnOnce(&AdminLink) -> AdminLink) {
+        let metrics = &self.settings.metrics;
+        self.link.send_modify(|link| {
+            let next = change(link);
+            if next.registrations > link.registrations {
+                metrics.admin_registrations.inc();
+            }
+            *link = next;
+        });
+        metrics.show_admin_link(&self.link.borrow());
+    }
+
+    /// The link is down (or was never up) at `now`, because of `error`.
+    fn lost(&self, error: String) {
+        let now = self.context.now();
+        self.set_link(|link| link.lost(now, error));
+    }
+
+    /// A request to admin, with the call's deadline sent along.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.settings.call_timeout);
+        request
+    }
+
+    /// One registration attempt; applies the admin's set when it succeeds.
     async fn register(&self, mut client: AdminClient) -> bool {
         let settings = &self.settings;
         let capabilities = capability_words(&self.context.policy.capabilities);
@@ -143,31 +259,72 @@ impl Admin {
             process_types: capabilities,
             metadata: settings.metadata.clone().into_iter().collect(),
         };
-        let ack = match client.register_launcher(registration).await {
-            Ok(ack) => ack.into_inner(),
+        let response = match client.register_launcher(self.request(registration)).await {
+            Ok(response) => response,
             Err(status) => {
                 tracing::warn!(endpoint = %settings.endpoint, code = ?status.code(), message = status.message(),
                     "cannot register with prism-admin; running standalone and retrying");
+                self.lost(format!(
+                    "registration failed: {:?}: {}",
+                    status.code(),
+                    status.message()
+                ));
                 return false;
             }
         };
+        let term = match admin_term(response.metadata()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::error!(endpoint = %settings.endpoint, error = %Chain(&error),
+                    "prism-admin's registration answer has an unreadable term; not applying it, retrying");
+                self.lost(format!("registration answer refused: {error}"));
+                return false;
+            }
+        };
+        let marker = initial_set_marker(response.metadata());
+        let ack = response.into_inner();
         if !ack.success {
             tracing::warn!(endpoint = %settings.endpoint, message = %ack.message,
                 "prism-admin refused the registration; retrying");
+            self.lost(format!("registration refused: {}", ack.message));
             return false;
         }
+        if let Some(word) = marker
+            .as_deref()
+            .filter(|word| word.parse::<InitialSetMarker>().is_err())
+        {
+            tracing::warn!(marker = word, key = crate::reconcile::INITIAL_SET_KEY,
+                known = %InitialSetMarker::WORDS.join(", "),
+                "prism-admin marked its initial set with a word this launcher does not know; taking the set as partial");
+        }
+        let view = initial_set_view(ack.initial_processes.len(), marker.as_deref());
         tracing::info!(endpoint = %settings.endpoint, initial = ack.initial_processes.len(),
+            authoritative = view == AdminView::Authoritative, term = ?term.map(|term| term.0),
             "registered with prism-admin");
         let context = self.context.clone();
         let initial = ack.initial_processes;
-        let applied = store_call(move || apply_initial(&context, &initial)).await;
-        if let Err(error) = applied {
-            tracing::error!(error = %Chain(&error), "cannot apply prism-admin's initial processes");
+        let applied = store_call(move || apply_initial(&context, &initial, view, term)).await;
+        match applied {
+            Ok(()) => {}
+            Err(BlockingStoreError::Store(StoreError::StaleAdminTerm(stale))) => {
+                tracing::warn!(endpoint = %settings.endpoint, %stale,
+                    "the registration was answered by a stale prism-admin; nothing applied, registering again");
+                self.lost(format!("registration answered by a stale admin: {stale}"));
+                return false;
+            }
+            Err(error) => {
+                tracing::error!(error = %Chain(&error), "cannot apply prism-admin's initial processes");
+            }
         }
+        // Connected only once the set is applied, so that processes held down by the
+        // disconnect grace start again as the set says, never before it.
+        let now = self.context.now();
+        self.set_link(|link| link.registered(now));
         true
     }
 
-    /// Heartbeats every interval until admin is unreachable or no longer knows the launcher.
+    /// Heartbeats every interval (the first at once) until admin is unreachable or no longer
+    /// knows the launcher.
     async fn heartbeat_until_lost(&self, mut client: AdminClient) {
         let mut ticker = tokio::time::interval(self.settings.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,26 +337,38 @@ impl Admin {
                     continue;
                 }
             };
-            match client.launcher_heartbeat(request).await {
-                Ok(ack) if ack.get_ref().success => {}
+            match client.launcher_heartbeat(self.request(request)).await {
+                Ok(ack) if ack.get_ref().success => {
+                    let now = self.context.now();
+                    self.set_link(|link| link.heartbeat_accepted(now));
+                }
                 Ok(ack) => {
                     self.settings.metrics.heartbeat_failures.inc();
                     tracing::warn!(message = %ack.get_ref().message,
                         "prism-admin does not accept our heartbeat; registering again");
+                    self.lost(format!(
+                        "prism-admin does not accept our heartbeat: {}",
+                        ack.get_ref().message
+                    ));
                     return;
                 }
                 Err(status) => {
                     self.settings.metrics.heartbeat_failures.inc();
                     tracing::warn!(code = ?status.code(), message = status.message(),
                         "prism-admin is unreachable; registering again when it is back (processes keep running)");
+                    self.lost(format!(
+                        "heartbeat failed: {:?}: {}",
+                        status.code(),
+                        status.message()
+                    ));
                     return;
                 }
             }
         }
     }
 
-    /// The heartbeat: the store read and the usage sampled (both O(processes)) on the
-    /// blocking pool.
+    /// The heartbeat: every process's health (the whole map, each time), the store read and the
+    /// usage sampled (both O(processes)) on the blocking pool.
     async fn heartbeat(&self) -> Result<pb::LauncherHeartbeatRequest, BlockingStoreError> {
         let context = self.context.clone();
         let usage = self.usage.clone();
@@ -219,13 +388,61 @@ impl Admin {
     }
 }
 
-/// Applies `initial_processes` as the admin's whole desired set. An invalid entry is logged
-/// and leaves what runs for its id as it was. Blocking: it writes the store.
+/// Keeps `suspended` true while the link has been down for longer than `grace`
+/// (`reconcile::admin_stop_at`), waking at the moment the grace runs out; ends when the link's
+/// sender is gone.
+async fn publish_suspension(
+    mut link: watch::Receiver<AdminLink>,
+    grace: Option<Duration>,
+    clock: Clock,
+    suspended: watch::Sender<bool>,
+    metrics: Metrics,
+) {
+    loop {
+        let stop_at = admin_stop_at(&link.borrow_and_update(), grace);
+        let now = clock();
+        let suspend = stop_at.is_some_and(|at| now >= at);
+        let changed = suspended.send_if_modified(|current| {
+            let changed = *current != suspend;
+            *current = suspend;
+            changed
+        });
+        if changed {
+            metrics.admin_suspended.set(i64::from(suspend));
+            if suspend {
+                tracing::warn!(grace = ?grace,
+                    "prism-admin has been unreachable for longer than --admin-disconnect-grace: stopping its processes until it is back");
+            } else {
+                tracing::info!("prism-admin is back: its processes start again as its set says");
+            }
+        }
+        let wait = stop_at
+            .filter(|_| !suspend)
+            .map(|at| at.saturating_duration_since(now));
+        tokio::select! {
+            changed = link.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
+        }
+    }
+}
+
+/// Applies a registration's `initial_processes` as `view` says (`Store::apply_admin_set`), from
+/// the admin's `term`. An invalid entry is logged and leaves what runs for its id as it was (it
+/// still counts as named, so it is neither removed nor unconfirmed). Blocking: it writes the
+/// store.
 fn apply_initial(
     context: &ApiContext,
     assignments: &[pb::ProcessAssignment],
+    view: AdminView,
+    term: Option<AdminTerm>,
 ) -> Result<(), StoreError> {
     let store = &context.store;
+    // A stale admin's set is refused before anything of it is looked at.
+    store.check_admin_term(term)?;
     let mut set: Vec<(ProcessId, ProcessSpec, i64)> = Vec::new();
     for assignment in assignments {
         let resolved =
@@ -248,12 +465,17 @@ fn apply_initial(
             }
         }
     }
-    let outcome = store.apply_admin_set(&set)?;
+    let outcome = store.apply_admin_set(&set, view, term)?;
     for (id, owner) in &outcome.conflicts {
         tracing::warn!(%id, %owner, "initial process skipped: stale version or owned elsewhere");
     }
     for id in &outcome.deleted {
         tracing::info!(%id, "no longer in prism-admin's desired set: removed");
+    }
+    if !outcome.unconfirmed.is_empty() {
+        tracing::warn!(kept = outcome.unconfirmed.len(),
+            "prism-admin's initial set is not authoritative (empty and not marked complete, or marked partial): \
+             the admin-owned processes it does not name keep running, shown as unconfirmed");
     }
     Ok(())
 }

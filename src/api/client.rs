@@ -76,6 +76,29 @@ pub struct StatusView {
     pub processes: Vec<ProcessView>,
     /// Source (e.g. `file:/path/x.yaml`) → its errors.
     pub source_problems: BTreeMap<String, Vec<String>>,
+    /// The link to prism-admin.
+    pub admin: AdminLinkView,
+}
+
+/// The link to prism-admin, as `status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdminLinkView {
+    /// standalone, connecting, connected, unreachable
+    pub state: String,
+    pub endpoint: Option<String>,
+    /// When the state began; for unreachable, since when the link has been down.
+    pub since_unix_ms: Option<i64>,
+    pub last_heartbeat_unix_ms: Option<i64>,
+    pub registrations: u64,
+    pub last_error: Option<String>,
+    /// The newest admin term seen.
+    pub term: Option<u64>,
+    /// `--admin-disconnect-grace`; none when off.
+    pub disconnect_grace_ms: Option<i64>,
+    /// Admin-owned processes are stopped: the grace ran out.
+    pub processes_suspended: bool,
+    /// Admin-owned processes its last view did not name (kept running).
+    pub unconfirmed: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -118,6 +141,9 @@ pub struct ProcessView {
     pub resources: Option<ResourcesView>,
     /// Held stopped by the operator (`prism-launcher stop`) until `prism-launcher start`.
     pub held: bool,
+    /// Admin-owned, and prism-admin's last view did not name it (kept running until an
+    /// authoritative view or an assignment says).
+    pub unconfirmed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -765,6 +791,25 @@ impl From<pb::StatusReport> for StatusView {
                 .into_iter()
                 .map(|problem| (problem.source, problem.errors))
                 .collect(),
+            admin: report.admin.map(AdminLinkView::from).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<pb::AdminLinkStatus> for AdminLinkView {
+    fn from(admin: pb::AdminLinkStatus) -> AdminLinkView {
+        let positive = |value: i64| (value > 0).then_some(value);
+        AdminLinkView {
+            state: admin.state,
+            endpoint: (!admin.endpoint.is_empty()).then_some(admin.endpoint),
+            since_unix_ms: positive(admin.since_unix_ms),
+            last_heartbeat_unix_ms: positive(admin.last_heartbeat_unix_ms),
+            registrations: admin.registrations,
+            last_error: (!admin.last_error.is_empty()).then_some(admin.last_error),
+            term: admin.term,
+            disconnect_grace_ms: positive(admin.disconnect_grace_ms),
+            processes_suspended: admin.processes_suspended,
+            unconfirmed: admin.unconfirmed,
         }
     }
 }
@@ -809,6 +854,7 @@ impl From<pb::ProcessStatus> for ProcessView {
                 },
             ),
             held: process.held,
+            unconfirmed: process.unconfirmed,
         }
     }
 }

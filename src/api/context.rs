@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::admin_client::AdminLinkWatch;
 use super::control_plane::AssignmentPolicy;
 use super::logs::LogSource;
 use crate::clock::Clock;
@@ -41,6 +42,8 @@ pub struct ApiContext {
     pub limit_mode: LimitMode,
     /// What processes use, sampled on demand.
     pub usage: UsageBoard,
+    /// The link to prism-admin (standalone without one), for status.
+    pub admin: AdminLinkWatch,
 }
 
 impl ApiContext {

@@ -4,6 +4,9 @@
 //!
 //! An assignment is validated, checked against capabilities and capacity, ordered by version,
 //! and written as a desired record with source `admin`; the ack means durable, not running.
+//! Both calls may carry the admin's term (`x-prism-admin-term` metadata): one older than the
+//! newest term seen comes from a stale admin and is refused with FAILED_PRECONDITION naming
+//! both (checked first, and again in the write's own transaction).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,12 +16,14 @@ use tonic::{Request, Response, Status};
 
 use super::blocking::{blocking, store_call};
 use super::context::ApiContext;
-use super::convert::from_proto::assignment_spec;
+use super::convert::from_proto::{admin_term, assignment_spec};
 use super::convert::to_proto::exit_code;
 use super::errors::{assignment_status, AssignmentError};
 use super::proto::prism as pb;
 use super::waiting::{wait_for_observed, WaitError};
-use crate::reconcile::{ProcessId, ProcessType, Source, UnixMillis, MAX_DURATION, MAX_NAME_BYTES};
+use crate::reconcile::{
+    AdminTerm, ProcessId, ProcessType, Source, UnixMillis, MAX_DURATION, MAX_NAME_BYTES,
+};
 use crate::sources::catalog::read_catalog;
 use crate::store::Assigned;
 
@@ -69,8 +74,9 @@ impl pb::control_plane_server::ControlPlane for ControlPlaneService {
         // Validating the binary reads the file system and the write waits for the disk: the
         // whole assignment runs on the blocking pool.
         let context = self.context.clone();
+        let term = admin_term(request.metadata()).map_err(assignment_status)?;
         let assignment = request.into_inner();
-        blocking(move || assign(&context, assignment))
+        blocking(move || assign(&context, assignment, term))
             .await
             .map_err(AssignmentError::from)
             .and_then(|assigned| assigned)
@@ -82,7 +88,8 @@ impl pb::control_plane_server::ControlPlane for ControlPlaneService {
         &self,
         request: Request<pb::ProcessRevocation>,
     ) -> Result<Response<pb::ProcessRevocationAck>, Status> {
-        self.revoke(request.into_inner())
+        let term = admin_term(request.metadata()).map_err(assignment_status)?;
+        self.revoke(request.into_inner(), term)
             .await
             .map(Response::new)
             .map_err(assignment_status)
@@ -93,7 +100,10 @@ impl pb::control_plane_server::ControlPlane for ControlPlaneService {
 fn assign(
     context: &ApiContext,
     assignment: pb::ProcessAssignment,
+    term: Option<AdminTerm>,
 ) -> Result<pb::ProcessAssignmentAck, AssignmentError> {
+    // A stale admin is told so whatever it asks, before its request is looked at.
+    context.store.check_admin_term(term)?;
     let policy = &context.policy;
     let (id, spec) = assignment_spec(&assignment, policy, &read_catalog(&context.catalog))?;
     if let Some(max) = policy.max_processes {
@@ -107,7 +117,7 @@ fn assign(
         }
     }
     let version = assignment.version;
-    let message = match context.store.assign_admin(&id, &spec, version)? {
+    let message = match context.store.assign_admin(&id, &spec, version, term)? {
         Assigned::Created => format!("{id} assigned at version {version}"),
         Assigned::Updated => format!("{id} updated to version {version}"),
         Assigned::Unchanged => format!("{id} is already at version {version}; nothing changed"),
@@ -123,9 +133,14 @@ impl ControlPlaneService {
     async fn revoke(
         &self,
         revocation: pb::ProcessRevocation,
+        term: Option<AdminTerm>,
     ) -> Result<pb::ProcessRevocationAck, AssignmentError> {
         let context = &self.context;
         let store = context.store.clone();
+        {
+            let store = store.clone();
+            store_call(move || store.check_admin_term(term)).await?;
+        }
         // Empty is refused rather than taken for "this launcher": prism-admin always names the
         // launcher, and a revocation that names none may have been meant for another.
         if revocation.launcher_id.is_empty() {
@@ -172,8 +187,7 @@ impl ControlPlaneService {
         {
             let (store, id) = (store.clone(), id.clone());
             store_call(move || {
-                let admin = Source::Admin { version: 0 };
-                if !store.delete_desired_with_grace(&id, &admin, Some(grace))? {
+                if !store.revoke_admin(&id, grace, term)? {
                     store.request_stop(&id, grace)?;
                 }
                 Ok(())

@@ -863,6 +863,7 @@ mod tests {
             logs: Arc::new(NoLogs),
             limit_mode: LimitMode::Rlimit,
             usage: Default::default(),
+            admin: super::super::admin_client::admin_link(None, None, crate::clock::now()).1,
         };
         (Arc::new(context), stop)
     }

@@ -22,7 +22,8 @@ pub fn store_status(error: StoreError) -> Status {
         StoreError::OwnedByAnother { .. }
         | StoreError::UnsupportedSchema { .. }
         | StoreError::UnreadableSchema { .. }
-        | StoreError::StaleVersion { .. } => Status::failed_precondition(message),
+        | StoreError::StaleVersion { .. }
+        | StoreError::StaleAdminTerm(_) => Status::failed_precondition(message),
         StoreError::Open { .. }
         | StoreError::Locked { .. }
         | StoreError::Io { .. }
@@ -104,6 +105,7 @@ pub fn assignment_status(error: AssignmentError) -> Status {
         | AssignmentError::TooLong { .. }
         | AssignmentError::NegativeVersion(_)
         | AssignmentError::MissingLauncherId
+        | AssignmentError::BadTerm(_)
         | AssignmentError::BadTimeout(_) => Status::invalid_argument(message),
         AssignmentError::OutsideRoots { .. } => Status::permission_denied(message),
         AssignmentError::NotCapable { .. }
@@ -399,6 +401,13 @@ pub enum AssignmentError {
     NotAssigned { id: ProcessId, owner: Source },
     #[error("the launcher is shutting down")]
     ShuttingDown,
+    #[error(
+        "the {key} metadata {} is not a term: a whole number from 0 to {max}",
+        echo(.0),
+        key = crate::reconcile::ADMIN_TERM_KEY,
+        max = u64::MAX
+    )]
+    BadTerm(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::blocking::{blocking, store_call};
 use super::context::ApiContext;
-use super::convert::to_proto::{process_description, status_report, LogTail};
+use super::convert::to_proto::{process_description, status_report, AdminReport, LogTail};
 use super::declare::{apply_specs, delete_processes};
 use super::errors::{admin_status, blocking_status, AdminError};
 use super::logs::{stream_logs, LogStream};
@@ -42,12 +42,21 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
             let rows = context.store.rows()?;
             let now = context.now();
             let usage = context.usage.sample_limited(Reader::Status, now, &rows);
+            let admin = AdminReport {
+                link: context.admin.link.borrow().clone(),
+                endpoint: context.admin.endpoint.clone(),
+                disconnect_grace: context.admin.disconnect_grace,
+                suspended: *context.admin.suspended.borrow(),
+                term: context.store.admin_term()?,
+                unconfirmed: context.store.unconfirmed_admin()?,
+            };
             Ok(status_report(
                 &context.launcher_id,
                 &rows,
                 context.problems.snapshot(),
                 context.limit_mode,
                 &usage,
+                &admin,
                 now,
             ))
         })
@@ -158,10 +167,15 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
             .map_err(|error| admin_status(AdminError::InvalidId(error)))?;
         let context = self.context.clone();
         let read = id.clone();
-        let (row, history) =
-            store_call(move || Ok((context.store.row(&read)?, context.store.history(&read)?)))
-                .await
-                .map_err(blocking_status)?;
+        let (row, history, unconfirmed) = store_call(move || {
+            Ok((
+                context.store.row(&read)?,
+                context.store.history(&read)?,
+                context.store.unconfirmed_admin()?.contains(&read),
+            ))
+        })
+        .await
+        .map_err(blocking_status)?;
         let Some(row) = row else {
             return Err(admin_status(AdminError::NotKnown(request.process_id)));
         };
@@ -185,6 +199,7 @@ impl pb::launcher_admin_server::LauncherAdmin for LauncherAdminService {
             self.context.limit_mode,
             usage.as_ref(),
             log,
+            unconfirmed,
             now,
         )))
     }

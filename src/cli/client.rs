@@ -505,6 +505,14 @@ fn render_table(view: &StatusView, cwd: &str, colour: bool, wide: bool) -> Strin
         "\n+{} to start, ~{} to replace, -{} to stop, !{} failing ({} in sync{held})\n",
         summary.to_start, summary.to_replace, summary.to_stop, summary.failing, summary.in_sync
     ));
+    let admin = super::admin_link::admin_lines(&view.admin, view.generated_at_unix_ms);
+    if !admin.is_empty() {
+        out.push('\n');
+        for line in admin {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
     if !view.source_problems.is_empty() {
         out.push_str("\nproblems (what these sources declared before keeps running):\n");
         for (source, errors) in &view.source_problems {
@@ -599,7 +607,12 @@ pub(super) fn short_source(process: &ProcessView, cwd: &str) -> String {
                 .unwrap_or(path);
             format!("{}:{relative}", SourceKind::File)
         }
-        Some(SourceKind::Admin) => format!("{} v{}", SourceKind::Admin, process.admin_version),
+        Some(SourceKind::Admin) => format!(
+            "{} v{}{}",
+            SourceKind::Admin,
+            process.admin_version,
+            super::admin_link::unconfirmed_mark(process)
+        ),
         Some(SourceKind::Api) | None => dash_if_empty(&process.source),
     }
 }
@@ -646,6 +659,7 @@ mod tests {
             health_port: 40001,
             resources: None,
             held: false,
+            unconfirmed: false,
         }
     }
 
@@ -691,6 +705,7 @@ mod tests {
             )]
             .into_iter()
             .collect(),
+            admin: Default::default(),
         };
         let table = render_table(&view, "/work", false, false);
         let lines: Vec<&str> = table.lines().collect();

@@ -326,6 +326,7 @@ mod tests {
                 health_port: 40_001,
                 resources: None,
                 held: true,
+                unconfirmed: false,
             },
             spec: SpecView {
                 executable: "/bin/hello".to_string(),

@@ -1,6 +1,7 @@
 //! The command line: the subcommands and their flags, each beside what it runs, and the old
 //! `pattern-launcher` command line.
 
+mod admin_link;
 mod apply;
 mod client;
 mod config;

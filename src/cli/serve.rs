@@ -97,6 +97,14 @@ pub struct ServeArgs {
     /// How often the launcher heartbeats to prism-admin.
     #[arg(long, env = "PRISM_LAUNCHER_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     heartbeat_interval: Duration,
+    /// The deadline of every call to prism-admin (registration, heartbeat) and of connecting to
+    /// it; a partition is noticed within it.
+    #[arg(long, env = "PRISM_LAUNCHER_ADMIN_CALL_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    admin_call_timeout: Duration,
+    /// Stop prism-admin's processes once it has been unreachable this long (they start again,
+    /// as its set says, when it is back). Default: off; they keep running through a partition.
+    #[arg(long, env = "PRISM_LAUNCHER_ADMIN_DISCONNECT_GRACE", value_name = "DURATION", value_parser = parse_positive_duration)]
+    admin_disconnect_grace: Option<Duration>,
     /// Executables that prism-admin pushes must be under one of these folders. Default: the
     /// patterns and spec directories.
     #[arg(
@@ -243,6 +251,8 @@ impl ServeArgs {
                 capabilities: self.capabilities,
                 region: self.region,
                 heartbeat_interval: self.heartbeat_interval,
+                admin_call_timeout: self.admin_call_timeout,
+                admin_disconnect_grace: self.admin_disconnect_grace,
                 allowed_executable_roots: self.allowed_executable_roots,
                 launch_timeout: self.launch_timeout,
                 orphan_scan_interval: self.orphan_scan_interval,

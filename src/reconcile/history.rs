@@ -133,6 +133,9 @@ impl StopReason {
             StopReason::Shutdown => "the launcher is shutting down",
             StopReason::Held => "held by the operator",
             StopReason::Restart => "restarted by the operator",
+            StopReason::AdminUnreachable => {
+                "prism-admin unreachable for longer than --admin-disconnect-grace"
+            }
         }
     }
 }

@@ -5,8 +5,12 @@
 //! domain (its closed sets and their spellings), what a valid spec is, the rules of a child's
 //! environment, the bounds of every input and the projection of a lifecycle into client words are defined here once.
 //! So are what an operator's verbs do to a desired record, the events of a process's life that
-//! `describe` tells, and label selectors.
+//! `describe` tells, and label selectors; and prism-admin as a source: when its word is
+//! authoritative, its term, the link to it and the partition rule.
 
+mod admin_link;
+#[cfg(test)]
+mod admin_link_tests;
 mod enforcement;
 mod environment;
 #[cfg(test)]
@@ -30,6 +34,7 @@ mod tests;
 mod validation;
 mod vocabulary;
 
+pub use admin_link::*;
 pub use enforcement::*;
 pub use environment::*;
 pub use history::*;

@@ -175,22 +175,35 @@ pub enum SourceKind {
     Admin,
 }
 
-/// Which sources of desired state have been read in full in this run (kubelet's
-/// `sourcesReady`). Until the spec directory has been, the records files own are the last run's
-/// word, which may be stale (a file deleted while the launcher was down), so nothing is started,
-/// replaced or stopped for them. The API's records are written by the calls themselves, and
-/// prism-admin's by its assignments, so the store is their whole truth from the start.
+/// What the loop knows of its sources of desired state beyond their records.
+///
+/// Which have been read in full in this run (kubelet's `sourcesReady`): until the spec directory
+/// has been, the records files own are the last run's word, which may be stale (a file deleted
+/// while the launcher was down), so nothing is started, replaced or stopped for them. The API's
+/// records are written by the calls themselves, and prism-admin's by its assignments, so the
+/// store is their whole truth from the start.
+///
+/// And whether prism-admin's processes are suspended: it has been unreachable for longer than
+/// `--admin-disconnect-grace` (`admin_stop_at`), so they are stopped and none starts, their
+/// records kept, until a registration succeeds again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourcesRead {
     pub files: bool,
+    pub admin_suspended: bool,
 }
 
 impl SourcesRead {
     /// Every source read: what a running launcher has once its spec directory was scanned.
-    pub const ALL: SourcesRead = SourcesRead { files: true };
+    pub const ALL: SourcesRead = SourcesRead {
+        files: true,
+        admin_suspended: false,
+    };
 
     /// Where a launcher starts: only what the store holds by itself.
-    pub const NONE: SourcesRead = SourcesRead { files: false };
+    pub const NONE: SourcesRead = SourcesRead {
+        files: false,
+        admin_suspended: false,
+    };
 
     /// Whether records of `source` may be acted on.
     pub fn has_read(&self, source: &Source) -> bool {
@@ -198,6 +211,11 @@ impl SourcesRead {
             SourceKind::File => self.files,
             SourceKind::Api | SourceKind::Admin => true,
         }
+    }
+
+    /// Whether the processes of `source` are kept down (prism-admin's, past the grace).
+    pub fn suspends(&self, source: &Source) -> bool {
+        self.admin_suspended && source.kind() == SourceKind::Admin
     }
 }
 
@@ -811,6 +829,9 @@ pub enum StopReason {
     Held,
     /// An operator asked for a new process in its place (`prism-launcher restart`).
     Restart,
+    /// prism-admin has been unreachable for longer than `--admin-disconnect-grace`: its
+    /// processes are stopped until a registration succeeds again.
+    AdminUnreachable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

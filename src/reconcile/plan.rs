@@ -85,8 +85,9 @@ pub struct Decision {
 /// Decides, for each `(desired, observed)` pair of one id, what must happen now.
 ///
 /// Pairs with neither record are ignored, and so are ids whose source has not been `read` in
-/// this run (they are planned again once it has). The order of actions follows the order of the
-/// pairs.
+/// this run (they are planned again once it has). The processes of a suspended source
+/// (prism-admin's, unreachable past the disconnect grace) are kept down as a hold keeps them.
+/// The order of actions follows the order of the pairs.
 pub fn plan<'a, I>(pairs: I, now: UnixMillis, read: SourcesRead) -> Plan
 where
     I: IntoIterator<Item = (Option<&'a DesiredRecord>, Option<&'a ObservedRecord>)>,
@@ -96,7 +97,15 @@ where
         if desired.is_some_and(|desired| !read.has_read(&desired.source)) {
             continue;
         }
-        let decision = decide(desired, observed, now);
+        let suspended = desired.is_some_and(|desired| read.suspends(&desired.source));
+        let decision = match observed {
+            Some(observed) if suspended => {
+                decide_kept_down(observed, now, StopReason::AdminUnreachable)
+            }
+            // Suspended before anything ran: it stays declared and not started.
+            None if suspended => Decision::default(),
+            _ => decide(desired, observed, now),
+        };
         if let Some(action) = decision.action {
             plan.actions.push(action);
         }
@@ -125,31 +134,39 @@ pub fn decide(
             restart: false,
         }),
         (None, Some(observed)) => decide_undesired(observed, now),
-        (Some(desired), Some(observed)) if desired.held => decide_held(observed, now),
+        (Some(desired), Some(observed)) if desired.held => {
+            decide_kept_down(observed, now, StopReason::Held)
+        }
         (Some(desired), Some(observed)) => decide_desired(desired, observed, now),
     }
 }
 
-/// An operator holds the process: a live one is stopped with its spec's grace, as if it were no
-/// longer desired, and nothing starts it again (no restart after an exit, no backoff timer, no
-/// start of a stopped or pending one) until the hold is released. One that is down but would
-/// start later (backing off, pending for a slot, stopped for a replacement) is recorded as
-/// stopped for the hold (`RecordHeld`): its backoff is dropped and it gives its slot up. Its
-/// observed record stays (its ports, counters and last exit with it): the definition is kept.
-/// A tripped or exited process stays as it is (a release does not close a circuit).
-fn decide_held(observed: &ObservedRecord, now: UnixMillis) -> Decision {
+/// An operator holds the process (`reason` `Held`), or its source is suspended (prism-admin
+/// unreachable past the disconnect grace, `AdminUnreachable`): a live one is stopped with its
+/// spec's grace, as if it were no longer desired, and nothing starts it again (no restart after an
+/// exit, no backoff timer, no start of a stopped or pending one) until the hold is released or
+/// the admin is back. Held, one that is down but would start later (backing off, pending for a
+/// slot, stopped for a replacement) is recorded as stopped for the hold (`RecordHeld`): its
+/// backoff is dropped and it gives its slot up. Its observed record stays (its ports, counters
+/// and last exit with it): the definition is kept. A tripped or exited process stays as it is (a
+/// release does not close a circuit).
+fn decide_kept_down(observed: &ObservedRecord, now: UnixMillis, reason: StopReason) -> Decision {
     match observed.phase {
         Phase::Starting | Phase::Running => act(Action::Stop {
             id: observed.id.clone(),
-            reason: StopReason::Held,
+            reason,
             grace: observed.spec.termination_grace,
         }),
         Phase::Stopping => decide_stopping(observed, now),
         Phase::Stopped if is_held_down(observed) => Decision::default(),
-        Phase::Stopped | Phase::Pending | Phase::BackingOff => act(Action::RecordHeld {
-            id: observed.id.clone(),
-        }),
-        Phase::Exited | Phase::Tripped => Decision::default(),
+        Phase::Stopped | Phase::Pending | Phase::BackingOff if reason == StopReason::Held => {
+            act(Action::RecordHeld {
+                id: observed.id.clone(),
+            })
+        }
+        Phase::Stopped | Phase::Pending | Phase::BackingOff | Phase::Exited | Phase::Tripped => {
+            Decision::default()
+        }
     }
 }
 
@@ -655,6 +672,7 @@ pub fn record_exit(
                     | StopReason::Shutdown
                     | StopReason::Held
                     | StopReason::Restart
+                    | StopReason::AdminUnreachable
             )
         );
     if planned_stop {
@@ -841,6 +859,42 @@ pub fn diff(
     }
 }
 
+/// How desired and observed differ at `now` given what the loop knows of the sources (`read`):
+/// the processes of a suspended source are kept down on purpose, which is no difference.
+pub fn diff_under(
+    desired: Option<&DesiredRecord>,
+    observed: Option<&ObservedRecord>,
+    now: UnixMillis,
+    read: SourcesRead,
+) -> Diff {
+    match (desired, observed) {
+        (Some(desired), observed) if read.suspends(&desired.source) && !desired.held => {
+            diff_suspended(observed)
+        }
+        _ => diff(desired, observed, now),
+    }
+}
+
+/// How a process kept down while prism-admin is unreachable differs: on its way down while it
+/// still runs, else held until admin is back.
+fn diff_suspended(observed: Option<&ObservedRecord>) -> Diff {
+    const WHY: &str = "prism-admin has been unreachable for longer than --admin-disconnect-grace";
+    match observed.map(|observed| observed.phase) {
+        Some(Phase::Starting | Phase::Running) => {
+            diff_of(DiffKind::Stop, format!("{WHY}; will be stopped"))
+        }
+        Some(Phase::Stopping) => diff_of(DiffKind::Stop, format!("{WHY}; stopping")),
+        Some(phase) => diff_of(
+            DiffKind::Held,
+            format!("{WHY} ({phase}); starts again once it registers"),
+        ),
+        None => diff_of(
+            DiffKind::Held,
+            format!("{WHY}; not started; starts once it registers"),
+        ),
+    }
+}
+
 /// How a held process differs: on its way down while it still runs, else held as asked.
 fn diff_held(observed: &ObservedRecord) -> Diff {
     match observed.phase {
@@ -928,6 +982,10 @@ fn diff_desired(desired: &DesiredRecord, observed: &ObservedRecord, now: UnixMil
             Some(StopReason::Held) => diff_of(
                 DiffKind::Start,
                 "stopping (it was held); starts again once stopped",
+            ),
+            Some(StopReason::AdminUnreachable) => diff_of(
+                DiffKind::Start,
+                "stopping (prism-admin was unreachable); starts again once stopped",
             ),
             _ => diff_of(DiffKind::Stop, "stopping"),
         },

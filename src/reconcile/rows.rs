@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{DesiredRecord, ObservedRecord, Phase, ProcessId, ProcessSpec, UnixMillis};
-use super::plan::{diff, Diff};
+use super::model::{
+    DesiredRecord, ObservedRecord, Phase, ProcessId, ProcessSpec, SourcesRead, UnixMillis,
+};
+use super::plan::{diff, diff_under, Diff};
 
 /// The desired and observed records of one id; at least one is present (the fields are private
 /// so that only `new` and `join`, which check it, build a row).
@@ -75,6 +77,12 @@ impl ProcessRow {
     /// How desired and actual differ at `now`, for `status`.
     pub fn diff(&self, now: UnixMillis) -> Diff {
         diff(self.desired.as_ref(), self.observed.as_ref(), now)
+    }
+
+    /// `diff`, with what the loop knows of the sources (a suspended prism-admin's processes
+    /// are kept down on purpose).
+    pub fn diff_under(&self, now: UnixMillis, read: SourcesRead) -> Diff {
+        diff_under(self.desired.as_ref(), self.observed.as_ref(), now, read)
     }
 
     /// The phase word `status` shows as the actual state: the observed phase, or `pending`

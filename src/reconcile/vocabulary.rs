@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::admin_link::{AdminLinkState, InitialSetMarker};
 use super::enforcement::Enforcement;
 use super::limits::echo;
 use super::model::{Health, Isolation, Phase, ProcessType, RestartPolicy, SourceKind, StopReason};
@@ -162,6 +163,19 @@ vocabulary!(StopReason, "stop reason", [
     StopReason::Shutdown => "shutdown",
     StopReason::Held => "held",
     StopReason::Restart => "restart",
+    StopReason::AdminUnreachable => "admin-unreachable",
+]);
+
+vocabulary!(AdminLinkState, "admin link state", [
+    AdminLinkState::Standalone => "standalone",
+    AdminLinkState::Connecting => "connecting",
+    AdminLinkState::Connected => "connected",
+    AdminLinkState::Unreachable => "unreachable",
+]);
+
+vocabulary!(InitialSetMarker, "initial set marker", [
+    InitialSetMarker::Complete => "complete",
+    InitialSetMarker::Partial => "partial",
 ]);
 
 vocabulary!(ClientState, "process state", [

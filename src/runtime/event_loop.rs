@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cgroup::CgroupTree;
 use super::reaper::become_subreaper;
@@ -74,6 +74,9 @@ pub struct RuntimeConfig {
     pub watchdog: Option<Watchdog>,
     /// The loop's clock; tests may fix it.
     pub clock: Clock,
+    /// True while prism-admin has been unreachable for longer than `--admin-disconnect-grace`:
+    /// its processes are kept down until it is back. `None` standalone.
+    pub admin_suspended: Option<watch::Receiver<bool>>,
 }
 
 /// What the loop pings systemd's watchdog with, and how often.
@@ -162,6 +165,11 @@ async fn run_loop(
     supervisor.request_orphan_scan();
 
     let mut specs_read = supervisor.config.readiness.specs_read();
+    let mut admin_suspended = supervisor.config.admin_suspended.clone();
+    if let Some(suspended) = &mut admin_suspended {
+        let now_suspended = *suspended.borrow_and_update();
+        supervisor.set_admin_suspended(now_suspended);
+    }
     let mut orphan_scan = tokio::time::interval(supervisor.config.orphan_scan_interval);
     orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     orphan_scan.tick().await;
@@ -213,6 +221,13 @@ async fn run_loop(
                 drop(read);
                 supervisor.spec_files_read();
             }
+            changed = admin_suspension_changed(&mut admin_suspended), if admin_suspended.is_some() => {
+                match changed {
+                    Some(suspended) => supervisor.set_admin_suspended(suspended),
+                    // The admin client is gone (shutdown): nothing more to hear.
+                    None => admin_suspended = None,
+                }
+            }
             () = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
                 supervisor.timers_due();
             }
@@ -234,6 +249,18 @@ async fn run_loop(
     }
     supervisor.shut_down(&mut sigchld, &mut receiver).await;
     Ok(())
+}
+
+/// Waits for the admin client to say whether prism-admin's processes are suspended; `None`
+/// once it is gone (never ends without one).
+async fn admin_suspension_changed(suspended: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
+    match suspended {
+        Some(receiver) => match receiver.changed().await {
+            Ok(()) => Some(*receiver.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the watchdog's next tick and pings systemd (never ends without a watchdog).

@@ -20,6 +20,7 @@ use super::reaper::{reap_all, reap_exited, ChildExit, ChildTable};
 use super::signals::{kill_inherited, Identity};
 use super::timers::Timers;
 use crate::error_chain::Chain;
+use crate::random::Jitter;
 use crate::reconcile::{
     self, shorten_stop, Action, DesiredRecord, ExitStatus, Happened, Health, LifeEvent,
     ObservedRecord, Phase, ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
@@ -159,12 +160,39 @@ impl Supervisor {
         self.sources_read.files
     }
 
+    /// prism-admin's processes are suspended (it has been unreachable for longer than the
+    /// disconnect grace) or no longer are: every admin-owned id is planned again, on a change
+    /// of the link only, so the walk of the desired records is no cost per event.
+    pub fn set_admin_suspended(&mut self, suspended: bool) {
+        if self.sources_read.admin_suspended == suspended {
+            return;
+        }
+        self.sources_read.admin_suspended = suspended;
+        let admin_owned: Vec<ProcessId> = self
+            .desired
+            .values()
+            .filter(|record| matches!(record.source, reconcile::Source::Admin { .. }))
+            .map(|record| record.id.clone())
+            .collect();
+        tracing::info!(
+            suspended,
+            processes = admin_owned.len(),
+            "prism-admin's processes {}",
+            if suspended {
+                "are stopped until it is back"
+            } else {
+                "may run again"
+            }
+        );
+        self.dirty.extend(admin_owned);
+    }
+
     /// The spec directory has been read in full: what files declare can move now. The desired
     /// state is read again first, so that no notice of the scan's writes still on its way can
     /// leave a record the scan removed to be acted on.
     pub fn spec_files_read(&mut self) {
         if !self.sources_read.files {
-            self.sources_read = SourcesRead::ALL;
+            self.sources_read.files = true;
             tracing::debug!("spec directory read; planning what files declare");
             if let Err(error) = self.resync() {
                 tracing::error!(error = %Chain(&error), "cannot read the desired state after the spec directory scan; planning the last known one");
@@ -865,30 +893,6 @@ fn release_freed_memory() {
     }
 }
 
-/// Random samples in `[0, 1)` for restart jitter and instance ids (xorshift64*: statistical
-/// quality is all they need).
-pub struct Jitter {
-    state: u64,
-}
-
-impl Jitter {
-    pub fn seeded(seed: u64) -> Jitter {
-        Jitter { state: seed | 1 }
-    }
-
-    pub fn sample(&mut self) -> f64 {
-        // The top 53 bits fill an f64 mantissa exactly, so the result is in [0, 1).
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 /// Logs a process whose circuit just opened.
 pub(super) fn log_if_tripped(record: &ObservedRecord) {
     if record.phase == Phase::Tripped {
@@ -1001,6 +1005,7 @@ mod tests {
             metrics: Metrics::new().unwrap(),
             readiness: Readiness::default(),
             clock,
+            admin_suspended: None,
             watchdog: None,
         };
         let log_dir = dir.join("logs");

@@ -24,8 +24,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::reconcile::{
-    join, operate, DesiredRecord, ExitStatus, ObservedRecord, OperatorRefusal, OperatorVerb,
-    ProcessId, ProcessRow, ProcessSpec, Source, SpawnIntent, UnixMillis,
+    admin_set_changes, admit_term, join, operate, AdminTerm, AdminView, DesiredRecord, ExitStatus,
+    ObservedRecord, OperatorRefusal, OperatorVerb, ProcessId, ProcessRow, ProcessSpec, Source,
+    SpawnIntent, StaleTerm, UnixMillis,
 };
 
 /// The shape of the records this build reads and writes: serde JSON of the domain types as they
@@ -89,6 +90,13 @@ impl DesiredStamp {
     }
 }
 const LAUNCHER_ID_KEY: &[u8] = b"launcher_id";
+
+/// The key of the newest prism-admin term seen, in the `admin` tree (a JSON number).
+const ADMIN_TERM_KEY: &[u8] = b"term";
+
+/// The prefix of the keys that mark admin-owned ids unconfirmed, in the `admin` tree: then the
+/// id (which never holds a NUL).
+const UNCONFIRMED_PREFIX: &str = "unconfirmed\0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -157,6 +165,9 @@ pub enum StoreError {
         owner: Source,
         requester: Source,
     },
+    /// A request of a stale prism-admin (`reconcile::admit_term`).
+    #[error("{0}; the request of a stale admin was refused and nothing changed")]
+    StaleAdminTerm(StaleTerm),
 }
 
 /// What writing the whole set of a source changed.
@@ -168,6 +179,8 @@ pub struct ApplyOutcome {
     pub unchanged: Vec<ProcessId>,
     /// Ids the source declared that another source owns; they were left to their owner.
     pub conflicts: Vec<(ProcessId, Source)>,
+    /// prism-admin's ids that a partial view did not name: kept, and marked unconfirmed.
+    pub unconfirmed: Vec<ProcessId>,
 }
 
 impl ApplyOutcome {
@@ -240,6 +253,10 @@ pub struct Store {
     /// `<owner>\0<id>` for each desired record, so a source's records are found without a scan.
     by_owner: sled::Tree,
     meta: sled::Tree,
+    /// What prism-admin told this launcher beyond its records: the newest term seen (fencing a
+    /// stale admin; durable, so a restart does not forget it) and the admin-owned ids that its
+    /// last view left unconfirmed.
+    admin: sled::Tree,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<ProcessId>>>,
     /// Grace periods asked for with a delete, for the loop to use when it stops the process.
     stop_requests: sled::Tree,
@@ -310,6 +327,7 @@ impl Store {
             history_next: Mutex::new(HashMap::new()),
             exits: tree("exits")?,
             meta: tree("meta")?,
+            admin: tree("admin")?,
             stop_requests: tree("stop_requests")?,
             intents: tree("intents")?,
             journal: intent_journal::IntentJournal::open(dir)?,
@@ -606,9 +624,7 @@ impl Store {
             Some(existing) => {
                 tx.remove(&existing)?;
                 if let Some(grace) = grace {
-                    let millis = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-                    tx.stop_requests
-                        .insert(id.as_str(), &millis.to_be_bytes())?;
+                    tx.request_stop(id, grace)?;
                 }
                 Ok(true)
             }
@@ -691,35 +707,50 @@ impl Store {
         Ok(())
     }
 
-    /// Writes an admin assignment of `id` at `version`: created if absent, replaced if `version`
-    /// is newer than the stored one, a no-op if it is the same, refused if older or if another
-    /// source owns `id`. Durable before it returns.
+    /// Writes an admin assignment of `id` at `version`, from the admin's `term` when it named
+    /// one: created if absent, replaced if `version` is newer than the stored one, a no-op if it
+    /// is the same; refused if older, if another source owns `id`, or if `term` is older than
+    /// the newest term seen (which a newer `term` becomes, in the same transaction). The id is
+    /// confirmed. Durable before it returns.
     pub fn assign_admin(
         &self,
         id: &ProcessId,
         spec: &ProcessSpec,
         version: i64,
+        term: Option<AdminTerm>,
     ) -> Result<Assigned, StoreError> {
-        let assigned = self.transact("writing an admin assignment", |tx| {
-            assign_in(tx, id, spec, version)
+        let (assigned, term_raised) = self.transact("writing an admin assignment", |tx| {
+            let term_raised = tx.admit_term(term)?;
+            Ok((assign_in(tx, id, spec, version)?, term_raised))
         })?;
-        if assigned != Assigned::Unchanged {
+        if assigned != Assigned::Unchanged || term_raised {
             self.flush()?;
+        }
+        if assigned != Assigned::Unchanged {
             self.notify([id]);
         }
         Ok(assigned)
     }
 
-    /// Makes `assignments` the admin's whole desired set (registration's `initial_processes`):
-    /// each is assigned as by `assign_admin`, and admin-owned ids missing from the set are
-    /// deleted. Stale and foreign-owned entries are reported in `conflicts` and skipped.
+    /// Applies a registration's `assignments` (its `initial_processes`), from the admin's `term`
+    /// when it named one: each is assigned as by `assign_admin`; what happens to the admin-owned
+    /// ids the set does not name is `reconcile::admin_set_changes` of `view`: deleted when the
+    /// view is authoritative, else kept and marked unconfirmed (and every other admin-owned id
+    /// confirmed). Stale and foreign-owned entries are reported in `conflicts` and skipped; a
+    /// stale `term` refuses the whole set.
     pub fn apply_admin_set(
         &self,
         assignments: &[(ProcessId, ProcessSpec, i64)],
+        view: AdminView,
+        term: Option<AdminTerm>,
     ) -> Result<ApplyOutcome, StoreError> {
         let admin = Source::Admin { version: 0 };
         let previously_owned = self.ids_owned_by(&admin)?;
-        let outcome = self.transact("applying the admin's desired set", |tx| {
+        let listed: Vec<ProcessId> = assignments.iter().map(|(id, _, _)| id.clone()).collect();
+        let changes = admin_set_changes(view, &previously_owned, &listed);
+        let marked = self.unconfirmed_admin()?;
+        let (outcome, term_raised) = self.transact("applying the admin's desired set", |tx| {
+            let term_raised = tx.admit_term(term)?;
             let mut outcome = ApplyOutcome::default();
             for (id, spec, version) in assignments {
                 match assign_in(tx, id, spec, *version) {
@@ -739,17 +770,108 @@ impl Store {
                     Err(error) => return Err(error),
                 }
             }
-            let assigned: HashSet<&ProcessId> = assignments.iter().map(|(id, _, _)| id).collect();
-            delete_unlisted(tx, &previously_owned, &admin, &mut outcome, |id| {
-                assigned.contains(id)
-            })?;
-            Ok(outcome)
+            delete_unlisted(tx, &changes.remove, &admin, &mut outcome, |_| false)?;
+            // The marks become exactly the view's unconfirmed ids (the admin owns them all,
+            // since only admin-owned ids are ever marked and a removal takes its mark along).
+            for id in &marked {
+                tx.admin.remove(unconfirmed_key(id).as_bytes())?;
+            }
+            for id in &changes.unconfirmed {
+                if tx
+                    .read(id)?
+                    .is_some_and(|record| record.source.same_owner(&admin))
+                {
+                    tx.admin.insert(unconfirmed_key(id).as_bytes(), &[])?;
+                    outcome.unconfirmed.push(id.clone());
+                }
+            }
+            Ok((outcome, term_raised))
         })?;
-        if outcome.changed().next().is_some() {
+        // Marks and a new term are durable with the records, even when no record changed.
+        if outcome.changed().next().is_some()
+            || term_raised
+            || outcome.unconfirmed.len() != marked.len()
+            || outcome.unconfirmed.iter().any(|id| !marked.contains(id))
+        {
             self.flush()?;
+        }
+        if outcome.changed().next().is_some() {
             self.notify(outcome.changed());
         }
         Ok(outcome)
+    }
+
+    /// Revokes prism-admin's `id` from the admin's `term` when it named one: deletes its desired
+    /// record if the admin owns it, asking the loop to stop it with `grace`. Returns whether a
+    /// record was deleted. Refused when another source owns `id` or when `term` is older than
+    /// the newest term seen (which a newer `term` becomes). Durable before it returns.
+    pub fn revoke_admin(
+        &self,
+        id: &ProcessId,
+        grace: Duration,
+        term: Option<AdminTerm>,
+    ) -> Result<bool, StoreError> {
+        let admin = Source::Admin { version: 0 };
+        let (deleted, term_raised) = self.transact("revoking an admin assignment", |tx| {
+            let term_raised = tx.admit_term(term)?;
+            match tx.read(id)? {
+                None => Ok((false, term_raised)),
+                Some(existing) if !existing.source.same_owner(&admin) => {
+                    Err(owned_by_another(id, existing.source, &admin))
+                }
+                Some(existing) => {
+                    tx.remove(&existing)?;
+                    tx.request_stop(id, grace)?;
+                    Ok((true, term_raised))
+                }
+            }
+        })?;
+        if deleted || term_raised {
+            self.flush()?;
+        }
+        if deleted {
+            self.notify([id]);
+        }
+        Ok(deleted)
+    }
+
+    /// The newest prism-admin term this launcher has seen, if any.
+    pub fn admin_term(&self) -> Result<Option<AdminTerm>, StoreError> {
+        let bytes = self
+            .admin
+            .get(ADMIN_TERM_KEY)
+            .map_err(|source| io("reading the admin's term", source))?;
+        bytes
+            .map(|bytes| decode("admin", "term", &bytes))
+            .transpose()
+    }
+
+    /// Refuses a request of `term` older than the newest term seen, without recording anything
+    /// (the writes check it again in their own transaction).
+    pub fn check_admin_term(&self, term: Option<AdminTerm>) -> Result<(), StoreError> {
+        admit_term(self.admin_term()?, term)
+            .map(|_| ())
+            .map_err(StoreError::StaleAdminTerm)
+    }
+
+    /// The admin-owned ids that prism-admin's last view left unconfirmed (a scan of the marks:
+    /// for status and metrics).
+    pub fn unconfirmed_admin(&self) -> Result<std::collections::BTreeSet<ProcessId>, StoreError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in self.admin.scan_prefix(UNCONFIRMED_PREFIX.as_bytes()) {
+            let (key, _) =
+                entry.map_err(|source| io("listing the unconfirmed admin ids", source))?;
+            let id = String::from_utf8_lossy(&key[UNCONFIRMED_PREFIX.len()..]).into_owned();
+            match ProcessId::new(id) {
+                Ok(id) => {
+                    ids.insert(id);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "skipping a bad key among the unconfirmed admin ids")
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// Records how the last process of `id` ended. Not flushed: see `put_observed`.
@@ -862,9 +984,10 @@ impl Store {
             &self.stop_requests,
             &self.resets,
             &self.restarts,
+            &self.admin,
         )
             .transaction(
-                |(desired, generations, by_owner, stop_requests, resets, restarts)| {
+                |(desired, generations, by_owner, stop_requests, resets, restarts, admin)| {
                     body(&Tx {
                         desired,
                         generations,
@@ -872,6 +995,7 @@ impl Store {
                         stop_requests,
                         resets,
                         restarts,
+                        admin,
                     })
                 },
             )
@@ -954,7 +1078,15 @@ fn assign_in(
     version: i64,
 ) -> Result<Assigned, ConflictableTransactionError<StoreError>> {
     let source = Source::Admin { version };
-    match tx.read(id)? {
+    let existing = tx.read(id)?;
+    if existing
+        .as_ref()
+        .is_none_or(|existing| existing.source.same_owner(&source))
+    {
+        // Named by the admin: confirmed, whatever its last view said.
+        tx.admin.remove(unconfirmed_key(id).as_bytes())?;
+    }
+    match existing {
         None => {
             tx.write(id, spec, &source, None)?;
             Ok(Assigned::Created)
@@ -999,6 +1131,11 @@ fn owner_key(source: &Source, id: &ProcessId) -> String {
     format!("{}{id}", owner_prefix(source))
 }
 
+/// The key that marks the admin-owned `id` unconfirmed.
+fn unconfirmed_key(id: &ProcessId) -> String {
+    format!("{UNCONFIRMED_PREFIX}{id}")
+}
+
 /// The trees a desired-state transaction writes together.
 struct Tx<'a> {
     desired: &'a sled::transaction::TransactionalTree,
@@ -1007,6 +1144,7 @@ struct Tx<'a> {
     stop_requests: &'a sled::transaction::TransactionalTree,
     resets: &'a sled::transaction::TransactionalTree,
     restarts: &'a sled::transaction::TransactionalTree,
+    admin: &'a sled::transaction::TransactionalTree,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -1075,7 +1213,45 @@ impl Tx<'_> {
         self.desired.remove(existing.id.as_str())?;
         self.by_owner
             .remove(owner_key(&existing.source, &existing.id).as_bytes())?;
+        if matches!(existing.source, Source::Admin { .. }) {
+            // A mark goes with its record, so a later record of the id starts confirmed.
+            self.admin
+                .remove(unconfirmed_key(&existing.id).as_bytes())?;
+        }
         Ok(())
+    }
+
+    /// Asks the loop to stop `id` with `grace` instead of its spec's grace period.
+    fn request_stop(&self, id: &ProcessId, grace: Duration) -> TxResult<()> {
+        let millis = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.stop_requests
+            .insert(id.as_str(), &millis.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Admits a request of the admin's `term` (`reconcile::admit_term`): aborts the transaction
+    /// when it is older than the newest seen, records it when newer. Returns whether it was
+    /// recorded.
+    fn admit_term(&self, term: Option<AdminTerm>) -> TxResult<bool> {
+        let newest = match self.admin.get(ADMIN_TERM_KEY)? {
+            Some(bytes) => Some(
+                decode::<AdminTerm>("admin", "term", &bytes)
+                    .map_err(ConflictableTransactionError::Abort)?,
+            ),
+            None => None,
+        };
+        match admit_term(newest, term) {
+            Ok(Some(newer)) => {
+                let bytes =
+                    encode("admin", "term", &newer).map_err(ConflictableTransactionError::Abort)?;
+                self.admin.insert(ADMIN_TERM_KEY, bytes)?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(stale) => Err(ConflictableTransactionError::Abort(
+                StoreError::StaleAdminTerm(stale),
+            )),
+        }
     }
 }
 

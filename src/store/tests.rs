@@ -442,6 +442,7 @@ fn apply_source_mixed_outcome_lists_every_kind_of_change() {
             deleted: ids(&["drop"]),
             unchanged: ids(&["keep"]),
             conflicts: Vec::new(),
+            unconfirmed: Vec::new(),
         }
     );
     let mut changed: Vec<ProcessId> = outcome.changed().cloned().collect();
@@ -1630,11 +1631,13 @@ fn admin_assignments_are_ordered_by_version() {
     let store = open(dir.path());
     let name = id("assigned");
     assert_eq!(
-        store.assign_admin(&name, &spec("/bin/a"), 3).unwrap(),
+        store.assign_admin(&name, &spec("/bin/a"), 3, None).unwrap(),
         Assigned::Created
     );
     assert_eq!(
-        store.assign_admin(&name, &spec("/bin/other"), 3).unwrap(),
+        store
+            .assign_admin(&name, &spec("/bin/other"), 3, None)
+            .unwrap(),
         Assigned::Unchanged,
         "same version: no-op"
     );
@@ -1642,7 +1645,9 @@ fn admin_assignments_are_ordered_by_version() {
         store.desired(&name).unwrap().unwrap().spec.executable,
         std::path::PathBuf::from("/bin/a")
     );
-    let stale = store.assign_admin(&name, &spec("/bin/old"), 2).unwrap_err();
+    let stale = store
+        .assign_admin(&name, &spec("/bin/old"), 2, None)
+        .unwrap_err();
     assert!(
         matches!(
             stale,
@@ -1655,7 +1660,7 @@ fn admin_assignments_are_ordered_by_version() {
         "{stale}"
     );
     assert_eq!(
-        store.assign_admin(&name, &spec("/bin/b"), 4).unwrap(),
+        store.assign_admin(&name, &spec("/bin/b"), 4, None).unwrap(),
         Assigned::Updated
     );
     let record = store.desired(&name).unwrap().unwrap();
@@ -1667,7 +1672,7 @@ fn admin_assignments_are_ordered_by_version() {
         .put_desired(&id("filed"), &spec("/bin/f"), &file("/specs/a.yaml"))
         .unwrap();
     let foreign = store
-        .assign_admin(&id("filed"), &spec("/bin/x"), 1)
+        .assign_admin(&id("filed"), &spec("/bin/x"), 1, None)
         .unwrap_err();
     assert!(
         matches!(foreign, StoreError::OwnedByAnother { .. }),
@@ -1680,20 +1685,24 @@ fn the_admin_set_replaces_what_admin_owns_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store
-        .assign_admin(&id("old"), &spec("/bin/old"), 1)
+        .assign_admin(&id("old"), &spec("/bin/old"), 1, None)
         .unwrap();
     store
-        .assign_admin(&id("kept"), &spec("/bin/kept"), 5)
+        .assign_admin(&id("kept"), &spec("/bin/kept"), 5, None)
         .unwrap();
     store
         .put_desired(&id("filed"), &spec("/bin/f"), &file("/specs/a.yaml"))
         .unwrap();
     let outcome = store
-        .apply_admin_set(&[
-            (id("kept"), spec("/bin/kept"), 5),
-            (id("new"), spec("/bin/new"), 1),
-            (id("filed"), spec("/bin/x"), 1),
-        ])
+        .apply_admin_set(
+            &[
+                (id("kept"), spec("/bin/kept"), 5),
+                (id("new"), spec("/bin/new"), 1),
+                (id("filed"), spec("/bin/x"), 1),
+            ],
+            AdminView::Authoritative,
+            None,
+        )
         .unwrap();
     assert_eq!(outcome.created, [id("new")]);
     assert_eq!(outcome.unchanged, [id("kept")]);
@@ -1709,10 +1718,14 @@ fn the_admin_set_replaces_what_admin_owns_and_nothing_else() {
     );
     assert!(store.desired(&id("filed")).unwrap().is_some());
     let stale = store
-        .apply_admin_set(&[
-            (id("kept"), spec("/bin/kept"), 4),
-            (id("new"), spec("/bin/new"), 1),
-        ])
+        .apply_admin_set(
+            &[
+                (id("kept"), spec("/bin/kept"), 4),
+                (id("new"), spec("/bin/new"), 1),
+            ],
+            AdminView::Authoritative,
+            None,
+        )
         .unwrap();
     assert_eq!(
         stale.conflicts,
@@ -1722,6 +1735,148 @@ fn the_admin_set_replaces_what_admin_owns_and_nothing_else() {
     assert!(
         store.desired(&id("kept")).unwrap().is_some(),
         "and not deleted"
+    );
+}
+
+#[test]
+fn a_partial_admin_view_keeps_what_it_does_not_name_unconfirmed_until_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for name in ["a", "b", "c"] {
+        store
+            .assign_admin(&id(name), &spec("/bin/x"), 1, None)
+            .unwrap();
+    }
+    store
+        .put_desired(&id("filed"), &spec("/bin/f"), &file("/specs/a.yaml"))
+        .unwrap();
+    // The upstream admin's answer: nothing named, nothing said.
+    let outcome = store
+        .apply_admin_set(&[], AdminView::Partial, None)
+        .unwrap();
+    assert!(outcome.deleted.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.unconfirmed, [id("a"), id("b"), id("c")]);
+    assert_eq!(store.desired_count(), 4, "nothing removed");
+    assert_eq!(
+        store.unconfirmed_admin().unwrap(),
+        [id("a"), id("b"), id("c")].into_iter().collect()
+    );
+    // A partial view naming one confirms it; an assignment confirms another.
+    store
+        .apply_admin_set(&[(id("a"), spec("/bin/x"), 1)], AdminView::Partial, None)
+        .unwrap();
+    store
+        .assign_admin(&id("b"), &spec("/bin/x"), 1, None)
+        .unwrap();
+    assert_eq!(
+        store.unconfirmed_admin().unwrap(),
+        [id("c")].into_iter().collect()
+    );
+    // The marks are durable.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.unconfirmed_admin().unwrap(),
+        [id("c")].into_iter().collect()
+    );
+    // A revocation takes its mark along: the id, assigned again, starts confirmed.
+    assert!(store
+        .revoke_admin(&id("c"), Duration::from_secs(1), None)
+        .unwrap());
+    assert!(store.unconfirmed_admin().unwrap().is_empty());
+    store
+        .apply_admin_set(&[], AdminView::Partial, None)
+        .unwrap();
+    assert_eq!(store.unconfirmed_admin().unwrap().len(), 2, "a and b");
+    // An authoritative view, even empty (marked complete), removes them, marks and all.
+    let outcome = store
+        .apply_admin_set(&[], AdminView::Authoritative, None)
+        .unwrap();
+    assert_eq!(outcome.deleted, [id("a"), id("b")]);
+    assert!(store.unconfirmed_admin().unwrap().is_empty());
+    assert!(
+        store.desired(&id("filed")).unwrap().is_some(),
+        "only the admin's records"
+    );
+}
+
+#[test]
+fn a_stale_admin_term_is_refused_and_the_newest_term_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let term = |n| Some(AdminTerm(n));
+    assert_eq!(store.admin_term().unwrap(), None);
+    store
+        .assign_admin(&id("a"), &spec("/bin/a"), 1, term(2))
+        .unwrap();
+    assert_eq!(store.admin_term().unwrap(), term(2));
+    // Older: refused, whatever the request, and nothing changes.
+    let refused = store
+        .assign_admin(&id("b"), &spec("/bin/b"), 1, term(1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            StoreError::StaleAdminTerm(StaleTerm {
+                offered: AdminTerm(1),
+                newest: AdminTerm(2)
+            })
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("term 1") && refused.to_string().contains("term 2"));
+    assert!(store.desired(&id("b")).unwrap().is_none());
+    let refused = store
+        .revoke_admin(&id("a"), Duration::from_secs(1), term(1))
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::StaleAdminTerm(_)),
+        "{refused}"
+    );
+    assert!(store.desired(&id("a")).unwrap().is_some(), "not revoked");
+    let refused = store
+        .apply_admin_set(&[], AdminView::Authoritative, term(1))
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::StaleAdminTerm(_)),
+        "{refused}"
+    );
+    assert!(store.desired(&id("a")).unwrap().is_some(), "not removed");
+    assert!(matches!(
+        store.check_admin_term(term(1)),
+        Err(StoreError::StaleAdminTerm(_))
+    ));
+    // No term: admitted (the upstream admin sends none). A newer one becomes the newest, even
+    // from a set that changes no record.
+    store
+        .assign_admin(&id("c"), &spec("/bin/c"), 1, None)
+        .unwrap();
+    store
+        .apply_admin_set(
+            &[(id("a"), spec("/bin/a"), 1), (id("c"), spec("/bin/c"), 1)],
+            AdminView::Authoritative,
+            term(5),
+        )
+        .unwrap();
+    assert_eq!(store.admin_term().unwrap(), term(5));
+    // It survives a restart.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.admin_term().unwrap(), term(5));
+    let refused = store
+        .assign_admin(&id("d"), &spec("/bin/d"), 1, term(4))
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::StaleAdminTerm(_)),
+        "{refused}"
+    );
+    assert!(store
+        .revoke_admin(&id("a"), Duration::from_secs(1), term(5))
+        .unwrap());
+    assert_eq!(
+        store.take_stop_request(&id("a")).unwrap(),
+        Some(Duration::from_secs(1)),
+        "the revocation's grace is the stop's"
     );
 }
 

@@ -91,6 +91,15 @@ fn gather_now(state: &HttpState) -> Result<Vec<MetricFamily>, String> {
         .rows()
         .map_err(|error| format!("cannot read the store: {}\n", Chain(&error)))?;
     state.metrics.refresh_state(&rows);
+    let unconfirmed = state
+        .store
+        .unconfirmed_admin()
+        .map_err(|error| format!("cannot read the store: {}\n", Chain(&error)))?;
+    let term = state
+        .store
+        .admin_term()
+        .map_err(|error| format!("cannot read the store: {}\n", Chain(&error)))?;
+    state.metrics.refresh_admin(unconfirmed.len(), term);
     let usage = state
         .usage
         .sample_limited(Reader::Metrics, (state.clock)(), &rows);
@@ -217,10 +226,47 @@ pub fn metrics_document(families: &[MetricFamily], uptime_seconds: u64) -> Value
             "admin_heartbeat_failures_total",
             "pattern_launcher_admin_heartbeat_failures_total",
         ),
+        (
+            "admin_unreachable_since_seconds",
+            "pattern_launcher_admin_unreachable_since_seconds",
+        ),
+        (
+            "admin_last_heartbeat_timestamp_seconds",
+            "pattern_launcher_admin_last_heartbeat_timestamp_seconds",
+        ),
+        (
+            "admin_registrations_total",
+            "pattern_launcher_admin_registrations_total",
+        ),
+        (
+            "admin_processes_suspended",
+            "pattern_launcher_admin_processes_suspended",
+        ),
+        (
+            "admin_unconfirmed_processes",
+            "pattern_launcher_admin_unconfirmed_processes",
+        ),
     ] {
         let value: f64 = by_label(name).values().sum();
         document.insert(key.into(), json!(value as u64));
     }
+    let link = by_label("pattern_launcher_admin_link");
+    document.insert(
+        "admin_link".into(),
+        json!(link
+            .iter()
+            .find(|(_, value)| **value > 0.0)
+            .map(|(state, _)| state.clone())),
+    );
+    let term: f64 = by_label("pattern_launcher_admin_term").values().sum();
+    document.insert(
+        "admin_term".into(),
+        if term < 0.0 {
+            Value::Null
+        } else {
+            json!(term as u64)
+        },
+    );
     let summary = families
         .iter()
         .find(|family| {

@@ -20,7 +20,10 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::reconcile::{ClientState, Phase, ProcessId, ProcessRow, SourceKind, Vocabulary};
+use crate::reconcile::{
+    AdminLink, AdminLinkState, AdminTerm, ClientState, Phase, ProcessId, ProcessRow, SourceKind,
+    Vocabulary,
+};
 
 /// The quantiles of the launch-duration summary, as the seed shows them.
 pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
@@ -61,6 +64,21 @@ pub struct Metrics {
     /// 1 while registered with prism-admin.
     pub admin_registered: IntGauge,
     pub heartbeat_failures: IntCounter,
+    /// The link to prism-admin: 1 for its state (`state`: standalone, connecting, connected,
+    /// unreachable), 0 for the others.
+    pub admin_link: IntGaugeVec,
+    /// When the link went down (unix seconds), while it is down; 0 while it is up.
+    pub admin_unreachable_since: IntGauge,
+    /// When prism-admin last accepted a heartbeat (unix seconds); 0 before the first.
+    pub admin_last_heartbeat: IntGauge,
+    pub admin_registrations: IntCounter,
+    /// 1 while admin-owned processes are stopped because admin has been unreachable for
+    /// longer than `--admin-disconnect-grace`.
+    pub admin_suspended: IntGauge,
+    /// Admin-owned processes the admin's last (partial) view did not name, set at each scrape.
+    pub admin_unconfirmed: IntGauge,
+    /// The newest admin term seen, set at each scrape; -1 before any.
+    pub admin_term: IntGauge,
     /// `pattern_launcher_launch_duration_seconds`: from spawn to ready.
     pub launch_duration: LaunchDuration,
     /// Per process with a declared limit (`process_id`): resident memory, its memory limit,
@@ -212,6 +230,35 @@ impl Metrics {
                 "pattern_launcher_admin_heartbeat_failures_total",
                 "Heartbeats to prism-admin that failed",
             )?,
+            admin_link: gauge_vec(
+                "pattern_launcher_admin_link",
+                "The state of the link to prism-admin (1 for the current state)",
+                "state",
+            )?,
+            admin_unreachable_since: gauge(
+                "pattern_launcher_admin_unreachable_since_seconds",
+                "Since when prism-admin has been unreachable (unix seconds); 0 while connected",
+            )?,
+            admin_last_heartbeat: gauge(
+                "pattern_launcher_admin_last_heartbeat_timestamp_seconds",
+                "When prism-admin last accepted a heartbeat (unix seconds)",
+            )?,
+            admin_registrations: counter(
+                "pattern_launcher_admin_registrations_total",
+                "Successful registrations with prism-admin",
+            )?,
+            admin_suspended: gauge(
+                "pattern_launcher_admin_processes_suspended",
+                "1 while admin-owned processes are stopped: prism-admin unreachable for longer than --admin-disconnect-grace",
+            )?,
+            admin_unconfirmed: gauge(
+                "pattern_launcher_admin_unconfirmed_processes",
+                "Admin-owned processes that prism-admin's last view did not name (kept running)",
+            )?,
+            admin_term: gauge(
+                "pattern_launcher_admin_term",
+                "The newest prism-admin term seen; -1 before any",
+            )?,
             launch_duration,
             registry,
         })
@@ -252,6 +299,33 @@ impl Metrics {
         for (source, count) in observed_by {
             self.observed.with_label_values(&[source]).set(count);
         }
+    }
+
+    /// Shows the state of the link to prism-admin.
+    pub fn show_admin_link(&self, link: &AdminLink) {
+        for state in AdminLinkState::ALL {
+            self.admin_link
+                .with_label_values(&[state.as_str()])
+                .set(i64::from(*state == link.state));
+        }
+        self.admin_registered
+            .set(i64::from(link.state == AdminLinkState::Connected));
+        let seconds = |at: crate::reconcile::UnixMillis| at.whole_seconds();
+        self.admin_unreachable_since.set(match link.state {
+            AdminLinkState::Unreachable => seconds(link.since),
+            _ => 0,
+        });
+        self.admin_last_heartbeat
+            .set(link.last_heartbeat_at.map_or(0, seconds));
+    }
+
+    /// Sets the gauges of what the store holds of prism-admin's word (called before each
+    /// scrape).
+    pub fn refresh_admin(&self, unconfirmed: usize, term: Option<AdminTerm>) {
+        self.admin_unconfirmed
+            .set(i64::try_from(unconfirmed).unwrap_or(i64::MAX));
+        self.admin_term
+            .set(term.map_or(-1, |term| i64::try_from(term.0).unwrap_or(i64::MAX)));
     }
 
     /// Sets the per-process gauges of the processes with a declared limit, and only those (a

@@ -28,6 +28,8 @@ pub struct AdminState {
     pub authorizations: Vec<String>,
     heartbeats: Vec<LauncherHeartbeatRequest>,
     initial: Vec<ProcessAssignment>,
+    /// The admin's term on the registration ack (`x-prism-admin-term`), if any.
+    ack_term: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -56,12 +58,18 @@ impl ControlPlane for FakeAdmin {
         let mut state = self.state();
         state.authorizations.push(authorization);
         state.registrations.push(request.into_inner());
-        Ok(Response::new(LauncherRegistrationAck {
+        let mut response = Response::new(LauncherRegistrationAck {
             success: true,
             message: "welcome".into(),
             initial_processes: state.initial.clone(),
             assigned_capacity: 10,
-        }))
+        });
+        if let Some(term) = state.ack_term {
+            response
+                .metadata_mut()
+                .insert("x-prism-admin-term", term.to_string().parse().unwrap());
+        }
+        Ok(response)
     }
 
     async fn launcher_heartbeat(
@@ -536,6 +544,137 @@ async fn a_session_isolated_assignment_without_a_session_is_refused_like_a_spec_
         output.contains("isolation session needs a namespace")
             && output.contains("isolation session needs a sessionId"),
         "{output}"
+    );
+}
+
+/// `status` and `/metrics` show the link to prism-admin as it goes, and an outage changes
+/// nothing that runs (no `--admin-disconnect-grace`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_show_the_admin_link_through_an_outage() {
+    use crate::observability::{samples, value};
+    let admin = FakeAdmin::default();
+    admin.state().ack_term = Some(3);
+    let (admin_address, admin_stop) =
+        serve_admin(admin.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let endpoint = admin_address.to_string();
+    let bins = bin_dir();
+    let mut launcher = TestLauncher::start_with(&launcher_args(
+        &endpoint,
+        &bins,
+        &["--admin-call-timeout", "1s"],
+    ));
+    eventually(TIMEOUT, "a heartbeat", || {
+        (!admin.state().heartbeats.is_empty()).then_some(())
+    });
+    let mut client = ControlPlaneClient::connect(format!("http://{}", launcher.address()))
+        .await
+        .unwrap();
+    client
+        .assign_process(sleeper("steady", 1, "600"))
+        .await
+        .unwrap();
+    let steady = launcher.wait_running("steady", None, TIMEOUT);
+
+    let link = eventually(TIMEOUT, "status to show the heartbeat", || {
+        let link = launcher.status()["admin"].clone();
+        (link["last_heartbeat_unix_ms"].as_i64() > Some(0)).then_some(link)
+    });
+    assert_eq!(link["state"], "connected", "{link}");
+    assert_eq!(link["endpoint"], endpoint.as_str(), "{link}");
+    assert_eq!(link["registrations"], 1, "{link}");
+    assert_eq!(
+        link["term"], 3,
+        "the registration's term is the newest seen: {link}"
+    );
+    assert_eq!(
+        link["disconnect_grace_ms"],
+        serde_json::Value::Null,
+        "{link}"
+    );
+    let table = String::from_utf8(launcher.cli(&["status"]).stdout).unwrap();
+    assert!(
+        table.contains(&format!("prism-admin {endpoint}: connected for"))
+            && table.contains("1 registration, term 3"),
+        "{table}"
+    );
+    let (code, text) = launcher.http_get("/metrics");
+    assert_eq!(code, 200);
+    let scraped = samples(&text);
+    assert_eq!(
+        value(&scraped, "pattern_launcher_admin_link", "state=connected"),
+        1.0
+    );
+    assert_eq!(
+        value(&scraped, "pattern_launcher_admin_link", "state=unreachable"),
+        0.0
+    );
+    assert_eq!(
+        value(&scraped, "pattern_launcher_admin_registrations_total", ""),
+        1.0
+    );
+    assert_eq!(value(&scraped, "pattern_launcher_admin_term", ""), 3.0);
+    assert!(
+        value(
+            &scraped,
+            "pattern_launcher_admin_last_heartbeat_timestamp_seconds",
+            ""
+        ) > 1.7e9
+    );
+    assert_eq!(
+        value(
+            &scraped,
+            "pattern_launcher_admin_unreachable_since_seconds",
+            ""
+        ),
+        0.0
+    );
+    let (_, json) = launcher.http_get("/metrics.json");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (json["admin_link"].as_str(), json["admin_term"].as_u64()),
+        (Some("connected"), Some(3)),
+        "{json}"
+    );
+
+    // Admin goes away: the link is unreachable since then, in status and metrics, and what runs
+    // runs on.
+    admin_stop.send(()).unwrap();
+    let link = eventually(TIMEOUT, "status to show admin unreachable", || {
+        let link = launcher.status()["admin"].clone();
+        (link["state"] == "unreachable").then_some(link)
+    });
+    assert!(link["since_unix_ms"].as_i64() > Some(0), "{link}");
+    assert!(
+        link["last_error"]
+            .as_str()
+            .is_some_and(|error| !error.is_empty()),
+        "{link}"
+    );
+    let (_, text) = launcher.http_get("/metrics");
+    let scraped = samples(&text);
+    assert_eq!(
+        value(&scraped, "pattern_launcher_admin_link", "state=unreachable"),
+        1.0
+    );
+    assert_eq!(
+        value(&scraped, "pattern_launcher_admin_registered", ""),
+        0.0
+    );
+    assert!(
+        value(
+            &scraped,
+            "pattern_launcher_admin_unreachable_since_seconds",
+            ""
+        ) > 1.7e9
+    );
+    assert_eq!(
+        value(&scraped, "pattern_launcher_admin_processes_suspended", ""),
+        0.0
+    );
+    assert_eq!(
+        launcher.wait_running("steady", None, TIMEOUT),
+        steady,
+        "undisturbed"
     );
 }
 

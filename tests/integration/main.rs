@@ -9,6 +9,7 @@ mod hostile_specs;
 mod inputs;
 mod lifecycle;
 mod log_instances;
+mod multi_host;
 mod observability;
 mod operator;
 mod operator_verbs;

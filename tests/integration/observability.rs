@@ -15,7 +15,7 @@ fn spec(name: &str, body: &str) -> String {
 }
 
 /// The samples of a parsed exposition, by name and (sorted) labels.
-fn samples(text: &str) -> BTreeMap<(String, String), f64> {
+pub(crate) fn samples(text: &str) -> BTreeMap<(String, String), f64> {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_string())))
         .expect("the whole exposition parses");
     scrape
@@ -40,7 +40,7 @@ fn samples(text: &str) -> BTreeMap<(String, String), f64> {
         .collect()
 }
 
-fn value(samples: &BTreeMap<(String, String), f64>, metric: &str, labels: &str) -> f64 {
+pub(crate) fn value(samples: &BTreeMap<(String, String), f64>, metric: &str, labels: &str) -> f64 {
     *samples
         .get(&(metric.to_string(), labels.to_string()))
         .unwrap_or_else(|| panic!("no sample {metric}{{{labels}}} in {samples:#?}"))

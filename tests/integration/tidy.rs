@@ -12,7 +12,7 @@
 //!   crates `tracing`, `log` (logging is output: reconcile returns data), `rand`, `getrandom` or
 //!   `fastrand`, and imports nothing else of the crate;
 //! - `store`, `runtime`, `api`, `sources` and `telemetry` import of the crate only what
-//!   `IMPORT_LAYOUT` lists for them (the glue `app`, `clock`, `error_chain`, `private_fs`,
+//!   `IMPORT_LAYOUT` lists for them (the glue `app`, `clock`, `random`, `error_chain`, `private_fs`,
 //!   `parallel`, `systemd`, `lib` and the binaries may import anything);
 //! - every file, test files included, opens with a `//!` line;
 //! - there is no `.unwrap()` or `.expect(` call.
@@ -63,7 +63,7 @@ use std::path::Path;
 /// What each area with a fixed place in the layout may import of the library, besides itself:
 /// the list is the rule, so `runtime` importing `app` is a crossing as much as `runtime`
 /// importing `api`. `reconcile` (which may import nothing else) is checked by
-/// `reconcile_is_pure`. The glue (`app`, `clock`, `error_chain`, `private_fs`, `parallel`, `systemd`,
+/// `reconcile_is_pure`. The glue (`app`, `clock`, `random`, `error_chain`, `private_fs`, `parallel`, `systemd`,
 /// `lib`) and the binaries may import anything.
 const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
     ("store", &["reconcile", "error_chain"]),
@@ -74,6 +74,7 @@ const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
             "store",
             "telemetry",
             "clock",
+            "random",
             "error_chain",
             "private_fs",
             "parallel",
@@ -88,6 +89,7 @@ const IMPORT_LAYOUT: &[(&str, &[&str])] = &[
             "sources",
             "telemetry",
             "clock",
+            "random",
             "error_chain",
         ],
     ),

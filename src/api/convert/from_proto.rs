@@ -11,11 +11,12 @@ use crate::api::errors::{AssignmentError, PatternError};
 use crate::api::proto::prism as admin_pb;
 use crate::api::proto::prism::launcher as launcher_pb;
 use crate::reconcile::{
-    pattern_process_id, request_env_problems, BackendConfig, HealthCheckField, Isolation,
-    PatternConfig, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts, RestartPolicy,
-    Secret, SpecField, SpecProblem, TypeConfig, UtilityConfig, Vocabulary, MAX_DURATION,
-    MAX_ENTRIES, MAX_NAME_BYTES, MAX_NAME_PART, MAX_PATH_BYTES, MAX_PROCESS_ID_LEN,
+    pattern_process_id, request_env_problems, AdminTerm, BackendConfig, HealthCheckField,
+    Isolation, PatternConfig, ProcessId, ProcessSpec, ProcessType, ProxyConfig, RequestedPorts,
+    RestartPolicy, Secret, SpecField, SpecProblem, TypeConfig, UtilityConfig, Vocabulary,
+    MAX_DURATION, MAX_ENTRIES, MAX_NAME_BYTES, MAX_NAME_PART, MAX_PATH_BYTES, MAX_PROCESS_ID_LEN,
 };
+use crate::reconcile::{ADMIN_TERM_KEY, INITIAL_SET_KEY};
 use crate::sources::catalog::{Catalog, Launch};
 
 /// The isolation a launch asks for; `None` when it leaves it to the manifest or the launcher.
@@ -159,6 +160,33 @@ fn launch_field(field: &SpecField) -> String {
         SpecField::TerminationGrace => "grace_period_secs".to_string(),
         other => format!("manifest {}", wire_field(other)),
     }
+}
+
+/// The admin's term in a request's or an answer's metadata (`x-prism-admin-term`), `None` when
+/// it names none; a value that is not a whole number (0 to 2^64-1) is refused rather than taken
+/// for no term, which would let a stale admin through.
+pub fn admin_term(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Option<AdminTerm>, AssignmentError> {
+    let Some(value) = metadata.get(ADMIN_TERM_KEY) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    let digits = !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+    match text.parse::<u64>() {
+        Ok(term) if digits => Ok(Some(AdminTerm(term))),
+        _ => Err(AssignmentError::BadTerm(
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        )),
+    }
+}
+
+/// The value of an answer's `x-prism-initial-set` metadata, if it has one (text that is not
+/// visible ASCII is passed on as it reads, and so is not a marker the launcher knows).
+pub fn initial_set_marker(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    metadata
+        .get(INITIAL_SET_KEY)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
 /// An assignment turned into the id and spec to store, validating everything.

@@ -2,15 +2,17 @@
 //! own `StatusReport`, and prism-admin's heartbeat. Every word a client reads comes from
 //! `reconcile`'s projection (`ClientState`) and vocabulary.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use crate::api::proto::prism as admin_pb;
 use crate::api::proto::prism::launcher as launcher_pb;
 use crate::api::proto::prism::launcher::v1 as status_pb;
 use crate::reconcile::ProcessId;
 use crate::reconcile::{
-    ready_deadline_at, ClientState, Diff, DiffSummary, ExitStatus, Health, LifeEvent,
-    LimitEnforcement, LimitMode, Phase, ProcessRow, ProcessSpec, ProcessType, Source, UnixMillis,
+    ready_deadline_at, AdminLink, AdminTerm, ClientState, Diff, DiffSummary, ExitStatus, Health,
+    LifeEvent, LimitEnforcement, LimitMode, Phase, ProcessRow, ProcessSpec, ProcessType, Source,
+    SourcesRead, UnixMillis,
 };
 use crate::telemetry::ResourceUsage;
 
@@ -95,22 +97,42 @@ pub fn health_response(
     }
 }
 
-/// Our own status report: one row per id that is desired or observed, with the diff of each.
+/// What status tells of the link to prism-admin and of its word.
+#[derive(Debug, Clone)]
+pub struct AdminReport {
+    pub link: AdminLink,
+    pub endpoint: Option<String>,
+    pub disconnect_grace: Option<Duration>,
+    /// Admin-owned processes are stopped: the grace ran out.
+    pub suspended: bool,
+    pub term: Option<AdminTerm>,
+    /// The admin-owned ids its last view left unconfirmed.
+    pub unconfirmed: BTreeSet<ProcessId>,
+}
+
+/// Our own status report: one row per id that is desired or observed, with the diff of each,
+/// and the link to prism-admin.
 pub fn status_report(
     launcher_id: &str,
     rows: &[ProcessRow],
     problems: BTreeMap<String, Vec<String>>,
     limit_mode: LimitMode,
     usage: &BTreeMap<ProcessId, ResourceUsage>,
+    admin: &AdminReport,
     now: UnixMillis,
 ) -> status_pb::StatusReport {
     let mut summary = DiffSummary::default();
+    let sources = SourcesRead {
+        admin_suspended: admin.suspended,
+        ..SourcesRead::ALL
+    };
     let processes = rows
         .iter()
         .map(|row| {
-            let diff = row.diff(now);
+            let diff = row.diff_under(now, sources);
             summary.add(diff.kind);
-            process_status(row, diff, limit_mode, usage.get(row.id()))
+            let unconfirmed = admin.unconfirmed.contains(row.id());
+            process_status(row, diff, limit_mode, usage.get(row.id()), unconfirmed)
         })
         .collect();
     status_pb::StatusReport {
@@ -129,6 +151,25 @@ pub fn status_report(
             in_sync: summary.in_sync,
             held: summary.held,
         }),
+        admin: Some(admin_link_status(admin)),
+    }
+}
+
+fn admin_link_status(admin: &AdminReport) -> status_pb::AdminLinkStatus {
+    let link = &admin.link;
+    status_pb::AdminLinkStatus {
+        state: link.state.to_string(),
+        endpoint: admin.endpoint.clone().unwrap_or_default(),
+        since_unix_ms: unix_ms(link.since),
+        last_heartbeat_unix_ms: link.last_heartbeat_at.map_or(0, unix_ms),
+        registrations: link.registrations,
+        last_error: link.last_error.clone().unwrap_or_default(),
+        term: admin.term.map(|term| term.0),
+        disconnect_grace_ms: admin.disconnect_grace.map_or(0, |grace| {
+            i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)
+        }),
+        processes_suspended: admin.suspended,
+        unconfirmed: u32::try_from(admin.unconfirmed.len()).unwrap_or(u32::MAX),
     }
 }
 
@@ -137,6 +178,7 @@ fn process_status(
     diff: Diff,
     limit_mode: LimitMode,
     usage: Option<&ResourceUsage>,
+    unconfirmed: bool,
 ) -> status_pb::ProcessStatus {
     let spec = row.spec();
     let desired = row.desired();
@@ -209,6 +251,12 @@ fn process_status(
         memory_bytes: usage.map_or(0, |usage| usage.memory_bytes),
         cpu_percent: usage.map_or(0.0, |usage| usage.cpu_percent),
         held: row.is_held(),
+        // Only admin-owned ids are ever marked; the check keeps that true of what is shown.
+        unconfirmed: unconfirmed
+            && matches!(
+                desired.map(|record| &record.source),
+                Some(Source::Admin { .. })
+            ),
     }
 }
 
@@ -219,20 +267,28 @@ pub struct LogTail {
     pub note: String,
 }
 
-/// Everything `describe` tells of one process: its status row, its spec, the events of its
-/// life (oldest first) and the tail of its log.
+/// Everything `describe` tells of one process: its status row (`unconfirmed` when prism-admin's
+/// last view did not name it), its spec, the events of its life (oldest first) and the tail of
+/// its log.
 pub fn process_description(
     row: &ProcessRow,
     history: &[LifeEvent],
     limit_mode: LimitMode,
     usage: Option<&ResourceUsage>,
     log: LogTail,
+    unconfirmed: bool,
     now: UnixMillis,
 ) -> status_pb::ProcessDescription {
     let observed = row.observed();
     let spec = row.spec();
     status_pb::ProcessDescription {
-        status: Some(process_status(row, row.diff(now), limit_mode, usage)),
+        status: Some(process_status(
+            row,
+            row.diff(now),
+            limit_mode,
+            usage,
+            unconfirmed,
+        )),
         spec: Some(spec_detail(spec)),
         events: history
             .iter()
