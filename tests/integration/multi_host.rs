@@ -904,12 +904,16 @@ async fn processes_go_where_there_is_room_and_a_cut_off_host_keeps_its_own_until
     assert_eq!(running_in(&heartbeat), on_b, "{heartbeat:?}");
     let resources = heartbeat.resources.expect("resources");
     assert_eq!((resources.process_count, resources.max_processes), (2, 3));
-    let link = b.admin_link();
-    assert_eq!(
-        (link["state"].as_str(), link["registrations"].as_u64()),
-        (Some("connected"), Some(2)),
-        "{link}"
-    );
+    // The launcher's own view follows its registration's answer, which may have been lost in
+    // the healing (admin counts it, the launcher times out and registers again).
+    eventually(TIMEOUT, "b's link to show it connected again", || {
+        let link = b.admin_link();
+        (link["state"].as_str() == Some("connected")
+            && link["registrations"]
+                .as_u64()
+                .is_some_and(|count| count >= 2))
+        .then_some(())
+    });
     assert_eq!(b.wait_running(&["p3", "p5"]), on_b);
 }
 
