@@ -153,8 +153,11 @@ pub async fn run_admin_client(
         endpoint: settings.endpoint.clone(),
         source,
     };
-    // Pings keep a quiet connection checked between heartbeats: a partition drops it within
-    // the interval and the call timeout, and the next call connects afresh.
+    // Pings check the connection while calls are under way (a partition during a call ends it
+    // within the call timeout, besides the call's own deadline), never while it is idle: a
+    // grpc-go or grpc-java admin, by default, closes a connection that pings while idle
+    // ("too_many_pings"), and between heartbeats the next call's deadline finds a partition
+    // anyway.
     let keepalive = settings.heartbeat_interval.max(MIN_KEEPALIVE_INTERVAL);
     let mut endpoint = tonic::transport::Endpoint::from_shared(url)
         .map_err(bad_endpoint)?
@@ -162,7 +165,7 @@ pub async fn run_admin_client(
         .timeout(settings.call_timeout)
         .http2_keep_alive_interval(keepalive)
         .keep_alive_timeout(settings.call_timeout)
-        .keep_alive_while_idle(true)
+        .keep_alive_while_idle(false)
         .tcp_keepalive(Some(keepalive));
     if let Some(tls) = &settings.tls {
         endpoint = endpoint.tls_config(tls.0.clone()).map_err(bad_endpoint)?;
@@ -313,7 +316,14 @@ impl Admin {
                 return false;
             }
             Err(error) => {
-                tracing::error!(error = %Chain(&error), "cannot apply prism-admin's initial processes");
+                // Not connected: a set that was not applied must not lift the disconnect
+                // grace's hold (what it would remove could start again); registering again
+                // applies it.
+                tracing::error!(error = %Chain(&error), "cannot apply prism-admin's initial processes; registering again");
+                self.lost(format!(
+                    "the initial processes could not be applied: {error}"
+                ));
+                return false;
             }
         }
         // Connected only once the set is applied, so that processes held down by the

@@ -158,7 +158,21 @@ fn bit(signal: libc::c_int) -> u64 {
 }
 
 /// The targets of `/proc/<pid>/fd/*`, by descriptor.
+/// Once the child (a `sleep`) sleeps: the dynamic loader has the C library open for a moment
+/// after the exec, which is not a descriptor the child was given.
 fn descriptors_of(pid: u32) -> Vec<(String, PathBuf)> {
+    let asleep = || {
+        std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse::<libc::c_long>().ok())
+            .is_some_and(|number| {
+                number == libc::SYS_clock_nanosleep || number == libc::SYS_nanosleep
+            })
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while !asleep() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let mut fds: Vec<(String, PathBuf)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .map(|entry| {

@@ -30,6 +30,8 @@ pub struct AdminState {
     initial: Vec<ProcessAssignment>,
     /// The admin's term on the registration ack (`x-prism-admin-term`), if any.
     ack_term: Option<u64>,
+    /// The ack's `x-prism-initial-set` marker, if any.
+    initial_marker: Option<&'static str>,
 }
 
 #[derive(Clone, Default)]
@@ -68,6 +70,11 @@ impl ControlPlane for FakeAdmin {
             response
                 .metadata_mut()
                 .insert("x-prism-admin-term", term.to_string().parse().unwrap());
+        }
+        if let Some(marker) = state.initial_marker {
+            response
+                .metadata_mut()
+                .insert("x-prism-initial-set", marker.parse().unwrap());
         }
         Ok(response)
     }
@@ -790,4 +797,86 @@ async fn eventually_connect(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An admin that answers a re-registration with an empty initial set (as upstream prism-admin
+/// does) stops nothing: what it assigned keeps running, unconfirmed; one that marks its set
+/// complete has the processes it does not list stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_initial_set_keeps_every_admin_process_and_a_complete_one_stops_the_missing() {
+    let admin = FakeAdmin::default();
+    admin.state().initial = vec![sleeper("p-one", 1, "600"), sleeper("p-two", 1, "601")];
+    let (admin_address, admin_stop) =
+        serve_admin(admin.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let endpoint = admin_address.to_string();
+    let bins = bin_dir();
+    let mut launcher = TestLauncher::start_with(&launcher_args(&endpoint, &bins, &[]));
+    let one = launcher.wait_running("p-one", None, TIMEOUT);
+    let two = launcher.wait_running("p-two", None, TIMEOUT);
+
+    // Admin restarts and answers the re-registration with an empty set: nothing stops.
+    admin.state().initial = Vec::new();
+    admin_stop.send(()).unwrap();
+    eventually(TIMEOUT, "the launcher to notice admin is gone", || {
+        launcher
+            .log()
+            .contains("prism-admin is unreachable")
+            .then_some(())
+    });
+    let (_, admin_stop) = serve_admin(admin.clone(), free(admin_address)).await;
+    eventually(TIMEOUT, "a second registration", || {
+        (admin.state().registrations.len() >= 2).then_some(())
+    });
+    let seen = admin.state().heartbeats.len();
+    eventually(TIMEOUT, "heartbeats again", || {
+        (admin.state().heartbeats.len() > seen).then_some(())
+    });
+    for (id, pid) in [("p-one", one), ("p-two", two)] {
+        let process = launcher.process(id).unwrap();
+        assert_eq!(
+            process["pid"].as_u64(),
+            Some(u64::from(pid)),
+            "{id} kept running"
+        );
+        assert_eq!(process["unconfirmed"].as_bool(), Some(true), "{process}");
+    }
+    assert!(is_alive(one) && is_alive(two));
+
+    // Admin restarts again, with its whole set marked complete: p-two, not in it, stops.
+    {
+        let mut state = admin.state();
+        state.initial = vec![sleeper("p-one", 1, "600")];
+        state.initial_marker = Some("complete");
+    }
+    let noticed = launcher.log().matches("prism-admin is unreachable").count();
+    admin_stop.send(()).unwrap();
+    eventually(
+        TIMEOUT,
+        "the launcher to notice admin is gone again",
+        || (launcher.log().matches("prism-admin is unreachable").count() > noticed).then_some(()),
+    );
+    let registered = admin.state().registrations.len();
+    let (_, _admin_stop) = serve_admin(admin.clone(), free(admin_address)).await;
+    eventually(TIMEOUT, "a third registration", || {
+        (admin.state().registrations.len() > registered).then_some(())
+    });
+    eventually(TIMEOUT, "p-two to be stopped and forgotten", || {
+        launcher.process("p-two").is_none().then_some(())
+    });
+    assert!(!is_alive(two), "p-two's process is gone");
+    let kept = launcher.process("p-one").unwrap();
+    assert_eq!(
+        kept["pid"].as_u64(),
+        Some(u64::from(one)),
+        "p-one kept running"
+    );
+    assert_eq!(kept["unconfirmed"].as_bool(), Some(false), "{kept}");
+}
+
+/// `address` once the fake admin that served on it has let it go.
+fn free(address: SocketAddr) -> SocketAddr {
+    eventually(TIMEOUT, "the admin's port to be free", || {
+        std::net::TcpListener::bind(address).ok().map(drop)
+    });
+    address
 }
