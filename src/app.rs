@@ -262,6 +262,8 @@ pub struct Prepared {
     admin_tls: Option<ClientTls>,
     admin_token: Option<Arc<BearerToken>>,
     host_limits: HostLimits,
+    /// The last run had stopped admin's processes past the disconnect grace.
+    admin_suspended_before: bool,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -387,6 +389,9 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
     let problems = SourceProblems::default();
     let catalog = SharedCatalog::default();
     reload_catalog(&config.patterns_dir, &catalog, &problems);
+    let admin_suspended_before = config.admin_endpoint.is_some()
+        && config.admin_disconnect_grace.is_some()
+        && store.admin_suspended()?;
     Ok(Prepared {
         config,
         specs_dir,
@@ -402,6 +407,7 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         admin_tls,
         admin_token,
         host_limits,
+        admin_suspended_before,
     })
 }
 
@@ -510,6 +516,7 @@ pub async fn run(
         admin_tls,
         admin_token,
         host_limits,
+        admin_suspended_before,
     } = prepared;
     let grpc_address = local_address(&listeners.grpc, "gRPC")?;
     let metrics_address = local_address(&listeners.metrics, "metrics")?;
@@ -537,6 +544,11 @@ pub async fn run(
     let (admin_board, admin_watch) = admin_link(
         config.admin_endpoint.as_deref(),
         config.admin_disconnect_grace,
+        crate::reconcile::down_since_at_start(
+            started_at,
+            config.admin_disconnect_grace,
+            admin_suspended_before,
+        ),
         started_at,
     );
     metrics.show_admin_link(&admin_watch.link.borrow());

@@ -23,7 +23,6 @@ use super::context::ApiContext;
 use super::convert::from_proto::{admin_term, assignment_spec, initial_set_marker};
 use super::convert::to_proto::{capability_words, heartbeat_request};
 use super::proto::prism as pb;
-use crate::clock::Clock;
 use crate::error_chain::Chain;
 use crate::random::Jitter;
 use crate::reconcile::{
@@ -105,19 +104,22 @@ pub struct AdminLinkBoard {
     suspended: watch::Sender<bool>,
 }
 
-/// The link's two ends, for a launcher with prism-admin at `endpoint` (connecting from `now`)
-/// or without (`None`: standalone, and the board can be dropped).
+/// The link's two ends, for a launcher with prism-admin at `endpoint` (down since `down_since`,
+/// see `reconcile::down_since_at_start`) or without (`None`: standalone, and the board can be
+/// dropped). Suspended from the start when the disconnect grace is over at `now`.
 pub fn admin_link(
     endpoint: Option<&str>,
     disconnect_grace: Option<Duration>,
+    down_since: UnixMillis,
     now: UnixMillis,
 ) -> (AdminLinkBoard, AdminLinkWatch) {
     let first = match endpoint {
-        Some(_) => AdminLink::connecting(now),
+        Some(_) => AdminLink::connecting(down_since),
         None => AdminLink::standalone(now),
     };
+    let suspended_at_start = admin_stop_at(&first, disconnect_grace).is_some_and(|at| now >= at);
     let (link, link_watch) = watch::channel(first);
-    let (suspended, suspended_watch) = watch::channel(false);
+    let (suspended, suspended_watch) = watch::channel(suspended_at_start);
     (
         AdminLinkBoard { link, suspended },
         AdminLinkWatch {
@@ -177,7 +179,7 @@ pub async fn run_admin_client(
     let suspension = publish_suspension(
         board.link.subscribe(),
         settings.disconnect_grace,
-        context.clock.clone(),
+        context.clone(),
         board.suspended,
         settings.metrics.clone(),
     );
@@ -404,13 +406,13 @@ impl Admin {
 async fn publish_suspension(
     mut link: watch::Receiver<AdminLink>,
     grace: Option<Duration>,
-    clock: Clock,
+    context: Arc<ApiContext>,
     suspended: watch::Sender<bool>,
     metrics: Metrics,
 ) {
     loop {
         let stop_at = admin_stop_at(&link.borrow_and_update(), grace);
-        let now = clock();
+        let now = context.now();
         let suspend = stop_at.is_some_and(|at| now >= at);
         let changed = suspended.send_if_modified(|current| {
             let changed = *current != suspend;
@@ -419,6 +421,11 @@ async fn publish_suspension(
         });
         if changed {
             metrics.admin_suspended.set(i64::from(suspend));
+            // Durable, so that a launcher restarted during the partition starts suspended.
+            let store = context.store.clone();
+            if let Err(error) = store_call(move || store.set_admin_suspended(suspend)).await {
+                tracing::warn!(error = %Chain(&error), "cannot record whether prism-admin's processes are suspended");
+            }
             if suspend {
                 tracing::warn!(grace = ?grace,
                     "prism-admin has been unreachable for longer than --admin-disconnect-grace: stopping its processes until it is back");

@@ -863,7 +863,13 @@ mod tests {
             logs: Arc::new(NoLogs),
             limit_mode: LimitMode::Rlimit,
             usage: Default::default(),
-            admin: super::super::admin_client::admin_link(None, None, crate::clock::now()).1,
+            admin: super::super::admin_client::admin_link(
+                None,
+                None,
+                crate::clock::now(),
+                crate::clock::now(),
+            )
+            .1,
         };
         (Arc::new(context), stop)
     }

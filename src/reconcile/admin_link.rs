@@ -220,6 +220,25 @@ impl AdminLink {
     }
 }
 
+/// From when the link to prism-admin counts as down at a launcher's start: now; or, when the last
+/// run had stopped admin's processes past the disconnect grace (`suspended_before`: a record
+/// stopped for `AdminUnreachable`), a grace earlier, so that they stay stopped until a
+/// registration succeeds. A restart during a partition must not start what the grace stopped:
+/// admin may have placed it elsewhere meanwhile.
+pub fn down_since_at_start(
+    now: UnixMillis,
+    grace: Option<Duration>,
+    suspended_before: bool,
+) -> UnixMillis {
+    match grace {
+        Some(grace) if suspended_before => UnixMillis(
+            now.0
+                .saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)),
+        ),
+        _ => now,
+    }
+}
+
 /// From when the admin-owned processes are stopped because prism-admin has been unreachable for
 /// longer than `grace` (`--admin-disconnect-grace`; `None`: never, the default, so that they
 /// keep running through a partition, as Nomad and kubelet keep what they were assigned). They

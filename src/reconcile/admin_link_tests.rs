@@ -397,3 +397,23 @@ fn retries_wait_a_uniform_draw_below_a_capped_doubling() {
         assert_eq!(backoff.delay(attempt, sample), want, "case: {name}");
     }
 }
+
+#[test]
+fn a_launcher_restarted_after_the_grace_stopped_admins_processes_starts_suspended() {
+    let now = UnixMillis(1_000_000);
+    let grace = Some(Duration::from_secs(30));
+    for (grace, suspended_before, suspended_at_start) in [
+        (grace, true, true),
+        (grace, false, false),
+        (None, true, false),
+    ] {
+        let since = down_since_at_start(now, grace, suspended_before);
+        let link = AdminLink::connecting(since);
+        let stop_at = admin_stop_at(&link, grace);
+        assert_eq!(
+            stop_at.is_some_and(|at| now >= at),
+            suspended_at_start,
+            "grace {grace:?}, suspended before {suspended_before}"
+        );
+    }
+}

@@ -93,6 +93,8 @@ const LAUNCHER_ID_KEY: &[u8] = b"launcher_id";
 
 /// The key of the newest prism-admin term seen, in the `admin` tree (a JSON number).
 const ADMIN_TERM_KEY: &[u8] = b"term";
+/// Present while prism-admin's processes are stopped for the disconnect grace.
+const ADMIN_SUSPENDED_KEY: &[u8] = b"suspended";
 
 /// The prefix of the keys that mark admin-owned ids unconfirmed, in the `admin` tree: then the
 /// id (which never holds a NUL).
@@ -833,6 +835,35 @@ impl Store {
             self.notify([id]);
         }
         Ok(deleted)
+    }
+
+    /// Records (durably) whether prism-admin's processes are stopped for the disconnect grace, so
+    /// that a launcher restarted during the partition keeps them stopped.
+    pub fn set_admin_suspended(&self, suspended: bool) -> Result<(), StoreError> {
+        let written = if suspended {
+            self.admin.insert(ADMIN_SUSPENDED_KEY, &[1u8][..]).map(drop)
+        } else {
+            self.admin.remove(ADMIN_SUSPENDED_KEY).map(drop)
+        };
+        written.map_err(|source| {
+            io(
+                format!("recording that prism-admin's processes are suspended ({suspended})"),
+                source,
+            )
+        })?;
+        self.flush()
+    }
+
+    /// Whether the last run left prism-admin's processes stopped for the disconnect grace.
+    pub fn admin_suspended(&self) -> Result<bool, StoreError> {
+        self.admin
+            .contains_key(ADMIN_SUSPENDED_KEY)
+            .map_err(|source| {
+                io(
+                    "reading whether prism-admin's processes are suspended",
+                    source,
+                )
+            })
     }
 
     /// The newest prism-admin term this launcher has seen, if any.

@@ -880,3 +880,41 @@ fn free(address: SocketAddr) -> SocketAddr {
     });
     address
 }
+
+/// A launcher restarted while prism-admin is still unreachable, after the disconnect grace had
+/// stopped admin's processes, keeps them stopped until a registration succeeds: the admin may
+/// have placed them elsewhere meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_a_partition_keeps_what_the_grace_stopped_stopped() {
+    let admin = FakeAdmin::default();
+    admin.state().initial = vec![sleeper("p-one", 1, "600")];
+    let (admin_address, admin_stop) =
+        serve_admin(admin.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let endpoint = admin_address.to_string();
+    let bins = bin_dir();
+    let mut launcher = TestLauncher::start_with(&launcher_args(
+        &endpoint,
+        &bins,
+        &["--admin-disconnect-grace", "1s"],
+    ));
+    let one = launcher.wait_running("p-one", None, TIMEOUT);
+
+    admin_stop.send(()).unwrap();
+    eventually(TIMEOUT, "p-one to be stopped past the grace", || {
+        let process = launcher.process("p-one")?;
+        (process["actual"].as_str() == Some("stopped") && !is_alive(one)).then_some(())
+    });
+    launcher.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15));
+    launcher.spawn();
+    // Suspended from the start: the last run's stop stands until admin is back.
+    let link = launcher.status()["admin"].clone();
+    assert_eq!(link["processes_suspended"].as_bool(), Some(true), "{link}");
+    let process = launcher.process("p-one").unwrap();
+    assert_eq!(process["actual"].as_str(), Some("stopped"), "{process}");
+    assert!(process["pid"].is_null(), "{process}");
+
+    // Admin is back: p-one runs again as its set says.
+    let (_, _admin_stop) = serve_admin(admin.clone(), free(admin_address)).await;
+    let again = launcher.wait_running("p-one", None, TIMEOUT);
+    assert_ne!(again, one);
+}
