@@ -92,38 +92,17 @@ async fn exec_probe(
         return Err("exec probe has no command".to_string());
     };
     let (sender, exited) = oneshot::channel();
-    let cannot_start =
-        |error: &dyn std::fmt::Display| format!("exec probe {program:?} cannot start: {error}");
-    // Started as the processes are (vfork_spawn: its own process group, exactly its
-    // environment, /dev/null for its streams, the launcher's raised limits given back, no copy
-    // of the launcher's descriptor table, a pidfd for its exit).
-    let executable = resolve_program(program, &exec.env, &exec.working_dir)
-        .ok_or_else(|| cannot_start(&"not found in the probe's PATH"))?;
-    let pid = {
-        let launch = Program::new(&executable, args, &exec.env, &exec.working_dir)
-            .map_err(|error| cannot_start(&error))?;
-        let dev_null = File::open("/dev/null").map_err(|error| cannot_start(&error))?;
-        let setup = ChildSetup {
-            stdin: dev_null.as_fd(),
-            stdout: dev_null.as_fd(),
-            stderr: dev_null.as_fd(),
-            data_limit: None,
-            cgroup_procs: None,
-            marker: None,
-        };
-        let spawning = exec.children.begin_spawn();
-        let started =
-            vfork_spawn::start(&launch, &setup, &spawning).map_err(|error| cannot_start(&error))?;
-        let pid = started.pid;
-        spawning.record(pid, Child::Probe(sender), started.pidfd);
-        pid
+    // Path lookups, the open of /dev/null, the spawn guard and the clone block: off the async
+    // workers, which serve the API and the probes. The guard comes back with the pid, so that a
+    // probe task aborted meanwhile still kills the probe (the task's output is dropped).
+    let _unfinished = {
+        let (name, args, exec) = (program.clone(), args.to_vec(), exec.clone());
+        tokio::task::spawn_blocking(move || start_probe(&name, &args, &exec, sender))
+            .await
+            .map_err(|error| format!("exec probe {program:?} cannot start: {error}"))??
     };
-    // Kills the probe if this future ends before it does: a timeout, or the probe task being
-    // aborted because its process stopped or the launcher shuts down.
-    let _unfinished = KillProbeOnDrop {
-        pid,
-        children: &exec.children,
-    };
+    // `_unfinished` kills the probe if this future ends before it does: a timeout, or the probe
+    // task being aborted because its process stopped or the launcher shuts down.
     match tokio::time::timeout(timeout, exited).await {
         Ok(Ok(ExitStatus::Code(0))) => Ok(()),
         Ok(Ok(status)) => Err(format!("exec probe {program:?} exited with {status}")),
@@ -132,6 +111,41 @@ async fn exec_probe(
             "exec probe {program:?} gave no answer within {timeout:?}"
         )),
     }
+}
+
+/// Starts an exec probe as the processes are started (vfork_spawn: its own process group,
+/// exactly its environment, /dev/null for its streams, the launcher's raised limits given back,
+/// no copy of the launcher's descriptor table, a pidfd for its exit), its exit status to go to
+/// `sender`. Returns the guard that kills it unless it has exited. Blocking.
+fn start_probe(
+    program: &str,
+    args: &[String],
+    exec: &ExecContext,
+    sender: oneshot::Sender<ExitStatus>,
+) -> Result<KillProbeOnDrop, String> {
+    let cannot_start =
+        |error: &dyn std::fmt::Display| format!("exec probe {program:?} cannot start: {error}");
+    let executable = resolve_program(program, &exec.env, &exec.working_dir)
+        .ok_or_else(|| cannot_start(&"not found in the probe's PATH"))?;
+    let launch = Program::new(&executable, args, &exec.env, &exec.working_dir)
+        .map_err(|error| cannot_start(&error))?;
+    let dev_null = File::open("/dev/null").map_err(|error| cannot_start(&error))?;
+    let setup = ChildSetup {
+        stdin: dev_null.as_fd(),
+        stdout: dev_null.as_fd(),
+        stderr: dev_null.as_fd(),
+        data_limit: None,
+        cgroup_procs: None,
+        marker: None,
+    };
+    let spawning = exec.children.begin_spawn();
+    let started =
+        vfork_spawn::start(&launch, &setup, &spawning).map_err(|error| cannot_start(&error))?;
+    spawning.record(started.pid, Child::Probe(sender), started.pidfd);
+    Ok(KillProbeOnDrop {
+        pid: started.pid,
+        children: exec.children.clone(),
+    })
 }
 
 /// Where `program` is, as `execvp` would find it: itself when it names a path (relative to the
@@ -163,12 +177,12 @@ fn resolve_program(
 }
 
 /// SIGKILLs the process group of an exec probe that has not been reaped yet.
-struct KillProbeOnDrop<'a> {
+struct KillProbeOnDrop {
     pid: u32,
-    children: &'a ChildTable,
+    children: ChildTable,
 }
 
-impl Drop for KillProbeOnDrop<'_> {
+impl Drop for KillProbeOnDrop {
     fn drop(&mut self) {
         let tracked = self.children.lock();
         if !tracked.contains_key(&self.pid) {
