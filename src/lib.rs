@@ -3,8 +3,10 @@
 //! See ARCHITECTURE.md for the codemap. `reconcile` decides, `store` remembers, `runtime` acts on
 //! processes, `sources` read what people write, `api` speaks gRPC, `telemetry` counts; `app`
 //! wires them together; `private_fs` keeps the data directory private; `systemd` notifies
-//! systemd; `random` draws the samples decisions are given.
+//! systemd; `random` draws the samples decisions are given; `allocator` is the binary's global
+//! allocator.
 
+pub mod allocator;
 pub mod api;
 pub mod app;
 pub mod clock;

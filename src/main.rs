@@ -3,6 +3,9 @@
 
 mod cli;
 
+#[global_allocator]
+static ALLOCATOR: prism_launcher::allocator::Allocator = prism_launcher::allocator::Allocator;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

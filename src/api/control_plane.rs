@@ -108,7 +108,7 @@ fn assign(
     let (id, spec) = assignment_spec(&assignment, policy, &read_catalog(&context.catalog))?;
     if let Some(max) = policy.max_processes {
         let is_new = context.store.desired(&id)?.is_none();
-        let full = context.store.desired_count() >= usize::try_from(max).unwrap_or(usize::MAX);
+        let full = context.store.desired_count()? >= usize::try_from(max).unwrap_or(usize::MAX);
         if is_new && full {
             return Err(AssignmentError::AtCapacity {
                 launcher_id: policy.launcher_id.clone(),

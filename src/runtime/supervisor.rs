@@ -30,10 +30,22 @@ use crate::store::{Store, StoreError};
 /// How many plan/execute rounds one pass runs; later rounds see the outcome of earlier actions.
 const ROUNDS_PER_PASS: usize = 4;
 
-/// A pass that carried out this many actions was a burst (a deployment, a mass stop): the
-/// memory it used is handed back to the system after it, so the launcher returns to its idle
-/// size.
+/// Passes that carried out this many actions between two quiet moments were a burst (a
+/// deployment, a mass stop): the memory it used is handed back to the system after it, so the
+/// launcher returns to its idle size.
 const BURST: usize = 64;
+
+/// How long the loop must have carried out no action before a burst is over. Not the first
+/// moment with nothing to plan: a mass stop sends its signals, and the exits and the records
+/// they remove come in over the next seconds, pass after pass of a few each, with the loop
+/// idle in between. Released when the first of them is planned, the memory of the rest stays.
+const BURST_QUIET: Duration = Duration::from_secs(1);
+
+/// A burst that carried out this many actions also has the store close and open sled again
+/// (`Store::release_memory`): sled's memory of the store at its largest is what keeps most of
+/// a big burst's freed heap resident (about 25 MiB after 10,000 files added and removed), and
+/// a reopen, a few tens of milliseconds, is small beside a burst of this size.
+const STORE_RELEASE_BURST: usize = 1_000;
 
 /// How many ids that are not urgent one step of a pass plans.
 const BULK_STEP: usize = 16;
@@ -96,8 +108,10 @@ pub struct Supervisor {
     inherited_sweep_running: bool,
     /// Spawn intents whose outcome is recorded in `observed`, to forget once it is written.
     pub(super) settled_intents: Vec<ProcessId>,
-    /// Actions carried out since the loop last had nothing left to plan.
+    /// Actions carried out since the last burst was over (see `BURST_QUIET`).
     pub(super) burst: usize,
+    /// When the actions counted in `burst` make a burst that is over, if nothing acts before.
+    burst_over_at: Option<UnixMillis>,
     /// A resync read back every desired record since the last time the loop had nothing left
     /// to plan: the records it decoded and dropped are freed memory to hand back, as after a
     /// burst.
@@ -149,6 +163,7 @@ impl Supervisor {
             inherited_sweep_running: false,
             settled_intents: Vec::new(),
             burst: 0,
+            burst_over_at: None,
             resynced_many: false,
             planned_exits: std::collections::VecDeque::new(),
             sources_read: SourcesRead::NONE,
@@ -582,9 +597,17 @@ impl Supervisor {
         self.urgent.insert(id);
     }
 
-    /// The time until the earliest timer, if any.
+    /// The time until the earliest timer, or until the burst under way is over (see
+    /// `BURST_QUIET`), if any.
     pub fn next_timer(&self) -> Option<Duration> {
-        self.timers.next_in(self.now())
+        let now = self.now();
+        let burst_over_in = self
+            .burst_over_at
+            .map(|at| at.saturating_duration_since(now));
+        match (self.timers.next_in(now), burst_over_in) {
+            (Some(timer), Some(burst)) => Some(timer.min(burst)),
+            (timer, burst) => timer.or(burst),
+        }
     }
 
     pub fn timers_due(&mut self) {
@@ -652,15 +675,31 @@ impl Supervisor {
             }
             self.persist();
             timer.observe_duration();
-            self.burst += acted;
+            if acted > 0 {
+                self.burst += acted;
+                self.burst_over_at = Some(now.saturating_add(BURST_QUIET));
+            }
         }
         if !self.has_work() {
-            // A burst is over when the work it brought is done, however many passes it took.
-            if self.burst >= BURST || std::mem::take(&mut self.resynced_many) {
+            let now = self.now();
+            // A burst is over when the work it brought is done and nothing acted for a moment,
+            // however many passes it took.
+            let burst_over = self.burst_over_at.is_some_and(|at| at <= now);
+            let burst = if burst_over {
+                self.burst_over_at = None;
+                std::mem::take(&mut self.burst)
+            } else {
+                0
+            };
+            let resynced_many = std::mem::take(&mut self.resynced_many);
+            if burst >= BURST || resynced_many {
                 self.shrink_after_burst();
-                release_freed_memory();
+                if burst >= STORE_RELEASE_BURST {
+                    self.release_store_memory();
+                } else {
+                    release_freed_memory();
+                }
             }
-            self.burst = 0;
         }
         self.kill_inherited_soon();
     }
@@ -680,6 +719,23 @@ impl Supervisor {
         self.planned_exits.shrink_to_fit();
         self.settled_intents.shrink_to_fit();
         self.children.shrink_to_fit();
+        // Planning an id with neither record does nothing, so its timers can go now.
+        let (desired, observed) = (&self.desired, &self.observed);
+        self.timers
+            .retain(|id| desired.contains_key(id) || observed.contains_key(id));
+    }
+
+    /// Has the store open sled again and then gives the freed memory back, on a blocking
+    /// thread of the shared runtime: the loop goes on, and its next store call waits for the
+    /// reopen if it comes before the end of it.
+    fn release_store_memory(&self) {
+        let store = self.store.clone();
+        self.side.spawn_blocking(move || {
+            if let Err(error) = store.release_memory() {
+                tracing::warn!(error = %Chain(&error), "cannot open the store again to give back its memory; the next store call tries again");
+            }
+            release_freed_memory();
+        });
     }
 
     /// Plans `ids` and carries the plan out, in rounds: a later round sees the outcome of the
@@ -1163,6 +1219,66 @@ mod tests {
         supervisor.reconcile(NOW);
         assert!(!supervisor.observed.contains_key(&web));
         assert!(supervisor.store.history(&web).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_over_after_a_quiet_moment_which_drops_the_timers_of_forgotten_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let clock = Arc::new(std::sync::atomic::AtomicU64::new(NOW.0));
+        supervisor.config.clock = {
+            let clock = Arc::clone(&clock);
+            Arc::new(move || UnixMillis(clock.load(std::sync::atomic::Ordering::SeqCst)))
+        };
+        // A burst of BURST ids to forget, each with the timer a stop left (its grace period),
+        // and one id the loop still has, with a timer of its own.
+        let grace_over = NOW.saturating_add(Duration::from_secs(10));
+        for n in 0..BURST {
+            let stopped = record(&format!("stopped-{n}"), Phase::Stopped);
+            supervisor.timers.insert(grace_over, stopped.id.clone());
+            supervisor.dirty.insert(stopped.id.clone());
+            supervisor.observed.insert(stopped.id.clone(), stopped);
+        }
+        let kept = record("kept", Phase::BackingOff);
+        supervisor
+            .desired
+            .insert(id("kept"), desired_api("kept", sleeper()));
+        supervisor.timers.insert(grace_over, id("kept"));
+        supervisor.observed.insert(id("kept"), kept);
+
+        for _ in 0..100 {
+            supervisor.reconcile(supervisor.now());
+            if !supervisor.has_work() {
+                break;
+            }
+        }
+        assert!(!supervisor.has_work());
+        assert_eq!(supervisor.observed.len(), 1, "all but `kept` forgotten");
+        // Nothing to plan, but not quiet for long enough yet: the burst is not over, and the
+        // loop is woken when it will be, before the grace timers.
+        assert_eq!(supervisor.timers.len(), BURST + 1);
+        assert!(supervisor.burst >= BURST);
+        assert_eq!(supervisor.next_timer(), Some(BURST_QUIET));
+
+        clock.fetch_add(
+            u64::try_from(BURST_QUIET.as_millis()).unwrap(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        supervisor.timers_due();
+        supervisor.reconcile(supervisor.now());
+
+        assert_eq!(supervisor.burst, 0);
+        assert_eq!(
+            supervisor.timers.len(),
+            1,
+            "only the timer of `kept` is left"
+        );
+        assert_eq!(
+            supervisor.timers.take_due(grace_over),
+            vec![id("kept")],
+            "and it still fires"
+        );
+        assert_eq!(supervisor.next_timer(), None);
     }
 
     #[tokio::test]

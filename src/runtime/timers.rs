@@ -36,6 +36,17 @@ impl Timers {
         due
     }
 
+    /// Keeps only the timers of ids for which `keep` holds, in a set built anew: after a
+    /// burst, the timers of ids the loop has forgotten (a grace period set for each of ten
+    /// thousand stops) would otherwise live on until they fire, spread over the memory of the
+    /// burst. O(timers).
+    pub fn retain(&mut self, mut keep: impl FnMut(&ProcessId) -> bool) {
+        self.due = std::mem::take(&mut self.due)
+            .into_iter()
+            .filter(|(_, id)| keep(id))
+            .collect();
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.due.len()
@@ -72,5 +83,23 @@ mod tests {
         assert_eq!(timers.take_due(UnixMillis(200)), Vec::<ProcessId>::new());
         assert_eq!(timers.take_due(UnixMillis(1_000)), vec![id("late")]);
         assert_eq!(timers.next_in(UnixMillis(1_000)), None);
+    }
+
+    #[test]
+    fn retain_keeps_the_timers_of_the_ids_kept_in_order() {
+        let mut timers = Timers::default();
+        for (at, name) in [(300, "kept"), (100, "gone"), (200, "kept"), (50, "gone")] {
+            timers.insert(UnixMillis(at), id(name));
+        }
+        timers.retain(|id| id.as_str() == "kept");
+        assert_eq!(timers.len(), 2);
+        assert_eq!(
+            timers.next_in(UnixMillis(0)),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            timers.take_due(UnixMillis(1_000)),
+            vec![id("kept"), id("kept")]
+        );
     }
 }

@@ -16,8 +16,10 @@ use serde_json::{json, Map, Value};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
+use std::path::Path;
+
 use super::history::history_key;
-use super::{encode, io, Store, StoreError, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+use super::{encode, io, StoreError, Trees, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 use crate::reconcile::{DesiredRecord, LifeEvent, ObservedRecord, MAX_LIFE_EVENTS};
 
 /// The version `from_v1` produces. It is not `SCHEMA_VERSION` itself, because when the schema
@@ -35,7 +37,7 @@ const V4: u32 = 4;
 const V5: u32 = 5;
 
 // This file migrates up to version 5 only: a later `SCHEMA_VERSION` needs a migration from
-// version 5 chained after `from_v4` (and `Store::migrate_from` taught to run it).
+// version 5 chained after `from_v4` (and `Trees::migrate_from` taught to run it).
 const _: () = assert!(
     V5 == SCHEMA_VERSION,
     "chain a migration from version 5 to SCHEMA_VERSION"
@@ -162,9 +164,10 @@ struct Counts {
 /// gets the fields it lacks, and the records and the new version are written in one transaction,
 /// so that a crash leaves either the version-1 store or the version-2 store; then flushed.
 ///
-/// Runs inside `Store::open`, before the store is handed to anyone, so nothing else reads or
-/// writes the trees meanwhile (sled's file lock keeps other launchers out).
-pub(super) fn from_v1(store: &Store) -> Result<(), StoreError> {
+/// Runs when the store's trees are opened, before anyone can read them (in `Store::open`; an
+/// open again by `Store::release_memory` finds the current version), so nothing else reads or
+/// writes the trees meanwhile (the store's own lock and sled's keep other launchers out).
+pub(super) fn from_v1(store: &Trees, path: &Path) -> Result<(), StoreError> {
     let mut counts = Counts::default();
     let desired = migrated_records::<DesiredRecord>(
         &store.desired,
@@ -199,7 +202,7 @@ pub(super) fn from_v1(store: &Store) -> Result<(), StoreError> {
         })?;
     store.flush()?;
     tracing::info!(
-        path = %store.path.display(),
+        path = %path.display(),
         rewritten = counts.rewritten,
         already_complete = counts.current,
         undecodable = counts.undecodable,
@@ -213,14 +216,14 @@ pub(super) fn from_v1(store: &Store) -> Result<(), StoreError> {
 /// their default out of the records it writes and reads them back as absent-means-default, so a
 /// version-2 record (every field present) decodes as it is: the records stay, and are written in
 /// the new shape the next time they change. Only the version is recorded, then flushed.
-pub(super) fn from_v2(store: &Store) -> Result<(), StoreError> {
+pub(super) fn from_v2(store: &Trees, path: &Path) -> Result<(), StoreError> {
     store
         .meta
         .insert(SCHEMA_VERSION_KEY, V3.to_string().as_bytes())
         .map_err(|source| io(format!("recording schema version {V3}"), source))?;
     store.flush()?;
     tracing::info!(
-        path = %store.path.display(),
+        path = %path.display(),
         "the store moved from schema version 2 to {V3}; its records are read as they are"
     );
     Ok(())
@@ -232,14 +235,14 @@ pub(super) fn from_v2(store: &Store) -> Result<(), StoreError> {
 /// so every version-3 record is read as it is, and only the version is recorded, then flushed.
 /// The version moves all the same so that a version-3 launcher, which would start a held
 /// process, refuses the store instead.
-pub(super) fn from_v3(store: &Store) -> Result<(), StoreError> {
+pub(super) fn from_v3(store: &Trees, path: &Path) -> Result<(), StoreError> {
     store
         .meta
         .insert(SCHEMA_VERSION_KEY, V4.to_string().as_bytes())
         .map_err(|source| io(format!("recording schema version {V4}"), source))?;
     store.flush()?;
     tracing::info!(
-        path = %store.path.display(),
+        path = %path.display(),
         "the store moved from schema version 3 to {V4}; its records are read as they are"
     );
     Ok(())
@@ -253,7 +256,7 @@ pub(super) fn from_v3(store: &Store) -> Result<(), StoreError> {
 /// open runs this again and finds only the ones left to move (a key of the new shape holds a
 /// NUL, which no id does). A list that does not decode is dropped, with a log line: a history
 /// is what `describe` tells, never what the loop decides by.
-pub(super) fn from_v4(store: &Store) -> Result<(), StoreError> {
+pub(super) fn from_v4(store: &Trees, path: &Path) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     let (mut moved, mut events, mut dropped) = (0usize, 0usize, 0usize);
     for entry in store.history.iter() {
@@ -302,7 +305,7 @@ pub(super) fn from_v4(store: &Store) -> Result<(), StoreError> {
         .map_err(|source| io(format!("recording schema version {V5}"), source))?;
     store.flush()?;
     tracing::info!(
-        path = %store.path.display(),
+        path = %path.display(),
         histories = moved,
         events,
         dropped,

@@ -10,9 +10,11 @@
 //! `migrate`, run once when an older store is opened. A store written by a newer launcher, or
 //! with a version no launcher writes, is refused with a message, never misread.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -126,6 +128,16 @@ pub enum StoreError {
          so move the data directory aside"
     )]
     UnreadableSchema { path: PathBuf, found: String },
+    /// sled could not be opened again after `Store::release_memory` closed it.
+    #[error(
+        "cannot open the store at {path} again after closing it to give its memory back; \
+         the next store call tries again"
+    )]
+    Reopen {
+        path: PathBuf,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("store operation failed while {action}")]
     Io {
         action: String,
@@ -233,6 +245,33 @@ pub enum Assigned {
 /// The launcher's persistent state.
 pub struct Store {
     path: PathBuf,
+    /// The lock that keeps other launchers out of this store for as long as it is open, sled's
+    /// own lock included: held across `release_memory`, which lets go of sled's lock for a
+    /// moment.
+    _lock: StoreLock,
+    /// sled's database and trees, taken for reading by every call that uses them (`with_trees`)
+    /// and for writing by `release_memory` alone; `None` only after a `release_memory` that
+    /// could not open sled again (the next call tries again).
+    trees: RwLock<Option<Trees>>,
+    /// The sequence number of each id's next event, for the ids whose history this run wrote.
+    /// Outside `Trees`: what it says is on disk, so it holds across a reopen.
+    history_next: Mutex<HashMap<ProcessId, u64>>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<ProcessId>>>,
+    /// Spawns under way: written before a spawn, kept until its process is recorded in
+    /// `observed`, so that a launcher that crashes in between adopts that process rather than
+    /// starting another.
+    journal: intent_journal::IntentJournal,
+    /// Bumped after each flush that made observed writes durable, so that callers can wait for
+    /// the loop's outcome without polling.
+    observed_epoch: watch::Sender<u64>,
+    observed_unflushed: AtomicBool,
+}
+
+/// sled's database and every tree of the store: all that sled keeps in memory, dropped whole
+/// and opened again by `Store::release_memory`. Nothing outside `Store::with_trees` and
+/// `Store::release_memory` ever holds one of these handles (or a sled iterator, which holds its
+/// tree), so none outlives a reopen.
+struct Trees {
     db: sled::Db,
     desired: sled::Tree,
     observed: sled::Tree,
@@ -250,8 +289,6 @@ pub struct Store {
     /// `history`), written by the loop with its observed records and removed when it forgets
     /// the id.
     history: sled::Tree,
-    /// The sequence number of each id's next event, for the ids whose history this run wrote.
-    history_next: Mutex<HashMap<ProcessId, u64>>,
     /// `<owner>\0<id>` for each desired record, so a source's records are found without a scan.
     by_owner: sled::Tree,
     meta: sled::Tree,
@@ -259,20 +296,11 @@ pub struct Store {
     /// stale admin; durable, so a restart does not forget it) and the admin-owned ids that its
     /// last view left unconfirmed.
     admin: sled::Tree,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<ProcessId>>>,
     /// Grace periods asked for with a delete, for the loop to use when it stops the process.
     stop_requests: sled::Tree,
     /// Spawns under way, as written by launchers before this journal existed: read and emptied
     /// at start.
     intents: sled::Tree,
-    /// Spawns under way: written before a spawn, kept until its process is recorded in
-    /// `observed`, so that a launcher that crashes in between adopts that process rather than
-    /// starting another.
-    journal: intent_journal::IntentJournal,
-    /// Bumped after each flush that made observed writes durable, so that callers can wait for
-    /// the loop's outcome without polling.
-    observed_epoch: watch::Sender<u64>,
-    observed_unflushed: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -290,9 +318,90 @@ impl std::fmt::Debug for Store {
 /// store of 1000 processes (about 1.5 MiB of records) fits whole.
 const STORE_CACHE_BYTES: u64 = 4 << 20;
 
-impl Store {
-    /// Opens (or creates) the store in `dir`, checking its schema version.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+/// How long reopening sled waits for its file lock: sled finishes its last log writes on its
+/// own threads, which hold the database file for a moment after the last handle is dropped.
+const REOPEN_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// The file that the store's own lock is taken on, in its directory.
+const LOCK_FILE: &str = "launcher.lock";
+
+/// An exclusive `flock` on the store's lock file, held from before sled is opened until the
+/// store is dropped (or its launcher dies), so that no other launcher opens the store while
+/// this one has it, even in the moment `Store::release_memory` lets go of sled's own lock.
+#[derive(Debug)]
+struct StoreLock {
+    /// Never read: dropping it unlocks.
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl StoreLock {
+    fn take(dir: &Path) -> Result<StoreLock, StoreError> {
+        let lock_error = |source: std::io::Error| StoreError::Open {
+            path: dir.to_path_buf(),
+            source: sled::Error::Io(source),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(lock_error)?;
+        // Opened close-on-exec (as every file std opens), so no child inherits the lock.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dir.join(LOCK_FILE))
+            .map_err(lock_error)?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(held) => Ok(StoreLock { _held: held }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+            }),
+            Err((_, errno)) => Err(lock_error(errno.into())),
+        }
+    }
+}
+
+#[cfg(debug_assertions)]
+thread_local! {
+    /// Whether this thread holds a store's trees (`Store::with_trees`, `release_memory`).
+    static HOLDING_TREES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks, in a debug build, that this thread holds the trees, and fails loudly if it held them
+/// already: the read lock taken twice by one thread deadlocks as soon as a `release_memory`
+/// waits for the write lock in between (std's lock makes new readers wait for a waiting
+/// writer), so no call that holds the trees may make another. Every test runs with this check.
+struct HoldingTrees;
+
+impl HoldingTrees {
+    fn enter() -> HoldingTrees {
+        #[cfg(debug_assertions)]
+        {
+            let held = HOLDING_TREES.with(|holding| holding.replace(true));
+            debug_assert!(
+                !held,
+                "a store call made while this thread holds the store's trees"
+            );
+        }
+        HoldingTrees
+    }
+}
+
+impl Drop for HoldingTrees {
+    fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        HOLDING_TREES.with(|holding| holding.set(false));
+    }
+}
+
+impl Trees {
+    /// Opens (or creates) sled's database in `dir` with the store's trees, and checks the
+    /// schema version (migrating an older store).
+    fn open(dir: &Path) -> Result<Trees, StoreError> {
         let open_error = |source| StoreError::Open {
             path: dir.to_path_buf(),
             source,
@@ -317,8 +426,7 @@ impl Store {
                 _ => open_error(error),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(open_error);
-        let store = Store {
-            path: dir.to_path_buf(),
+        let trees = Trees {
             desired: tree("desired")?,
             observed: tree("observed")?,
             generations: tree("generations")?,
@@ -326,25 +434,43 @@ impl Store {
             resets: tree("resets")?,
             restarts: tree("restarts")?,
             history: tree("history")?,
-            history_next: Mutex::new(HashMap::new()),
             exits: tree("exits")?,
             meta: tree("meta")?,
             admin: tree("admin")?,
             stop_requests: tree("stop_requests")?,
             intents: tree("intents")?,
-            journal: intent_journal::IntentJournal::open(dir)?,
-            observed_epoch: watch::Sender::new(0),
-            observed_unflushed: AtomicBool::new(false),
             db,
-            subscribers: Mutex::new(Vec::new()),
         };
-        store.check_schema()?;
-        Ok(store)
+        trees.check_schema(dir)?;
+        Ok(trees)
+    }
+
+    /// `open`, waiting up to `wait` for the lock of a database this process dropped an instant
+    /// ago (see `REOPEN_LOCK_WAIT`).
+    fn open_waiting(dir: &Path, wait: Duration) -> Result<Trees, StoreError> {
+        let give_up = std::time::Instant::now() + wait;
+        loop {
+            match Trees::open(dir) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    /// Makes every write made so far durable (sled's flush: its buffers written and the file
+    /// fsynced).
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map_err(|source| io("flushing to disk", source))?;
+        Ok(())
     }
 
     /// Accepts a store of `SCHEMA_VERSION`, records it in a new one, migrates one of versions 1
     /// to 4, and refuses anything else, before anyone reads a record.
-    fn check_schema(&self) -> Result<(), StoreError> {
+    fn check_schema(&self, path: &Path) -> Result<(), StoreError> {
         let found = self
             .meta
             .get(SCHEMA_VERSION_KEY)
@@ -354,7 +480,7 @@ impl Store {
             // one is new. Should it hold records anyway, they are of a shape no later than
             // version 1 (whose migration leaves complete records alone), never assumed current.
             if !self.desired.is_empty() || !self.observed.is_empty() {
-                return self.migrate_from(1);
+                return self.migrate_from(1, path);
             }
             self.meta
                 .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_string().as_bytes())
@@ -364,16 +490,16 @@ impl Store {
         let found = || String::from_utf8_lossy(&bytes).into_owned();
         match parse_schema_version(&bytes) {
             Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
-            Some(version @ 1..=4) => self.migrate_from(version),
+            Some(version @ 1..=4) => self.migrate_from(version, path),
             Some(version) if version > u64::from(SCHEMA_VERSION) => {
                 Err(StoreError::UnsupportedSchema {
-                    path: self.path.clone(),
+                    path: path.to_path_buf(),
                     found: found(),
                 })
             }
             // 0, or not a number at all.
             _ => Err(StoreError::UnreadableSchema {
-                path: self.path.clone(),
+                path: path.to_path_buf(),
                 found: found(),
             }),
         }
@@ -381,29 +507,121 @@ impl Store {
 
     /// Runs the migrations from `version` (1 to 4) to `SCHEMA_VERSION`, one after the other;
     /// each records the version it produces, so a crash between two resumes at the next.
-    fn migrate_from(&self, version: u64) -> Result<(), StoreError> {
+    fn migrate_from(&self, version: u64, path: &Path) -> Result<(), StoreError> {
         if version <= 1 {
-            migrate::from_v1(self)?;
+            migrate::from_v1(self, path)?;
         }
         if version <= 2 {
-            migrate::from_v2(self)?;
+            migrate::from_v2(self, path)?;
         }
         if version <= 3 {
-            migrate::from_v3(self)?;
+            migrate::from_v3(self, path)?;
         }
-        migrate::from_v4(self)
+        migrate::from_v4(self, path)
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checking its schema version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let lock = StoreLock::take(dir)?;
+        let trees = Trees::open(dir)?;
+        Ok(Store {
+            path: dir.to_path_buf(),
+            _lock: lock,
+            trees: RwLock::new(Some(trees)),
+            history_next: Mutex::new(HashMap::new()),
+            journal: intent_journal::IntentJournal::open(dir)?,
+            observed_epoch: watch::Sender::new(0),
+            observed_unflushed: AtomicBool::new(false),
+            subscribers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `read` on sled's trees, held for reading (a `release_memory` waits for it to end,
+    /// and it waits for a `release_memory` under way), after opening sled again if the last
+    /// `release_memory` could not. `read` must not call another method of the store (see
+    /// `HoldingTrees`), nor return a sled handle or iterator (which would outlive a reopen).
+    fn with_trees<T>(
+        &self,
+        read: impl FnOnce(&Trees) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _holding = HoldingTrees::enter();
+        loop {
+            if let Some(trees) = self.read_trees().as_ref() {
+                return read(trees);
+            }
+            let mut slot = self.write_trees();
+            if slot.is_none() {
+                *slot = Some(self.reopen()?);
+            }
+        }
+    }
+
+    // The lock guards one `Option` that is only ever replaced whole, so a panic while it is
+    // held cannot leave it half-written: a poisoned lock still guards a consistent value.
+    fn read_trees(&self) -> RwLockReadGuard<'_, Option<Trees>> {
+        self.trees
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_trees(&self) -> RwLockWriteGuard<'_, Option<Trees>> {
+        self.trees
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens sled again after `release_memory` closed it.
+    fn reopen(&self) -> Result<Trees, StoreError> {
+        Trees::open_waiting(&self.path, REOPEN_LOCK_WAIT).map_err(|source| StoreError::Reopen {
+            path: self.path.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Closes sled and opens the store again, which hands back the memory that sled keeps of
+    /// the store at its largest. sled keeps, for as long as it is open, an entry of its page
+    /// table for every page the store ever had (freed ones included), the pages of its cache
+    /// and its bookkeeping of them, allocated all through a burst among the burst's short-lived
+    /// allocations: after 10,000 spec files added and removed, 20 to 30 thousand small
+    /// allocations that keep 20 MiB of otherwise free heap pages resident, which no allocator
+    /// can return while they live. Opened again, sled reads back only what is used.
+    ///
+    /// Calls under way finish first (they hold the trees for reading), then everything they
+    /// and earlier calls wrote is flushed (sled's flush: written and fsynced, so a crash from
+    /// here on loses nothing), and only then is sled dropped; calls made meanwhile wait and then
+    /// use the store opened again. If the flush fails, sled is kept open as it was and the error
+    /// returned. If sled cannot be opened again, the error is returned and every later call
+    /// tries again (failing with `StoreError::Reopen` until it succeeds); the store's own lock
+    /// keeps other launchers out meanwhile. Returns how long calls were held up.
+    pub fn release_memory(&self) -> Result<Duration, StoreError> {
+        let _holding = HoldingTrees::enter();
+        let mut slot = self.write_trees();
+        let started = std::time::Instant::now();
+        if let Some(trees) = slot.as_ref() {
+            self.flush_trees(trees)?;
+        }
+        // sled has no `close`: a database closes when its last handle is dropped, and these
+        // are all of them (the trees hold it too). Taken out before it is dropped, so the slot
+        // is empty (and the next call opens sled again) even if sled's drop panics.
+        drop(slot.take());
+        *slot = Some(self.reopen()?);
+        Ok(started.elapsed())
     }
 
     /// The launcher id recorded in this store, or `candidate` recorded as it if there is none.
     pub fn launcher_id_or_insert(&self, candidate: &str) -> Result<String, StoreError> {
-        let previous = self
-            .meta
-            .compare_and_swap(
-                LAUNCHER_ID_KEY,
-                None as Option<&[u8]>,
-                Some(candidate.as_bytes()),
-            )
-            .map_err(|source| io("recording the launcher id", source))?;
+        let previous = self.with_trees(|trees| {
+            trees
+                .meta
+                .compare_and_swap(
+                    LAUNCHER_ID_KEY,
+                    None as Option<&[u8]>,
+                    Some(candidate.as_bytes()),
+                )
+                .map_err(|source| io("recording the launcher id", source))
+        })?;
         match previous {
             Ok(()) => {
                 self.flush()?;
@@ -439,10 +657,19 @@ impl Store {
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.with_trees(|trees| self.flush_trees(trees))
+    }
+
+    /// `flush`, with the trees already held.
+    fn flush_trees(&self, trees: &Trees) -> Result<(), StoreError> {
         let observed_written = self.observed_unflushed.swap(false, Ordering::AcqRel);
-        self.db
-            .flush()
-            .map_err(|source| io("flushing to disk", source))?;
+        if let Err(error) = trees.flush() {
+            // Not durable after all: the next flush must still tell the observers.
+            if observed_written {
+                self.observed_unflushed.store(true, Ordering::Release);
+            }
+            return Err(error);
+        }
         if observed_written {
             self.observed_epoch.send_modify(|epoch| *epoch += 1);
         }
@@ -455,10 +682,12 @@ impl Store {
     }
 
     pub fn desired(&self, id: &ProcessId) -> Result<Option<DesiredRecord>, StoreError> {
-        let bytes = self
-            .desired
-            .get(id.as_str())
-            .map_err(|source| io(format!("reading desired record {id}"), source))?;
+        let bytes = self.with_trees(|trees| {
+            trees
+                .desired
+                .get(id.as_str())
+                .map_err(|source| io(format!("reading desired record {id}"), source))
+        })?;
         bytes
             .map(|bytes| decode("desired", id.as_str(), &bytes))
             .transpose()
@@ -466,21 +695,23 @@ impl Store {
 
     /// Every desired record that decodes, plus an error for each one that does not.
     pub fn all_desired(&self) -> Result<(Vec<DesiredRecord>, Vec<StoreError>), StoreError> {
-        scan(&self.desired, "desired")
+        self.with_trees(|trees| scan(&trees.desired, "desired"))
     }
 
     /// What tells each desired record's version apart (its id, generation, resets and owner),
     /// read without building its spec: a resync compares these with the records in memory and
     /// reads again only the ones that differ, instead of decoding every record every time.
     pub fn desired_stamps(&self) -> Result<(Vec<DesiredStamp>, Vec<StoreError>), StoreError> {
-        scan(&self.desired, "desired")
+        self.with_trees(|trees| scan(&trees.desired, "desired"))
     }
 
     pub fn observed(&self, id: &ProcessId) -> Result<Option<ObservedRecord>, StoreError> {
-        let bytes = self
-            .observed
-            .get(id.as_str())
-            .map_err(|source| io(format!("reading observed record {id}"), source))?;
+        let bytes = self.with_trees(|trees| {
+            trees
+                .observed
+                .get(id.as_str())
+                .map_err(|source| io(format!("reading observed record {id}"), source))
+        })?;
         bytes
             .map(|bytes| decode("observed", id.as_str(), &bytes))
             .transpose()
@@ -488,7 +719,7 @@ impl Store {
 
     /// Every observed record that decodes, plus an error for each one that does not.
     pub fn all_observed(&self) -> Result<(Vec<ObservedRecord>, Vec<StoreError>), StoreError> {
-        scan(&self.observed, "observed")
+        self.with_trees(|trees| scan(&trees.observed, "observed"))
     }
 
     /// Every process desired or observed, desired and observed records joined by id, in id
@@ -511,18 +742,24 @@ impl Store {
     /// Records what runs. Not flushed: the loop flushes once per pass with `flush`.
     pub fn put_observed(&self, record: &ObservedRecord) -> Result<(), StoreError> {
         let bytes = encode("observed", record.id.as_str(), record)?;
-        self.observed
-            .insert(record.id.as_str(), bytes)
-            .map_err(|source| io(format!("writing observed record {}", record.id), source))?;
+        self.with_trees(|trees| {
+            trees
+                .observed
+                .insert(record.id.as_str(), bytes)
+                .map_err(|source| io(format!("writing observed record {}", record.id), source))
+        })?;
         self.observed_unflushed.store(true, Ordering::Release);
         Ok(())
     }
 
     /// Drops what was observed of an id. Not flushed: see `put_observed`.
     pub fn delete_observed(&self, id: &ProcessId) -> Result<(), StoreError> {
-        self.observed
-            .remove(id.as_str())
-            .map_err(|source| io(format!("deleting observed record {id}"), source))?;
+        self.with_trees(|trees| {
+            trees
+                .observed
+                .remove(id.as_str())
+                .map_err(|source| io(format!("deleting observed record {id}"), source))
+        })?;
         self.observed_unflushed.store(true, Ordering::Release);
         Ok(())
     }
@@ -565,19 +802,21 @@ impl Store {
     /// The ids whose desired record `source` owns, from the owner index.
     fn ids_owned_by(&self, source: &Source) -> Result<Vec<ProcessId>, StoreError> {
         let prefix = owner_prefix(source);
-        let mut ids = Vec::new();
-        for entry in self.by_owner.scan_prefix(prefix.as_bytes()) {
-            let (key, _) =
-                entry.map_err(|error| io(format!("listing what {source} owns"), error))?;
-            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            match ProcessId::new(id) {
-                Ok(id) => ids.push(id),
-                Err(error) => {
-                    tracing::warn!(%error, %source, "skipping a bad key in the owner index")
+        self.with_trees(|trees| {
+            let mut ids = Vec::new();
+            for entry in trees.by_owner.scan_prefix(prefix.as_bytes()) {
+                let (key, _) =
+                    entry.map_err(|error| io(format!("listing what {source} owns"), error))?;
+                let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                match ProcessId::new(id) {
+                    Ok(id) => ids.push(id),
+                    Err(error) => {
+                        tracing::warn!(%error, %source, "skipping a bad key in the owner index")
+                    }
                 }
             }
-        }
-        Ok(ids)
+            Ok(ids)
+        })
     }
 
     /// Creates or updates the desired record of `id` for `source`; refuses an id another source
@@ -701,9 +940,12 @@ impl Store {
     /// is gone); the loop shortens the stop under way if `grace` ends sooner.
     pub fn request_stop(&self, id: &ProcessId, grace: Duration) -> Result<(), StoreError> {
         let millis = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-        self.stop_requests
-            .insert(id.as_str(), &millis.to_be_bytes())
-            .map_err(|source| io(format!("recording a stop request for {id}"), source))?;
+        self.with_trees(|trees| {
+            trees
+                .stop_requests
+                .insert(id.as_str(), &millis.to_be_bytes())
+                .map_err(|source| io(format!("recording a stop request for {id}"), source))
+        })?;
         self.flush()?;
         self.notify([id]);
         Ok(())
@@ -840,38 +1082,48 @@ impl Store {
     /// Records (durably) whether prism-admin's processes are stopped for the disconnect grace, so
     /// that a launcher restarted during the partition keeps them stopped.
     pub fn set_admin_suspended(&self, suspended: bool) -> Result<(), StoreError> {
-        let written = if suspended {
-            self.admin.insert(ADMIN_SUSPENDED_KEY, &[1u8][..]).map(drop)
-        } else {
-            self.admin.remove(ADMIN_SUSPENDED_KEY).map(drop)
-        };
-        written.map_err(|source| {
-            io(
-                format!("recording that prism-admin's processes are suspended ({suspended})"),
-                source,
-            )
+        self.with_trees(|trees| {
+            let written = if suspended {
+                trees
+                    .admin
+                    .insert(ADMIN_SUSPENDED_KEY, &[1u8][..])
+                    .map(drop)
+            } else {
+                trees.admin.remove(ADMIN_SUSPENDED_KEY).map(drop)
+            };
+            written.map_err(|source| {
+                io(
+                    format!("recording that prism-admin's processes are suspended ({suspended})"),
+                    source,
+                )
+            })
         })?;
         self.flush()
     }
 
     /// Whether the last run left prism-admin's processes stopped for the disconnect grace.
     pub fn admin_suspended(&self) -> Result<bool, StoreError> {
-        self.admin
-            .contains_key(ADMIN_SUSPENDED_KEY)
-            .map_err(|source| {
-                io(
-                    "reading whether prism-admin's processes are suspended",
-                    source,
-                )
-            })
+        self.with_trees(|trees| {
+            trees
+                .admin
+                .contains_key(ADMIN_SUSPENDED_KEY)
+                .map_err(|source| {
+                    io(
+                        "reading whether prism-admin's processes are suspended",
+                        source,
+                    )
+                })
+        })
     }
 
     /// The newest prism-admin term this launcher has seen, if any.
     pub fn admin_term(&self) -> Result<Option<AdminTerm>, StoreError> {
-        let bytes = self
-            .admin
-            .get(ADMIN_TERM_KEY)
-            .map_err(|source| io("reading the admin's term", source))?;
+        let bytes = self.with_trees(|trees| {
+            trees
+                .admin
+                .get(ADMIN_TERM_KEY)
+                .map_err(|source| io("reading the admin's term", source))
+        })?;
         bytes
             .map(|bytes| decode("admin", "term", &bytes))
             .transpose()
@@ -888,21 +1140,23 @@ impl Store {
     /// The admin-owned ids that prism-admin's last view left unconfirmed (a scan of the marks:
     /// for status and metrics).
     pub fn unconfirmed_admin(&self) -> Result<std::collections::BTreeSet<ProcessId>, StoreError> {
-        let mut ids = std::collections::BTreeSet::new();
-        for entry in self.admin.scan_prefix(UNCONFIRMED_PREFIX.as_bytes()) {
-            let (key, _) =
-                entry.map_err(|source| io("listing the unconfirmed admin ids", source))?;
-            let id = String::from_utf8_lossy(&key[UNCONFIRMED_PREFIX.len()..]).into_owned();
-            match ProcessId::new(id) {
-                Ok(id) => {
-                    ids.insert(id);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "skipping a bad key among the unconfirmed admin ids")
+        self.with_trees(|trees| {
+            let mut ids = std::collections::BTreeSet::new();
+            for entry in trees.admin.scan_prefix(UNCONFIRMED_PREFIX.as_bytes()) {
+                let (key, _) =
+                    entry.map_err(|source| io("listing the unconfirmed admin ids", source))?;
+                let id = String::from_utf8_lossy(&key[UNCONFIRMED_PREFIX.len()..]).into_owned();
+                match ProcessId::new(id) {
+                    Ok(id) => {
+                        ids.insert(id);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "skipping a bad key among the unconfirmed admin ids")
+                    }
                 }
             }
-        }
-        Ok(ids)
+            Ok(ids)
+        })
     }
 
     /// Records how the last process of `id` ended. Not flushed: see `put_observed`.
@@ -913,9 +1167,12 @@ impl Store {
         at: UnixMillis,
     ) -> Result<(), StoreError> {
         let bytes = encode("exits", id.as_str(), &(status, at))?;
-        self.exits
-            .insert(id.as_str(), bytes)
-            .map_err(|source| io(format!("recording the exit of {id}"), source))?;
+        self.with_trees(|trees| {
+            trees
+                .exits
+                .insert(id.as_str(), bytes)
+                .map_err(|source| io(format!("recording the exit of {id}"), source))
+        })?;
         self.observed_unflushed.store(true, Ordering::Release);
         Ok(())
     }
@@ -925,10 +1182,12 @@ impl Store {
         &self,
         id: &ProcessId,
     ) -> Result<Option<(ExitStatus, UnixMillis)>, StoreError> {
-        let bytes = self
-            .exits
-            .get(id.as_str())
-            .map_err(|source| io(format!("reading the exit of {id}"), source))?;
+        let bytes = self.with_trees(|trees| {
+            trees
+                .exits
+                .get(id.as_str())
+                .map_err(|source| io(format!("reading the exit of {id}"), source))
+        })?;
         bytes
             .map(|bytes| decode("exits", id.as_str(), &bytes))
             .transpose()
@@ -951,18 +1210,21 @@ impl Store {
         ids: impl IntoIterator<Item = ProcessId>,
     ) -> Result<(), StoreError> {
         self.journal.settle(ids)?;
-        if !self.intents.is_empty() {
-            self.intents.clear().map_err(|source| {
-                io("forgetting the spawn intents of an older launcher", source)
-            })?;
-        }
-        Ok(())
+        self.with_trees(|trees| {
+            if !trees.intents.is_empty() {
+                trees.intents.clear().map_err(|source| {
+                    io("forgetting the spawn intents of an older launcher", source)
+                })?;
+            }
+            Ok(())
+        })
     }
 
     /// The spawns a previous run of the launcher began and did not record the outcome of (in
     /// the journal, and in the tree where launchers before it kept them).
     pub fn spawn_intents(&self) -> Result<(Vec<SpawnIntent>, Vec<StoreError>), StoreError> {
-        let (mut intents, mut corrupt) = scan(&self.intents, "intents")?;
+        let (mut intents, mut corrupt) =
+            self.with_trees(|trees| scan(&trees.intents, "intents"))?;
         let (journaled, unreadable) = self.journal.read()?;
         intents.extend(journaled);
         corrupt.extend(unreadable);
@@ -970,16 +1232,18 @@ impl Store {
     }
 
     /// How many desired records there are (a scan of keys; for admission checks, not loops).
-    pub fn desired_count(&self) -> usize {
-        self.desired.len()
+    pub fn desired_count(&self) -> Result<usize, StoreError> {
+        self.with_trees(|trees| Ok(trees.desired.len()))
     }
 
     /// Takes (and forgets) the grace period a delete asked for, if any.
     pub fn take_stop_request(&self, id: &ProcessId) -> Result<Option<Duration>, StoreError> {
-        let taken = self
-            .stop_requests
-            .remove(id.as_str())
-            .map_err(|source| io(format!("taking the stop request of {id}"), source))?;
+        let taken = self.with_trees(|trees| {
+            trees
+                .stop_requests
+                .remove(id.as_str())
+                .map_err(|source| io(format!("taking the stop request of {id}"), source))
+        })?;
         Ok(taken.map(|bytes| Duration::from_millis(decode_generation(&bytes))))
     }
 
@@ -1008,32 +1272,34 @@ impl Store {
         action: &str,
         body: impl Fn(&Tx<'_>) -> Result<T, ConflictableTransactionError<StoreError>>,
     ) -> Result<T, StoreError> {
-        (
-            &self.desired,
-            &self.generations,
-            &self.by_owner,
-            &self.stop_requests,
-            &self.resets,
-            &self.restarts,
-            &self.admin,
-        )
-            .transaction(
-                |(desired, generations, by_owner, stop_requests, resets, restarts, admin)| {
-                    body(&Tx {
-                        desired,
-                        generations,
-                        by_owner,
-                        stop_requests,
-                        resets,
-                        restarts,
-                        admin,
-                    })
-                },
+        self.with_trees(|trees| {
+            (
+                &trees.desired,
+                &trees.generations,
+                &trees.by_owner,
+                &trees.stop_requests,
+                &trees.resets,
+                &trees.restarts,
+                &trees.admin,
             )
-            .map_err(|error| match error {
-                TransactionError::Abort(error) => error,
-                TransactionError::Storage(source) => io(action, source),
-            })
+                .transaction(
+                    |(desired, generations, by_owner, stop_requests, resets, restarts, admin)| {
+                        body(&Tx {
+                            desired,
+                            generations,
+                            by_owner,
+                            stop_requests,
+                            resets,
+                            restarts,
+                            admin,
+                        })
+                    },
+                )
+                .map_err(|error| match error {
+                    TransactionError::Abort(error) => error,
+                    TransactionError::Storage(source) => io(action, source),
+                })
+        })
     }
 }
 
