@@ -31,7 +31,7 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::Corrupt { .. }
         | StoreError::Encode { .. } => Status::internal(message),
         // The store is being opened again after it gave its memory back: a later call retries.
-        StoreError::Reopen { .. } => Status::unavailable(message),
+        StoreError::Reopen { .. } | StoreError::Closed { .. } => Status::unavailable(message),
     }
 }
 

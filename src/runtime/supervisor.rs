@@ -47,6 +47,10 @@ const BURST_QUIET: Duration = Duration::from_secs(1);
 /// a reopen, a few tens of milliseconds, is small beside a burst of this size.
 const STORE_RELEASE_BURST: usize = 1_000;
 
+/// How soon the loop comes back for what it left while the store was busy being opened again
+/// (`Store::is_busy`): the writes of a pass, the desired records to read again.
+const BUSY_RETRY: Duration = Duration::from_millis(5);
+
 /// How many ids that are not urgent one step of a pass plans.
 const BULK_STEP: usize = 16;
 
@@ -89,6 +93,16 @@ pub struct Supervisor {
     pub(super) unsaved: BTreeSet<ProcessId>,
     /// Events of the processes' lives since the last write to the store, by id, in order.
     unsaved_events: HashMap<ProcessId, Vec<LifeEvent>>,
+    /// Exits recorded since the last write to the store (how and when each ended), written
+    /// with the pass's observed records rather than as they are reaped, so that an exit costs
+    /// no store call before its restart.
+    unsaved_exits: Vec<(ProcessId, ExitStatus, UnixMillis)>,
+    /// The last pass left its writes for later because the store was busy being opened again:
+    /// the loop comes back for them after `BUSY_RETRY`.
+    persist_deferred: bool,
+    /// Ids whose desired record changed while the store was busy being opened again: read once
+    /// it is back (the loop comes back for them after `BUSY_RETRY`).
+    changed_while_busy: BTreeSet<ProcessId>,
     pub(super) jitter: Jitter,
     pub(super) kernel_log: KernelLog,
     /// The processes' cgroups, in cgroup mode.
@@ -155,6 +169,9 @@ impl Supervisor {
             urgent: BTreeSet::new(),
             unsaved: BTreeSet::new(),
             unsaved_events: HashMap::new(),
+            unsaved_exits: Vec::new(),
+            persist_deferred: false,
+            changed_while_busy: BTreeSet::new(),
             kernel_log: KernelLog::open(),
             adopted: HashMap::new(),
             orphans: HashSet::new(),
@@ -228,6 +245,11 @@ impl Supervisor {
     /// notice comes later, or was lost, and then finds nothing new); the first read, at start,
     /// tells nothing: what the store holds was told when it was written.
     pub fn resync(&mut self) -> Result<(), StoreError> {
+        if self.store.is_busy() {
+            // The next tick reads it; the loop does not wait for the store meanwhile.
+            tracing::debug!("the store is being opened again; the resync waits for the next tick");
+            return Ok(());
+        }
         let now = self.now();
         let tell = self.desired_loaded;
         let (stamps, corrupt) = self.store.desired_stamps()?;
@@ -316,6 +338,10 @@ impl Supervisor {
     /// The desired record of `id` was written or deleted. What changed in it (declared, a new
     /// spec, held, released, a restart asked for...) joins the id's history.
     pub fn desired_changed(&mut self, id: ProcessId) {
+        if self.store.is_busy() {
+            self.changed_while_busy.insert(id);
+            return;
+        }
         let now = self.now();
         match self.store.desired(&id) {
             Ok(Some(mut record)) => {
@@ -547,9 +573,7 @@ impl Supervisor {
         } else {
             exit.status
         };
-        if let Err(error) = self.store.put_last_exit(&id, status, now) {
-            tracing::error!(%id, error = %Chain(&error), "cannot record the exit");
-        }
+        self.unsaved_exits.push((id.clone(), status, now));
         let next = reconcile::record_exit(
             observed,
             status,
@@ -597,17 +621,20 @@ impl Supervisor {
         self.urgent.insert(id);
     }
 
-    /// The time until the earliest timer, or until the burst under way is over (see
-    /// `BURST_QUIET`), if any.
+    /// The time until the earliest timer, until the burst under way is over (see
+    /// `BURST_QUIET`), or until what was left while the store was busy is taken up again
+    /// (`BUSY_RETRY`), if any.
     pub fn next_timer(&self) -> Option<Duration> {
         let now = self.now();
         let burst_over_in = self
             .burst_over_at
             .map(|at| at.saturating_duration_since(now));
-        match (self.timers.next_in(now), burst_over_in) {
-            (Some(timer), Some(burst)) => Some(timer.min(burst)),
-            (timer, burst) => timer.or(burst),
-        }
+        let busy_retry_in =
+            (self.persist_deferred || !self.changed_while_busy.is_empty()).then_some(BUSY_RETRY);
+        [self.timers.next_in(now), burst_over_in, busy_retry_in]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn timers_due(&mut self) {
@@ -629,7 +656,12 @@ impl Supervisor {
     /// Between steps, due timers join the next step (which comes even past the budget, for
     /// urgent ids alone).
     pub fn reconcile(&mut self, now: UnixMillis) {
-        if self.has_work() || !self.unsaved.is_empty() {
+        if !self.changed_while_busy.is_empty() && !self.store.is_busy() {
+            for id in std::mem::take(&mut self.changed_while_busy) {
+                self.desired_changed(id);
+            }
+        }
+        if self.has_work() || !self.unsaved.is_empty() || self.persist_deferred {
             let span = tracing::debug_span!(
                 "reconcile",
                 urgent = self.urgent.len(),
@@ -673,7 +705,7 @@ impl Supervisor {
                 now = self.now();
                 self.urgent.extend(self.timers.take_due(now));
             }
-            self.persist();
+            self.persist_unless_releasing();
             timer.observe_duration();
             if acted > 0 {
                 self.burst += acted;
@@ -718,6 +750,7 @@ impl Supervisor {
         self.ended.shrink_to_fit();
         self.planned_exits.shrink_to_fit();
         self.settled_intents.shrink_to_fit();
+        self.unsaved_exits.shrink_to_fit();
         self.children.shrink_to_fit();
         // Planning an id with neither record does nothing, so its timers can go now.
         let (desired, observed) = (&self.desired, &self.observed);
@@ -731,8 +764,14 @@ impl Supervisor {
     fn release_store_memory(&self) {
         let store = self.store.clone();
         self.side.spawn_blocking(move || {
-            if let Err(error) = store.release_memory() {
-                tracing::warn!(error = %Chain(&error), "cannot open the store again to give back its memory; the next store call tries again");
+            match store.release_memory() {
+                Ok(held_up) => tracing::info!(
+                    held_up_ms = held_up.as_millis(),
+                    "the store was opened again to give back the memory of a burst"
+                ),
+                Err(error) => {
+                    tracing::error!(error = %Chain(&error), "cannot open the store again after closing it to give back its memory; store calls fail until an attempt a second later succeeds")
+                }
             }
             release_freed_memory();
         });
@@ -838,16 +877,36 @@ impl Supervisor {
         self.dirty.extend(self.capacity.pending().cloned());
     }
 
-    /// Writes the observed records changed since the last call, with one flush for all, then
-    /// forgets the spawn intents whose outcomes that flush made durable.
+    /// `persist`, unless the store is busy being opened again (`Store::release_memory`, after a
+    /// burst; `Store::is_busy`): then the writes wait for a later pass (`BUSY_RETRY`), and
+    /// the loop goes on with what needs no store, restarts included. Nothing is lost meanwhile: the records stay
+    /// in `unsaved` and the spawn intents in the journal, so a crash before the write adopts
+    /// what was started. A release that begins just after the check still holds this pass up.
+    fn persist_unless_releasing(&mut self) {
+        self.persist_deferred = self.store.is_busy();
+        if !self.persist_deferred {
+            self.persist();
+        }
+    }
+
+    /// Writes the exits and observed records changed since the last call, with one flush for
+    /// all, then forgets the spawn intents whose outcomes that flush made durable.
     pub(super) fn persist(&mut self) {
         if self.unsaved.is_empty()
             && self.settled_intents.is_empty()
             && self.unsaved_events.is_empty()
+            && self.unsaved_exits.is_empty()
         {
             return;
         }
         self.persist_events();
+        // Before the observed records: one that forgets an id comes with its exit, which
+        // RevokeProcess answers once the id is forgotten.
+        for (id, status, at) in std::mem::take(&mut self.unsaved_exits) {
+            if let Err(error) = self.store.put_last_exit(&id, status, at) {
+                tracing::error!(%id, error = %Chain(&error), "cannot record the exit");
+            }
+        }
         let mut all_written = true;
         let mut unwritten = BTreeSet::new();
         for id in std::mem::take(&mut self.unsaved) {
@@ -1149,6 +1208,75 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_crash_while_the_store_is_opened_again_is_restarted_without_waiting_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let web = id("web");
+        supervisor
+            .store
+            .put_desired(&web, &sleeper(), &Source::Api)
+            .unwrap();
+        supervisor.desired_changed(web.clone());
+        supervisor.reconcile(NOW);
+        let first = supervisor.observed[&web].pid.expect("started");
+        let mut cleanup = Spawned(vec![first]);
+        let store = Arc::clone(&supervisor.store);
+        // Declared just before the release: its notice comes while the store is held.
+        let api = id("api");
+        store.put_desired(&api, &sleeper(), &Source::Api).unwrap();
+
+        let restarted = {
+            // As `release_memory` holds it: a store call from this thread would fail the test
+            // (see `Store::hold_as_if_releasing`) rather than wait.
+            let _released = store.hold_as_if_releasing();
+            let pid = nix::unistd::Pid::from_raw(first as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while supervisor.observed[&web].pid == Some(first) {
+                assert!(std::time::Instant::now() < deadline, "the crash is reaped");
+                supervisor.reap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            supervisor.reconcile(NOW);
+            let restarted = supervisor.observed[&web].pid.expect("restarted at once");
+            // The first is reaped: its pid is no longer ours to kill.
+            cleanup.0 = vec![restarted];
+            assert_ne!(restarted, first);
+            assert_eq!(supervisor.observed[&web].phase, Phase::Running);
+            // The notice of a change waits too.
+            supervisor.desired_changed(api.clone());
+            supervisor.reconcile(NOW);
+            assert!(!supervisor.desired.contains_key(&api));
+            // Its writes wait, and the loop comes back for them soon.
+            assert!(supervisor.unsaved.contains(&web));
+            assert_eq!(supervisor.next_timer(), Some(BUSY_RETRY));
+            restarted
+        };
+
+        supervisor.timers_due();
+        supervisor.reconcile(NOW);
+        let started = supervisor.observed[&api]
+            .pid
+            .expect("started once the store is back");
+        cleanup.0.push(started);
+        supervisor.reconcile(NOW);
+        assert!(supervisor.unsaved.is_empty());
+        assert!(!supervisor.persist_deferred);
+        assert_eq!(
+            supervisor.store.observed(&web).unwrap().and_then(|o| o.pid),
+            Some(restarted)
+        );
+        assert_eq!(
+            supervisor.store.last_exit(&web).unwrap(),
+            Some((ExitStatus::Signal(9), NOW))
+        );
+        assert!(
+            supervisor.store.spawn_intents().unwrap().0.is_empty(),
+            "the restart's intent is forgotten once its record is written, not before"
+        );
+    }
+
+    #[tokio::test]
     async fn a_held_process_is_stopped_its_life_is_recorded_in_order_and_forgotten_with_it() {
         use crate::reconcile::{Happened, OperatorVerb};
         let dir = tempfile::tempdir().unwrap();
@@ -1231,7 +1359,8 @@ mod tests {
             Arc::new(move || UnixMillis(clock.load(std::sync::atomic::Ordering::SeqCst)))
         };
         // A burst of BURST ids to forget, each with the timer a stop left (its grace period),
-        // and one id the loop still has, with a timer of its own.
+        // one id the loop still has, with a timer of its own, and one no longer desired whose
+        // process is still stopping, whose timer (the end of its grace: the SIGKILL) must stay.
         let grace_over = NOW.saturating_add(Duration::from_secs(10));
         for n in 0..BURST {
             let stopped = record(&format!("stopped-{n}"), Phase::Stopped);
@@ -1245,6 +1374,10 @@ mod tests {
             .insert(id("kept"), desired_api("kept", sleeper()));
         supervisor.timers.insert(grace_over, id("kept"));
         supervisor.observed.insert(id("kept"), kept);
+        supervisor
+            .observed
+            .insert(id("stopping"), record("stopping", Phase::Stopping));
+        supervisor.timers.insert(grace_over, id("stopping"));
 
         for _ in 0..100 {
             supervisor.reconcile(supervisor.now());
@@ -1253,10 +1386,14 @@ mod tests {
             }
         }
         assert!(!supervisor.has_work());
-        assert_eq!(supervisor.observed.len(), 1, "all but `kept` forgotten");
+        assert_eq!(
+            supervisor.observed.len(),
+            2,
+            "all but `kept` and `stopping` forgotten"
+        );
         // Nothing to plan, but not quiet for long enough yet: the burst is not over, and the
         // loop is woken when it will be, before the grace timers.
-        assert_eq!(supervisor.timers.len(), BURST + 1);
+        assert_eq!(supervisor.timers.len(), BURST + 2);
         assert!(supervisor.burst >= BURST);
         assert_eq!(supervisor.next_timer(), Some(BURST_QUIET));
 
@@ -1270,13 +1407,13 @@ mod tests {
         assert_eq!(supervisor.burst, 0);
         assert_eq!(
             supervisor.timers.len(),
-            1,
-            "only the timer of `kept` is left"
+            2,
+            "only the timers of `kept` and `stopping` are left"
         );
         assert_eq!(
             supervisor.timers.take_due(grace_over),
-            vec![id("kept")],
-            "and it still fires"
+            vec![id("kept"), id("stopping")],
+            "and they still fire"
         );
         assert_eq!(supervisor.next_timer(), None);
     }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
@@ -138,6 +138,12 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
+    /// A call made within `REOPEN_RETRY_GAP` of a failed attempt to open sled again.
+    #[error(
+        "the store at {path} is closed: opening it again after it gave its memory back failed \
+         a moment ago, and is tried again within a second"
+    )]
+    Closed { path: PathBuf },
     #[error("store operation failed while {action}")]
     Io {
         action: String,
@@ -250,9 +256,9 @@ pub struct Store {
     /// moment.
     _lock: StoreLock,
     /// sled's database and trees, taken for reading by every call that uses them (`with_trees`)
-    /// and for writing by `release_memory` alone; `None` only after a `release_memory` that
-    /// could not open sled again (the next call tries again).
-    trees: RwLock<Option<Trees>>,
+    /// and for writing by `release_memory` (and by a call that opens sled again after a
+    /// `release_memory` could not).
+    trees: RwLock<Slot>,
     /// The sequence number of each id's next event, for the ids whose history this run wrote.
     /// Outside `Trees`: what it says is on disk, so it holds across a reopen.
     history_next: Mutex<HashMap<ProcessId, u64>>,
@@ -265,6 +271,27 @@ pub struct Store {
     /// the loop's outcome without polling.
     observed_epoch: watch::Sender<u64>,
     observed_unflushed: AtomicBool,
+}
+
+/// What `Store::trees` holds.
+enum Slot {
+    Open(Trees),
+    /// `release_memory` closed sled and could not open it again (or sled's drop failed) at
+    /// `failed_at`: calls fail at once with `StoreError::Closed` until `REOPEN_RETRY_GAP` has
+    /// passed, then the next call tries again.
+    Closed {
+        failed_at: Instant,
+    },
+}
+
+impl Slot {
+    /// Whether sled failed to open again less than `REOPEN_RETRY_GAP` ago.
+    fn closed_recently(&self) -> bool {
+        match self {
+            Slot::Open(_) => false,
+            Slot::Closed { failed_at } => failed_at.elapsed() < REOPEN_RETRY_GAP,
+        }
+    }
 }
 
 /// sled's database and every tree of the store: all that sled keeps in memory, dropped whole
@@ -321,6 +348,11 @@ const STORE_CACHE_BYTES: u64 = 4 << 20;
 /// How long reopening sled waits for its file lock: sled finishes its last log writes on its
 /// own threads, which hold the database file for a moment after the last handle is dropped.
 const REOPEN_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// How long after a failed attempt to open sled again the store's calls fail at once rather
+/// than try again: an attempt holds every call up (up to `REOPEN_LOCK_WAIT`, or for as long as
+/// sled takes to find that it cannot open the store), which once a second bounds.
+const REOPEN_RETRY_GAP: Duration = Duration::from_secs(1);
 
 /// The file that the store's own lock is taken on, in its directory.
 const LOCK_FILE: &str = "launcher.lock";
@@ -396,6 +428,13 @@ impl Drop for HoldingTrees {
         #[cfg(debug_assertions)]
         HOLDING_TREES.with(|holding| holding.set(false));
     }
+}
+
+/// See `Store::hold_as_if_releasing`.
+#[cfg(test)]
+pub(crate) struct HeldAsIfReleasing<'a> {
+    _trees: RwLockWriteGuard<'a, Slot>,
+    _holding: HoldingTrees,
 }
 
 impl Trees {
@@ -529,7 +568,7 @@ impl Store {
         Ok(Store {
             path: dir.to_path_buf(),
             _lock: lock,
-            trees: RwLock::new(Some(trees)),
+            trees: RwLock::new(Slot::Open(trees)),
             history_next: Mutex::new(HashMap::new()),
             journal: intent_journal::IntentJournal::open(dir)?,
             observed_epoch: watch::Sender::new(0),
@@ -539,45 +578,66 @@ impl Store {
     }
 
     /// Runs `read` on sled's trees, held for reading (a `release_memory` waits for it to end,
-    /// and it waits for a `release_memory` under way), after opening sled again if the last
-    /// `release_memory` could not. `read` must not call another method of the store (see
-    /// `HoldingTrees`), nor return a sled handle or iterator (which would outlive a reopen).
+    /// and it waits for a `release_memory` under way). After a `release_memory` that could not
+    /// open sled again, opens it first, or fails at once with `StoreError::Closed` within
+    /// `REOPEN_RETRY_GAP` of the last attempt. `read` must not call another method of the store
+    /// (see `HoldingTrees`), nor return a sled handle or iterator (which would outlive a reopen).
     fn with_trees<T>(
         &self,
         read: impl FnOnce(&Trees) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let _holding = HoldingTrees::enter();
         loop {
-            if let Some(trees) = self.read_trees().as_ref() {
-                return read(trees);
+            match &*self.read_trees() {
+                Slot::Open(trees) => return read(trees),
+                slot if slot.closed_recently() => {
+                    return Err(StoreError::Closed {
+                        path: self.path.clone(),
+                    })
+                }
+                Slot::Closed { .. } => {}
             }
             let mut slot = self.write_trees();
-            if slot.is_none() {
-                *slot = Some(self.reopen()?);
+            // Another call may have opened it, or failed to, while this one waited. No wait for
+            // sled's lock: this process let go of it long ago.
+            if matches!(&*slot, Slot::Closed { .. }) && !slot.closed_recently() {
+                self.reopen(&mut slot, Duration::ZERO)?;
             }
         }
     }
 
-    // The lock guards one `Option` that is only ever replaced whole, so a panic while it is
-    // held cannot leave it half-written: a poisoned lock still guards a consistent value.
-    fn read_trees(&self) -> RwLockReadGuard<'_, Option<Trees>> {
+    // The lock guards one `Slot` that is only ever replaced whole, so a panic while it is held
+    // cannot leave it half-written: a poisoned lock still guards a consistent value.
+    fn read_trees(&self) -> RwLockReadGuard<'_, Slot> {
         self.trees
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write_trees(&self) -> RwLockWriteGuard<'_, Option<Trees>> {
+    fn write_trees(&self) -> RwLockWriteGuard<'_, Slot> {
         self.trees
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Opens sled again after `release_memory` closed it.
-    fn reopen(&self) -> Result<Trees, StoreError> {
-        Trees::open_waiting(&self.path, REOPEN_LOCK_WAIT).map_err(|source| StoreError::Reopen {
-            path: self.path.clone(),
-            source: Box::new(source),
-        })
+    /// Opens sled again into `slot` after `release_memory` closed it, waiting up to `wait` for
+    /// sled's lock; on failure, the slot says when it failed.
+    fn reopen(&self, slot: &mut Slot, wait: Duration) -> Result<(), StoreError> {
+        match Trees::open_waiting(&self.path, wait) {
+            Ok(trees) => {
+                *slot = Slot::Open(trees);
+                Ok(())
+            }
+            Err(source) => {
+                *slot = Slot::Closed {
+                    failed_at: Instant::now(),
+                };
+                Err(StoreError::Reopen {
+                    path: self.path.clone(),
+                    source: Box::new(source),
+                })
+            }
+        }
     }
 
     /// Closes sled and opens the store again, which hands back the memory that sled keeps of
@@ -586,28 +646,60 @@ impl Store {
     /// and its bookkeeping of them, allocated all through a burst among the burst's short-lived
     /// allocations: after 10,000 spec files added and removed, 20 to 30 thousand small
     /// allocations that keep 20 MiB of otherwise free heap pages resident, which no allocator
-    /// can return while they live. Opened again, sled reads back only what is used.
+    /// can return while they live. Opened again, sled reads back only what is used (and replays
+    /// its log since it was last opened, the most of the time this takes: tens of
+    /// milliseconds after a burst of ten thousand).
     ///
     /// Calls under way finish first (they hold the trees for reading), then everything they
     /// and earlier calls wrote is flushed (sled's flush: written and fsynced, so a crash from
-    /// here on loses nothing), and only then is sled dropped; calls made meanwhile wait and then
-    /// use the store opened again. If the flush fails, sled is kept open as it was and the error
-    /// returned. If sled cannot be opened again, the error is returned and every later call
-    /// tries again (failing with `StoreError::Reopen` until it succeeds); the store's own lock
-    /// keeps other launchers out meanwhile. Returns how long calls were held up.
+    /// here on loses nothing; sled's drop flushes and fsyncs again), and only then is sled
+    /// dropped; calls made meanwhile wait and then use the store opened again, so no write is
+    /// lost, nor made to a closed sled. If the flush fails, sled is kept open as it was and the
+    /// error returned. If sled cannot be opened again, the error (`StoreError::Reopen`) is
+    /// returned, calls fail with `StoreError::Closed` for `REOPEN_RETRY_GAP`, and the next call
+    /// after it tries again; the store's own lock keeps other launchers out meanwhile. The
+    /// intent journal is no part of sled and stays open throughout. Returns how long calls
+    /// were held up.
     pub fn release_memory(&self) -> Result<Duration, StoreError> {
         let _holding = HoldingTrees::enter();
         let mut slot = self.write_trees();
-        let started = std::time::Instant::now();
-        if let Some(trees) = slot.as_ref() {
+        let started = Instant::now();
+        if let Slot::Open(trees) = &*slot {
             self.flush_trees(trees)?;
         }
         // sled has no `close`: a database closes when its last handle is dropped, and these
         // are all of them (the trees hold it too). Taken out before it is dropped, so the slot
-        // is empty (and the next call opens sled again) even if sled's drop panics.
-        drop(slot.take());
-        *slot = Some(self.reopen()?);
+        // says closed (and a later call opens sled again) even if sled's drop panics.
+        let closed = std::mem::replace(&mut *slot, Slot::Closed { failed_at: started });
+        drop(closed);
+        self.reopen(&mut slot, REOPEN_LOCK_WAIT)?;
         Ok(started.elapsed())
+    }
+
+    /// Whether a call made now would wait (a `release_memory` under way or about to start, or
+    /// a call opening sled again: tens of milliseconds) or fail at once (within
+    /// `REOPEN_RETRY_GAP` of a failed attempt). The loop leaves its writes for later meanwhile,
+    /// so that what it does without the store (a restart after a crash) is not held up.
+    pub fn is_busy(&self) -> bool {
+        match self.trees.try_read() {
+            Ok(slot) => slot.closed_recently(),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().closed_recently()
+            }
+            // Held for writing, or a writer waits for it (std's lock then makes readers wait).
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        }
+    }
+
+    /// Holds the trees as a `release_memory` under way does, until the value is dropped (for
+    /// tests of what must not wait for one). A store call made by this thread meanwhile fails
+    /// the debug check of `HoldingTrees` rather than deadlock.
+    #[cfg(test)]
+    pub(crate) fn hold_as_if_releasing(&self) -> HeldAsIfReleasing<'_> {
+        HeldAsIfReleasing {
+            _trees: self.write_trees(),
+            _holding: HoldingTrees::enter(),
+        }
     }
 
     /// The launcher id recorded in this store, or `candidate` recorded as it if there is none.

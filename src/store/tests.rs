@@ -988,6 +988,150 @@ fn a_second_store_is_refused_by_the_stores_own_lock_even_when_sleds_is_free() {
     open(dir.path());
 }
 
+/// A copy of the store's files as they are now: what a launcher killed at this instant would
+/// find on disk.
+fn copy_of_the_files(dir: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_of_the_files(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn writes_made_while_the_store_is_released_again_and_again_are_kept_and_on_disk_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|writer| {
+            let (store, stop, writes) =
+                (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&writes));
+            std::thread::spawn(move || {
+                let mut written = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let name = format!("w{writer}-{}", written.len());
+                    // A desired write (flushed before it returns) and an observed one as the
+                    // loop makes them (flushed later, by someone else).
+                    store
+                        .put_desired(&id(&name), &spec("/bin/sleep"), &Source::Api)
+                        .unwrap();
+                    store
+                        .put_observed(&observed(&name, Phase::Running))
+                        .unwrap();
+                    written.push(name);
+                    writes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                written
+            })
+        })
+        .collect();
+    // Releases until five of them had writes made while they were under way or just before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut raced = 0;
+    while raced < 5 && std::time::Instant::now() < deadline {
+        let before = writes.load(std::sync::atomic::Ordering::Acquire);
+        store.release_memory().unwrap();
+        if writes.load(std::sync::atomic::Ordering::Acquire) != before {
+            raced += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let written: Vec<String> = writers
+        .into_iter()
+        .flat_map(|writer| writer.join().unwrap())
+        .collect();
+    assert_eq!(raced, 5, "writes raced five releases");
+    // The last observed writes are flushed by nobody but the release.
+    store.release_memory().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    copy_of_the_files(dir.path(), crashed.path());
+    for store in [&*store, &open(crashed.path())] {
+        for name in &written {
+            assert!(store.desired(&id(name)).unwrap().is_some(), "{name}");
+            assert_eq!(
+                store.observed(&id(name)).unwrap(),
+                Some(observed(name, Phase::Running)),
+                "{name}"
+            );
+        }
+        assert_eq!(store.all_desired().unwrap().0.len(), written.len());
+    }
+}
+
+#[test]
+fn a_failed_reopen_is_an_error_calls_fail_at_once_and_a_call_after_a_moment_opens_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let recreated = store
+        .put_desired(&id("alpha"), &spec("/bin/alpha"), &Source::Api)
+        .unwrap();
+    // A handle that outlives the release keeps sled open, and its lock held.
+    let leaked = match &*store.read_trees() {
+        Slot::Open(trees) => trees.desired.clone(),
+        Slot::Closed { .. } => panic!("the store is open"),
+    };
+
+    let error = store.release_memory().unwrap_err();
+    match &error {
+        StoreError::Reopen { path, source } => {
+            assert_eq!(path, dir.path());
+            assert!(matches!(**source, StoreError::Locked { .. }), "{source:?}");
+        }
+        other => panic!("expected Reopen, got {other:?}"),
+    }
+    assert!(
+        store.is_busy(),
+        "closed: the loop leaves its writes for later"
+    );
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        store.desired(&id("alpha")),
+        Err(StoreError::Closed { .. })
+    ));
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "a call within the gap fails at once"
+    );
+
+    drop(leaked);
+    let deadline = std::time::Instant::now() + REOPEN_RETRY_GAP + Duration::from_secs(5);
+    while store.is_busy() {
+        assert!(std::time::Instant::now() < deadline, "busy past the gap");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let record = loop {
+        match store.desired(&id("alpha")) {
+            Ok(record) => break record,
+            Err(StoreError::Closed { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("the store did not open again: {error:?}"),
+        }
+    };
+    assert_eq!(record, Some(recreated));
+    store
+        .put_observed(&observed("alpha", Phase::Running))
+        .unwrap();
+    store.release_memory().unwrap();
+    assert!(store.observed(&id("alpha")).unwrap().is_some());
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "a store call made while this thread holds the store's trees")]
+fn a_store_call_made_while_holding_the_trees_is_caught_before_it_can_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let _ = store.with_trees(|_| store.desired(&id("alpha")));
+}
+
 #[test]
 fn desired_writes_are_durable_without_an_explicit_flush() {
     // apply_source, put_desired and delete_desired flush before returning.
