@@ -233,7 +233,7 @@ async fn run_loop(
             }
             () = watchdog_tick(&mut watchdog), if watchdog.is_some() => {}
             _ = resync.tick() => {
-                if let Err(error) = supervisor.resync() {
+                if let Err(error) = supervisor.periodic_resync() {
                     tracing::error!(error = %Chain(&error), "resync could not read the desired state; keeping the last known state");
                 }
                 supervisor.rotate_logs();

@@ -245,11 +245,6 @@ impl Supervisor {
     /// notice comes later, or was lost, and then finds nothing new); the first read, at start,
     /// tells nothing: what the store holds was told when it was written.
     pub fn resync(&mut self) -> Result<(), StoreError> {
-        if self.store.is_busy() {
-            // The next tick reads it; the loop does not wait for the store meanwhile.
-            tracing::debug!("the store is being opened again; the resync waits for the next tick");
-            return Ok(());
-        }
         let now = self.now();
         let tell = self.desired_loaded;
         let (stamps, corrupt) = self.store.desired_stamps()?;
@@ -297,6 +292,16 @@ impl Supervisor {
         self.dirty.extend(self.observed.keys().cloned());
         self.resynced_many |= read_again >= BURST;
         Ok(())
+    }
+
+    /// The periodic `resync`, unless the store is busy being opened again (`Store::is_busy`):
+    /// then the next tick does it, and the loop does not wait for the store meanwhile.
+    pub fn periodic_resync(&mut self) -> Result<(), StoreError> {
+        if self.store.is_busy() {
+            tracing::debug!("the store is being opened again; the resync waits for the next tick");
+            return Ok(());
+        }
+        self.resync()
     }
 
     /// Forgets the histories of ids the launcher knows nothing of (their records went while no
