@@ -10,7 +10,6 @@
 //! `migrate`, run once when an older store is opened. A store written by a newer launcher, or
 //! with a version no launcher writes, is refused with a message, never misread.
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -400,7 +399,7 @@ impl StoreLock {
 #[cfg(debug_assertions)]
 thread_local! {
     /// Whether this thread holds a store's trees (`Store::with_trees`, `release_memory`).
-    static HOLDING_TREES: Cell<bool> = const { Cell::new(false) };
+    static HOLDING_TREES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Marks, in a debug build, that this thread holds the trees, and fails loudly if it held them
