@@ -93,10 +93,11 @@ pub struct Supervisor {
     pub(super) unsaved: BTreeSet<ProcessId>,
     /// Events of the processes' lives since the last write to the store, by id, in order.
     unsaved_events: HashMap<ProcessId, Vec<LifeEvent>>,
-    /// Exits recorded since the last write to the store (how and when each ended), written
-    /// with the pass's observed records rather than as they are reaped, so that an exit costs
-    /// no store call before its restart.
-    unsaved_exits: Vec<(ProcessId, ExitStatus, UnixMillis)>,
+    /// The last exit of each id recorded since the last write to the store (how and when it
+    /// ended), written with the pass's observed records rather than as it is reaped, so that
+    /// an exit costs no store call before its restart; one the store could not take stays for
+    /// the next pass, unless a later exit of the id replaces it (the store keeps the last).
+    unsaved_exits: HashMap<ProcessId, (ExitStatus, UnixMillis)>,
     /// The last pass left its writes for later because the store was busy being opened again:
     /// the loop comes back for them after `BUSY_RETRY`.
     persist_deferred: bool,
@@ -169,7 +170,7 @@ impl Supervisor {
             urgent: BTreeSet::new(),
             unsaved: BTreeSet::new(),
             unsaved_events: HashMap::new(),
-            unsaved_exits: Vec::new(),
+            unsaved_exits: HashMap::new(),
             persist_deferred: false,
             changed_while_busy: BTreeSet::new(),
             kernel_log: KernelLog::open(),
@@ -578,7 +579,7 @@ impl Supervisor {
         } else {
             exit.status
         };
-        self.unsaved_exits.push((id.clone(), status, now));
+        self.unsaved_exits.insert(id.clone(), (status, now));
         let next = reconcile::record_exit(
             observed,
             status,
@@ -907,11 +908,14 @@ impl Supervisor {
         self.persist_events();
         // Before the observed records: one that forgets an id comes with its exit, which
         // RevokeProcess answers once the id is forgotten.
-        for (id, status, at) in std::mem::take(&mut self.unsaved_exits) {
+        let mut unwritten_exits = HashMap::new();
+        for (id, (status, at)) in std::mem::take(&mut self.unsaved_exits) {
             if let Err(error) = self.store.put_last_exit(&id, status, at) {
-                tracing::error!(%id, error = %Chain(&error), "cannot record the exit");
+                tracing::error!(%id, error = %Chain(&error), "cannot record the exit; it is written with the next pass");
+                unwritten_exits.insert(id, (status, at));
             }
         }
+        self.unsaved_exits = unwritten_exits;
         let mut all_written = true;
         let mut unwritten = BTreeSet::new();
         for id in std::mem::take(&mut self.unsaved) {
@@ -1278,6 +1282,58 @@ mod tests {
         assert!(
             supervisor.store.spawn_intents().unwrap().0.is_empty(),
             "the restart's intent is forgotten once its record is written, not before"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exit_the_store_could_not_take_is_written_with_a_later_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let web = id("web");
+        supervisor
+            .store
+            .put_desired(&web, &sleeper(), &Source::Api)
+            .unwrap();
+        supervisor.desired_changed(web.clone());
+        supervisor.reconcile(NOW);
+        let first = supervisor.observed[&web].pid.expect("started");
+        let mut cleanup = Spawned(vec![first]);
+        let store = Arc::clone(&supervisor.store);
+
+        // sled could not be opened again after a release: every store call fails for a moment.
+        store.close_as_if_reopen_failed();
+        let pid = nix::unistd::Pid::from_raw(first as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while supervisor.observed[&web].pid == Some(first) {
+            assert!(std::time::Instant::now() < deadline, "the crash is reaped");
+            supervisor.reap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cleanup.0.clear();
+        // A pass whose writes all fail (the store was not busy when it looked, and its first
+        // call's attempt to open sled again failed).
+        supervisor.persist();
+        assert!(supervisor.unsaved.contains(&web), "kept for a later pass");
+
+        // The store comes back; the next pass writes what the failed one could not.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.desired(&web).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the store opens again"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        supervisor.reconcile(NOW);
+        if let Some(restarted) = supervisor.observed[&web].pid {
+            cleanup.0.push(restarted);
+        }
+        assert!(supervisor.unsaved.is_empty());
+        assert_eq!(
+            store.last_exit(&web).unwrap(),
+            Some((ExitStatus::Signal(9), NOW)),
+            "the exit RevokeProcess answers with is not lost"
         );
     }
 

@@ -701,6 +701,21 @@ impl Store {
         }
     }
 
+    /// Closes sled as a `release_memory` whose reopen failed just now leaves it (flushed
+    /// first, as a release does): calls fail with `StoreError::Closed` for `REOPEN_RETRY_GAP`,
+    /// then the next call opens it again (for tests of what a failing store must not lose).
+    #[cfg(test)]
+    pub(crate) fn close_as_if_reopen_failed(&self) {
+        let _holding = HoldingTrees::enter();
+        let mut slot = self.write_trees();
+        if let Slot::Open(trees) = &*slot {
+            self.flush_trees(trees).unwrap();
+        }
+        *slot = Slot::Closed {
+            failed_at: Instant::now(),
+        };
+    }
+
     /// The launcher id recorded in this store, or `candidate` recorded as it if there is none.
     pub fn launcher_id_or_insert(&self, candidate: &str) -> Result<String, StoreError> {
         let previous = self.with_trees(|trees| {
