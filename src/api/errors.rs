@@ -26,6 +26,7 @@ pub fn store_status(error: StoreError) -> Status {
         | StoreError::StaleAdminTerm(_) => Status::failed_precondition(message),
         StoreError::Open { .. }
         | StoreError::Locked { .. }
+        | StoreError::Replaced { .. }
         | StoreError::Io { .. }
         | StoreError::Journal { .. }
         | StoreError::Corrupt { .. }

@@ -137,6 +137,15 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
+    /// sled's database file is no longer the one this store opened (the directory was moved
+    /// aside or removed, or the file replaced, while the launcher ran): opening the path again
+    /// would make a new, empty store in its place, or open another launcher's.
+    #[error(
+        "the store at {path} is no longer the database this launcher opened (its directory or \
+         its `db` file was moved, removed or replaced while the launcher ran), so it is not \
+         opened again, and no new store is made in its place; restart the launcher"
+    )]
+    Replaced { path: PathBuf },
     /// A call made within `REOPEN_RETRY_GAP` of a failed attempt to open sled again.
     #[error(
         "the store at {path} is closed: opening it again after it gave its memory back failed \
@@ -254,6 +263,9 @@ pub struct Store {
     /// own lock included: held across `release_memory`, which lets go of sled's lock for a
     /// moment.
     _lock: StoreLock,
+    /// Which file sled's database is (`db` in the store's directory, as opened): sled opens the
+    /// path again only while it still names that file.
+    db_file: FileIdentity,
     /// sled's database and trees, taken for reading by every call that uses them (`with_trees`)
     /// and for writing by `release_memory` (and by a call that opens sled again after a
     /// `release_memory` could not).
@@ -355,6 +367,31 @@ const REOPEN_RETRY_GAP: Duration = Duration::from_secs(1);
 
 /// The file that the store's own lock is taken on, in its directory.
 const LOCK_FILE: &str = "launcher.lock";
+
+/// A file's device and inode: what tells it apart from another file at the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    /// The identity of sled's database file in `dir` (its `db`), `None` when there is none.
+    fn of_database(dir: &Path) -> Result<Option<FileIdentity>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(dir.join("db")) {
+            Ok(metadata) => Ok(Some(FileIdentity {
+                dev: metadata.dev(),
+                ino: metadata.ino(),
+            })),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(StoreError::Open {
+                path: dir.to_path_buf(),
+                source: sled::Error::Io(error),
+            }),
+        }
+    }
+}
 
 /// An exclusive `flock` on the store's lock file, held from before sled is opened until the
 /// store is dropped (or its launcher dies), so that no other launcher opens the store while
@@ -564,9 +601,17 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let lock = StoreLock::take(dir)?;
         let trees = Trees::open(dir)?;
+        let db_file = FileIdentity::of_database(dir)?.ok_or_else(|| StoreError::Open {
+            path: dir.to_path_buf(),
+            source: sled::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "sled's `db` file is missing right after sled opened it",
+            )),
+        })?;
         Ok(Store {
             path: dir.to_path_buf(),
             _lock: lock,
+            db_file,
             trees: RwLock::new(Slot::Open(trees)),
             history_next: Mutex::new(HashMap::new()),
             journal: intent_journal::IntentJournal::open(dir)?,
@@ -622,7 +667,14 @@ impl Store {
     /// Opens sled again into `slot` after `release_memory` closed it, waiting up to `wait` for
     /// sled's lock; on failure, the slot says when it failed.
     fn reopen(&self, slot: &mut Slot, wait: Duration) -> Result<(), StoreError> {
-        match Trees::open_waiting(&self.path, wait) {
+        let opened = match FileIdentity::of_database(&self.path) {
+            Ok(Some(found)) if found == self.db_file => Trees::open_waiting(&self.path, wait),
+            Ok(_) => Err(StoreError::Replaced {
+                path: self.path.clone(),
+            }),
+            Err(error) => Err(error),
+        };
+        match opened {
             Ok(trees) => {
                 *slot = Slot::Open(trees);
                 Ok(())

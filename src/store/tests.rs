@@ -1123,6 +1123,52 @@ fn a_failed_reopen_is_an_error_calls_fail_at_once_and_a_call_after_a_moment_open
     assert!(store.observed(&id("alpha")).unwrap().is_some());
 }
 
+#[test]
+fn a_reopen_never_creates_an_empty_store_in_place_of_one_moved_away() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let store = open(&dir);
+    let alpha = store
+        .put_desired(&id("alpha"), &spec("/bin/alpha"), &Source::Api)
+        .unwrap();
+    // An operator moves the data directory aside (or a cleaner removes it) under a running
+    // launcher: sled's files stay open, so before the reopen nothing changes.
+    std::fs::rename(&dir, root.path().join("aside")).unwrap();
+    assert_eq!(store.desired(&id("alpha")).unwrap(), Some(alpha.clone()));
+
+    let released = store.release_memory();
+
+    // An empty store made in its place would tell the loop, at its next resync, that nothing
+    // is desired any more (and stop every process); the launcher's state must not vanish.
+    assert!(
+        matches!(released, Err(StoreError::Reopen { .. })),
+        "{released:?}"
+    );
+    assert!(
+        !dir.join("db").exists(),
+        "no new database made in the old one's place"
+    );
+    match store.desired(&id("alpha")) {
+        Ok(None) => panic!("the desired record vanished"),
+        Ok(Some(record)) => assert_eq!(record, alpha),
+        Err(_) => {}
+    }
+
+    // Put back, it is the same database: a call after the gap opens it again.
+    std::fs::rename(root.path().join("aside"), &dir).unwrap();
+    let deadline = std::time::Instant::now() + REOPEN_RETRY_GAP + Duration::from_secs(5);
+    let record = loop {
+        match store.desired(&id("alpha")) {
+            Ok(record) => break record,
+            Err(error) => {
+                assert!(std::time::Instant::now() < deadline, "{error:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert_eq!(record, Some(alpha));
+}
+
 #[cfg(debug_assertions)]
 #[test]
 #[should_panic(expected = "a store call made while this thread holds the store's trees")]
