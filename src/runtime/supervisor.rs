@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::capacity::Capacity;
 use super::event_loop::{Event, RuntimeConfig};
+use super::histories::Histories;
 use super::leaves::Leaves;
 use super::oom::KernelLog;
 use super::pidfd::Pidfd;
@@ -22,8 +23,8 @@ use super::timers::Timers;
 use crate::error_chain::Chain;
 use crate::random::Jitter;
 use crate::reconcile::{
-    self, shorten_stop, Action, DesiredRecord, ExitStatus, Happened, Health, LifeEvent,
-    ObservedRecord, Phase, ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
+    self, shorten_stop, Action, DesiredRecord, ExitStatus, Health, ObservedRecord, Phase,
+    ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -75,8 +76,8 @@ pub struct Supervisor {
     pub(super) urgent: BTreeSet<ProcessId>,
     /// Ids whose observed record changed since the last write to the store.
     pub(super) unsaved: BTreeSet<ProcessId>,
-    /// Events of the processes' lives since the last write to the store, by id, in order.
-    unsaved_events: HashMap<ProcessId, Vec<LifeEvent>>,
+    /// Events of the processes' lives not written yet, and forgotten ids' histories not removed.
+    pub(super) histories: Histories,
     pub(super) jitter: Jitter,
     pub(super) kernel_log: KernelLog,
     /// The processes' cgroups, in cgroup mode.
@@ -140,7 +141,7 @@ impl Supervisor {
             dirty: BTreeSet::new(),
             urgent: BTreeSet::new(),
             unsaved: BTreeSet::new(),
-            unsaved_events: HashMap::new(),
+            histories: Histories::default(),
             kernel_log: KernelLog::open(),
             adopted: HashMap::new(),
             orphans: HashSet::new(),
@@ -260,25 +261,6 @@ impl Supervisor {
         self.dirty.extend(self.observed.keys().cloned());
         self.resynced_many |= read_again >= BURST;
         Ok(())
-    }
-
-    /// Forgets the histories of ids the launcher knows nothing of (their records went while no
-    /// launcher ran): once at start, after the first read of the desired state.
-    pub fn forget_stray_histories(&self) {
-        let known =
-            |id: &ProcessId| self.desired.contains_key(id) || self.observed.contains_key(id);
-        match self.store.forget_histories_except(known) {
-            Ok(0) => {}
-            Ok(forgotten) => {
-                tracing::debug!(
-                    forgotten,
-                    "forgot the histories of ids nobody knows any more"
-                )
-            }
-            Err(error) => {
-                tracing::warn!(error = %Chain(&error), "cannot forget the histories of forgotten ids")
-            }
-        }
     }
 
     /// Points a desired record just read from the store at the copy of its spec already in
@@ -607,6 +589,7 @@ impl Supervisor {
     /// urgent ids alone).
     pub fn reconcile(&mut self, now: UnixMillis) {
         if self.has_work() || !self.unsaved.is_empty() {
+            self.histories.busy(now);
             let span = tracing::debug_span!(
                 "reconcile",
                 urgent = self.urgent.len(),
@@ -680,6 +663,7 @@ impl Supervisor {
         self.planned_exits.shrink_to_fit();
         self.settled_intents.shrink_to_fit();
         self.children.shrink_to_fit();
+        self.histories.shrink_to_fit();
     }
 
     /// Plans `ids` and carries the plan out, in rounds: a later round sees the outcome of the
@@ -755,18 +739,6 @@ impl Supervisor {
         }
     }
 
-    /// Adds events of `id`'s life that happened at `now`, for the next `persist` to write.
-    pub(super) fn add_events(&mut self, id: &ProcessId, events: Vec<Happened>, now: UnixMillis) {
-        if events.is_empty() {
-            return;
-        }
-        self.unsaved_events.entry(id.clone()).or_default().extend(
-            events
-                .into_iter()
-                .map(|happened| LifeEvent { at: now, happened }),
-        );
-    }
-
     /// Drops the observed record of `id` (nothing runs and nothing is desired).
     pub(super) fn forget_observed(&mut self, id: &ProcessId) {
         if let Some(forgotten) = self.observed.remove(id) {
@@ -787,7 +759,7 @@ impl Supervisor {
     pub(super) fn persist(&mut self) {
         if self.unsaved.is_empty()
             && self.settled_intents.is_empty()
-            && self.unsaved_events.is_empty()
+            && !self.histories.has_unsaved()
         {
             return;
         }
@@ -819,34 +791,6 @@ impl Supervisor {
         let settled = std::mem::take(&mut self.settled_intents);
         if let Err(error) = self.store.settle_spawn_intents(settled) {
             tracing::warn!(error = %Chain(&error), "cannot forget the spawn intents whose processes are recorded; a restarted launcher looks for their processes");
-        }
-    }
-
-    /// Writes the events of the pass and forgets the histories of the ids the loop forgot
-    /// (neither desired nor observed any more), in ONE batch flushed with the observed records.
-    /// A forgotten id's events of this pass are not written at all: they would go with it. A
-    /// history that cannot be written is logged and left: it is what `describe` tells, not what
-    /// the loop decides by.
-    fn persist_events(&mut self) {
-        let forgotten =
-            |id: &ProcessId| !self.observed.contains_key(id) && !self.desired.contains_key(id);
-        let mut gone: BTreeSet<ProcessId> = self
-            .unsaved
-            .iter()
-            .filter(|id| forgotten(id))
-            .cloned()
-            .collect();
-        let mut appended = Vec::with_capacity(self.unsaved_events.len());
-        for (id, events) in std::mem::take(&mut self.unsaved_events) {
-            if forgotten(&id) {
-                gone.insert(id);
-            } else {
-                appended.push((id, events));
-            }
-        }
-        let gone: Vec<ProcessId> = gone.into_iter().collect();
-        if let Err(error) = self.store.record_histories(&appended, &gone) {
-            tracing::warn!(error = %Chain(&error), "cannot record the events of the processes' lives");
         }
     }
 
@@ -925,7 +869,7 @@ mod tests {
 
     use super::*;
     use crate::reconcile::fixtures::{self, id};
-    use crate::reconcile::{Ports, ProcessSpec, ProcessType, Source};
+    use crate::reconcile::{Happened, Ports, ProcessSpec, ProcessType, Source};
     use crate::telemetry::{Metrics, Readiness, UsageBoard};
 
     const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
@@ -1157,12 +1101,103 @@ mod tests {
             ]
         );
 
-        // Undeclared and forgotten: its history goes with it.
+        // Undeclared and forgotten: its history goes with it, once the loop is quiet.
         supervisor.store.delete_desired(&web, &Source::Api).unwrap();
         supervisor.desired_changed(web.clone());
         supervisor.reconcile(NOW);
         assert!(!supervisor.observed.contains_key(&web));
+        assert_eq!(supervisor.store.history(&web).unwrap().len(), 6);
+        let quiet = NOW.saturating_add(Duration::from_millis(200));
+        assert_eq!(
+            supervisor.histories_forgotten_in(NOW),
+            Some(quiet.saturating_duration_since(NOW))
+        );
+        assert_eq!(
+            supervisor.histories_forgotten_in(quiet),
+            Some(Duration::ZERO)
+        );
+        supervisor.forget_quiet_histories();
         assert!(supervisor.store.history(&web).unwrap().is_empty());
+        assert_eq!(supervisor.histories_forgotten_in(quiet), None);
+    }
+
+    /// A mass stop removes no history between its reaps: the histories of forgotten ids go once
+    /// the loop is quiet, a step at a time; an id declared again before its turn starts a new
+    /// history (its old events removed in the batch that writes its new ones), and one declared
+    /// again is never forgotten by a step.
+    #[tokio::test]
+    async fn forgotten_histories_go_when_the_loop_is_quiet_and_a_declared_again_id_starts_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let names: Vec<ProcessId> = (0..100).map(|n| id(&format!("w{n:03}"))).collect();
+        let events = |supervisor: &Supervisor, id: &ProcessId| -> Vec<Happened> {
+            let history = supervisor.store.history(id).unwrap();
+            history.into_iter().map(|event| event.happened).collect()
+        };
+        for name in &names {
+            let mut spec = sleeper();
+            spec.executable = PathBuf::from("/nonexistent/never-started");
+            supervisor
+                .store
+                .put_desired(name, &spec, &Source::Api)
+                .unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        supervisor.reconcile(NOW);
+        while supervisor.has_work() {
+            supervisor.reconcile(NOW);
+        }
+        for name in &names {
+            assert!(
+                !events(&supervisor, name).is_empty(),
+                "{name} has a history"
+            );
+            supervisor.store.delete_desired(name, &Source::Api).unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        supervisor.reconcile(NOW);
+        while supervisor.has_work() {
+            supervisor.reconcile(NOW);
+        }
+        assert!(names
+            .iter()
+            .all(|name| !supervisor.observed.contains_key(name)));
+        assert!(names
+            .iter()
+            .all(|name| !events(&supervisor, name).is_empty()));
+
+        // Declared again before the quiet: its old history goes as its new one is written.
+        let again = &names[0];
+        supervisor
+            .store
+            .put_desired(again, &sleeper(), &Source::Api)
+            .unwrap();
+        supervisor.desired_changed(again.clone());
+        supervisor.reconcile(NOW);
+        let pid = supervisor.observed[again].pid.expect("started");
+        let _cleanup = Spawned(vec![pid]);
+        assert_eq!(
+            events(&supervisor, again),
+            [
+                Happened::Declared {
+                    generation: 2,
+                    source: Source::Api
+                },
+                Happened::Started { pid, generation: 2 }
+            ]
+        );
+
+        let mut steps = 0;
+        while supervisor.histories_forgotten_in(NOW).is_some() {
+            supervisor.forget_quiet_histories();
+            steps += 1;
+            assert!(steps <= 2, "64 ids a step");
+        }
+        assert_eq!(steps, 2);
+        assert!(names[1..]
+            .iter()
+            .all(|name| events(&supervisor, name).is_empty()));
+        assert_eq!(events(&supervisor, again).len(), 2, "kept: declared again");
     }
 
     #[tokio::test]
