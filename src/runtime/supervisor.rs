@@ -627,9 +627,12 @@ impl Supervisor {
                     break;
                 }
                 acted += self.step(ids, now);
-                // Between steps, a restart that came due joins the next one rather than wait
-                // for the loop's timer branch, which a burst of other events starves (and the
-                // time moves on with the pass, or a restart due now would look early).
+                // Between steps, a crash and a restart that came due join the next one rather
+                // than wait for the loop's branches after the pass (a pass of bulk stops takes
+                // several milliseconds, and a restart within 10 ms is the promise even then);
+                // the time moves on with the pass, or a restart due now would look early. A reap
+                // that finds nothing is one `epoll_wait`.
+                self.reap();
                 now = self.now();
                 self.urgent.extend(self.timers.take_due(now));
             }
@@ -1119,6 +1122,60 @@ mod tests {
         supervisor.forget_quiet_histories();
         assert!(supervisor.store.history(&web).unwrap().is_empty());
         assert_eq!(supervisor.histories_forgotten_in(quiet), None);
+    }
+
+    /// A crash during a pass of bulk work (a mass stop) is reaped between its steps and
+    /// restarted in the same pass, not after it: the pass would otherwise keep a restart
+    /// waiting for its budget, its write to the store and the reaping of every stop's exit.
+    #[tokio::test]
+    async fn a_crash_during_a_pass_of_bulk_stops_is_restarted_within_that_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let names: Vec<ProcessId> = (0..40).map(|n| id(&format!("s{n:02}"))).collect();
+        for name in &names {
+            supervisor
+                .store
+                .put_desired(name, &sleeper(), &Source::Api)
+                .unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while supervisor.has_work() || supervisor.observed.len() < names.len() {
+            assert!(std::time::Instant::now() < deadline, "all start");
+            supervisor.reconcile(NOW);
+        }
+        let pids: Vec<u32> = names
+            .iter()
+            .map(|name| supervisor.observed[name].pid.expect("started"))
+            .collect();
+        let _cleanup = Spawned(pids.clone());
+
+        // The crash: a zombie until reaped, which nothing but the pass does here.
+        let crashed = &names[0];
+        let crashed_pid = pids[0];
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(crashed_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{crashed_pid}/stat"))
+                .is_ok_and(|stat| stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'))
+        };
+        while !zombie() {
+            assert!(std::time::Instant::now() < deadline, "the SIGKILL ends it");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The bulk work: the others undeclared, planned in steps.
+        for name in &names[1..] {
+            supervisor.store.delete_desired(name, &Source::Api).unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        supervisor.reconcile(NOW);
+        let replacement = supervisor.observed[crashed].pid.expect("restarted");
+        assert_ne!(replacement, crashed_pid);
+        let _replacement = Spawned(vec![replacement]);
+        assert_eq!(supervisor.observed[crashed].phase, Phase::Running);
     }
 
     /// A mass stop removes no history between its reaps: the histories of forgotten ids go once
