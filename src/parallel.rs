@@ -2,6 +2,8 @@
 //! thousand spawns, a thousand spec files to parse at start) use the cores, one item costs no
 //! thread.
 
+use std::sync::OnceLock;
+
 /// `work` applied to every item, in order. From `from` items on, and with at least two cores,
 /// the items are split into one chunk per core (at most four) and each chunk runs on a scoped
 /// thread; below that, on the caller's thread. A thread only panics on a bug: the results of
@@ -11,8 +13,11 @@ pub fn map_in_parallel<T: Send, R: Send>(
     from: usize,
     work: impl Fn(T) -> R + Sync,
 ) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4));
-    if items.len() < from || threads < 2 {
+    if items.len() < from {
+        return items.into_iter().map(work).collect();
+    }
+    let threads = threads();
+    if threads < 2 {
         return items.into_iter().map(work).collect();
     }
     let chunk = items.len().div_ceil(threads);
@@ -36,6 +41,15 @@ pub fn map_in_parallel<T: Send, R: Send>(
             .flat_map(|handle| handle.join().unwrap_or_default())
             .collect()
     })
+}
+
+/// How many threads a burst is spread over: the cores the launcher may use, at most four. Read
+/// once: `available_parallelism` reads the process's cgroup files each time (a millisecond and
+/// more on a busy host), which a restart, a spawn of one, must not pay.
+fn threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4)))
 }
 
 #[cfg(test)]

@@ -185,6 +185,7 @@ async fn run_loop(
     tokio::pin!(shutdown);
     loop {
         let timer = supervisor.next_timer();
+        let forget_histories = supervisor.histories_forgotten_in(supervisor.now());
         tokio::select! {
             // Shutdown, then exits: a restart is the most urgent thing the loop does.
             biased;
@@ -244,6 +245,10 @@ async fn run_loop(
             // not a ready future: the runtime polls its I/O driver and timers before coming
             // back, so that what became ready meanwhile is seen between two steps of the work.
             () = tokio::task::yield_now(), if supervisor.has_work() => {}
+            // Last: a chore of a quiet loop, which no work waits for.
+            () = tokio::time::sleep(forget_histories.unwrap_or_default()), if forget_histories.is_some() => {
+                supervisor.forget_quiet_histories();
+            }
         }
         supervisor.reconcile(supervisor.now());
     }

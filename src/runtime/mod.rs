@@ -6,6 +6,7 @@ mod capacity;
 pub mod cgroup;
 mod event_loop;
 mod executor;
+mod histories;
 mod leaves;
 pub mod logs;
 mod oom;

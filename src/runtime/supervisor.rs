@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::capacity::Capacity;
 use super::event_loop::{Event, RuntimeConfig};
+use super::histories::Histories;
 use super::leaves::Leaves;
 use super::oom::KernelLog;
 use super::pidfd::Pidfd;
@@ -22,8 +23,8 @@ use super::timers::Timers;
 use crate::error_chain::Chain;
 use crate::random::Jitter;
 use crate::reconcile::{
-    self, shorten_stop, Action, DesiredRecord, ExitStatus, Happened, Health, LifeEvent,
-    ObservedRecord, Phase, ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
+    self, shorten_stop, Action, DesiredRecord, ExitStatus, Health, ObservedRecord, Phase,
+    ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -91,8 +92,8 @@ pub struct Supervisor {
     pub(super) urgent: BTreeSet<ProcessId>,
     /// Ids whose observed record changed since the last write to the store.
     pub(super) unsaved: BTreeSet<ProcessId>,
-    /// Events of the processes' lives since the last write to the store, by id, in order.
-    unsaved_events: HashMap<ProcessId, Vec<LifeEvent>>,
+    /// Events of the processes' lives not written yet, and forgotten ids' histories not removed.
+    pub(super) histories: Histories,
     /// The last exit of each id recorded since the last write to the store (how and when it
     /// ended), written with the pass's observed records rather than as it is reaped, so that
     /// an exit costs no store call before its restart; one the store could not take stays for
@@ -169,7 +170,7 @@ impl Supervisor {
             dirty: BTreeSet::new(),
             urgent: BTreeSet::new(),
             unsaved: BTreeSet::new(),
-            unsaved_events: HashMap::new(),
+            histories: Histories::default(),
             unsaved_exits: HashMap::new(),
             persist_deferred: false,
             changed_while_busy: BTreeSet::new(),
@@ -303,25 +304,6 @@ impl Supervisor {
             return Ok(());
         }
         self.resync()
-    }
-
-    /// Forgets the histories of ids the launcher knows nothing of (their records went while no
-    /// launcher ran): once at start, after the first read of the desired state.
-    pub fn forget_stray_histories(&self) {
-        let known =
-            |id: &ProcessId| self.desired.contains_key(id) || self.observed.contains_key(id);
-        match self.store.forget_histories_except(known) {
-            Ok(0) => {}
-            Ok(forgotten) => {
-                tracing::debug!(
-                    forgotten,
-                    "forgot the histories of ids nobody knows any more"
-                )
-            }
-            Err(error) => {
-                tracing::warn!(error = %Chain(&error), "cannot forget the histories of forgotten ids")
-            }
-        }
     }
 
     /// Points a desired record just read from the store at the copy of its spec already in
@@ -668,6 +650,7 @@ impl Supervisor {
             }
         }
         if self.has_work() || !self.unsaved.is_empty() || self.persist_deferred {
+            self.histories.busy(now);
             let span = tracing::debug_span!(
                 "reconcile",
                 urgent = self.urgent.len(),
@@ -705,9 +688,12 @@ impl Supervisor {
                     break;
                 }
                 acted += self.step(ids, now);
-                // Between steps, a restart that came due joins the next one rather than wait
-                // for the loop's timer branch, which a burst of other events starves (and the
-                // time moves on with the pass, or a restart due now would look early).
+                // Between steps, a crash and a restart that came due join the next one rather
+                // than wait for the loop's branches after the pass (a pass of bulk stops takes
+                // several milliseconds, and a restart within 10 ms is the promise even then);
+                // the time moves on with the pass, or a restart due now would look early. A reap
+                // that finds nothing is one `epoll_wait`.
+                self.reap();
                 now = self.now();
                 self.urgent.extend(self.timers.take_due(now));
             }
@@ -758,6 +744,7 @@ impl Supervisor {
         self.settled_intents.shrink_to_fit();
         self.unsaved_exits.shrink_to_fit();
         self.children.shrink_to_fit();
+        self.histories.shrink_to_fit();
         // Planning an id with neither record does nothing, so its timers can go now.
         let (desired, observed) = (&self.desired, &self.observed);
         self.timers
@@ -856,18 +843,6 @@ impl Supervisor {
         }
     }
 
-    /// Adds events of `id`'s life that happened at `now`, for the next `persist` to write.
-    pub(super) fn add_events(&mut self, id: &ProcessId, events: Vec<Happened>, now: UnixMillis) {
-        if events.is_empty() {
-            return;
-        }
-        self.unsaved_events.entry(id.clone()).or_default().extend(
-            events
-                .into_iter()
-                .map(|happened| LifeEvent { at: now, happened }),
-        );
-    }
-
     /// Drops the observed record of `id` (nothing runs and nothing is desired).
     pub(super) fn forget_observed(&mut self, id: &ProcessId) {
         if let Some(forgotten) = self.observed.remove(id) {
@@ -900,7 +875,7 @@ impl Supervisor {
     pub(super) fn persist(&mut self) {
         if self.unsaved.is_empty()
             && self.settled_intents.is_empty()
-            && self.unsaved_events.is_empty()
+            && !self.histories.has_unsaved()
             && self.unsaved_exits.is_empty()
         {
             return;
@@ -943,34 +918,6 @@ impl Supervisor {
         let settled = std::mem::take(&mut self.settled_intents);
         if let Err(error) = self.store.settle_spawn_intents(settled) {
             tracing::warn!(error = %Chain(&error), "cannot forget the spawn intents whose processes are recorded; a restarted launcher looks for their processes");
-        }
-    }
-
-    /// Writes the events of the pass and forgets the histories of the ids the loop forgot
-    /// (neither desired nor observed any more), in ONE batch flushed with the observed records.
-    /// A forgotten id's events of this pass are not written at all: they would go with it. A
-    /// history that cannot be written is logged and left: it is what `describe` tells, not what
-    /// the loop decides by.
-    fn persist_events(&mut self) {
-        let forgotten =
-            |id: &ProcessId| !self.observed.contains_key(id) && !self.desired.contains_key(id);
-        let mut gone: BTreeSet<ProcessId> = self
-            .unsaved
-            .iter()
-            .filter(|id| forgotten(id))
-            .cloned()
-            .collect();
-        let mut appended = Vec::with_capacity(self.unsaved_events.len());
-        for (id, events) in std::mem::take(&mut self.unsaved_events) {
-            if forgotten(&id) {
-                gone.insert(id);
-            } else {
-                appended.push((id, events));
-            }
-        }
-        let gone: Vec<ProcessId> = gone.into_iter().collect();
-        if let Err(error) = self.store.record_histories(&appended, &gone) {
-            tracing::warn!(error = %Chain(&error), "cannot record the events of the processes' lives");
         }
     }
 
@@ -1049,7 +996,7 @@ mod tests {
 
     use super::*;
     use crate::reconcile::fixtures::{self, id};
-    use crate::reconcile::{Ports, ProcessSpec, ProcessType, Source};
+    use crate::reconcile::{Happened, Ports, ProcessSpec, ProcessType, Source};
     use crate::telemetry::{Metrics, Readiness, UsageBoard};
 
     const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
@@ -1355,7 +1302,16 @@ mod tests {
         supervisor.store.operate(&web, OperatorVerb::Hold).unwrap();
         supervisor.desired_changed(web.clone());
         supervisor.reconcile(NOW);
-        assert_eq!(supervisor.observed[&web].phase, Phase::Stopping);
+        // Stopping, or already stopped: the pass reaps between its steps, and a sleeper that
+        // the SIGTERM ends at once may be reaped and recorded in the pass that stopped it.
+        assert!(
+            matches!(
+                supervisor.observed[&web].phase,
+                Phase::Stopping | Phase::Stopped
+            ),
+            "{:?}",
+            supervisor.observed[&web].phase
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while supervisor.observed[&web].phase == Phase::Stopping {
             assert!(std::time::Instant::now() < deadline, "the SIGTERM ends it");
@@ -1402,12 +1358,157 @@ mod tests {
             ]
         );
 
-        // Undeclared and forgotten: its history goes with it.
+        // Undeclared and forgotten: its history goes with it, once the loop is quiet.
         supervisor.store.delete_desired(&web, &Source::Api).unwrap();
         supervisor.desired_changed(web.clone());
         supervisor.reconcile(NOW);
         assert!(!supervisor.observed.contains_key(&web));
+        assert_eq!(supervisor.store.history(&web).unwrap().len(), 6);
+        let quiet = NOW.saturating_add(Duration::from_millis(200));
+        assert_eq!(
+            supervisor.histories_forgotten_in(NOW),
+            Some(quiet.saturating_duration_since(NOW))
+        );
+        assert_eq!(
+            supervisor.histories_forgotten_in(quiet),
+            Some(Duration::ZERO)
+        );
+        supervisor.forget_quiet_histories();
         assert!(supervisor.store.history(&web).unwrap().is_empty());
+        assert_eq!(supervisor.histories_forgotten_in(quiet), None);
+    }
+
+    /// A crash during a pass of bulk work (a mass stop) is reaped between its steps and
+    /// restarted in the same pass, not after it: the pass would otherwise keep a restart
+    /// waiting for its budget, its write to the store and the reaping of every stop's exit.
+    #[tokio::test]
+    async fn a_crash_during_a_pass_of_bulk_stops_is_restarted_within_that_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let names: Vec<ProcessId> = (0..40).map(|n| id(&format!("s{n:02}"))).collect();
+        for name in &names {
+            supervisor
+                .store
+                .put_desired(name, &sleeper(), &Source::Api)
+                .unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while supervisor.has_work() || supervisor.observed.len() < names.len() {
+            assert!(std::time::Instant::now() < deadline, "all start");
+            supervisor.reconcile(NOW);
+        }
+        let pids: Vec<u32> = names
+            .iter()
+            .map(|name| supervisor.observed[name].pid.expect("started"))
+            .collect();
+        let _cleanup = Spawned(pids.clone());
+
+        // The crash: a zombie until reaped, which nothing but the pass does here.
+        let crashed = &names[0];
+        let crashed_pid = pids[0];
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(crashed_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{crashed_pid}/stat"))
+                .is_ok_and(|stat| stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'))
+        };
+        while !zombie() {
+            assert!(std::time::Instant::now() < deadline, "the SIGKILL ends it");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The bulk work: the others undeclared, planned in steps.
+        for name in &names[1..] {
+            supervisor.store.delete_desired(name, &Source::Api).unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        supervisor.reconcile(NOW);
+        let replacement = supervisor.observed[crashed].pid.expect("restarted");
+        assert_ne!(replacement, crashed_pid);
+        let _replacement = Spawned(vec![replacement]);
+        assert_eq!(supervisor.observed[crashed].phase, Phase::Running);
+    }
+
+    /// A mass stop removes no history between its reaps: the histories of forgotten ids go once
+    /// the loop is quiet, a step at a time; an id declared again before its turn starts a new
+    /// history (its old events removed in the batch that writes its new ones), and one declared
+    /// again is never forgotten by a step.
+    #[tokio::test]
+    async fn forgotten_histories_go_when_the_loop_is_quiet_and_a_declared_again_id_starts_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let names: Vec<ProcessId> = (0..100).map(|n| id(&format!("w{n:03}"))).collect();
+        let events = |supervisor: &Supervisor, id: &ProcessId| -> Vec<Happened> {
+            let history = supervisor.store.history(id).unwrap();
+            history.into_iter().map(|event| event.happened).collect()
+        };
+        for name in &names {
+            let mut spec = sleeper();
+            spec.executable = PathBuf::from("/nonexistent/never-started");
+            supervisor
+                .store
+                .put_desired(name, &spec, &Source::Api)
+                .unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        supervisor.reconcile(NOW);
+        while supervisor.has_work() {
+            supervisor.reconcile(NOW);
+        }
+        for name in &names {
+            assert!(
+                !events(&supervisor, name).is_empty(),
+                "{name} has a history"
+            );
+            supervisor.store.delete_desired(name, &Source::Api).unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        supervisor.reconcile(NOW);
+        while supervisor.has_work() {
+            supervisor.reconcile(NOW);
+        }
+        assert!(names
+            .iter()
+            .all(|name| !supervisor.observed.contains_key(name)));
+        assert!(names
+            .iter()
+            .all(|name| !events(&supervisor, name).is_empty()));
+
+        // Declared again before the quiet: its old history goes as its new one is written.
+        let again = &names[0];
+        supervisor
+            .store
+            .put_desired(again, &sleeper(), &Source::Api)
+            .unwrap();
+        supervisor.desired_changed(again.clone());
+        supervisor.reconcile(NOW);
+        let pid = supervisor.observed[again].pid.expect("started");
+        let _cleanup = Spawned(vec![pid]);
+        assert_eq!(
+            events(&supervisor, again),
+            [
+                Happened::Declared {
+                    generation: 2,
+                    source: Source::Api
+                },
+                Happened::Started { pid, generation: 2 }
+            ]
+        );
+
+        let mut steps = 0;
+        while supervisor.histories_forgotten_in(NOW).is_some() {
+            supervisor.forget_quiet_histories();
+            steps += 1;
+            assert!(steps <= 2, "64 ids a step");
+        }
+        assert_eq!(steps, 2);
+        assert!(names[1..]
+            .iter()
+            .all(|name| events(&supervisor, name).is_empty()));
+        assert_eq!(events(&supervisor, again).len(), 2, "kept: declared again");
     }
 
     #[tokio::test]
