@@ -216,31 +216,89 @@ mod tests {
         round_trip(LARGE, 2 * MAPPING_ALIGN, 2 * LARGE);
     }
 
-    /// How many pages of `len` bytes from `start` are resident, or `None` if some of the range
-    /// is not mapped at all.
-    fn resident_pages(start: *mut u8, len: usize) -> Option<usize> {
-        let pages = len.div_ceil(MAPPING_ALIGN);
-        let mut residency = vec![0u8; pages];
-        // SAFETY (test): `start` is page-aligned (checked by the callers) and `residency` holds
+    /// The pages of the 6 MiB block that `a_large_zeroed_block_…` checks.
+    const BLOCK_PAGES: usize = 6 * LARGE / MAPPING_ALIGN;
+
+    /// How many of the `BLOCK_PAGES` pages from `start` are resident, or `None` if some of the
+    /// range is not mapped at all. Allocates nothing (it runs in a forked child).
+    fn resident_pages(start: *mut u8) -> Option<usize> {
+        let mut residency = [0u8; BLOCK_PAGES];
+        // SAFETY (test): `start` is page-aligned (checked by the caller) and `residency` holds
         // a byte for every page of the range.
-        let status = unsafe { libc::mincore(start.cast(), len, residency.as_mut_ptr()) };
+        let status = unsafe {
+            libc::mincore(
+                start.cast(),
+                BLOCK_PAGES * MAPPING_ALIGN,
+                residency.as_mut_ptr(),
+            )
+        };
         (status == 0).then(|| residency.iter().filter(|page| *page & 1 == 1).count())
     }
 
-    #[test]
-    fn a_large_zeroed_block_is_resident_only_once_written_and_returned_when_freed() {
-        let layout = Layout::from_size_align(6 * LARGE, 8).unwrap();
+    /// The checks of `a_large_zeroed_block_…`, as an exit code: 0 when all hold, else the
+    /// number of the first that failed. Makes no allocation but the block's own mapping, so
+    /// that it may run in a forked child.
+    fn large_zeroed_block_checks() -> i32 {
+        let layout = Layout::from_size_align(BLOCK_PAGES * MAPPING_ALIGN, 8).unwrap();
         // SAFETY (test): a layout of non-zero size; the block is used within it and freed with
         // it.
         unsafe {
             let block = Allocator.alloc_zeroed(layout);
-            assert!(!block.is_null());
-            assert_eq!(block as usize % MAPPING_ALIGN, 0);
-            assert_eq!(resident_pages(block, layout.size()), Some(0));
+            if block.is_null() || block as usize % MAPPING_ALIGN != 0 {
+                return 1;
+            }
+            if resident_pages(block) != Some(0) {
+                return 2;
+            }
             *block.add(LARGE) = 1;
-            assert_eq!(resident_pages(block, layout.size()), Some(1));
+            if resident_pages(block) != Some(1) {
+                return 3;
+            }
             Allocator.dealloc(block, layout);
-            assert_eq!(resident_pages(block, layout.size()), None, "still mapped");
+            if resident_pages(block).is_some() {
+                return 4;
+            }
+        }
+        0
+    }
+
+    /// Checked in a forked child, where no other thread runs: in the test process, another
+    /// test's thread could map the freed range again between the free and the check. The
+    /// child's answer comes through a pipe, not its exit status, which another test's sweep of
+    /// the process's children (`reaper::reap_all`) may reap first.
+    #[test]
+    fn a_large_zeroed_block_is_resident_only_once_written_and_returned_when_freed() {
+        use std::io::{Read, Write};
+        // Close-on-exec, so no child another test spawns meanwhile holds the pipe open.
+        let (mut answers, mut answer) = std::io::pipe().unwrap();
+        // SAFETY (test): the child runs only `large_zeroed_block_checks` and a write (system
+        // calls, no lock another thread could hold) and leaves with `_exit`, running no
+        // destructor or exit handler of the parent's.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let failed = large_zeroed_block_checks();
+                let code = if answer.write_all(&[failed as u8]).is_ok() {
+                    0
+                } else {
+                    1
+                };
+                // SAFETY (test): ends the forked child at once, as above.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(answer);
+                let mut failed = Vec::new();
+                answers.read_to_end(&mut failed).unwrap();
+                // Reaped here, unless a sweep of another test did it first.
+                let _ = nix::sys::wait::waitpid(child, None);
+                assert_eq!(
+                    failed,
+                    [0],
+                    "no answer: the child died; 1: not a page-aligned block, 2: resident \
+                     before written, 3: more than the written page resident, 4: still mapped \
+                     once freed"
+                );
+            }
         }
     }
 }
