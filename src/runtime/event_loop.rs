@@ -38,6 +38,9 @@ pub enum Event {
     OrphanScan(Vec<(u32, super::signals::Identity)>),
     /// A sweep for what ended processes left behind is done (the next may start).
     InheritedSwept,
+    /// The store can be called again without waiting: a release of its memory is over, or it
+    /// was opened again after a failed reopen. What the loop left for it is taken up.
+    StoreUsable,
 }
 
 #[derive(Clone)]
@@ -218,9 +221,9 @@ async fn run_loop(
                     supervisor.handle(event);
                 }
             }
-            Ok(read) = specs_read.wait_for(|read| *read), if !supervisor.spec_files_are_read() => {
+            Ok(read) = specs_read.wait_for(|read| *read), if !supervisor.spec_directory_scan_told() => {
                 drop(read);
-                supervisor.spec_files_read();
+                supervisor.spec_directory_read();
             }
             changed = admin_suspension_changed(&mut admin_suspended), if admin_suspended.is_some() => {
                 match changed {

@@ -102,9 +102,10 @@ impl Supervisor {
     }
 
     /// How long until `forget_quiet_histories` should run: `None` while no history waits to be
-    /// forgotten.
+    /// forgotten, or while the store is busy (`Store::is_busy`: the loop would wait for it, or
+    /// the removal fail; the loop turns again when it is usable, `Event::StoreUsable`).
     pub fn histories_forgotten_in(&self, now: UnixMillis) -> Option<Duration> {
-        if self.histories.to_forget.is_empty() {
+        if self.histories.to_forget.is_empty() || self.store.is_busy() {
             return None;
         }
         let quiet_since = self.histories.busy_at.unwrap_or(now);

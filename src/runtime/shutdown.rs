@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::event_loop::Event;
 use super::supervisor::Supervisor;
+use crate::error_chain::Chain;
 use crate::reconcile::{stop_grace, Action, ProcessId, ShutdownSchedule, StopReason};
 
 /// Extra time given after the longest grace period before shutdown gives up on a child.
@@ -25,6 +26,11 @@ impl Supervisor {
         receiver: &mut mpsc::UnboundedReceiver<Event>,
     ) {
         let started = self.now();
+        // A store left closed by a failed reopen is tried once more, here on the loop's thread:
+        // nothing else waits for the loop now, and the last records are worth the moment.
+        if let Err(error) = self.store.open_again() {
+            tracing::error!(error = %Chain(&error), "the store is closed; what the shutdown changes is not recorded, and the next start finds the processes from the records before it");
+        }
         if self.config.keep_processes {
             let running = self.live_ids().len();
             tracing::info!(processes = running, "shutting down with --keep-processes: leaving every process running for the next launcher to adopt");

@@ -48,9 +48,16 @@ const BURST_QUIET: Duration = Duration::from_secs(1);
 /// a reopen, a few tens of milliseconds, is small beside a burst of this size.
 const STORE_RELEASE_BURST: usize = 1_000;
 
-/// How soon the loop comes back for what it left while the store was busy being opened again
-/// (`Store::is_busy`): the writes of a pass, the desired records to read again.
-const BUSY_RETRY: Duration = Duration::from_millis(5);
+/// How soon the loop comes back for what it left for the store while the store was busy
+/// (`Store::is_busy`: a release of its memory under way, or sled closed after a failed reopen),
+/// unless `Event::StoreUsable` comes first (a release or a reopen that ended sends it): the
+/// writes of a pass, the desired records to read again, the resync after the spec directory's
+/// scan. A fallback, not the way back: a store that stays closed costs the loop a look a second.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// How long after a failed reopen of the store the next is tried (off the loop, see
+/// `reopen_store_until_open`): an attempt holds every store call up for as long as it runs.
+const REOPEN_RETRY_GAP: Duration = Duration::from_secs(1);
 
 /// How many ids that are not urgent one step of a pass plans.
 const BULK_STEP: usize = 16;
@@ -99,12 +106,18 @@ pub struct Supervisor {
     /// an exit costs no store call before its restart; one the store could not take stays for
     /// the next pass, unless a later exit of the id replaces it (the store keeps the last).
     unsaved_exits: HashMap<ProcessId, (ExitStatus, UnixMillis)>,
-    /// The last pass left its writes for later because the store was busy being opened again:
-    /// the loop comes back for them after `BUSY_RETRY`.
+    /// The last pass left its writes for later because the store was busy (`Store::is_busy`):
+    /// written by the next pass once it is not (see `store_retry_at`).
     persist_deferred: bool,
-    /// Ids whose desired record changed while the store was busy being opened again: read once
-    /// it is back (the loop comes back for them after `BUSY_RETRY`).
+    /// Ids whose desired record changed while the store was busy: read once it is not (see
+    /// `store_retry_at`).
     changed_while_busy: BTreeSet<ProcessId>,
+    /// The spec directory's first scan is done: what files declare may move once a resync
+    /// after it has read the store (`sources_read.files`), tried again until one does.
+    spec_directory_scanned: bool,
+    /// When the loop next takes up what it left for the store (the three above), unless
+    /// `Event::StoreUsable` comes first; `None` when nothing is left.
+    store_retry_at: Option<UnixMillis>,
     pub(super) jitter: Jitter,
     pub(super) kernel_log: KernelLog,
     /// The processes' cgroups, in cgroup mode.
@@ -174,6 +187,8 @@ impl Supervisor {
             unsaved_exits: HashMap::new(),
             persist_deferred: false,
             changed_while_busy: BTreeSet::new(),
+            spec_directory_scanned: false,
+            store_retry_at: None,
             kernel_log: KernelLog::open(),
             adopted: HashMap::new(),
             orphans: HashSet::new(),
@@ -188,10 +203,6 @@ impl Supervisor {
             sources_read: SourcesRead::NONE,
             desired_loaded: false,
         }
-    }
-
-    pub fn spec_files_are_read(&self) -> bool {
-        self.sources_read.files
     }
 
     /// prism-admin's processes are suspended (it has been unreachable for longer than the
@@ -221,16 +232,40 @@ impl Supervisor {
         self.dirty.extend(admin_owned);
     }
 
-    /// The spec directory has been read in full: what files declare can move now. The desired
-    /// state is read again first, so that no notice of the scan's writes still on its way can
-    /// leave a record the scan removed to be acted on.
-    pub fn spec_files_read(&mut self) {
-        if !self.sources_read.files {
-            self.sources_read.files = true;
-            tracing::debug!("spec directory read; planning what files declare");
-            if let Err(error) = self.resync() {
-                tracing::error!(error = %Chain(&error), "cannot read the desired state after the spec directory scan; planning the last known one");
-                self.dirty.extend(self.desired.keys().cloned());
+    /// Whether the spec directory's first scan has been told (`spec_directory_read`).
+    pub fn spec_directory_scan_told(&self) -> bool {
+        self.spec_directory_scanned
+    }
+
+    /// The spec directory has been read in full: what files declare can move once the desired
+    /// state has been read again after the scan, so that no notice of the scan's writes still
+    /// on its way can leave a record the scan removed (a spec deleted while the launcher was
+    /// down) to be acted on. Until a resync succeeds, files are not taken as read, and what
+    /// they declare waits: a store that is busy or fails is tried again (`store_retry_at`),
+    /// never planned from the records read before the scan.
+    pub fn spec_directory_read(&mut self) {
+        self.spec_directory_scanned = true;
+        self.take_spec_files_as_read();
+    }
+
+    /// Reads the desired state again after the spec directory's scan and, once that succeeds,
+    /// takes the files as read. Never waits for the store: while it is busy, it is left for
+    /// later.
+    fn take_spec_files_as_read(&mut self) {
+        if !self.spec_directory_scanned || self.sources_read.files {
+            return;
+        }
+        if self.store.is_busy() {
+            tracing::debug!("the store is busy; what files declare waits for the resync after the spec directory's scan");
+            return;
+        }
+        match self.resync() {
+            Ok(()) => {
+                self.sources_read.files = true;
+                tracing::debug!("spec directory read; planning what files declare");
+            }
+            Err(error) => {
+                tracing::error!(error = %Chain(&error), "cannot read the desired state after the spec directory scan; nothing that files declare starts, changes or stops until it can (tried again every second)");
             }
         }
     }
@@ -296,11 +331,11 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The periodic `resync`, unless the store is busy being opened again (`Store::is_busy`):
-    /// then the next tick does it, and the loop does not wait for the store meanwhile.
+    /// The periodic `resync`, unless the store is busy (`Store::is_busy`): then the next tick
+    /// does it, and the loop does not wait for the store meanwhile.
     pub fn periodic_resync(&mut self) -> Result<(), StoreError> {
         if self.store.is_busy() {
-            tracing::debug!("the store is being opened again; the resync waits for the next tick");
+            tracing::debug!("the store is busy; the resync waits for the next tick");
             return Ok(());
         }
         self.resync()
@@ -395,6 +430,7 @@ impl Supervisor {
             Event::OrphanScan(found) => self.orphans_found(found),
             // The pass that follows every event sweeps for what ended since.
             Event::InheritedSwept => self.inherited_sweep_running = false,
+            Event::StoreUsable => self.store_usable(now),
             Event::ProbeResult { id, pid, result } => self.probe_result(id, pid, result, now),
         }
     }
@@ -610,19 +646,63 @@ impl Supervisor {
     }
 
     /// The time until the earliest timer, until the burst under way is over (see
-    /// `BURST_QUIET`), or until what was left while the store was busy is taken up again
-    /// (`BUSY_RETRY`), if any.
+    /// `BURST_QUIET`), or until what was left for the store is taken up again
+    /// (`store_retry_at`), if any.
     pub fn next_timer(&self) -> Option<Duration> {
         let now = self.now();
         let burst_over_in = self
             .burst_over_at
             .map(|at| at.saturating_duration_since(now));
-        let busy_retry_in =
-            (self.persist_deferred || !self.changed_while_busy.is_empty()).then_some(BUSY_RETRY);
-        [self.timers.next_in(now), burst_over_in, busy_retry_in]
+        let store_retry_in = self
+            .store_retry_at
+            .map(|at| at.saturating_duration_since(now));
+        [self.timers.next_in(now), burst_over_in, store_retry_in]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Whether the loop left something for the store to take once it is not busy.
+    fn left_for_store(&self) -> bool {
+        self.persist_deferred
+            || !self.changed_while_busy.is_empty()
+            || (self.spec_directory_scanned && !self.sources_read.files)
+    }
+
+    /// The store can be called without waiting again (`Event::StoreUsable`): what was left for
+    /// it is taken up in the pass that follows.
+    fn store_usable(&mut self, now: UnixMillis) {
+        if self.left_for_store() {
+            self.store_retry_at = Some(now);
+        }
+    }
+
+    /// Takes up what was left for the store when its time has come (`store_retry_at`), unless
+    /// the store is still busy: the desired records to read again and the resync after the
+    /// spec directory's scan (the writes go with the pass, `persist_unless_releasing`).
+    fn retry_what_was_left_for_the_store(&mut self, now: UnixMillis) {
+        if !self.store_retry_at.is_some_and(|at| at <= now) {
+            return;
+        }
+        self.store_retry_at = None;
+        if self.store.is_busy() {
+            return;
+        }
+        for id in std::mem::take(&mut self.changed_while_busy) {
+            self.desired_changed(id);
+        }
+        self.take_spec_files_as_read();
+    }
+
+    /// Sets when the loop comes back for what it left for the store (`STORE_RETRY` from now),
+    /// or clears it when nothing is left. A time already set and still ahead stays, so that
+    /// what keeps failing is tried once per `STORE_RETRY`, never at every turn of the loop.
+    fn schedule_store_retry(&mut self, now: UnixMillis) {
+        if !self.left_for_store() {
+            self.store_retry_at = None;
+        } else if !self.store_retry_at.is_some_and(|at| at > now) {
+            self.store_retry_at = Some(now.saturating_add(STORE_RETRY));
+        }
     }
 
     pub fn timers_due(&mut self) {
@@ -644,11 +724,7 @@ impl Supervisor {
     /// Between steps, due timers join the next step (which comes even past the budget, for
     /// urgent ids alone).
     pub fn reconcile(&mut self, now: UnixMillis) {
-        if !self.changed_while_busy.is_empty() && !self.store.is_busy() {
-            for id in std::mem::take(&mut self.changed_while_busy) {
-                self.desired_changed(id);
-            }
-        }
+        self.retry_what_was_left_for_the_store(now);
         if self.has_work() || !self.unsaved.is_empty() || self.persist_deferred {
             self.histories.busy(now);
             let span = tracing::debug_span!(
@@ -725,6 +801,7 @@ impl Supervisor {
                 }
             }
         }
+        self.schedule_store_retry(self.now());
         self.kill_inherited_soon();
     }
 
@@ -752,21 +829,42 @@ impl Supervisor {
     }
 
     /// Has the store open sled again and then gives the freed memory back, on a blocking
-    /// thread of the shared runtime: the loop goes on, and its next store call waits for the
-    /// reopen if it comes before the end of it.
-    fn release_store_memory(&self) {
-        let store = self.store.clone();
-        self.side.spawn_blocking(move || {
-            match store.release_memory() {
-                Ok(held_up) => tracing::info!(
+    /// thread of the shared runtime: the loop goes on, leaving its store calls for later while
+    /// the store is busy (`Store::is_busy`; a call that began just before waits for the
+    /// release). A reopen that fails is tried again off the loop too, every
+    /// `REOPEN_RETRY_GAP` (`reopen_store_until_open`). Once the store is usable again, the loop
+    /// is told (`Event::StoreUsable`) and takes up what it left.
+    pub(super) fn release_store_memory(&self) {
+        let store = Arc::clone(&self.store);
+        let events = self.events.clone();
+        self.side.spawn(async move {
+            let releasing = Arc::clone(&store);
+            let released = tokio::task::spawn_blocking(move || {
+                let released = releasing.release_memory();
+                release_freed_memory();
+                released
+            })
+            .await;
+            match released {
+                Ok(Ok(held_up)) => tracing::info!(
                     held_up_ms = held_up.as_millis(),
                     "the store was opened again to give back the memory of a burst"
                 ),
-                Err(error) => {
-                    tracing::error!(error = %Chain(&error), "cannot open the store again after closing it to give back its memory; store calls fail until an attempt a second later succeeds")
+                Ok(Err(error @ StoreError::Reopen { .. })) => {
+                    tracing::error!(error = %Chain(&error), "the store gave its memory back but could not be opened again; trying again every second");
+                    reopen_store_until_open(&store).await;
+                }
+                // The flush before the close failed: sled was left open as it was.
+                Ok(Err(error)) => {
+                    tracing::error!(error = %Chain(&error), "cannot give back the store's memory; the store stays open as it was");
+                }
+                Err(panicked) => {
+                    tracing::error!(error = %panicked, "giving back the store's memory panicked; store calls fail until an attempt to open it again succeeds (tried every second)");
+                    reopen_store_until_open(&store).await;
                 }
             }
-            release_freed_memory();
+            // The loop may be gone (shut down): nothing is left to tell.
+            let _ = events.send(Event::StoreUsable);
         });
     }
 
@@ -858,9 +956,10 @@ impl Supervisor {
         self.dirty.extend(self.capacity.pending().cloned());
     }
 
-    /// `persist`, unless the store is busy being opened again (`Store::release_memory`, after a
-    /// burst; `Store::is_busy`): then the writes wait for a later pass (`BUSY_RETRY`), and
-    /// the loop goes on with what needs no store, restarts included. Nothing is lost meanwhile: the records stay
+    /// `persist`, unless the store is busy (`Store::is_busy`: a release of its memory after a
+    /// burst under way, or sled closed after a failed reopen): then the writes wait for a later
+    /// pass (`store_retry_at`, or sooner when `Event::StoreUsable` comes), and the loop goes on
+    /// with what needs no store, restarts included. Nothing is lost meanwhile: the records stay
     /// in `unsaved` and the spawn intents in the journal, so a crash before the write adopts
     /// what was started. A release that begins just after the check still holds this pass up.
     fn persist_unless_releasing(&mut self) {
@@ -947,6 +1046,34 @@ impl Supervisor {
                 }
             }
         });
+    }
+}
+
+/// Tries to open the store again every `REOPEN_RETRY_GAP` until it is open (`Store::open_again`,
+/// which does nothing on a store that is open), each attempt on a blocking thread: never on the
+/// loop's, whose store calls fail at once meanwhile (it leaves them for later). Logs the first
+/// attempts and then fewer (1, 2, 4, 8... attempts), so that a store that never comes back
+/// does not flood the log.
+async fn reopen_store_until_open(store: &Arc<Store>) {
+    let mut attempts: u64 = 0;
+    loop {
+        tokio::time::sleep(REOPEN_RETRY_GAP).await;
+        attempts += 1;
+        let opening = Arc::clone(store);
+        match tokio::task::spawn_blocking(move || opening.open_again()).await {
+            Ok(Ok(())) => {
+                tracing::info!(attempts, "the store is open again");
+                return;
+            }
+            Ok(Err(error)) if attempts.is_power_of_two() => {
+                tracing::error!(attempts, error = %Chain(&error), "the store still cannot be opened again; store calls fail meanwhile");
+            }
+            Ok(Err(_)) => {}
+            Err(panicked) if attempts.is_power_of_two() => {
+                tracing::error!(attempts, error = %panicked, "opening the store again panicked; store calls fail meanwhile");
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -1203,13 +1330,14 @@ mod tests {
             supervisor.desired_changed(api.clone());
             supervisor.reconcile(NOW);
             assert!(!supervisor.desired.contains_key(&api));
-            // Its writes wait, and the loop comes back for them soon.
+            // Its writes wait, and the loop comes back for them when told, or in a while.
             assert!(supervisor.unsaved.contains(&web));
-            assert_eq!(supervisor.next_timer(), Some(BUSY_RETRY));
+            assert_eq!(supervisor.next_timer(), Some(STORE_RETRY));
             restarted
         };
 
-        supervisor.timers_due();
+        // As the release's end tells the loop.
+        supervisor.handle(Event::StoreUsable);
         supervisor.reconcile(NOW);
         let started = supervisor.observed[&api]
             .pid
@@ -1247,7 +1375,7 @@ mod tests {
         let mut cleanup = Spawned(vec![first]);
         let store = Arc::clone(&supervisor.store);
 
-        // sled could not be opened again after a release: every store call fails for a moment.
+        // sled could not be opened again after a release: every store call fails.
         store.close_as_if_reopen_failed();
         let pid = nix::unistd::Pid::from_raw(first as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -1258,20 +1386,13 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         cleanup.0.clear();
-        // A pass whose writes all fail (the store was not busy when it looked, and its first
-        // call's attempt to open sled again failed).
+        // A pass whose writes all fail (the store was not busy when it looked, and closed just
+        // after).
         supervisor.persist();
         assert!(supervisor.unsaved.contains(&web), "kept for a later pass");
 
         // The store comes back; the next pass writes what the failed one could not.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while store.desired(&web).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the store opens again"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        store.open_again().unwrap();
         supervisor.reconcile(NOW);
         if let Some(restarted) = supervisor.observed[&web].pid {
             cleanup.0.push(restarted);
@@ -1281,6 +1402,322 @@ mod tests {
             store.last_exit(&web).unwrap(),
             Some((ExitStatus::Signal(9), NOW)),
             "the exit RevokeProcess answers with is not lost"
+        );
+    }
+
+    /// Keeps what the supervisor sends the loop (`Event`s) for the test to read.
+    fn events_of(supervisor: &mut Supervisor) -> mpsc::UnboundedReceiver<Event> {
+        let (events, receiver) = mpsc::unbounded_channel();
+        supervisor.events = events;
+        receiver
+    }
+
+    /// Gives `supervisor` a clock that starts at `NOW` and moves only when the test moves it.
+    fn controlled_clock(supervisor: &mut Supervisor) -> Arc<std::sync::atomic::AtomicU64> {
+        let clock = Arc::new(std::sync::atomic::AtomicU64::new(NOW.0));
+        supervisor.config.clock = {
+            let clock = Arc::clone(&clock);
+            Arc::new(move || UnixMillis(clock.load(std::sync::atomic::Ordering::SeqCst)))
+        };
+        clock
+    }
+
+    fn advance(clock: &std::sync::atomic::AtomicU64, by: Duration) {
+        clock.fetch_add(
+            u64::try_from(by.as_millis()).unwrap(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Kills the process of `id` (a child of `supervisor`) and waits, with a deadline, until
+    /// the supervisor has reaped it.
+    fn crash(supervisor: &mut Supervisor, id: &ProcessId) {
+        let pid = supervisor.observed[id].pid.expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while supervisor.observed[id].pid == Some(pid) {
+            assert!(std::time::Instant::now() < deadline, "the crash is reaped");
+            supervisor.reap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A store closed after a failed reopen is opened again off the loop (`open_again`, from
+    /// `reopen_store_until_open`), never by the loop's own calls however long it stays closed,
+    /// and the loop neither waits for it nor spins meanwhile: what it leaves for the store is
+    /// taken up when it is told the store is usable, or a `STORE_RETRY` later.
+    #[tokio::test]
+    async fn the_loop_never_opens_a_closed_store_nor_spins_and_takes_its_work_up_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let clock = controlled_clock(&mut supervisor);
+        let (web, api) = (id("web"), id("api"));
+        let store = Arc::clone(&supervisor.store);
+        store.put_desired(&web, &sleeper(), &Source::Api).unwrap();
+        supervisor.desired_changed(web.clone());
+        supervisor.reconcile(supervisor.now());
+        let first = supervisor.observed[&web].pid.expect("started");
+        let mut cleanup = Spawned(vec![first]);
+        // Declared just before the store closes: its notice comes while it is closed.
+        store.put_desired(&api, &sleeper(), &Source::Api).unwrap();
+        store.close_as_if_reopen_failed();
+
+        crash(&mut supervisor, &web);
+        cleanup.0.clear();
+        supervisor.desired_changed(api.clone());
+        supervisor.reconcile(supervisor.now());
+        let restarted = supervisor.observed[&web].pid.expect("restarted at once");
+        cleanup.0.push(restarted);
+        assert!(supervisor.persist_deferred);
+        assert!(
+            !supervisor.desired.contains_key(&api),
+            "read once it is back"
+        );
+        assert_eq!(
+            supervisor.next_timer(),
+            Some(STORE_RETRY),
+            "a look a second, not a spin"
+        );
+
+        // Long past the gap after which a reopen is tried again: the loop's passes and their
+        // retries, due or not, still do not open the store (only `open_again` does, off the
+        // loop), and each retry that finds it closed puts the next off by `STORE_RETRY`.
+        std::thread::sleep(REOPEN_RETRY_GAP + Duration::from_millis(100));
+        for _ in 0..3 {
+            supervisor.reconcile(supervisor.now());
+            advance(&clock, STORE_RETRY);
+            supervisor.timers_due();
+            supervisor.reconcile(supervisor.now());
+            assert_eq!(supervisor.next_timer(), Some(STORE_RETRY));
+        }
+        assert!(store.is_busy(), "the loop's calls did not open the store");
+        assert!(matches!(
+            store.desired(&web),
+            Err(StoreError::Closed { .. })
+        ));
+        assert!(supervisor.persist_deferred);
+
+        // Opened again off the loop, which is told.
+        store.open_again().unwrap();
+        supervisor.handle(Event::StoreUsable);
+        supervisor.reconcile(supervisor.now());
+        let started = supervisor.observed[&api].pid.expect("started once read");
+        cleanup.0.push(started);
+        supervisor.reconcile(supervisor.now());
+        assert!(!supervisor.persist_deferred);
+        assert!(supervisor.unsaved.is_empty());
+        assert_eq!(supervisor.store_retry_at, None);
+        assert_eq!(
+            store.observed(&web).unwrap().and_then(|o| o.pid),
+            Some(restarted)
+        );
+        assert_eq!(
+            store.observed(&api).unwrap().and_then(|o| o.pid),
+            Some(started)
+        );
+    }
+
+    /// A release whose reopen fails (the release task the loop starts, `release_store_memory`)
+    /// leaves the store closed, and the reopen is tried again off the loop until it succeeds;
+    /// only then is the loop told.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_reopen_is_retried_off_the_loop_until_the_store_opens_and_then_the_loop_is_told(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let mut events = events_of(&mut supervisor);
+        let store = Arc::clone(&supervisor.store);
+        let web = id("web");
+        let declared = store.put_desired(&web, &sleeper(), &Source::Api).unwrap();
+        let kept = store.keep_open_through_releases();
+
+        supervisor.release_store_memory();
+
+        // Closed once the release has failed to open it again (a call made during the release
+        // waits for it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match store.desired(&web) {
+                Err(StoreError::Closed { .. }) => break,
+                Ok(_) => {
+                    assert!(std::time::Instant::now() < deadline, "the release fails");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(error) => panic!("{error:?}"),
+            }
+        }
+        assert!(store.is_busy());
+        assert!(
+            matches!(
+                events.try_recv(),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty)
+            ),
+            "not told while the store is closed"
+        );
+
+        drop(kept);
+        let told = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("the store opens again within the deadline")
+            .expect("the channel is open");
+        assert!(matches!(told, Event::StoreUsable), "{told:?}");
+        assert!(!store.is_busy());
+        assert_eq!(store.desired(&web).unwrap(), Some(declared));
+    }
+
+    /// A spec deleted while the launcher was down never starts, even when the resync after the
+    /// spec directory's scan cannot read the store: files are not taken as read until a resync
+    /// succeeds, and what they declare waits until then.
+    #[tokio::test]
+    async fn a_failing_resync_after_the_spec_directory_scan_starts_nothing_until_one_succeeds() {
+        use crate::store::SourceSet;
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let store = Arc::clone(&supervisor.store);
+        let (gone, kept) = (id("gone"), id("kept"));
+        let file = |name: &str| Source::File {
+            path: PathBuf::from(format!("/specs/{name}.yaml")),
+        };
+        // Declared by two files at the last run.
+        store.put_desired(&gone, &sleeper(), &file("gone")).unwrap();
+        store.put_desired(&kept, &sleeper(), &file("kept")).unwrap();
+        supervisor.resync().unwrap();
+        supervisor.reconcile(NOW);
+        assert!(supervisor.observed.is_empty(), "the files are not read yet");
+        // The scan finds gone.yaml deleted while the launcher was down; the notice of the
+        // removal is still on its way when the store closes.
+        store
+            .apply_sources(&[SourceSet {
+                source: &file("gone"),
+                specs: &[],
+                released: &[],
+            }])
+            .unwrap();
+        store.close_as_if_reopen_failed();
+
+        supervisor.spec_directory_read();
+        supervisor.reconcile(NOW);
+
+        assert!(!supervisor.sources_read.files);
+        assert!(
+            supervisor.observed.is_empty(),
+            "nothing started: {:?}",
+            supervisor.observed.keys().collect::<Vec<_>>()
+        );
+        assert!(supervisor.pids.is_empty());
+        assert!(supervisor.spec_directory_scan_told());
+        assert_eq!(supervisor.next_timer(), Some(STORE_RETRY));
+
+        store.open_again().unwrap();
+        supervisor.handle(Event::StoreUsable);
+        supervisor.reconcile(NOW);
+        assert!(supervisor.sources_read.files);
+        let started = supervisor.observed[&kept]
+            .pid
+            .expect("what files declare starts");
+        let _cleanup = Spawned(vec![started]);
+        assert!(!supervisor.desired.contains_key(&gone));
+        assert!(!supervisor.observed.contains_key(&gone), "never started");
+        assert_eq!(supervisor.store_retry_at, None);
+    }
+
+    /// The real trigger, end to end: a burst of `STORE_RELEASE_BURST` actions, over once the
+    /// loop has been quiet for `BURST_QUIET`, has the store closed and opened again on a thread
+    /// of the shared runtime (`release_store_memory`), which tells the loop when it is done.
+    /// Every record is still there after, and the loop goes on: a crash is restarted and
+    /// written, a new declaration read and started.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_a_thousand_actions_has_the_store_opened_again_keeping_every_record() {
+        use crate::store::SourceSet;
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let clock = controlled_clock(&mut supervisor);
+        let mut events = events_of(&mut supervisor);
+        let store = Arc::clone(&supervisor.store);
+        // A thousand starts that fail at once: actions as real as any, without a thousand
+        // processes.
+        let mut never_started = sleeper();
+        never_started.executable = PathBuf::from("/nonexistent/never-started");
+        let specs: Vec<(ProcessId, ProcessSpec)> = (0..STORE_RELEASE_BURST)
+            .map(|n| (id(&format!("f{n:04}")), never_started.clone()))
+            .collect();
+        let many = Source::File {
+            path: PathBuf::from("/specs/many.yaml"),
+        };
+        store
+            .apply_sources(&[SourceSet {
+                source: &many,
+                specs: &specs,
+                released: &[],
+            }])
+            .unwrap();
+        let web = id("web");
+        store.put_desired(&web, &sleeper(), &Source::Api).unwrap();
+        supervisor.resync().unwrap();
+        supervisor.spec_directory_read();
+        assert!(supervisor.sources_read.files);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while supervisor.has_work() {
+            assert!(std::time::Instant::now() < deadline, "the burst is planned");
+            supervisor.reconcile(supervisor.now());
+        }
+        let first = supervisor.observed[&web].pid.expect("started");
+        let mut cleanup = Spawned(vec![first]);
+        assert_eq!(supervisor.observed.len(), STORE_RELEASE_BURST + 1);
+        assert!(
+            supervisor.burst >= STORE_RELEASE_BURST,
+            "{} actions",
+            supervisor.burst
+        );
+
+        // Quiet for a moment: the burst is over, and the store is released.
+        advance(&clock, BURST_QUIET);
+        supervisor.reconcile(supervisor.now());
+        assert_eq!(supervisor.burst, 0);
+        let told = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("the release ends within the deadline")
+            .expect("the channel is open");
+        assert!(matches!(told, Event::StoreUsable), "{told:?}");
+        assert!(!store.is_busy());
+
+        let (desired, corrupt) = store.all_desired().unwrap();
+        assert!(corrupt.is_empty());
+        assert_eq!(desired.len(), STORE_RELEASE_BURST + 1);
+        for record in desired {
+            assert_eq!(supervisor.desired.get(&record.id), Some(&record));
+        }
+        let (observed, corrupt) = store.all_observed().unwrap();
+        assert!(corrupt.is_empty());
+        assert_eq!(observed.len(), STORE_RELEASE_BURST + 1);
+        for record in observed {
+            assert_eq!(supervisor.observed.get(&record.id), Some(&record));
+        }
+
+        // The loop goes on with the store opened again.
+        supervisor.handle(told);
+        crash(&mut supervisor, &web);
+        cleanup.0.clear();
+        supervisor.reconcile(supervisor.now());
+        let restarted = supervisor.observed[&web].pid.expect("restarted");
+        cleanup.0.push(restarted);
+        assert_eq!(
+            store.observed(&web).unwrap().and_then(|o| o.pid),
+            Some(restarted)
+        );
+        let api = id("api");
+        store.put_desired(&api, &sleeper(), &Source::Api).unwrap();
+        supervisor.desired_changed(api.clone());
+        supervisor.reconcile(supervisor.now());
+        let started = supervisor.observed[&api].pid.expect("started");
+        cleanup.0.push(started);
+        assert_eq!(
+            store.observed(&api).unwrap().and_then(|o| o.pid),
+            Some(started)
         );
     }
 

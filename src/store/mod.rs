@@ -130,7 +130,7 @@ pub enum StoreError {
     /// sled could not be opened again after `Store::release_memory` closed it.
     #[error(
         "cannot open the store at {path} again after closing it to give its memory back; \
-         the next store call tries again"
+         store calls fail until an attempt to open it again succeeds"
     )]
     Reopen {
         path: PathBuf,
@@ -146,10 +146,11 @@ pub enum StoreError {
          opened again, and no new store is made in its place; restart the launcher"
     )]
     Replaced { path: PathBuf },
-    /// A call made within `REOPEN_RETRY_GAP` of a failed attempt to open sled again.
+    /// A call made while sled is closed after a failed attempt to open it again, until
+    /// `Store::open_again` succeeds.
     #[error(
-        "the store at {path} is closed: opening it again after it gave its memory back failed \
-         a moment ago, and is tried again within a second"
+        "the store at {path} is closed: opening it again after it gave its memory back failed, \
+         and the launcher tries again every second"
     )]
     Closed { path: PathBuf },
     #[error("store operation failed while {action}")]
@@ -259,16 +260,11 @@ pub enum Assigned {
 /// The launcher's persistent state.
 pub struct Store {
     path: PathBuf,
-    /// The lock that keeps other launchers out of this store for as long as it is open, sled's
-    /// own lock included: held across `release_memory`, which lets go of sled's lock for a
-    /// moment.
-    _lock: StoreLock,
     /// Which file sled's database is (`db` in the store's directory, as opened): sled opens the
     /// path again only while it still names that file.
     db_file: FileIdentity,
     /// sled's database and trees, taken for reading by every call that uses them (`with_trees`)
-    /// and for writing by `release_memory` (and by a call that opens sled again after a
-    /// `release_memory` could not).
+    /// and for writing by `release_memory` and `open_again`.
     trees: RwLock<Slot>,
     /// The sequence number of each id's next event, for the ids whose history this run wrote.
     /// Outside `Trees`: what it says is on disk, so it holds across a reopen.
@@ -282,27 +278,21 @@ pub struct Store {
     /// the loop's outcome without polling.
     observed_epoch: watch::Sender<u64>,
     observed_unflushed: AtomicBool,
+    /// The lock that keeps other launchers out of this store for as long as it is open, sled's
+    /// own lock included: held across `release_memory`, which lets go of sled's lock for a
+    /// moment. Declared last, so that it is dropped last (fields drop in order): only once
+    /// sled is closed may another launcher open the store.
+    _lock: StoreLock,
 }
 
 /// What `Store::trees` holds.
 enum Slot {
     Open(Trees),
-    /// `release_memory` closed sled and could not open it again (or sled's drop failed) at
-    /// `failed_at`: calls fail at once with `StoreError::Closed` until `REOPEN_RETRY_GAP` has
-    /// passed, then the next call tries again.
-    Closed {
-        failed_at: Instant,
-    },
-}
-
-impl Slot {
-    /// Whether sled failed to open again less than `REOPEN_RETRY_GAP` ago.
-    fn closed_recently(&self) -> bool {
-        match self {
-            Slot::Open(_) => false,
-            Slot::Closed { failed_at } => failed_at.elapsed() < REOPEN_RETRY_GAP,
-        }
-    }
+    /// `release_memory` closed sled and could not open it again (or sled's drop failed):
+    /// calls fail at once with `StoreError::Closed` until `Store::open_again` succeeds. Only a
+    /// release closes the slot, and only after a flush that succeeded, and no write succeeds
+    /// while it is closed: everything written before is durable.
+    Closed,
 }
 
 /// sled's database and every tree of the store: all that sled keeps in memory, dropped whole
@@ -359,11 +349,6 @@ const STORE_CACHE_BYTES: u64 = 4 << 20;
 /// How long reopening sled waits for its file lock: sled finishes its last log writes on its
 /// own threads, which hold the database file for a moment after the last handle is dropped.
 const REOPEN_LOCK_WAIT: Duration = Duration::from_secs(1);
-
-/// How long after a failed attempt to open sled again the store's calls fail at once rather
-/// than try again: an attempt holds every call up (up to `REOPEN_LOCK_WAIT`, or for as long as
-/// sled takes to find that it cannot open the store), which once a second bounds.
-const REOPEN_RETRY_GAP: Duration = Duration::from_secs(1);
 
 /// The file that the store's own lock is taken on, in its directory.
 const LOCK_FILE: &str = "launcher.lock";
@@ -464,6 +449,13 @@ impl Drop for HoldingTrees {
         #[cfg(debug_assertions)]
         HOLDING_TREES.with(|holding| holding.set(false));
     }
+}
+
+/// See `Store::keep_open_through_releases`: a handle that keeps the database open.
+#[cfg(test)]
+pub(crate) struct KeptOpen {
+    /// Never read: a tree holds the database open until dropped.
+    _held: sled::Tree,
 }
 
 /// See `Store::hold_as_if_releasing`.
@@ -610,7 +602,6 @@ impl Store {
         })?;
         Ok(Store {
             path: dir.to_path_buf(),
-            _lock: lock,
             db_file,
             trees: RwLock::new(Slot::Open(trees)),
             history_next: Mutex::new(HashMap::new()),
@@ -618,35 +609,26 @@ impl Store {
             observed_epoch: watch::Sender::new(0),
             observed_unflushed: AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
+            _lock: lock,
         })
     }
 
     /// Runs `read` on sled's trees, held for reading (a `release_memory` waits for it to end,
     /// and it waits for a `release_memory` under way). After a `release_memory` that could not
-    /// open sled again, opens it first, or fails at once with `StoreError::Closed` within
-    /// `REOPEN_RETRY_GAP` of the last attempt. `read` must not call another method of the store
-    /// (see `HoldingTrees`), nor return a sled handle or iterator (which would outlive a reopen).
+    /// open sled again, fails at once with `StoreError::Closed` until `open_again` succeeds: no
+    /// call opens sled on its own, so none (the loop's least of all) is held up by an attempt.
+    /// `read` must not call another method of the store (see `HoldingTrees`), nor return a sled
+    /// handle or iterator (which would outlive a reopen).
     fn with_trees<T>(
         &self,
         read: impl FnOnce(&Trees) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let _holding = HoldingTrees::enter();
-        loop {
-            match &*self.read_trees() {
-                Slot::Open(trees) => return read(trees),
-                slot if slot.closed_recently() => {
-                    return Err(StoreError::Closed {
-                        path: self.path.clone(),
-                    })
-                }
-                Slot::Closed { .. } => {}
-            }
-            let mut slot = self.write_trees();
-            // Another call may have opened it, or failed to, while this one waited. No wait for
-            // sled's lock: this process let go of it long ago.
-            if matches!(&*slot, Slot::Closed { .. }) && !slot.closed_recently() {
-                self.reopen(&mut slot, Duration::ZERO)?;
-            }
+        match &*self.read_trees() {
+            Slot::Open(trees) => read(trees),
+            Slot::Closed => Err(StoreError::Closed {
+                path: self.path.clone(),
+            }),
         }
     }
 
@@ -665,7 +647,7 @@ impl Store {
     }
 
     /// Opens sled again into `slot` after `release_memory` closed it, waiting up to `wait` for
-    /// sled's lock; on failure, the slot says when it failed.
+    /// sled's lock; on failure, the slot stays closed.
     fn reopen(&self, slot: &mut Slot, wait: Duration) -> Result<(), StoreError> {
         let opened = match FileIdentity::of_database(&self.path) {
             Ok(Some(found)) if found == self.db_file => Trees::open_waiting(&self.path, wait),
@@ -680,9 +662,7 @@ impl Store {
                 Ok(())
             }
             Err(source) => {
-                *slot = Slot::Closed {
-                    failed_at: Instant::now(),
-                };
+                *slot = Slot::Closed;
                 Err(StoreError::Reopen {
                     path: self.path.clone(),
                     source: Box::new(source),
@@ -707,10 +687,10 @@ impl Store {
     /// dropped; calls made meanwhile wait and then use the store opened again, so no write is
     /// lost, nor made to a closed sled. If the flush fails, sled is kept open as it was and the
     /// error returned. If sled cannot be opened again, the error (`StoreError::Reopen`) is
-    /// returned, calls fail with `StoreError::Closed` for `REOPEN_RETRY_GAP`, and the next call
-    /// after it tries again; the store's own lock keeps other launchers out meanwhile. The
-    /// intent journal is no part of sled and stays open throughout. Returns how long calls
-    /// were held up.
+    /// returned and calls fail with `StoreError::Closed` until an `open_again` succeeds (the
+    /// caller's to schedule, off the loop); the store's own lock keeps other launchers out
+    /// meanwhile. The intent journal is no part of sled and stays open throughout. Returns how
+    /// long calls were held up.
     pub fn release_memory(&self) -> Result<Duration, StoreError> {
         let _holding = HoldingTrees::enter();
         let mut slot = self.write_trees();
@@ -720,22 +700,35 @@ impl Store {
         }
         // sled has no `close`: a database closes when its last handle is dropped, and these
         // are all of them (the trees hold it too). Taken out before it is dropped, so the slot
-        // says closed (and a later call opens sled again) even if sled's drop panics.
-        let closed = std::mem::replace(&mut *slot, Slot::Closed { failed_at: started });
+        // says closed (and `open_again` opens sled again) even if sled's drop panics.
+        let closed = std::mem::replace(&mut *slot, Slot::Closed);
         drop(closed);
         self.reopen(&mut slot, REOPEN_LOCK_WAIT)?;
         Ok(started.elapsed())
     }
 
-    /// Whether a call made now would wait (a `release_memory` under way or about to start, or
-    /// a call opening sled again: tens of milliseconds) or fail at once (within
-    /// `REOPEN_RETRY_GAP` of a failed attempt). The loop leaves its writes for later meanwhile,
-    /// so that what it does without the store (a restart after a crash) is not held up.
+    /// Opens sled again after a `release_memory` that could not (`StoreError::Reopen`); does
+    /// nothing when it is open. Holds every call up while it runs (tens of milliseconds when it
+    /// succeeds), so it is for a thread of its own, never the loop's. No wait for sled's lock:
+    /// the release that closed it let go of it long before.
+    pub fn open_again(&self) -> Result<(), StoreError> {
+        let _holding = HoldingTrees::enter();
+        let mut slot = self.write_trees();
+        match &*slot {
+            Slot::Open(_) => Ok(()),
+            Slot::Closed => self.reopen(&mut slot, Duration::ZERO),
+        }
+    }
+
+    /// Whether a call made now would wait (a `release_memory` or an `open_again` under way or
+    /// about to start: tens of milliseconds) or fail at once (closed after a failed reopen,
+    /// until an `open_again` succeeds). The loop leaves its store calls for later meanwhile, so
+    /// that what it does without the store (a restart after a crash) is not held up.
     pub fn is_busy(&self) -> bool {
         match self.trees.try_read() {
-            Ok(slot) => slot.closed_recently(),
+            Ok(slot) => matches!(*slot, Slot::Closed),
             Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-                poisoned.into_inner().closed_recently()
+                matches!(*poisoned.into_inner(), Slot::Closed)
             }
             // Held for writing, or a writer waits for it (std's lock then makes readers wait).
             Err(std::sync::TryLockError::WouldBlock) => true,
@@ -753,9 +746,22 @@ impl Store {
         }
     }
 
-    /// Closes sled as a `release_memory` whose reopen failed just now leaves it (flushed
-    /// first, as a release does): calls fail with `StoreError::Closed` for `REOPEN_RETRY_GAP`,
-    /// then the next call opens it again (for tests of what a failing store must not lose).
+    /// Keeps the database open (and its lock held) through every `release_memory` until the
+    /// value is dropped, so that a release cannot open it again (for tests of a failed
+    /// reopen).
+    #[cfg(test)]
+    pub(crate) fn keep_open_through_releases(&self) -> KeptOpen {
+        match &*self.read_trees() {
+            Slot::Open(trees) => KeptOpen {
+                _held: trees.meta.clone(),
+            },
+            Slot::Closed => panic!("keep_open_through_releases: the store is closed"),
+        }
+    }
+
+    /// Closes sled as a `release_memory` whose reopen failed leaves it (flushed first, as a
+    /// release does): calls fail with `StoreError::Closed` until `open_again` (for tests of
+    /// what a failing store must not lose).
     #[cfg(test)]
     pub(crate) fn close_as_if_reopen_failed(&self) {
         let _holding = HoldingTrees::enter();
@@ -763,9 +769,7 @@ impl Store {
         if let Slot::Open(trees) = &*slot {
             self.flush_trees(trees).unwrap();
         }
-        *slot = Slot::Closed {
-            failed_at: Instant::now(),
-        };
+        *slot = Slot::Closed;
     }
 
     /// The launcher id recorded in this store, or `candidate` recorded as it if there is none.
@@ -814,8 +818,23 @@ impl Store {
         }
     }
 
+    /// Makes every write made so far durable. On a store closed after a failed reopen there
+    /// is nothing left to make durable (see `Slot::Closed`): a write that succeeded before the
+    /// close (a desired record whose caller flushes next) is answered as written, and its
+    /// notice sent, rather than reported failed when it is on disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.with_trees(|trees| self.flush_trees(trees))
+        let _holding = HoldingTrees::enter();
+        match &*self.read_trees() {
+            Slot::Open(trees) => self.flush_trees(trees),
+            Slot::Closed => {
+                // Observed writes whose flag was set just after the release's flush took it
+                // are on disk too: the observers are told now.
+                if self.observed_unflushed.swap(false, Ordering::AcqRel) {
+                    self.observed_epoch.send_modify(|epoch| *epoch += 1);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// `flush`, with the trees already held.
