@@ -681,7 +681,7 @@ impl Supervisor {
     /// the store is still busy: the desired records to read again and the resync after the
     /// spec directory's scan (the writes go with the pass, `persist_unless_releasing`).
     fn retry_what_was_left_for_the_store(&mut self, now: UnixMillis) {
-        if !self.store_retry_at.is_some_and(|at| at <= now) {
+        if self.store_retry_at.is_none_or(|at| at > now) {
             return;
         }
         self.store_retry_at = None;
@@ -700,7 +700,7 @@ impl Supervisor {
     fn schedule_store_retry(&mut self, now: UnixMillis) {
         if !self.left_for_store() {
             self.store_retry_at = None;
-        } else if !self.store_retry_at.is_some_and(|at| at > now) {
+        } else if self.store_retry_at.is_none_or(|at| at <= now) {
             self.store_retry_at = Some(now.saturating_add(STORE_RETRY));
         }
     }
