@@ -1,0 +1,55 @@
+/*
+ * The floor of W1 on a machine (BENCHMARKS.md): T threads posix_spawn N copies of the benchmark's
+ * child, each with a fresh log file as stdout and stderr and a process group of its own, and the time
+ * from the first spawn until every child has reported from the top of main() is printed. Nothing of
+ * a supervisor: no records, no store, no pidfds. Build: cc -O2 -pthread -o spawner floor_spawner.c;
+ * run: ./spawner N T CHILD SOCKET LOGDIR (CHILD is benches/bench_child.c built with cc).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+extern char **environ;
+static int N, T; static const char *child, *sock, *logdir; static pid_t *pids;
+static double now_ms(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec*1e3+t.tv_nsec/1e6;}
+static void *spawner(void *arg){
+  long k=(long)arg;
+  for(int i=k;i<N;i+=T){
+    char path[512]; snprintf(path,sizeof path,"%s/c%d.log",logdir,i);
+    posix_spawn_file_actions_t fa; posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa,1,path,O_WRONLY|O_CREAT|O_APPEND,0600);
+    posix_spawn_file_actions_adddup2(&fa,1,2);
+    posix_spawnattr_t at; posix_spawnattr_init(&at); posix_spawnattr_setflags(&at,POSIX_SPAWN_SETPGROUP); posix_spawnattr_setpgroup(&at,0);
+    char tag[32]; snprintf(tag,sizeof tag,"f%d",i);
+    char *argv[]={(char*)child,(char*)sock,tag,NULL};
+    if(posix_spawn(&pids[i],child,&fa,&at,argv,environ)!=0){perror("spawn");exit(1);}
+    posix_spawn_file_actions_destroy(&fa); posix_spawnattr_destroy(&at);
+  }
+  return NULL;
+}
+int main(int argc,char**argv){
+  N=atoi(argv[1]); T=atoi(argv[2]); child=argv[3]; sock=argv[4]; logdir=argv[5];
+  pids=calloc(N,sizeof *pids);
+  int fd=socket(AF_UNIX,SOCK_DGRAM,0); struct sockaddr_un a={.sun_family=AF_UNIX}; strcpy(a.sun_path,sock); unlink(sock);
+  if(bind(fd,(void*)&a,sizeof a)){perror("bind");return 1;}
+  int rb=8<<20; setsockopt(fd,SOL_SOCKET,SO_RCVBUF,&rb,sizeof rb);
+  double t0=now_ms(); pthread_t th[16];
+  for(long k=0;k<T;k++) pthread_create(&th[k],NULL,spawner,(void*)k);
+  int got=0; char buf[256];
+  while(got<N){ ssize_t n=recv(fd,buf,sizeof buf,0); if(n>5 && !strncmp(buf,"start",5)) got++; }
+  double t1=now_ms();
+  for(int k=0;k<T;k++) pthread_join(th[k],NULL);
+  printf("N=%d T=%d all alive %.1f ms\n",N,T,t1-t0); fflush(stdout); close(fd); unlink(sock);
+  for(int i=0;i<N;i++) kill(pids[i],SIGTERM);
+  for(int i=0;i<N;i++) waitpid(pids[i],NULL,0);
+  return 0;
+}
