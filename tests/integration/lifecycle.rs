@@ -790,3 +790,33 @@ fn a_limited_child_gets_only_its_streams_its_group_its_limit_and_no_blocked_sign
         "{limits}"
     );
 }
+
+/// The launcher runs with glibc's per-thread caches of freed blocks off (it starts itself again
+/// with the tunable, keeping its pid), an operator's own setting of that tunable wins, and no
+/// child sees the variable.
+#[test]
+fn the_launcher_runs_without_glibcs_thread_caches_and_no_child_inherits_the_tunable() {
+    let mut launcher = TestLauncher::start();
+    let tunables = || {
+        environment(launcher.launcher_pid())
+            .get("GLIBC_TUNABLES")
+            .cloned()
+    };
+    assert_eq!(tunables().as_deref(), Some("glibc.malloc.tcache_count=0"));
+    launcher.write_spec(
+        "plain.yaml",
+        &spec("plain", "  binary: /bin/sleep\n  args: [\"30\"]\n"),
+    );
+    let pid = launcher.wait_running("plain", None, TIMEOUT);
+    assert_eq!(environment(pid).get("GLIBC_TUNABLES"), None);
+
+    let operator =
+        TestLauncher::start_with_env(&[], &[("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7")]);
+    assert_eq!(
+        environment(operator.launcher_pid())
+            .get("GLIBC_TUNABLES")
+            .map(String::as_str),
+        Some("glibc.malloc.tcache_count=7"),
+        "the operator's own setting wins"
+    );
+}
