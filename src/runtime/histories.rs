@@ -62,9 +62,9 @@ impl Supervisor {
             );
     }
 
-    /// Whether `id` is neither desired nor observed: its history goes.
+    /// Whether the loop has forgotten `id` (`supervisor::is_forgotten`): its history goes.
     fn is_forgotten(&self, id: &ProcessId) -> bool {
-        !self.observed.contains_key(id) && !self.desired.contains_key(id)
+        super::supervisor::is_forgotten(&self.desired, &self.observed, id)
     }
 
     /// Writes the events of the pass in ONE batch, flushed with the observed records. A

@@ -822,10 +822,10 @@ impl Supervisor {
         self.unsaved_exits.shrink_to_fit();
         self.children.shrink_to_fit();
         self.histories.shrink_to_fit();
-        // Planning an id with neither record does nothing, so its timers can go now.
+        // Planning a forgotten id does nothing, so its timers can go now.
         let (desired, observed) = (&self.desired, &self.observed);
         self.timers
-            .retain(|id| desired.contains_key(id) || observed.contains_key(id));
+            .retain(|id| !is_forgotten(desired, observed, id));
     }
 
     /// Has the store open sled again and then gives the freed memory back, on a blocking
@@ -1091,6 +1091,16 @@ fn release_freed_memory() {
     }
 }
 
+/// Whether the loop has forgotten `id`: neither desired nor observed. Planning it does nothing,
+/// and its timers and history go.
+pub(super) fn is_forgotten(
+    desired: &HashMap<ProcessId, DesiredRecord>,
+    observed: &HashMap<ProcessId, ObservedRecord>,
+    id: &ProcessId,
+) -> bool {
+    !desired.contains_key(id) && !observed.contains_key(id)
+}
+
 /// Logs a process whose circuit just opened.
 pub(super) fn log_if_tripped(record: &ObservedRecord) {
     if record.phase == Phase::Tripped {
@@ -1218,6 +1228,15 @@ mod tests {
         )
     }
 
+    /// Declares `id` over the API and tells the loop, as the store's notice would.
+    fn declare(supervisor: &mut Supervisor, id: &ProcessId, spec: &ProcessSpec) {
+        supervisor
+            .store
+            .put_desired(id, spec, &Source::Api)
+            .unwrap();
+        supervisor.desired_changed(id.clone());
+    }
+
     /// Kills and reaps what a test spawned.
     struct Spawned(Vec<u32>);
 
@@ -1295,11 +1314,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
         let web = id("web");
-        supervisor
-            .store
-            .put_desired(&web, &sleeper(), &Source::Api)
-            .unwrap();
-        supervisor.desired_changed(web.clone());
+        declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(NOW);
         let first = supervisor.observed[&web].pid.expect("started");
         let mut cleanup = Spawned(vec![first]);
@@ -1365,11 +1380,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
         let web = id("web");
-        supervisor
-            .store
-            .put_desired(&web, &sleeper(), &Source::Api)
-            .unwrap();
-        supervisor.desired_changed(web.clone());
+        declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(NOW);
         let first = supervisor.observed[&web].pid.expect("started");
         let mut cleanup = Spawned(vec![first]);
@@ -1457,8 +1468,7 @@ mod tests {
         let clock = controlled_clock(&mut supervisor);
         let (web, api) = (id("web"), id("api"));
         let store = Arc::clone(&supervisor.store);
-        store.put_desired(&web, &sleeper(), &Source::Api).unwrap();
-        supervisor.desired_changed(web.clone());
+        declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(supervisor.now());
         let first = supervisor.observed[&web].pid.expect("started");
         let mut cleanup = Spawned(vec![first]);
@@ -1710,8 +1720,7 @@ mod tests {
             Some(restarted)
         );
         let api = id("api");
-        store.put_desired(&api, &sleeper(), &Source::Api).unwrap();
-        supervisor.desired_changed(api.clone());
+        declare(&mut supervisor, &api, &sleeper());
         supervisor.reconcile(supervisor.now());
         let started = supervisor.observed[&api].pid.expect("started");
         cleanup.0.push(started);
@@ -1727,11 +1736,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
         let web = id("web");
-        supervisor
-            .store
-            .put_desired(&web, &sleeper(), &Source::Api)
-            .unwrap();
-        supervisor.desired_changed(web.clone());
+        declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(NOW);
         let pid = supervisor.observed[&web].pid.expect("started");
         let cleanup = Spawned(vec![pid]);
@@ -1824,11 +1829,7 @@ mod tests {
         let mut supervisor = supervisor(dir.path(), None);
         let names: Vec<ProcessId> = (0..40).map(|n| id(&format!("s{n:02}"))).collect();
         for name in &names {
-            supervisor
-                .store
-                .put_desired(name, &sleeper(), &Source::Api)
-                .unwrap();
-            supervisor.desired_changed(name.clone());
+            declare(&mut supervisor, name, &sleeper());
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while supervisor.has_work() || supervisor.observed.len() < names.len() {
@@ -1885,11 +1886,7 @@ mod tests {
         for name in &names {
             let mut spec = sleeper();
             spec.executable = PathBuf::from("/nonexistent/never-started");
-            supervisor
-                .store
-                .put_desired(name, &spec, &Source::Api)
-                .unwrap();
-            supervisor.desired_changed(name.clone());
+            declare(&mut supervisor, name, &spec);
         }
         supervisor.reconcile(NOW);
         while supervisor.has_work() {
@@ -1916,11 +1913,7 @@ mod tests {
 
         // Declared again before the quiet: its old history goes as its new one is written.
         let again = &names[0];
-        supervisor
-            .store
-            .put_desired(again, &sleeper(), &Source::Api)
-            .unwrap();
-        supervisor.desired_changed(again.clone());
+        declare(&mut supervisor, again, &sleeper());
         supervisor.reconcile(NOW);
         let pid = supervisor.observed[again].pid.expect("started");
         let _cleanup = Spawned(vec![pid]);
@@ -2397,11 +2390,7 @@ mod tests {
         let mut supervisor = supervisor(dir.path(), Some(1));
         let (held, waiting) = (id("held"), id("waiting"));
         for name in [&held, &waiting] {
-            supervisor
-                .store
-                .put_desired(name, &sleeper(), &Source::Api)
-                .unwrap();
-            supervisor.desired_changed(name.clone());
+            declare(&mut supervisor, name, &sleeper());
         }
         // `held` holds the only slot, backing off; `waiting` waits for a slot.
         for observed in [
