@@ -163,16 +163,18 @@ async fn run_loop(
     supervisor.recover_previous_run(now)?;
     supervisor.resync()?;
     supervisor.forget_stray_histories();
-    supervisor.reconcile(supervisor.now());
-    supervisor.config.readiness.loop_synced();
-    supervisor.request_orphan_scan();
-
-    let mut specs_read = supervisor.config.readiness.specs_read();
+    // Before the first pass: a launcher that starts while prism-admin's processes are suspended
+    // (the last run stopped them, the link is still down) must not start them for a moment.
     let mut admin_suspended = supervisor.config.admin_suspended.clone();
     if let Some(suspended) = &mut admin_suspended {
         let now_suspended = *suspended.borrow_and_update();
         supervisor.set_admin_suspended(now_suspended);
     }
+    supervisor.reconcile(supervisor.now());
+    supervisor.config.readiness.loop_synced();
+    supervisor.request_orphan_scan();
+
+    let mut specs_read = supervisor.config.readiness.specs_read();
     let mut orphan_scan = tokio::time::interval(supervisor.config.orphan_scan_interval);
     orphan_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     orphan_scan.tick().await;
