@@ -384,6 +384,7 @@ fn start_again_without_thread_caches() {
                 .to_string_lossy()
                 .contains("glibc.malloc.tcache_count")
         }) {
+            restore_program_name();
             return;
         }
         let tunables = match current {
@@ -404,6 +405,39 @@ fn start_again_without_thread_caches() {
             .env("GLIBC_TUNABLES", tunables)
             .exec();
         tracing::warn!(%error, "cannot start again with glibc's per-thread caches off; running with them (more memory kept after bursts)");
+    }
+}
+
+/// Gives the launcher back the name it was started as, after `start_again_without_thread_caches`:
+/// the kernel names a process after the last part of the path it was started from, "exe" for
+/// /proc/self/exe, and `ps`, `top`, `pgrep -x prism-launcher` and `pidof` go by that name. The
+/// name is the file name of argv[0] (what the first start was named after, unless a caller set
+/// argv[0] apart from the path), cut to the kernel's 15 bytes. A launcher an operator started
+/// with the tunable set was not started again, and keeps its name.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn restore_program_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let started_again =
+        std::fs::read("/proc/self/comm").is_ok_and(|comm| comm.trim_ascii_end() == b"exe");
+    let Some(program) = std::env::args_os().next() else {
+        return;
+    };
+    let Some(name) = std::path::Path::new(&program).file_name() else {
+        return;
+    };
+    let name = &name.as_bytes()[..name.len().min(15)];
+    if !started_again || name == b"exe" {
+        return;
+    }
+    // An argument of the command line holds no NUL byte, so this cannot fail.
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from the pointer,
+    // which `name` owns for the call. A refusal leaves the name "exe", which only costs the
+    // operator's tools their match.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0);
     }
 }
 

@@ -792,8 +792,8 @@ fn a_limited_child_gets_only_its_streams_its_group_its_limit_and_no_blocked_sign
 }
 
 /// The launcher runs with glibc's per-thread caches of freed blocks off (it starts itself again
-/// with the tunable, keeping its pid), an operator's own setting of that tunable wins, and no
-/// child sees the variable.
+/// with the tunable, keeping its pid and its name), an operator's own setting of that tunable
+/// wins, and no child sees the variable.
 #[test]
 fn the_launcher_runs_without_glibcs_thread_caches_and_no_child_inherits_the_tunable() {
     let mut launcher = TestLauncher::start();
@@ -803,6 +803,10 @@ fn the_launcher_runs_without_glibcs_thread_caches_and_no_child_inherits_the_tuna
             .cloned()
     };
     assert_eq!(tunables().as_deref(), Some("glibc.malloc.tcache_count=0"));
+    // Started again through /proc/self/exe, it keeps the name it was started as, so that `ps`,
+    // `pgrep -x prism-launcher` and `pidof` still find it.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", launcher.launcher_pid())).unwrap();
+    assert_eq!(comm.trim_end(), "prism-launcher");
     launcher.write_spec(
         "plain.yaml",
         &spec("plain", "  binary: /bin/sleep\n  args: [\"30\"]\n"),
