@@ -8,9 +8,9 @@
 //! Every launcher of a run also runs one more child, the sentinel (`sentinel.yaml`, tag
 //! `sentinel`), which no workload removes and which counts toward none of the N children the
 //! figures wait for. During W4, once the stop has begun (the first child's SIGTERM report; the
-//! launcher's directory watch waits for 50 ms of quiet before it reads the renames), three more
-//! figures are taken together while the main thread keeps timing the stop: one
-//! `status -o json` (W4 during: status -o json), one `GET /healthz` on the metrics address
+//! launcher's directory watch waits for a few milliseconds of quiet before it reads the
+//! renames), three more figures are taken together while the main thread keeps timing the stop:
+//! one `status -o json` (W4 during: status -o json), one `GET /healthz` on the metrics address
 //! (W4 during: /healthz), and a kill -9 of the sentinel to its replacement's start stamp
 //! (W4 during: kill -9 -> replacement). A note says when one of them ended only after the last
 //! child was gone (a stop shorter than the call, as at small N). After the settle time the
@@ -237,6 +237,22 @@ fn monotonic_ns() -> u64 {
 
 fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
     (to_ns as f64 - from_ns as f64) / 1e6
+}
+
+/// When the first, the middle and the last of `stamps` came after `t0`: where a start's time
+/// went (before the first child, or between them).
+fn spread(t0: u64, stamps: &[Stamp]) -> String {
+    let mut after: Vec<f64> = stamps
+        .iter()
+        .map(|stamp| ms_between(t0, stamp.ns))
+        .collect();
+    after.sort_by(f64::total_cmp);
+    match (after.first(), after.get(after.len() / 2), after.last()) {
+        (Some(first), Some(middle), Some(last)) => {
+            format!("first child at {first:.1} ms, half at {middle:.1}, last at {last:.1}")
+        }
+        _ => "no child".to_string(),
+    }
 }
 
 /// A wait's deadline: 60 s plus 5 ms per process.
@@ -905,8 +921,9 @@ fn run_once(
         );
     }
     eprintln!(
-        "    W1 cold start {:.1} ms ({n} distinct live children)",
-        result.w1_ms
+        "    W1 cold start {:.1} ms ({n} distinct live children; {})",
+        result.w1_ms,
+        spread(t0, &firsts)
     );
     // The sentinel runs too (it is no part of the figure).
     match wait_sentinel_started(collector, deadline_for(1)) {
@@ -933,7 +950,11 @@ fn run_once(
         Err(error) => return Err(launcher.failed(error)),
     };
     result.w1b_ms = ms_between(t0, firsts.iter().map(|stamp| stamp.ns).max().unwrap_or(t0));
-    eprintln!("    W1b hot drop {:.1} ms", result.w1b_ms);
+    eprintln!(
+        "    W1b hot drop {:.1} ms ({})",
+        result.w1b_ms,
+        spread(t0, &firsts)
+    );
 
     // W3 idle: settle, then only sleep.
     std::thread::sleep(options.settle);
@@ -1681,6 +1702,12 @@ fn run() -> Result<bool> {
 
     let mut all_rows = Vec::new();
     let mut ok = true;
+    // The runs' directories are deleted only once every run is done: on an ext4 without a
+    // journal (this project's standard machine), the kernel skips inodes deleted in the last
+    // minute (five when their block is still dirty) when it makes a file, so one run's thousands
+    // of deleted files made the next run's log files cost a scan each (W1 653 ms after a
+    // deletion against 433 before, BENCHMARKS.md).
+    let mut finished_runs = Vec::new();
     for &n in &options.ns {
         let in_use = threads_in_use();
         if n + options.kills + in_use + 512 > pid_max {
@@ -1692,7 +1719,7 @@ fn run() -> Result<bool> {
         let mut runs = Vec::new();
         for run in 1..=options.runs {
             eprintln!("N={n}, run {run}/{}", options.runs);
-            match run_with_socket(&options, n) {
+            match run_with_socket(&options, n, &mut finished_runs) {
                 Ok(result) => {
                     for note in &result.notes {
                         println!("note: N={n} run {run}: {note}");
@@ -1763,8 +1790,13 @@ fn run() -> Result<bool> {
     Ok(ok)
 }
 
-/// One run in a fresh temporary directory with its own datagram socket.
-fn run_with_socket(options: &Options, n: usize) -> Result<RunResult> {
+/// One run in a fresh temporary directory with its own datagram socket; the directory joins
+/// `finished_runs`, for deletion after the last run.
+fn run_with_socket(
+    options: &Options,
+    n: usize,
+    finished_runs: &mut Vec<tempfile::TempDir>,
+) -> Result<RunResult> {
     let root = tempfile::Builder::new().prefix("prism-bench-").tempdir()?;
     let socket_path = root.path().join("reports.sock");
     let socket = UnixDatagram::bind(&socket_path).context("binding the report socket")?;
@@ -1783,6 +1815,8 @@ fn run_with_socket(options: &Options, n: usize) -> Result<RunResult> {
     let _ = receiver.join();
     if options.keep {
         eprintln!("    kept {}", root.keep().display());
+    } else {
+        finished_runs.push(root);
     }
     let malformed = collector.lock().malformed;
     let mut result = result?;
