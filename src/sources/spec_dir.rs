@@ -467,7 +467,7 @@ impl SpecDir {
     /// Reads and parses one file that exists, recording its problems when it is invalid.
     fn read(&self, path: &Path) -> Read {
         let stamp = FileStamp::of(path);
-        let loaded = self.load_within_budget(path);
+        let loaded = self.load_within_budget(path, stamp.as_ref());
         if let Some(stamp) = stamp {
             self.stamps().insert(path.to_path_buf(), stamp);
         }
@@ -505,8 +505,13 @@ impl SpecDir {
     /// text that is slow to parse in some way the shape scan did not foresee costs that file,
     /// not the directory's other files or the start of what they declare. A given-up parse
     /// runs on to its end on its thread, bounded by the file's size.
-    fn load_within_budget(&self, path: &Path) -> Result<Vec<FileSpec>, Vec<SpecError>> {
-        let small = std::fs::metadata(path).is_ok_and(|meta| meta.len() <= BUDGETED_FROM_BYTES);
+    /// `stamp` is the file's, read just before (a file that cannot be looked at is not small).
+    fn load_within_budget(
+        &self,
+        path: &Path,
+        stamp: Option<&FileStamp>,
+    ) -> Result<Vec<FileSpec>, Vec<SpecError>> {
+        let small = stamp.is_some_and(|stamp| stamp.len <= BUDGETED_FROM_BYTES);
         if small {
             return load_spec_file(path, &read_catalog(&self.catalog));
         }
