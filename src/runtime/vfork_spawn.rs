@@ -38,6 +38,7 @@
 //! with `ENOEXEC` (as with `posix_spawn`; std's `fork` path, through `execvp`, ran it with
 //! `/bin/sh`).
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CString, OsStr};
 use std::fmt;
 use std::io;
@@ -248,7 +249,7 @@ fn start_with(program: &Program, setup: &ChildSetup<'_>, how: How) -> Result<Sta
     let stdin = above_stdio(setup.stdin)?;
     let stdout = above_stdio(setup.stdout)?;
     let stderr = above_stdio(setup.stderr)?;
-    let stack = ChildStack::map()?;
+    let stack = ChildStack::take()?;
     let stdio = [
         raw_fd(&stdin, setup.stdin),
         raw_fd(&stdout, setup.stdout),
@@ -301,7 +302,8 @@ fn start_with(program: &Program, setup: &ChildSetup<'_>, how: How) -> Result<Sta
     })?;
     // SAFETY: `child_main` matches the callback type clone expects and never returns (it execs
     // or _exits). `stack.top()` is the 16-byte-aligned top of a mapping of `STACK_BYTES` that
-    // stays mapped until `stack` is dropped, after the clone returned; with CLONE_VFORK clone
+    // this thread alone uses, and that stays mapped until the clone returned (it is kept for
+    // this thread's next spawn, or unmapped when dropped); with CLONE_VFORK clone
     // returns only once the child has exec'd or exited, so the child has stopped using its stack
     // and `args` (which lives in this frame and outlives the call) by then. The child shares
     // this memory (CLONE_VM) and only reads `args`, writing only its two atomics; this thread,
@@ -333,7 +335,7 @@ fn start_with(program: &Program, setup: &ChildSetup<'_>, how: How) -> Result<Sta
     // Setting back a mask this thread had cannot fail (rt_sigprocmask fails only on a bad
     // argument), and there would be nothing better to do than go on.
     let _ = set_signal_mask(old_mask);
-    drop(stack);
+    stack.keep();
     if pid < 0 {
         return Err(StartError {
             step: Step::Clone,
@@ -813,7 +815,28 @@ struct ChildStack {
     bytes: usize,
 }
 
+thread_local! {
+    /// This thread's child stack, kept from one spawn to the next: a mapping made and unmapped
+    /// per spawn costs three system calls before the clone, and the unmapping a flush of the
+    /// translation caches of every core the launcher runs on, while a restart waits.
+    static KEPT_STACK: Cell<Option<ChildStack>> = const { Cell::new(None) };
+}
+
 impl ChildStack {
+    /// The stack this thread kept from its last spawn (the child that used it has exec'd or
+    /// exited: clone with CLONE_VFORK returned), else a new one.
+    fn take() -> Result<ChildStack, StartError> {
+        match KEPT_STACK.with(Cell::take) {
+            Some(stack) => Ok(stack),
+            None => ChildStack::map(),
+        }
+    }
+
+    /// Keeps the stack for this thread's next spawn; call only once clone returned.
+    fn keep(self) {
+        KEPT_STACK.with(|kept| kept.set(Some(self)));
+    }
+
     fn map() -> Result<ChildStack, StartError> {
         let failed = |source| StartError {
             step: Step::Stack,
