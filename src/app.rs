@@ -825,6 +825,7 @@ fn runtime_config(
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         clock: system_clock(),
+        follow_up_delay: runtime::FOLLOW_UP_DELAY,
         watchdog: notifier.and_then(|notifier| {
             crate::systemd::watchdog_interval().map(|interval| Watchdog { notifier, interval })
         }),

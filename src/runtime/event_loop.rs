@@ -43,6 +43,14 @@ pub enum Event {
     StoreUsable,
 }
 
+/// How long the follow-up of a pass that started processes waits: the pass's writes and their
+/// flush, and the sweeps for orphans and for what ended processes left behind. On a host of a
+/// few cores the processes just started need a core for their exec, and a restart is what
+/// someone waits for; the bookkeeping is not, and the spawn intents in the journal already
+/// cover a crash meanwhile (a restarted launcher adopts what they name). On the 2-core machine
+/// of BENCHMARKS.md, the pass's flush alone wakes sled's seven writer threads.
+pub const FOLLOW_UP_DELAY: Duration = Duration::from_millis(3);
+
 #[derive(Clone)]
 pub struct RuntimeConfig {
     /// Children's log files go to `<data_dir>/logs`.
@@ -77,6 +85,9 @@ pub struct RuntimeConfig {
     pub watchdog: Option<Watchdog>,
     /// The loop's clock; tests may fix it.
     pub clock: Clock,
+    /// How long the follow-up of a pass that started processes waits (`FOLLOW_UP_DELAY`; tests
+    /// with a fixed clock use zero).
+    pub follow_up_delay: Duration,
     /// True while prism-admin has been unreachable for longer than `--admin-disconnect-grace`:
     /// its processes are kept down until it is back. `None` standalone.
     pub admin_suspended: Option<watch::Receiver<bool>>,
@@ -155,7 +166,7 @@ async fn run_loop(
     }
     // Listening for SIGCHLD before anything is spawned, so no exit can go unnoticed.
     let mut sigchld = signal(SignalKind::child()).map_err(RuntimeError::ChildSignal)?;
-    let mut sweep = SweepSchedule::default();
+    let mut sweep = SweepSchedule::after_signals(config.follow_up_delay);
     let mut desired_changes = store.subscribe();
     let (events, mut receiver) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor::new(store, config, log_dir, events, side);
@@ -289,21 +300,31 @@ async fn watchdog_tick(
     }
 }
 
-/// When the loop next sweeps for exits no pidfd names (orphans): after a SIGCHLD, but never
-/// within `reaper::SWEEP_GAP` of the last sweep.
-#[derive(Debug, Default)]
+/// When the loop next sweeps for exits no pidfd names (orphans): `delay` after a SIGCHLD
+/// (`FOLLOW_UP_DELAY`: the restart that the signal's exit may bring gets a core first), and
+/// never within `reaper::SWEEP_GAP` of the last sweep.
+#[derive(Debug)]
 struct SweepSchedule {
+    delay: Duration,
     last: Option<tokio::time::Instant>,
     due: Option<tokio::time::Instant>,
 }
 
 impl SweepSchedule {
+    fn after_signals(delay: Duration) -> SweepSchedule {
+        SweepSchedule {
+            delay,
+            last: None,
+            due: None,
+        }
+    }
+
     fn request(&mut self, now: tokio::time::Instant) {
         if self.due.is_none() {
             let earliest = self
                 .last
                 .map_or(now, |last| last + super::reaper::SWEEP_GAP);
-            self.due = Some(earliest.max(now));
+            self.due = Some(earliest.max(now + self.delay));
         }
     }
 
@@ -340,10 +361,15 @@ mod tests {
     #[test]
     fn sweeps_come_after_a_signal_at_most_every_gap_and_at_once_after_a_capped_one() {
         let start = tokio::time::Instant::now();
-        let mut sweep = SweepSchedule::default();
+        let mut sweep = SweepSchedule::after_signals(FOLLOW_UP_DELAY);
         assert!(!sweep.is_requested());
         sweep.request(start);
-        assert_eq!(sweep.due, Some(start), "the first sweep is due at once");
+        assert_eq!(
+            sweep.due,
+            Some(start + FOLLOW_UP_DELAY),
+            "the first sweep is due once a restart had the time to begin"
+        );
+        let start = start + FOLLOW_UP_DELAY;
         sweep.done(start, false);
         assert!(!sweep.is_requested());
         let soon = start + SWEEP_GAP / 4;

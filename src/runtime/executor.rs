@@ -263,6 +263,9 @@ impl Supervisor {
             self.config.cgroup_tree.as_ref(),
             &self.children,
         );
+        if !launched.is_empty() {
+            self.follow_up_after_starts(now);
+        }
         launched
             .into_iter()
             .map(|launched| {

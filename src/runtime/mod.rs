@@ -22,7 +22,7 @@ mod supervisor;
 mod timers;
 mod vfork_spawn;
 
-pub use event_loop::{run, RuntimeConfig, RuntimeError, Watchdog};
+pub use event_loop::{run, RuntimeConfig, RuntimeError, Watchdog, FOLLOW_UP_DELAY};
 pub use spawn::log_path;
 
 /// The sampler the usage board reads with (on demand: a status, a scrape, a heartbeat; never

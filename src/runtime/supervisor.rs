@@ -118,6 +118,9 @@ pub struct Supervisor {
     /// When the loop next takes up what it left for the store (the three above), unless
     /// `Event::StoreUsable` comes first; `None` when nothing is left.
     store_retry_at: Option<UnixMillis>,
+    /// When the follow-up of the passes that started processes is due (`follow_up_delay` after
+    /// the first of them since the last write); `None` when no start waits for one.
+    pub(super) follow_up_at: Option<UnixMillis>,
     pub(super) jitter: Jitter,
     pub(super) kernel_log: KernelLog,
     /// The processes' cgroups, in cgroup mode.
@@ -189,6 +192,7 @@ impl Supervisor {
             changed_while_busy: BTreeSet::new(),
             spec_directory_scanned: false,
             store_retry_at: None,
+            follow_up_at: None,
             kernel_log: KernelLog::open(),
             adopted: HashMap::new(),
             orphans: HashSet::new(),
@@ -646,20 +650,35 @@ impl Supervisor {
     }
 
     /// The time until the earliest timer, until the burst under way is over (see
-    /// `BURST_QUIET`), or until what was left for the store is taken up again
-    /// (`store_retry_at`), if any.
+    /// `BURST_QUIET`), until what was left for the store is taken up again
+    /// (`store_retry_at`), or until the follow-up of the last starts (`follow_up_at`), if any.
     pub fn next_timer(&self) -> Option<Duration> {
         let now = self.now();
-        let burst_over_in = self
-            .burst_over_at
-            .map(|at| at.saturating_duration_since(now));
-        let store_retry_in = self
-            .store_retry_at
-            .map(|at| at.saturating_duration_since(now));
-        [self.timers.next_in(now), burst_over_in, store_retry_in]
-            .into_iter()
-            .flatten()
-            .min()
+        let [burst_over_in, store_retry_in, follow_up_in] =
+            [self.burst_over_at, self.store_retry_at, self.follow_up_at]
+                .map(|at| at.map(|at| at.saturating_duration_since(now)));
+        [
+            self.timers.next_in(now),
+            burst_over_in,
+            store_retry_in,
+            follow_up_in,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether the follow-up of processes just started still waits at `now` (see
+    /// `event_loop::FOLLOW_UP_DELAY`).
+    fn follow_up_waits(&self, now: UnixMillis) -> bool {
+        self.follow_up_at.is_some_and(|at| at > now)
+    }
+
+    /// Processes were started at `now`: the pass's follow-up waits for their exec, unless an
+    /// earlier start already set it.
+    pub(super) fn follow_up_after_starts(&mut self, now: UnixMillis) {
+        let delay = self.config.follow_up_delay;
+        self.follow_up_at.get_or_insert(now.saturating_add(delay));
     }
 
     /// Whether the loop left something for the store to take once it is not busy.
@@ -717,7 +736,8 @@ impl Supervisor {
     }
 
     /// Plans ids and carries the plans out, then writes what changed to the store with one
-    /// flush, and kills what ended processes left behind. Urgent ids (exits, probe results,
+    /// flush, and kills what ended processes left behind; both wait `follow_up_delay` after a
+    /// pass that started processes (a later pass does them once that time is up). Urgent ids (exits, probe results,
     /// timers) go first and all at once; the others (a deployment, a mass stop, a resync) in
     /// steps of `BULK_STEP` until `PASS_BUDGET` is spent, so that the loop gets back to the exits
     /// between passes: a crash is restarted within milliseconds even while ten thousand stop.
@@ -725,7 +745,9 @@ impl Supervisor {
     /// urgent ids alone).
     pub fn reconcile(&mut self, now: UnixMillis) {
         self.retry_what_was_left_for_the_store(now);
-        if self.has_work() || !self.unsaved.is_empty() || self.persist_deferred {
+        let writes_pending =
+            !self.unsaved.is_empty() || self.persist_deferred || self.follow_up_at.is_some();
+        if self.has_work() || (writes_pending && !self.follow_up_waits(now)) {
             self.histories.busy(now);
             let span = tracing::debug_span!(
                 "reconcile",
@@ -773,7 +795,9 @@ impl Supervisor {
                 now = self.now();
                 self.urgent.extend(self.timers.take_due(now));
             }
-            self.persist_unless_releasing();
+            if !self.follow_up_waits(now) {
+                self.persist_unless_releasing();
+            }
             timer.observe_duration();
             if acted > 0 {
                 self.burst += acted;
@@ -801,8 +825,11 @@ impl Supervisor {
                 }
             }
         }
-        self.schedule_store_retry(self.now());
-        self.kill_inherited_soon();
+        let now = self.now();
+        self.schedule_store_retry(now);
+        if !self.follow_up_waits(now) {
+            self.kill_inherited_soon();
+        }
     }
 
     /// Gives back the room the tables grew to in a burst: a map keeps the capacity of the most
@@ -963,6 +990,8 @@ impl Supervisor {
     /// in `unsaved` and the spawn intents in the journal, so a crash before the write adopts
     /// what was started. A release that begins just after the check still holds this pass up.
     fn persist_unless_releasing(&mut self) {
+        // The follow-up is taken now; what a busy store cannot take waits for `store_retry_at`.
+        self.follow_up_at = None;
         self.persist_deferred = self.store.is_busy();
         if !self.persist_deferred {
             self.persist();
@@ -972,6 +1001,7 @@ impl Supervisor {
     /// Writes the exits and observed records changed since the last call, with one flush for
     /// all, then forgets the spawn intents whose outcomes that flush made durable.
     pub(super) fn persist(&mut self) {
+        self.follow_up_at = None;
         if self.unsaved.is_empty()
             && self.settled_intents.is_empty()
             && !self.histories.has_unsaved()
@@ -1215,6 +1245,9 @@ mod tests {
             clock,
             admin_suspended: None,
             watchdog: None,
+            // A fixed clock would never see a delay end: these tests have each pass do its
+            // follow-up at once (`the_follow_up_of_a_start_waits_its_delay` tests the delay).
+            follow_up_delay: Duration::ZERO,
         };
         let log_dir = dir.join("logs");
         std::fs::create_dir_all(&log_dir).unwrap();
@@ -1414,6 +1447,70 @@ mod tests {
             Some((ExitStatus::Signal(9), NOW)),
             "the exit RevokeProcess answers with is not lost"
         );
+    }
+
+    /// A pass that starts a process writes nothing and sweeps nothing until its follow-up is
+    /// due: the start's intent stays in the journal meanwhile (a crash adopts its process), and
+    /// the loop's timer comes back for the follow-up, which writes the record and only then
+    /// forgets the intent. A pass that starts nothing writes at once.
+    #[tokio::test]
+    async fn the_follow_up_of_a_start_waits_its_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        supervisor.config.follow_up_delay = crate::runtime::FOLLOW_UP_DELAY;
+        let clock = controlled_clock(&mut supervisor);
+        let web = id("web");
+        declare(&mut supervisor, &web, &sleeper());
+
+        supervisor.reconcile(supervisor.now());
+        let started = supervisor.observed[&web].pid.expect("started");
+        let mut cleanup = Spawned(vec![started]);
+        let store = Arc::clone(&supervisor.store);
+        assert_eq!(store.observed(&web).unwrap(), None, "not written yet");
+        assert_eq!(
+            store.spawn_intents().unwrap().0.len(),
+            1,
+            "the intent covers the start meanwhile"
+        );
+        assert_eq!(
+            supervisor.next_timer(),
+            Some(crate::runtime::FOLLOW_UP_DELAY),
+            "the loop comes back for the follow-up"
+        );
+        // An event before then (a reap that finds nothing) leaves it waiting.
+        supervisor.reconcile(supervisor.now());
+        assert_eq!(store.observed(&web).unwrap(), None);
+
+        advance(&clock, crate::runtime::FOLLOW_UP_DELAY);
+        assert_eq!(supervisor.next_timer(), Some(Duration::ZERO));
+        supervisor.reconcile(supervisor.now());
+        assert_eq!(
+            store.observed(&web).unwrap().and_then(|o| o.pid),
+            Some(started)
+        );
+        assert!(store.spawn_intents().unwrap().0.is_empty());
+        assert_eq!(supervisor.follow_up_at, None);
+        assert!(
+            supervisor.next_timer() > Some(crate::runtime::FOLLOW_UP_DELAY),
+            "nothing left for the follow-up"
+        );
+
+        // A stop starts nothing: its pass writes at once.
+        supervisor.store.delete_desired(&web, &Source::Api).unwrap();
+        supervisor.desired_changed(web.clone());
+        supervisor.reconcile(supervisor.now());
+        assert_eq!(
+            store.observed(&web).unwrap().map(|o| o.phase),
+            Some(Phase::Stopping)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while supervisor.observed.contains_key(&web) {
+            assert!(std::time::Instant::now() < deadline, "the stop ends");
+            supervisor.reap();
+            supervisor.reconcile(supervisor.now());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cleanup.0.clear();
     }
 
     /// Keeps what the supervisor sends the loop (`Event`s) for the test to read.
