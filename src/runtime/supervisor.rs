@@ -740,12 +740,12 @@ impl Supervisor {
 
     /// Plans ids and carries the plans out, then writes what changed to the store with one
     /// flush, and kills what ended processes left behind; both wait `follow_up_delay` after a
-    /// pass that started processes (a later pass does them once that time is up). Urgent ids (exits, probe results,
-    /// timers) go first and all at once; the others (a deployment, a mass stop, a resync) in
-    /// steps of `BULK_STEP` until `PASS_BUDGET` is spent, so that the loop gets back to the exits
-    /// between passes: a crash is restarted within milliseconds even while ten thousand stop.
-    /// Between steps, due timers join the next step (which comes even past the budget, for
-    /// urgent ids alone).
+    /// pass that started processes (a later pass does them once that time is up). Urgent ids
+    /// (exits, probe results, timers) go first and all at once; the others (a deployment, a
+    /// mass stop, a resync) in steps of `BULK_STEP` until `PASS_BUDGET` is spent, so that the
+    /// loop gets back to the exits between passes: a crash is restarted within milliseconds even
+    /// while ten thousand stop. Between steps, due timers join the next step (which comes even
+    /// past the budget, for urgent ids alone).
     pub fn reconcile(&mut self, now: UnixMillis) {
         self.retry_what_was_left_for_the_store(now);
         let writes_pending =
@@ -1004,7 +1004,6 @@ impl Supervisor {
     /// Writes the exits and observed records changed since the last call, with one flush for
     /// all, then forgets the spawn intents whose outcomes that flush made durable.
     pub(super) fn persist(&mut self) {
-        self.follow_up_at = None;
         if self.unsaved.is_empty()
             && self.settled_intents.is_empty()
             && !self.histories.has_unsaved()
