@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cgroup::CgroupTree;
-use super::reaper::become_subreaper;
+use super::reaper::{become_subreaper, ExitsReadiness};
 use super::supervisor::Supervisor;
 use crate::clock::Clock;
 use crate::error_chain::Chain;
@@ -170,6 +172,18 @@ async fn run_loop(
     let mut desired_changes = store.subscribe();
     let (events, mut receiver) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor::new(store, config, log_dir, events, side);
+    // A watched child's exit wakes the loop through its pidfd, on this thread. SIGCHLD still
+    // comes for every exit, orphans' too, but the kernel hands it to whichever thread of the
+    // launcher it picks, which then has to wake this one.
+    let exits = supervisor.children.exits_readiness().and_then(|readiness| {
+        // SAFETY: `ExitsReadiness` holds the epoll set's `OwnedFd` (through an `Arc`), so its
+        // descriptor stays open and unchanged for as long as the `AsyncFd` holding it lives.
+        unsafe { AsyncFd::register_with_interest(readiness, Interest::READABLE) }
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot wait on the children's pidfds; exits will be noticed through SIGCHLD")
+            })
+            .ok()
+    });
     let now = supervisor.now();
     supervisor.recover_previous_run(now)?;
     supervisor.resync()?;
@@ -206,6 +220,7 @@ async fn run_loop(
             // Shutdown, then exits: a restart is the most urgent thing the loop does.
             biased;
             () = &mut shutdown => break,
+            () = child_exited(exits.as_ref()), if exits.is_some() => supervisor.reap(),
             Some(()) = sigchld.recv() => {
                 supervisor.reap();
                 // The signal may have been for an orphan too (signals merge): a sweep soon. A
@@ -270,6 +285,19 @@ async fn run_loop(
     }
     supervisor.shut_down(&mut sigchld, &mut receiver).await;
     Ok(())
+}
+
+/// Waits until a watched child's pidfd says it exited (never ends without the set). The
+/// readiness is taken before the reap that follows: an exit during the reap wakes the loop again.
+async fn child_exited(exits: Option<&AsyncFd<ExitsReadiness>>) {
+    match exits {
+        Some(exits) => match exits.readable().await {
+            Ok(mut ready) => ready.clear_ready(),
+            // Only when the loop's runtime is going away: SIGCHLD is still heard.
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the admin client to say whether prism-admin's processes are suspended; `None`

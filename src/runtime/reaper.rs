@@ -14,7 +14,7 @@
 //! unreaped zombie, so that its pid (and so the group id) cannot have been reused.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -165,6 +165,12 @@ impl ChildTable {
         }
     }
 
+    /// The epoll set of the children's pidfds, to wait on: readable once a watched child
+    /// exited. None where there is no set (every exit is then found by the sweep).
+    pub fn exits_readiness(&self) -> Option<ExitsReadiness> {
+        self.exits.clone().map(ExitsReadiness)
+    }
+
     /// Whether every child's exit is found through its pidfd (else a reap sweeps too).
     pub fn watches_every_exit(&self) -> bool {
         self.exits.is_some() && self.unwatched.load(Ordering::Relaxed) == 0
@@ -207,6 +213,18 @@ impl ChildTable {
         self.spawning
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The children's exits as a descriptor an event loop can wait on: the table's epoll set, which
+/// is readable while a watched child's pidfd is. The loop wakes from it on the exit itself, not
+/// on the SIGCHLD that comes with it, which the kernel may hand to another thread first.
+#[derive(Debug)]
+pub struct ExitsReadiness(Arc<Epoll>);
+
+impl AsRawFd for ExitsReadiness {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0 .0.as_raw_fd()
     }
 }
 
@@ -524,6 +542,43 @@ mod tests {
         assert_eq!(tracked, alive);
         // Reported once: the pidfd left the set with its entry.
         assert!(reap_exited(&table).is_empty());
+    }
+
+    #[test]
+    fn an_exit_wakes_a_waiter_on_the_exits_readiness_once() {
+        use tokio::io::unix::AsyncFd;
+        use tokio::io::Interest;
+
+        let table = ChildTable::default();
+        let sleepers = Sleepers::start(&table, 2);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let readiness = table.exits_readiness().unwrap();
+            // SAFETY: `readiness` owns (through its `Arc`) the epoll set's descriptor, which
+            // stays open while the `AsyncFd` holding it lives.
+            let exits =
+                unsafe { AsyncFd::register_with_interest(readiness, Interest::READABLE) }.unwrap();
+            let killed = sleepers.pids[0];
+            nix::sys::signal::kill(Pid::from_raw(killed as i32), Signal::SIGKILL).unwrap();
+            let mut ready = tokio::time::timeout(Duration::from_secs(10), exits.readable())
+                .await
+                .expect("the exit made the set readable")
+                .unwrap();
+            ready.clear_ready();
+            assert_eq!(
+                reap_exited(&table),
+                vec![ChildExit {
+                    pid: killed,
+                    status: ExitStatus::Signal(libc::SIGKILL),
+                }]
+            );
+            // Reaped, the exit is not reported again: the waiter sleeps until the next one.
+            let again = tokio::time::timeout(Duration::from_millis(50), exits.readable()).await;
+            assert!(again.is_err(), "readable again with no new exit");
+        });
     }
 
     #[test]
