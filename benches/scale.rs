@@ -266,6 +266,62 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_else(|_| "?".to_string())
 }
 
+/// The CPU's model name, from `/proc/cpuinfo`: figures from hosts of one size but another CPU
+/// differ (a child's start costs twice as much where the hypervisor traps `cpuid`).
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// Whether the kernel's DAMON reclaims pages behind the processes' backs (a running kdamond,
+/// with the actions of its schemes): its pageout stalls an exiting and a starting child for
+/// milliseconds at a time, the tail of W2 on such a host (BENCHMARKS.md).
+fn host_reclaim() -> String {
+    let kdamonds = Path::new("/sys/kernel/mm/damon/admin/kdamonds");
+    let Ok(entries) = fs::read_dir(kdamonds) else {
+        return "no DAMON".to_string();
+    };
+    let mut running = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if read_trimmed(&dir.join("state").to_string_lossy()) != "on" {
+            continue;
+        }
+        let mut actions: Vec<String> = fs::read_dir(dir.join("contexts"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|context| {
+                fs::read_dir(context.path().join("schemes"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|scheme| read_trimmed(&scheme.path().join("action").to_string_lossy()))
+            .filter(|action| action != "?")
+            .collect();
+        actions.sort();
+        actions.dedup();
+        running.push(if actions.is_empty() {
+            "monitoring only".to_string()
+        } else {
+            actions.join("+")
+        });
+    }
+    if running.is_empty() {
+        "DAMON off".to_string()
+    } else {
+        format!("DAMON on ({})", running.join(", "))
+    }
+}
+
 /// Whether the process carries `PRISM_LAUNCHER_ID=<id>` in its environment (zombies have none).
 fn carries_launcher_id(pid: i32, id: &str) -> bool {
     let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
@@ -1674,8 +1730,10 @@ fn run() -> Result<bool> {
 
     println!("# prism-launcher scale benchmark (benches/scale.rs, BENCHMARKS-METHOD.md)");
     println!("date:      {}", utc_now());
+    let cpu = cpu_model();
+    let reclaim = host_reclaim();
     println!(
-        "machine:   {cores} cores (nproc), kernel {}, pid_max {pid_max}, RLIMIT_NOFILE {nofile}",
+        "machine:   {cores} cores (nproc), {cpu}, kernel {}, pid_max {pid_max}, RLIMIT_NOFILE {nofile}, host reclaim: {reclaim}",
         read_trimmed("/proc/sys/kernel/osrelease")
     );
     println!(
@@ -1775,6 +1833,8 @@ fn run() -> Result<bool> {
             "launcher": options.launcher.display().to_string(),
             "child": options.child_kind,
             "cores": cores,
+            "cpu": cpu,
+            "host_reclaim": reclaim,
             "kernel": read_trimmed("/proc/sys/kernel/osrelease"),
             "date": date,
         });
