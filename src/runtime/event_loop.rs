@@ -9,8 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -175,15 +173,14 @@ async fn run_loop(
     // A watched child's exit wakes the loop through its pidfd, on this thread. SIGCHLD still
     // comes for every exit, orphans' too, but the kernel hands it to whichever thread of the
     // launcher it picks, which then has to wake this one.
-    let exits = supervisor.children.exits_readiness().and_then(|readiness| {
-        // SAFETY: `ExitsReadiness` holds the epoll set's `OwnedFd` (through an `Arc`), so its
-        // descriptor stays open and unchanged for as long as the `AsyncFd` holding it lives.
-        unsafe { AsyncFd::register_with_interest(readiness, Interest::READABLE) }
-            .map_err(|error| {
-                tracing::warn!(%error, "cannot wait on the children's pidfds; exits will be noticed through SIGCHLD")
-            })
-            .ok()
-    });
+    let exits = match supervisor.children.exits_readiness() {
+        Some(Ok(exits)) => Some(exits),
+        Some(Err(error)) => {
+            tracing::warn!(%error, "cannot wait on the children's pidfds; exits will be noticed through SIGCHLD");
+            None
+        }
+        None => None,
+    };
     let now = supervisor.now();
     supervisor.recover_previous_run(now)?;
     supervisor.resync()?;
@@ -287,16 +284,12 @@ async fn run_loop(
     Ok(())
 }
 
-/// Waits until a watched child's pidfd says it exited (never ends without the set). The
-/// readiness is taken before the reap that follows: an exit during the reap wakes the loop again.
-async fn child_exited(exits: Option<&AsyncFd<ExitsReadiness>>) {
+/// Waits until a watched child's pidfd says it exited (never ends without the set, nor once the
+/// loop's runtime is going away: SIGCHLD is still heard).
+async fn child_exited(exits: Option<&ExitsReadiness>) {
     match exits {
-        Some(exits) => match exits.readable().await {
-            Ok(mut ready) => ready.clear_ready(),
-            // Only when the loop's runtime is going away: SIGCHLD is still heard.
-            Err(_) => std::future::pending().await,
-        },
-        None => std::future::pending().await,
+        Some(exits) if exits.exited().await.is_ok() => {}
+        _ => std::future::pending().await,
     }
 }
 

@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{killpg, Signal};
@@ -165,10 +168,15 @@ impl ChildTable {
         }
     }
 
-    /// The epoll set of the children's pidfds, to wait on: readable once a watched child
-    /// exited. None where there is no set (every exit is then found by the sweep).
-    pub fn exits_readiness(&self) -> Option<ExitsReadiness> {
-        self.exits.clone().map(ExitsReadiness)
+    /// The epoll set of the children's pidfds, registered with the current async runtime to be
+    /// waited on (`ExitsReadiness::exited`). None where there is no set (every exit is then
+    /// found by the sweep); an error when the runtime refuses it.
+    pub fn exits_readiness(&self) -> Option<std::io::Result<ExitsReadiness>> {
+        let set = EpollSet(self.exits.clone()?);
+        // SAFETY: `EpollSet` holds the epoll set's `OwnedFd` (through an `Arc`), so its
+        // descriptor stays open and unchanged for as long as the `AsyncFd` holding it lives.
+        let registered = unsafe { AsyncFd::register_with_interest(set, Interest::READABLE) };
+        Some(registered.map(ExitsReadiness).map_err(std::io::Error::from))
     }
 
     /// Whether every child's exit is found through its pidfd (else a reap sweeps too).
@@ -216,13 +224,27 @@ impl ChildTable {
     }
 }
 
-/// The children's exits as a descriptor an event loop can wait on: the table's epoll set, which
-/// is readable while a watched child's pidfd is. The loop wakes from it on the exit itself, not
-/// on the SIGCHLD that comes with it, which the kernel may hand to another thread first.
+/// The children's exits as something an event loop can wait on: the table's epoll set, which is
+/// readable while a watched child's pidfd is. The loop wakes from it on the exit itself, not on
+/// the SIGCHLD that comes with it, which the kernel may hand to another thread first.
 #[derive(Debug)]
-pub struct ExitsReadiness(Arc<Epoll>);
+pub struct ExitsReadiness(AsyncFd<EpollSet>);
 
-impl AsRawFd for ExitsReadiness {
+impl ExitsReadiness {
+    /// Waits until a watched child's pidfd says it exited. The readiness is taken before the
+    /// caller reaps, so that an exit during the reap wakes the next wait. An error only when
+    /// the runtime is going away.
+    pub async fn exited(&self) -> std::io::Result<()> {
+        self.0.readable().await?.clear_ready();
+        Ok(())
+    }
+}
+
+/// The table's epoll set as a descriptor for the async runtime's registration.
+#[derive(Debug)]
+struct EpollSet(Arc<Epoll>);
+
+impl AsRawFd for EpollSet {
     fn as_raw_fd(&self) -> RawFd {
         self.0 .0.as_raw_fd()
     }
@@ -546,9 +568,6 @@ mod tests {
 
     #[test]
     fn an_exit_wakes_a_waiter_on_the_exits_readiness_once() {
-        use tokio::io::unix::AsyncFd;
-        use tokio::io::Interest;
-
         let table = ChildTable::default();
         let sleepers = Sleepers::start(&table, 2);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -556,18 +575,13 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let readiness = table.exits_readiness().unwrap();
-            // SAFETY: `readiness` owns (through its `Arc`) the epoll set's descriptor, which
-            // stays open while the `AsyncFd` holding it lives.
-            let exits =
-                unsafe { AsyncFd::register_with_interest(readiness, Interest::READABLE) }.unwrap();
+            let exits = table.exits_readiness().unwrap().unwrap();
             let killed = sleepers.pids[0];
             nix::sys::signal::kill(Pid::from_raw(killed as i32), Signal::SIGKILL).unwrap();
-            let mut ready = tokio::time::timeout(Duration::from_secs(10), exits.readable())
+            tokio::time::timeout(Duration::from_secs(10), exits.exited())
                 .await
                 .expect("the exit made the set readable")
                 .unwrap();
-            ready.clear_ready();
             assert_eq!(
                 reap_exited(&table),
                 vec![ChildExit {
@@ -576,7 +590,7 @@ mod tests {
                 }]
             );
             // Reaped, the exit is not reported again: the waiter sleeps until the next one.
-            let again = tokio::time::timeout(Duration::from_millis(50), exits.readable()).await;
+            let again = tokio::time::timeout(Duration::from_millis(50), exits.exited()).await;
             assert!(again.is_err(), "readable again with no new exit");
         });
     }
