@@ -27,7 +27,9 @@ use crate::api::server::GrpcListeners;
 use crate::api::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};
 use crate::clock::{now, system_clock};
 use crate::private_fs::{self, DirState, PrivateFsError};
-use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, UnixMillis, Vocabulary};
+use crate::reconcile::{
+    Backoff, Isolation, ProcessId, ProcessType, SourceKind, UnixMillis, Vocabulary,
+};
 use crate::runtime::cgroup::{CgroupTree, HostLimits};
 use crate::runtime::{self, RuntimeConfig, Watchdog};
 use crate::sources::catalog::SharedCatalog;
@@ -264,6 +266,8 @@ pub struct Prepared {
     host_limits: HostLimits,
     /// The last run had stopped admin's processes past the disconnect grace.
     admin_suspended_before: bool,
+    /// The store held records that spec files declared in an earlier run.
+    files_declared_earlier: bool,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -392,6 +396,7 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
     let admin_suspended_before = config.admin_endpoint.is_some()
         && config.admin_disconnect_grace.is_some()
         && store.admin_suspended()?;
+    let files_declared_earlier = files_declared_earlier(&store)?;
     Ok(Prepared {
         config,
         specs_dir,
@@ -408,7 +413,19 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         admin_token,
         host_limits,
         admin_suspended_before,
+        files_declared_earlier,
     })
+}
+
+/// Whether the store holds desired records that spec files declared in an earlier run (a record
+/// that cannot be read may be one). Read before the spec watcher starts, so that no record its
+/// scan writes is taken for one.
+fn files_declared_earlier(store: &Store) -> Result<bool, StoreError> {
+    let (stamps, corrupt) = store.desired_stamps()?;
+    Ok(!corrupt.is_empty()
+        || stamps
+            .iter()
+            .any(|stamp| stamp.source.kind() == SourceKind::File))
 }
 
 impl Prepared {
@@ -517,6 +534,7 @@ pub async fn run(
         admin_token,
         host_limits,
         admin_suspended_before,
+        files_declared_earlier,
     } = prepared;
     let grpc_address = local_address(&listeners.grpc, "gRPC")?;
     let metrics_address = local_address(&listeners.metrics, "metrics")?;
@@ -589,6 +607,7 @@ pub async fn run(
                     .admin_endpoint
                     .is_some()
                     .then(|| admin_watch.suspended.clone()),
+                files_declared_earlier,
                 ..runtime_config(
                     &config,
                     host_limits.tree.clone(),
@@ -831,6 +850,8 @@ fn runtime_config(
         }),
         // `run` gives the admin client's watch when there is one.
         admin_suspended: None,
+        // `run` gives what the store held when it was opened.
+        files_declared_earlier: true,
     }
 }
 

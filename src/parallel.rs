@@ -2,45 +2,51 @@
 //! thousand spawns, a thousand spec files to parse at start) use the cores, one item costs no
 //! thread.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// `work` applied to every item, in order. From `from` items on, and with at least two cores,
-/// the items are split into one chunk per core (at most four) and each chunk runs on a scoped
-/// thread; below that, on the caller's thread. A thread only panics on a bug: the results of
-/// its chunk are then missing, which each caller says how it recovers from.
+/// the calling thread and one scoped thread per further core (at most four in all) take the
+/// items one at a time, each the next one left, so that a slow item (a spawn that waits for a
+/// busy core, a large file) holds up no share of the others; below that, the caller does them
+/// all. Spread, an item whose work panics (a bug) is left out of the results, which each caller
+/// says how it recovers from, and the other items are still done.
 pub fn map_in_parallel<T: Send, R: Send>(
     items: Vec<T>,
     from: usize,
     work: impl Fn(T) -> R + Sync,
 ) -> Vec<R> {
-    if items.len() < from {
-        return items.into_iter().map(work).collect();
-    }
     let threads = threads();
-    if threads < 2 {
+    if items.len() < from || threads < 2 {
         return items.into_iter().map(work).collect();
     }
-    let chunk = items.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<T>> = Vec::new();
-    let mut rest = items.into_iter();
-    loop {
-        let next: Vec<T> = rest.by_ref().take(chunk).collect();
-        if next.is_empty() {
-            break;
+    let count = items.len();
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let done: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(count));
+    // Neither lock is held while `work` runs, so no panic can poison one in the middle of an
+    // update; a poisoned one is taken as it is.
+    let take = || queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+    let worker = || {
+        while let Some((index, item)) = take() {
+            // A panic costs the item it came from; the worker goes on with the next.
+            let Ok(result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item)))
+            else {
+                continue;
+            };
+            done.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((index, result));
         }
-        chunks.push(next);
-    }
-    let work = &work;
+    };
     std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| scope.spawn(move || chunk.into_iter().map(work).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().unwrap_or_default())
-            .collect()
-    })
+        for _ in 1..threads {
+            scope.spawn(worker);
+        }
+        // The caller is a worker too.
+        worker();
+    });
+    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    done.sort_unstable_by_key(|(index, _)| *index);
+    done.into_iter().map(|(_, result)| result).collect()
 }
 
 /// How many threads a burst is spread over: the cores the launcher may use, at most four. Read
@@ -63,5 +69,22 @@ mod tests {
         assert_eq!(map_in_parallel(items.clone(), 8, |n| n * 2), expected);
         assert_eq!(map_in_parallel(items, 1000, |n| n * 2), expected);
         assert!(map_in_parallel(Vec::<u32>::new(), 0, |n| n).is_empty());
+    }
+
+    /// Spread, an item whose work panics (a bug) loses its own result only, whichever worker
+    /// (the caller or a thread) took it; the rest are done and come in order.
+    #[test]
+    fn a_panicking_item_costs_only_its_own_result_when_spread() {
+        if threads() < 2 {
+            eprintln!("one core: nothing is spread, and a panic is the caller's");
+            return;
+        }
+        let items: Vec<u32> = (0..200).collect();
+        let results = map_in_parallel(items, 8, |n| {
+            assert!(n % 50 != 7, "item {n} stands for a bug");
+            n
+        });
+        let expected: Vec<u32> = (0..200).filter(|n| n % 50 != 7).collect();
+        assert_eq!(results, expected);
     }
 }

@@ -205,6 +205,19 @@ impl SourcesRead {
         admin_suspended: false,
     };
 
+    /// Where a launcher starts whose store held, when it was opened, records that spec files
+    /// declared (`files_declared_earlier`) or none. Those records wait for the spec directory's
+    /// scan: the file may have been changed or deleted while the launcher was down. With none,
+    /// every record a file declares is written by this run's scan, so each is acted on as the
+    /// scan writes it, and the first processes start while later files are still being read.
+    pub fn at_start(files_declared_earlier: bool) -> SourcesRead {
+        if files_declared_earlier {
+            SourcesRead::NONE
+        } else {
+            SourcesRead::ALL
+        }
+    }
+
     /// Whether records of `source` may be acted on.
     pub fn has_read(&self, source: &Source) -> bool {
         match source.kind() {

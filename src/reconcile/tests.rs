@@ -704,6 +704,46 @@ fn nothing_moves_for_files_until_the_spec_directory_has_been_read() {
     );
 }
 
+/// A launcher whose store held what files declared in an earlier run waits for the spec
+/// directory's scan before acting on any of it; one whose store held none acts on each file's
+/// records as the scan writes them (nothing stale can be among them).
+#[test]
+fn files_wait_for_the_scan_only_when_an_earlier_run_left_records_of_theirs() {
+    let from_file = DesiredRecord {
+        source: Source::file(Path::new("/specs/new.yaml")),
+        ..desired_for("new", 1, spec())
+    };
+    let pairs = [(Some(from_file), None)];
+    let kinds = |read: SourcesRead| -> Vec<&'static str> {
+        plan(
+            pairs.iter().map(|(d, o)| (d.as_ref(), o.as_ref())),
+            NOW,
+            read,
+        )
+        .actions
+        .iter()
+        .map(Action::kind)
+        .collect()
+    };
+    for (files_declared_earlier, expected) in [(true, vec![]), (false, vec!["start"])] {
+        let read = SourcesRead::at_start(files_declared_earlier);
+        assert!(!read.admin_suspended);
+        assert_eq!(
+            kinds(read),
+            expected,
+            "files declared earlier: {files_declared_earlier}"
+        );
+    }
+    // The API's and admin's records never wait for the scan.
+    let from_api = [(Some(desired_for("launched", 1, spec())), None)];
+    let plan_at_start = plan(
+        from_api.iter().map(|(d, o)| (d.as_ref(), o.as_ref())),
+        NOW,
+        SourcesRead::at_start(true),
+    );
+    assert_eq!(plan_at_start.actions.len(), 1);
+}
+
 #[test]
 fn action_id_and_kind() {
     let cases = vec![

@@ -88,6 +88,9 @@ pub struct RuntimeConfig {
     /// How long the follow-up of a pass that started processes waits (`FOLLOW_UP_DELAY`; tests
     /// with a fixed clock use zero).
     pub follow_up_delay: Duration,
+    /// The store held, when it was opened, desired records that spec files declared in an
+    /// earlier run: those wait for the spec directory's scan (`SourcesRead::at_start`).
+    pub files_declared_earlier: bool,
     /// True while prism-admin has been unreachable for longer than `--admin-disconnect-grace`:
     /// its processes are kept down until it is back. `None` standalone.
     pub admin_suspended: Option<watch::Receiver<bool>>,

@@ -101,8 +101,8 @@ fn launch_all(
             took: started.elapsed(),
         }
     };
-    // A spawning thread only panics on a bug; its starts are then left as they were (their
-    // intents kept, so a restarted launcher looks for them) and the resync plans them again.
+    // A spawn only panics on a bug; that start is then left as it was (its intent kept, so a
+    // restarted launcher looks for it) and the resync plans it again.
     crate::parallel::map_in_parallel(prepared, PARALLEL_FROM, launch)
 }
 

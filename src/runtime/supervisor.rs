@@ -165,6 +165,7 @@ impl Supervisor {
         side: tokio::runtime::Handle,
     ) -> Supervisor {
         let now = (config.clock)();
+        let sources_read = SourcesRead::at_start(config.files_declared_earlier);
         Supervisor {
             store,
             ports: PortAllocator::new(config.port_range.clone()),
@@ -204,7 +205,7 @@ impl Supervisor {
             burst_over_at: None,
             resynced_many: false,
             planned_exits: std::collections::VecDeque::new(),
-            sources_read: SourcesRead::NONE,
+            sources_read,
             desired_loaded: false,
         }
     }
@@ -1227,8 +1228,19 @@ mod tests {
         cgroup_tree: Option<super::super::cgroup::CgroupTree>,
         clock: crate::clock::Clock,
     ) -> Supervisor {
+        supervisor_configured(dir, max_processes, cgroup_tree, clock, |_| {})
+    }
+
+    /// `supervisor_with_clock`, its configuration changed by `configure` first.
+    fn supervisor_configured(
+        dir: &std::path::Path,
+        max_processes: Option<u32>,
+        cgroup_tree: Option<super::super::cgroup::CgroupTree>,
+        clock: crate::clock::Clock,
+        configure: impl FnOnce(&mut RuntimeConfig),
+    ) -> Supervisor {
         let store = Arc::new(Store::open(&dir.join("store")).unwrap());
-        let config = RuntimeConfig {
+        let mut config = RuntimeConfig {
             data_dir: dir.to_path_buf(),
             cgroup_tree,
             launcher_id: "launcher-unit".to_string(),
@@ -1245,12 +1257,16 @@ mod tests {
             metrics: Metrics::new().unwrap(),
             readiness: Readiness::default(),
             clock,
+            // What these tests write to the store stands for an earlier run's records, which
+            // wait for the spec directory's scan.
+            files_declared_earlier: true,
             admin_suspended: None,
             watchdog: None,
             // A fixed clock would never see a delay end: these tests have each pass do its
             // follow-up at once (`the_follow_up_of_a_start_waits_its_delay` tests the delay).
             follow_up_delay: Duration::ZERO,
         };
+        configure(&mut config);
         let log_dir = dir.join("logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let (events, _receiver) = mpsc::unbounded_channel();
@@ -1751,6 +1767,42 @@ mod tests {
         assert!(!supervisor.desired.contains_key(&gone));
         assert!(!supervisor.observed.contains_key(&gone), "never started");
         assert_eq!(supervisor.store_retry_at, None);
+    }
+
+    /// A launcher whose store held nothing that spec files declared acts on each record of the
+    /// spec directory's first scan as the scan writes it: the first files' processes start
+    /// while later files are still being read. (With records of an earlier run, nothing a file
+    /// declares starts before the scan ends: the test above.)
+    #[tokio::test]
+    async fn with_nothing_files_declared_earlier_what_the_scan_records_starts_before_it_ends() {
+        use crate::store::SourceSet;
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor =
+            supervisor_configured(dir.path(), None, None, Arc::new(|| NOW), |config| {
+                config.files_declared_earlier = false
+            });
+        let store = Arc::clone(&supervisor.store);
+        supervisor.resync().unwrap();
+        let first = id("first");
+        let file = Source::File {
+            path: PathBuf::from("/specs/first.yaml"),
+        };
+        store
+            .apply_sources(&[SourceSet {
+                source: &file,
+                specs: &[(first.clone(), sleeper())],
+                released: &[],
+            }])
+            .unwrap();
+        supervisor.desired_changed(first.clone());
+        supervisor.reconcile(NOW);
+
+        assert!(!supervisor.spec_directory_scan_told());
+        let pid = supervisor.observed[&first]
+            .pid
+            .expect("started before the scan ends");
+        let _cleanup = Spawned(vec![pid]);
+        assert!(supervisor.sources_read.files);
     }
 
     /// The real trigger, end to end: a burst of `STORE_RELEASE_BURST` actions, over once the

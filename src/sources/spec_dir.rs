@@ -99,6 +99,27 @@ const PARALLEL_READ_FROM: usize = 64;
 /// a source of its own, so nothing needs more than one file applied at once.
 const APPLY_BATCH: usize = 512;
 
+/// The first transaction of a scan holds this many files, and each one after twice as many as
+/// the one before, up to `APPLY_BATCH`: what the first files declare is recorded (and, once
+/// files count as read, started) while the rest are still being read, rather than after the
+/// first 512.
+const FIRST_APPLY_BATCH: usize = 64;
+
+/// `items` in consecutive batches of `first`, then twice as many each time, up to `most`.
+fn growing_batches<T>(items: &[T], first: usize, most: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    let mut size = first.max(1);
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (batch, later) = rest.split_at(size.min(rest.len()));
+        rest = later;
+        size = size.saturating_mul(2).min(most.max(1));
+        Some(batch)
+    })
+}
+
 /// How much room for stamps beyond twice the files present the map may keep after files are
 /// removed before it is shrunk (a few removals at a time are not worth a rehash).
 const SPARE_STAMPS: usize = 64;
@@ -380,8 +401,8 @@ impl SpecDir {
     }
 
     /// Reads each changed spec file again (a missing one declares nothing) and applies them in
-    /// transactions of `APPLY_BATCH` files, then retries files whose names were owned by another
-    /// file, in case the owner let go.
+    /// transactions that grow from `FIRST_APPLY_BATCH` to `APPLY_BATCH` files, then retries
+    /// files whose names were owned by another file, in case the owner let go.
     fn apply_changed(&self, changed: BTreeSet<PathBuf>) {
         // Removed files after present ones, so that a name moved from one file to another (a
         // rename) is taken over by the new file before the old file's records go, never
@@ -399,7 +420,7 @@ impl SpecDir {
         }
         let gone: Vec<Source> = removed.iter().map(|path| Source::file(path)).collect();
         let mut released = false;
-        for batch in present.chunks(APPLY_BATCH) {
+        for batch in growing_batches(&present, FIRST_APPLY_BATCH, APPLY_BATCH) {
             let mut files: Vec<FileSet<'_>> = Vec::new();
             for (path, read) in self.read_all(batch.to_vec()) {
                 match read {
@@ -454,10 +475,11 @@ impl SpecDir {
 
     /// Reads and parses `paths` (in their order), on a few threads when there are many (a start
     /// with a thousand files, or a thousand dropped in at once): nothing a file declares starts
-    /// before the directory is read, so its reading is on the path of every start.
+    /// before the file is read (nor, after a run that left records of files, before the whole
+    /// directory is), so its reading is on the path of every start.
     fn read_all(&self, paths: Vec<PathBuf>) -> Vec<(PathBuf, Read)> {
-        // A reader only panics on a bug; its files are then left as they were until the next
-        // change or rescan reads them again.
+        // A read only panics on a bug; that file is then left as it was until the next change
+        // or rescan reads it again.
         crate::parallel::map_in_parallel(paths, PARALLEL_READ_FROM, |path| {
             let read = self.read(&path);
             (path, read)
@@ -583,6 +605,22 @@ impl SpecDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_grow_from_the_first_size_to_the_largest_and_cover_every_item_in_order() {
+        let sizes = |count: usize, first: usize, most: usize| -> Vec<usize> {
+            let items: Vec<usize> = (0..count).collect();
+            let batches: Vec<&[usize]> = growing_batches(&items, first, most).collect();
+            let joined: Vec<usize> = batches.concat();
+            assert_eq!(joined, items, "{count} items, first {first}, most {most}");
+            batches.iter().map(|batch| batch.len()).collect()
+        };
+        assert_eq!(sizes(1000, 64, 512), [64, 128, 256, 512, 40]);
+        assert_eq!(sizes(2000, 64, 512), [64, 128, 256, 512, 512, 512, 16]);
+        assert_eq!(sizes(10, 64, 512), [10]);
+        assert_eq!(sizes(0, 64, 512), Vec::<usize>::new());
+        assert_eq!(sizes(5, 0, 0), [1, 1, 1, 1, 1]);
+    }
 
     #[test]
     fn the_stamps_of_removed_files_give_back_their_room() {
