@@ -27,9 +27,7 @@ use crate::api::server::GrpcListeners;
 use crate::api::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};
 use crate::clock::{now, system_clock};
 use crate::private_fs::{self, DirState, PrivateFsError};
-use crate::reconcile::{
-    Backoff, Isolation, ProcessId, ProcessType, SourceKind, UnixMillis, Vocabulary,
-};
+use crate::reconcile::{Backoff, Isolation, ProcessId, ProcessType, UnixMillis, Vocabulary};
 use crate::runtime::cgroup::{CgroupTree, HostLimits};
 use crate::runtime::{self, RuntimeConfig, Watchdog};
 use crate::sources::catalog::SharedCatalog;
@@ -396,7 +394,9 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
     let admin_suspended_before = config.admin_endpoint.is_some()
         && config.admin_disconnect_grace.is_some()
         && store.admin_suspended()?;
-    let files_declared_earlier = files_declared_earlier(&store)?;
+    // Read before the spec watcher starts, so that no record its scan writes is taken for one of
+    // an earlier run.
+    let files_declared_earlier = store.holds_file_records()?;
     Ok(Prepared {
         config,
         specs_dir,
@@ -415,17 +415,6 @@ pub fn prepare(config: Config) -> Result<Prepared, AppError> {
         admin_suspended_before,
         files_declared_earlier,
     })
-}
-
-/// Whether the store holds desired records that spec files declared in an earlier run (a record
-/// that cannot be read may be one). Read before the spec watcher starts, so that no record its
-/// scan writes is taken for one.
-fn files_declared_earlier(store: &Store) -> Result<bool, StoreError> {
-    let (stamps, corrupt) = store.desired_stamps()?;
-    Ok(!corrupt.is_empty()
-        || stamps
-            .iter()
-            .any(|stamp| stamp.source.kind() == SourceKind::File))
 }
 
 impl Prepared {

@@ -2,6 +2,7 @@
 //! the spawns about to happen, then the spawns), stops, kills, forgets, and the health probes of
 //! what runs.
 
+use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use crate::reconcile::{
     ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
 };
 
-/// Spawns run in parallel threads from this many starts in one round on (a single restart runs
+/// Spawns are spread over threads from this many starts in one round on (a single restart runs
 /// on the loop's own thread, with no thread to start).
 const PARALLEL_FROM: usize = 8;
 
@@ -51,8 +52,9 @@ enum Outcome {
     },
 }
 
-/// Spawns every prepared start: on the loop's thread for a few, else in parallel threads (an
-/// exec takes a while, and the cores are better used spawning than waiting), in order.
+/// Spawns every prepared start: on the loop's thread for a few, else spread over the loop's
+/// thread and a scoped thread per further core (an exec takes a while, and the cores are better
+/// used spawning than waiting); the outcomes in order.
 fn launch_all(
     prepared: Vec<Prepared>,
     launcher_id: &str,
@@ -256,6 +258,7 @@ impl Supervisor {
             }
             return Vec::new();
         }
+        let starting: Vec<ProcessId> = prepared.iter().map(|start| start.id.clone()).collect();
         let launched = launch_all(
             prepared,
             &self.config.launcher_id,
@@ -263,6 +266,13 @@ impl Supervisor {
             self.config.cgroup_tree.as_ref(),
             &self.children,
         );
+        if launched.len() < starting.len() {
+            // A spawn panicked (a bug; the panic's own message is above in the log).
+            let outcomes: HashSet<&ProcessId> = launched.iter().map(|done| &done.id).collect();
+            for id in starting.iter().filter(|id| !outcomes.contains(id)) {
+                tracing::error!(%id, "the start failed on a bug; its intent is kept and the resync plans it again");
+            }
+        }
         if !launched.is_empty() {
             self.follow_up_after_starts(now);
         }

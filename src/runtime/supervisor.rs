@@ -112,8 +112,9 @@ pub struct Supervisor {
     /// Ids whose desired record changed while the store was busy: read once it is not (see
     /// `store_retry_at`).
     changed_while_busy: BTreeSet<ProcessId>,
-    /// The spec directory's first scan is done: what files declare may move once a resync
-    /// after it has read the store (`sources_read.files`), tried again until one does.
+    /// The spec directory's first scan is done: when files are not taken as read yet (the store
+    /// held records of an earlier run's files), what files declare may move once a resync after
+    /// it has read the store (`sources_read.files`), tried again until one does.
     spec_directory_scanned: bool,
     /// When the loop next takes up what it left for the store (the three above), unless
     /// `Event::StoreUsable` comes first; `None` when nothing is left.
@@ -150,7 +151,10 @@ pub struct Supervisor {
     resynced_many: bool,
     /// Exits of stopping processes, reaped and not recorded yet (see `reap`).
     pub(super) planned_exits: std::collections::VecDeque<(ProcessId, ChildExit)>,
-    /// Which sources have been read in full in this run; ids of the others wait.
+    /// Which sources have been read in full in this run; ids of the others wait. Each spec file
+    /// is a source: files count as read from the start when the store held no record of an
+    /// earlier run's file (`SourcesRead::at_start`), since every file record is then one this
+    /// run wrote after reading its file.
     sources_read: SourcesRead,
     /// Whether the desired state has been read once (a resync's changes are told after that).
     desired_loaded: bool,

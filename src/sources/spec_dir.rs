@@ -41,8 +41,8 @@ pub enum SpecWatchError {
     #[error("cannot list the desired records to find removed spec files")]
     Store(#[source] crate::store::StoreError),
     #[error(
-        "the store refused the first scan of the spec directory (see the errors above); \
-         nothing a spec file declares would be safe to act on"
+        "the store refused the first scan of the spec directory (see the errors above); what \
+         spec files declared in an earlier run would not be safe to act on"
     )]
     FirstScanUnrecorded,
 }
@@ -99,10 +99,10 @@ const PARALLEL_READ_FROM: usize = 64;
 /// a source of its own, so nothing needs more than one file applied at once.
 const APPLY_BATCH: usize = 512;
 
-/// The first transaction of a scan holds this many files, and each one after twice as many as
-/// the one before, up to `APPLY_BATCH`: what the first files declare is recorded (and, once
-/// files count as read, started) while the rest are still being read, rather than after the
-/// first 512.
+/// The first transaction of a scan (or of a change of many files) holds this many files, and
+/// each one after twice as many as the one before, up to `APPLY_BATCH`: what the first files
+/// declare is recorded (and, once files count as read, started) while the rest are still being
+/// read, rather than after the first 512.
 const FIRST_APPLY_BATCH: usize = 64;
 
 /// `items` in consecutive batches of `first`, then twice as many each time, up to `most`.
@@ -225,10 +225,11 @@ pub async fn watch_spec_dir(
         unrecorded: std::sync::atomic::AtomicUsize::new(0),
         parsing: Arc::default(),
     });
-    // What files declare moves only once a scan is recorded in full (`SourcesRead`): a scan the
-    // store could not record would let the last run's records (a spec deleted while the
-    // launcher was down) act. It is tried again, with a growing pause, until one is; meanwhile
-    // what runs keeps running and nothing a file declares moves.
+    // What files declared in an earlier run moves only once a scan is recorded in full
+    // (`SourcesRead`): a scan the store could not record would let the last run's records (a
+    // spec deleted while the launcher was down) act. It is tried again, with a growing pause,
+    // until one is; meanwhile what runs keeps running and those records do not move. (A store
+    // that held none acts on each file's records as they are written: `SourcesRead::at_start`.)
     tokio::pin!(shutdown);
     let mut retry = FIRST_SCAN_RETRY_INITIAL;
     loop {
@@ -244,7 +245,7 @@ pub async fn watch_spec_dir(
         match scanned {
             Ok(()) => break,
             Err(error) => {
-                tracing::error!(error = %Chain(&error), retry_in = ?retry, "the first scan of the spec directory could not be recorded; nothing a spec file declares moves until one is");
+                tracing::error!(error = %Chain(&error), retry_in = ?retry, "the first scan of the spec directory could not be recorded; what spec files declared in an earlier run does not move until one is");
                 tokio::select! {
                     () = &mut shutdown => return Ok(()),
                     () = tokio::time::sleep(retry) => {}

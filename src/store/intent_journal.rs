@@ -175,7 +175,7 @@ impl IntentJournal {
             state.torn_tail = false;
             return Ok(());
         }
-        // Only reached when a spawn's outcome was lost (a spawning thread panicked): rare, so
+        // Only reached when a spawn's outcome was lost (a spawn panicked): rare, so
         // the cost of a rewrite does not matter, its atomicity does.
         let left: Vec<SpawnIntent> = state.outstanding.values().cloned().collect();
         let lines = as_lines(&left)?;

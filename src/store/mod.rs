@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::reconcile::{
     admin_set_changes, admit_term, join, operate, AdminTerm, AdminView, DesiredRecord, ExitStatus,
     ObservedRecord, OperatorRefusal, OperatorVerb, ProcessId, ProcessRow, ProcessSpec, Source,
-    SpawnIntent, StaleTerm, UnixMillis,
+    SourceKind, SpawnIntent, StaleTerm, UnixMillis,
 };
 
 /// The shape of the records this build reads and writes: serde JSON of the domain types as they
@@ -880,6 +880,16 @@ impl Store {
     /// reads again only the ones that differ, instead of decoding every record every time.
     pub fn desired_stamps(&self) -> Result<(Vec<DesiredStamp>, Vec<StoreError>), StoreError> {
         self.with_trees(|trees| scan(&trees.desired, "desired"))
+    }
+
+    /// Whether any desired record is one a spec file declared; a record that cannot be read
+    /// may be one, and counts as one.
+    pub fn holds_file_records(&self) -> Result<bool, StoreError> {
+        let (stamps, corrupt) = self.desired_stamps()?;
+        Ok(!corrupt.is_empty()
+            || stamps
+                .iter()
+                .any(|stamp| stamp.source.kind() == SourceKind::File))
     }
 
     pub fn observed(&self, id: &ProcessId) -> Result<Option<ObservedRecord>, StoreError> {

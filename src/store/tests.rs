@@ -153,6 +153,16 @@ const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// A raw sled database in `dir`, to write or read a store as an older (or newer) launcher left
 /// it, bypassing `Store`.
+/// Writes a desired record under `key` that is not JSON, past the store (which is closed).
+fn insert_unreadable_desired(dir: &Path, key: &str) {
+    let raw = raw_db(dir);
+    let desired = raw.open_tree("desired").unwrap();
+    desired
+        .insert(key.as_bytes(), b"\x00\xffnot json{".as_slice())
+        .unwrap();
+    raw.flush().unwrap();
+}
+
 fn raw_db(dir: &Path) -> sled::Db {
     let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
     loop {
@@ -1636,14 +1646,7 @@ fn corrupt_desired_record_is_reported_without_failing_the_scan() {
             )
             .unwrap();
     }
-    {
-        let raw = raw_db(dir.path());
-        let desired = raw.open_tree("desired").unwrap();
-        desired
-            .insert(b"garbage-key", b"\x00\xffnot json{".as_slice())
-            .unwrap();
-        raw.flush().unwrap();
-    }
+    insert_unreadable_desired(dir.path(), "garbage-key");
 
     let store = open(dir.path());
     let (records, corrupt) = store
@@ -1670,6 +1673,37 @@ fn corrupt_desired_record_is_reported_without_failing_the_scan() {
         matches!(single, Err(StoreError::Corrupt { .. })),
         "{single:?}"
     );
+}
+
+/// What decides whether a starting launcher waits for the spec directory's scan
+/// (`SourcesRead::at_start`): a record a file declared, or one that cannot be read, counts; the
+/// API's and admin's do not.
+#[test]
+fn the_store_holds_file_records_when_a_file_declared_one_or_one_is_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        assert!(!store.holds_file_records().unwrap(), "an empty store");
+        store
+            .put_desired(&id("launched"), &spec("/bin/api"), &Source::Api)
+            .unwrap();
+        assert!(
+            !store.holds_file_records().unwrap(),
+            "only the API's record"
+        );
+        store
+            .apply_source(&file("/specs/a.yaml"), &[(id("alpha"), spec("/bin/alpha"))])
+            .unwrap();
+        assert!(store.holds_file_records().unwrap(), "a file's record");
+        store.apply_source(&file("/specs/a.yaml"), &[]).unwrap();
+        assert!(
+            !store.holds_file_records().unwrap(),
+            "the file's record removed"
+        );
+    }
+    insert_unreadable_desired(dir.path(), "garbage-key");
+    let store = open(dir.path());
+    assert!(store.holds_file_records().unwrap(), "an unreadable record");
 }
 
 #[test]
