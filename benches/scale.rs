@@ -1,9 +1,11 @@
 //! The scale benchmark of BENCHMARKS-METHOD.md (run with
-//! `cargo bench --bench scale -- --n 100,1000 [--runs 3] [--binary PATH] [--w3-seconds 30] [--smoke]`):
+//! `cargo bench --bench scale -- --n 100,1000 [--runs 3] [--binary PATH] [--child c|nolibc|rust|PATH]
+//! [--w3-seconds 30] [--smoke]`):
 //! W1 cold start, W1b hot drop, W3 idle, W2 restart, `status` latency, W4 stop all and W4b shutdown
 //! of a real `prism-launcher serve` running N tiny children, one spec file each: by default the C
 //! program `benches/bench_child.c` built with `cc` (`--child rust` runs `prism-bench-child`, the
-//! same in Rust).
+//! same in Rust; `--child nolibc`, on x86_64, `benches/bench_child_nolibc.c`, the same again with
+//! no C library, whose exec costs the host almost nothing).
 //!
 //! Every launcher of a run also runs one more child, the sentinel (`sentinel.yaml`, tag
 //! `sentinel`), which no workload removes and which counts toward none of the N children the
@@ -45,7 +47,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 const USAGE: &str =
     "usage: cargo bench --bench scale -- [--n 100,1000] [--runs 3] [--binary PATH] \
-[--child c|rust|PATH] [--w3-seconds 30] [--kills 20] [--port-range 20000-44999] [--memory-limit 64Mi] [--keep] \
+[--child c|nolibc|rust|PATH] [--w3-seconds 30] [--kills 20] [--port-range 20000-44999] [--memory-limit 64Mi] [--keep] \
 [--smoke]";
 
 // ---------------------------------------------------------------------------------------------
@@ -191,34 +193,56 @@ fn parse_options() -> Result<Options> {
 
 /// The child to run: `c` is `benches/bench_child.c` built with the machine's `cc` (the tiny C
 /// program the targets of issue 11 were measured with; a Rust program's start costs about 40 %
-/// more on this machine, which a supervisor cannot help), `rust` is `prism-bench-child`, anything
-/// else a path. Without a working `cc`, `c` falls back to `rust` and says so.
+/// more on this machine, which a supervisor cannot help), `nolibc` is
+/// `benches/bench_child_nolibc.c` (x86_64 only: the same reports from a static program with no C
+/// library, whose exec costs the host almost nothing, so that what remains of a start is the
+/// supervisor's), `rust` is `prism-bench-child`, anything else a path. Without a working `cc`,
+/// `c` falls back to `rust` and says so; `nolibc` is an error, since nothing stands in for it.
 fn bench_child(kind: &str) -> Result<PathBuf> {
     let rust = PathBuf::from(env!("CARGO_BIN_EXE_prism-bench-child"));
     match kind {
         "rust" => Ok(rust),
-        "c" => {
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bench_child.c");
-            let binary = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prism-bench-child-c");
-            let built = Command::new("cc")
-                .args(["-O2", "-o"])
-                .arg(&binary)
-                .arg(&source)
-                .stdin(Stdio::null())
-                .status();
-            match built {
-                Ok(status) if status.success() => Ok(binary),
-                other => {
-                    eprintln!(
-                        "note: cannot build {} with cc ({other:?}); using the Rust child",
-                        source.display()
-                    );
-                    Ok(rust)
-                }
+        "c" => match build_c_child("bench_child.c", "prism-bench-child-c", &[]) {
+            Ok(binary) => Ok(binary),
+            Err(error) => {
+                eprintln!("note: {error:#}; using the Rust child");
+                Ok(rust)
             }
-        }
+        },
+        "nolibc" => build_c_child(
+            "bench_child_nolibc.c",
+            "prism-bench-child-nolibc",
+            &[
+                "-static",
+                "-nostdlib",
+                "-fno-pie",
+                "-no-pie",
+                "-fno-stack-protector",
+            ],
+        ),
         path => Ok(PathBuf::from(path)),
     }
+}
+
+/// Builds `benches/<source>` with the machine's `cc` into the bench's target folder.
+fn build_c_child(source: &str, binary: &str, flags: &[&str]) -> Result<PathBuf> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches")
+        .join(source);
+    let binary = Path::new(env!("CARGO_TARGET_TMPDIR")).join(binary);
+    let status = Command::new("cc")
+        .arg("-O2")
+        .args(flags)
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run cc to build {}", source.display()))?;
+    if !status.success() {
+        bail!("cc could not build {} ({status})", source.display());
+    }
+    Ok(binary)
 }
 
 // ---------------------------------------------------------------------------------------------
