@@ -5,7 +5,8 @@
  * static, non-PIE executable, so that its exec costs no dynamic loader and none of the C library's
  * start-up (glibc's loader probes the CPU and its caches with `cpuid`, which some virtual machines
  * trap: 7.4 us per instruction on the machine of BENCHMARKS.md). `--child nolibc` runs it, to show
- * what is the supervisor's own share of a start. Build:
+ * what is the supervisor's own share of a start. It stamps at its first instruction (it has no
+ * main()). Build:
  *   cc -O2 -static -nostdlib -fno-pie -no-pie -fno-stack-protector -o child bench_child_nolibc.c
  */
 #if !defined(__x86_64__) || !defined(__linux__)
@@ -58,9 +59,13 @@ static u64 monotonic_ns(void) {
     return (u64)now.seconds * 1000000000UL + (u64)now.nanoseconds;
 }
 
+/* The reports are built in a line of LINE_BYTES; a report that does not fit is an error, as
+ * in bench_child.c (no partial line is sent). */
+#define LINE_BYTES 256
+
 static int append(char *line, int at, const char *text) {
-    while (*text && at < 250) line[at++] = *text++;
-    return at;
+    while (*text && at < LINE_BYTES) line[at++] = *text++;
+    return *text ? LINE_BYTES : at;
 }
 
 static int append_number(char *line, int at, u64 number) {
@@ -70,13 +75,13 @@ static int append_number(char *line, int at, u64 number) {
         digits[count++] = (char)('0' + number % 10);
         number /= 10;
     } while (number && count < 24);
-    while (count && at < 250) line[at++] = digits[--count];
-    return at;
+    while (count && at < LINE_BYTES) line[at++] = digits[--count];
+    return count ? LINE_BYTES : at;
 }
 
 static int report(int fd, const struct sockaddr_un_raw *to, const char *kind, u64 ns,
                   const char *tag) {
-    char line[256];
+    char line[LINE_BYTES];
     int at = append(line, 0, kind);
     at = append(line, at, " ");
     at = append_number(line, at, (u64)syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0));
@@ -85,6 +90,7 @@ static int report(int fd, const struct sockaddr_un_raw *to, const char *kind, u6
     at = append(line, at, " ");
     at = append(line, at, tag);
     at = append(line, at, "\n");
+    if (at >= LINE_BYTES) return 0;
     return syscall6(SYS_sendto, fd, (long)line, at, 0, (long)to, sizeof *to) == at;
 }
 
@@ -92,13 +98,17 @@ static int run(long argc, char **argv) {
     u64 started = monotonic_ns();
     if (!started) return 3;
     if (argc < 3) return 2;
-    struct sockaddr_un_raw to = {AF_UNIX, {0}};
+    /* Filled field by field: an initializer of the whole struct may be compiled to a call of
+     * memset, which a program without a C library does not have. */
+    struct sockaddr_un_raw to;
+    to.family = AF_UNIX;
     int length = 0;
     while (argv[1][length]) {
         if (length >= (int)sizeof to.path - 1) return 2;
         to.path[length] = argv[1][length];
         length++;
     }
+    to.path[length] = 0;
     /* SIGTERM blocked and then waited for: no handler, and none is lost. */
     u64 term = 1UL << (SIGTERM - 1);
     if (syscall6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&term, 0, 8, 0, 0) != 0) return 3;

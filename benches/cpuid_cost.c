@@ -1,8 +1,9 @@
 /*
- * What one `cpuid` instruction costs on this machine (x86 only). glibc's start-up, in every
- * dynamically or statically linked program, probes the CPU and its caches with dozens of them
- * (init_cpu_features, dl_init_cacheinfo); on bare metal each takes about 0.1 us, but a virtual
- * machine may trap each one to its hypervisor. Where it does, every exec pays for it, whatever
+ * What one `cpuid` instruction costs on this machine (x86 only). glibc's start-up, linked
+ * dynamically or statically, probes the CPU and its caches with dozens of them
+ * (init_cpu_features, dl_init_cacheinfo: 68 with glibc 2.36 on the Intel host of BENCHMARKS.md);
+ * on bare metal each takes about 0.1 us, but a virtual machine may trap each one to its
+ * hypervisor. Where it does, every exec pays for it, whatever
  * starts the program: BENCHMARKS.md uses this to tell the host's share of W1 from the launcher's.
  * Build: cc -O2 -o cpuid_cost cpuid_cost.c; run: ./cpuid_cost
  */

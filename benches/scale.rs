@@ -5,7 +5,7 @@
 //! of a real `prism-launcher serve` running N tiny children, one spec file each: by default the C
 //! program `benches/bench_child.c` built with `cc` (`--child rust` runs `prism-bench-child`, the
 //! same in Rust; `--child nolibc`, on x86_64, `benches/bench_child_nolibc.c`, the same again with
-//! no C library, whose exec costs the host almost nothing).
+//! no C library, whose exec costs the host little).
 //!
 //! Every launcher of a run also runs one more child, the sentinel (`sentinel.yaml`, tag
 //! `sentinel`), which no workload removes and which counts toward none of the N children the
@@ -177,7 +177,9 @@ fn parse_options() -> Result<Options> {
     if options.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    options.child = bench_child(&options.child_kind)?;
+    let (child, child_kind) = bench_child(&options.child_kind)?;
+    options.child = child;
+    options.child_kind = child_kind;
     for binary in [&options.launcher, &options.child] {
         if !binary.is_file() {
             bail!(
@@ -191,37 +193,44 @@ fn parse_options() -> Result<Options> {
     Ok(options)
 }
 
-/// The child to run: `c` is `benches/bench_child.c` built with the machine's `cc` (the tiny C
-/// program the targets of issue 11 were measured with; a Rust program's start costs about 40 %
-/// more on this machine, which a supervisor cannot help), `nolibc` is
-/// `benches/bench_child_nolibc.c` (x86_64 only: the same reports from a static program with no C
-/// library, whose exec costs the host almost nothing, so that what remains of a start is the
-/// supervisor's), `rust` is `prism-bench-child`, anything else a path. Without a working `cc`,
-/// `c` falls back to `rust` and says so; `nolibc` is an error, since nothing stands in for it.
-fn bench_child(kind: &str) -> Result<PathBuf> {
+/// The child to run, and which it is for the report: `c` is `benches/bench_child.c` built with
+/// the machine's `cc` (the tiny C program the targets of issue 11 were measured with; a Rust
+/// program's start costs about 40 % more on this machine, which a supervisor cannot help),
+/// `nolibc` is `benches/bench_child_nolibc.c` (x86_64 Linux only: the same reports from a static
+/// program with no C library, whose exec costs the host little, so that what remains of a start
+/// is mostly the supervisor's), `rust` is `prism-bench-child`, anything else a path. Without a
+/// working `cc`, `c` falls back to `rust` and says so; `nolibc` is an error, since nothing stands
+/// in for it.
+fn bench_child(kind: &str) -> Result<(PathBuf, String)> {
     let rust = PathBuf::from(env!("CARGO_BIN_EXE_prism-bench-child"));
-    match kind {
-        "rust" => Ok(rust),
+    let child = match kind {
+        "rust" => rust,
         "c" => match build_c_child("bench_child.c", "prism-bench-child-c", &[]) {
-            Ok(binary) => Ok(binary),
+            Ok(binary) => binary,
             Err(error) => {
                 eprintln!("note: {error:#}; using the Rust child");
-                Ok(rust)
+                return Ok((rust, "rust".to_string()));
             }
         },
-        "nolibc" => build_c_child(
-            "bench_child_nolibc.c",
-            "prism-bench-child-nolibc",
-            &[
-                "-static",
-                "-nostdlib",
-                "-fno-pie",
-                "-no-pie",
-                "-fno-stack-protector",
-            ],
-        ),
-        path => Ok(PathBuf::from(path)),
-    }
+        "nolibc" => {
+            if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+                bail!("--child nolibc: benches/bench_child_nolibc.c is for x86_64 Linux only");
+            }
+            build_c_child(
+                "bench_child_nolibc.c",
+                "prism-bench-child-nolibc",
+                &[
+                    "-static",
+                    "-nostdlib",
+                    "-fno-pie",
+                    "-no-pie",
+                    "-fno-stack-protector",
+                ],
+            )?
+        }
+        path => PathBuf::from(path),
+    };
+    Ok((child, kind.to_string()))
 }
 
 /// Builds `benches/<source>` with the machine's `cc` into the bench's target folder.
