@@ -19,9 +19,10 @@
 //! launcher's RSS is read again (W4 after: launcher RSS, all stopped): what a burst of N stops
 //! leaves behind.
 //!
-//! Every child stamps CLOCK_MONOTONIC at the top of its `main` and reports it as a datagram to a
-//! unix socket the harness binds; the harness reads the same clock, so stamps compare directly and
-//! no polling delay of the harness enters the start and stop figures. Process exits and reaping are
+//! Every child stamps CLOCK_MONOTONIC at the top of its `main` (the nolibc child, which has
+//! none, at its first instruction) and reports it as a datagram to a unix socket the harness
+//! binds; the harness reads the same clock, so stamps compare directly and no polling delay of the
+//! harness enters the start and stop figures. Process exits and reaping are
 //! seen by polling /proc (a resolution of about a millisecond).
 //!
 //! It is a benchmark, not a test: it prints a table (medians over the runs, with min–max) and one
