@@ -51,6 +51,10 @@ pub enum Event {
 /// of BENCHMARKS.md, the pass's flush alone wakes sled's seven writer threads.
 pub const FOLLOW_UP_DELAY: Duration = Duration::from_millis(3);
 
+/// How many desired-record notices one turn of the loop reads back (each a store read of
+/// 10–30 µs): the rest wait for the next turn, after the exits and the pass of these.
+const DESIRED_CHANGES_PER_TURN: usize = 64;
+
 #[derive(Clone)]
 pub struct RuntimeConfig {
     /// Children's log files go to `<data_dir>/logs`.
@@ -239,8 +243,13 @@ async fn run_loop(
             }
             Some(id) = desired_changes.recv() => {
                 supervisor.desired_changed(id);
-                while let Ok(id) = desired_changes.try_recv() {
-                    supervisor.desired_changed(id);
+                // At most a turn's worth: a thousand notices (a mass delete) take the loop
+                // milliseconds to read back, and exits come first between two turns.
+                for _ in 1..DESIRED_CHANGES_PER_TURN {
+                    match desired_changes.try_recv() {
+                        Ok(id) => supervisor.desired_changed(id),
+                        Err(_) => break,
+                    }
                 }
             }
             Some(event) = receiver.recv() => {
