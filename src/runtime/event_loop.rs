@@ -241,6 +241,19 @@ async fn run_loop(
                 let more = supervisor.sweep();
                 sweep.done(tokio::time::Instant::now(), more);
             }
+            // The loop's events (an adopted process's exit, probe results, the store usable
+            // again) and the end of the spec directory's scan before the desired-change
+            // notices, which a mass change queues by the thousand and a turn reads 64 of.
+            Some(event) = receiver.recv() => {
+                supervisor.handle(event);
+                while let Ok(event) = receiver.try_recv() {
+                    supervisor.handle(event);
+                }
+            }
+            Ok(read) = specs_read.wait_for(|read| *read), if !supervisor.spec_directory_scan_told() => {
+                drop(read);
+                supervisor.spec_directory_read();
+            }
             Some(id) = desired_changes.recv() => {
                 supervisor.desired_changed(id);
                 // At most a turn's worth: a thousand notices (a mass delete) take the loop
@@ -251,16 +264,6 @@ async fn run_loop(
                         Err(_) => break,
                     }
                 }
-            }
-            Some(event) = receiver.recv() => {
-                supervisor.handle(event);
-                while let Ok(event) = receiver.try_recv() {
-                    supervisor.handle(event);
-                }
-            }
-            Ok(read) = specs_read.wait_for(|read| *read), if !supervisor.spec_directory_scan_told() => {
-                drop(read);
-                supervisor.spec_directory_read();
             }
             changed = admin_suspension_changed(&mut admin_suspended), if admin_suspended.is_some() => {
                 match changed {

@@ -123,6 +123,8 @@ pub struct Supervisor {
     /// The last pass left its writes for later because the store was busy (`Store::is_busy`):
     /// written by the next pass once it is not (see `store_retry_at`).
     persist_deferred: bool,
+    /// Where the next writes of observed records begin, after writes a crash cut short.
+    persist_resume: Option<ProcessId>,
     /// Ids whose desired record changed while the store was busy: read once it is not (see
     /// `store_retry_at`).
     changed_while_busy: BTreeSet<ProcessId>,
@@ -208,6 +210,7 @@ impl Supervisor {
             histories: Histories::default(),
             unsaved_exits: HashMap::new(),
             persist_deferred: false,
+            persist_resume: None,
             changed_while_busy: BTreeSet::new(),
             spec_directory_scanned: false,
             store_retry_at: None,
@@ -1027,10 +1030,11 @@ impl Supervisor {
     }
 
     /// `persist`; with `YieldTo::Crashes`, it looks for exits every `PERSIST_CHUNK` records
-    /// and stops writing at a crash, so that the restart waits for a chunk (a millisecond or
-    /// so) rather than for the records of a whole pass of a mass stop (up to 15 ms on the
-    /// 2-core machine). What it did not write stays unsaved for the next pass, and so do the
-    /// spawn intents of those ids.
+    /// and stops at a crash it finds there, so that the restart waits for a chunk (a
+    /// millisecond or so) rather than for the records of a whole pass of a mass stop (up to
+    /// 15 ms on the 2-core machine). What it did not write stays unsaved, and the flush and
+    /// the forgetting of spawn intents wait, for the next pass's writes, which begin where
+    /// these stopped (`persist_resume`).
     fn persist_records(&mut self, yield_to: YieldTo) {
         if self.unsaved.is_empty()
             && self.settled_intents.is_empty()
@@ -1052,8 +1056,16 @@ impl Supervisor {
         self.unsaved_exits = unwritten_exits;
         let mut all_written = true;
         let mut unwritten = BTreeSet::new();
-        let mut to_write = std::mem::take(&mut self.unsaved).into_iter();
+        // After writes cut short, the next go on from where they stopped, so that ids that keep
+        // changing (a storm of crashes) never keep the others' records unwritten.
+        let mut before_resume = std::mem::take(&mut self.unsaved);
+        let from_resume = match self.persist_resume.take() {
+            Some(from) => before_resume.split_off(&from),
+            None => BTreeSet::new(),
+        };
+        let mut to_write = from_resume.into_iter().chain(before_resume);
         let mut since_look = 0;
+        let mut cut_short = false;
         for id in to_write.by_ref() {
             let written = match self.observed.get(&id) {
                 Some(record) => self.store.put_observed(record),
@@ -1069,14 +1081,26 @@ impl Supervisor {
             if yield_to == YieldTo::Crashes && since_look == PERSIST_CHUNK {
                 since_look = 0;
                 // A crash reaped here is recorded (into the fresh `unsaved`) and made urgent.
+                let urgent_before = self.urgent.len();
                 self.reap();
-                if !self.urgent.is_empty() {
+                if self.urgent.len() > urgent_before {
+                    cut_short = true;
                     break;
                 }
             }
         }
+        if cut_short {
+            self.persist_resume = to_write.next().inspect(|next| {
+                unwritten.insert(next.clone());
+            });
+        }
         unwritten.extend(to_write);
         self.unsaved.append(&mut unwritten);
+        if cut_short {
+            // The flush and the forgetting of the spawn intents go with the next pass's writes,
+            // after the restart: no intent is forgotten before its id's record is on disk.
+            return;
+        }
         if let Err(error) = self.store.flush() {
             all_written = false;
             tracing::error!(error = %Chain(&error), "cannot flush the observed state");
@@ -1086,11 +1110,7 @@ impl Supervisor {
             // start their processes twice (a restarted launcher adopts them instead).
             return;
         }
-        // An id whose record waits for a later pass keeps its intent until then.
-        let (settled, kept) = std::mem::take(&mut self.settled_intents)
-            .into_iter()
-            .partition(|id| !self.unsaved.contains(id));
-        self.settled_intents = kept;
+        let settled = std::mem::take(&mut self.settled_intents);
         if let Err(error) = self.store.settle_spawn_intents(settled) {
             tracing::warn!(error = %Chain(&error), "cannot forget the spawn intents whose processes are recorded; a restarted launcher looks for their processes");
         }
@@ -1209,7 +1229,7 @@ mod tests {
 
     use super::*;
     use crate::reconcile::fixtures::{self, id};
-    use crate::reconcile::{Happened, Ports, ProcessSpec, ProcessType, Source};
+    use crate::reconcile::{Happened, Ports, ProcessSpec, ProcessType, Source, SpawnIntent};
     use crate::telemetry::{Metrics, Readiness, UsageBoard};
 
     const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
@@ -1617,8 +1637,6 @@ mod tests {
         );
     }
 
-    /// Kills the process of `id` (a child of `supervisor`) and waits, with a deadline, until
-    /// the supervisor has reaped it.
     /// Declares `count` sleepers named `<prefix>00`, `<prefix>01`... and passes until all run.
     fn start_sleepers(supervisor: &mut Supervisor, prefix: &str, count: usize) -> Vec<ProcessId> {
         let names: Vec<ProcessId> = (0..count).map(|n| id(&format!("{prefix}{n:02}"))).collect();
@@ -1650,6 +1668,8 @@ mod tests {
         }
     }
 
+    /// Kills the process of `id` (a child of `supervisor`) and waits, with a deadline, until
+    /// the supervisor has reaped it.
     fn crash(supervisor: &mut Supervisor, id: &ProcessId) {
         let pid = supervisor.observed[id].pid.expect("running");
         nix::sys::signal::kill(
@@ -2097,8 +2117,9 @@ mod tests {
 
     /// The writes after a pass look for exits between chunks of records: a crash found there
     /// stops them, so its restart waits for a chunk, not for a mass stop's records. What was
-    /// not written, and the spawn intents of those ids, wait for the next pass, which writes
-    /// them all.
+    /// not written waits for the next pass's writes, which begin where these stopped, and so
+    /// do the flush and the forgetting of spawn intents. An id that was urgent already stops
+    /// nothing.
     #[tokio::test]
     async fn a_crash_stops_a_pass_s_writes_and_what_is_left_goes_with_the_next_pass() {
         let dir = tempfile::tempdir().unwrap();
@@ -2111,35 +2132,107 @@ mod tests {
             .map(|name| supervisor.observed[name].pid.expect("started"))
             .collect();
         let _cleanup = Spawned(pids.clone());
+        let journal = |supervisor: &Supervisor| -> Vec<String> {
+            let (intents, corrupt) = supervisor.store.spawn_intents().unwrap();
+            assert!(corrupt.is_empty());
+            let mut ids: Vec<String> = intents
+                .into_iter()
+                .map(|intent| intent.desired.id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
 
-        // Seventy records to write (sorted, so p00–p31 are the first chunk), and two spawn
-        // intents: one whose record is in that chunk, one whose record is not.
+        // Seventy records to write (sorted, so p00–p31 are the first chunk), and the spawn
+        // intents of one id in that chunk and one after it, as a start leaves them.
         supervisor.unsaved.extend(names[..70].iter().cloned());
+        let intents: Vec<SpawnIntent> = [&names[5], &names[40]]
+            .into_iter()
+            .map(|name| SpawnIntent {
+                desired: supervisor.desired[name].clone(),
+                instance: format!("intent-of-{name}"),
+                ports: supervisor.observed[name].ports,
+                at: NOW,
+            })
+            .collect();
+        supervisor.store.record_spawn_intents(&intents).unwrap();
         supervisor.settled_intents = vec![names[5].clone(), names[40].clone()];
+        // An id urgent before the writes (left by a pass over its budget) stops nothing.
+        supervisor.urgent.insert(names[75].clone());
         // The crash, a zombie until the writes reap it.
         let crashed = &names[79];
-        let crashed_pid = pids[79];
-        kill_and_wait_for_zombie(crashed_pid, deadline);
+        kill_and_wait_for_zombie(pids[79], deadline);
 
         supervisor.persist_records(YieldTo::Crashes);
         assert!(
             supervisor.urgent.contains(crashed),
             "the crash is recorded and urgent"
         );
-        assert_ne!(supervisor.observed[crashed].pid, Some(crashed_pid));
+        assert_ne!(supervisor.observed[crashed].pid, Some(pids[79]));
         let left: Vec<&ProcessId> = names[..70]
             .iter()
             .filter(|name| supervisor.unsaved.contains(*name))
             .collect();
         assert_eq!(left, names[PERSIST_CHUNK..70].iter().collect::<Vec<_>>());
-        assert_eq!(supervisor.settled_intents, vec![names[40].clone()]);
+        assert_eq!(
+            supervisor.persist_resume.as_ref(),
+            Some(&names[PERSIST_CHUNK])
+        );
+        // Nothing is forgotten before the next writes' flush.
+        assert_eq!(journal(&supervisor), ["p05", "p40"]);
 
+        // The next pass restarts the crash; its writes (no crash now) take everything.
         supervisor.reconcile(NOW);
         let replacement = supervisor.observed[crashed].pid.expect("restarted");
         let _replacement = Spawned(vec![replacement]);
-        supervisor.persist();
+        supervisor.persist_records(YieldTo::Crashes);
         assert!(supervisor.unsaved.is_empty());
         assert!(supervisor.settled_intents.is_empty());
+        assert!(journal(&supervisor).is_empty());
+    }
+
+    /// Only a crash found during the writes stops them, not an id that was urgent already; and
+    /// writes cut short again and again still reach every record: each begins where the last
+    /// stopped, though the crashes' records sort first.
+    #[tokio::test]
+    async fn writes_stop_only_for_a_new_crash_and_go_on_where_they_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let names = start_sleepers(&mut supervisor, "q", 70);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        supervisor.persist();
+        let pids: Vec<u32> = names
+            .iter()
+            .map(|name| supervisor.observed[name].pid.expect("started"))
+            .collect();
+        let _cleanup = Spawned(pids.clone());
+        let all_written = |supervisor: &Supervisor| {
+            names[6..]
+                .iter()
+                .all(|name| !supervisor.unsaved.contains(name))
+        };
+
+        supervisor.unsaved.extend(names[6..].iter().cloned());
+        supervisor.urgent.insert(names[3].clone());
+        supervisor.persist_records(YieldTo::Crashes);
+        assert!(
+            all_written(&supervisor),
+            "an id urgent already stops nothing"
+        );
+
+        // Two rounds, each cut short by the crash of an id that sorts before the rest (q00,
+        // then q01): the second begins at q38, where the first stopped, not at q00.
+        supervisor.unsaved.extend(names[6..].iter().cloned());
+        kill_and_wait_for_zombie(pids[0], deadline);
+        supervisor.persist_records(YieldTo::Crashes);
+        assert_eq!(
+            supervisor.persist_resume.as_ref(),
+            Some(&names[6 + PERSIST_CHUNK])
+        );
+        kill_and_wait_for_zombie(pids[1], deadline);
+        supervisor.persist_records(YieldTo::Crashes);
+        assert!(all_written(&supervisor));
+        assert!(supervisor.unsaved.contains(&names[0]) && supervisor.unsaved.contains(&names[1]));
     }
 
     /// A mass stop removes no history between its reaps: the histories of forgotten ids go once
