@@ -1637,8 +1637,13 @@ mod tests {
         );
     }
 
-    /// Declares `count` sleepers named `<prefix>00`, `<prefix>01`... and passes until all run.
-    fn start_sleepers(supervisor: &mut Supervisor, prefix: &str, count: usize) -> Vec<ProcessId> {
+    /// Declares `count` sleepers named `<prefix>00`, `<prefix>01`... and passes until all run;
+    /// their names and pids.
+    fn start_sleepers(
+        supervisor: &mut Supervisor,
+        prefix: &str,
+        count: usize,
+    ) -> (Vec<ProcessId>, Vec<u32>) {
         let names: Vec<ProcessId> = (0..count).map(|n| id(&format!("{prefix}{n:02}"))).collect();
         for name in &names {
             declare(supervisor, name, &sleeper());
@@ -1648,7 +1653,11 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "all start");
             supervisor.reconcile(NOW);
         }
-        names
+        let pids = names
+            .iter()
+            .map(|name| supervisor.observed[name].pid.expect("started"))
+            .collect();
+        (names, pids)
     }
 
     /// SIGKILLs `pid` and waits (until `deadline`) for it to be a zombie: exited, not reaped.
@@ -2091,12 +2100,8 @@ mod tests {
     async fn a_crash_during_a_pass_of_bulk_stops_is_restarted_within_that_pass() {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
-        let names = start_sleepers(&mut supervisor, "s", 40);
+        let (names, pids) = start_sleepers(&mut supervisor, "s", 40);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let pids: Vec<u32> = names
-            .iter()
-            .map(|name| supervisor.observed[name].pid.expect("started"))
-            .collect();
         let _cleanup = Spawned(pids.clone());
 
         // The crash: a zombie until reaped, which nothing but the pass does here.
@@ -2124,13 +2129,9 @@ mod tests {
     async fn a_crash_stops_a_pass_s_writes_and_what_is_left_goes_with_the_next_pass() {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
-        let names = start_sleepers(&mut supervisor, "p", 80);
+        let (names, pids) = start_sleepers(&mut supervisor, "p", 80);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         supervisor.persist();
-        let pids: Vec<u32> = names
-            .iter()
-            .map(|name| supervisor.observed[name].pid.expect("started"))
-            .collect();
         let _cleanup = Spawned(pids.clone());
         let journal = |supervisor: &Supervisor| -> Vec<String> {
             let (intents, corrupt) = supervisor.store.spawn_intents().unwrap();
@@ -2198,13 +2199,9 @@ mod tests {
     async fn writes_stop_only_for_a_new_crash_and_go_on_where_they_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
-        let names = start_sleepers(&mut supervisor, "q", 70);
+        let (names, pids) = start_sleepers(&mut supervisor, "q", 70);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         supervisor.persist();
-        let pids: Vec<u32> = names
-            .iter()
-            .map(|name| supervisor.observed[name].pid.expect("started"))
-            .collect();
         let _cleanup = Spawned(pids.clone());
         let all_written = |supervisor: &Supervisor| {
             names[6..]
