@@ -1638,12 +1638,12 @@ mod tests {
     }
 
     /// Declares `count` sleepers named `<prefix>00`, `<prefix>01`... and passes until all run;
-    /// their names and pids.
+    /// their names and pids, and the guard that kills them when the test ends, passed or not.
     fn start_sleepers(
         supervisor: &mut Supervisor,
         prefix: &str,
         count: usize,
-    ) -> (Vec<ProcessId>, Vec<u32>) {
+    ) -> (Vec<ProcessId>, Vec<u32>, Spawned) {
         let names: Vec<ProcessId> = (0..count).map(|n| id(&format!("{prefix}{n:02}"))).collect();
         for name in &names {
             declare(supervisor, name, &sleeper());
@@ -1656,8 +1656,9 @@ mod tests {
         let pids = names
             .iter()
             .map(|name| supervisor.observed[name].pid.expect("started"))
-            .collect();
-        (names, pids)
+            .collect::<Vec<u32>>();
+        let cleanup = Spawned(pids.clone());
+        (names, pids, cleanup)
     }
 
     /// SIGKILLs `pid` and waits (until `deadline`) for it to be a zombie: exited, not reaped.
@@ -2100,9 +2101,8 @@ mod tests {
     async fn a_crash_during_a_pass_of_bulk_stops_is_restarted_within_that_pass() {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
-        let (names, pids) = start_sleepers(&mut supervisor, "s", 40);
+        let (names, pids, _cleanup) = start_sleepers(&mut supervisor, "s", 40);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let _cleanup = Spawned(pids.clone());
 
         // The crash: a zombie until reaped, which nothing but the pass does here.
         let crashed = &names[0];
@@ -2129,10 +2129,9 @@ mod tests {
     async fn a_crash_stops_a_pass_s_writes_and_what_is_left_goes_with_the_next_pass() {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
-        let (names, pids) = start_sleepers(&mut supervisor, "p", 80);
+        let (names, pids, _cleanup) = start_sleepers(&mut supervisor, "p", 80);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         supervisor.persist();
-        let _cleanup = Spawned(pids.clone());
         let journal = |supervisor: &Supervisor| -> Vec<String> {
             let (intents, corrupt) = supervisor.store.spawn_intents().unwrap();
             assert!(corrupt.is_empty());
@@ -2199,10 +2198,9 @@ mod tests {
     async fn writes_stop_only_for_a_new_crash_and_go_on_where_they_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let mut supervisor = supervisor(dir.path(), None);
-        let (names, pids) = start_sleepers(&mut supervisor, "q", 70);
+        let (names, pids, _cleanup) = start_sleepers(&mut supervisor, "q", 70);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         supervisor.persist();
-        let _cleanup = Spawned(pids.clone());
         let all_written = |supervisor: &Supervisor| {
             names[6..]
                 .iter()
