@@ -1,7 +1,8 @@
 /*
  * The floor of W1 on a machine (BENCHMARKS.md): T threads posix_spawn N copies of the benchmark's
  * child, each with a fresh log file as stdout and stderr and a process group of its own, and the time
- * from the first spawn until every child has reported from the top of main() is printed. Nothing of
+ * from the first spawn until every child has reported from the top of main() is printed (with when
+ * the first and the middle one reported, as the scale benchmark prints for W1). Nothing of
  * a supervisor: no records, no store, no pidfds. Build: cc -O2 -pthread -o spawner floor_spawner.c;
  * run: ./spawner N T CHILD SOCKET LOGDIR (CHILD is benches/bench_child.c built with cc).
  */
@@ -44,11 +45,12 @@ int main(int argc,char**argv){
   int rb=8<<20; setsockopt(fd,SOL_SOCKET,SO_RCVBUF,&rb,sizeof rb);
   double t0=now_ms(); pthread_t th[16];
   for(long k=0;k<T;k++) pthread_create(&th[k],NULL,spawner,(void*)k);
-  int got=0; char buf[256];
-  while(got<N){ ssize_t n=recv(fd,buf,sizeof buf,0); if(n>5 && !strncmp(buf,"start",5)) got++; }
+  int got=0; char buf[256]; double *seen=calloc(N,sizeof *seen);
+  while(got<N){ ssize_t n=recv(fd,buf,sizeof buf,0); if(n>5 && !strncmp(buf,"start",5)) seen[got++]=now_ms()-t0; }
   double t1=now_ms();
   for(int k=0;k<T;k++) pthread_join(th[k],NULL);
-  printf("N=%d T=%d all alive %.1f ms\n",N,T,t1-t0); fflush(stdout); close(fd); unlink(sock);
+  printf("N=%d T=%d all alive %.1f ms (first child at %.1f ms, half at %.1f, last at %.1f)\n",
+         N,T,t1-t0,seen[0],seen[(N-1)/2],seen[N-1]); fflush(stdout); close(fd); unlink(sock);
   for(int i=0;i<N;i++) kill(pids[i],SIGTERM);
   for(int i=0;i<N;i++) waitpid(pids[i],NULL,0);
   return 0;

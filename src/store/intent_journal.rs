@@ -40,7 +40,8 @@ pub(super) struct IntentJournal {
 #[derive(Debug)]
 struct JournalState {
     file: File,
-    /// The intents written in this run whose outcome is not flushed yet, by id.
+    /// The intents whose outcome is not flushed yet, by id: those written in this run, and
+    /// those a previous run left in the file.
     outstanding: HashMap<ProcessId, SpawnIntent>,
     /// Whether the file may hold lines (so an empty journal costs no `ftruncate` per pass).
     written: bool,
@@ -60,7 +61,7 @@ impl IntentJournal {
             .map_err(|source| journal_error("reading the size of", &path, source))?
             .len();
         let torn_tail = length > 0 && !ends_with_newline(&file, length);
-        Ok(IntentJournal {
+        let journal = IntentJournal {
             path,
             state: Mutex::new(JournalState {
                 file,
@@ -68,7 +69,21 @@ impl IntentJournal {
                 written: length > 0,
                 torn_tail,
             }),
-        })
+        };
+        // A previous run's intents stay outstanding until their ids are settled (after the
+        // recovery that looks for their processes has written its records), so that no settle
+        // of this run's own intents empties the file under them. A journal that cannot be read
+        // here is reported by the recovery's own read of it.
+        if length > 0 {
+            if let Ok((previous, _unreadable)) = journal.read() {
+                let mut state = journal.lock();
+                for intent in previous {
+                    // In the file's order: an id's last intent is the spawn that counts.
+                    state.outstanding.insert(intent.desired.id.clone(), intent);
+                }
+            }
+        }
+        Ok(journal)
     }
 
     fn lock(&self) -> MutexGuard<'_, JournalState> {
@@ -152,7 +167,7 @@ impl IntentJournal {
     }
 
     /// Forgets the intents of `ids`, whose outcomes (or whose records after a recovery) were
-    /// just flushed to the store. The file is emptied when no intent of this run is left;
+    /// just flushed to the store. The file is emptied when no intent is left;
     /// otherwise it is replaced (write and rename, so that a crash leaves the old file or the
     /// new one) by the ones left.
     pub(super) fn settle(
@@ -175,8 +190,9 @@ impl IntentJournal {
             state.torn_tail = false;
             return Ok(());
         }
-        // Only reached when a spawn's outcome was lost (a spawn panicked): rare, so
-        // the cost of a rewrite does not matter, its atomicity does.
+        // Only reached when a spawn's outcome was lost (a spawn panicked) or a recovery's
+        // records were not all written: rare, so the cost of a rewrite does not matter, its
+        // atomicity does.
         let left: Vec<SpawnIntent> = state.outstanding.values().cloned().collect();
         let lines = as_lines(&left)?;
         let staged = self.path.with_extension("jsonl.new");
@@ -309,6 +325,41 @@ mod tests {
         assert_eq!(instances(&journal), ["2", "3"]);
         journal.settle([id("lost"), id("b")]).unwrap();
         assert!(instances(&journal).is_empty());
+    }
+
+    #[test]
+    fn a_previous_run_s_intents_survive_the_settle_of_this_run_s_own() {
+        let dir = tempfile::tempdir().unwrap();
+        IntentJournal::open(dir.path())
+            .unwrap()
+            .append(&[intent("previous", "1"), intent("again", "2")])
+            .unwrap();
+        // A launcher killed after its spawns; the next one spawns before the recovery's records
+        // of the previous run's intents are written (say their write failed).
+        let next_run = IntentJournal::open(dir.path()).unwrap();
+        next_run
+            .append(&[intent("new", "3"), intent("again", "4")])
+            .unwrap();
+        next_run.settle([id("new")]).unwrap();
+        assert_eq!(
+            instances(&next_run),
+            ["1", "4"],
+            "the previous run's intent stays until its id is settled (an id's later intent \
+             replaces its earlier one)"
+        );
+        // Read again by a third run, should this one be killed now.
+        assert_eq!(
+            instances(&IntentJournal::open(dir.path()).unwrap()),
+            ["1", "4"]
+        );
+        next_run.settle([id("previous"), id("again")]).unwrap();
+        assert!(instances(&next_run).is_empty());
+        assert_eq!(
+            std::fs::metadata(dir.path().join(JOURNAL_FILE))
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[test]
