@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -45,6 +45,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::Signal;
+use prism_launcher::runtime::pidfd::{open_raw, send_signal_through};
 
 const USAGE: &str =
     "usage: cargo bench --bench scale -- [--n 100,1000] [--runs 3] [--binary PATH] \
@@ -372,28 +374,15 @@ fn carries_launcher_id(pid: i32, id: &str) -> bool {
 /// signal never reaches a later process that reused the pid. Returns the CLOCK_MONOTONIC stamp
 /// taken just before the signal, if it was sent.
 fn signal_if_ours(pid: i32, id: &str, signal: libc::c_int) -> Option<u64> {
-    // SAFETY: plain syscalls with valid arguments; a returned fd is owned by us alone.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let signal = Signal::try_from(signal).ok()?;
+    let pidfd = open_raw(u32::try_from(pid).ok()?).ok()?;
     if !carries_launcher_id(pid, id) {
         return None;
     }
     let stamp = monotonic_ns();
-    // SAFETY: a valid pidfd, a null siginfo and no flags.
-    let sent = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        ) == 0
-    };
-    sent.then_some(stamp)
+    send_signal_through(pidfd.as_fd(), signal, 0)
+        .is_ok()
+        .then_some(stamp)
 }
 
 /// Live processes (not the harness) carrying `PRISM_LAUNCHER_ID=<id>`.
@@ -1379,10 +1368,8 @@ fn time_status(options: &Options, address: &str, json: bool, listing: Listing) -
         .stderr(Stdio::piped());
     let started = Instant::now();
     let child = command.spawn().context("running status")?;
-    // SAFETY: pidfd_open of our own unreaped child; the fd is owned by us alone.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) };
-    // SAFETY: a fresh descriptor (or none, when pidfd_open failed).
-    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as i32) });
+    // Our own unreaped child: the pidfd is of it.
+    let pidfd = open_raw(child.id()).ok();
     // A thread waits (and reads the output), so the wait can have a deadline.
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -1393,16 +1380,7 @@ fn time_status(options: &Options, address: &str, json: bool, listing: Listing) -
         Ok(answer) => answer,
         Err(_) => {
             if let Some(pidfd) = &pidfd {
-                // SAFETY: a valid pidfd of our own child; a null siginfo and no flags.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    )
-                };
+                let _ = send_signal_through(pidfd.as_fd(), Signal::SIGKILL, 0);
             }
             bail!("`status` did not answer within 30 s");
         }

@@ -16,6 +16,9 @@ use prism_launcher::app::{self, Config, Listeners};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+#[path = "integration/kill_ours.rs"]
+mod kill_ours;
+
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Polls `condition` until it returns `Some` or `TIMEOUT` passes.
@@ -46,21 +49,12 @@ struct KillOnDrop {
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let needle = format!("PRISM_LAUNCHER_ID={}", self.launcher_id);
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return;
         };
         for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let ours = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
-                environ
-                    .split(|byte| *byte == 0)
-                    .any(|entry| entry == needle.as_bytes())
-            });
-            if ours {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() {
+                kill_ours::kill_if_carrying(pid, "PRISM_LAUNCHER_ID", &self.launcher_id);
             }
         }
     }

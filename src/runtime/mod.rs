@@ -10,7 +10,7 @@ mod histories;
 mod leaves;
 pub mod logs;
 mod oom;
-mod pidfd;
+pub mod pidfd;
 pub mod ports;
 mod probe;
 pub mod procfs;

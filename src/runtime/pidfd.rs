@@ -9,7 +9,7 @@
 //! for a moment (see `vfork_spawn`), however many processes run.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
 use nix::sys::signal::Signal;
@@ -60,22 +60,34 @@ impl Pidfd {
 
     /// Sends `signal` to exactly this process (never to a process that reused its pid).
     pub fn send_signal(&self, signal: Signal) -> io::Result<()> {
-        // SAFETY: pidfd_send_signal takes our open pidfd, a signal number, a null siginfo and no
-        // flags; it touches no memory of ours.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                signal as libc::c_int,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if result < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        send_signal_through(self.fd.get_ref().as_fd(), signal, 0)
+    }
+}
+
+/// Sends `signal` through `pidfd`: with `flags` 0 to its process alone, with
+/// `libc::PIDFD_SIGNAL_PROCESS_GROUP` to the process group that process leads (Linux 6.9 and
+/// later; older kernels refuse the flag with EINVAL). Either way, only while it is that very
+/// process: never to one that took its pid.
+pub fn send_signal_through(
+    pidfd: BorrowedFd<'_>,
+    signal: Signal,
+    flags: libc::c_uint,
+) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal takes an open pidfd, a signal number, a null siginfo and flags;
+    // it touches no memory of ours.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 

@@ -1351,17 +1351,57 @@ mod tests {
         supervisor.desired_changed(id.clone());
     }
 
-    /// Kills and reaps what a test spawned.
-    struct Spawned(Vec<u32>);
+    /// Kills and reaps what a test spawned, at its end or at a failure. Each process is held by
+    /// a pidfd opened as soon as its pid is known and kept only while that process is a child
+    /// of the test's own, so the kill reaches exactly it: never a process that took its pid
+    /// after the supervisor reaped it.
+    struct Spawned(Vec<std::os::fd::OwnedFd>);
+
+    impl Spawned {
+        fn of(pids: impl IntoIterator<Item = u32>) -> Spawned {
+            let mut spawned = Spawned(Vec::new());
+            for pid in pids {
+                spawned.push(pid);
+            }
+            spawned
+        }
+
+        fn push(&mut self, pid: u32) {
+            // Opened first and checked after, so that the check is of the process the pidfd
+            // names; one already reaped has none.
+            let Ok(pidfd) = super::super::pidfd::open_raw(pid) else {
+                return;
+            };
+            if parent_of(pid) == Some(std::process::id()) {
+                self.0.push(pidfd);
+            }
+        }
+    }
 
     impl Drop for Spawned {
         fn drop(&mut self) {
-            for pid in &self.0 {
-                let pid = nix::unistd::Pid::from_raw(*pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
+            use std::os::fd::AsFd;
+            for pidfd in &self.0 {
+                let _ = super::super::pidfd::send_signal_through(
+                    pidfd.as_fd(),
+                    nix::sys::signal::Signal::SIGKILL,
+                    0,
+                );
+                // Reaps this process if the supervisor has not (and no other child that exits
+                // first); one reaped already answers at once.
+                let _ = nix::sys::wait::waitid(
+                    nix::sys::wait::Id::PIDFd(pidfd.as_fd()),
+                    nix::sys::wait::WaitPidFlag::WEXITED,
+                );
             }
         }
+    }
+
+    /// The parent of `pid`, from /proc/<pid>/stat (the field after the state).
+    fn parent_of(pid: u32) -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, after_name) = stat.rsplit_once(')')?;
+        after_name.split_whitespace().nth(1)?.parse().ok()
     }
 
     #[tokio::test]
@@ -1390,7 +1430,7 @@ mod tests {
             "forgotten"
         );
         let started = supervisor.observed[&id("waiting")].clone();
-        let _cleanup = Spawned(started.pid.into_iter().collect());
+        let _cleanup = Spawned::of(started.pid);
         assert_eq!(started.phase, Phase::Running, "started in the same pass");
         assert_eq!(started.started_at, Some(NOW), "at the injected time");
         // The freed slot marks `waiting` again; a pass over its time budget (a slow spawn on a
@@ -1431,7 +1471,7 @@ mod tests {
         declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(NOW);
         let first = supervisor.observed[&web].pid.expect("started");
-        let mut cleanup = Spawned(vec![first]);
+        let mut cleanup = Spawned::of([first]);
         let store = Arc::clone(&supervisor.store);
         // Declared just before the release: its notice comes while the store is held.
         let api = id("api");
@@ -1451,8 +1491,7 @@ mod tests {
             }
             supervisor.reconcile(NOW);
             let restarted = supervisor.observed[&web].pid.expect("restarted at once");
-            // The first is reaped: its pid is no longer ours to kill.
-            cleanup.0 = vec![restarted];
+            cleanup.push(restarted);
             assert_ne!(restarted, first);
             assert_eq!(supervisor.observed[&web].phase, Phase::Running);
             // The notice of a change waits too.
@@ -1471,7 +1510,7 @@ mod tests {
         let started = supervisor.observed[&api]
             .pid
             .expect("started once the store is back");
-        cleanup.0.push(started);
+        cleanup.push(started);
         supervisor.reconcile(NOW);
         assert!(supervisor.unsaved.is_empty());
         assert!(!supervisor.persist_deferred);
@@ -1497,7 +1536,7 @@ mod tests {
         declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(NOW);
         let first = supervisor.observed[&web].pid.expect("started");
-        let mut cleanup = Spawned(vec![first]);
+        let mut cleanup = Spawned::of([first]);
         let store = Arc::clone(&supervisor.store);
 
         // sled could not be opened again after a release: every store call fails.
@@ -1510,7 +1549,6 @@ mod tests {
             supervisor.reap();
             std::thread::sleep(Duration::from_millis(5));
         }
-        cleanup.0.clear();
         // A pass whose writes all fail (the store was not busy when it looked, and closed just
         // after).
         supervisor.persist();
@@ -1520,7 +1558,7 @@ mod tests {
         store.open_again().unwrap();
         supervisor.reconcile(NOW);
         if let Some(restarted) = supervisor.observed[&web].pid {
-            cleanup.0.push(restarted);
+            cleanup.push(restarted);
         }
         assert!(supervisor.unsaved.is_empty());
         assert_eq!(
@@ -1545,7 +1583,7 @@ mod tests {
 
         supervisor.reconcile(supervisor.now());
         let started = supervisor.observed[&web].pid.expect("started");
-        let mut cleanup = Spawned(vec![started]);
+        let mut cleanup = Spawned::of([started]);
         let store = Arc::clone(&supervisor.store);
         assert_eq!(store.observed(&web).unwrap(), None, "not written yet");
         assert_eq!(
@@ -1597,13 +1635,12 @@ mod tests {
             supervisor.reconcile(supervisor.now());
             std::thread::sleep(Duration::from_millis(5));
         }
-        cleanup.0.clear();
 
         // A wall clock set back does not hold the follow-up until it catches up.
         declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(supervisor.now());
         let again = supervisor.observed[&web].pid.expect("started again");
-        cleanup.0.push(again);
+        cleanup.push(again);
         assert_eq!(store.observed(&web).unwrap(), None, "not written yet");
         clock.fetch_sub(3_600_000, std::sync::atomic::Ordering::SeqCst);
         supervisor.reconcile(supervisor.now());
@@ -1657,7 +1694,7 @@ mod tests {
             .iter()
             .map(|name| supervisor.observed[name].pid.expect("started"))
             .collect::<Vec<u32>>();
-        let cleanup = Spawned(pids.clone());
+        let cleanup = Spawned::of(pids.iter().copied());
         (names, pids, cleanup)
     }
 
@@ -1709,17 +1746,16 @@ mod tests {
         declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(supervisor.now());
         let first = supervisor.observed[&web].pid.expect("started");
-        let mut cleanup = Spawned(vec![first]);
+        let mut cleanup = Spawned::of([first]);
         // Declared just before the store closes: its notice comes while it is closed.
         store.put_desired(&api, &sleeper(), &Source::Api).unwrap();
         store.close_as_if_reopen_failed();
 
         crash(&mut supervisor, &web);
-        cleanup.0.clear();
         supervisor.desired_changed(api.clone());
         supervisor.reconcile(supervisor.now());
         let restarted = supervisor.observed[&web].pid.expect("restarted at once");
-        cleanup.0.push(restarted);
+        cleanup.push(restarted);
         assert!(supervisor.persist_deferred);
         assert!(
             !supervisor.desired.contains_key(&api),
@@ -1754,7 +1790,7 @@ mod tests {
         supervisor.handle(Event::StoreUsable);
         supervisor.reconcile(supervisor.now());
         let started = supervisor.observed[&api].pid.expect("started once read");
-        cleanup.0.push(started);
+        cleanup.push(started);
         supervisor.reconcile(supervisor.now());
         assert!(!supervisor.persist_deferred);
         assert!(supervisor.unsaved.is_empty());
@@ -1867,7 +1903,7 @@ mod tests {
         let started = supervisor.observed[&kept]
             .pid
             .expect("what files declare starts");
-        let _cleanup = Spawned(vec![started]);
+        let _cleanup = Spawned::of([started]);
         assert!(!supervisor.desired.contains_key(&gone));
         assert!(!supervisor.observed.contains_key(&gone), "never started");
         assert_eq!(supervisor.store_retry_at, None);
@@ -1905,7 +1941,7 @@ mod tests {
         let pid = supervisor.observed[&first]
             .pid
             .expect("started before the scan ends");
-        let _cleanup = Spawned(vec![pid]);
+        let _cleanup = Spawned::of([pid]);
         assert!(supervisor.sources_read.files);
     }
 
@@ -1950,7 +1986,7 @@ mod tests {
             supervisor.reconcile(supervisor.now());
         }
         let first = supervisor.observed[&web].pid.expect("started");
-        let mut cleanup = Spawned(vec![first]);
+        let mut cleanup = Spawned::of([first]);
         assert_eq!(supervisor.observed.len(), STORE_RELEASE_BURST + 1);
         assert!(
             supervisor.burst >= STORE_RELEASE_BURST,
@@ -1985,10 +2021,9 @@ mod tests {
         // The loop goes on with the store opened again.
         supervisor.handle(told);
         crash(&mut supervisor, &web);
-        cleanup.0.clear();
         supervisor.reconcile(supervisor.now());
         let restarted = supervisor.observed[&web].pid.expect("restarted");
-        cleanup.0.push(restarted);
+        cleanup.push(restarted);
         assert_eq!(
             store.observed(&web).unwrap().and_then(|o| o.pid),
             Some(restarted)
@@ -1997,7 +2032,7 @@ mod tests {
         declare(&mut supervisor, &api, &sleeper());
         supervisor.reconcile(supervisor.now());
         let started = supervisor.observed[&api].pid.expect("started");
-        cleanup.0.push(started);
+        cleanup.push(started);
         assert_eq!(
             store.observed(&api).unwrap().and_then(|o| o.pid),
             Some(started)
@@ -2013,7 +2048,7 @@ mod tests {
         declare(&mut supervisor, &web, &sleeper());
         supervisor.reconcile(NOW);
         let pid = supervisor.observed[&web].pid.expect("started");
-        let cleanup = Spawned(vec![pid]);
+        let cleanup = Spawned::of([pid]);
 
         supervisor.store.operate(&web, OperatorVerb::Hold).unwrap();
         supervisor.desired_changed(web.clone());
@@ -2116,7 +2151,7 @@ mod tests {
         supervisor.reconcile(NOW);
         let replacement = supervisor.observed[crashed].pid.expect("restarted");
         assert_ne!(replacement, crashed_pid);
-        let _replacement = Spawned(vec![replacement]);
+        let _replacement = Spawned::of([replacement]);
         assert_eq!(supervisor.observed[crashed].phase, Phase::Running);
     }
 
@@ -2184,7 +2219,7 @@ mod tests {
         // The next pass restarts the crash; its writes (no crash now) take everything.
         supervisor.reconcile(NOW);
         let replacement = supervisor.observed[crashed].pid.expect("restarted");
-        let _replacement = Spawned(vec![replacement]);
+        let _replacement = Spawned::of([replacement]);
         supervisor.persist_records(YieldTo::Crashes);
         assert!(supervisor.unsaved.is_empty());
         assert!(supervisor.settled_intents.is_empty());
@@ -2276,7 +2311,7 @@ mod tests {
         declare(&mut supervisor, again, &sleeper());
         supervisor.reconcile(NOW);
         let pid = supervisor.observed[again].pid.expect("started");
-        let _cleanup = Spawned(vec![pid]);
+        let _cleanup = Spawned::of([pid]);
         assert_eq!(
             events(&supervisor, again),
             [
@@ -2448,7 +2483,7 @@ mod tests {
 
         let started = supervisor.observed[&id("hog")].clone();
         let pid = started.pid.unwrap();
-        let cleanup = Spawned(vec![pid]);
+        let cleanup = Spawned::of([pid]);
         assert_eq!(started.phase, Phase::Running);
         let leaf = cgroups.path().join("proc-launcher-unit_hog");
         let read = |name: &str| std::fs::read_to_string(leaf.join(name)).unwrap();
@@ -2521,7 +2556,7 @@ mod tests {
         supervisor.dirty.insert(hog.clone());
         supervisor.reconcile(NOW);
         let pid = supervisor.observed[&hog].pid.expect("the hog started");
-        let cleanup = Spawned(vec![pid]);
+        let cleanup = Spawned::of([pid]);
         let raw = nix::unistd::Pid::from_raw(pid as i32);
         // Bounded: the OOM killer acts within the allocation; the guard kills it otherwise.
         let status = nix::sys::wait::waitpid(raw, None).unwrap();
@@ -2571,7 +2606,7 @@ mod tests {
             )
             // Dropped like a launcher that stops with --keep-processes: the processes run on.
         };
-        let _cleanup = Spawned(vec![pid]);
+        let _cleanup = Spawned::of([pid]);
         // `crashed` dies while no launcher runs, leaving a descendant in its leaf.
         let crashed = nix::unistd::Pid::from_raw(crashed as i32);
         nix::sys::signal::kill(crashed, nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -2662,7 +2697,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let cleanup = Spawned(vec![pid]);
+        let cleanup = Spawned::of([pid]);
         // `leaving` was stopping; its process was reaped and its exit is queued, not yet
         // recorded, and `newcomer`'s spawn got the same pid.
         supervisor
@@ -2771,7 +2806,7 @@ mod tests {
             }
         }
         let started = supervisor.observed[&waiting].clone();
-        let _cleanup = Spawned(started.pid.into_iter().collect());
+        let _cleanup = Spawned::of(started.pid);
         assert_eq!(started.phase, Phase::Running, "the freed slot is used");
         let down = &supervisor.observed[&held];
         assert_eq!(

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use prism_launcher::api::proto::prism::launcher::pattern_launcher_client::PatternLauncherClient;
 use serde_json::Value;
@@ -305,10 +305,10 @@ impl Drop for TestLauncher {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let probes = processes_with_env("PRISM_PROBE_OF", &self.launcher_id);
-        for pid in self.our_processes().into_iter().chain(probes) {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        for name in ["PRISM_LAUNCHER_ID", "PRISM_PROBE_OF"] {
+            for pid in processes_with_env(name, &self.launcher_id) {
+                crate::kill_ours::kill_if_carrying(pid, name, &self.launcher_id);
+            }
         }
         if std::thread::panicking() {
             eprintln!("--- launcher log ---\n{}", self.log());
@@ -488,4 +488,53 @@ pub fn http_get(address: &str, path: &str) -> (u16, String) {
         .map_or("", |(_, body)| body)
         .to_string();
     (code, body)
+}
+
+/// The guard's kill (`kill_ours::kill_if_carrying`) reaches a process that carries the value,
+/// with the group it leads, and leaves one that carries another alone.
+#[test]
+fn the_guard_kills_what_carries_the_value_and_nothing_else() {
+    use std::os::unix::process::CommandExt;
+    let value = format!("kill-ours-{}", std::process::id());
+    let start = |carried: &str| {
+        Command::new("/bin/sh")
+            .args(["-c", "sleep 600 & exec sleep 600"])
+            .env("PRISM_KILL_OURS_TEST", carried)
+            .process_group(0)
+            .spawn()
+            .expect("spawn a sleeper")
+    };
+    let mut ours = start(&value);
+    let mut other = start("someone-else");
+    // Both reaped at the end whatever happens: our own unreaped children.
+    struct Reap<'a>(&'a mut Child, &'a mut Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            for child in [&mut *self.0, &mut *self.1] {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+    }
+    let (ours_pid, other_pid) = (ours.id(), other.id());
+    let guard = Reap(&mut ours, &mut other);
+    // The backgrounded sleep is in the leader's group; wait until it is there.
+    let members = eventually(
+        Duration::from_secs(10),
+        "the group's second sleeper",
+        || {
+            let members = group_members(ours_pid);
+            (members.len() == 2).then_some(members)
+        },
+    );
+    crate::kill_ours::kill_if_carrying(ours_pid, "PRISM_KILL_OURS_TEST", &value);
+    crate::kill_ours::kill_if_carrying(other_pid, "PRISM_KILL_OURS_TEST", &value);
+    eventually(Duration::from_secs(10), "the group to be killed", || {
+        members.iter().all(|pid| !is_alive(*pid)).then_some(())
+    });
+    assert!(
+        is_alive(other_pid),
+        "a process carrying another value is left alone"
+    );
+    drop(guard);
 }

@@ -7,6 +7,7 @@ mod declarative;
 mod harness;
 mod hostile_specs;
 mod inputs;
+mod kill_ours;
 mod lifecycle;
 mod log_instances;
 mod multi_host;
