@@ -2070,7 +2070,7 @@ mod tests {
             supervisor.record_planned_exits(usize::MAX, NOW);
             std::thread::sleep(Duration::from_millis(5));
         }
-        std::mem::forget(cleanup);
+        drop(cleanup);
         supervisor.reconcile(NOW);
         assert_eq!(supervisor.observed[&web].phase, Phase::Stopped);
         // Held: nothing starts it, however often it is planned.
@@ -2498,7 +2498,7 @@ mod tests {
         let raw = nix::unistd::Pid::from_raw(pid as i32);
         nix::sys::signal::kill(raw, nix::sys::signal::Signal::SIGKILL).unwrap();
         nix::sys::wait::waitpid(raw, None).unwrap();
-        std::mem::forget(cleanup);
+        drop(cleanup);
         supervisor.children.lock().remove(&pid);
         let forgotten = supervisor.forget_pid(pid).unwrap();
         supervisor.record_exit(
@@ -2560,7 +2560,7 @@ mod tests {
         let raw = nix::unistd::Pid::from_raw(pid as i32);
         // Bounded: the OOM killer acts within the allocation; the guard kills it otherwise.
         let status = nix::sys::wait::waitpid(raw, None).unwrap();
-        std::mem::forget(cleanup);
+        drop(cleanup);
         supervisor.children.lock().remove(&pid);
         let exit = match status {
             nix::sys::wait::WaitStatus::Signaled(_, signal, _) => ExitStatus::Signal(signal as i32),
@@ -2722,8 +2722,8 @@ mod tests {
         supervisor.kill(&id("newcomer"), NOW);
 
         let status = child.wait().unwrap();
-        // Reaped: the guard must not signal a pid that is no longer ours.
-        std::mem::forget(cleanup);
+        // Reaped: the guard's pidfd now names a process that is gone, which nothing reaches.
+        drop(cleanup);
         assert_eq!(
             status.signal(),
             Some(nix::sys::signal::Signal::SIGKILL as i32),

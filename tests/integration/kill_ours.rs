@@ -3,7 +3,7 @@
 //! environment, and signalled through that pidfd. Shared by the integration tests and
 //! `tests/in_process.rs`.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sys::signal::Signal;
 use prism_launcher::runtime::pidfd::{open_raw, send_signal_through};
@@ -18,11 +18,30 @@ pub fn kill_if_carrying(pid: u32, name: &str, value: &str) {
     if !carries(pid, name, value) {
         return;
     }
-    // The group first (a kernel before 6.9 refuses the flag), then the process itself, which
-    // may lead no group.
-    for flags in [libc::PIDFD_SIGNAL_PROCESS_GROUP, 0] {
-        let _ = send_signal_through(pidfd.as_fd(), Signal::SIGKILL, flags);
+    // The group it leads first, then the process itself, which may lead none.
+    let group = send_signal_through(
+        pidfd.as_fd(),
+        Signal::SIGKILL,
+        libc::PIDFD_SIGNAL_PROCESS_GROUP,
+    );
+    if group.is_err_and(|error| error.raw_os_error() == Some(libc::EINVAL)) && !has_exited(&pidfd) {
+        // A kernel before 6.9 refuses the flag. While the process has not exited its pid is
+        // its own, and a group of that id can only be the one it leads.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
+    let _ = send_signal_through(pidfd.as_fd(), Signal::SIGKILL, 0);
+}
+
+/// Whether the process of `pidfd` has exited (a pidfd becomes readable then).
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `poll` points to one valid pollfd for the duration of the call; timeout 0.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready != 0
 }
 
 /// Whether the environment of `pid` has the entry `name=value`.
