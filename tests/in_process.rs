@@ -49,13 +49,8 @@ struct KillOnDrop {
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() {
-                kill_ours::kill_if_carrying(pid, "PRISM_LAUNCHER_ID", &self.launcher_id);
-            }
+        for pid in prism_launcher::runtime::procfs::all_pids() {
+            kill_ours::kill_if_carrying(pid, "PRISM_LAUNCHER_ID", &self.launcher_id);
         }
     }
 }

@@ -48,20 +48,25 @@ impl Pidfd {
 
     /// Whether the process has exited, without waiting.
     pub fn has_exited(&self) -> bool {
-        let mut poll = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `poll` points to one valid pollfd for the duration of the call; timeout 0.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-        ready > 0 && poll.revents & libc::POLLIN != 0
+        has_exited(self.fd.get_ref().as_fd())
     }
 
     /// Sends `signal` to exactly this process (never to a process that reused its pid).
     pub fn send_signal(&self, signal: Signal) -> io::Result<()> {
         send_signal_through(self.fd.get_ref().as_fd(), signal, 0)
     }
+}
+
+/// Whether the process of `pidfd` has exited (a pidfd becomes readable then), without waiting.
+pub fn has_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `poll` points to one valid pollfd for the duration of the call; timeout 0.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & libc::POLLIN != 0
 }
 
 /// Sends `signal` through `pidfd`: with `flags` 0 to its process alone, with

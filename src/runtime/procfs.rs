@@ -96,6 +96,12 @@ pub fn process_group(pid: u32) -> Option<u32> {
     stat_field(&stat, 5)?.parse().ok()
 }
 
+/// The parent of `pid` (field 4 of /proc/<pid>/stat), if it exists.
+pub fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&stat, 4)?.parse().ok()
+}
+
 /// Every pid on the host. A scan of the host: only for the periodic orphan scan and the
 /// adoption at start, never per event.
 pub fn all_pids() -> Vec<u32> {

@@ -1372,7 +1372,7 @@ mod tests {
             let Ok(pidfd) = super::super::pidfd::open_raw(pid) else {
                 return;
             };
-            if parent_of(pid) == Some(std::process::id()) {
+            if super::super::procfs::parent(pid) == Some(std::process::id()) {
                 self.0.push(pidfd);
             }
         }
@@ -1395,13 +1395,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// The parent of `pid`, from /proc/<pid>/stat (the field after the state).
-    fn parent_of(pid: u32) -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (_, after_name) = stat.rsplit_once(')')?;
-        after_name.split_whitespace().nth(1)?.parse().ok()
     }
 
     #[tokio::test]

@@ -3,10 +3,11 @@
 //! environment, and signalled through that pidfd. Shared by the integration tests and
 //! `tests/in_process.rs`.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use nix::sys::signal::Signal;
-use prism_launcher::runtime::pidfd::{open_raw, send_signal_through};
+use prism_launcher::runtime::pidfd::{has_exited, open_raw, send_signal_through};
+use prism_launcher::runtime::procfs;
 
 /// SIGKILLs `pid` and the process group it leads if its environment has `name=value`, looked at
 /// through a pidfd opened first: the signals reach that very process and its group, never a
@@ -24,7 +25,9 @@ pub fn kill_if_carrying(pid: u32, name: &str, value: &str) {
         Signal::SIGKILL,
         libc::PIDFD_SIGNAL_PROCESS_GROUP,
     );
-    if group.is_err_and(|error| error.raw_os_error() == Some(libc::EINVAL)) && !has_exited(&pidfd) {
+    if group.is_err_and(|error| error.raw_os_error() == Some(libc::EINVAL))
+        && !has_exited(pidfd.as_fd())
+    {
         // A kernel before 6.9 refuses the flag. While the process has not exited its pid is
         // its own, and a group of that id can only be the one it leads.
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
@@ -32,24 +35,11 @@ pub fn kill_if_carrying(pid: u32, name: &str, value: &str) {
     let _ = send_signal_through(pidfd.as_fd(), Signal::SIGKILL, 0);
 }
 
-/// Whether the process of `pidfd` has exited (a pidfd becomes readable then).
-fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut poll = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `poll` points to one valid pollfd for the duration of the call; timeout 0.
-    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-    ready != 0
-}
-
 /// Whether the environment of `pid` has the entry `name=value`.
 fn carries(pid: u32, name: &str, value: &str) -> bool {
-    let entry = format!("{name}={value}");
-    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
-        environ
-            .split(|byte| *byte == 0)
-            .any(|found| found == entry.as_bytes())
+    procfs::environment(pid).is_some_and(|environment| {
+        environment
+            .iter()
+            .any(|(key, found)| key == name && found == value)
     })
 }
