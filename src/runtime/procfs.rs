@@ -2,13 +2,65 @@
 //! environment (to prove it is ours), its children (to find descendants without a host scan)
 //! and what it uses.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The process's start time in clock ticks after boot (field 22 of /proc/<pid>/stat), or `None`
 /// if the process does not exist.
+///
+/// Read once per spawn, so it costs one `open`, one `read` into a buffer on the stack and one
+/// `close`: no allocation, and no `statx` to size a buffer (which `fs::read_to_string` makes).
 pub fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_field(&stat, 22)?.parse().ok()
+    use std::io::Read;
+    // "/proc/" + at most 10 digits + "/stat"
+    let mut path = [0u8; 24];
+    let path = proc_file_path(&mut path, pid, b"stat");
+    let mut file = std::fs::File::open(std::ffi::OsStr::from_bytes(path)).ok()?;
+    let mut buffer = [0u8; STAT_LINE_MAX];
+    let mut length = 0;
+    // procfs hands the whole line to the first read that has room for it; the loop is for a
+    // kernel that does not.
+    while length < buffer.len() {
+        match file.read(&mut buffer[length..]) {
+            Ok(0) => break,
+            Ok(read) => length += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let stat = std::str::from_utf8(&buffer[..length]).ok()?;
+    stat_field(stat, 22)?.parse().ok()
+}
+
+/// Room for a whole /proc/<pid>/stat line: 52 numeric fields of at most 20 digits each and a
+/// command name (16 bytes, 64 for some kernel threads) take less than 1200 bytes.
+const STAT_LINE_MAX: usize = 2048;
+
+/// `/proc/<pid>/<file>` written into `buffer`, which has room for the longest pid and `file`.
+fn proc_file_path<'a>(buffer: &'a mut [u8; 24], pid: u32, file: &[u8]) -> &'a [u8] {
+    let mut digits = [0u8; 10];
+    let mut rest = pid;
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (rest % 10) as u8;
+        count += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut at = 0;
+    for byte in b"/proc/"
+        .iter()
+        .chain(digits[..count].iter().rev())
+        .chain(b"/")
+        .chain(file)
+        .take(buffer.len())
+    {
+        buffer[at] = *byte;
+        at += 1;
+    }
+    &buffer[..at]
 }
 
 /// Field `number` (1-based, as in proc(5)) of a /proc/<pid>/stat line. The command name (field 2)
@@ -127,6 +179,22 @@ mod tests {
     }
 
     #[test]
+    fn proc_paths_are_written_for_every_width_of_pid() {
+        let mut buffer = [0u8; 24];
+        for (pid, expected) in [
+            (0, "/proc/0/stat"),
+            (7, "/proc/7/stat"),
+            (4_194_304, "/proc/4194304/stat"),
+            (u32::MAX, "/proc/4294967295/stat"),
+        ] {
+            assert_eq!(
+                proc_file_path(&mut buffer, pid, b"stat"),
+                expected.as_bytes()
+            );
+        }
+    }
+
+    #[test]
     fn our_own_process_has_a_start_time_and_an_environment() {
         let pid = std::process::id();
         assert!(start_ticks(pid).is_some());
@@ -136,6 +204,11 @@ mod tests {
             .any(|(name, _)| name == "PATH");
         assert!(has_path || std::env::var("PATH").is_err());
         assert_eq!(start_ticks(u32::MAX), None);
+        let by_std = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert_eq!(
+            start_ticks(pid),
+            stat_field(&by_std, 22).and_then(|ticks| ticks.parse().ok())
+        );
         assert!(all_pids().contains(&pid));
         assert!(environment(pid).is_some());
         let (memory, _cpu) = usage(pid).expect("our own usage");
