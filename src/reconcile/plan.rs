@@ -471,6 +471,24 @@ pub struct SpawnIntent {
     pub at: UnixMillis,
 }
 
+/// Which spawn an intent announced: the id and the instance id it was started with. Intents are
+/// kept and forgotten by it, so forgetting one spawn of an id (a previous run's, recovered)
+/// never forgets another (this run's, whose outcome may not be written).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpawnKey {
+    pub id: ProcessId,
+    pub instance: String,
+}
+
+impl SpawnIntent {
+    pub fn key(&self) -> SpawnKey {
+        SpawnKey {
+            id: self.desired.id.clone(),
+            instance: self.instance.clone(),
+        }
+    }
+}
+
 /// Counters that survive from one process of an id to the next.
 struct Counters {
     restart_count: u32,

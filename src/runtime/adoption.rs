@@ -102,7 +102,7 @@ impl Supervisor {
         for intent in intents {
             let id = intent.desired.id.clone();
             // Forgotten with the next flush, after the record of whatever is decided here.
-            self.settled_intents.push(id.clone());
+            self.settled_intents.push(intent.key());
             let recorded = self
                 .observed
                 .get(&id)

@@ -335,14 +335,15 @@ impl Supervisor {
         let span =
             tracing::info_span!("action", %id, kind = if restart { "restart" } else { "start" });
         let _entered = span.enter();
-        if let Outcome::Spawned { .. }
+        if let Outcome::Spawned { intent, .. }
         | Outcome::Failed {
-            intent: Some(_), ..
+            intent: Some(intent),
+            ..
         } = &outcome
         {
             // Forgotten only after the outcome is written (see `persist`): were the intent
             // removed first, a launcher killed in between would find neither.
-            self.settled_intents.push(id.clone());
+            self.settled_intents.push(intent.key());
         }
         let Some(desired) = self.desired.get(&id) else {
             return;

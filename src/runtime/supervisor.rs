@@ -24,7 +24,7 @@ use crate::error_chain::Chain;
 use crate::random::Jitter;
 use crate::reconcile::{
     self, shorten_stop, Action, DesiredRecord, ExitStatus, Health, ObservedRecord, Phase,
-    ProcessId, RestartBudget, SourcesRead, StopReason, UnixMillis,
+    ProcessId, RestartBudget, SourcesRead, SpawnKey, StopReason, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -156,7 +156,7 @@ pub struct Supervisor {
     /// A sweep for inherited descendants runs; `ended` waits for the next.
     inherited_sweep_running: bool,
     /// Spawn intents whose outcome is recorded in `observed`, to forget once it is written.
-    pub(super) settled_intents: Vec<ProcessId>,
+    pub(super) settled_intents: Vec<SpawnKey>,
     /// Actions carried out since the last burst was over (see `BURST_QUIET`).
     pub(super) burst: usize,
     /// When the actions counted in `burst` make a burst that is over, if nothing acts before.
@@ -2184,7 +2184,7 @@ mod tests {
             })
             .collect();
         supervisor.store.record_spawn_intents(&intents).unwrap();
-        supervisor.settled_intents = vec![names[5].clone(), names[40].clone()];
+        supervisor.settled_intents = intents.iter().map(SpawnIntent::key).collect();
         // An id urgent before the writes (left by a pass over its budget) stops nothing.
         supervisor.urgent.insert(names[75].clone());
         // The crash, a zombie until the writes reap it.

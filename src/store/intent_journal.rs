@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{encode, StoreError};
-use crate::reconcile::{ProcessId, SpawnIntent};
+use crate::reconcile::{SpawnIntent, SpawnKey};
 
 /// The journal's file name, in the store's directory.
 pub(super) const JOURNAL_FILE: &str = "spawn-intents.jsonl";
@@ -40,9 +40,9 @@ pub(super) struct IntentJournal {
 #[derive(Debug)]
 struct JournalState {
     file: File,
-    /// The intents whose outcome is not flushed yet, by id: those written in this run, and
-    /// those a previous run left in the file.
-    outstanding: HashMap<ProcessId, SpawnIntent>,
+    /// The intents whose outcome is not flushed yet, by spawn (id and instance): those written
+    /// in this run, and those a previous run left in the file.
+    outstanding: HashMap<SpawnKey, SpawnIntent>,
     /// Whether the file may hold lines (so an empty journal costs no `ftruncate` per pass).
     written: bool,
     /// Whether the file may end in a torn line (a write cut short, by a failure here or by the
@@ -70,7 +70,7 @@ impl IntentJournal {
                 torn_tail,
             }),
         };
-        // A previous run's intents stay outstanding until their ids are settled (after the
+        // A previous run's intents stay outstanding until they are settled (after the
         // recovery that looks for their processes has written its records), so that no settle
         // of this run's own intents empties the file under them. A journal that cannot be read
         // here is reported by the recovery's own read of it.
@@ -78,8 +78,7 @@ impl IntentJournal {
             if let Ok((previous, _unreadable)) = journal.read() {
                 let mut state = journal.lock();
                 for intent in previous {
-                    // In the file's order: an id's last intent is the spawn that counts.
-                    state.outstanding.insert(intent.desired.id.clone(), intent);
+                    state.outstanding.insert(intent.key(), intent);
                 }
             }
         }
@@ -111,9 +110,7 @@ impl IntentJournal {
         }
         state.torn_tail = false;
         for intent in intents {
-            state
-                .outstanding
-                .insert(intent.desired.id.clone(), intent.clone());
+            state.outstanding.insert(intent.key(), intent.clone());
         }
         Ok(())
     }
@@ -166,17 +163,17 @@ impl IntentJournal {
         Ok((intents, corrupt))
     }
 
-    /// Forgets the intents of `ids`, whose outcomes (or whose records after a recovery) were
-    /// just flushed to the store. The file is emptied when no intent is left;
-    /// otherwise it is replaced (write and rename, so that a crash leaves the old file or the
-    /// new one) by the ones left.
+    /// Forgets the intents of `spawns`, whose outcomes (or whose records after a recovery) were
+    /// just flushed to the store; another intent of the same id stays. The file is emptied when
+    /// no intent is left; otherwise it is replaced (write and rename, so that a crash leaves the
+    /// old file or the new one) by the ones left.
     pub(super) fn settle(
         &self,
-        ids: impl IntoIterator<Item = ProcessId>,
+        spawns: impl IntoIterator<Item = SpawnKey>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        for id in ids {
-            state.outstanding.remove(&id);
+        for spawn in spawns {
+            state.outstanding.remove(&spawn);
         }
         if !state.written {
             return Ok(());
@@ -270,6 +267,13 @@ mod tests {
         }
     }
 
+    fn key(name: &str, instance: &str) -> SpawnKey {
+        SpawnKey {
+            id: id(name),
+            instance: instance.to_string(),
+        }
+    }
+
     fn instances(journal: &IntentJournal) -> Vec<String> {
         let (intents, corrupt) = journal.read().unwrap();
         assert!(corrupt.is_empty(), "{corrupt:?}");
@@ -290,7 +294,9 @@ mod tests {
         let next_run = IntentJournal::open(dir.path()).unwrap();
         assert_eq!(instances(&next_run), ["1", "2", "3"]);
 
-        journal.settle([id("a"), id("b"), id("c")]).unwrap();
+        journal
+            .settle([key("a", "1"), key("b", "2"), key("c", "3")])
+            .unwrap();
         assert!(instances(&journal).is_empty());
         let path = dir.path().join(JOURNAL_FILE);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
@@ -307,7 +313,7 @@ mod tests {
             .append(&[intent("a", "1")])
             .unwrap();
         let next_run = IntentJournal::open(dir.path()).unwrap();
-        next_run.settle([id("a")]).unwrap();
+        next_run.settle([key("a", "1")]).unwrap();
         assert!(instances(&next_run).is_empty());
     }
 
@@ -318,12 +324,12 @@ mod tests {
         journal
             .append(&[intent("a", "1"), intent("lost", "2")])
             .unwrap();
-        journal.settle([id("a")]).unwrap();
+        journal.settle([key("a", "1")]).unwrap();
         assert_eq!(instances(&journal), ["2"]);
         // The journal is usable after the rewrite.
         journal.append(&[intent("b", "3")]).unwrap();
         assert_eq!(instances(&journal), ["2", "3"]);
-        journal.settle([id("lost"), id("b")]).unwrap();
+        journal.settle([key("lost", "2"), key("b", "3")]).unwrap();
         assert!(instances(&journal).is_empty());
     }
 
@@ -340,25 +346,46 @@ mod tests {
         next_run
             .append(&[intent("new", "3"), intent("again", "4")])
             .unwrap();
-        next_run.settle([id("new")]).unwrap();
+        next_run.settle([key("new", "3")]).unwrap();
         assert_eq!(
             instances(&next_run),
-            ["1", "4"],
-            "the previous run's intent stays until its id is settled (an id's later intent \
-             replaces its earlier one)"
+            ["1", "2", "4"],
+            "the previous run's intents stay until they are settled"
         );
         // Read again by a third run, should this one be killed now.
         assert_eq!(
             instances(&IntentJournal::open(dir.path()).unwrap()),
-            ["1", "4"]
+            ["1", "2", "4"]
         );
-        next_run.settle([id("previous"), id("again")]).unwrap();
+        next_run
+            .settle([key("previous", "1"), key("again", "2"), key("again", "4")])
+            .unwrap();
         assert!(instances(&next_run).is_empty());
         assert_eq!(
             std::fs::metadata(dir.path().join(JOURNAL_FILE))
                 .unwrap()
                 .len(),
             0
+        );
+    }
+
+    /// The recovery settles a previous run's intent for an id; this run's own intent for the
+    /// same id, whose spawn's outcome was lost (the spawn panicked), is not settled with it: a
+    /// run killed next still looks for that process.
+    #[test]
+    fn settling_one_spawn_of_an_id_keeps_another_spawn_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        IntentJournal::open(dir.path())
+            .unwrap()
+            .append(&[intent("web", "previous")])
+            .unwrap();
+        let next_run = IntentJournal::open(dir.path()).unwrap();
+        next_run.append(&[intent("web", "lost")]).unwrap();
+        next_run.settle([key("web", "previous")]).unwrap();
+        assert_eq!(instances(&next_run), ["lost"]);
+        assert_eq!(
+            instances(&IntentJournal::open(dir.path()).unwrap()),
+            ["lost"]
         );
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::reconcile::{
     admin_set_changes, admit_term, join, operate, AdminTerm, AdminView, DesiredRecord, ExitStatus,
     ObservedRecord, OperatorRefusal, OperatorVerb, ProcessId, ProcessRow, ProcessSpec, Source,
-    SourceKind, SpawnIntent, StaleTerm, UnixMillis,
+    SourceKind, SpawnIntent, SpawnKey, StaleTerm, UnixMillis,
 };
 
 /// The shape of the records this build reads and writes: serde JSON of the domain types as they
@@ -1389,14 +1389,14 @@ impl Store {
         self.journal.append(intents)
     }
 
-    /// Forgets the intents of `ids`, whose outcomes (a process, or a failed spawn) are recorded
-    /// in `observed`. Call it only after the flush that made those records durable: an intent
-    /// forgotten before its outcome is written could let a crash start the process twice.
+    /// Forgets the intents of `spawns`, whose outcomes (a process, or a failed spawn) are
+    /// recorded in `observed`. Call it only after the flush that made those records durable: an
+    /// intent forgotten before its outcome is written could let a crash start the process twice.
     pub fn settle_spawn_intents(
         &self,
-        ids: impl IntoIterator<Item = ProcessId>,
+        spawns: impl IntoIterator<Item = SpawnKey>,
     ) -> Result<(), StoreError> {
-        self.journal.settle(ids)?;
+        self.journal.settle(spawns)?;
         self.with_trees(|trees| {
             if !trees.intents.is_empty() {
                 trees.intents.clear().map_err(|source| {
