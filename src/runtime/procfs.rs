@@ -6,21 +6,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The process's start time in clock ticks after boot (field 22 of /proc/<pid>/stat), or `None`
-/// if the process does not exist.
+/// if the process does not exist or its line cannot be read.
 ///
 /// Read once per spawn, so it costs one `open`, one `read` into a buffer on the stack and one
 /// `close`: no allocation, and no `statx` to size a buffer (which `fs::read_to_string` makes).
 pub fn start_ticks(pid: u32) -> Option<u64> {
     use std::io::Read;
-    // "/proc/" + at most 10 digits + "/stat"
-    let mut path = [0u8; 24];
-    let path = proc_file_path(&mut path, pid, b"stat");
+    let mut path = [0u8; STAT_PATH_MAX];
+    let path = stat_path(&mut path, pid);
     let mut file = std::fs::File::open(std::ffi::OsStr::from_bytes(path)).ok()?;
     let mut buffer = [0u8; STAT_LINE_MAX];
     let mut length = 0;
-    // procfs hands the whole line to the first read that has room for it; the loop is for a
-    // kernel that does not.
-    while length < buffer.len() {
+    // procfs hands the whole line, newline included, to the first read that has room for it;
+    // the loop is for a kernel that does not.
+    while length < buffer.len() && !buffer[..length].ends_with(b"\n") {
         match file.read(&mut buffer[length..]) {
             Ok(0) => break,
             Ok(read) => length += read,
@@ -28,16 +27,27 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
             Err(_) => return None,
         }
     }
-    let stat = std::str::from_utf8(&buffer[..length]).ok()?;
-    stat_field(stat, 22)?.parse().ok()
+    start_ticks_in(&buffer[..length])
+}
+
+/// Field 22 of a /proc/<pid>/stat line given as bytes. Only what follows the command name is
+/// read as text: the name is the program's file name cut to 15 bytes, which may cut a UTF-8
+/// character in two (or was never UTF-8).
+fn start_ticks_in(stat: &[u8]) -> Option<u64> {
+    let name_end = stat.iter().rposition(|byte| *byte == b')')?;
+    let after_name = std::str::from_utf8(&stat[name_end + 1..]).ok()?;
+    after_name.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// Room for a whole /proc/<pid>/stat line: 52 numeric fields of at most 20 digits each and a
 /// command name (16 bytes, 64 for some kernel threads) take less than 1200 bytes.
 const STAT_LINE_MAX: usize = 2048;
 
-/// `/proc/<pid>/<file>` written into `buffer`, which has room for the longest pid and `file`.
-fn proc_file_path<'a>(buffer: &'a mut [u8; 24], pid: u32, file: &[u8]) -> &'a [u8] {
+/// The length of the longest `/proc/<pid>/stat`: 6 + 10 digits + 5.
+const STAT_PATH_MAX: usize = 21;
+
+/// `/proc/<pid>/stat` written into `buffer`.
+fn stat_path(buffer: &mut [u8; STAT_PATH_MAX], pid: u32) -> &[u8] {
     let mut digits = [0u8; 10];
     let mut rest = pid;
     let mut count = 0;
@@ -50,17 +60,24 @@ fn proc_file_path<'a>(buffer: &'a mut [u8; 24], pid: u32, file: &[u8]) -> &'a [u
         }
     }
     let mut at = 0;
-    for byte in b"/proc/"
-        .iter()
-        .chain(digits[..count].iter().rev())
-        .chain(b"/")
-        .chain(file)
-        .take(buffer.len())
-    {
-        buffer[at] = *byte;
+    // At most STAT_PATH_MAX bytes, whatever the pid: `zip` stops at the end of the buffer.
+    for (slot, byte) in buffer.iter_mut().zip(
+        b"/proc/"
+            .iter()
+            .chain(digits[..count].iter().rev())
+            .chain(b"/stat"),
+    ) {
+        *slot = *byte;
         at += 1;
     }
     &buffer[..at]
+}
+
+/// The /proc/<pid>/stat line of `pid`, its command name made UTF-8 where it is not (the name
+/// is the program's file name cut to 15 bytes; every field after it is a number).
+fn stat_line(pid: u32) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Field `number` (1-based, as in proc(5)) of a /proc/<pid>/stat line. The command name (field 2)
@@ -116,7 +133,7 @@ fn children_under(tasks: &Path) -> Vec<u32> {
 pub fn usage(pid: u32) -> Option<(u64, u64)> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = stat_line(pid)?;
     let user: u64 = stat_field(&stat, 14)?.parse().ok()?;
     let system: u64 = stat_field(&stat, 15)?.parse().ok()?;
     Some((
@@ -144,13 +161,13 @@ fn page_size() -> u64 {
 
 /// The process group of `pid` (field 5 of /proc/<pid>/stat), if it exists.
 pub fn process_group(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = stat_line(pid)?;
     stat_field(&stat, 5)?.parse().ok()
 }
 
 /// The parent of `pid` (field 4 of /proc/<pid>/stat), if it exists.
 pub fn parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = stat_line(pid)?;
     stat_field(&stat, 4)?.parse().ok()
 }
 
@@ -179,19 +196,85 @@ mod tests {
     }
 
     #[test]
-    fn proc_paths_are_written_for_every_width_of_pid() {
-        let mut buffer = [0u8; 24];
+    fn stat_paths_are_written_for_every_width_of_pid() {
+        let mut buffer = [0u8; STAT_PATH_MAX];
         for (pid, expected) in [
             (0, "/proc/0/stat"),
             (7, "/proc/7/stat"),
             (4_194_304, "/proc/4194304/stat"),
             (u32::MAX, "/proc/4294967295/stat"),
         ] {
-            assert_eq!(
-                proc_file_path(&mut buffer, pid, b"stat"),
-                expected.as_bytes()
-            );
+            assert_eq!(stat_path(&mut buffer, pid), expected.as_bytes());
         }
+    }
+
+    #[test]
+    fn the_start_time_is_read_whatever_bytes_the_command_name_holds() {
+        let tail = b" S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10\n";
+        for name in [
+            &b"sleep"[..],
+            b"a (weird) name",
+            b") (",
+            // "\u{436}\u{436}\u{436}\u{436}\u{436}\u{436}\u{436}\u{436}" cut to 15 bytes.
+            &"\u{436}\u{436}\u{436}\u{436}\u{436}\u{436}\u{436}\u{436}".as_bytes()[..15],
+            b"\xff\xfe",
+        ] {
+            let mut stat = b"42 (".to_vec();
+            stat.extend_from_slice(name);
+            stat.push(b')');
+            stat.extend_from_slice(tail);
+            assert_eq!(start_ticks_in(&stat), Some(98765), "{name:?}");
+        }
+        assert_eq!(start_ticks_in(b"42 (x) S 1 2"), None, "a line cut short");
+        assert_eq!(start_ticks_in(b"no name at all"), None);
+    }
+
+    /// A program whose file name is not UTF-8 (its command name, in the stat line, is not): its
+    /// start time, group and parent are read all the same.
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_read() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"\xff\xfe-sleep"));
+        std::fs::copy("/bin/sleep", &program).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Another test's fork may hold the copy open for writing for a moment (ETXTBSY).
+        let mut child = loop {
+            match std::process::Command::new(&program)
+                .arg("30")
+                .process_group(0)
+                .spawn()
+            {
+                Ok(child) => break child,
+                Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) => {
+                    assert!(std::time::Instant::now() < deadline, "{error}");
+                    std::thread::yield_now();
+                }
+                Err(error) => panic!("{error}"),
+            }
+        };
+        let pid = child.id();
+        // Until the exec, the stat line names the test's own thread.
+        let mut execed = false;
+        while std::time::Instant::now() < deadline {
+            if std::fs::read(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with(b"\xff"))
+            {
+                execed = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let found = (start_ticks(pid), process_group(pid), parent(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(execed, "the exec never showed");
+        assert!(found.0.is_some());
+        assert_eq!(found.1, Some(pid));
+        assert_eq!(found.2, Some(std::process::id()));
     }
 
     #[test]

@@ -2646,6 +2646,73 @@ mod tests {
         );
     }
 
+    /// After a crash, the processes of spawns the previous run began and never recorded: only an
+    /// id's newest spawn may be adopted, and not beside the live process its record names (an
+    /// older spawn, whose outcome was lost, is a stray for the orphan scan, never a second
+    /// process for the id).
+    #[tokio::test]
+    async fn only_an_id_s_newest_spawn_is_adopted_and_never_beside_its_recorded_process() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let stray = |name: &str, instance: &str| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env(reconcile::LAUNCHER_ID_ENV, "launcher-unit")
+                .env(reconcile::PROCESS_ID_ENV, name)
+                .env(reconcile::INSTANCE_ID_ENV, instance)
+                .process_group(0)
+                .spawn()
+                .unwrap()
+                .id()
+        };
+        let intent = |name: &str, instance: &str| SpawnIntent {
+            desired: desired_api(name, sleeper()),
+            instance: instance.to_string(),
+            ports: Ports { grpc: 0, health: 0 },
+            at: NOW,
+        };
+        let beside = stray("web", "beside");
+        let older = stray("db", "older");
+        let newer = stray("db", "newer");
+        let mut cleanup = Spawned::of([beside, older, newer]);
+        let web = {
+            let mut first = supervisor(dir.path(), None);
+            first
+                .desired
+                .insert(id("web"), desired_api("web", sleeper()));
+            first.dirty.insert(id("web"));
+            first.reconcile(NOW);
+            first
+                .store
+                .record_spawn_intents(&[
+                    intent("db", "older"),
+                    intent("web", "beside"),
+                    intent("db", "newer"),
+                ])
+                .unwrap();
+            first.observed[&id("web")].pid.unwrap()
+            // Dropped like a launcher killed after those spawns: the processes run on.
+        };
+        cleanup.push(web);
+
+        let mut second = supervisor(dir.path(), None);
+        second.recover_previous_run(NOW).unwrap();
+        assert_eq!(
+            second.observed[&id("web")].pid,
+            Some(web),
+            "its record's process"
+        );
+        assert_eq!(
+            second.observed[&id("db")].pid,
+            Some(newer),
+            "the newest spawn"
+        );
+        assert!(!second.pids.contains_key(&beside));
+        assert!(!second.pids.contains_key(&older));
+        // Every one of them is settled by the recovery's flush.
+        assert!(second.store.spawn_intents().unwrap().0.is_empty());
+    }
+
     #[tokio::test]
     async fn a_delete_that_asks_for_a_shorter_grace_shortens_the_stop_under_way() {
         let dir = tempfile::tempdir().unwrap();

@@ -103,8 +103,9 @@ const APPLY_BATCH: usize = 512;
 /// each one after twice as many as the one before, up to `APPLY_BATCH`: what the first files
 /// declare is recorded (and, once files count as read, started) while the rest are still being
 /// read, rather than after the first 512. Small, since nothing a cold start spawns can start
-/// before it is written: 16 files are read in a fraction of a millisecond, 64 took 3 ms of a
-/// cold start's 25 before its first spawn (BENCHMARKS.md); each batch more is one flush more.
+/// before it is written: reading 64 files and writing them took about 3 ms of a cold start's 25
+/// before its first spawn (BENCHMARKS.md), and 16 take about a quarter of that (estimated from
+/// the 64); each batch more is one flush more.
 const FIRST_APPLY_BATCH: usize = 16;
 
 /// `items` in consecutive batches of `first`, then twice as many each time, up to `most`.

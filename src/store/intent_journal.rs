@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{encode, StoreError};
-use crate::reconcile::{SpawnIntent, SpawnKey};
+use crate::reconcile::{ProcessId, SpawnIntent, SpawnKey};
 
 /// The journal's file name, in the store's directory.
 pub(super) const JOURNAL_FILE: &str = "spawn-intents.jsonl";
@@ -40,9 +40,15 @@ pub(super) struct IntentJournal {
 #[derive(Debug)]
 struct JournalState {
     file: File,
-    /// The intents whose outcome is not flushed yet, by spawn (id and instance): those written
-    /// in this run, and those a previous run left in the file.
-    outstanding: HashMap<SpawnKey, SpawnIntent>,
+    /// The intents whose outcome is not flushed yet, by id, each id's in the order they were
+    /// written (with their place in the order of all): those a previous run left in the file
+    /// (first, in the file's order), then those written in this run.
+    outstanding: HashMap<ProcessId, Vec<(u64, SpawnIntent)>>,
+    /// The place the next intent written gets.
+    next_place: u64,
+    /// Whether the file may hold lines of intents already settled (a rewrite that failed), so
+    /// that the next settle rewrites it even if it settles nothing.
+    stale_lines: bool,
     /// Whether the file may hold lines (so an empty journal costs no `ftruncate` per pass).
     written: bool,
     /// Whether the file may end in a torn line (a write cut short, by a failure here or by the
@@ -66,6 +72,8 @@ impl IntentJournal {
             state: Mutex::new(JournalState {
                 file,
                 outstanding: HashMap::new(),
+                next_place: 0,
+                stale_lines: false,
                 written: length > 0,
                 torn_tail,
             }),
@@ -78,7 +86,7 @@ impl IntentJournal {
             if let Ok((previous, _unreadable)) = journal.read() {
                 let mut state = journal.lock();
                 for intent in previous {
-                    state.outstanding.insert(intent.key(), intent);
+                    state.keep(intent);
                 }
             }
         }
@@ -110,7 +118,7 @@ impl IntentJournal {
         }
         state.torn_tail = false;
         for intent in intents {
-            state.outstanding.insert(intent.key(), intent.clone());
+            state.keep(intent.clone());
         }
         Ok(())
     }
@@ -164,16 +172,32 @@ impl IntentJournal {
     }
 
     /// Forgets the intents of `spawns`, whose outcomes (or whose records after a recovery) were
-    /// just flushed to the store; another intent of the same id stays. The file is emptied when
+    /// just flushed to the store, and with each every intent of its id written before it: a
+    /// recorded spawn supersedes the earlier spawns of its id (one whose outcome was lost, a
+    /// spawn that panicked, is a stray for the orphan scan once a later one is recorded, not a
+    /// process to adopt). An intent of the id written after it stays. The file is emptied when
     /// no intent is left; otherwise it is replaced (write and rename, so that a crash leaves the
-    /// old file or the new one) by the ones left.
+    /// old file or the new one) by the ones left, in the order they were written.
     pub(super) fn settle(
         &self,
         spawns: impl IntoIterator<Item = SpawnKey>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
+        let mut settled_any = false;
         for spawn in spawns {
-            state.outstanding.remove(&spawn);
+            let Some(of_id) = state.outstanding.get_mut(&spawn.id) else {
+                continue;
+            };
+            if let Some(at) = of_id
+                .iter()
+                .rposition(|(_, intent)| intent.instance == spawn.instance)
+            {
+                of_id.drain(..=at);
+                settled_any = true;
+                if of_id.is_empty() {
+                    state.outstanding.remove(&spawn.id);
+                }
+            }
         }
         if !state.written {
             return Ok(());
@@ -187,10 +211,17 @@ impl IntentJournal {
             state.torn_tail = false;
             return Ok(());
         }
+        if !settled_any && !state.stale_lines {
+            // The file holds exactly what is outstanding, and maybe a torn or unreadable line.
+            return Ok(());
+        }
         // Only reached when a spawn's outcome was lost (a spawn panicked) or a recovery's
         // records were not all written: rare, so the cost of a rewrite does not matter, its
         // atomicity does.
-        let left: Vec<SpawnIntent> = state.outstanding.values().cloned().collect();
+        state.stale_lines = true;
+        let mut left: Vec<&(u64, SpawnIntent)> = state.outstanding.values().flatten().collect();
+        left.sort_unstable_by_key(|(place, _)| *place);
+        let left: Vec<SpawnIntent> = left.into_iter().map(|(_, intent)| intent.clone()).collect();
         let lines = as_lines(&left)?;
         let staged = self.path.with_extension("jsonl.new");
         // Opened for appending and kept: after the rename it is the journal, with no reopen
@@ -204,7 +235,20 @@ impl IntentJournal {
             .map_err(|source| journal_error("replacing", &self.path, source))?;
         state.file = file;
         state.torn_tail = false;
+        state.stale_lines = false;
         Ok(())
+    }
+}
+
+impl JournalState {
+    /// Counts `intent` as outstanding, after every intent kept before it.
+    fn keep(&mut self, intent: SpawnIntent) {
+        let place = self.next_place;
+        self.next_place += 1;
+        self.outstanding
+            .entry(intent.desired.id.clone())
+            .or_default()
+            .push((place, intent));
     }
 }
 
@@ -367,6 +411,51 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    /// A spawn whose outcome is recorded supersedes the earlier spawns of its id, whose outcome
+    /// was lost: the journal empties rather than keep them for the rest of the run (and a
+    /// restarted launcher would adopt their processes beside the recorded one).
+    #[test]
+    fn a_recorded_spawn_settles_the_earlier_spawns_of_its_id_and_not_the_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = IntentJournal::open(dir.path()).unwrap();
+        journal
+            .append(&[intent("web", "lost"), intent("db", "1")])
+            .unwrap();
+        journal.append(&[intent("web", "recorded")]).unwrap();
+        journal.append(&[intent("web", "after")]).unwrap();
+        journal.settle([key("web", "recorded")]).unwrap();
+        assert_eq!(instances(&journal), ["1", "after"]);
+        journal
+            .settle([key("db", "1"), key("web", "after")])
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join(JOURNAL_FILE))
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    /// What is left after a settle is written back in the order it was written, so that a
+    /// restarted launcher reads an id's spawns oldest first.
+    #[test]
+    fn a_rewritten_journal_keeps_the_order_of_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = IntentJournal::open(dir.path()).unwrap();
+        let names = ["k", "c", "x", "a", "q", "b", "m", "z"];
+        let written: Vec<SpawnIntent> = names
+            .iter()
+            .enumerate()
+            .map(|(place, name)| intent(name, &place.to_string()))
+            .collect();
+        journal.append(&written).unwrap();
+        journal.settle([key("x", "2")]).unwrap();
+        let (read, corrupt) = journal.read().unwrap();
+        assert!(corrupt.is_empty());
+        let order: Vec<String> = read.into_iter().map(|intent| intent.instance).collect();
+        assert_eq!(order, ["0", "1", "3", "4", "5", "6", "7"]);
     }
 
     /// The recovery settles a previous run's intent for an id; this run's own intent for the
