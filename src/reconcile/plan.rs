@@ -489,6 +489,17 @@ impl SpawnIntent {
     }
 }
 
+/// A spawn intent to forget once the outcome of its spawn is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// The spawn's process is recorded: the earlier spawns of its id are superseded with it (one
+    /// whose outcome was lost makes at most a stray, for the orphan scan, never the id's process).
+    Process(SpawnKey),
+    /// Only this spawn: it failed, or the recovery decided about it; an earlier spawn of the id
+    /// is not superseded by it.
+    Alone(SpawnKey),
+}
+
 /// Counters that survive from one process of an id to the next.
 struct Counters {
     restart_count: u32,

@@ -17,7 +17,7 @@ use super::signals::{identity_of, Identity};
 use super::supervisor::Supervisor;
 use crate::error_chain::Chain;
 use crate::reconcile::{
-    self, ExitStatus, Happened, ObservedRecord, Phase, ProcessId, Spawned, UnixMillis,
+    self, ExitStatus, Happened, ObservedRecord, Phase, ProcessId, Settled, Spawned, UnixMillis,
 };
 use crate::store::StoreError;
 
@@ -81,11 +81,12 @@ impl Supervisor {
     /// The spawns a previous run recorded as about to happen and never recorded the outcome of
     /// (it crashed in between): a process that carries the intent's instance id, leads its
     /// group and is provably ours is adopted as the spawn's process; an intent whose process
-    /// never started (or is gone) is forgotten, and `plan` starts the id as usual. Only an id's
-    /// newest intent is looked for, and only when the id's recovered record tracks no live
-    /// process: an older spawn of the id (one whose outcome was lost) is a stray, left to the
-    /// orphan scan, never a second process for the id. One scan of the host, at start, and only
-    /// when there are intents.
+    /// never started (or is gone) is forgotten, and `plan` starts the id as usual. An id's
+    /// intents are looked at newest first, and at most one process is adopted for it: none when
+    /// its recovered record names a live process or the spawn it records; else the process of its
+    /// newest intent that has one. Any other (an older spawn whose outcome was lost) is a stray,
+    /// left to the orphan scan, never a second process for the id. One scan of the host, at
+    /// start, and only when there are intents.
     fn adopt_intents(&mut self, now: UnixMillis) -> Result<(), StoreError> {
         let (intents, corrupt) = self.store.spawn_intents()?;
         for error in corrupt {
@@ -104,17 +105,14 @@ impl Supervisor {
                     .push((pid, identity));
             }
         }
-        // The store gives them oldest first: an id's last is its newest.
-        let newest: HashMap<ProcessId, String> = intents
-            .iter()
-            .map(|intent| (intent.desired.id.clone(), intent.instance.clone()))
-            .collect();
-        for intent in intents {
+        // The store gives them oldest first: reversed, each id's newest comes first.
+        let mut decided: HashSet<ProcessId> = HashSet::new();
+        for intent in intents.into_iter().rev() {
             let id = intent.desired.id.clone();
             // Forgotten with the next flush, after the record of whatever is decided here.
-            self.settled_intents.push(intent.key());
-            if newest.get(&id) != Some(&intent.instance) {
-                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began was followed by a later one of the same process; its process, if any, is not adopted");
+            self.settled_intents.push(Settled::Alone(intent.key()));
+            if decided.contains(&id) {
+                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began was followed by a later one of the same process, recorded or adopted; its process, if any, is not adopted");
                 continue;
             }
             let recorded = self
@@ -123,6 +121,7 @@ impl Supervisor {
                 .is_some_and(|record| record.instance.as_deref() == Some(intent.instance.as_str()));
             if recorded {
                 // Its outcome was written before the launcher stopped; the record was recovered.
+                decided.insert(id);
                 continue;
             }
             // The record's own process, of another instance, is alive and adopted.
@@ -133,6 +132,7 @@ impl Supervisor {
                 .is_some_and(|pid| self.pids.get(&pid) == Some(&id));
             if tracked {
                 tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began is not adopted: the process's record names a live process");
+                decided.insert(id);
                 continue;
             }
             let leader = by_instance.get(&intent.instance).and_then(|found| {
@@ -166,7 +166,8 @@ impl Supervisor {
             self.ports.claim(&id, intent.ports);
             self.adopt(&record, pid, Arc::new(pidfd));
             self.unsaved.insert(id.clone());
-            self.observed.insert(id, record);
+            self.observed.insert(id.clone(), record);
+            decided.insert(id);
         }
         Ok(())
     }

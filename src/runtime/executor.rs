@@ -20,7 +20,7 @@ use super::supervisor::{log_if_tripped, Supervisor};
 use crate::error_chain::Chain;
 use crate::reconcile::{
     self, probe_environment, stop_grace, Action, ObservedRecord, Phase, Ports, ProcessId,
-    ProcessSpec, SpawnIntent, Spawned, StopReason, UnixMillis,
+    ProcessSpec, Settled, SpawnIntent, Spawned, StopReason, UnixMillis,
 };
 
 /// Spawns are spread over threads from this many starts in one round on (a single restart runs
@@ -103,8 +103,9 @@ fn launch_all(
             took: started.elapsed(),
         }
     };
-    // A spawn only panics on a bug; that start is then left as it was (its intent kept, so a
-    // restarted launcher looks for it) and the resync plans it again.
+    // A spawn only panics on a bug; that start is then left as it was (its intent kept until a
+    // later spawn of the id is recorded, so a restarted launcher looks for it while it is the
+    // id's newest) and the resync plans it again.
     crate::parallel::map_in_parallel(prepared, PARALLEL_FROM, launch)
 }
 
@@ -335,15 +336,17 @@ impl Supervisor {
         let span =
             tracing::info_span!("action", %id, kind = if restart { "restart" } else { "start" });
         let _entered = span.enter();
-        if let Outcome::Spawned { intent, .. }
-        | Outcome::Failed {
-            intent: Some(intent),
-            ..
-        } = &outcome
-        {
-            // Forgotten only after the outcome is written (see `persist`): were the intent
-            // removed first, a launcher killed in between would find neither.
-            self.settled_intents.push(intent.key());
+        // Forgotten only after the outcome is written (see `persist`): were the intent removed
+        // first, a launcher killed in between would find neither.
+        match &outcome {
+            Outcome::Spawned { intent, .. } => {
+                self.settled_intents.push(Settled::Process(intent.key()));
+            }
+            Outcome::Failed {
+                intent: Some(intent),
+                ..
+            } => self.settled_intents.push(Settled::Alone(intent.key())),
+            Outcome::Failed { intent: None, .. } => {}
         }
         let Some(desired) = self.desired.get(&id) else {
             return;

@@ -24,7 +24,7 @@ use crate::error_chain::Chain;
 use crate::random::Jitter;
 use crate::reconcile::{
     self, shorten_stop, Action, DesiredRecord, ExitStatus, Health, ObservedRecord, Phase,
-    ProcessId, RestartBudget, SourcesRead, SpawnKey, StopReason, UnixMillis,
+    ProcessId, RestartBudget, Settled, SourcesRead, StopReason, UnixMillis,
 };
 use crate::store::{Store, StoreError};
 
@@ -156,7 +156,7 @@ pub struct Supervisor {
     /// A sweep for inherited descendants runs; `ended` waits for the next.
     inherited_sweep_running: bool,
     /// Spawn intents whose outcome is recorded in `observed`, to forget once it is written.
-    pub(super) settled_intents: Vec<SpawnKey>,
+    pub(super) settled_intents: Vec<Settled>,
     /// Actions carried out since the last burst was over (see `BURST_QUIET`).
     pub(super) burst: usize,
     /// When the actions counted in `burst` make a burst that is over, if nothing acts before.
@@ -2184,7 +2184,10 @@ mod tests {
             })
             .collect();
         supervisor.store.record_spawn_intents(&intents).unwrap();
-        supervisor.settled_intents = intents.iter().map(SpawnIntent::key).collect();
+        supervisor.settled_intents = intents
+            .iter()
+            .map(|intent| Settled::Process(intent.key()))
+            .collect();
         // An id urgent before the writes (left by a pass over its budget) stops nothing.
         supervisor.urgent.insert(names[75].clone());
         // The crash, a zombie until the writes reap it.
@@ -2646,16 +2649,17 @@ mod tests {
         );
     }
 
-    /// After a crash, the processes of spawns the previous run began and never recorded: only an
-    /// id's newest spawn may be adopted, and not beside the live process its record names (an
-    /// older spawn, whose outcome was lost, is a stray for the orphan scan, never a second
-    /// process for the id).
+    /// After a crash, the processes of spawns the previous run began and never recorded: at most
+    /// one per id is adopted, the newest spawn's that has a process, and none beside the live
+    /// process the id's record names (an older spawn, whose outcome was lost, is a stray for the
+    /// orphan scan, never a second process for the id).
     #[tokio::test]
-    async fn only_an_id_s_newest_spawn_is_adopted_and_never_beside_its_recorded_process() {
+    async fn an_id_s_newest_spawn_with_a_process_is_adopted_and_never_beside_its_recorded_one() {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
-        let stray = |name: &str, instance: &str| {
-            std::process::Command::new("sleep")
+        let mut cleanup = Spawned::of([]);
+        let mut stray = |name: &str, instance: &str| {
+            let pid = std::process::Command::new("sleep")
                 .arg("30")
                 .env(reconcile::LAUNCHER_ID_ENV, "launcher-unit")
                 .env(reconcile::PROCESS_ID_ENV, name)
@@ -2663,18 +2667,21 @@ mod tests {
                 .process_group(0)
                 .spawn()
                 .unwrap()
-                .id()
+                .id();
+            cleanup.push(pid);
+            pid
         };
+        let beside = stray("web", "beside");
+        let older = stray("db", "older");
+        let newer = stray("db", "newer");
+        // The newest spawn of `api` never happened; the one before it has a process.
+        let only = stray("api", "lost");
         let intent = |name: &str, instance: &str| SpawnIntent {
             desired: desired_api(name, sleeper()),
             instance: instance.to_string(),
             ports: Ports { grpc: 0, health: 0 },
             at: NOW,
         };
-        let beside = stray("web", "beside");
-        let older = stray("db", "older");
-        let newer = stray("db", "newer");
-        let mut cleanup = Spawned::of([beside, older, newer]);
         let web = {
             let mut first = supervisor(dir.path(), None);
             first
@@ -2682,18 +2689,21 @@ mod tests {
                 .insert(id("web"), desired_api("web", sleeper()));
             first.dirty.insert(id("web"));
             first.reconcile(NOW);
+            let web = first.observed[&id("web")].pid.unwrap();
+            cleanup.push(web);
             first
                 .store
                 .record_spawn_intents(&[
                     intent("db", "older"),
+                    intent("api", "lost"),
                     intent("web", "beside"),
                     intent("db", "newer"),
+                    intent("api", "never"),
                 ])
                 .unwrap();
-            first.observed[&id("web")].pid.unwrap()
+            web
             // Dropped like a launcher killed after those spawns: the processes run on.
         };
-        cleanup.push(web);
 
         let mut second = supervisor(dir.path(), None);
         second.recover_previous_run(NOW).unwrap();
@@ -2706,6 +2716,11 @@ mod tests {
             second.observed[&id("db")].pid,
             Some(newer),
             "the newest spawn"
+        );
+        assert_eq!(
+            second.observed[&id("api")].pid,
+            Some(only),
+            "the newest with a process"
         );
         assert!(!second.pids.contains_key(&beside));
         assert!(!second.pids.contains_key(&older));

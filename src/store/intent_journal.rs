@@ -10,8 +10,9 @@
 //! (what the intents had before) cost an `fsync` on the restart path of every crash: about half
 //! a millisecond of the two that a restart may take.
 //!
-//! The file holds one JSON line per intent. It is emptied once every intent in it has its outcome
-//! flushed to the store; a torn last line (the launcher killed in the middle of a `write`) is
+//! The file holds one JSON line per intent. An intent is settled once its spawn's outcome is
+//! flushed to the store (and with a recorded process, the earlier intents of its id:
+//! `reconcile::Settled`); the file is emptied once none is left; a torn last line (the launcher killed in the middle of a `write`) is
 //! ignored, as its spawn never began.
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{encode, StoreError};
-use crate::reconcile::{ProcessId, SpawnIntent, SpawnKey};
+use crate::reconcile::{ProcessId, Settled, SpawnIntent};
 
 /// The journal's file name, in the store's directory.
 pub(super) const JOURNAL_FILE: &str = "spawn-intents.jsonl";
@@ -172,19 +173,22 @@ impl IntentJournal {
     }
 
     /// Forgets the intents of `spawns`, whose outcomes (or whose records after a recovery) were
-    /// just flushed to the store, and with each every intent of its id written before it: a
-    /// recorded spawn supersedes the earlier spawns of its id (one whose outcome was lost, a
-    /// spawn that panicked, is a stray for the orphan scan once a later one is recorded, not a
-    /// process to adopt). An intent of the id written after it stays. The file is emptied when
-    /// no intent is left; otherwise it is replaced (write and rename, so that a crash leaves the
-    /// old file or the new one) by the ones left, in the order they were written.
+    /// just flushed to the store; with a spawn whose process is recorded, also every intent of
+    /// its id written before it (see `Settled`). An intent of the id written after it stays.
+    /// The file is emptied when no intent is left; otherwise it is replaced (write and rename,
+    /// so that a crash leaves the old file or the new one) by the ones left, in the order they
+    /// were written.
     pub(super) fn settle(
         &self,
-        spawns: impl IntoIterator<Item = SpawnKey>,
+        spawns: impl IntoIterator<Item = Settled>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
         let mut settled_any = false;
-        for spawn in spawns {
+        for settled in spawns {
+            let (spawn, with_earlier) = match &settled {
+                Settled::Process(spawn) => (spawn, true),
+                Settled::Alone(spawn) => (spawn, false),
+            };
             let Some(of_id) = state.outstanding.get_mut(&spawn.id) else {
                 continue;
             };
@@ -192,7 +196,11 @@ impl IntentJournal {
                 .iter()
                 .rposition(|(_, intent)| intent.instance == spawn.instance)
             {
-                of_id.drain(..=at);
+                if with_earlier {
+                    of_id.drain(..=at);
+                } else {
+                    of_id.retain(|(_, intent)| intent.instance != spawn.instance);
+                }
                 settled_any = true;
                 if of_id.is_empty() {
                     state.outstanding.remove(&spawn.id);
@@ -209,6 +217,7 @@ impl IntentJournal {
                 .map_err(|source| journal_error("emptying", &self.path, source))?;
             state.written = false;
             state.torn_tail = false;
+            state.stale_lines = false;
             return Ok(());
         }
         if !settled_any && !state.stale_lines {
@@ -292,7 +301,7 @@ fn open_for_append(path: &Path) -> std::io::Result<File> {
 mod tests {
     use super::*;
     use crate::reconcile::fixtures::{id, ports, spec};
-    use crate::reconcile::{DesiredRecord, Source, UnixMillis};
+    use crate::reconcile::{DesiredRecord, Source, SpawnKey, UnixMillis};
 
     fn intent(name: &str, instance: &str) -> SpawnIntent {
         SpawnIntent {
@@ -311,11 +320,12 @@ mod tests {
         }
     }
 
-    fn key(name: &str, instance: &str) -> SpawnKey {
-        SpawnKey {
+    /// A spawn whose process is recorded.
+    fn key(name: &str, instance: &str) -> Settled {
+        Settled::Process(SpawnKey {
             id: id(name),
             instance: instance.to_string(),
-        }
+        })
     }
 
     fn instances(journal: &IntentJournal) -> Vec<String> {
@@ -456,6 +466,24 @@ mod tests {
         assert!(corrupt.is_empty());
         let order: Vec<String> = read.into_iter().map(|intent| intent.instance).collect();
         assert_eq!(order, ["0", "1", "3", "4", "5", "6", "7"]);
+    }
+
+    /// A spawn that failed (its outcome recorded, no process) settles only its own intent: an
+    /// earlier spawn of the id whose outcome was lost may have a process nobody recorded.
+    #[test]
+    fn a_failed_spawn_settles_only_its_own_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = IntentJournal::open(dir.path()).unwrap();
+        journal
+            .append(&[intent("web", "lost"), intent("web", "failed")])
+            .unwrap();
+        journal
+            .settle([Settled::Alone(SpawnKey {
+                id: id("web"),
+                instance: "failed".to_string(),
+            })])
+            .unwrap();
+        assert_eq!(instances(&journal), ["lost"]);
     }
 
     /// The recovery settles a previous run's intent for an id; this run's own intent for the

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::reconcile::{
     admin_set_changes, admit_term, join, operate, AdminTerm, AdminView, DesiredRecord, ExitStatus,
-    ObservedRecord, OperatorRefusal, OperatorVerb, ProcessId, ProcessRow, ProcessSpec, Source,
-    SourceKind, SpawnIntent, SpawnKey, StaleTerm, UnixMillis,
+    ObservedRecord, OperatorRefusal, OperatorVerb, ProcessId, ProcessRow, ProcessSpec, Settled,
+    Source, SourceKind, SpawnIntent, StaleTerm, UnixMillis,
 };
 
 /// The shape of the records this build reads and writes: serde JSON of the domain types as they
@@ -1390,11 +1390,12 @@ impl Store {
     }
 
     /// Forgets the intents of `spawns`, whose outcomes (a process, or a failed spawn) are
-    /// recorded in `observed`. Call it only after the flush that made those records durable: an
-    /// intent forgotten before its outcome is written could let a crash start the process twice.
+    /// recorded in `observed`, and with a recorded process the earlier intents of its id
+    /// (`Settled`). Call it only after the flush that made those records durable: an intent
+    /// forgotten before its outcome is written could let a crash start the process twice.
     pub fn settle_spawn_intents(
         &self,
-        spawns: impl IntoIterator<Item = SpawnKey>,
+        spawns: impl IntoIterator<Item = Settled>,
     ) -> Result<(), StoreError> {
         self.journal.settle(spawns)?;
         self.with_trees(|trees| {
