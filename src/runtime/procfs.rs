@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 /// Read once per spawn, so it costs one `open`, one `read` into a buffer on the stack and one
 /// `close`: no allocation, and no `statx` to size a buffer (which `fs::read_to_string` makes).
 pub fn start_ticks(pid: u32) -> Option<u64> {
-    use std::io::Read;
-    let mut path = [0u8; STAT_PATH_MAX];
-    let path = stat_path(&mut path, pid);
-    let mut file = std::fs::File::open(std::ffi::OsStr::from_bytes(path)).ok()?;
+    use std::io::{Read, Write};
+    // The longest is "/proc/4294967295/stat", 21 bytes.
+    let mut path = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut path[..]);
+    write!(cursor, "/proc/{pid}/stat").ok()?;
+    let path_length = usize::try_from(cursor.position()).ok()?;
+    let mut file = std::fs::File::open(std::ffi::OsStr::from_bytes(&path[..path_length])).ok()?;
     let mut buffer = [0u8; STAT_LINE_MAX];
     let mut length = 0;
     // procfs hands the whole line, newline included, to the first read that has room for it;
@@ -27,63 +30,25 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
             Err(_) => return None,
         }
     }
-    start_ticks_in(&buffer[..length])
-}
-
-/// Field 22 of a /proc/<pid>/stat line given as bytes. Only what follows the command name is
-/// read as text: the name is the program's file name cut to 15 bytes, which may cut a UTF-8
-/// character in two (or was never UTF-8).
-fn start_ticks_in(stat: &[u8]) -> Option<u64> {
-    let name_end = stat.iter().rposition(|byte| *byte == b')')?;
-    let after_name = std::str::from_utf8(&stat[name_end + 1..]).ok()?;
-    after_name.split_whitespace().nth(22 - 3)?.parse().ok()
+    stat_field(&buffer[..length], 22)?.parse().ok()
 }
 
 /// Room for a whole /proc/<pid>/stat line: 52 numeric fields of at most 20 digits each and a
 /// command name (16 bytes, 64 for some kernel threads) take less than 1200 bytes.
 const STAT_LINE_MAX: usize = 2048;
 
-/// The length of the longest `/proc/<pid>/stat`: 6 + 10 digits + 5.
-const STAT_PATH_MAX: usize = 21;
-
-/// `/proc/<pid>/stat` written into `buffer`.
-fn stat_path(buffer: &mut [u8; STAT_PATH_MAX], pid: u32) -> &[u8] {
-    let mut digits = [0u8; 10];
-    let mut rest = pid;
-    let mut count = 0;
-    loop {
-        digits[count] = b'0' + (rest % 10) as u8;
-        count += 1;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let mut at = 0;
-    // At most STAT_PATH_MAX bytes, whatever the pid: `zip` stops at the end of the buffer.
-    for (slot, byte) in buffer.iter_mut().zip(
-        b"/proc/"
-            .iter()
-            .chain(digits[..count].iter().rev())
-            .chain(b"/stat"),
-    ) {
-        *slot = *byte;
-        at += 1;
-    }
-    &buffer[..at]
-}
-
-/// The /proc/<pid>/stat line of `pid`, its command name made UTF-8 where it is not (the name
-/// is the program's file name cut to 15 bytes; every field after it is a number).
-fn stat_line(pid: u32) -> Option<String> {
-    let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+/// The /proc/<pid>/stat line of `pid`, as bytes: its command name is the program's file name
+/// cut to 15 bytes, which may cut a UTF-8 character in two (or was never UTF-8).
+fn stat_line(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/stat")).ok()
 }
 
 /// Field `number` (1-based, as in proc(5)) of a /proc/<pid>/stat line. The command name (field 2)
-/// may hold spaces and parentheses, so fields after it are counted from its closing parenthesis.
-fn stat_field(stat: &str, number: usize) -> Option<&str> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
+/// may hold spaces and parentheses, and any bytes, so fields after it are counted from its
+/// closing parenthesis, and only what follows it is read as text.
+fn stat_field(stat: &[u8], number: usize) -> Option<&str> {
+    let name_end = stat.iter().rposition(|byte| *byte == b')')?;
+    let after_name = std::str::from_utf8(&stat[name_end + 1..]).ok()?;
     after_name.split_whitespace().nth(number.checked_sub(3)?)
 }
 
@@ -190,22 +155,9 @@ mod tests {
     #[test]
     fn stat_fields_are_counted_after_a_command_name_with_spaces_and_parentheses() {
         let stat =
-            "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+            b"42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(stat_field(stat, 3), Some("S"));
         assert_eq!(stat_field(stat, 22), Some("98765"));
-    }
-
-    #[test]
-    fn stat_paths_are_written_for_every_width_of_pid() {
-        let mut buffer = [0u8; STAT_PATH_MAX];
-        for (pid, expected) in [
-            (0, "/proc/0/stat"),
-            (7, "/proc/7/stat"),
-            (4_194_304, "/proc/4194304/stat"),
-            (u32::MAX, "/proc/4294967295/stat"),
-        ] {
-            assert_eq!(stat_path(&mut buffer, pid), expected.as_bytes());
-        }
     }
 
     #[test]
@@ -223,10 +175,10 @@ mod tests {
             stat.extend_from_slice(name);
             stat.push(b')');
             stat.extend_from_slice(tail);
-            assert_eq!(start_ticks_in(&stat), Some(98765), "{name:?}");
+            assert_eq!(stat_field(&stat, 22), Some("98765"), "{name:?}");
         }
-        assert_eq!(start_ticks_in(b"42 (x) S 1 2"), None, "a line cut short");
-        assert_eq!(start_ticks_in(b"no name at all"), None);
+        assert_eq!(stat_field(b"42 (x) S 1 2", 22), None, "a line cut short");
+        assert_eq!(stat_field(b"no name at all", 22), None);
     }
 
     /// A program whose file name is not UTF-8 (its command name, in the stat line, is not): its
@@ -291,7 +243,7 @@ mod tests {
         let by_std = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         assert_eq!(
             start_ticks(pid),
-            stat_field(&by_std, 22).and_then(|ticks| ticks.parse().ok())
+            stat_field(by_std.as_bytes(), 22).and_then(|ticks| ticks.parse().ok())
         );
         assert!(all_pids().contains(&pid));
         assert!(environment(pid).is_some());
