@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -52,17 +52,20 @@ enum Outcome {
     },
 }
 
+/// What every spawn of a round needs of the supervisor, owned: the spawns spread over the
+/// shared pool's helpers, which outlive the round.
+struct LaunchContext {
+    launcher_id: String,
+    log_dir: PathBuf,
+    cgroup_tree: Option<CgroupTree>,
+    children: ChildTable,
+}
+
 /// Spawns every prepared start: on the loop's thread for a few, else spread over the loop's
-/// thread and a scoped thread per further core (an exec takes a while, and the cores are better
-/// used spawning than waiting); the outcomes in order.
-fn launch_all(
-    prepared: Vec<Prepared>,
-    launcher_id: &str,
-    log_dir: &Path,
-    cgroup_tree: Option<&CgroupTree>,
-    children: &ChildTable,
-) -> Vec<Launched> {
-    let launch = |start: Prepared| -> Launched {
+/// thread and the shared pool's helpers, one per further core (an exec takes a while, and the
+/// cores are better used spawning than waiting); the outcomes in order.
+fn launch_all(prepared: Vec<Prepared>, context: LaunchContext) -> Vec<Launched> {
+    let launch = move |start: Prepared| -> Launched {
         let started = std::time::Instant::now();
         let outcome = match start.intent {
             Ok(intent) => {
@@ -70,10 +73,10 @@ fn launch_all(
                     &start.id,
                     &intent,
                     start.leaf_limits,
-                    cgroup_tree,
-                    launcher_id,
-                    log_dir,
-                    children,
+                    context.cgroup_tree.as_ref(),
+                    &context.launcher_id,
+                    &context.log_dir,
+                    &context.children,
                 );
                 match spawned {
                     Ok((pid, leaf)) => Outcome::Spawned {
@@ -262,10 +265,12 @@ impl Supervisor {
         let starting: Vec<ProcessId> = prepared.iter().map(|start| start.id.clone()).collect();
         let launched = launch_all(
             prepared,
-            &self.config.launcher_id,
-            &self.log_dir,
-            self.config.cgroup_tree.as_ref(),
-            &self.children,
+            LaunchContext {
+                launcher_id: self.config.launcher_id.clone(),
+                log_dir: self.log_dir.clone(),
+                cgroup_tree: self.config.cgroup_tree.clone(),
+                children: self.children.clone(),
+            },
         );
         if launched.len() < starting.len() {
             // A spawn panicked (a bug; the panic's own message is above in the log).

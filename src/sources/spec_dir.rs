@@ -283,7 +283,7 @@ pub async fn watch_spec_dir(
 /// wait for the disk.
 async fn off_the_workers<T: Send + 'static>(
     specs: &Arc<SpecDir>,
-    work: impl FnOnce(&SpecDir) -> T + Send + 'static,
+    work: impl FnOnce(&Arc<SpecDir>) -> T + Send + 'static,
 ) -> Result<T, tokio::task::JoinError> {
     let specs = specs.clone();
     tokio::task::spawn_blocking(move || work(&specs)).await
@@ -351,7 +351,7 @@ enum Read {
 }
 
 impl SpecDir {
-    fn rescan(&self, which: Rescan) {
+    fn rescan(self: &Arc<Self>, which: Rescan) {
         if let Err(error) = self.full_scan(which) {
             tracing::error!(error = %Chain(&error), "spec directory rescan failed");
         }
@@ -364,7 +364,7 @@ impl SpecDir {
 
     /// Applies the spec files in the directory (every one, or the ones that changed since they
     /// were read) and removes what files that are gone declared.
-    fn full_scan(&self, which: Rescan) -> Result<(), SpecWatchError> {
+    fn full_scan(self: &Arc<Self>, which: Rescan) -> Result<(), SpecWatchError> {
         let present: BTreeSet<PathBuf> = spec_files_in(&self.dir)
             .map_err(|source| SpecWatchError::ReadDir {
                 dir: self.dir.clone(),
@@ -407,7 +407,7 @@ impl SpecDir {
     /// Reads each changed spec file again (a missing one declares nothing) and applies them in
     /// transactions that grow from `FIRST_APPLY_BATCH` to `APPLY_BATCH` files, then retries
     /// files whose names were owned by another file, in case the owner let go.
-    fn apply_changed(&self, changed: BTreeSet<PathBuf>) {
+    fn apply_changed(self: &Arc<Self>, changed: BTreeSet<PathBuf>) {
         // Removed files after present ones, so that a name moved from one file to another (a
         // rename) is taken over by the new file before the old file's records go, never
         // undesired in between.
@@ -481,11 +481,12 @@ impl SpecDir {
     /// with a thousand files, or a thousand dropped in at once): nothing a file declares starts
     /// before the file is read (nor, after a run that left records of files, before the whole
     /// directory is), so its reading is on the path of every start.
-    fn read_all(&self, paths: Vec<PathBuf>) -> Vec<(PathBuf, Read)> {
+    fn read_all(self: &Arc<Self>, paths: Vec<PathBuf>) -> Vec<(PathBuf, Read)> {
         // A read only panics on a bug; that file is then left as it was until the next change
         // or rescan reads it again.
-        crate::parallel::map_in_parallel(paths, PARALLEL_READ_FROM, |path| {
-            let read = self.read(&path);
+        let specs = Arc::clone(self);
+        crate::parallel::map_in_parallel(paths, PARALLEL_READ_FROM, move |path| {
+            let read = specs.read(&path);
             (path, read)
         })
     }
@@ -631,7 +632,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("specs");
         std::fs::create_dir(&dir).unwrap();
-        let specs = SpecDir {
+        let specs = Arc::new(SpecDir {
             dir: dir.clone(),
             store: Arc::new(Store::open(&root.path().join("store")).unwrap()),
             catalog: SharedCatalog::default(),
@@ -639,7 +640,7 @@ mod tests {
             stamps: Mutex::default(),
             unrecorded: std::sync::atomic::AtomicUsize::new(0),
             parsing: Arc::default(),
-        };
+        });
         let files = 4 * SPARE_STAMPS;
         for n in 0..files {
             std::fs::write(
