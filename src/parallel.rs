@@ -1,10 +1,12 @@
 //! Work spread over a few threads when there is enough of it: the bursts the launcher meets (a
 //! thousand spawns, a thousand spec files to parse at start) use the cores, one item costs no
-//! thread, and a burst starts none either: its helpers are long-lived and wait, costing nothing,
-//! between bursts.
+//! thread, and a burst starts none either: its helpers are long-lived and, between bursts,
+//! blocked (no CPU, no timer).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 
 /// `work` applied to every item, in order. From `from` items on, and with at least two cores,
 /// the calling thread and the shared pool's helpers (one per further core, at most four
@@ -27,15 +29,22 @@ where
     shared_pool().map(items, work)
 }
 
-/// Helpers that take items of a caller's batch beside it. Each waits (blocked, no timer) for a
-/// batch to help with; a batch is offered to every helper, and those that come to it before it is
-/// done help. Each burst used to start a scoped thread per further core and end it after: a cold
-/// start of 1000 spawns in 63 steps, each of which paid a thread's start and end, a fresh stack
-/// for its vfork children and pages of a malloc arena to fault in again, about 10 ms of the
-/// launcher's 190 ms of CPU (BENCHMARKS.md, ninth section).
+/// Helpers that take items of callers' batches beside them. A call puts an offer of its batch
+/// in the pool's queue per helper; a helper takes the first offer, does one item of it, and
+/// goes on with the same batch unless another offer waits, in which case it puts the offer back
+/// at the end and takes the next: two callers at once (a round's spawns while spec files are
+/// read) both get help, item by item in turn. Each burst used to start a scoped thread per
+/// further core and end it after: a cold start of 1000 spawns in 63 steps, each of which paid a
+/// thread's start and end, a fresh stack for its vfork children and pages of a malloc arena to
+/// fault in again, about 10 ms of the launcher's 190 ms of CPU (BENCHMARKS.md, ninth section).
 struct Pool {
     shared: Arc<PoolShared>,
-    helpers: Vec<std::thread::JoinHandle<()>>,
+    /// The helpers running; topped up to `wanted` at each call (a thread the system refused
+    /// at its limit of processes is tried again at the next burst).
+    helpers: Mutex<Vec<JoinHandle<()>>>,
+    wanted: usize,
+    /// Whether a refused helper was reported: once per pool, not once per burst.
+    refusal_reported: AtomicBool,
 }
 
 #[derive(Default)]
@@ -46,7 +55,7 @@ struct PoolShared {
 
 #[derive(Default)]
 struct Offers {
-    /// Batches to help with, once per helper each.
+    /// Offers of batches to help with, a batch's as many times as there were helpers.
     waiting: VecDeque<Arc<dyn Help>>,
     /// Set when the pool is dropped: the helpers end.
     closing: bool,
@@ -54,7 +63,8 @@ struct Offers {
 
 /// A batch a helper can take items of.
 trait Help: Send + Sync {
-    fn help(&self);
+    /// Does one item, unless the batch is closed or has none left: whether it did.
+    fn help_with_one(&self) -> bool;
 }
 
 /// One call's items, results and helpers.
@@ -63,15 +73,15 @@ struct Batch<T, R, W> {
     done: Mutex<Vec<(usize, R)>>,
     work: W,
     helping: Mutex<Helping>,
-    /// Notified when the last helper leaves a closed batch.
+    /// Notified when the last helper in a batch leaves it.
     left: Condvar,
 }
 
 #[derive(Default)]
 struct Helping {
-    /// How many helpers are taking items now.
+    /// How many helpers are doing an item now.
     active: usize,
-    /// The caller is done with the items: no helper joins any more.
+    /// The caller is done with the items: no helper comes in any more.
     closed: bool,
 }
 
@@ -82,32 +92,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<T: Send, R: Send, W: Fn(T) -> R + Send + Sync> Batch<T, R, W> {
-    /// Takes the items one at a time until none is left. A panic costs the item it came from.
-    fn take_items(&self) {
-        loop {
-            let next = lock(&self.items).next();
-            let Some((index, item)) = next else {
-                return;
-            };
-            let work = std::panic::AssertUnwindSafe(|| (self.work)(item));
-            if let Ok(result) = std::panic::catch_unwind(work) {
-                lock(&self.done).push((index, result));
-            }
+    /// Does the next item, if any is left; a panic costs the item it came from.
+    fn do_next(&self) -> bool {
+        let next = lock(&self.items).next();
+        let Some((index, item)) = next else {
+            return false;
+        };
+        let work = std::panic::AssertUnwindSafe(|| (self.work)(item));
+        if let Ok(result) = std::panic::catch_unwind(work) {
+            lock(&self.done).push((index, result));
         }
+        true
     }
 }
 
-impl<T: Send, R: Send, W: Fn(T) -> R + Send + Sync> Help for Batch<T, R, W> {
-    fn help(&self) {
-        {
-            let mut helping = lock(&self.helping);
-            if helping.closed {
-                return;
-            }
-            helping.active += 1;
-        }
-        self.take_items();
-        let mut helping = lock(&self.helping);
+/// A helper inside a batch: it leaves (and the caller waiting for it hears so) however its item
+/// ends.
+struct Inside<'a> {
+    helping: &'a Mutex<Helping>,
+    left: &'a Condvar,
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        let mut helping = lock(self.helping);
         helping.active -= 1;
         if helping.active == 0 {
             self.left.notify_all();
@@ -115,29 +123,57 @@ impl<T: Send, R: Send, W: Fn(T) -> R + Send + Sync> Help for Batch<T, R, W> {
     }
 }
 
+impl<T: Send, R: Send, W: Fn(T) -> R + Send + Sync> Help for Batch<T, R, W> {
+    fn help_with_one(&self) -> bool {
+        {
+            let mut helping = lock(&self.helping);
+            if helping.closed {
+                return false;
+            }
+            helping.active += 1;
+        }
+        let _inside = Inside {
+            helping: &self.helping,
+            left: &self.left,
+        };
+        self.do_next()
+    }
+}
+
 impl Pool {
-    /// A pool of up to `helpers` helper threads: fewer when the system refuses one (at its
-    /// limit of processes), the caller then taking their share.
+    /// A pool of `helpers` helper threads, started now (as many as the system allows).
     fn new(helpers: usize) -> Pool {
-        let shared = Arc::new(PoolShared::default());
-        let mut started = Vec::with_capacity(helpers);
-        for number in 1..=helpers {
-            let for_helper = Arc::clone(&shared);
+        let pool = Pool {
+            shared: Arc::new(PoolShared::default()),
+            helpers: Mutex::new(Vec::with_capacity(helpers)),
+            wanted: helpers,
+            refusal_reported: AtomicBool::new(false),
+        };
+        pool.top_up();
+        pool
+    }
+
+    /// Starts helpers until `wanted` run; returns how many run. A helper that ended (only a
+    /// panic outside any item could end one) is replaced.
+    fn top_up(&self) -> usize {
+        let mut helpers = lock(&self.helpers);
+        helpers.retain(|helper| !helper.is_finished());
+        while helpers.len() < self.wanted {
+            let shared = Arc::clone(&self.shared);
             match std::thread::Builder::new()
-                .name(format!("parallel-{number}"))
-                .spawn(move || run_helper(&for_helper))
+                .name(format!("parallel-{}", helpers.len() + 1))
+                .spawn(move || run_helper(&shared))
             {
-                Ok(handle) => started.push(handle),
+                Ok(helper) => helpers.push(helper),
                 Err(error) => {
-                    tracing::warn!(%error, "cannot start a thread to share bursts of work; going on with fewer");
+                    if !self.refusal_reported.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(%error, "cannot start a thread to share bursts of work; going on with fewer, and trying again at the next burst");
+                    }
                     break;
                 }
             }
         }
-        Pool {
-            shared,
-            helpers: started,
-        }
+        helpers.len()
     }
 
     /// `work` applied to every item, in order, by the caller and the helpers that come to it.
@@ -155,21 +191,20 @@ impl Pool {
             helping: Mutex::default(),
             left: Condvar::new(),
         });
-        if !self.helpers.is_empty() {
+        let helpers = self.top_up();
+        if helpers > 0 {
             let offer: Arc<dyn Help> = batch.clone();
-            let mut offers = lock(&self.shared.offers);
-            offers
+            lock(&self.shared.offers)
                 .waiting
-                .extend(std::iter::repeat_n(offer, self.helpers.len()));
-            drop(offers);
+                .extend(std::iter::repeat_n(offer, helpers));
             self.shared.offered.notify_all();
         }
         // The caller is a worker too, and finishes the items whether any helper comes or not.
-        batch.take_items();
+        while batch.do_next() {}
         {
             let mut helping = lock(&batch.helping);
             helping.closed = true;
-            // A helper in the batch is on its last item: its result is wanted.
+            // A helper still inside is on the batch's last items: their results are wanted.
             while helping.active > 0 {
                 helping = batch
                     .left
@@ -177,37 +212,55 @@ impl Pool {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         }
-        // Offers no helper came to yet are withdrawn (a helper that takes one now finds the
-        // batch closed anyway).
-        let offered: *const () = Arc::as_ptr(&batch).cast();
+        // Offers no helper took are withdrawn (one taken now finds the batch closed anyway).
+        let offered: Arc<dyn Help> = batch.clone();
         lock(&self.shared.offers)
             .waiting
-            .retain(|waiting| Arc::as_ptr(waiting).cast::<()>() != offered);
+            .retain(|waiting| !same_batch(waiting, &offered));
         let mut done = std::mem::take(&mut *lock(&batch.done));
         done.sort_unstable_by_key(|(index, _)| *index);
         done.into_iter().map(|(_, result)| result).collect()
     }
 }
 
-/// A helper: takes the offers in turn until the pool closes.
+/// Whether two offers are of one batch (their data pointers, whatever their vtables).
+fn same_batch(one: &Arc<dyn Help>, other: &Arc<dyn Help>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(one), Arc::as_ptr(other))
+}
+
+/// A helper: takes offers until the pool closes, one item at a time, taking turns between the
+/// batches on offer.
 fn run_helper(shared: &PoolShared) {
+    let mut offers = lock(&shared.offers);
     loop {
-        let offer = {
-            let mut offers = lock(&shared.offers);
-            loop {
-                if offers.closing {
-                    return;
-                }
-                if let Some(offer) = offers.waiting.pop_front() {
-                    break offer;
-                }
-                offers = shared
-                    .offered
-                    .wait(offers)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
+        if offers.closing {
+            return;
+        }
+        let Some(offer) = offers.waiting.pop_front() else {
+            offers = shared
+                .offered
+                .wait(offers)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
         };
-        offer.help();
+        drop(offers);
+        loop {
+            let helped = offer.help_with_one();
+            offers = lock(&shared.offers);
+            if !helped || offers.closing {
+                break;
+            }
+            if offers
+                .waiting
+                .front()
+                .is_some_and(|next| !same_batch(next, &offer))
+            {
+                // Another batch waits for help: its turn, this one's after.
+                offers.waiting.push_back(offer);
+                break;
+            }
+            drop(offers);
+        }
     }
 }
 
@@ -215,15 +268,15 @@ impl Drop for Pool {
     fn drop(&mut self) {
         lock(&self.shared.offers).closing = true;
         self.shared.offered.notify_all();
-        for helper in self.helpers.drain(..) {
-            // A helper never panics (each item's panic is caught); there is nothing to report.
+        for helper in lock(&self.helpers).drain(..) {
+            // A helper's items' panics are caught; there is nothing left to report.
             let _ = helper.join();
         }
     }
 }
 
 /// The pool every burst shares: a helper per core the launcher may use beyond the caller's, at
-/// most three, started at the first burst. Read once: `available_parallelism` reads the
+/// most three, started at the first burst. Sized once: `available_parallelism` reads the
 /// process's cgroup files each time (a millisecond and more on a busy host).
 fn shared_pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
@@ -236,10 +289,49 @@ fn shared_pool() -> &'static Pool {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::sync::atomic::AtomicUsize;
+    use std::thread::ThreadId;
+    use std::time::{Duration, Instant};
 
     use super::*;
+
+    /// Long enough for any helper to come on a loaded machine; a test that waits this long has
+    /// failed.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    /// A meeting of `expected` items: each waits until all have come, or the deadline passed.
+    /// Items that meet are on as many different workers, since a worker does one item at a time.
+    struct Meeting {
+        came: Mutex<usize>,
+        all_came: Condvar,
+        expected: usize,
+    }
+
+    impl Meeting {
+        fn of(expected: usize) -> Arc<Meeting> {
+            Arc::new(Meeting {
+                came: Mutex::new(0),
+                all_came: Condvar::new(),
+                expected,
+            })
+        }
+
+        /// Whether all came before the deadline.
+        fn attend(&self) -> bool {
+            let deadline = Instant::now() + DEADLINE;
+            let mut came = lock(&self.came);
+            *came += 1;
+            self.all_came.notify_all();
+            while *came < self.expected {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                came = self.all_came.wait_timeout(came, left).unwrap().0;
+            }
+            true
+        }
+    }
 
     #[test]
     fn results_come_in_the_order_of_the_items_whether_spread_or_not() {
@@ -255,96 +347,174 @@ mod tests {
         }
     }
 
-    /// Spread, an item whose work panics (a bug) loses its own result only, whichever worker
-    /// takes it; the rest are done and come in order. (On the caller's own thread, below the
-    /// threshold, a panic is the caller's, as any other.)
+    /// Item 1's result comes in before item 0's: item 0 waits until item 2 begins, which the
+    /// worker that did item 1 takes only after it handed item 1's result in. The results still
+    /// come in the order of the items.
     #[test]
-    fn a_panicking_item_costs_only_its_own_result_when_spread() {
-        for helpers in [1, 2] {
-            let pool = Pool::new(helpers);
-            let items: Vec<u32> = (0..200).collect();
-            let results = pool.map(items, |n| {
-                assert!(n % 50 != 7, "item {n} stands for a bug");
-                n
-            });
-            let expected: Vec<u32> = (0..200).filter(|n| n % 50 != 7).collect();
-            assert_eq!(results, expected, "{helpers} helpers");
-        }
+    fn results_come_in_order_when_a_later_item_finishes_first() {
+        let pool = Pool::new(1);
+        let third_began = Meeting::of(2);
+        let met = Arc::clone(&third_began);
+        let results = pool.map((0..32).collect::<Vec<u32>>(), move |n| match n {
+            0 | 2 => (n, met.attend()),
+            _ => (n, true),
+        });
+        let order: Vec<u32> = results.iter().map(|(n, _)| *n).collect();
+        assert_eq!(order, (0..32).collect::<Vec<u32>>());
+        assert!(results[0].1, "item 2 never began beside item 0");
     }
 
-    /// Spread, the caller takes items too, the helpers as well, and each item is done once.
+    /// The caller and a helper each take items (two items that meet are on two threads), and
+    /// each item is done once.
     #[test]
-    fn the_caller_and_the_helpers_share_the_items_and_each_is_done_once() {
+    fn the_caller_and_a_helper_share_the_items_and_each_is_done_once() {
         let pool = Pool::new(1);
-        let caller = std::thread::current().id();
-        let by_caller = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&by_caller);
-        let items: Vec<u32> = (0..64).collect();
-        let results = pool.map(items, move |n| {
-            if std::thread::current().id() == caller {
-                counted.fetch_add(1, Ordering::Relaxed);
+        let meeting = Meeting::of(2);
+        let threads = Arc::new(Mutex::new(HashSet::new()));
+        let (met, seen) = (Arc::clone(&meeting), Arc::clone(&threads));
+        let done = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&done);
+        let results = pool.map((0..64).collect::<Vec<u32>>(), move |n| {
+            if n < 2 {
+                assert!(met.attend(), "item {n} met no other worker");
+                lock(&seen).insert(std::thread::current().id());
             }
-            // Long enough that neither worker can take every item before the other looks.
-            std::thread::sleep(Duration::from_millis(1));
+            counted.fetch_add(1, Ordering::Relaxed);
             n
         });
         assert_eq!(results, (0..64).collect::<Vec<u32>>());
-        let by_caller = by_caller.load(Ordering::Relaxed);
-        assert!(
-            by_caller > 0 && by_caller < 64,
-            "the caller did {by_caller} of 64"
-        );
+        assert_eq!(done.load(Ordering::Relaxed), 64);
+        let threads = lock(&threads);
+        assert_eq!(threads.len(), 2);
+        assert!(threads.contains(&std::thread::current().id()));
     }
 
-    /// The helpers outlive a burst: a later burst is helped by the same threads, not new ones
-    /// (the cost the pool exists to save).
+    /// Spread, an item whose work panics on a helper (a bug) loses its own result only; the rest
+    /// are done and come in order. (On the caller's own thread, below the threshold, a panic is
+    /// the caller's, as any other.)
     #[test]
-    fn later_bursts_are_helped_by_the_same_threads() {
-        let pool = Pool::new(2);
+    fn a_panicking_item_on_a_helper_costs_only_its_own_result() {
+        let pool = Pool::new(1);
         let caller = std::thread::current().id();
-        let helpers_of = |pool: &Pool| {
-            let seen = Arc::new(Mutex::new(HashSet::new()));
-            let recorded = Arc::clone(&seen);
-            pool.map((0..64).collect::<Vec<u32>>(), move |n| {
-                if std::thread::current().id() != caller {
-                    lock(&recorded).insert(std::thread::current().id());
-                }
-                std::thread::sleep(Duration::from_millis(1));
-                n
-            });
-            let seen = lock(&seen).clone();
-            seen
-        };
-        let first = helpers_of(&pool);
-        assert!(!first.is_empty(), "no helper took an item");
-        let mut all = first.clone();
-        for _ in 0..3 {
-            all.extend(helpers_of(&pool));
-        }
-        assert!(
-            all.len() <= 2,
-            "{} threads helped with four bursts",
-            all.len()
-        );
+        let meeting = Meeting::of(2);
+        let met = Arc::clone(&meeting);
+        let results = pool.map((0..200).collect::<Vec<u32>>(), move |n| {
+            if n < 2 && met.attend() {
+                assert!(
+                    std::thread::current().id() == caller,
+                    "item {n} stands for a bug"
+                );
+            }
+            n
+        });
+        assert_eq!(results.len(), 199, "{results:?}");
+        assert!(results.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!((2..200).all(|n| results.contains(&n)));
     }
 
-    /// Two callers at once (the spawns of a round while spec files are read) share the helpers
-    /// and both get all their results; neither waits for the other's items.
+    /// The helper of one burst is the helper of the next: no thread is started per burst.
     #[test]
-    fn two_callers_at_once_both_finish_with_all_their_results() {
+    fn later_bursts_are_helped_by_the_same_thread() {
+        let pool = Pool::new(1);
+        let caller = std::thread::current().id();
+        let helper_of_a_burst = || -> ThreadId {
+            let meeting = Meeting::of(2);
+            let helper = Arc::new(Mutex::new(None));
+            let (met, seen) = (Arc::clone(&meeting), Arc::clone(&helper));
+            pool.map((0..8).collect::<Vec<u32>>(), move |n| {
+                if n < 2 {
+                    assert!(met.attend(), "item {n} met no other worker");
+                    if std::thread::current().id() != caller {
+                        *lock(&seen) = Some(std::thread::current().id());
+                    }
+                }
+            });
+            let helper = lock(&helper).expect("a helper did an item");
+            helper
+        };
+        let first = helper_of_a_burst();
+        for _ in 0..3 {
+            assert_eq!(helper_of_a_burst(), first);
+        }
+    }
+
+    /// Two callers at once share the helper in turns: one with a long burst does not keep it
+    /// from the other (whose two items can only meet on two workers).
+    #[test]
+    fn a_long_burst_does_not_keep_the_helper_from_another_caller() {
         let pool = Arc::new(Pool::new(1));
-        let other = Arc::clone(&pool);
-        let slow = std::thread::spawn(move || {
-            other.map((0..40).collect::<Vec<u32>>(), |n| {
-                std::thread::sleep(Duration::from_millis(2));
-                n + 1000
+        let other_done = Arc::new(AtomicBool::new(false));
+        let helper_in_long = Arc::new(AtomicBool::new(false));
+        let long = {
+            let (pool, other_done) = (Arc::clone(&pool), Arc::clone(&other_done));
+            let helper_in = Arc::clone(&helper_in_long);
+            std::thread::spawn(move || {
+                let caller = std::thread::current().id();
+                // Without turns, the helper would stay here for the whole burst (20 s).
+                pool.map((0..10_000).collect::<Vec<u32>>(), move |n| {
+                    if std::thread::current().id() != caller {
+                        helper_in.store(true, Ordering::Relaxed);
+                    }
+                    if !other_done.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(4));
+                    }
+                    n
+                })
             })
+        };
+        // Once the helper is in the long burst.
+        let deadline = Instant::now() + DEADLINE;
+        while !helper_in_long.load(Ordering::Relaxed) {
+            assert!(
+                Instant::now() < deadline,
+                "the helper never came to the long burst"
+            );
+            std::thread::yield_now();
+        }
+        let meeting = Meeting::of(2);
+        let met = Arc::clone(&meeting);
+        let results = pool.map((0..4).collect::<Vec<u32>>(), move |n| {
+            if n < 2 {
+                assert!(met.attend(), "item {n} met no other worker");
+            }
+            n
         });
-        let quick = pool.map((0..400).collect::<Vec<u32>>(), |n| n * 3);
-        assert_eq!(quick, (0..400).map(|n| n * 3).collect::<Vec<u32>>());
-        let slow = slow.join().unwrap();
-        assert_eq!(slow, (0..40).map(|n| n + 1000).collect::<Vec<u32>>());
-        // No offer is left behind for a helper once both are done.
+        other_done.store(true, Ordering::Relaxed);
+        assert_eq!(results, (0..4).collect::<Vec<u32>>());
+        assert_eq!(long.join().unwrap().len(), 10_000);
+    }
+
+    /// A caller whose batch no helper came to (the helper is busy elsewhere) takes its offer
+    /// back: nothing of it is left queued.
+    #[test]
+    fn a_batch_no_helper_came_to_leaves_no_offer_behind() {
+        let pool = Arc::new(Pool::new(1));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let both_in = Meeting::of(2);
+        let busy = {
+            let (pool, both_in) = (Arc::clone(&pool), Arc::clone(&both_in));
+            std::thread::spawn(move || {
+                // Two items that hold both of that call's workers, the helper among them.
+                pool.map(vec![0u32, 1], move |n| {
+                    assert!(both_in.attend(), "item {n} met no other worker");
+                    let _ = lock(&released).recv_timeout(DEADLINE);
+                    n
+                })
+            })
+        };
+        let deadline = Instant::now() + DEADLINE;
+        while *lock(&both_in.came) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the helper never came to the first batch"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(pool.map(vec![1u32, 2, 3], |n| n + 1), [2, 3, 4]);
         assert!(lock(&pool.shared.offers).waiting.is_empty());
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        assert_eq!(busy.join().unwrap(), [0, 1]);
     }
 }
