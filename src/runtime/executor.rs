@@ -25,7 +25,7 @@ use crate::reconcile::{
 
 /// Spawns are spread over threads from this many starts in one round on (a single restart runs
 /// on the loop's own thread, with no thread to start).
-const PARALLEL_FROM: usize = 8;
+pub(super) const PARALLEL_FROM: usize = 8;
 
 /// A spawn's outcome, before it is recorded.
 struct Launched {
