@@ -1,6 +1,7 @@
 //! What a previous run of the launcher left, and what nobody tracks: recorded processes that
 //! still run are adopted (proven ours through a pidfd first), spawns recorded as about to
-//! happen are looked for by their instance id and adopted if they happened, and orphans (our
+//! happen are looked for by their instance id and adopted if they happened (the processes of
+//! spawns that another of their id supersedes stopped at once), and orphans (our
 //! launcher id, no tracked instance) are terminated. Nothing that cannot be proven ours is ever
 //! signalled.
 
@@ -105,6 +106,22 @@ impl Supervisor {
                     .push((pid, identity));
             }
         }
+        // The group leader a spawn of `id` as `instance` made, if it runs.
+        let leader_of = |instance: &str, id: &ProcessId| {
+            by_instance.get(instance).and_then(|found| {
+                found
+                    .iter()
+                    .find(|(pid, identity)| {
+                        identity.process_id == id.as_str()
+                            && procfs::process_group(*pid) == Some(*pid)
+                    })
+                    .cloned()
+            })
+        };
+        // Processes of spawns that another of their id supersedes: stopped now, as orphans
+        // (their identity checked again through a pidfd), rather than left beside the id's
+        // process until the first orphan scan and its grace.
+        let mut superseded: Vec<(u32, Identity)> = Vec::new();
         // The store gives them oldest first: reversed, each id's newest comes first.
         let mut decided: HashSet<ProcessId> = HashSet::new();
         for intent in intents.into_iter().rev() {
@@ -112,7 +129,8 @@ impl Supervisor {
             // Forgotten with the next flush, after the record of whatever is decided here.
             self.settled_intents.push(Settled::Alone(intent.key()));
             if decided.contains(&id) {
-                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began was followed by a later one of the same process, recorded or adopted; its process, if any, is not adopted");
+                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began was followed by a later one of the same process, recorded or adopted; its process, if any, is stopped");
+                superseded.extend(leader_of(&intent.instance, &id));
                 continue;
             }
             let recorded = self
@@ -131,16 +149,12 @@ impl Supervisor {
                 .and_then(|record| record.pid)
                 .is_some_and(|pid| self.pids.get(&pid) == Some(&id));
             if tracked {
-                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began is not adopted: the process's record names a live process");
+                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began is not adopted: the process's record names a live process; its process, if any, is stopped");
+                superseded.extend(leader_of(&intent.instance, &id));
                 decided.insert(id);
                 continue;
             }
-            let leader = by_instance.get(&intent.instance).and_then(|found| {
-                found.iter().find(|(pid, identity)| {
-                    identity.process_id == id.as_str() && procfs::process_group(*pid) == Some(*pid)
-                })
-            });
-            let Some((pid, identity)) = leader.cloned() else {
+            let Some((pid, identity)) = leader_of(&intent.instance, &id) else {
                 tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began did not happen (or its process is gone)");
                 continue;
             };
@@ -169,6 +183,7 @@ impl Supervisor {
             self.observed.insert(id.clone(), record);
             decided.insert(id);
         }
+        self.terminate_orphans(superseded);
         Ok(())
     }
 
@@ -249,6 +264,12 @@ impl Supervisor {
     /// loop's state now, not at the time of the scan.
     pub(super) fn orphans_found(&mut self, found: Vec<(u32, Identity)>) {
         self.orphan_scan_running = false;
+        self.terminate_orphans(found);
+    }
+
+    /// Terminates those of `found` that belong to no process the launcher tracks now (see
+    /// `orphans_found`), each once.
+    fn terminate_orphans(&mut self, found: Vec<(u32, Identity)>) {
         let live: HashSet<(&str, &str)> = self
             .observed
             .values()

@@ -2799,6 +2799,28 @@ mod tests {
         assert!(!second.pids.contains_key(&older));
         // Every one of them is settled by the recovery's flush.
         assert!(second.store.spawn_intents().unwrap().0.is_empty());
+        // The processes of the superseded spawns are stopped at once (no orphan scan runs
+        // here), and only they.
+        let pidfd_of = |pid: u32| super::super::pidfd::open_raw(pid).expect("a child");
+        let superseded = [pidfd_of(beside), pidfd_of(older)];
+        let kept = [pidfd_of(web), pidfd_of(newer), pidfd_of(only)];
+        let exited = |pidfd: &std::os::fd::OwnedFd| {
+            use std::os::fd::AsFd;
+            super::super::pidfd::has_exited(pidfd.as_fd())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !superseded.iter().all(exited) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the superseded spawns' processes still run"
+            );
+            // The terminations run on the runtime's tasks.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            !kept.iter().any(exited),
+            "an adopted or recorded process was stopped"
+        );
     }
 
     #[tokio::test]
