@@ -36,7 +36,7 @@ where
 /// read) both get help, item by item in turn. Each burst used to start a scoped thread per
 /// further core and end it after: a cold start of 1000 spawns in 63 steps, each of which paid a
 /// thread's start and end, a fresh stack for its vfork children and pages of a malloc arena to
-/// fault in again, about 10 ms of the launcher's 190 ms of CPU (BENCHMARKS.md, ninth section).
+/// fault in again: 7–16 ms of the launcher's 170–220 ms of CPU (BENCHMARKS.md, ninth section).
 struct Pool {
     shared: Arc<PoolShared>,
     /// The helpers running; topped up to `wanted` at each call (a thread the system refused
