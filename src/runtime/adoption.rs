@@ -85,9 +85,10 @@ impl Supervisor {
     /// never started (or is gone) is forgotten, and `plan` starts the id as usual. An id's
     /// intents are looked at newest first, and at most one process is adopted for it: none when
     /// its recovered record names a live process or the spawn it records; else the process of its
-    /// newest intent that has one. Any other (an older spawn whose outcome was lost) is a stray,
-    /// left to the orphan scan, never a second process for the id. One scan of the host, at
-    /// start, and only when there are intents.
+    /// newest intent that has one. The processes of any other (a spawn that another of its id
+    /// supersedes) are terminated at once as orphans (`terminate_orphans`, which checks their
+    /// identity again through a pidfd), never a second process for the id. One scan of the
+    /// host, at start, and only when there are intents.
     fn adopt_intents(&mut self, now: UnixMillis) -> Result<(), StoreError> {
         let (intents, corrupt) = self.store.spawn_intents()?;
         for error in corrupt {
@@ -106,16 +107,15 @@ impl Supervisor {
                     .push((pid, identity));
             }
         }
-        // The group leader a spawn of `id` as `instance` made, if it runs.
-        let leader_of = |instance: &str, id: &ProcessId| {
-            by_instance.get(instance).and_then(|found| {
+        // The processes a spawn of `id` as `instance` made (it and what it started), found by
+        // their environment.
+        let processes_of = |instance: &str, id: &ProcessId| -> Vec<(u32, Identity)> {
+            by_instance.get(instance).map_or_else(Vec::new, |found| {
                 found
                     .iter()
-                    .find(|(pid, identity)| {
-                        identity.process_id == id.as_str()
-                            && procfs::process_group(*pid) == Some(*pid)
-                    })
+                    .filter(|(_, identity)| identity.process_id == id.as_str())
                     .cloned()
+                    .collect()
             })
         };
         // Processes of spawns that another of their id supersedes: stopped now, as orphans
@@ -128,15 +128,18 @@ impl Supervisor {
             let id = intent.desired.id.clone();
             // Forgotten with the next flush, after the record of whatever is decided here.
             self.settled_intents.push(Settled::Alone(intent.key()));
-            if decided.contains(&id) {
-                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began was followed by a later one of the same process, recorded or adopted; its process, if any, is stopped");
-                superseded.extend(leader_of(&intent.instance, &id));
-                continue;
-            }
             let recorded = self
                 .observed
                 .get(&id)
                 .is_some_and(|record| record.instance.as_deref() == Some(intent.instance.as_str()));
+            if decided.contains(&id) {
+                // The record's own spawn is never superseded, whatever came after it.
+                if !recorded {
+                    tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began was followed by a later one of the same process, recorded or adopted; its processes, if any, are stopped");
+                    superseded.extend(processes_of(&intent.instance, &id));
+                }
+                continue;
+            }
             if recorded {
                 // Its outcome was written before the launcher stopped; the record was recovered.
                 decided.insert(id);
@@ -149,12 +152,15 @@ impl Supervisor {
                 .and_then(|record| record.pid)
                 .is_some_and(|pid| self.pids.get(&pid) == Some(&id));
             if tracked {
-                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began is not adopted: the process's record names a live process; its process, if any, is stopped");
-                superseded.extend(leader_of(&intent.instance, &id));
+                tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began is not adopted: the process's record names a live process; its processes, if any, are stopped");
+                superseded.extend(processes_of(&intent.instance, &id));
                 decided.insert(id);
                 continue;
             }
-            let Some((pid, identity)) = leader_of(&intent.instance, &id) else {
+            let leader = processes_of(&intent.instance, &id)
+                .into_iter()
+                .find(|(pid, _)| procfs::process_group(*pid) == Some(*pid));
+            let Some((pid, identity)) = leader else {
                 tracing::info!(%id, instance = %intent.instance, "a spawn the previous launcher run began did not happen (or its process is gone)");
                 continue;
             };

@@ -2288,15 +2288,24 @@ mod tests {
         for name in &names {
             declare(&mut supervisor, name, &spec);
         }
-        supervisor.reconcile(NOW);
-        while supervisor.has_work() {
+        // Every process in the guard as soon as it is started, whatever fails after.
+        let mut cleanup = Spawned::of([]);
+        let mut guarded = HashSet::new();
+        loop {
             supervisor.reconcile(NOW);
+            for &pid in supervisor.pids.keys() {
+                if guarded.insert(pid) {
+                    cleanup.push(pid);
+                }
+            }
+            if !supervisor.has_work() {
+                break;
+            }
         }
         let pids: Vec<u32> = names
             .iter()
             .map(|name| supervisor.observed[name].pid.expect("started"))
             .collect();
-        let _cleanup = Spawned::of(pids.clone());
         // Nothing reaps them here: one that was killed stays a zombie, its pidfd readable.
         let pidfds: Vec<(u32, std::os::fd::OwnedFd)> = pids
             .iter()
@@ -2330,7 +2339,8 @@ mod tests {
             .collect();
         assert!(
             killed.is_empty(),
-            "killed at their parent's death: {killed:?} of {pids:?}"
+            "killed at their parent's death (or setpriv, older than util-linux 2.33, has no \
+             --pdeathsig): {killed:?} of {pids:?}"
         );
     }
 
@@ -2724,8 +2734,9 @@ mod tests {
 
     /// After a crash, the processes of spawns the previous run began and never recorded: at most
     /// one per id is adopted, the newest spawn's that has a process, and none beside the live
-    /// process the id's record names (an older spawn, whose outcome was lost, is a stray for the
-    /// orphan scan, never a second process for the id).
+    /// process the id's record names; the processes of the spawns superseded so (an older
+    /// spawn, whose outcome was lost) are terminated at once, never a second process for the
+    /// id, and the record's own is never taken for one of them.
     #[tokio::test]
     async fn an_id_s_newest_spawn_with_a_process_is_adopted_and_never_beside_its_recorded_one() {
         use std::os::unix::process::CommandExt;
@@ -2764,11 +2775,15 @@ mod tests {
             first.reconcile(NOW);
             let web = first.observed[&id("web")].pid.unwrap();
             cleanup.push(web);
+            let recorded = first.observed[&id("web")].instance.clone().unwrap();
             first
                 .store
                 .record_spawn_intents(&[
                     intent("db", "older"),
                     intent("api", "lost"),
+                    // The record's own spawn, then a later one that is lost: looked at second,
+                    // the record's is never taken for a superseded one.
+                    intent("web", &recorded),
                     intent("web", "beside"),
                     intent("db", "newer"),
                     intent("api", "never"),
@@ -2799,8 +2814,10 @@ mod tests {
         assert!(!second.pids.contains_key(&older));
         // Every one of them is settled by the recovery's flush.
         assert!(second.store.spawn_intents().unwrap().0.is_empty());
-        // The processes of the superseded spawns are stopped at once (no orphan scan runs
-        // here), and only they.
+        // The processes of the superseded spawns, and only they, are being terminated (no
+        // orphan scan runs here)...
+        assert_eq!(second.orphans, HashSet::from([beside, older]));
+        // ...and are gone soon.
         let pidfd_of = |pid: u32| super::super::pidfd::open_raw(pid).expect("a child");
         let superseded = [pidfd_of(beside), pidfd_of(older)];
         let kept = [pidfd_of(web), pidfd_of(newer), pidfd_of(only)];
