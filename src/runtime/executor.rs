@@ -107,8 +107,8 @@ fn launch_all(prepared: Vec<Prepared>, context: LaunchContext) -> Vec<Launched> 
         }
     };
     // A spawn only panics on a bug; that start is then left as it was (its intent kept until a
-    // later spawn of the id is recorded or the id's record is forgotten, so a restarted launcher
-    // looks for it while it is the id's newest) and the resync plans it again.
+    // later spawn of the id is recorded, so a restarted launcher looks for it while it is the
+    // id's newest) and the resync plans it again.
     crate::parallel::map_in_parallel(prepared, PARALLEL_FROM, launch)
 }
 
@@ -185,13 +185,8 @@ impl Supervisor {
             }
             Action::Kill { id } => self.kill(&id, now),
             Action::Forget { id } => {
-                // Not desired, no process: none of its spawns is looked for any more, a lost
-                // one's (a spawn that panicked) included, settled with the flush that writes the
-                // record's removal; its stray, if it made one, is an orphan after a restart. A
-                // spawn of the id declared again later is not among them.
-                let forgotten = self.store.outstanding_spawns_of(&id);
-                self.settled_intents
-                    .extend(forgotten.into_iter().map(Settled::Alone));
+                // Settled with the flush that writes the record's removal.
+                self.settled_intents.push(Settled::Forgotten(id.clone()));
                 self.forget_observed(&id);
                 if let Some(leaves) = &mut self.leaves {
                     leaves.forget(&id);

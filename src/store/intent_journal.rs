@@ -12,8 +12,7 @@
 //!
 //! The file holds one JSON line per intent. An intent is settled once its spawn's outcome is
 //! flushed to the store (and with a recorded process, the earlier intents of its id:
-//! `reconcile::Settled`; when the id's record is forgotten, the intents of it outstanding then:
-//! `outstanding_of`); the file is emptied once none is left; a torn last line (the launcher killed in the middle of a `write`) is
+//! `reconcile::Settled`); the file is emptied once none is left; a torn last line (the launcher killed in the middle of a `write`) is
 //! ignored, as its spawn never began.
 
 use std::collections::HashMap;
@@ -24,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{encode, StoreError};
-use crate::reconcile::{ProcessId, Settled, SpawnIntent, SpawnKey};
+use crate::reconcile::{ProcessId, Settled, SpawnIntent};
 
 /// The journal's file name, in the store's directory.
 pub(super) const JOURNAL_FILE: &str = "spawn-intents.jsonl";
@@ -125,17 +124,6 @@ impl IntentJournal {
         Ok(())
     }
 
-    /// The spawns of `id` whose intents are outstanding now (of this run, or of a previous one
-    /// the recovery has not settled yet), oldest first.
-    pub(super) fn outstanding_of(&self, id: &ProcessId) -> Vec<SpawnKey> {
-        self.lock()
-            .outstanding
-            .get(id)
-            .map_or_else(Vec::new, |of_id| {
-                of_id.iter().map(|(_, intent)| intent.key()).collect()
-            })
-    }
-
     /// The intents in the file (of this run or a previous one), with the lines that could not
     /// be read as errors. A last line without its newline is a write the launcher did not
     /// finish: its spawn never began, so it is left out without an error.
@@ -200,6 +188,10 @@ impl IntentJournal {
             let (spawn, with_earlier) = match &settled {
                 Settled::Process(spawn) => (spawn, true),
                 Settled::Alone(spawn) => (spawn, false),
+                Settled::Forgotten(id) => {
+                    settled_any |= state.outstanding.remove(id).is_some();
+                    continue;
+                }
             };
             let Some(of_id) = state.outstanding.get_mut(&spawn.id) else {
                 continue;
@@ -498,10 +490,10 @@ mod tests {
         assert_eq!(instances(&journal), ["lost"]);
     }
 
-    /// The spawns of an id outstanding now, oldest first: what a forget of the id settles
-    /// (each `Alone`), and nothing of an intent written after.
+    /// A forgotten id settles every intent it has, lost spawns included; other ids keep theirs,
+    /// in the order they were written.
     #[test]
-    fn the_outstanding_spawns_of_an_id_are_its_intents_not_yet_settled_oldest_first() {
+    fn a_forgotten_id_settles_every_intent_of_it_and_no_other() {
         let dir = tempfile::tempdir().unwrap();
         let journal = IntentJournal::open(dir.path()).unwrap();
         journal
@@ -509,24 +501,19 @@ mod tests {
                 intent("web", "lost"),
                 intent("db", "1"),
                 intent("web", "failed"),
+                intent("db", "2"),
             ])
             .unwrap();
-        let outstanding = journal.outstanding_of(&id("web"));
-        let instances: Vec<&str> = outstanding
-            .iter()
-            .map(|key| key.instance.as_str())
-            .collect();
-        assert_eq!(instances, ["lost", "failed"]);
-        assert!(journal.outstanding_of(&id("api")).is_empty());
-        // Written after the forget looked: not among what it settles.
-        journal.append(&[intent("web", "later")]).unwrap();
         journal
-            .settle(outstanding.into_iter().map(Settled::Alone))
+            .settle([Settled::Forgotten(id("web")), Settled::Forgotten(id("api"))])
             .unwrap();
         let (read, corrupt) = journal.read().unwrap();
         assert!(corrupt.is_empty());
         let left: Vec<String> = read.into_iter().map(|intent| intent.instance).collect();
-        assert_eq!(left, ["1", "later"]);
+        assert_eq!(left, ["1", "2"]);
+        journal.settle([Settled::Forgotten(id("db"))]).unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied");
     }
 
     /// The recovery settles a previous run's intent for an id; this run's own intent for the

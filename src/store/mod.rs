@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::reconcile::{
     admin_set_changes, admit_term, join, operate, AdminTerm, AdminView, DesiredRecord, ExitStatus,
     ObservedRecord, OperatorRefusal, OperatorVerb, ProcessId, ProcessRow, ProcessSpec, Settled,
-    Source, SourceKind, SpawnIntent, SpawnKey, StaleTerm, UnixMillis,
+    Source, SourceKind, SpawnIntent, StaleTerm, UnixMillis,
 };
 
 /// The shape of the records this build reads and writes: serde JSON of the domain types as they
@@ -1389,15 +1389,8 @@ impl Store {
         self.journal.append(intents)
     }
 
-    /// The spawns of `id` whose intents are outstanding now: what a forget of its record
-    /// settles (`Settled::Alone` each, after the flush that writes the record's removal), and
-    /// never a spawn of the id declared again later.
-    pub fn outstanding_spawns_of(&self, id: &ProcessId) -> Vec<SpawnKey> {
-        self.journal.outstanding_of(id)
-    }
-
-    /// Forgets the intents of `spawns`, whose outcomes (a process, a failed spawn, or the
-    /// removal of the id's record) are written in `observed`, and with a recorded process the earlier intents of its id
+    /// Forgets the intents of `spawns`, whose outcomes (a process, or a failed spawn) are
+    /// recorded in `observed`, and with a recorded process the earlier intents of its id
     /// (`Settled`). Call it only after the flush that made those records durable: an intent
     /// forgotten before its outcome is written could let a crash start the process twice.
     pub fn settle_spawn_intents(
