@@ -498,11 +498,6 @@ pub enum Settled {
     /// Only this spawn: it failed, or the recovery decided about it; an earlier spawn of the id
     /// is not superseded by it.
     Alone(SpawnKey),
-    /// Every spawn of the id: its record is forgotten (not desired, no process), so none of its
-    /// spawns is looked for any more. One whose outcome was lost (a spawn that panicked) left at
-    /// most a stray, which carries the launcher's id and an instance no record names: an orphan
-    /// for the orphan scan.
-    Forgotten(ProcessId),
 }
 
 /// Counters that survive from one process of an id to the next.

@@ -185,8 +185,6 @@ impl Supervisor {
             }
             Action::Kill { id } => self.kill(&id, now),
             Action::Forget { id } => {
-                // Settled with the flush that writes the record's removal.
-                self.settled_intents.push(Settled::Forgotten(id.clone()));
                 self.forget_observed(&id);
                 if let Some(leaves) = &mut self.leaves {
                     leaves.forget(&id);

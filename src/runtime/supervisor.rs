@@ -2261,40 +2261,6 @@ mod tests {
         assert!(supervisor.unsaved.contains(&names[0]) && supervisor.unsaved.contains(&names[1]));
     }
 
-    /// An id whose record is forgotten (not desired, no process) takes its spawn intents with it,
-    /// one whose spawn's outcome was lost (a spawn that panicked) included: the journal empties
-    /// instead of keeping it, and being rewritten, for the rest of the run.
-    #[tokio::test]
-    async fn a_forgotten_id_takes_its_lost_spawns_intents_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut supervisor = supervisor(dir.path(), None);
-        let intent = |name: &str| SpawnIntent {
-            desired: desired_api(name, sleeper()),
-            instance: format!("lost-{name}"),
-            ports: Ports { grpc: 0, health: 0 },
-            at: NOW,
-        };
-        supervisor
-            .store
-            .record_spawn_intents(&[intent("gone"), intent("kept")])
-            .unwrap();
-        // `gone` is no longer desired and has no process; `kept` is not looked at.
-        supervisor
-            .observed
-            .insert(id("gone"), record("gone", Phase::BackingOff));
-        supervisor.dirty.insert(id("gone"));
-        supervisor.reconcile(NOW);
-        while supervisor.has_work() {
-            supervisor.reconcile(NOW);
-        }
-        supervisor.persist_records(YieldTo::Nothing);
-        assert!(!supervisor.observed.contains_key(&id("gone")));
-        let (left, corrupt) = supervisor.store.spawn_intents().unwrap();
-        assert!(corrupt.is_empty());
-        let left: Vec<String> = left.into_iter().map(|intent| intent.instance).collect();
-        assert_eq!(left, ["lost-kept"]);
-    }
-
     /// A program that asks for a signal at its parent's death (`PR_SET_PDEATHSIG`, as Go's
     /// `Pdeathsig` and many wrappers do) is not killed when the burst that started it ends: the
     /// kernel takes the thread that spawned it for its parent, and the threads that spawn a

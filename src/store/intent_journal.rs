@@ -188,10 +188,6 @@ impl IntentJournal {
             let (spawn, with_earlier) = match &settled {
                 Settled::Process(spawn) => (spawn, true),
                 Settled::Alone(spawn) => (spawn, false),
-                Settled::Forgotten(id) => {
-                    settled_any |= state.outstanding.remove(id).is_some();
-                    continue;
-                }
             };
             let Some(of_id) = state.outstanding.get_mut(&spawn.id) else {
                 continue;
@@ -488,32 +484,6 @@ mod tests {
             })])
             .unwrap();
         assert_eq!(instances(&journal), ["lost"]);
-    }
-
-    /// A forgotten id settles every intent it has, lost spawns included; other ids keep theirs,
-    /// in the order they were written.
-    #[test]
-    fn a_forgotten_id_settles_every_intent_of_it_and_no_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = IntentJournal::open(dir.path()).unwrap();
-        journal
-            .append(&[
-                intent("web", "lost"),
-                intent("db", "1"),
-                intent("web", "failed"),
-                intent("db", "2"),
-            ])
-            .unwrap();
-        journal
-            .settle([Settled::Forgotten(id("web")), Settled::Forgotten(id("api"))])
-            .unwrap();
-        let (read, corrupt) = journal.read().unwrap();
-        assert!(corrupt.is_empty());
-        let left: Vec<String> = read.into_iter().map(|intent| intent.instance).collect();
-        assert_eq!(left, ["1", "2"]);
-        journal.settle([Settled::Forgotten(id("db"))]).unwrap();
-        let path = dir.path().join(JOURNAL_FILE);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied");
     }
 
     /// The recovery settles a previous run's intent for an id; this run's own intent for the
