@@ -1225,6 +1225,7 @@ impl Supervisor {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::OwnedFd;
     use std::path::PathBuf;
 
     use super::*;
@@ -1349,6 +1350,17 @@ mod tests {
             .put_desired(id, spec, &Source::Api)
             .unwrap();
         supervisor.desired_changed(id.clone());
+    }
+
+    /// A pidfd on `pid`, a child of the test's that is not reaped yet (a zombie included).
+    fn pidfd_of(pid: u32) -> OwnedFd {
+        super::super::pidfd::open_raw(pid).expect("a child")
+    }
+
+    /// Whether the process of `pidfd` has exited (reaped or not).
+    fn exited(pidfd: &OwnedFd) -> bool {
+        use std::os::fd::AsFd;
+        super::super::pidfd::has_exited(pidfd.as_fd())
     }
 
     /// Kills and reaps what a test spawned, at its end or at a failure. Each process is held by
@@ -2307,14 +2319,7 @@ mod tests {
             .map(|name| supervisor.observed[name].pid.expect("started"))
             .collect();
         // Nothing reaps them here: one that was killed stays a zombie, its pidfd readable.
-        let pidfds: Vec<(u32, std::os::fd::OwnedFd)> = pids
-            .iter()
-            .map(|&pid| (pid, super::super::pidfd::open_raw(pid).expect("a child")))
-            .collect();
-        let exited = |pidfd: &std::os::fd::OwnedFd| {
-            use std::os::fd::AsFd;
-            super::super::pidfd::has_exited(pidfd.as_fd())
-        };
+        let pidfds: Vec<(u32, OwnedFd)> = pids.iter().map(|&pid| (pid, pidfd_of(pid))).collect();
         // Each has asked for the signal once it runs sleep (setpriv asks, then execs it).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -2818,13 +2823,8 @@ mod tests {
         // orphan scan runs here)...
         assert_eq!(second.orphans, HashSet::from([beside, older]));
         // ...and are gone soon.
-        let pidfd_of = |pid: u32| super::super::pidfd::open_raw(pid).expect("a child");
         let superseded = [pidfd_of(beside), pidfd_of(older)];
         let kept = [pidfd_of(web), pidfd_of(newer), pidfd_of(only)];
-        let exited = |pidfd: &std::os::fd::OwnedFd| {
-            use std::os::fd::AsFd;
-            super::super::pidfd::has_exited(pidfd.as_fd())
-        };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !superseded.iter().all(exited) {
             assert!(

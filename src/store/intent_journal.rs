@@ -328,6 +328,11 @@ mod tests {
         })
     }
 
+    /// The length of the journal's file in `dir`.
+    fn file_length(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join(JOURNAL_FILE)).unwrap().len()
+    }
+
     fn instances(journal: &IntentJournal) -> Vec<String> {
         let (intents, corrupt) = journal.read().unwrap();
         assert!(corrupt.is_empty(), "{corrupt:?}");
@@ -353,7 +358,7 @@ mod tests {
             .unwrap();
         assert!(instances(&journal).is_empty());
         let path = dir.path().join(JOURNAL_FILE);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert_eq!(file_length(dir.path()), 0);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "spawn intents carry the environment: private");
@@ -415,12 +420,7 @@ mod tests {
             .settle([key("previous", "1"), key("again", "2"), key("again", "4")])
             .unwrap();
         assert!(instances(&next_run).is_empty());
-        assert_eq!(
-            std::fs::metadata(dir.path().join(JOURNAL_FILE))
-                .unwrap()
-                .len(),
-            0
-        );
+        assert_eq!(file_length(dir.path()), 0, "emptied");
     }
 
     /// A spawn whose outcome is recorded supersedes the earlier spawns of its id, whose outcome
@@ -440,12 +440,7 @@ mod tests {
         journal
             .settle([key("db", "1"), key("web", "after")])
             .unwrap();
-        assert_eq!(
-            std::fs::metadata(dir.path().join(JOURNAL_FILE))
-                .unwrap()
-                .len(),
-            0
-        );
+        assert_eq!(file_length(dir.path()), 0, "emptied");
     }
 
     /// What is left after a settle is written back in the order it was written, so that a
