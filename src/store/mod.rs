@@ -492,6 +492,7 @@ impl Trees {
                 }
                 _ => open_error(error),
             })?;
+        io_pool::start_once(&db);
         let tree = |name: &str| db.open_tree(name).map_err(open_error);
         let trees = Trees {
             desired: tree("desired")?,
@@ -1799,6 +1800,7 @@ fn io(action: impl Into<String>, source: sled::Error) -> StoreError {
 
 mod history;
 mod intent_journal;
+mod io_pool;
 mod migrate;
 #[cfg(test)]
 mod tests;
