@@ -62,12 +62,20 @@ impl Capacity {
         }
     }
 
-    /// Whether starting a process whose current record is `current` would exceed the limit.
-    pub fn full_for(&self, current: Option<&ObservedRecord>) -> bool {
+    /// Whether starting a process whose current record is `current` would exceed the limit,
+    /// with `taken` slots promised already to the earlier starts of the same round (their
+    /// records, which hold the slots, are written only once they are spawned).
+    pub fn full_for(&self, current: Option<&ObservedRecord>, taken: usize) -> bool {
         let Some(max) = self.max else {
             return false;
         };
-        !current.is_some_and(holds_slot) && self.slots_in_use >= max
+        self.takes_slot(current) && self.slots_in_use.saturating_add(taken) >= max
+    }
+
+    /// Whether starting a process whose current record is `current` takes a slot: a new one
+    /// does, a restart or a replacement keeps the slot it holds.
+    pub fn takes_slot(&self, current: Option<&ObservedRecord>) -> bool {
+        !current.is_some_and(holds_slot)
     }
 
     /// The limit, for messages.
@@ -122,13 +130,13 @@ mod tests {
             "running and backing off hold slots"
         );
         assert_eq!(capacity.pending().count(), 1);
-        assert!(capacity.full_for(None), "a new process waits");
+        assert!(capacity.full_for(None, 0), "a new process waits");
         assert!(
-            capacity.full_for(Some(&tripped)),
+            capacity.full_for(Some(&tripped), 0),
             "a tripped one holds none"
         );
         assert!(
-            !capacity.full_for(Some(&backing_off)),
+            !capacity.full_for(Some(&backing_off), 0),
             "a restart keeps its slot"
         );
         let stopped = record("a", Phase::Stopped);
@@ -138,17 +146,28 @@ mod tests {
             "tripping frees the slot"
         );
         assert_eq!(capacity.slots_in_use(), 1);
-        assert!(!capacity.full_for(None));
+        assert!(!capacity.full_for(None, 0));
         assert!(!capacity.record_changed(None, Some(&record("e", Phase::Running))));
-        assert!(capacity.full_for(None));
+        assert!(capacity.full_for(None, 0));
         assert!(capacity.record_changed(Some(&record("e", Phase::Running)), None));
-        assert!(!Capacity::new(None).full_for(None), "no limit");
+        assert!(!Capacity::new(None).full_for(None, 0), "no limit");
         // Put down for an operator's hold: the slot goes, and a release needs a free one.
         let held_down = crate::reconcile::record_held(&backing_off);
         assert!(capacity.record_changed(Some(&backing_off), Some(&held_down)));
         assert_eq!(capacity.slots_in_use(), 0);
         assert!(!capacity.record_changed(None, Some(&record("f", Phase::Running))));
         assert!(!capacity.record_changed(None, Some(&record("g", Phase::Running))));
-        assert!(capacity.full_for(Some(&held_down)), "a release waits");
+        assert!(capacity.full_for(Some(&held_down), 0), "a release waits");
+        // Slots promised within a round count as taken.
+        let mut round = Capacity::new(Some(3));
+        round.recount([&record("a", Phase::Running)]);
+        assert!(!round.full_for(None, 1));
+        assert!(round.full_for(None, 2), "one running and two promised");
+        assert!(
+            !round.full_for(Some(&record("a", Phase::Running)), 2),
+            "a restart"
+        );
+        assert!(round.takes_slot(None));
+        assert!(!round.takes_slot(Some(&record("a", Phase::BackingOff))));
     }
 }

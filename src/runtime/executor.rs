@@ -27,6 +27,16 @@ use crate::reconcile::{
 /// on the loop's own thread, with no thread to start).
 pub(super) const PARALLEL_FROM: usize = 8;
 
+/// A round's restarts, its first this many first starts and its first this many other actions
+/// (stops, kills...) always run; past them, a first start or another action is put off (its id
+/// planned again in the next step) as soon as a child's exit waits to be reaped. A first start
+/// is put off before it is prepared when the exit waits as the round begins, else before its
+/// spawn (its recorded intent then settled on its own). A step plans up to `BULK_STEP` (64) ids,
+/// about 28 ms of spawns on the 2-core machine: a crash in the middle of a mass start or stop is
+/// then restarted after this many of each and the spawns under way, not after the whole step,
+/// while a host where exits never stop coming still gets this many of each done per step.
+pub(super) const ACTIONS_BEFORE_YIELDING: usize = 16;
+
 /// A spawn's outcome, before it is recorded.
 struct Launched {
     id: ProcessId,
@@ -52,6 +62,26 @@ enum Outcome {
     },
 }
 
+/// What became of a prepared start.
+enum Tried {
+    Launched(Launched),
+    /// Not tried: an exit waited (`ACTIONS_BEFORE_YIELDING`). Its intent was recorded; no
+    /// process was made.
+    PutOff {
+        id: ProcessId,
+        intent: SpawnIntent,
+    },
+}
+
+impl Tried {
+    fn id(&self) -> &ProcessId {
+        match self {
+            Tried::Launched(launched) => &launched.id,
+            Tried::PutOff { id, .. } => id,
+        }
+    }
+}
+
 /// What every spawn of a round needs of the supervisor, owned: the spawns spread over the
 /// shared pool's helpers, which outlive the round.
 struct LaunchContext {
@@ -64,10 +94,23 @@ struct LaunchContext {
 /// Spawns every prepared start: on the loop's thread for a few, else spread over the loop's
 /// thread and the shared pool's helpers, one per further core (an exec takes a while, and the
 /// cores are better used spawning than waiting); the outcomes in order.
-fn launch_all(prepared: Vec<Prepared>, context: LaunchContext) -> Vec<Launched> {
-    let launch = move |start: Prepared| -> Launched {
+fn launch_all(prepared: Vec<Prepared>, context: LaunchContext) -> Vec<Tried> {
+    // Once set, every start that may yield is put off without looking again.
+    let yielding = std::sync::atomic::AtomicBool::new(false);
+    let launch = move |start: Prepared| -> Tried {
         let started = std::time::Instant::now();
         let outcome = match start.intent {
+            Ok(intent)
+                if start.may_yield
+                    && (yielding.load(std::sync::atomic::Ordering::Relaxed)
+                        || context.children.exit_waiting()) =>
+            {
+                yielding.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Tried::PutOff {
+                    id: start.id,
+                    intent,
+                };
+            }
             Ok(intent) => {
                 let spawned = spawn_in_leaf(
                     &start.id,
@@ -99,12 +142,12 @@ fn launch_all(prepared: Vec<Prepared>, context: LaunchContext) -> Vec<Launched> 
                 error,
             },
         };
-        Launched {
+        Tried::Launched(Launched {
             id: start.id,
             restart: start.restart,
             outcome,
             took: started.elapsed(),
-        }
+        })
     };
     // A spawn only panics on a bug; that start is then left as it was (its intent kept until a
     // later spawn of the id is recorded, so a restarted launcher looks for it while it is the
@@ -155,12 +198,14 @@ fn spawn_in_leaf(
 
 /// A start that passed the budget and capacity checks, with what its spawn gets, or the ports
 /// it had and why it cannot be spawned.
-struct Prepared {
+pub(super) struct Prepared {
     id: ProcessId,
     restart: bool,
     intent: Result<SpawnIntent, (Ports, String)>,
     /// In cgroup mode, the limits of the process's leaf.
     leaf_limits: Option<LeafLimits>,
+    /// Whether it is put off when an exit waits (`ACTIONS_BEFORE_YIELDING`).
+    may_yield: bool,
 }
 
 impl Supervisor {
@@ -227,7 +272,37 @@ impl Supervisor {
     /// it, so no process is ever started twice, at O(1) flushes per pass. Returns the ids that
     /// made progress.
     pub(super) fn start_all(&mut self, starts: Vec<Action>, now: UnixMillis) -> Vec<ProcessId> {
+        match self.begin_round(starts, now) {
+            Some(prepared) => self.finish_round(prepared, now),
+            None => Vec::new(),
+        }
+    }
+
+    /// The first half of `start_all`: the starts that go ahead, prepared, their intents recorded
+    /// (`None` when they could not be: nothing is spawned then).
+    pub(super) fn begin_round(
+        &mut self,
+        starts: Vec<Action>,
+        now: UnixMillis,
+    ) -> Option<Vec<Prepared>> {
+        // Restarts first: a crash's replacement is never put off, nor waits for first starts.
+        let (restarts, firsts): (Vec<Action>, Vec<Action>) = starts
+            .into_iter()
+            .partition(|action| matches!(action, Action::Start { restart: true, .. }));
+        // An exit that waits already: the first starts past the round's first few are put off
+        // before anything is recorded of them.
+        let exit_waits = firsts.len() > ACTIONS_BEFORE_YIELDING && self.children.exit_waiting();
+        let mut starts = restarts;
+        for (index, action) in firsts.into_iter().enumerate() {
+            if exit_waits && index >= ACTIONS_BEFORE_YIELDING {
+                self.dirty.insert(action.id().clone());
+            } else {
+                starts.push(action);
+            }
+        }
         let mut prepared = Vec::new();
+        let mut slots_taken = 0;
+        let mut first_starts = 0;
         for action in starts {
             self.count_action(&action);
             let Action::Start { id, restart } = action else {
@@ -240,12 +315,20 @@ impl Supervisor {
                     continue;
                 }
             }
-            if self.capacity.full_for(self.observed.get(&id)) {
+            let current = self.observed.get(&id);
+            if self.capacity.full_for(current, slots_taken) {
                 self.leave_pending(&id, now);
                 continue;
             }
+            if self.capacity.takes_slot(current) {
+                slots_taken += 1;
+            }
             self.capacity.forget_pending(&id);
-            if let Some(start) = self.prepare(id, restart, now) {
+            if let Some(mut start) = self.prepare(id, restart, now) {
+                if !restart {
+                    start.may_yield = first_starts >= ACTIONS_BEFORE_YIELDING;
+                    first_starts += 1;
+                }
                 prepared.push(start);
             }
         }
@@ -260,36 +343,77 @@ impl Supervisor {
                 self.timers
                     .insert(now.saturating_add(Duration::from_secs(1)), start.id);
             }
-            return Vec::new();
+            return None;
         }
+        Some(prepared)
+    }
+
+    /// The second half of `start_all`: the spawns, and what they gave recorded.
+    pub(super) fn finish_round(
+        &mut self,
+        prepared: Vec<Prepared>,
+        now: UnixMillis,
+    ) -> Vec<ProcessId> {
         let starting: Vec<ProcessId> = prepared.iter().map(|start| start.id.clone()).collect();
-        let launched = launch_all(
-            prepared,
-            LaunchContext {
-                launcher_id: self.config.launcher_id.clone(),
-                log_dir: self.log_dir.clone(),
-                cgroup_tree: self.config.cgroup_tree.clone(),
-                children: self.children.clone(),
-            },
-        );
-        if launched.len() < starting.len() {
+        let tried = launch_all(prepared, self.launch_context());
+        if tried.len() < starting.len() {
             // A spawn panicked (a bug; the panic's own message is above in the log).
-            let outcomes: HashSet<&ProcessId> = launched.iter().map(|done| &done.id).collect();
+            let outcomes: HashSet<&ProcessId> = tried.iter().map(Tried::id).collect();
             for id in starting.iter().filter(|id| !outcomes.contains(id)) {
                 tracing::error!(%id, "the start failed on a bug; its intent is kept and the resync plans it again");
             }
         }
-        if !launched.is_empty() {
+        self.record_round(tried, now)
+    }
+
+    /// What every spawn of a round needs of the supervisor, owned.
+    fn launch_context(&self) -> LaunchContext {
+        LaunchContext {
+            launcher_id: self.config.launcher_id.clone(),
+            log_dir: self.log_dir.clone(),
+            cgroup_tree: self.config.cgroup_tree.clone(),
+            children: self.children.clone(),
+        }
+    }
+
+    /// Records what a round's spawns gave, and puts off what they did not try; returns the ids
+    /// that made progress.
+    fn record_round(&mut self, tried: Vec<Tried>, now: UnixMillis) -> Vec<ProcessId> {
+        let mut progressed = Vec::with_capacity(tried.len());
+        let mut put_off = 0;
+        for tried in tried {
+            match tried {
+                Tried::Launched(launched) => {
+                    progressed.push(launched.id.clone());
+                    self.record_launch(launched, now);
+                }
+                Tried::PutOff { id, intent } => {
+                    self.put_off(id, intent);
+                    put_off += 1;
+                }
+            }
+        }
+        if put_off > 0 {
+            tracing::debug!(put_off, "starts put off for an exit to reap first");
+        }
+        if !progressed.is_empty() {
             self.follow_up_after_starts(now);
         }
-        launched
-            .into_iter()
-            .map(|launched| {
-                let id = launched.id.clone();
-                self.record_launch(launched, now);
-                id
-            })
-            .collect()
+        progressed
+    }
+
+    /// A start put off for an exit: no process was made, so its intent is settled on its own
+    /// (with the next flush), the ports it got go back, and its id waits for the next step.
+    fn put_off(&mut self, id: ProcessId, intent: SpawnIntent) {
+        self.settled_intents.push(Settled::Alone(intent.key()));
+        let current = self.observed.get(&id);
+        self.ports
+            .give_back(&id, intent.ports, current.map(|observed| observed.ports));
+        // Taken out of the pending set to be prepared; still pending, as its record says.
+        if current.is_some_and(|observed| observed.phase == Phase::Pending) {
+            self.capacity.leave_pending(&id);
+        }
+        self.dirty.insert(id);
     }
 
     /// An instance id and ports for the start of `id`; `None` when it is not desired any more.
@@ -317,6 +441,7 @@ impl Supervisor {
                 id,
                 restart,
                 leaf_limits,
+                may_yield: false,
             }),
             Err(error) => Some(Prepared {
                 intent: Err((
@@ -326,6 +451,7 @@ impl Supervisor {
                 id,
                 restart,
                 leaf_limits,
+                may_yield: false,
             }),
         }
     }

@@ -81,6 +81,33 @@ impl PortAllocator {
         self.holders.retain(|_, holder| holder != id);
     }
 
+    /// Undoes an `allocate` for `id` whose start did not happen: the ports it `took` go back,
+    /// and the ports it held before (`kept`, its record's) are its own again unless another id
+    /// took one since; the next `allocate` for it then starts from where it was.
+    pub fn give_back(&mut self, id: &ProcessId, took: Ports, kept: Option<Ports>) {
+        let kept = kept.unwrap_or(Ports { grpc: 0, health: 0 });
+        for port in [took.grpc, took.health] {
+            if port != 0
+                && port != kept.grpc
+                && port != kept.health
+                && self.holders.get(&port) == Some(id)
+            {
+                self.holders.remove(&port);
+            }
+        }
+        for port in [kept.grpc, kept.health] {
+            if port != 0 {
+                self.holders.entry(port).or_insert_with(|| id.clone());
+            }
+        }
+    }
+
+    /// How many ports `id` holds.
+    #[cfg(test)]
+    pub fn held_by(&self, id: &ProcessId) -> usize {
+        self.holders.values().filter(|holder| *holder == id).count()
+    }
+
     fn pick(
         &mut self,
         id: &ProcessId,
@@ -153,12 +180,17 @@ mod tests {
         ProcessId::new(name).unwrap()
     }
 
-    #[test]
-    fn a_process_that_needs_no_port_gets_none_and_gives_back_what_it_held() {
+    /// An allocator of a port that was free a moment ago and the `span` ports after it.
+    fn from_a_free_port(span: u16) -> PortAllocator {
         let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let start = probe.local_addr().unwrap().port();
         drop(probe);
-        let mut allocator = PortAllocator::new(start..=start.saturating_add(1));
+        PortAllocator::new(start..=start.saturating_add(span))
+    }
+
+    #[test]
+    fn a_process_that_needs_no_port_gets_none_and_gives_back_what_it_held() {
+        let mut allocator = from_a_free_port(1);
         let both = allocator
             .allocate(&id("a"), None, RequestedPorts::default(), BOTH)
             .unwrap();
@@ -226,11 +258,57 @@ mod tests {
     }
 
     #[test]
+    fn ports_given_back_are_free_again_and_the_ports_held_before_are_held_again() {
+        let mut allocator = from_a_free_port(30);
+        // A first start that did not happen: everything it took is free again.
+        let took = allocator
+            .allocate(&id("a"), None, RequestedPorts::default(), BOTH)
+            .unwrap();
+        allocator.give_back(&id("a"), took, None);
+        assert!(allocator.holders.is_empty(), "{:?}", allocator.holders);
+        // A start of an id with a record: what its record holds stays its own.
+        let held = allocator
+            .allocate(&id("b"), None, RequestedPorts::default(), BOTH)
+            .unwrap();
+        let requested = RequestedPorts {
+            grpc: Some(took.grpc),
+            health: None,
+        };
+        let moved = allocator
+            .allocate(&id("b"), Some(held), requested, BOTH)
+            .unwrap();
+        assert_eq!(moved.grpc, took.grpc);
+        assert_eq!(moved.health, held.health);
+        assert!(
+            !allocator.holders.contains_key(&held.grpc),
+            "released by the move"
+        );
+        allocator.give_back(&id("b"), moved, Some(held));
+        let mut holders: Vec<u16> = allocator.holders.keys().copied().collect();
+        holders.sort_unstable();
+        let mut expected = vec![held.grpc, held.health];
+        expected.sort_unstable();
+        assert_eq!(holders, expected);
+        // A port of the record that another id took meanwhile stays that id's.
+        let moved = allocator
+            .allocate(&id("b"), Some(held), requested, BOTH)
+            .unwrap();
+        allocator.claim(
+            &id("c"),
+            Ports {
+                grpc: held.grpc,
+                health: 0,
+            },
+        );
+        allocator.give_back(&id("b"), moved, Some(held));
+        assert_eq!(allocator.holders.get(&held.grpc), Some(&id("c")));
+        assert_eq!(allocator.holders.get(&held.health), Some(&id("b")));
+        assert!(!allocator.holders.contains_key(&moved.grpc));
+    }
+
+    #[test]
     fn port_zero_is_never_handed_out() {
-        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let start = probe.local_addr().unwrap().port();
-        drop(probe);
-        let mut allocator = PortAllocator::new(start..=start.saturating_add(10));
+        let mut allocator = from_a_free_port(10);
         let none = Ports { grpc: 0, health: 0 };
         allocator.claim(&id("a"), none);
         let requested = RequestedPorts {

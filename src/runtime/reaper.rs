@@ -179,6 +179,23 @@ impl ChildTable {
         Some(registered.map(ExitsReadiness).map_err(std::io::Error::from))
     }
 
+    /// Whether a watched child's exit waits to be reaped: one `poll` of the epoll set, which
+    /// takes nothing from it (`reap_exited` does). False where there is no set.
+    pub fn exit_waiting(&self) -> bool {
+        let Some(exits) = &self.exits else {
+            return false;
+        };
+        let mut set = libc::pollfd {
+            fd: exits.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, owned by this frame for the call, on a descriptor the `Arc`
+        // keeps open; a timeout of 0 returns at once.
+        let ready = unsafe { libc::poll(&mut set, 1, 0) };
+        ready > 0 && set.revents & libc::POLLIN != 0
+    }
+
     /// Whether every child's exit is found through its pidfd (else a reap sweeps too).
     pub fn watches_every_exit(&self) -> bool {
         self.exits.is_some() && self.unwatched.load(Ordering::Relaxed) == 0
@@ -529,6 +546,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_exit_waits_from_the_child_s_death_until_it_is_reaped() {
+        let table = ChildTable::default();
+        let sleepers = Sleepers::start(&table, 2);
+        assert!(!table.exit_waiting());
+        let killed = sleepers.pids[0];
+        nix::sys::signal::kill(Pid::from_raw(killed as i32), Signal::SIGKILL).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !table.exit_waiting() {
+            assert!(Instant::now() < deadline, "the killed child's exit is told");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Looking takes nothing: the exit still waits, and the reap finds it.
+        assert!(table.exit_waiting());
+        let exits = reap_exited(&table);
+        assert_eq!(
+            exits.iter().map(|exit| exit.pid).collect::<Vec<_>>(),
+            [killed]
+        );
+        assert!(!table.exit_waiting());
     }
 
     #[test]

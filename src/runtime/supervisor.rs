@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::capacity::Capacity;
 use super::event_loop::{Event, RuntimeConfig};
+use super::executor::ACTIONS_BEFORE_YIELDING;
 use super::histories::Histories;
 use super::leaves::Leaves;
 use super::oom::KernelLog;
@@ -59,8 +60,12 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// `reopen_store_until_open`): an attempt holds every store call up for as long as it runs.
 const REOPEN_RETRY_GAP: Duration = Duration::from_secs(1);
 
-/// How many ids that are not urgent one step of a pass plans.
-const BULK_STEP: usize = 16;
+/// How many ids that are not urgent one step of a pass plans. 64 rather than 16 takes a quarter
+/// of the steps' own costs (a plan, a write of the spawn intents, wake-ups, a wait for the
+/// step's slowest spawn) off a mass start: 17 ms of CPU and 20–30 ms of W1 at 1000 on the 2-core
+/// machine (BENCHMARKS.md). A crash in the middle of such a step waits for 16 of its actions of
+/// each kind and the spawns under way, not for the step (`executor::ACTIONS_BEFORE_YIELDING`).
+const BULK_STEP: usize = 64;
 
 /// How many steps of urgent ids alone a pass may take after its budget is spent.
 const URGENT_STEPS_OVER_BUDGET: usize = 4;
@@ -1208,13 +1213,20 @@ pub(super) fn log_if_tripped(record: &ObservedRecord) {
 
 impl Supervisor {
     /// Carries out one round's actions: every start of the round together (one durable record
-    /// of the spawns about to happen, then the spawns), every other action at once. Returns the
-    /// ids that made progress.
+    /// of the spawns about to happen, then the spawns), every other action at once, but for
+    /// what is put off while an exit waits (`executor::ACTIONS_BEFORE_YIELDING`). Returns the ids
+    /// that made progress.
     fn execute_all(&mut self, actions: Vec<Action>, now: UnixMillis) -> BTreeSet<ProcessId> {
         let (starts, others): (Vec<Action>, Vec<Action>) =
             actions.into_iter().partition(Action::is_start);
         let mut progressed = BTreeSet::new();
-        for action in others {
+        let mut yielding = false;
+        for (index, action) in others.into_iter().enumerate() {
+            if index >= ACTIONS_BEFORE_YIELDING && (yielding || self.children.exit_waiting()) {
+                yielding = true;
+                self.dirty.insert(action.id().clone());
+                continue;
+            }
             progressed.insert(action.id().clone());
             self.execute(action, now);
         }
@@ -1352,6 +1364,17 @@ mod tests {
         supervisor.desired_changed(id.clone());
     }
 
+    /// A start of each of `names`, in order, all restarts or none.
+    fn starts_of<'a>(names: impl IntoIterator<Item = &'a ProcessId>, restart: bool) -> Vec<Action> {
+        names
+            .into_iter()
+            .map(|name| Action::Start {
+                id: name.clone(),
+                restart,
+            })
+            .collect()
+    }
+
     /// A pidfd on `pid`, a child of the test's that is not reaped yet (a zombie included).
     fn pidfd_of(pid: u32) -> OwnedFd {
         super::super::pidfd::open_raw(pid).expect("a child")
@@ -1407,6 +1430,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The slots of `--max-processes` are taken start by start within a round: a round of more
+    /// new processes than free slots starts as many as there are slots, and leaves the rest
+    /// pending.
+    #[tokio::test]
+    async fn a_round_of_more_new_processes_than_free_slots_starts_only_as_many_as_there_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), Some(3));
+        let names: Vec<ProcessId> = (0..20).map(|n| id(&format!("n{n:02}"))).collect();
+        for name in &names {
+            declare(&mut supervisor, name, &sleeper());
+        }
+        supervisor.dirty.clear();
+        let started = supervisor.start_all(starts_of(&names, false), NOW);
+        let _cleanup = Spawned::of(
+            started
+                .iter()
+                .filter_map(|name| supervisor.observed.get(name)?.pid),
+        );
+        assert_eq!(started, names[..3], "as many as the slots");
+        assert_eq!(supervisor.capacity.slots_in_use(), 3);
+        let pending: Vec<&ProcessId> = supervisor.capacity.pending().collect();
+        assert_eq!(pending, names[3..].iter().collect::<Vec<_>>());
     }
 
     #[tokio::test]
@@ -2158,6 +2205,214 @@ mod tests {
         assert_ne!(replacement, crashed_pid);
         let _replacement = Spawned::of([replacement]);
         assert_eq!(supervisor.observed[crashed].phase, Phase::Running);
+    }
+
+    /// A round's first starts past its first `ACTIONS_BEFORE_YIELDING` are put off while an
+    /// exit waits to be reaped, and restarts never are (they go first). An exit that comes
+    /// after the round's intents are recorded puts off the spawns not yet made (their intents
+    /// settled on their own, their ports given back); one that waits as the round begins puts
+    /// them off before anything is recorded. What is put off is planned again, and once the exit
+    /// is reaped it all starts, with no intent left outstanding.
+    #[tokio::test]
+    async fn first_starts_past_a_round_s_first_are_put_off_while_an_exit_waits_and_restarts_never_are(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let (crashed, crashed_pids, _crashed_cleanup) = start_sleepers(&mut supervisor, "c", 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let names: Vec<ProcessId> = (0..40).map(|n| id(&format!("s{n:02}"))).collect();
+        // A few of those that will be put off need a port, which they give back.
+        let with_port = ProcessSpec {
+            requested_ports: crate::reconcile::RequestedPorts {
+                grpc: Some(0),
+                health: None,
+            },
+            ..sleeper()
+        };
+        for (index, name) in names.iter().enumerate() {
+            let spec = if (1..5).contains(&index) {
+                with_port.clone()
+            } else {
+                sleeper()
+            };
+            declare(&mut supervisor, name, &spec);
+        }
+        supervisor.dirty.clear();
+        let restarted = names[0].clone();
+        let mut starts = starts_of(names[1..].iter().rev(), false);
+        starts.extend(starts_of([&restarted], true));
+        let mut cleanup = Spawned::of([]);
+        let keep = |supervisor: &Supervisor, cleanup: &mut Spawned, names: &[ProcessId]| {
+            for name in names {
+                if let Some(pid) = supervisor.observed.get(name).and_then(|o| o.pid) {
+                    cleanup.push(pid);
+                }
+            }
+        };
+
+        // No exit waits as the round begins: every start is prepared and its intent recorded.
+        let prepared = supervisor
+            .begin_round(starts, NOW)
+            .expect("intents recorded");
+        assert_eq!(
+            supervisor.store.spawn_intents().unwrap().0.len(),
+            names.len()
+        );
+        assert_eq!(supervisor.ports.held_by(&names[1]), 1);
+        // Then the crash: a zombie, which nothing reaps until the test does.
+        kill_and_wait_for_zombie(crashed_pids[0], deadline);
+        let settled_before = supervisor.settled_intents.len();
+        let progressed = supervisor.finish_round(prepared, NOW);
+        keep(&supervisor, &mut cleanup, &names);
+        let mut first: Vec<ProcessId> = vec![restarted.clone()];
+        first.extend(
+            names[1..]
+                .iter()
+                .rev()
+                .take(ACTIONS_BEFORE_YIELDING)
+                .cloned(),
+        );
+        assert_eq!(
+            progressed, first,
+            "the restart first, then the first starts"
+        );
+        let put_off: BTreeSet<ProcessId> = names[1..names.len() - ACTIONS_BEFORE_YIELDING]
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(
+            supervisor.dirty, put_off,
+            "what was put off is planned again"
+        );
+        for name in &put_off {
+            assert!(
+                !supervisor.observed.contains_key(name),
+                "{name} has no process"
+            );
+            assert_eq!(
+                supervisor.ports.held_by(name),
+                0,
+                "{name} gave its port back"
+            );
+        }
+        let settled = &supervisor.settled_intents[settled_before..];
+        assert_eq!(settled.len(), names.len(), "{settled:?}");
+        let alone = settled
+            .iter()
+            .filter(|settled| matches!(settled, Settled::Alone(_)))
+            .count();
+        assert_eq!(alone, put_off.len(), "{settled:?}");
+
+        // The exit waits as the next round begins: past its first starts, nothing is recorded.
+        assert!(supervisor.children.exit_waiting());
+        let again: Vec<ProcessId> = put_off.iter().cloned().collect();
+        supervisor.dirty.clear();
+        let intents_before = supervisor.store.spawn_intents().unwrap().0.len();
+        let progressed = supervisor.start_all(starts_of(&again, false), NOW);
+        keep(&supervisor, &mut cleanup, &again);
+        assert_eq!(progressed, again[..ACTIONS_BEFORE_YIELDING]);
+        let still_put_off: BTreeSet<ProcessId> =
+            again[ACTIONS_BEFORE_YIELDING..].iter().cloned().collect();
+        assert_eq!(supervisor.dirty, still_put_off);
+        assert_eq!(
+            supervisor.store.spawn_intents().unwrap().0.len(),
+            intents_before + ACTIONS_BEFORE_YIELDING,
+            "intents only for the starts that went ahead"
+        );
+
+        // Restarts, however many, are never put off.
+        let restarts: Vec<ProcessId> = (0..ACTIONS_BEFORE_YIELDING + 4)
+            .map(|n| id(&format!("r{n:02}")))
+            .collect();
+        for name in &restarts {
+            declare(&mut supervisor, name, &sleeper());
+            supervisor.dirty.remove(name);
+        }
+        let restarted_all = supervisor.start_all(starts_of(&restarts, true), NOW);
+        keep(&supervisor, &mut cleanup, &restarts);
+        assert_eq!(restarted_all, restarts);
+        assert!(supervisor.children.exit_waiting(), "the exit still waits");
+
+        // Reaped, the exit waits no more: what was put off starts, and no intent is left.
+        supervisor.reap();
+        while supervisor.has_work()
+            || still_put_off
+                .iter()
+                .any(|name| supervisor.observed.get(name).and_then(|o| o.pid).is_none())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the put-off ids start"
+            );
+            supervisor.reconcile(NOW);
+            keep(&supervisor, &mut cleanup, &names);
+            keep(&supervisor, &mut cleanup, &crashed);
+        }
+        let (intents, errors) = supervisor.store.spawn_intents().unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(intents.is_empty(), "{intents:?}");
+    }
+
+    /// A round's other actions (here stops) past its first `ACTIONS_BEFORE_YIELDING` are put
+    /// off while an exit waits: their ids, untouched, are planned again, and once the exit is
+    /// reaped they are stopped too.
+    #[tokio::test]
+    async fn stops_past_a_round_s_first_are_put_off_while_an_exit_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        let (names, pids, _cleanup) = start_sleepers(&mut supervisor, "s", 40);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let crashed = &names[0];
+        kill_and_wait_for_zombie(pids[0], deadline);
+        let stopping = &names[1..];
+        for name in stopping {
+            supervisor.store.delete_desired(name, &Source::Api).unwrap();
+            supervisor.desired_changed(name.clone());
+        }
+        supervisor.dirty.clear();
+        let plan = reconcile::plan(
+            stopping
+                .iter()
+                .map(|id| (supervisor.desired.get(id), supervisor.observed.get(id))),
+            NOW,
+            supervisor.sources_read,
+        );
+        assert_eq!(plan.actions.len(), stopping.len(), "{:?}", plan.actions);
+
+        let progressed = supervisor.execute_all(plan.actions, NOW);
+
+        assert_eq!(progressed.len(), ACTIONS_BEFORE_YIELDING, "{progressed:?}");
+        let put_off: BTreeSet<ProcessId> = stopping
+            .iter()
+            .filter(|name| !progressed.contains(*name))
+            .cloned()
+            .collect();
+        assert_eq!(supervisor.dirty, put_off);
+        for name in &put_off {
+            assert_eq!(supervisor.observed[name].phase, Phase::Running, "{name}");
+        }
+        for name in &progressed {
+            assert_eq!(supervisor.observed[name].phase, Phase::Stopping, "{name}");
+        }
+
+        // Reaped, the exit waits no more: the others are stopped, and the crash restarted.
+        supervisor.reap();
+        let mut restarted = Spawned::of([]);
+        while supervisor.has_work()
+            || stopping.iter().any(|name| {
+                supervisor
+                    .observed
+                    .get(name)
+                    .is_some_and(|observed| observed.phase == Phase::Running)
+            })
+        {
+            assert!(std::time::Instant::now() < deadline, "all are stopped");
+            supervisor.reconcile(NOW);
+            if let Some(pid) = supervisor.observed.get(crashed).and_then(|o| o.pid) {
+                restarted.push(pid);
+            }
+            supervisor.reap();
+        }
     }
 
     /// The writes after a pass look for exits between chunks of records: a crash found there
