@@ -27,14 +27,15 @@ use crate::reconcile::{
 /// on the loop's own thread, with no thread to start).
 pub(super) const PARALLEL_FROM: usize = 8;
 
-/// A round's restarts, its first this many first starts and its first this many other actions
-/// (stops, kills...) always run; past them, a first start or another action is put off (its id
-/// planned again in the next step) as soon as a child's exit waits to be reaped. A first start
-/// is put off before it is prepared when the exit waits as the round begins, else before its
-/// spawn (its recorded intent then settled on its own). A step plans up to `BULK_STEP` (64) ids,
-/// about 28 ms of spawns on the 2-core machine: a crash in the middle of a mass start or stop is
-/// then restarted after this many of each and the spawns under way, not after the whole step,
-/// while a host where exits never stop coming still gets this many of each done per step.
+/// Of the ids that are not urgent, a round's first this many first starts and first this many
+/// other actions (stops, kills...) always run; past them, a first start or another action is put
+/// off (its id planned again in a later step) as soon as a child's exit waits to be reaped.
+/// Restarts and urgent ids' actions never are. A first start is put off before it is prepared
+/// when the exit waits as its batch begins, else before its spawn (its recorded intent then
+/// settled on its own). A step plans up to `BULK_STEP` (64) ids, about 28 ms of spawns on the
+/// 2-core machine: an exit in the middle of a mass start or stop is then reaped after this many
+/// of each and the spawns under way, not after the whole step, while a host where exits never
+/// stop coming still gets this many of each done per step.
 pub(super) const ACTIONS_BEFORE_YIELDING: usize = 16;
 
 /// A spawn's outcome, before it is recorded.
@@ -212,7 +213,7 @@ impl Supervisor {
     /// Carries out one action (the starts of a round go together through `start_all`).
     pub(super) fn execute(&mut self, action: Action, now: UnixMillis) {
         if action.is_start() {
-            self.start_all(vec![action], now);
+            self.start_all(vec![action], false, now);
             return;
         }
         let span = tracing::info_span!("action", id = %action.id(), kind = action.kind());
@@ -271,8 +272,15 @@ impl Supervisor {
     /// a spawn and before the pass's own flush finds the process by its instance id and adopts
     /// it, so no process is ever started twice, at O(1) flushes per pass. Returns the ids that
     /// made progress.
-    pub(super) fn start_all(&mut self, starts: Vec<Action>, now: UnixMillis) -> Vec<ProcessId> {
-        match self.begin_round(starts, now) {
+    /// With `may_yield`, first starts past the round's first `ACTIONS_BEFORE_YIELDING` are put
+    /// off while an exit waits; without it (a crash's restart, an urgent id's start), none is.
+    pub(super) fn start_all(
+        &mut self,
+        starts: Vec<Action>,
+        may_yield: bool,
+        now: UnixMillis,
+    ) -> Vec<ProcessId> {
+        match self.begin_round(starts, may_yield, now) {
             Some(prepared) => self.finish_round(prepared, now),
             None => Vec::new(),
         }
@@ -283,6 +291,7 @@ impl Supervisor {
     pub(super) fn begin_round(
         &mut self,
         starts: Vec<Action>,
+        may_yield: bool,
         now: UnixMillis,
     ) -> Option<Vec<Prepared>> {
         // Restarts first: a crash's replacement is never put off, nor waits for first starts.
@@ -291,7 +300,8 @@ impl Supervisor {
             .partition(|action| matches!(action, Action::Start { restart: true, .. }));
         // An exit that waits already: the first starts past the round's first few are put off
         // before anything is recorded of them.
-        let exit_waits = firsts.len() > ACTIONS_BEFORE_YIELDING && self.children.exit_waiting();
+        let exit_waits =
+            may_yield && firsts.len() > ACTIONS_BEFORE_YIELDING && self.children.exit_waiting();
         let mut starts = restarts;
         for (index, action) in firsts.into_iter().enumerate() {
             if exit_waits && index >= ACTIONS_BEFORE_YIELDING {
@@ -304,7 +314,6 @@ impl Supervisor {
         let mut slots_taken = 0;
         let mut first_starts = 0;
         for action in starts {
-            self.count_action(&action);
             let Action::Start { id, restart } = action else {
                 continue;
             };
@@ -325,7 +334,7 @@ impl Supervisor {
             }
             self.capacity.forget_pending(&id);
             if let Some(mut start) = self.prepare(id, restart, now) {
-                if !restart {
+                if may_yield && !restart {
                     start.may_yield = first_starts >= ACTIONS_BEFORE_YIELDING;
                     first_starts += 1;
                 }
@@ -340,6 +349,11 @@ impl Supervisor {
             // Spawning without a recorded intent could start a process twice after a crash.
             tracing::error!(error = %Chain(&error), "cannot record the spawns about to happen; they are retried");
             for start in prepared {
+                let taken = match &start.intent {
+                    Ok(intent) => intent.ports,
+                    Err((ports, _)) => *ports,
+                };
+                self.unprepare(&start.id, taken);
                 self.timers
                     .insert(now.saturating_add(Duration::from_secs(1)), start.id);
             }
@@ -381,13 +395,19 @@ impl Supervisor {
     fn record_round(&mut self, tried: Vec<Tried>, now: UnixMillis) -> Vec<ProcessId> {
         let mut progressed = Vec::with_capacity(tried.len());
         let mut put_off = 0;
+        let mut slot_promised = false;
         for tried in tried {
             match tried {
                 Tried::Launched(launched) => {
+                    self.count_action(&Action::Start {
+                        id: launched.id.clone(),
+                        restart: launched.restart,
+                    });
                     progressed.push(launched.id.clone());
                     self.record_launch(launched, now);
                 }
                 Tried::PutOff { id, intent } => {
+                    slot_promised |= self.capacity.takes_slot(self.observed.get(&id));
                     self.put_off(id, intent);
                     put_off += 1;
                 }
@@ -395,6 +415,11 @@ impl Supervisor {
         }
         if put_off > 0 {
             tracing::debug!(put_off, "starts put off for an exit to reap first");
+        }
+        if slot_promised {
+            // A slot promised to a start put off may have left a later one of the round
+            // pending: the pending get another look.
+            self.slot_freed();
         }
         if !progressed.is_empty() {
             self.follow_up_after_starts(now);
@@ -406,14 +431,19 @@ impl Supervisor {
     /// (with the next flush), the ports it got go back, and its id waits for the next step.
     fn put_off(&mut self, id: ProcessId, intent: SpawnIntent) {
         self.settled_intents.push(Settled::Alone(intent.key()));
-        let current = self.observed.get(&id);
-        self.ports
-            .give_back(&id, intent.ports, current.map(|observed| observed.ports));
-        // Taken out of the pending set to be prepared; still pending, as its record says.
-        if current.is_some_and(|observed| observed.phase == Phase::Pending) {
-            self.capacity.leave_pending(&id);
-        }
+        self.unprepare(&id, intent.ports);
         self.dirty.insert(id);
+    }
+
+    /// Undoes what preparing a start of `id` that will not be spawned did: the ports it was
+    /// given (`taken`) go back, and an id still pending (as its record says) is pending again.
+    fn unprepare(&mut self, id: &ProcessId, taken: Ports) {
+        let current = self.observed.get(id);
+        self.ports
+            .give_back(id, taken, current.map(|observed| observed.ports));
+        if current.is_some_and(|observed| observed.phase == Phase::Pending) {
+            self.capacity.leave_pending(id);
+        }
     }
 
     /// An instance id and ports for the start of `id`; `None` when it is not desired any more.

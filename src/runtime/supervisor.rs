@@ -64,7 +64,8 @@ const REOPEN_RETRY_GAP: Duration = Duration::from_secs(1);
 /// of the steps' own costs (a plan, a write of the spawn intents, wake-ups, a wait for the
 /// step's slowest spawn) off a mass start: 17 ms of CPU and 20–30 ms of W1 at 1000 on the 2-core
 /// machine (BENCHMARKS.md). A crash in the middle of such a step waits for 16 of its actions of
-/// each kind and the spawns under way, not for the step (`executor::ACTIONS_BEFORE_YIELDING`).
+/// each kind and the spawns under way, not for the step (`executor::ACTIONS_BEFORE_YIELDING`),
+/// and its restart goes first in the next.
 const BULK_STEP: usize = 64;
 
 /// How many steps of urgent ids alone a pass may take after its budget is spent.
@@ -801,6 +802,7 @@ impl Supervisor {
                     }
                 }
                 let mut ids = std::mem::take(&mut self.urgent);
+                let urgent = ids.clone();
                 if within_budget {
                     self.record_planned_exits(PLANNED_EXITS_STEP, now);
                     for _ in 0..BULK_STEP {
@@ -815,7 +817,7 @@ impl Supervisor {
                 if ids.is_empty() {
                     break;
                 }
-                acted += self.step(ids, now);
+                acted += self.step(ids, urgent, now);
                 // Between steps, a crash and a restart that came due join the next one rather
                 // than wait for the loop's branches after the pass (a pass of bulk stops takes
                 // several milliseconds, and a restart within 10 ms is the promise even then);
@@ -926,8 +928,14 @@ impl Supervisor {
     }
 
     /// Plans `ids` and carries the plan out, in rounds: a later round sees the outcome of the
-    /// earlier ones. Returns how many actions were carried out.
-    fn step(&mut self, mut ids: BTreeSet<ProcessId>, now: UnixMillis) -> usize {
+    /// earlier ones. `urgent` (a part of `ids`) is never put off, nor is what turns urgent
+    /// during the step. Returns how many ids were acted on.
+    fn step(
+        &mut self,
+        mut ids: BTreeSet<ProcessId>,
+        mut urgent: BTreeSet<ProcessId>,
+        now: UnixMillis,
+    ) -> usize {
         let mut acted = 0;
         for _ in 0..ROUNDS_PER_PASS {
             if ids.is_empty() {
@@ -942,11 +950,13 @@ impl Supervisor {
             for (id, at) in plan.wake_at {
                 self.timers.insert(at, id);
             }
-            acted += plan.actions.len();
             // Only an action that changed something is worth a second look in this step; a
-            // deferred one already has its timer or waits for a free slot.
-            ids = self.execute_all(plan.actions, now);
+            // deferred one already has its timer or waits for a free slot, and one put off is
+            // planned again in a later step.
+            ids = self.execute_all(plan.actions, &urgent, now);
+            acted += ids.len();
             // Exits and other urgent ids that the actions caused join the next round.
+            urgent.extend(self.urgent.iter().cloned());
             ids.append(&mut self.urgent);
         }
         // Still acting after several rounds: look again later rather than spin.
@@ -1009,7 +1019,7 @@ impl Supervisor {
     }
 
     /// A slot was given back: pending processes get another look.
-    fn slot_freed(&mut self) {
+    pub(super) fn slot_freed(&mut self) {
         self.dirty.extend(self.capacity.pending().cloned());
     }
 
@@ -1212,25 +1222,44 @@ pub(super) fn log_if_tripped(record: &ObservedRecord) {
 }
 
 impl Supervisor {
-    /// Carries out one round's actions: every start of the round together (one durable record
-    /// of the spawns about to happen, then the spawns), every other action at once, but for
-    /// what is put off while an exit waits (`executor::ACTIONS_BEFORE_YIELDING`). Returns the ids
-    /// that made progress.
-    fn execute_all(&mut self, actions: Vec<Action>, now: UnixMillis) -> BTreeSet<ProcessId> {
+    /// Carries out one round's actions: restarts and the starts of `urgent` ids first, all of
+    /// them; then every other action; then the first starts of the others together (one
+    /// durable record of the spawns about to happen, then the spawns). Of the ids not urgent,
+    /// the actions and first starts past the round's first `ACTIONS_BEFORE_YIELDING` of each
+    /// are put off while an exit waits (their ids planned again in a later step), so that an
+    /// exit is not kept waiting by a whole step of a mass start or stop. Returns the ids that
+    /// made progress.
+    fn execute_all(
+        &mut self,
+        actions: Vec<Action>,
+        urgent: &BTreeSet<ProcessId>,
+        now: UnixMillis,
+    ) -> BTreeSet<ProcessId> {
         let (starts, others): (Vec<Action>, Vec<Action>) =
             actions.into_iter().partition(Action::is_start);
+        let (prompt_starts, first_starts): (Vec<Action>, Vec<Action>) =
+            starts.into_iter().partition(|start| {
+                matches!(start, Action::Start { restart: true, .. }) || urgent.contains(start.id())
+            });
         let mut progressed = BTreeSet::new();
+        progressed.extend(self.start_all(prompt_starts, false, now));
         let mut yielding = false;
-        for (index, action) in others.into_iter().enumerate() {
-            if index >= ACTIONS_BEFORE_YIELDING && (yielding || self.children.exit_waiting()) {
+        let mut bulk_done = 0;
+        for action in others {
+            let bulk = !urgent.contains(action.id());
+            if bulk
+                && bulk_done >= ACTIONS_BEFORE_YIELDING
+                && (yielding || self.children.exit_waiting())
+            {
                 yielding = true;
                 self.dirty.insert(action.id().clone());
                 continue;
             }
+            bulk_done += usize::from(bulk);
             progressed.insert(action.id().clone());
             self.execute(action, now);
         }
-        progressed.extend(self.start_all(starts, now));
+        progressed.extend(self.start_all(first_starts, true, now));
         progressed
     }
 }
@@ -1444,7 +1473,7 @@ mod tests {
             declare(&mut supervisor, name, &sleeper());
         }
         supervisor.dirty.clear();
-        let started = supervisor.start_all(starts_of(&names, false), NOW);
+        let started = supervisor.start_all(starts_of(&names, false), true, NOW);
         let _cleanup = Spawned::of(
             started
                 .iter()
@@ -2252,7 +2281,7 @@ mod tests {
 
         // No exit waits as the round begins: every start is prepared and its intent recorded.
         let prepared = supervisor
-            .begin_round(starts, NOW)
+            .begin_round(starts, true, NOW)
             .expect("intents recorded");
         assert_eq!(
             supervisor.store.spawn_intents().unwrap().0.len(),
@@ -2308,7 +2337,7 @@ mod tests {
         let again: Vec<ProcessId> = put_off.iter().cloned().collect();
         supervisor.dirty.clear();
         let intents_before = supervisor.store.spawn_intents().unwrap().0.len();
-        let progressed = supervisor.start_all(starts_of(&again, false), NOW);
+        let progressed = supervisor.start_all(starts_of(&again, false), true, NOW);
         keep(&supervisor, &mut cleanup, &again);
         assert_eq!(progressed, again[..ACTIONS_BEFORE_YIELDING]);
         let still_put_off: BTreeSet<ProcessId> =
@@ -2328,7 +2357,7 @@ mod tests {
             declare(&mut supervisor, name, &sleeper());
             supervisor.dirty.remove(name);
         }
-        let restarted_all = supervisor.start_all(starts_of(&restarts, true), NOW);
+        let restarted_all = supervisor.start_all(starts_of(&restarts, true), true, NOW);
         keep(&supervisor, &mut cleanup, &restarts);
         assert_eq!(restarted_all, restarts);
         assert!(supervisor.children.exit_waiting(), "the exit still waits");
@@ -2353,9 +2382,10 @@ mod tests {
         assert!(intents.is_empty(), "{intents:?}");
     }
 
-    /// A round's other actions (here stops) past its first `ACTIONS_BEFORE_YIELDING` are put
-    /// off while an exit waits: their ids, untouched, are planned again, and once the exit is
-    /// reaped they are stopped too.
+    /// A round's other actions (here stops) of ids not urgent, past its first
+    /// `ACTIONS_BEFORE_YIELDING`, are put off while an exit waits: their ids, untouched, are
+    /// planned again, and once the exit is reaped they are stopped too. An urgent id's action is
+    /// never put off.
     #[tokio::test]
     async fn stops_past_a_round_s_first_are_put_off_while_an_exit_waits() {
         let dir = tempfile::tempdir().unwrap();
@@ -2378,10 +2408,18 @@ mod tests {
             supervisor.sources_read,
         );
         assert_eq!(plan.actions.len(), stopping.len(), "{:?}", plan.actions);
+        // An urgent id (its grace over, a probe's verdict...) is never put off.
+        let last = stopping[stopping.len() - 1].clone();
+        let urgent = BTreeSet::from([last.clone()]);
 
-        let progressed = supervisor.execute_all(plan.actions, NOW);
+        let progressed = supervisor.execute_all(plan.actions, &urgent, NOW);
 
-        assert_eq!(progressed.len(), ACTIONS_BEFORE_YIELDING, "{progressed:?}");
+        assert_eq!(
+            progressed.len(),
+            ACTIONS_BEFORE_YIELDING + 1,
+            "{progressed:?}"
+        );
+        assert!(progressed.contains(&last), "{progressed:?}");
         let put_off: BTreeSet<ProcessId> = stopping
             .iter()
             .filter(|name| !progressed.contains(*name))
