@@ -62,8 +62,8 @@ const REOPEN_RETRY_GAP: Duration = Duration::from_secs(1);
 
 /// How many ids that are not urgent one step of a pass plans. 64 rather than 16 takes a quarter
 /// of the steps' own costs (a plan, a write of the spawn intents, wake-ups, a wait for the
-/// step's slowest spawn) off a mass start: 17 ms of CPU and 20–30 ms of W1 at 1000 on the 2-core
-/// machine (BENCHMARKS.md). A crash in the middle of such a step waits for 16 of its actions of
+/// step's slowest spawn) off a mass start: 12–20 ms of the launcher's CPU and 12–34 ms of W1 and
+/// W1b at 1000 on the 2-core machine (BENCHMARKS.md). A crash in the middle of such a step waits for 16 of its actions of
 /// each kind and the spawns under way, not for the step (`executor::ACTIONS_BEFORE_YIELDING`),
 /// and its restart goes first in the next.
 const BULK_STEP: usize = 64;
