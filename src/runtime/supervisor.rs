@@ -1393,6 +1393,12 @@ mod tests {
         supervisor.desired_changed(id.clone());
     }
 
+    /// Deletes `id`'s record over the API and tells the loop, as the store's notice would.
+    fn undeclare(supervisor: &mut Supervisor, id: &ProcessId) {
+        supervisor.store.delete_desired(id, &Source::Api).unwrap();
+        supervisor.desired_changed(id.clone());
+    }
+
     /// A start of each of `names`, in order, all restarts or none.
     fn starts_of<'a>(names: impl IntoIterator<Item = &'a ProcessId>, restart: bool) -> Vec<Action> {
         names
@@ -1700,8 +1706,7 @@ mod tests {
         );
 
         // A stop starts nothing: its pass writes at once.
-        supervisor.store.delete_desired(&web, &Source::Api).unwrap();
-        supervisor.desired_changed(web.clone());
+        undeclare(&mut supervisor, &web);
         supervisor.reconcile(supervisor.now());
         // Stopping, or already stopped or forgotten when the exit came within the pass.
         assert_ne!(
@@ -2191,8 +2196,7 @@ mod tests {
         );
 
         // Undeclared and forgotten: its history goes with it, once the loop is quiet.
-        supervisor.store.delete_desired(&web, &Source::Api).unwrap();
-        supervisor.desired_changed(web.clone());
+        undeclare(&mut supervisor, &web);
         supervisor.reconcile(NOW);
         assert!(!supervisor.observed.contains_key(&web));
         assert_eq!(supervisor.store.history(&web).unwrap().len(), 6);
@@ -2226,8 +2230,7 @@ mod tests {
         kill_and_wait_for_zombie(crashed_pid, deadline);
         // The bulk work: the others undeclared, planned in steps.
         for name in &names[1..] {
-            supervisor.store.delete_desired(name, &Source::Api).unwrap();
-            supervisor.desired_changed(name.clone());
+            undeclare(&mut supervisor, name);
         }
         supervisor.reconcile(NOW);
         let replacement = supervisor.observed[crashed].pid.expect("restarted");
@@ -2396,8 +2399,7 @@ mod tests {
         kill_and_wait_for_zombie(pids[0], deadline);
         let stopping = &names[1..];
         for name in stopping {
-            supervisor.store.delete_desired(name, &Source::Api).unwrap();
-            supervisor.desired_changed(name.clone());
+            undeclare(&mut supervisor, name);
         }
         supervisor.dirty.clear();
         let plan = reconcile::plan(
@@ -2669,8 +2671,7 @@ mod tests {
                 !events(&supervisor, name).is_empty(),
                 "{name} has a history"
             );
-            supervisor.store.delete_desired(name, &Source::Api).unwrap();
-            supervisor.desired_changed(name.clone());
+            undeclare(&mut supervisor, name);
         }
         supervisor.reconcile(NOW);
         while supervisor.has_work() {
