@@ -209,6 +209,22 @@ pub(super) struct Prepared {
     may_yield: bool,
 }
 
+/// A round's starts, prepared, their intents recorded (`begin_round`), for `finish_round`.
+pub(super) struct Round {
+    prepared: Vec<Prepared>,
+    promises: SlotPromises,
+}
+
+/// The slots a round promised to its new processes, one start at a time, and the ids those
+/// promises left pending.
+#[derive(Default)]
+struct SlotPromises {
+    /// The ids promised a slot they did not hold.
+    promised: Vec<ProcessId>,
+    /// The ids left pending that a slot free before the round would have taken.
+    displaced: Vec<ProcessId>,
+}
+
 impl Supervisor {
     /// Carries out one action (the starts of a round go together through `start_all`).
     pub(super) fn execute(&mut self, action: Action, now: UnixMillis) {
@@ -281,7 +297,7 @@ impl Supervisor {
         now: UnixMillis,
     ) -> Vec<ProcessId> {
         match self.begin_round(starts, may_yield, now) {
-            Some(prepared) => self.finish_round(prepared, now),
+            Some(round) => self.finish_round(round, now),
             None => Vec::new(),
         }
     }
@@ -293,7 +309,7 @@ impl Supervisor {
         starts: Vec<Action>,
         may_yield: bool,
         now: UnixMillis,
-    ) -> Option<Vec<Prepared>> {
+    ) -> Option<Round> {
         // Restarts first: a crash's replacement is never put off, nor waits for first starts.
         let (restarts, firsts): (Vec<Action>, Vec<Action>) = starts
             .into_iter()
@@ -311,7 +327,7 @@ impl Supervisor {
             }
         }
         let mut prepared = Vec::new();
-        let mut slots_taken = 0;
+        let mut promises = SlotPromises::default();
         let mut first_starts = 0;
         for action in starts {
             let Action::Start { id, restart } = action else {
@@ -325,12 +341,15 @@ impl Supervisor {
                 }
             }
             let current = self.observed.get(&id);
-            if self.capacity.full_for(current, slots_taken) {
+            if self.capacity.full_for(current, promises.promised.len()) {
+                if !self.capacity.full_for(current, 0) {
+                    promises.displaced.push(id.clone());
+                }
                 self.leave_pending(&id, now);
                 continue;
             }
             if self.capacity.takes_slot(current) {
-                slots_taken += 1;
+                promises.promised.push(id.clone());
             }
             self.capacity.forget_pending(&id);
             if let Some(mut start) = self.prepare(id, restart, now) {
@@ -357,17 +376,19 @@ impl Supervisor {
                 self.timers
                     .insert(now.saturating_add(Duration::from_secs(1)), start.id);
             }
+            // The promises went with the round: the ids they left pending retry with it.
+            for id in promises.displaced {
+                self.timers
+                    .insert(now.saturating_add(Duration::from_secs(1)), id);
+            }
             return None;
         }
-        Some(prepared)
+        Some(Round { prepared, promises })
     }
 
     /// The second half of `start_all`: the spawns, and what they gave recorded.
-    pub(super) fn finish_round(
-        &mut self,
-        prepared: Vec<Prepared>,
-        now: UnixMillis,
-    ) -> Vec<ProcessId> {
+    pub(super) fn finish_round(&mut self, round: Round, now: UnixMillis) -> Vec<ProcessId> {
+        let Round { prepared, promises } = round;
         let starting: Vec<ProcessId> = prepared.iter().map(|start| start.id.clone()).collect();
         let tried = launch_all(prepared, self.launch_context());
         if tried.len() < starting.len() {
@@ -377,7 +398,22 @@ impl Supervisor {
                 tracing::error!(%id, "the start failed on a bug; its intent is kept and the resync plans it again");
             }
         }
-        self.record_round(tried, now)
+        let progressed = self.record_round(tried, now);
+        self.offer_unkept_promises(promises);
+        progressed
+    }
+
+    /// A slot promised to a start that did not take it (put off, failed for good, panicked, no
+    /// longer desired) goes to the ids the round's promises left pending: they are looked at
+    /// again in the next step, instead of waiting for another slot to free or the resync.
+    fn offer_unkept_promises(&mut self, promises: SlotPromises) {
+        let unkept = promises
+            .promised
+            .iter()
+            .any(|id| self.capacity.takes_slot(self.observed.get(id)));
+        if unkept {
+            self.dirty.extend(promises.displaced);
+        }
     }
 
     /// What every spawn of a round needs of the supervisor, owned.
@@ -395,7 +431,6 @@ impl Supervisor {
     fn record_round(&mut self, tried: Vec<Tried>, now: UnixMillis) -> Vec<ProcessId> {
         let mut progressed = Vec::with_capacity(tried.len());
         let mut put_off = 0;
-        let mut slot_promised = false;
         for tried in tried {
             match tried {
                 Tried::Launched(launched) => {
@@ -407,7 +442,6 @@ impl Supervisor {
                     self.record_launch(launched, now);
                 }
                 Tried::PutOff { id, intent } => {
-                    slot_promised |= self.capacity.takes_slot(self.observed.get(&id));
                     self.put_off(id, intent);
                     put_off += 1;
                 }
@@ -415,11 +449,6 @@ impl Supervisor {
         }
         if put_off > 0 {
             tracing::debug!(put_off, "starts put off for an exit to reap first");
-        }
-        if slot_promised {
-            // A slot promised to a start put off may have left a later one of the round
-            // pending: the pending get another look.
-            self.slot_freed();
         }
         if !progressed.is_empty() {
             self.follow_up_after_starts(now);

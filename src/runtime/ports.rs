@@ -61,7 +61,14 @@ impl PortAllocator {
         };
         let health = if needs.health {
             let sibling = (grpc != 0).then_some(grpc);
-            self.pick(id, requested.health, previous.map(|p| p.health), sibling)?
+            match self.pick(id, requested.health, previous.map(|p| p.health), sibling) {
+                Ok(port) => port,
+                Err(exhausted) => {
+                    // The gRPC port just taken goes back with the error: no start holds it.
+                    self.give_back(id, Ports { grpc, health: 0 }, previous);
+                    return Err(exhausted);
+                }
+            }
         } else {
             0
         };
@@ -304,6 +311,25 @@ mod tests {
         assert_eq!(allocator.holders.get(&held.grpc), Some(&id("c")));
         assert_eq!(allocator.holders.get(&held.health), Some(&id("b")));
         assert!(!allocator.holders.contains_key(&moved.grpc));
+    }
+
+    #[test]
+    fn a_start_that_gets_only_one_of_its_two_ports_holds_neither() {
+        // One port: the gRPC port is found, the health port is not.
+        let mut allocator = from_a_free_port(0);
+        allocator
+            .allocate(&id("a"), None, RequestedPorts::default(), BOTH)
+            .unwrap_err();
+        assert!(allocator.holders.is_empty(), "{:?}", allocator.holders);
+        // Every retry finds the same one port free, instead of one fewer each time.
+        let grpc_only = PortNeeds {
+            grpc: true,
+            health: false,
+        };
+        let ports = allocator
+            .allocate(&id("b"), None, RequestedPorts::default(), grpc_only)
+            .unwrap();
+        assert_ne!(ports.grpc, 0);
     }
 
     #[test]

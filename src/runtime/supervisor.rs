@@ -1492,6 +1492,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_slot_promised_to_a_start_that_fails_for_good_goes_to_the_process_it_left_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), Some(2));
+        let running = id("a-running");
+        declare(&mut supervisor, &running, &sleeper());
+        supervisor.dirty.clear();
+        let mut cleanup = Spawned::of([]);
+        let started = supervisor.start_all(starts_of([&running], false), true, NOW);
+        assert_eq!(started, std::slice::from_ref(&running));
+        cleanup.push(supervisor.observed[&running].pid.unwrap());
+        // One slot left. `b-failing` is promised it, so `c-waiting` is left pending; then
+        // b's spawn fails for good (its first failure trips it), which frees no slot.
+        let failing = id("b-failing");
+        let waiting = id("c-waiting");
+        let mut broken = sleeper();
+        broken.executable = PathBuf::from("/nonexistent/prism-launcher-test-program");
+        broken.backoff.failure_threshold = Some(1);
+        declare(&mut supervisor, &failing, &broken);
+        declare(&mut supervisor, &waiting, &sleeper());
+        supervisor.dirty.clear();
+
+        let progressed = supervisor.start_all(starts_of([&failing, &waiting], false), true, NOW);
+
+        assert_eq!(progressed, std::slice::from_ref(&failing));
+        assert_eq!(supervisor.observed[&failing].phase, Phase::Tripped);
+        assert_eq!(supervisor.observed[&waiting].phase, Phase::Pending);
+        assert_eq!(
+            supervisor.capacity.slots_in_use(),
+            1,
+            "the promise was not taken up"
+        );
+        assert!(
+            supervisor.dirty.contains(&waiting),
+            "the pending process gets the slot in the next step, not at the resync"
+        );
+        supervisor.reconcile(NOW);
+        let started = supervisor.observed[&waiting].clone();
+        if let Some(pid) = started.pid {
+            cleanup.push(pid);
+        }
+        assert_eq!(started.phase, Phase::Running);
+        assert_eq!(supervisor.capacity.slots_in_use(), 2);
+    }
+
+    #[tokio::test]
     async fn a_slot_freed_in_one_round_starts_a_pending_process_in_the_next_round_of_the_same_pass()
     {
         let dir = tempfile::tempdir().unwrap();
@@ -1767,9 +1812,19 @@ mod tests {
         prefix: &str,
         count: usize,
     ) -> (Vec<ProcessId>, Vec<u32>, Spawned) {
+        start_processes(supervisor, prefix, count, &sleeper())
+    }
+
+    /// `start_sleepers`, of `spec`.
+    fn start_processes(
+        supervisor: &mut Supervisor,
+        prefix: &str,
+        count: usize,
+        spec: &ProcessSpec,
+    ) -> (Vec<ProcessId>, Vec<u32>, Spawned) {
         let names: Vec<ProcessId> = (0..count).map(|n| id(&format!("{prefix}{n:02}"))).collect();
         for name in &names {
-            declare(supervisor, name, &sleeper());
+            declare(supervisor, name, spec);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while supervisor.has_work() || supervisor.observed.len() < names.len() {
@@ -2283,7 +2338,7 @@ mod tests {
         };
 
         // No exit waits as the round begins: every start is prepared and its intent recorded.
-        let prepared = supervisor
+        let round = supervisor
             .begin_round(starts, true, NOW)
             .expect("intents recorded");
         assert_eq!(
@@ -2294,7 +2349,7 @@ mod tests {
         // Then the crash: a zombie, which nothing reaps until the test does.
         kill_and_wait_for_zombie(crashed_pids[0], deadline);
         let settled_before = supervisor.settled_intents.len();
-        let progressed = supervisor.finish_round(prepared, NOW);
+        let progressed = supervisor.finish_round(round, NOW);
         keep(&supervisor, &mut cleanup, &names);
         let mut first: Vec<ProcessId> = vec![restarted.clone()];
         first.extend(
@@ -2398,23 +2453,12 @@ mod tests {
         let crashed = &names[0];
         kill_and_wait_for_zombie(pids[0], deadline);
         let stopping = &names[1..];
-        for name in stopping {
-            undeclare(&mut supervisor, name);
-        }
-        supervisor.dirty.clear();
-        let plan = reconcile::plan(
-            stopping
-                .iter()
-                .map(|id| (supervisor.desired.get(id), supervisor.observed.get(id))),
-            NOW,
-            supervisor.sources_read,
-        );
-        assert_eq!(plan.actions.len(), stopping.len(), "{:?}", plan.actions);
+        let stops = undeclare_and_plan(&mut supervisor, stopping);
         // An urgent id (its grace over, a probe's verdict...) is never put off.
         let last = stopping[stopping.len() - 1].clone();
         let urgent = BTreeSet::from([last.clone()]);
 
-        let progressed = supervisor.execute_all(plan.actions, &urgent, NOW);
+        let progressed = supervisor.execute_all(stops, &urgent, NOW);
 
         assert_eq!(
             progressed.len(),
@@ -2452,6 +2496,55 @@ mod tests {
                 restarted.push(pid);
             }
             supervisor.reap();
+        }
+    }
+
+    /// Deletes `names` over the API and returns their stops as the loop plans them, one each.
+    fn undeclare_and_plan(supervisor: &mut Supervisor, names: &[ProcessId]) -> Vec<Action> {
+        for name in names {
+            undeclare(supervisor, name);
+        }
+        supervisor.dirty.clear();
+        let plan = reconcile::plan(
+            names
+                .iter()
+                .map(|id| (supervisor.desired.get(id), supervisor.observed.get(id))),
+            NOW,
+            supervisor.sources_read,
+        );
+        assert_eq!(plan.actions.len(), names.len(), "{:?}", plan.actions);
+        plan.actions
+    }
+
+    /// The control of the test above: with no exit waiting, one round carries out every stop.
+    #[tokio::test]
+    async fn stops_all_go_ahead_in_one_round_while_no_exit_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = supervisor(dir.path(), None);
+        // Deaf to SIGTERM, so that no stop of the round ends a process before the round does.
+        let stubborn = ProcessSpec {
+            executable: PathBuf::from("/bin/sh"),
+            args: vec!["-c".to_string(), "trap '' TERM; exec sleep 60".to_string()],
+            ..sleeper()
+        };
+        let (names, pids, _cleanup) = start_processes(&mut supervisor, "t", 40, &stubborn);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for pid in &pids {
+            while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map_or(true, |comm| comm.trim() != "sleep")
+            {
+                assert!(std::time::Instant::now() < deadline, "{pid} runs sleep");
+                std::thread::yield_now();
+            }
+        }
+        let stops = undeclare_and_plan(&mut supervisor, &names);
+
+        let progressed = supervisor.execute_all(stops, &BTreeSet::new(), NOW);
+
+        assert_eq!(progressed, names.iter().cloned().collect::<BTreeSet<_>>());
+        assert!(supervisor.dirty.is_empty(), "{:?}", supervisor.dirty);
+        for name in &names {
+            assert_eq!(supervisor.observed[name].phase, Phase::Stopping, "{name}");
         }
     }
 
