@@ -61,7 +61,10 @@ static void *spawner(void *arg){
   return NULL;
 }
 int main(int argc,char**argv){
+  if(argc<6){fprintf(stderr,"usage: spawner N T CHILD SOCKET LOGDIR [posix|vfork|vfork-pinned]\n");return 2;}
   N=atoi(argv[1]); T=atoi(argv[2]); child=argv[3]; sock=argv[4]; logdir=argv[5];
+  if(N<1||T<1||T>16){fprintf(stderr,"N must be positive and T from 1 to 16\n");return 2;}
+  if(strlen(sock)>=sizeof(((struct sockaddr_un*)0)->sun_path)){fprintf(stderr,"socket path too long\n");return 2;}
   const char *how=argc>6?argv[6]:"posix";
   if(!strcmp(how,"posix")) HOW=POSIX; else if(!strcmp(how,"vfork")) HOW=VFORK;
   else if(!strcmp(how,"vfork-pinned")) HOW=VFORK_PINNED; else {fprintf(stderr,"unknown spawn %s\n",how);return 2;}

@@ -7,6 +7,12 @@
 //! same in Rust; `--child nolibc`, on x86_64, `benches/bench_child_nolibc.c`, the same again with
 //! no C library, whose exec costs the host little).
 //!
+//! Right before each run's W1, the same N children are started by `benches/floor_spawner.c`
+//! (built with `cc`; `--no-floor` skips it): threads that only vfork and exec them, as the
+//! launcher spawns, with nothing of a supervisor. That is W1's floor on this host at this moment
+//! (W1 floor), and W1 less it is the launcher's own share (W1 over its floor), which the host's
+//! noise moves much less than W1 itself.
+//!
 //! Every launcher of a run also runs one more child, the sentinel (`sentinel.yaml`, tag
 //! `sentinel`), which no workload removes and which counts toward none of the N children the
 //! figures wait for. During W4, once the stop has begun (the first child's SIGTERM report; the
@@ -51,7 +57,7 @@ use prism_launcher::runtime::pidfd::{open_raw, send_signal_through};
 const USAGE: &str =
     "usage: cargo bench --bench scale -- [--n 100,1000] [--runs 3] [--binary PATH] \
 [--child c|nolibc|rust|PATH] [--w3-seconds 30] [--kills 20] [--port-range 20000-44999] [--memory-limit 64Mi] [--keep] \
-[--smoke]";
+[--no-floor] [--smoke]";
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -64,6 +70,8 @@ struct Options {
     child: PathBuf,
     /// Which child `child` is, for the report: `c`, `rust` or the path given.
     child_kind: String,
+    /// `floor_spawner.c` built, when W1's floor is measured (`--no-floor`, or no `cc`: not).
+    floor: Option<PathBuf>,
     w3: Duration,
     settle: Duration,
     kills: usize,
@@ -83,6 +91,7 @@ fn parse_options() -> Result<Options> {
         launcher: PathBuf::from(env!("CARGO_BIN_EXE_prism-launcher")),
         child: PathBuf::new(),
         child_kind: "c".to_string(),
+        floor: None,
         w3: Duration::from_secs(30),
         settle: Duration::from_secs(3),
         kills: 20,
@@ -93,6 +102,7 @@ fn parse_options() -> Result<Options> {
         keep: false,
     };
     let (mut ns, mut runs, mut w3, mut kills) = (None, None, None, None);
+    let mut with_floor = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -112,6 +122,7 @@ fn parse_options() -> Result<Options> {
             "--bench" => {}
             "--smoke" => options.smoke = true,
             "--keep" => options.keep = true,
+            "--no-floor" => with_floor = false,
             "--n" => {
                 let text = value("--n")?;
                 let parsed: Result<Vec<usize>> = text
@@ -193,6 +204,12 @@ fn parse_options() -> Result<Options> {
     }
     options.launcher = fs::canonicalize(&options.launcher)?;
     options.child = fs::canonicalize(&options.child)?;
+    if with_floor {
+        match build_c("floor_spawner.c", "prism-bench-floor", &["-pthread"]) {
+            Ok(floor) => options.floor = Some(floor),
+            Err(error) => eprintln!("note: {error:#}; W1's floor is not measured"),
+        }
+    }
     Ok(options)
 }
 
@@ -208,7 +225,7 @@ fn bench_child(kind: &str) -> Result<(PathBuf, String)> {
     let rust = PathBuf::from(env!("CARGO_BIN_EXE_prism-bench-child"));
     let child = match kind {
         "rust" => rust,
-        "c" => match build_c_child("bench_child.c", "prism-bench-child-c", &[]) {
+        "c" => match build_c("bench_child.c", "prism-bench-child-c", &[]) {
             Ok(binary) => binary,
             Err(error) => {
                 eprintln!("note: {error:#}; using the Rust child");
@@ -219,7 +236,7 @@ fn bench_child(kind: &str) -> Result<(PathBuf, String)> {
             if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
                 bail!("--child nolibc: benches/bench_child_nolibc.c is for x86_64 Linux only");
             }
-            build_c_child(
+            build_c(
                 "bench_child_nolibc.c",
                 "prism-bench-child-nolibc",
                 &[
@@ -237,7 +254,7 @@ fn bench_child(kind: &str) -> Result<(PathBuf, String)> {
 }
 
 /// Builds `benches/<source>` with the machine's `cc` into the bench's target folder.
-fn build_c_child(source: &str, binary: &str, flags: &[&str]) -> Result<PathBuf> {
+fn build_c(source: &str, binary: &str, flags: &[&str]) -> Result<PathBuf> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("benches")
         .join(source);
@@ -787,6 +804,77 @@ impl Drop for Launcher {
     }
 }
 
+/// W1's floor: `floor` (`benches/floor_spawner.c`) starts the same `n` children with vfork from
+/// as many threads as the host has cores, each with a log file of its own and a process group,
+/// and nothing of a supervisor (no records, no store, no pidfds); it prints how long it took
+/// from its first spawn until every child reported from `main`, then ends and reaps them. It
+/// runs with a unique `PRISM_LAUNCHER_ID` that its children inherit, so that the launcher's guard
+/// ends the spawner and every child of it whatever happens.
+fn run_floor(options: &Options, floor: &Path, root: &Path, n: usize) -> Result<f64> {
+    let socket = root.join("floor.sock");
+    // A unix socket's path has room for 107 bytes: refused here with the remedy, rather than
+    // by the spawner.
+    if socket.as_os_str().len() >= 100 {
+        bail!(
+            "W1 floor: the socket path {} is too long for a unix socket; set TMPDIR to a shorter directory",
+            socket.display()
+        );
+    }
+    let logs = root.join("floor-logs");
+    fs::create_dir_all(&logs)?;
+    let log = root.join("floor.log");
+    // As many as the cores, as the launcher's spawns; the spawner takes at most 16.
+    let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get().min(16));
+    let id = unique_launcher_id("floor");
+    let child = Command::new(floor)
+        .arg(n.to_string())
+        .arg(threads.to_string())
+        .arg(&options.child)
+        .arg(&socket)
+        .arg(&logs)
+        .arg("vfork")
+        .env("PRISM_LAUNCHER_ID", &id)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log)?)
+        .stderr(fs::File::create(root.join("floor.err"))?)
+        .current_dir(root)
+        .spawn()
+        .with_context(|| format!("spawning {}", floor.display()))?;
+    let mut spawner = Launcher {
+        child,
+        id,
+        data_dir: root.to_path_buf(),
+        log: log.clone(),
+        exit: None,
+    };
+    let deadline = deadline_for(n);
+    while spawner.running() {
+        if Instant::now() >= deadline {
+            return Err(spawner.failed(anyhow!("W1 floor: the spawner did not finish in time")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = fs::read_to_string(&log)?;
+    let errors = fs::read_to_string(root.join("floor.err")).unwrap_or_default();
+    if !spawner.exit.is_some_and(|status| status.success()) {
+        bail!(
+            "W1 floor: the spawner failed ({:?}): {} {}",
+            spawner.exit,
+            report.trim(),
+            errors.trim()
+        );
+    }
+    report
+        .split_once("all alive ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "W1 floor: no time in the spawner's report {:?}",
+                report.trim()
+            )
+        })
+}
+
 fn unique_launcher_id(name: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -924,6 +1012,8 @@ fn current_pids(collector: &Collector, n: usize) -> Result<Vec<i32>> {
 
 #[derive(Debug, Default, Clone)]
 struct RunResult {
+    /// W1's floor right before W1, when measured (`run_floor`).
+    floor_ms: Option<f64>,
     w1_ms: f64,
     w1b_ms: f64,
     rss_mib: f64,
@@ -974,6 +1064,12 @@ fn run_once(
     let specs_w1 = root.join("specs-w1");
     for dir in [&specs, &staging, &specs_w1] {
         fs::create_dir_all(dir)?;
+    }
+
+    if let Some(floor) = &options.floor {
+        let floor_ms = run_floor(options, floor, root, n)?;
+        eprintln!("    W1 floor {floor_ms:.1} ms (a bare vfork spawner, the same {n} children)");
+        result.floor_ms = Some(floor_ms);
     }
 
     // W1 cold start: the files (and the sentinel's) are there before the launcher is exec'd.
@@ -1607,7 +1703,9 @@ type Figure = (
 
 #[rustfmt::skip]
 const FIGURES: &[Figure] = &[
+    ("w1_floor", "W1 floor: bare vfork spawner", "ms", |r| r.floor_ms.unwrap_or(f64::NAN)),
     ("w1_cold_start", "W1 cold start: exec -> all alive", "ms", |r| r.w1_ms),
+    ("w1_over_floor", "W1 over its floor", "ms", |r| r.floor_ms.map_or(f64::NAN, |floor| r.w1_ms - floor)),
     ("w1b_hot_drop", "W1b hot drop: rename -> all alive", "ms", |r| r.w1b_ms),
     ("w3_rss", "W3 idle launcher RSS", "MiB", |r| r.rss_mib),
     ("w3_pss", "W3 idle launcher PSS", "MiB", |r| r.pss_mib),
@@ -1628,9 +1726,11 @@ const FIGURES: &[Figure] = &[
     ("w4b_shutdown_launcher", "W4b shutdown: launcher exited", "ms", |r| r.w4b_launcher_exit_ms),
 ];
 
+/// The rows of `runs`' figures; a figure no run measured (the floor under `--no-floor`) has none.
 fn rows_for(n: usize, runs: &[RunResult]) -> Vec<Row> {
     FIGURES
         .iter()
+        .filter(|&&(_, _, _, figure)| runs.iter().any(|run| !figure(run).is_nan()))
         .map(|&(key, label, unit, figure)| Row {
             key,
             label,
