@@ -78,7 +78,7 @@ impl Capacity {
         !current.is_some_and(holds_slot)
     }
 
-    /// The limit, for messages.
+    /// The limit (`None`: no limit).
     pub fn max(&self) -> Option<usize> {
         self.max
     }

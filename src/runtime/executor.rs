@@ -348,7 +348,8 @@ impl Supervisor {
                 self.leave_pending(&id, now);
                 continue;
             }
-            if self.capacity.takes_slot(current) {
+            // Without a limit, nothing is promised, nor left pending.
+            if self.capacity.max().is_some() && self.capacity.takes_slot(current) {
                 promises.promised.push(id.clone());
             }
             self.capacity.forget_pending(&id);
@@ -407,6 +408,9 @@ impl Supervisor {
     /// longer desired) goes to the ids the round's promises left pending: they are looked at
     /// again in the next step, instead of waiting for another slot to free or the resync.
     fn offer_unkept_promises(&mut self, promises: SlotPromises) {
+        if promises.displaced.is_empty() {
+            return;
+        }
         let unkept = promises
             .promised
             .iter()
