@@ -10,8 +10,9 @@
 //! Right before each run's W1, the same N children are started by `benches/floor_spawner.c`
 //! (built with `cc`; `--no-floor` skips it): threads that only vfork and exec them, as the
 //! launcher spawns, with nothing of a supervisor. That is W1's floor on this host at this moment
-//! (W1 floor), and W1 less it is the launcher's own share (W1 over its floor), which the host's
-//! noise moves much less than W1 itself.
+//! (W1 floor, timed as W1 is: from before the spawner's exec to the last child's own stamp), and
+//! W1 less it is the launcher's own share (W1 over its floor), its start included. Both move
+//! with the host, and their difference too: compare it over several runs.
 //!
 //! Every launcher of a run also runs one more child, the sentinel (`sentinel.yaml`, tag
 //! `sentinel`), which no workload removes and which counts toward none of the N children the
@@ -623,6 +624,8 @@ impl Collector {
 // The launcher under test, and the guard that ends it and its children
 
 struct Launcher {
+    /// What the process is, for messages: "launcher", or "floor spawner" (`run_floor`).
+    role: &'static str,
     child: Child,
     id: String,
     data_dir: PathBuf,
@@ -661,6 +664,7 @@ impl Launcher {
             .spawn()
             .with_context(|| format!("spawning {}", options.launcher.display()))?;
         let launcher = Launcher {
+            role: "launcher",
             child,
             id,
             data_dir,
@@ -687,9 +691,9 @@ impl Launcher {
     /// The last lines of its log and whether it runs: the context of a failed wait.
     fn describe(&mut self) -> String {
         let state = if self.running() {
-            format!("launcher pid {} still runs", self.pid())
+            format!("{} pid {} still runs", self.role, self.pid())
         } else {
-            format!("launcher exited: {:?}", self.exit)
+            format!("{} exited: {:?}", self.role, self.exit)
         };
         let log = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -797,8 +801,8 @@ impl Drop for Launcher {
         let killed = self.kill_all(&[]);
         if killed > 0 {
             eprintln!(
-                "  guard: SIGKILLed {killed} leftover processes of launcher {}",
-                self.id
+                "  guard: SIGKILLed {killed} leftover processes of {} {}",
+                self.role, self.id
             );
         }
     }
@@ -806,8 +810,9 @@ impl Drop for Launcher {
 
 /// W1's floor: `floor` (`benches/floor_spawner.c`) starts the same `n` children with vfork from
 /// as many threads as the host has cores, each with a log file of its own and a process group,
-/// and nothing of a supervisor (no records, no store, no pidfds); it prints how long it took
-/// from its first spawn until every child reported from `main`, then ends and reaps them. It
+/// and nothing of a supervisor (no records, no store, no pidfds); it prints the latest stamp its
+/// children reported from `main`, then ends and reaps them. Timed as W1: from just before the
+/// spawner's exec to that stamp. It
 /// runs with a unique `PRISM_LAUNCHER_ID` that its children inherit, so that the launcher's guard
 /// ends the spawner and every child of it whatever happens.
 fn run_floor(options: &Options, floor: &Path, root: &Path, n: usize) -> Result<f64> {
@@ -826,6 +831,7 @@ fn run_floor(options: &Options, floor: &Path, root: &Path, n: usize) -> Result<f
     // As many as the cores, as the launcher's spawns; the spawner takes at most 16.
     let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get().min(16));
     let id = unique_launcher_id("floor");
+    let t0 = monotonic_ns();
     let child = Command::new(floor)
         .arg(n.to_string())
         .arg(threads.to_string())
@@ -841,6 +847,7 @@ fn run_floor(options: &Options, floor: &Path, root: &Path, n: usize) -> Result<f
         .spawn()
         .with_context(|| format!("spawning {}", floor.display()))?;
     let mut spawner = Launcher {
+        role: "floor spawner",
         child,
         id,
         data_dir: root.to_path_buf(),
@@ -864,15 +871,17 @@ fn run_floor(options: &Options, floor: &Path, root: &Path, n: usize) -> Result<f
             errors.trim()
         );
     }
-    report
-        .split_once("all alive ")
-        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<f64>().ok())
+    let last_stamp = report
+        .split_once("last stamp ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .filter(|stamp| *stamp > t0)
         .ok_or_else(|| {
             anyhow!(
-                "W1 floor: no time in the spawner's report {:?}",
+                "W1 floor: no stamp after the spawner's start in its report {:?}",
                 report.trim()
             )
-        })
+        })?;
+    Ok(ms_between(t0, last_stamp))
 }
 
 fn unique_launcher_id(name: &str) -> String {
@@ -1637,8 +1646,14 @@ impl During<'_> {
 // ---------------------------------------------------------------------------------------------
 // Figures
 
+/// The values measured, in order: a figure a run could not take (NaN) is left out, so that it
+/// moves neither a median nor an end of the range.
 fn sorted(values: &[f64]) -> Vec<f64> {
-    let mut sorted = values.to_vec();
+    let mut sorted: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|value| value.is_finite())
+        .collect();
     sorted.sort_by(|a, b| a.total_cmp(b));
     sorted
 }
@@ -1926,7 +1941,7 @@ fn run() -> Result<bool> {
             number(median(&row.per_run)),
             format!("{}–{}", number(low), number(high)),
             row.unit,
-            row.per_run.len()
+            sorted(&row.per_run).len()
         );
     }
     println!();

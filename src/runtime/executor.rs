@@ -348,7 +348,8 @@ impl Supervisor {
                 self.leave_pending(&id, now);
                 continue;
             }
-            // Without a limit, nothing is promised, nor left pending.
+            // Without a limit no start is left pending, so no promise needs keeping (nor an id
+            // cloned per start for it).
             if self.capacity.max().is_some() && self.capacity.takes_slot(current) {
                 promises.promised.push(id.clone());
             }
