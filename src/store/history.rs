@@ -40,9 +40,10 @@ fn seq_of(prefix: &[u8], key: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(suffix).ok().map(u64::from_be_bytes)
 }
 
-/// The key text for messages (ids are ASCII; a NUL and the sequence number are escaped).
-fn key_text(key: &[u8]) -> String {
-    key.escape_ascii().to_string()
+/// The key text for messages (ids are ASCII; a NUL and the sequence number are escaped), made
+/// only when a message is.
+fn key_text(key: &[u8]) -> impl std::fmt::Display + '_ {
+    key.escape_ascii()
 }
 
 impl Store {
@@ -60,7 +61,7 @@ impl Store {
             {
                 let (key, bytes) =
                     entry.map_err(|source| io(format!("reading the history of {id}"), source))?;
-                match decode::<LifeEvent>("history", &key_text(&key), &bytes) {
+                match decode::<LifeEvent>("history", key_text(&key), &bytes) {
                     Ok(event) => newest_first.push(event),
                     Err(error) => {
                         tracing::warn!(%id, error = %crate::error_chain::Chain(&error), "skipping an event of a process's history that does not decode");
@@ -160,7 +161,7 @@ fn append_and_forget<'a>(
         let name = id.as_str().as_bytes();
         for event in events {
             let key = history_key(name, next);
-            let bytes = encode("history", &key_text(&key), event)?;
+            let bytes = encode("history", key_text(&key), event)?;
             batch.insert(key, bytes);
             if let Some(fallen_out) = next.checked_sub(WINDOW) {
                 batch.remove(history_key(name, fallen_out));

@@ -1763,7 +1763,7 @@ fn scan<T: DeserializeOwned>(
     for entry in tree.iter() {
         let (key, value) =
             entry.map_err(|source| io(format!("scanning the {name} tree"), source))?;
-        match decode(name, &String::from_utf8_lossy(&key), &value) {
+        match decode(name, String::from_utf8_lossy(&key), &value) {
             Ok(record) => records.push(record),
             Err(error) => corrupt.push(error),
         }
@@ -1771,9 +1771,10 @@ fn scan<T: DeserializeOwned>(
     Ok((records, corrupt))
 }
 
+/// `bytes` decoded; `key` is written out only into the error.
 fn decode<T: DeserializeOwned>(
     tree: &'static str,
-    key: &str,
+    key: impl std::fmt::Display,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
@@ -1783,7 +1784,12 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
-fn encode<T: Serialize>(tree: &'static str, key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+/// `value` encoded; `key` is written out only into the error.
+fn encode<T: Serialize>(
+    tree: &'static str,
+    key: impl std::fmt::Display,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|source| StoreError::Encode {
         tree,
         key: key.to_string(),
