@@ -38,6 +38,28 @@ pub(super) const PARALLEL_FROM: usize = 8;
 /// stop coming still gets this many of each done per step.
 pub(super) const ACTIONS_BEFORE_YIELDING: usize = 16;
 
+/// `ACTIONS_BEFORE_YIELDING` for actions taken one after another on the loop's thread: the
+/// first few always go ahead; past them, each is put off once an exit waits, and from then on
+/// without looking again (the exit stays until the loop reaps it).
+#[derive(Default)]
+pub(super) struct YieldToExits {
+    done: usize,
+    yielding: bool,
+}
+
+impl YieldToExits {
+    /// Whether the next action is put off.
+    pub(super) fn puts_off(&mut self, children: &ChildTable) -> bool {
+        if self.done >= ACTIONS_BEFORE_YIELDING {
+            self.yielding = self.yielding || children.exit_waiting();
+        }
+        if !self.yielding {
+            self.done += 1;
+        }
+        self.yielding
+    }
+}
+
 /// A spawn's outcome, before it is recorded.
 struct Launched {
     id: ProcessId,
@@ -316,11 +338,10 @@ impl Supervisor {
             .partition(|action| matches!(action, Action::Start { restart: true, .. }));
         // An exit that waits already: the first starts past the round's first few are put off
         // before anything is recorded of them.
-        let exit_waits =
-            may_yield && firsts.len() > ACTIONS_BEFORE_YIELDING && self.children.exit_waiting();
+        let mut yield_to_exits = YieldToExits::default();
         let mut starts = restarts;
-        for (index, action) in firsts.into_iter().enumerate() {
-            if exit_waits && index >= ACTIONS_BEFORE_YIELDING {
+        for action in firsts {
+            if may_yield && yield_to_exits.puts_off(&self.children) {
                 self.dirty.insert(action.id().clone());
             } else {
                 starts.push(action);

@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::capacity::Capacity;
 use super::event_loop::{Event, RuntimeConfig};
-use super::executor::ACTIONS_BEFORE_YIELDING;
+use super::executor::YieldToExits;
 use super::histories::Histories;
 use super::leaves::Leaves;
 use super::oom::KernelLog;
@@ -1243,19 +1243,12 @@ impl Supervisor {
             });
         let mut progressed = BTreeSet::new();
         progressed.extend(self.start_all(prompt_starts, false, now));
-        let mut yielding = false;
-        let mut bulk_done = 0;
+        let mut yield_to_exits = YieldToExits::default();
         for action in others {
-            let bulk = !urgent.contains(action.id());
-            if bulk
-                && bulk_done >= ACTIONS_BEFORE_YIELDING
-                && (yielding || self.children.exit_waiting())
-            {
-                yielding = true;
+            if !urgent.contains(action.id()) && yield_to_exits.puts_off(&self.children) {
                 self.dirty.insert(action.id().clone());
                 continue;
             }
-            bulk_done += usize::from(bulk);
             progressed.insert(action.id().clone());
             self.execute(action, now);
         }
@@ -1272,6 +1265,7 @@ mod tests {
     use super::*;
     use crate::reconcile::fixtures::{self, id};
     use crate::reconcile::{Happened, Ports, ProcessSpec, ProcessType, Source, SpawnIntent};
+    use crate::runtime::executor::ACTIONS_BEFORE_YIELDING;
     use crate::telemetry::{Metrics, Readiness, UsageBoard};
 
     const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
