@@ -31,7 +31,7 @@ pub(super) const PARALLEL_FROM: usize = 8;
 /// other actions (stops, kills...) always run; past them, a first start or another action is put
 /// off (its id planned again in a later step) as soon as a child's exit waits to be reaped.
 /// Restarts and urgent ids' actions never are. A first start is put off before it is prepared
-/// when the exit waits as its batch begins, else before its spawn (its recorded intent then
+/// when the exit waits already as the round is sorted, else before its spawn (its recorded intent then
 /// settled on its own). A step plans up to `BULK_STEP` (64) ids, about 28 ms of spawns on the
 /// 2-core machine: an exit in the middle of a mass start or stop is then reaped after this many
 /// of each and the spawns under way, not after the whole step, while a host where exits never
